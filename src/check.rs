@@ -1,0 +1,184 @@
+//! A runnable check: what `config` builds from the user's checks and the presets, and what
+//! the probes run. Plain data with secrets kept as `SecretString`; `config show` prints it
+//! through `CheckView`, which redacts them.
+
+use crate::model::CheckId;
+use crate::probe::expect::Expect;
+use reqwest::Method;
+use reqwest::header::{HeaderName, HeaderValue};
+use secrecy::SecretString;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+/// One check, ready to run.
+#[derive(Debug, Clone)]
+pub struct CheckSpec {
+    /// Unique name, e.g. `synapse/health` or `homepage`.
+    pub id: CheckId,
+    /// The `service` label, if any.
+    pub service: Option<String>,
+    /// How often the daemon runs it.
+    pub interval: Duration,
+    /// Hard deadline for one run.
+    pub timeout: Duration,
+    /// What to do.
+    pub probe: ProbeSpec,
+}
+
+/// The probe kinds.
+#[derive(Debug, Clone)]
+pub enum ProbeSpec {
+    /// An HTTP request with expectations on the response.
+    Http(HttpSpec),
+}
+
+/// An HTTP probe, fully resolved.
+#[derive(Debug, Clone)]
+pub struct HttpSpec {
+    /// Where to send the request.
+    pub target: Target,
+    /// The method.
+    pub method: Method,
+    /// Extra headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Bearer token for `Authorization`.
+    pub bearer: Option<SecretString>,
+    /// Request body.
+    pub body: Option<String>,
+    /// Largest body read, in bytes.
+    pub body_limit: u64,
+    /// Follow redirects.
+    pub follow_redirects: bool,
+    /// TLS settings.
+    pub tls: TlsOptions,
+    /// What the response must look like.
+    pub expect: Expect,
+}
+
+/// The URL of a request: fixed, or read from a JSON document first (OIDC discovery's
+/// `jwks_uri`). Both requests share the check's deadline and body cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// This URL.
+    Url(Url),
+    /// The URL found in `field` of the JSON object at `document`.
+    Discovered {
+        /// Where the JSON document is.
+        document: Url,
+        /// The top-level string field holding the URL.
+        field: String,
+    },
+}
+
+impl Target {
+    /// The URL shown to people: the fixed URL, or `<document> → field`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Url(url) => url.to_string(),
+            Self::Discovered { document, field } => format!("{document} → {field}"),
+        }
+    }
+}
+
+/// TLS settings of one probe.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct TlsOptions {
+    /// Extra CA certificates (PEM) to trust.
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate.
+    pub insecure_skip_verify: bool,
+}
+
+/// A printable, secret-free view of a check for `config show`.
+#[derive(Debug, Serialize)]
+pub struct CheckView {
+    /// Name.
+    pub name: String,
+    /// Service label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Interval.
+    pub interval: String,
+    /// Timeout.
+    pub timeout: String,
+    /// The HTTP request.
+    pub http: HttpView,
+}
+
+/// The HTTP part of `CheckView`.
+#[derive(Debug, Serialize)]
+pub struct HttpView {
+    /// URL (or discovery document and field).
+    pub url: String,
+    /// Method.
+    pub method: String,
+    /// Headers; values of `Authorization`-like headers are redacted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+    /// `<redacted>` when a bearer token is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<&'static str>,
+    /// Body cap.
+    pub body_limit: String,
+    /// Redirects followed.
+    pub follow_redirects: bool,
+    /// Extra CA file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Verification off.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
+    /// Expectations.
+    pub expect: crate::probe::expect::ExpectView,
+}
+
+/// The placeholder printed instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+impl CheckSpec {
+    /// The printable view, secrets redacted.
+    pub fn view(&self) -> CheckView {
+        let ProbeSpec::Http(http) = &self.probe;
+        CheckView {
+            name: self.id.to_string(),
+            service: self.service.clone(),
+            interval: crate::config::units::HumanDuration(self.interval).to_string(),
+            timeout: crate::config::units::HumanDuration(self.timeout).to_string(),
+            http: HttpView {
+                url: http.target.describe(),
+                method: http.method.to_string(),
+                headers: http
+                    .headers
+                    .iter()
+                    .map(|(name, value)| {
+                        if is_sensitive_header(name) {
+                            format!("{name}: {REDACTED}")
+                        } else {
+                            format!("{name}: {}", value.to_str().unwrap_or("<binary>"))
+                        }
+                    })
+                    .collect(),
+                bearer_token: http.bearer.as_ref().map(|_| REDACTED),
+                body_limit: crate::config::units::ByteSize(http.body_limit).to_string(),
+                follow_redirects: http.follow_redirects,
+                ca_file: http.tls.ca_file.as_ref().map(|p| p.display().to_string()),
+                insecure_skip_verify: http.tls.insecure_skip_verify,
+                expect: http.expect.view(),
+            },
+        }
+    }
+}
+
+/// Headers whose values are credentials and never shown.
+pub fn is_sensitive_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n == "authorization"
+        || n == "proxy-authorization"
+        || n == "cookie"
+        || n.contains("token")
+        || n.contains("secret")
+        || n.contains("api-key")
+        || n.contains("apikey")
+}

@@ -1,0 +1,283 @@
+//! The command line: `check`, `config check|show`, `init`. One small function per
+//! subcommand; tables for people, `--json` for programs. Returns a `Status` that `main`
+//! turns into the exit code.
+
+use crate::check::CheckView;
+use crate::clock::SystemClock;
+use crate::config::{self, Config};
+use crate::model::Observation;
+use crate::probe::Prober;
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How a command ended; the numbers are the exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Status {
+    /// Everything checked is fine.
+    Healthy = 0,
+    /// Something checked is not.
+    Unhealthy = 1,
+    /// The config or the command line is wrong, or mxwarden itself failed.
+    Error = 2,
+}
+
+/// mxwarden: the Matrix operator's runbook, made executable.
+#[derive(Debug, Parser)]
+#[command(name = "mxwarden", version, about, long_about = None)]
+struct Cli {
+    /// Config file.
+    #[arg(long, short, global = true, env = "MXWARDEN_CONFIG", default_value = "mxwarden.yaml")]
+    config: PathBuf,
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every check (or the named ones) once and print the results.
+    Check {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Checks (`synapse/health`) or services (`synapse`) to run; default all.
+        names: Vec<String>,
+    },
+    /// Validate or print a config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Write a commented starter config for the runbook's stack.
+    Init {
+        /// Where to write it (default: the --config path).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file: exit 0 when valid, 2 with every problem when not.
+    Check {
+        /// The file (default: the --config path).
+        file: Option<PathBuf>,
+    },
+    /// Print the config as mxwarden understands it: presets expanded, secrets redacted.
+    Show {
+        /// The file (default: the --config path).
+        file: Option<PathBuf>,
+        /// Print JSON instead of YAML.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> Result<Status> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return Ok(if e.use_stderr() { Status::Error } else { Status::Healthy });
+        }
+    };
+    init_logging(cli.verbose);
+    match cli.command {
+        Command::Check { json, names } => check(&cli.config, json, &names),
+        Command::Config(ConfigCommand::Check { file }) => config_check(file.as_deref().unwrap_or(&cli.config)),
+        Command::Config(ConfigCommand::Show { file, json }) => {
+            config_show(file.as_deref().unwrap_or(&cli.config), json)
+        }
+        Command::Init { output, force } => init(output.as_deref().unwrap_or(&cli.config), force),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn load(path: &Path) -> Result<Config> {
+    Ok(config::load(path)?)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn check(path: &Path, json: bool, names: &[String]) -> Result<Status> {
+    let config = load(path)?;
+    let selected = select(&config, names)?;
+    let prober = Prober::new(Arc::new(SystemClock));
+    let observations = runtime()?.block_on(prober.run_all(&selected, config.defaults.concurrency));
+    if json {
+        let rows: Vec<CheckResult> = observations.iter().map(CheckResult::from).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print_table(&observations);
+    }
+    Ok(if observations.iter().all(|o| o.ok) { Status::Healthy } else { Status::Unhealthy })
+}
+
+/// The checks named on the command line (by check or service name), or all.
+fn select(config: &Config, names: &[String]) -> Result<Vec<crate::check::CheckSpec>> {
+    if names.is_empty() {
+        return Ok(config.checks.clone());
+    }
+    let mut chosen = Vec::new();
+    for name in names {
+        let matching: Vec<_> = config
+            .checks
+            .iter()
+            .filter(|c| &c.id.0 == name || c.service.as_deref() == Some(name.as_str()))
+            .cloned()
+            .collect();
+        if matching.is_empty() {
+            let known: Vec<&str> = config.checks.iter().map(|c| c.id.0.as_str()).collect();
+            let hint = config::error::closest(name, known.iter().copied())
+                .map(|k| format!(" Did you mean `{k}`?"))
+                .unwrap_or_default();
+            bail!("no check or service named `{name}` in {}.{hint} Known checks: {}", config.path.display(), known.join(", "));
+        }
+        for spec in matching {
+            if !chosen.iter().any(|c: &crate::check::CheckSpec| c.id == spec.id) {
+                chosen.push(spec);
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+/// One row of `check --json`.
+#[derive(Debug, Serialize)]
+struct CheckResult<'a> {
+    service: Option<&'a str>,
+    check: &'a str,
+    ok: bool,
+    latency_ms: u64,
+    detail: String,
+    failures: &'a [String],
+    status_code: Option<u16>,
+    cert_expires_at: Option<String>,
+}
+
+impl<'a> From<&'a Observation> for CheckResult<'a> {
+    fn from(o: &'a Observation) -> Self {
+        Self {
+            service: o.service.as_deref(),
+            check: &o.check.0,
+            ok: o.ok,
+            latency_ms: o.latency.as_millis() as u64,
+            detail: o.detail(),
+            failures: &o.failures,
+            status_code: o.sample("probe_http_status_code").filter(|c| *c > 0.0).map(|c| c as u16),
+            cert_expires_at: o
+                .sample("probe_ssl_earliest_cert_expiry")
+                .and_then(|s| jiff::Timestamp::from_second(s as i64).ok())
+                .map(|t| t.to_string()),
+        }
+    }
+}
+
+fn print_table(observations: &[Observation]) {
+    use comfy_table::{ContentArrangement, Table, presets};
+    let mut table = Table::new();
+    table
+        .load_style(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(["SERVICE", "CHECK", "RESULT", "LATENCY", "DETAIL"]);
+    for o in observations {
+        table.add_row([
+            o.service.clone().unwrap_or_else(|| "-".into()),
+            o.check.0.clone(),
+            if o.ok { "ok".into() } else { "FAIL".into() },
+            crate::probe::expect::seconds(o.latency),
+            o.detail(),
+        ]);
+    }
+    println!("{}", table.trim_fmt());
+    let failed = observations.iter().filter(|o| !o.ok).count();
+    println!(
+        "{} checks: {} ok, {failed} failed",
+        observations.len(),
+        observations.len() - failed
+    );
+}
+
+fn config_check(path: &Path) -> Result<Status> {
+    let config = load(path)?;
+    println!("{}: valid, {} checks", path.display(), config.checks.len());
+    Ok(Status::Healthy)
+}
+
+/// What `config show` prints.
+#[derive(Debug, Serialize)]
+struct ShowView {
+    defaults: DefaultsView,
+    checks: Vec<CheckView>,
+}
+
+#[derive(Debug, Serialize)]
+struct DefaultsView {
+    interval: String,
+    timeout: String,
+    body_limit: String,
+    follow_redirects: bool,
+    concurrency: usize,
+}
+
+fn config_show(path: &Path, json: bool) -> Result<Status> {
+    let config = load(path)?;
+    let d = &config.defaults;
+    let view = ShowView {
+        defaults: DefaultsView {
+            interval: d.interval.to_string(),
+            timeout: d.timeout.to_string(),
+            body_limit: d.body_limit.to_string(),
+            follow_redirects: d.follow_redirects,
+            concurrency: d.concurrency,
+        },
+        checks: config.checks.iter().map(|c| c.view()).collect(),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", serde_saphyr::to_string(&view).context("cannot render the config as YAML")?);
+    }
+    Ok(Status::Healthy)
+}
+
+/// The starter config written by `init`.
+pub const STARTER: &str = include_str!("starter.yaml");
+
+fn init(path: &Path, force: bool) -> Result<Status> {
+    if path.exists() && !force {
+        bail!("{} exists; pass --force to overwrite it", path.display());
+    }
+    std::fs::write(path, STARTER).with_context(|| format!("cannot write {}", path.display()))?;
+    let next = if std::io::stdout().is_terminal() { "\nEdit it, then run: mxwarden check" } else { "" };
+    println!("wrote {}{next}", path.display());
+    Ok(Status::Healthy)
+}

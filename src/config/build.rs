@@ -1,0 +1,480 @@
+//! From a parsed `FileConfig` to runnable `CheckSpec`s: checks what serde cannot (URLs,
+//! kind-specific keys, names in `disable`/`overrides`, JSONPaths, headers, duplicate names),
+//! reads `*_file` secrets, expands presets and applies overrides. Every problem found is
+//! reported, each with its line.
+
+use super::error::{Diagnostic, closest};
+use super::schema::{
+    CheckConfig, ExpectConfig, FileConfig, HttpConfig, ServiceConfig, ServiceKind, TlsConfig,
+};
+use crate::check::{CheckSpec, HttpSpec, ProbeSpec, Target, TlsOptions};
+use crate::model::CheckId;
+use crate::preset::{self, ServiceFacts};
+use crate::probe::expect::{Expect, ExpectPatch, JsonQuery};
+use reqwest::Method;
+use reqwest::header::{HeaderName, HeaderValue};
+use secrecy::SecretString;
+use serde_saphyr::{Location, Spanned};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+/// Where the config came from, for messages and relative paths.
+pub struct Origin<'a> {
+    /// The file.
+    pub path: &'a Path,
+    /// Its text.
+    pub source: &'a str,
+    /// Directory that relative `*_file` paths are resolved against.
+    pub base_dir: &'a Path,
+}
+
+impl Origin<'_> {
+    fn at(&self, location: &Location, key: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::at(self.path, self.source, location.line(), location.column(), key, message)
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_relative() { self.base_dir.join(path) } else { path.to_path_buf() }
+    }
+}
+
+/// Collects diagnostics while building, so one run reports every problem.
+struct Problems<'a> {
+    origin: &'a Origin<'a>,
+    found: Vec<Diagnostic>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, location: &Location, key: impl Into<String>, message: impl Into<String>) {
+        let d = self.origin.at(location, key, message);
+        self.found.push(d);
+    }
+
+    fn add_with_hint(&mut self, location: &Location, key: String, message: String, hint: Option<String>) {
+        let d = self.origin.at(location, key, message).with_hint(hint);
+        self.found.push(d);
+    }
+
+    /// Keeps `Ok` values and records `Err` ones.
+    fn take<T>(&mut self, result: Result<T, Diagnostic>) -> Option<T> {
+        result.map_err(|d| self.found.push(d)).ok()
+    }
+}
+
+/// Validates `file` and expands it into checks, or returns every problem found.
+pub fn checks(file: &FileConfig, origin: &Origin<'_>) -> Result<Vec<CheckSpec>, Vec<Diagnostic>> {
+    let mut problems = Problems { origin, found: Vec::new() };
+    let mut checks = Vec::new();
+    if file.defaults.concurrency == 0 {
+        problems.found.push(Diagnostic {
+            file: origin.path.to_path_buf(),
+            line: None,
+            column: None,
+            key: "defaults.concurrency".into(),
+            message: "must be at least 1".into(),
+            hint: None,
+            snippet: None,
+        });
+    }
+    for (name, service) in &file.services {
+        checks.extend(service_checks(name, service, file, &mut problems));
+    }
+    for (index, check) in file.checks.iter().enumerate() {
+        if let Some(spec) = user_check(index, check, file, &mut problems) {
+            checks.push(spec);
+        }
+    }
+    reject_duplicates(&checks, file, &mut problems);
+    if problems.found.is_empty() { Ok(checks) } else { Err(problems.found) }
+}
+
+fn reject_duplicates(checks: &[CheckSpec], file: &FileConfig, problems: &mut Problems<'_>) {
+    let mut seen = BTreeSet::new();
+    for check in checks {
+        if !seen.insert(&check.id) {
+            let location = file
+                .checks
+                .iter()
+                .rev()
+                .find(|c| c.value.name == check.id.0)
+                .map_or(Location::UNKNOWN, |c| c.referenced);
+            problems.add(&location, "checks", format!("two checks are named `{}`; names must be unique", check.id));
+        }
+    }
+}
+
+/// Keys that only some kinds accept, and which kinds.
+const KIND_KEYS: &[(&str, &[ServiceKind])] = &[
+    ("admin_token", &[ServiceKind::Synapse]),
+    ("admin_token_file", &[ServiceKind::Synapse]),
+    ("federation_url", &[ServiceKind::Synapse]),
+    ("health_url", &[ServiceKind::Mas]),
+    ("issuer", &[ServiceKind::Mas]),
+    ("api_token", &[ServiceKind::Authentik]),
+    ("api_token_file", &[ServiceKind::Authentik]),
+];
+
+fn keys_set(s: &ServiceConfig) -> Vec<&'static str> {
+    let set = [
+        ("admin_token", s.admin_token.is_some()),
+        ("admin_token_file", s.admin_token_file.is_some()),
+        ("federation_url", s.federation_url.is_some()),
+        ("health_url", s.health_url.is_some()),
+        ("issuer", s.issuer.is_some()),
+        ("api_token", s.api_token.is_some()),
+        ("api_token_file", s.api_token_file.is_some()),
+    ];
+    set.into_iter().filter(|(_, on)| *on).map(|(k, _)| k).collect()
+}
+
+fn service_checks(
+    name: &str,
+    spanned: &Spanned<ServiceConfig>,
+    file: &FileConfig,
+    problems: &mut Problems<'_>,
+) -> Vec<CheckSpec> {
+    let service = &spanned.value;
+    let here = spanned.referenced;
+    let key = format!("services.{name}");
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        problems.add(&here, &key, "service names may hold only letters, digits, `-` and `_`");
+    }
+    for set in keys_set(service) {
+        let kinds = KIND_KEYS.iter().find(|(k, _)| *k == set).map_or(&[][..], |(_, kinds)| *kinds);
+        if !kinds.contains(&service.kind) {
+            let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+            problems.add(
+                &here,
+                format!("{key}.{set}"),
+                format!("`{set}` does not apply to kind {}; it is for: {}", service.kind.as_str(), names.join(", ")),
+            );
+        }
+    }
+    let url = problems.take(parse_url(problems.origin, &service.url, &format!("{key}.url")));
+    let federation_url = service
+        .federation_url
+        .as_ref()
+        .and_then(|u| problems.take(parse_url(problems.origin, u, &format!("{key}.federation_url"))));
+    let health_url = service
+        .health_url
+        .as_ref()
+        .and_then(|u| problems.take(parse_url(problems.origin, u, &format!("{key}.health_url"))));
+    let admin_token = problems.take(secret(
+        problems.origin,
+        service.admin_token.as_ref(),
+        service.admin_token_file.as_ref(),
+        &format!("{key}.admin_token"),
+        &here,
+    ));
+    let api_token = problems.take(secret(
+        problems.origin,
+        service.api_token.as_ref(),
+        service.api_token_file.as_ref(),
+        &format!("{key}.api_token"),
+        &here,
+    ));
+    let known = preset::check_names(service.kind);
+    let full = |short: &str| format!("{name}/{short}");
+    let short_of = |given: &str| -> Option<&'static str> {
+        let given = given.strip_prefix(&format!("{name}/")).unwrap_or(given);
+        known.iter().copied().find(|k| *k == given)
+    };
+    let unknown_check = |problems: &mut Problems<'_>, location: &Location, k: String, given: &str| {
+        let listed: Vec<String> = known.iter().map(|k| full(k)).collect();
+        let hint = closest(given, listed.iter().map(String::as_str))
+            .or_else(|| closest(given, known.iter().copied()))
+            .map(|k| format!("did you mean `{k}`?"));
+        problems.add_with_hint(
+            location,
+            k,
+            format!("no preset check `{given}` for kind {}; expected one of: {}", service.kind.as_str(), listed.join(", ")),
+            hint,
+        );
+    };
+    let mut disabled = BTreeSet::new();
+    for (i, d) in service.disable.iter().enumerate() {
+        match short_of(&d.value) {
+            Some(short) => {
+                disabled.insert(short);
+            }
+            None => unknown_check(problems, &d.referenced, format!("{key}.disable[{i}]"), &d.value),
+        }
+    }
+    let mut overrides = Vec::new();
+    for (given, o) in &service.overrides {
+        match short_of(given) {
+            Some(short) => {
+                let patch = o
+                    .value
+                    .expect
+                    .as_ref()
+                    .and_then(|e| compile_patch(e, &format!("{key}.overrides.{given}.expect"), &o.referenced, problems));
+                overrides.push((short, o.value.clone(), patch));
+            }
+            None => unknown_check(problems, &o.referenced, format!("{key}.overrides.{given}"), given),
+        }
+    }
+    let tls = tls_options(service.tls.as_ref(), problems);
+    let (Some(url), Some(admin_token), Some(api_token)) = (url, admin_token, api_token) else {
+        return Vec::new();
+    };
+    let facts = ServiceFacts {
+        kind: service.kind,
+        url,
+        admin_token,
+        federation_url,
+        health_url,
+        issuer: service.issuer.clone(),
+        api_token,
+        cert_valid_for: service.cert_valid_for.map_or(Duration::from_secs(14 * 86_400), |d| d.0),
+    };
+    let interval = service.interval.unwrap_or(file.defaults.interval).0;
+    let timeout = service.timeout.unwrap_or(file.defaults.timeout).0;
+    preset::checks(&facts)
+        .into_iter()
+        .filter(|c| !disabled.contains(c.short))
+        .map(|c| {
+            let mut spec = CheckSpec {
+                id: CheckId(full(c.short)),
+                service: Some(name.to_string()),
+                interval,
+                timeout,
+                probe: ProbeSpec::Http(HttpSpec {
+                    target: c.target,
+                    method: Method::GET,
+                    headers: Vec::new(),
+                    bearer: c.bearer,
+                    body: None,
+                    body_limit: file.defaults.body_limit.0,
+                    follow_redirects: file.defaults.follow_redirects,
+                    tls: tls.clone(),
+                    expect: c.expect,
+                }),
+            };
+            for (short, o, patch) in &overrides {
+                if *short == c.short {
+                    apply_override(&mut spec, o.interval, o.timeout, patch.clone());
+                }
+            }
+            spec
+        })
+        .collect()
+}
+
+fn apply_override(
+    spec: &mut CheckSpec,
+    interval: Option<super::units::HumanDuration>,
+    timeout: Option<super::units::HumanDuration>,
+    patch: Option<ExpectPatch>,
+) {
+    if let Some(i) = interval {
+        spec.interval = i.0;
+    }
+    if let Some(t) = timeout {
+        spec.timeout = t.0;
+    }
+    let ProbeSpec::Http(http) = &mut spec.probe;
+    if let Some(p) = patch {
+        http.expect.apply(p);
+    }
+}
+
+fn user_check(
+    index: usize,
+    spanned: &Spanned<CheckConfig>,
+    file: &FileConfig,
+    problems: &mut Problems<'_>,
+) -> Option<CheckSpec> {
+    let check = &spanned.value;
+    let here = spanned.referenced;
+    let key = format!("checks[{index}]");
+    if check.name.trim().is_empty() {
+        problems.add(&here, format!("{key}.name"), "a check needs a non-empty name");
+    }
+    let Some(http) = &check.http else {
+        problems.add(&here, &key, "a check needs a probe; expected `http:`");
+        return None;
+    };
+    let http_spec = http_spec(http, &format!("{key}.http"), &here, file, problems)?;
+    Some(CheckSpec {
+        id: CheckId(check.name.clone()),
+        service: check.service.clone(),
+        interval: check.interval.unwrap_or(file.defaults.interval).0,
+        timeout: check.timeout.unwrap_or(file.defaults.timeout).0,
+        probe: ProbeSpec::Http(http_spec),
+    })
+}
+
+fn http_spec(
+    http: &HttpConfig,
+    key: &str,
+    here: &Location,
+    file: &FileConfig,
+    problems: &mut Problems<'_>,
+) -> Option<HttpSpec> {
+    let url = problems.take(parse_url(problems.origin, &http.url, &format!("{key}.url")));
+    let method = match &http.method {
+        None => Some(Method::GET),
+        Some(m) => match Method::from_bytes(m.value.trim().to_ascii_uppercase().as_bytes()) {
+            Ok(method) => Some(method),
+            Err(_) => {
+                problems.add(&m.referenced, format!("{key}.method"), format!("`{}` is not an HTTP method; expected GET, HEAD, POST, …", m.value));
+                None
+            }
+        },
+    };
+    let mut headers = Vec::new();
+    for (name, value) in &http.headers {
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            (Ok(n), Ok(v)) => headers.push((n, v)),
+            (Err(_), _) => problems.add(here, format!("{key}.headers.{name}"), format!("`{name}` is not a valid header name")),
+            (_, Err(_)) => problems.add(here, format!("{key}.headers.{name}"), "the value holds characters not allowed in a header"),
+        }
+    }
+    let bearer = problems.take(secret(
+        problems.origin,
+        http.bearer_token.as_ref(),
+        http.bearer_token_file.as_ref(),
+        &format!("{key}.bearer_token"),
+        here,
+    ));
+    let patch = compile_patch(&http.expect, &format!("{key}.expect"), here, problems);
+    let tls = tls_options(http.tls.as_ref(), problems);
+    let mut expect = Expect::default();
+    expect.apply(patch?);
+    Some(HttpSpec {
+        target: Target::Url(url?),
+        method: method?,
+        headers,
+        bearer: bearer?,
+        body: http.body.clone(),
+        body_limit: http.body_limit.unwrap_or(file.defaults.body_limit).0,
+        follow_redirects: http.follow_redirects.unwrap_or(file.defaults.follow_redirects),
+        tls,
+        expect,
+    })
+}
+
+fn compile_patch(
+    expect: &ExpectConfig,
+    key: &str,
+    here: &Location,
+    problems: &mut Problems<'_>,
+) -> Option<ExpectPatch> {
+    let mut ok = true;
+    let mut json = None;
+    if let Some(map) = &expect.json {
+        let mut items = Vec::new();
+        for (path, value) in &map.value {
+            match JsonQuery::parse(path) {
+                Ok(q) => items.push((q, value.clone())),
+                Err(why) => {
+                    problems.add(&map.referenced, format!("{key}.json"), why);
+                    ok = false;
+                }
+            }
+        }
+        json = Some(items);
+    }
+    let mut json_exists = None;
+    if let Some(paths) = &expect.json_exists {
+        let mut items = Vec::new();
+        for (i, path) in paths.iter().enumerate() {
+            match JsonQuery::parse(&path.value) {
+                Ok(q) => items.push(q),
+                Err(why) => {
+                    problems.add(&path.referenced, format!("{key}.json_exists[{i}]"), why);
+                    ok = false;
+                }
+            }
+        }
+        json_exists = Some(items);
+    }
+    if let Some(status) = &expect.status
+        && status.0.is_empty()
+    {
+        problems.add(here, format!("{key}.status"), "an empty list accepts nothing; expected at least one status");
+        ok = false;
+    }
+    ok.then(|| ExpectPatch {
+        status: expect.status.as_ref().map(|s| s.0.clone()),
+        json,
+        json_exists,
+        body_contains: expect.body_contains.clone(),
+        max_latency: expect.max_latency.map(|d| d.0),
+        cert_valid_for: expect.cert_valid_for.map(|d| d.0),
+    })
+}
+
+fn tls_options(tls: Option<&TlsConfig>, problems: &mut Problems<'_>) -> TlsOptions {
+    let Some(tls) = tls else {
+        return TlsOptions::default();
+    };
+    let ca_file = tls.ca_file.as_ref().and_then(|f| {
+        let path = problems.origin.resolve(&f.value);
+        if path.is_file() {
+            Some(path)
+        } else {
+            problems.add(&f.referenced, "tls.ca_file", format!("{} is not a readable file", path.display()));
+            None
+        }
+    });
+    TlsOptions { ca_file, insecure_skip_verify: tls.insecure_skip_verify }
+}
+
+fn parse_url(origin: &Origin<'_>, text: &Spanned<String>, key: &str) -> Result<Url, Diagnostic> {
+    let fail = |why: String| origin.at(&text.referenced, key, why);
+    let url = Url::parse(text.value.trim())
+        .map_err(|e| fail(format!("`{}` is not a URL ({e}); expected e.g. https://matrix.example.org", text.value)))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(fail(format!("`{}` uses scheme `{}`; expected http or https", text.value, url.scheme())));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(fail(format!("`{}` has no host", text.value)));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(fail(
+            "credentials in URLs end up in logs; use bearer_token or headers instead".into(),
+        ));
+    }
+    Ok(url)
+}
+
+/// An inline secret or one read from a file; both at once is an error.
+fn secret(
+    origin: &Origin<'_>,
+    inline: Option<&SecretString>,
+    file: Option<&Spanned<PathBuf>>,
+    key: &str,
+    here: &Location,
+) -> Result<Option<SecretString>, Diagnostic> {
+    match (inline, file) {
+        (Some(_), Some(f)) => Err(origin.at(
+            &f.referenced,
+            format!("{key}_file"),
+            format!("set either `{key}` or `{key}_file`, not both"),
+        )),
+        (Some(s), None) => {
+            use secrecy::ExposeSecret;
+            if s.expose_secret().trim().is_empty() {
+                Err(origin.at(here, key, "is empty; expected a token (is its environment variable empty?)"))
+            } else {
+                Ok(Some(s.clone()))
+            }
+        }
+        (None, Some(f)) => {
+            let path = origin.resolve(&f.value);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                origin.at(&f.referenced, format!("{key}_file"), format!("cannot read {}: {e}", path.display()))
+            })?;
+            let trimmed = text.trim_end_matches(['\n', '\r']);
+            if trimmed.trim().is_empty() {
+                return Err(origin.at(&f.referenced, format!("{key}_file"), format!("{} is empty", path.display())));
+            }
+            Ok(Some(SecretString::from(trimmed.to_string())))
+        }
+        (None, None) => Ok(None),
+    }
+}

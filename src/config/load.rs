@@ -1,0 +1,232 @@
+//! From YAML text to the typed `FileConfig`: `${VAR}` interpolation from the environment
+//! (an unset variable is an error naming it and its line), strict parsing with the key path
+//! of every error, and "did you mean" for near-miss keys and values. Pure over its inputs:
+//! the caller passes the text and the environment.
+
+use super::error::{ConfigError, Diagnostic, closest};
+use super::schema::FileConfig;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Parses `source` (the contents of `file`) with `${NAME}` taken from `env`.
+///
+/// Interpolation follows docker-compose: `${NAME}` and `$NAME` anywhere in a value,
+/// `${NAME:-default}` and friends, `$$` for a literal `$`. Values are redacted back to
+/// `${NAME}` in every error message.
+pub fn parse(
+    file: &Path,
+    source: &str,
+    env: &HashMap<String, String>,
+) -> Result<FileConfig, ConfigError> {
+    let unset = unset_references(source, env);
+    if !unset.is_empty() {
+        return Err(ConfigError::Invalid(
+            unset
+                .into_iter()
+                .map(|r| {
+                    Diagnostic::at(
+                        file,
+                        source,
+                        r.line,
+                        r.column,
+                        "",
+                        format!(
+                            "environment variable {} is not set; set it, or write $${{{}}} for a literal `${{{}}}`",
+                            r.name, r.name, r.name
+                        ),
+                    )
+                })
+                .collect(),
+        ));
+    }
+    let options = serde_saphyr::options! {
+        property_syntax: serde_saphyr::PropertySyntax::DockerCompose,
+    }
+    .with_properties(env.clone());
+    let path = RefCell::new(String::new());
+    let parsed = serde_saphyr::with_deserializer_from_str_with_options(source, options, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            *path.borrow_mut() = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    parsed.map_err(|e| ConfigError::Invalid(vec![diagnose(file, source, &path.into_inner(), &e)]))
+}
+
+/// Turns a parser error into a diagnostic with a clean message and a suggestion.
+fn diagnose(file: &Path, source: &str, path: &str, error: &serde_saphyr::Error) -> Diagnostic {
+    let (line, column) = error
+        .location()
+        .map_or((0, 0), |l| (l.line(), l.column()));
+    let message = clean_message(&error.without_snippet().to_string());
+    let mut key = path.replace(".value.", ".").trim_end_matches(".value").to_string();
+    if key == "." {
+        key.clear();
+    }
+    let suggest = |word: &str, expected: &[&str]| {
+        closest(word, expected.iter().copied()).map(|k| format!("did you mean `{k}`?"))
+    };
+    let (text, hint) = match error.without_snippet() {
+        serde_saphyr::Error::SerdeUnknownField { field, expected, .. } => {
+            if !key.ends_with(field.as_str()) {
+                key = join_key(&key, field);
+            }
+            (
+                format!("unknown key `{field}`; expected one of: {}", expected.join(", ")),
+                suggest(field, expected),
+            )
+        }
+        serde_saphyr::Error::SerdeUnknownVariant { variant, expected, .. } => (
+            format!("unknown value `{variant}`; expected one of: {}", expected.join(", ")),
+            suggest(variant, expected),
+        ),
+        _ => (message, None),
+    };
+    Diagnostic::at(file, source, line, column, key, text).with_hint(hint)
+}
+
+fn join_key(parent: &str, child: &str) -> String {
+    if parent.is_empty() { child.to_string() } else { format!("{parent}.{child}") }
+}
+
+/// Drops the parser's own "error: line N column M:" prefix; we print the location ourselves.
+fn clean_message(rendered: &str) -> String {
+    let first = rendered.lines().next().unwrap_or(rendered).trim();
+    let first = first.strip_prefix("error:").unwrap_or(first).trim();
+    match first.strip_prefix("line ") {
+        Some(rest) => match rest.find(": ") {
+            Some(i) => rest[i + 2..].to_string(),
+            None => first.to_string(),
+        },
+        None => first.to_string(),
+    }
+}
+
+/// A `${NAME}` or `$NAME` reference with no default whose variable is not set.
+#[derive(Debug, PartialEq, Eq)]
+struct UnsetReference {
+    name: String,
+    line: u64,
+    column: u64,
+}
+
+/// Finds plain references to unset variables, outside comments. References with an
+/// operator (`${A:-x}`, `${A?msg}`) are left to the interpolator, which knows their rules.
+fn unset_references(source: &str, env: &HashMap<String, String>) -> Vec<UnsetReference> {
+    let mut found = Vec::new();
+    for (index, line) in source.lines().enumerate() {
+        let code = &line[..comment_start(line)];
+        let bytes = code.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] != b'$' {
+                i += 1;
+                continue;
+            }
+            match bytes.get(i + 1) {
+                Some(b'$') => i += 2,
+                Some(b'{') => {
+                    let name_len = name_length(&code[i + 2..]);
+                    let after = bytes.get(i + 2 + name_len);
+                    if name_len > 0 && after == Some(&b'}') {
+                        push_if_unset(&mut found, env, &code[i + 2..i + 2 + name_len], index, i);
+                    }
+                    i += 2 + name_len;
+                }
+                Some(_) => {
+                    let name_len = name_length(&code[i + 1..]);
+                    if name_len > 0 {
+                        push_if_unset(&mut found, env, &code[i + 1..i + 1 + name_len], index, i);
+                    }
+                    i += 1 + name_len;
+                }
+                None => i += 1,
+            }
+        }
+    }
+    found
+}
+
+fn push_if_unset(
+    found: &mut Vec<UnsetReference>,
+    env: &HashMap<String, String>,
+    name: &str,
+    line_index: usize,
+    byte_column: usize,
+) {
+    if !env.contains_key(name) {
+        found.push(UnsetReference {
+            name: name.to_string(),
+            line: line_index as u64 + 1,
+            column: byte_column as u64 + 1,
+        });
+    }
+}
+
+/// Length of the variable name at the start of `text`: `[A-Za-z_][A-Za-z0-9_]*`.
+fn name_length(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    if !bytes.first().is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_') {
+        return 0;
+    }
+    bytes
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+        .count()
+}
+
+/// Byte offset where a YAML comment starts on this line (or its length): a `#` at the start
+/// or after a blank, outside quotes.
+fn comment_start(line: &str) -> usize {
+    let mut quote: Option<u8> = None;
+    let mut previous = b' ';
+    for (i, &b) in line.as_bytes().iter().enumerate() {
+        match quote {
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if b == b'"' || b == b'\'' => quote = Some(b),
+            None if b == b'#' && (previous == b' ' || previous == b'\t' || i == 0) => return i,
+            None => {}
+        }
+        previous = b;
+    }
+    line.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn unset_references_are_found_with_their_position() {
+        let cases: &[(&str, &[&str], &str)] = &[
+            ("a: ${SET}\n", &[], "a set variable is fine"),
+            ("a: \"${NOPE}\"\n", &["NOPE"], "quoted values interpolate too"),
+            ("a: $NOPE\n", &["NOPE"], "the bare form counts"),
+            ("a: $${NOPE}\n", &[], "$$ escapes"),
+            ("a: ${NOPE:-x}\n", &[], "a default makes it optional"),
+            ("a: x # ${NOPE}\n", &[], "comments are not interpolated"),
+            ("a: \"x # ${NOPE}\"\n", &["NOPE"], "a # inside quotes is not a comment"),
+            ("a: 5$\n", &[], "a lone dollar is literal"),
+        ];
+        for (source, want, why) in cases {
+            let got: Vec<String> = unset_references(source, &env(&[("SET", "1")]))
+                .into_iter()
+                .map(|r| r.name)
+                .collect();
+            assert_eq!(&got, want, "{source:?}: {why}");
+        }
+        let r = &unset_references("x: 1\ny: \"${NOPE}\"\n", &env(&[]))[0];
+        assert_eq!((r.line, r.column), (2, 5));
+    }
+
+    #[test]
+    fn parser_prefixes_are_dropped() {
+        assert_eq!(clean_message("error: line 7 column 7: unknown field `x`"), "unknown field `x`");
+    }
+}

@@ -1,0 +1,50 @@
+//! Configuration: the `mxwarden.yaml` schema (`schema`), its units (`units`), loading with
+//! environment interpolation and line-accurate errors (`load`), and the step that checks what
+//! serde cannot and expands presets into runnable checks (`build`). The CLI calls [`load`];
+//! everything downstream sees only [`Config`].
+
+mod build;
+pub mod error;
+pub mod load;
+pub mod schema;
+pub mod units;
+
+pub use error::{ConfigError, Diagnostic};
+
+use crate::check::CheckSpec;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// A loaded, validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The defaults section.
+    pub defaults: schema::DefaultsConfig,
+    /// Every check: presets expanded, user checks after them, in file order.
+    pub checks: Vec<CheckSpec>,
+}
+
+/// Reads and validates the config at `path`, interpolating from the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let env: HashMap<String, String> = std::env::vars().collect();
+    from_source(path, &source, &env)
+}
+
+/// Validates config text as if read from `path`, with `env` as the environment.
+pub fn from_source(
+    path: &Path,
+    source: &str,
+    env: &HashMap<String, String>,
+) -> Result<Config, ConfigError> {
+    let file = load::parse(path, source, env)?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let checks = build::checks(&file, &build::Origin { path, source, base_dir })
+        .map_err(ConfigError::Invalid)?;
+    Ok(Config { path: path.to_path_buf(), defaults: file.defaults, checks })
+}

@@ -1,0 +1,368 @@
+//! The `mxwarden.yaml` schema, field by field. These `///` comments are the user's reference:
+//! `mxwarden init` and `docs/configuration.md` repeat them. The loader (`config::load`) fills
+//! these types from YAML; `config::validate` checks what serde cannot; `preset` and
+//! `config::plan` turn them into runnable checks. Keys are snake_case, durations `30s`,
+//! sizes `1MiB`, secrets `${ENV_VAR}` or a `*_file` twin.
+
+use super::units::{ByteSize, HumanDuration};
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer};
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The whole configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Values every check inherits unless it sets its own.
+    #[serde(default)]
+    pub defaults: DefaultsConfig,
+    /// The services of the stack, by name. The name becomes the `service` label and the first
+    /// part of every preset check's name (`synapse/health`).
+    #[serde(default)]
+    pub services: BTreeMap<String, Spanned<ServiceConfig>>,
+    /// Checks the presets do not cover.
+    #[serde(default)]
+    pub checks: Vec<Spanned<CheckConfig>>,
+}
+
+/// Defaults for every check.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsConfig {
+    /// How often a check runs in the daemon. Default `30s`.
+    #[serde(default = "default_interval")]
+    pub interval: HumanDuration,
+    /// Hard deadline for one probe: DNS, connect, TLS, headers and body together. Default `10s`.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    /// Largest response body read; over it the read stops and the check fails. Default `1MiB`.
+    #[serde(default = "default_body_limit")]
+    pub body_limit: ByteSize,
+    /// Follow HTTP redirects (up to 10). Default `true`.
+    #[serde(default = "default_true")]
+    pub follow_redirects: bool,
+    /// How many probes `mxwarden check` runs at once. Default `16`.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+impl Default for DefaultsConfig {
+    fn default() -> Self {
+        Self {
+            interval: default_interval(),
+            timeout: default_timeout(),
+            body_limit: default_body_limit(),
+            follow_redirects: true,
+            concurrency: default_concurrency(),
+        }
+    }
+}
+
+fn default_interval() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
+}
+fn default_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(10))
+}
+fn default_body_limit() -> ByteSize {
+    ByteSize(1 << 20)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_concurrency() -> usize {
+    16
+}
+
+/// The kinds of service mxwarden knows, each with a preset of checks (see `docs/presets.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceKind {
+    /// Synapse homeserver: `/health`, client versions, admin server version, federation, TLS.
+    Synapse,
+    /// Matrix Authentication Service: OIDC discovery, JWKS, `/health` on the internal listener.
+    Mas,
+    /// Vikunja: `/health` and `/api/v1/info`.
+    Vikunja,
+    /// authentik: liveness, readiness and the admin version API.
+    Authentik,
+}
+
+impl ServiceKind {
+    /// The kind's name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Synapse => "synapse",
+            Self::Mas => "mas",
+            Self::Vikunja => "vikunja",
+            Self::Authentik => "authentik",
+        }
+    }
+}
+
+/// One service of the stack. Which keys apply depends on `kind`; a key that does not apply to
+/// the kind is an error, not silently ignored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// What the service is: `synapse`, `mas`, `vikunja` or `authentik`.
+    pub kind: ServiceKind,
+    /// Public base URL, e.g. `https://matrix.example.org`. Preset paths are joined to it.
+    pub url: Spanned<String>,
+    /// synapse: an admin's access token, sent as a bearer token to the admin API.
+    /// With it, the preset also checks that the token really is an admin's.
+    #[serde(default)]
+    pub admin_token: Option<SecretString>,
+    /// synapse: read `admin_token` from this file instead (trailing newline removed).
+    #[serde(default)]
+    pub admin_token_file: Option<Spanned<PathBuf>>,
+    /// synapse: base URL of the federation listener; setting it enables `federation`.
+    /// Use `url` here when federation is served on the same port.
+    #[serde(default)]
+    pub federation_url: Option<Spanned<String>>,
+    /// mas: MAS's internal health URL (the `health` resource, usually `http://…:8081/health`).
+    #[serde(default)]
+    pub health_url: Option<Spanned<String>>,
+    /// mas: the issuer discovery must announce. Default: not compared, only required.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// authentik: an API token (Directory → Tokens, intent "API") for the version endpoint.
+    #[serde(default)]
+    pub api_token: Option<SecretString>,
+    /// authentik: read `api_token` from this file instead.
+    #[serde(default)]
+    pub api_token_file: Option<Spanned<PathBuf>>,
+    /// For `https` URLs: how long the certificate must still be valid. Default `14d`.
+    #[serde(default)]
+    pub cert_valid_for: Option<HumanDuration>,
+    /// Interval for this service's checks (overrides `defaults.interval`).
+    #[serde(default)]
+    pub interval: Option<HumanDuration>,
+    /// Timeout for this service's checks (overrides `defaults.timeout`).
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+    /// TLS settings for this service's checks.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Preset checks to leave out, by short name (`federation`) or full name (`synapse/federation`).
+    #[serde(default)]
+    pub disable: Vec<Spanned<String>>,
+    /// Changes to single preset checks, by short or full name:
+    /// `overrides: { health: { timeout: 3s, expect: { max_latency: 1s } } }`.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, Spanned<OverrideConfig>>,
+}
+
+/// Changes to one preset check. Every field is optional; `expect` fields replace the preset's
+/// one by one, the others stay.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideConfig {
+    /// Interval for this check.
+    #[serde(default)]
+    pub interval: Option<HumanDuration>,
+    /// Timeout for this check.
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+    /// Expectations to replace.
+    #[serde(default)]
+    pub expect: Option<ExpectConfig>,
+}
+
+/// A check written by hand.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// Unique name, shown in output and used as the `check` label.
+    pub name: String,
+    /// Optional grouping label (`service`), e.g. `web`.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// How often it runs in the daemon (overrides `defaults.interval`).
+    #[serde(default)]
+    pub interval: Option<HumanDuration>,
+    /// Hard deadline for one run (overrides `defaults.timeout`).
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+    /// An HTTP(S) request and what its response must look like.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
+}
+
+/// An HTTP probe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The URL to request (`http` or `https`).
+    pub url: Spanned<String>,
+    /// HTTP method. Default `GET`.
+    #[serde(default)]
+    pub method: Option<Spanned<String>>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Sent as `Authorization: Bearer …`; never logged or shown.
+    #[serde(default)]
+    pub bearer_token: Option<SecretString>,
+    /// Read `bearer_token` from this file instead.
+    #[serde(default)]
+    pub bearer_token_file: Option<Spanned<PathBuf>>,
+    /// Request body (for POST/PUT).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Largest response body read (overrides `defaults.body_limit`).
+    #[serde(default)]
+    pub body_limit: Option<ByteSize>,
+    /// Follow redirects (overrides `defaults.follow_redirects`).
+    #[serde(default)]
+    pub follow_redirects: Option<bool>,
+    /// TLS settings.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// What the response must look like. Default: a 2xx status.
+    #[serde(default)]
+    pub expect: ExpectConfig,
+}
+
+/// Expectations on a response. Every one that is set must hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectConfig {
+    /// Accepted status codes: one (`200`), a list (`[200, 204]`), or classes (`2xx`). Default `2xx`.
+    #[serde(default)]
+    pub status: Option<OneOrMany<StatusMatcher>>,
+    /// RFC 9535 JSONPath → the value it must select: `{ "$.status": "OK" }`.
+    #[serde(default)]
+    pub json: Option<Spanned<BTreeMap<String, serde_json::Value>>>,
+    /// JSONPaths that must select at least one value: `["$.version"]`.
+    #[serde(default)]
+    pub json_exists: Option<Vec<Spanned<String>>>,
+    /// Text the body must contain.
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    /// The whole probe must finish within this (e.g. `2s`).
+    #[serde(default)]
+    pub max_latency: Option<HumanDuration>,
+    /// For `https`: the server certificate must stay valid at least this long (e.g. `14d`).
+    #[serde(default)]
+    pub cert_valid_for: Option<HumanDuration>,
+}
+
+/// TLS settings of a probe.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with extra CA certificates to trust (a private CA), added to the system roots.
+    #[serde(default)]
+    pub ca_file: Option<Spanned<PathBuf>>,
+    /// Accept any certificate. Expiry is still measured. Only for testing.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// One value or a list of values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IntoDeserializer, SeqAccess, Visitor};
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("one value or a list of values")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany(items))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(OneOrMany(vec![T::deserialize(v.into_deserializer())?]))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(OneOrMany(vec![T::deserialize(v.into_deserializer())?]))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(OneOrMany(vec![T::deserialize(v.into_deserializer())?]))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// An accepted status: an exact code (`200`) or a class (`2xx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StatusMatcher {
+    /// Exactly this code.
+    Code(u16),
+    /// Any code of this hundred: `Class(2)` is 200–299.
+    Class(u16),
+}
+
+impl StatusMatcher {
+    /// Whether `code` is accepted.
+    pub fn matches(self, code: u16) -> bool {
+        match self {
+            Self::Code(c) => c == code,
+            Self::Class(c) => code / 100 == c,
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let t = text.trim();
+        if let Some(class) = t.strip_suffix("xx").or_else(|| t.strip_suffix("XX")) {
+            return class.parse().ok().filter(|c| (1..=5).contains(c)).map(Self::Class);
+        }
+        t.parse().ok().filter(|c| (100..=599).contains(c)).map(Self::Code)
+    }
+}
+
+impl std::fmt::Display for StatusMatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Code(c) => write!(f, "{c}"),
+            Self::Class(c) => write!(f, "{c}xx"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusMatcher {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = StatusMatcher;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a status code from 100 to 599 (200) or a class (2xx)")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<StatusMatcher, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<StatusMatcher, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<StatusMatcher, E> {
+                StatusMatcher::parse(text).ok_or_else(|| {
+                    E::custom(format!(
+                        "`{text}` is not a status; expected a code from 100 to 599 (200) or a class (2xx)"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl serde::Serialize for StatusMatcher {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Code(c) => s.serialize_u16(*c),
+            Self::Class(_) => s.collect_str(self),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! mxwarden: the self-hosted Matrix operator's runbook, made executable.
+//!
+//! Everything that looks at the world produces samples in the Prometheus data model
+//! (`probe`), from checks that the config and the presets describe (`config`, `preset`,
+//! `check`). The CLI (`cli`) drives the same core that the daemon will.
+//! See `docs/ARCHITECTURE.md` for the whole picture.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod check;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod model;
+pub mod preset;
+pub mod probe;

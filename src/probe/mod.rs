@@ -1,0 +1,97 @@
+//! Probes: run a `CheckSpec` and return an `Observation` of blackbox_exporter-style samples
+//! and a human explanation per failure. `Prober` owns what probes share (the system's CA
+//! roots, one HTTP client per distinct TLS/redirect setting) and the clock.
+
+pub mod expect;
+mod explain;
+pub mod http;
+pub mod tls;
+
+use crate::check::{CheckSpec, ProbeSpec, TlsOptions};
+use crate::clock::Clock;
+use crate::model::{Labels, Observation, Sample};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Runs checks. Cheap to share; clients are built on first use and reused.
+pub struct Prober {
+    roots: rustls::RootCertStore,
+    clients: Mutex<HashMap<(TlsOptions, bool), reqwest::Client>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Prober {
+    /// A prober with the system's CA roots and the given clock.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { roots: tls::system_roots(), clients: Mutex::new(HashMap::new()), clock }
+    }
+
+    fn client(&self, tls: &TlsOptions, follow_redirects: bool) -> Result<reqwest::Client, String> {
+        let key = (tls.clone(), follow_redirects);
+        let mut clients = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let config = tls::client_config(&self.roots, tls)?;
+        let redirects = if follow_redirects {
+            reqwest::redirect::Policy::limited(10)
+        } else {
+            reqwest::redirect::Policy::none()
+        };
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .tls_info(true)
+            .redirect(redirects)
+            .user_agent(concat!("mxwarden/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// Runs one check.
+    pub async fn run(&self, spec: &CheckSpec) -> Observation {
+        let at = self.clock.now();
+        let ProbeSpec::Http(http) = &spec.probe;
+        let (outcome, latency) = match self.client(&http.tls, http.follow_redirects) {
+            Ok(client) => http::run(http, &client, spec.timeout, || self.clock.now()).await,
+            Err(why) => (http::Outcome::Failed(why), std::time::Duration::ZERO),
+        };
+        let mut labels = Labels::new();
+        labels.insert("check".into(), spec.id.0.clone());
+        if let Some(service) = &spec.service {
+            labels.insert("service".into(), service.clone());
+        }
+        let sample = |name: &str, value: f64| Sample { name: name.into(), labels: labels.clone(), value };
+        let (failures, status, cert, summary) = match outcome {
+            http::Outcome::Judged { response, failures } => {
+                let summary = format!("status {}", response.status);
+                (failures, response.status, response.cert_not_after, summary)
+            }
+            http::Outcome::Failed(why) => (vec![why], 0, None, String::new()),
+        };
+        let ok = failures.is_empty();
+        let mut samples = vec![
+            sample("probe_success", if ok { 1.0 } else { 0.0 }),
+            sample("probe_duration_seconds", latency.as_secs_f64()),
+            sample("probe_http_status_code", f64::from(status)),
+        ];
+        if let Some(not_after) = cert {
+            samples.push(sample("probe_ssl_earliest_cert_expiry", not_after.as_second() as f64));
+        }
+        if !ok {
+            tracing::debug!(check = %spec.id, failures = ?failures, "Check failed.");
+        }
+        Observation { check: spec.id.clone(), service: spec.service.clone(), at, ok, latency, samples, failures, summary }
+    }
+
+    /// Runs all checks, at most `concurrency` at once, and returns their observations in order.
+    pub async fn run_all(&self, specs: &[CheckSpec], concurrency: usize) -> Vec<Observation> {
+        futures::stream::iter(specs)
+            .map(|spec| self.run(spec))
+            .buffered(concurrency.max(1))
+            .collect()
+            .await
+    }
+}
