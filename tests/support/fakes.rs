@@ -1,0 +1,174 @@
+//! In-process servers for what cannot run here, following the documented shapes in
+//! `../shared/reference/stack-reference.md` (Vikunja §3, authentik §4, MAS /health §2.1), and
+//! hostile servers that misbehave on purpose (huge bodies, silence, trickling bodies).
+//! They run on one background tokio runtime shared by the whole test binary.
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The runtime that hosts every fake.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("the fakes' runtime starts")
+    })
+}
+
+/// Serves `router` on a free loopback port; returns `http://127.0.0.1:PORT`.
+pub fn serve(router: Router) -> String {
+    let listener = runtime()
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind a loopback port");
+    let addr = listener.local_addr().expect("local address");
+    runtime().spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    format!("http://{addr}")
+}
+
+/// Vikunja as documented (v2.5.0): `/health` → 200 `OK` text; `/api/v1/info` → BuildInfo JSON.
+pub fn vikunja() -> String {
+    let info = serde_json::json!({
+        "version": "v2.5.0",
+        "frontend_url": "https://tasks.example.com/",
+        "motd": "",
+        "link_sharing_enabled": true,
+        "max_file_size": "20MB",
+        "max_items_per_page": 50,
+        "available_migrators": ["vikunja-file", "ticktick", "wekan", "csv", "planka"],
+        "task_attachments_enabled": true,
+        "enabled_background_providers": ["upload"],
+        "totp_enabled": true,
+        "legal": {"imprint_url": "", "privacy_policy_url": ""},
+        "caldav_enabled": true,
+        "auth": {"local": {"enabled": true, "registration_enabled": true}, "ldap": {"enabled": false},
+                 "openid_connect": {"enabled": false, "providers": []}},
+        "email_reminders_enabled": true,
+        "user_deletion_enabled": true,
+        "task_comments_enabled": true,
+        "demo_mode_enabled": false,
+        "webhooks_enabled": true,
+        "public_teams_enabled": false,
+        "allow_icon_changes": true,
+        "enabled_pro_features": [],
+        "concurrent_writes": true
+    });
+    serve(
+        Router::new()
+            .route("/health", get(|| async { ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], "OK") }))
+            .route("/api/v1/info", get(move || async move { axum::Json(info) })),
+    )
+}
+
+/// authentik as documented: liveness 200 (older releases 204), readiness 200, and the version
+/// API that needs `Authorization: Bearer <token>` (403 with DRF's body otherwise).
+pub fn authentik(token: &str, live_status: u16) -> String {
+    let expected = format!("Bearer {token}");
+    let live = StatusCode::from_u16(live_status).expect("valid status");
+    serve(
+        Router::new()
+            .route("/-/health/live/", get(move || async move { live }))
+            .route("/-/health/ready/", get(|| async { StatusCode::OK }))
+            .route(
+                "/api/v3/admin/version/",
+                get(move |headers: HeaderMap| async move {
+                    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                    if given == Some(expected.as_str()) {
+                        axum::Json(serde_json::json!({
+                            "version_current": "2026.11.0",
+                            "version_latest": "2026.11.0",
+                            "version_latest_valid": true,
+                            "build_hash": "0123abc",
+                            "outdated": false,
+                            "outpost_outdated": false
+                        }))
+                        .into_response()
+                    } else {
+                        (
+                            StatusCode::FORBIDDEN,
+                            axum::Json(serde_json::json!({"detail": "Authentication credentials were not provided."})),
+                        )
+                            .into_response()
+                    }
+                }),
+            ),
+    )
+}
+
+/// MAS's internal `/health`: 200 `ok` while its database answers, 500 when `healthy` is false.
+pub fn mas_health(healthy: bool) -> String {
+    serve(Router::new().route(
+        "/health",
+        get(move || async move {
+            if healthy {
+                (StatusCode::OK, "ok").into_response()
+            } else {
+                (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response()
+            }
+        }),
+    ))
+}
+
+/// Servers that misbehave.
+pub struct Hostile {
+    /// Base URL of an HTTP server with the routes below.
+    pub base: String,
+    /// `host:port` of a listener that accepts connections and never says a word.
+    pub silent: SocketAddr,
+}
+
+/// Starts the hostile servers:
+/// `/big` 5 MB with Content-Length, `/big-chunked` 5 MB with no length, `/slow-body` headers
+/// at once then one byte a second, `/status/503`, `/json-broken`, `/redirect` → `/elsewhere`.
+pub fn hostile() -> Hostile {
+    let five_mb = || "x".repeat(5 * 1000 * 1000);
+    let base = serve(
+        Router::new()
+            .route("/big", get(move || async move { five_mb() }))
+            .route(
+                "/big-chunked",
+                get(|| async {
+                    let chunks = (0..80).map(|_| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b'y'; 64 * 1024])));
+                    axum::body::Body::from_stream(futures::stream::iter(chunks))
+                }),
+            )
+            .route(
+                "/slow-body",
+                get(|| async {
+                    let ticks = futures::stream::unfold(0u32, |n| async move {
+                        if n > 0 {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        (n < 60).then(|| (Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b".")), n + 1))
+                    });
+                    axum::body::Body::from_stream(ticks)
+                }),
+            )
+            .route("/status/503", get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "upstream down") }))
+            .route("/json-broken", get(|| async { ([(header::CONTENT_TYPE, "application/json")], "{\"status\": \"OK\"") }))
+            .route("/json-status-down", get(|| async { axum::Json(serde_json::json!({"status": "DOWN"})) }))
+            .route("/redirect", get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/elsewhere")]) }))
+            .route("/elsewhere", get(|| async { "arrived" })),
+    );
+    let silent = runtime().block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket); // accepted, never read, never answered
+            }
+        });
+        addr
+    });
+    Hostile { base, silent }
+}
