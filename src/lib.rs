@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod alert;
 pub mod check;
 pub mod cli;
 pub mod clock;
@@ -15,3 +16,5 @@ pub mod config;
 pub mod model;
 pub mod preset;
 pub mod probe;
+pub mod rule;
+pub mod series;

@@ -1,0 +1,136 @@
+//! The alert state machine, pure: given an alert's previous state, whether its condition holds
+//! now, its policy (`for`, `keep_firing_for`) and the time, return the new state and the
+//! transition to announce, if any. No I/O, no clock: the rule engine calls it on every
+//! evaluation, the notifier (later) acts on the transitions. Semantics are Prometheus's:
+//! pending until the condition has held for `for`, firing until it has been false for
+//! `keep_firing_for`; a pending alert that stops holding is dropped without a word.
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// Where an alert stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AlertState {
+    /// Condition false (or never seen).
+    #[default]
+    Inactive,
+    /// Condition true since `active_at`, not yet for long enough.
+    Pending {
+        /// When the condition became true.
+        active_at: Millis,
+    },
+    /// Announced as firing.
+    Firing {
+        /// When the condition became true.
+        active_at: Millis,
+        /// When it started firing.
+        fired_at: Millis,
+        /// When the condition last went false while firing (`keep_firing_for` runs from here).
+        false_since: Option<Millis>,
+    },
+}
+
+/// How long a condition must hold, and how long firing outlasts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Policy {
+    /// `for`: time the condition must hold before firing.
+    pub hold_ms: Millis,
+    /// `keep_firing_for`: time firing continues after the condition stops holding.
+    pub keep_firing_ms: Millis,
+}
+
+/// What changed, for the notifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The condition started holding (not announced; useful for logs and the status page).
+    Pending,
+    /// The alert fires.
+    Fired,
+    /// A firing alert is over.
+    Resolved,
+}
+
+/// One evaluation step.
+pub fn step(prev: AlertState, active: bool, policy: Policy, now: Millis) -> (AlertState, Option<Transition>) {
+    match (prev, active) {
+        (AlertState::Inactive, false) => (AlertState::Inactive, None),
+        (AlertState::Inactive, true) => {
+            if policy.hold_ms <= 0 {
+                (AlertState::Firing { active_at: now, fired_at: now, false_since: None }, Some(Transition::Fired))
+            } else {
+                (AlertState::Pending { active_at: now }, Some(Transition::Pending))
+            }
+        }
+        (AlertState::Pending { .. }, false) => (AlertState::Inactive, None),
+        (AlertState::Pending { active_at }, true) => {
+            if now - active_at >= policy.hold_ms {
+                (AlertState::Firing { active_at, fired_at: now, false_since: None }, Some(Transition::Fired))
+            } else {
+                (prev, None)
+            }
+        }
+        (AlertState::Firing { active_at, fired_at, .. }, true) => {
+            (AlertState::Firing { active_at, fired_at, false_since: None }, None)
+        }
+        (AlertState::Firing { active_at, fired_at, false_since }, false) => {
+            let since = false_since.unwrap_or(now);
+            if policy.keep_firing_ms > 0 && now - since < policy.keep_firing_ms {
+                (AlertState::Firing { active_at, fired_at, false_since: Some(since) }, None)
+            } else {
+                (AlertState::Inactive, Some(Transition::Resolved))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: Millis = 60_000;
+
+    /// Runs a sequence of (minute, active) steps and returns the transitions per step.
+    fn run(policy: Policy, steps: &[(i64, bool)]) -> Vec<Option<Transition>> {
+        let mut state = AlertState::Inactive;
+        steps
+            .iter()
+            .map(|&(minute, active)| {
+                let (next, t) = step(state, active, policy, minute * M);
+                state = next;
+                t
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_state_machine_follows_prometheus() {
+        use Transition::*;
+        let hold5 = Policy { hold_ms: 5 * M, keep_firing_ms: 0 };
+        let instant = Policy::default();
+        let keep3 = Policy { hold_ms: 0, keep_firing_ms: 3 * M };
+        let cases: Vec<(&str, Policy, Vec<(i64, bool)>, Vec<Option<Transition>>)> = vec![
+            ("no `for`: fires at once and resolves at once", instant,
+             vec![(0, true), (1, true), (2, false)], vec![Some(Fired), None, Some(Resolved)]),
+            ("pending until held for `for`, then fires", hold5,
+             vec![(0, true), (4, true), (5, true), (6, true)], vec![Some(Pending), None, Some(Fired), None]),
+            ("a blip shorter than `for` never fires and is dropped silently", hold5,
+             vec![(0, true), (2, false), (3, true), (7, true), (8, true)], vec![Some(Pending), None, Some(Pending), None, Some(Fired)]),
+            ("keep_firing_for outlasts a flap", keep3,
+             vec![(0, true), (1, false), (2, true), (3, false), (5, false), (6, false)],
+             vec![Some(Fired), None, None, None, None, Some(Resolved)]),
+            ("inactive stays quiet", instant, vec![(0, false), (1, false)], vec![None, None]),
+        ];
+        for (why, policy, steps, want) in cases {
+            assert_eq!(run(policy, &steps), want, "{why}");
+        }
+    }
+
+    #[test]
+    fn firing_keeps_its_start_time() {
+        let p = Policy { hold_ms: 2 * M, keep_firing_ms: 0 };
+        let (s, _) = step(AlertState::Inactive, true, p, 0);
+        let (s, _) = step(s, true, p, 2 * M);
+        let (s, _) = step(s, true, p, 9 * M);
+        assert_eq!(s, AlertState::Firing { active_at: 0, fired_at: 2 * M, false_since: None });
+    }
+}

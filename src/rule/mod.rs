@@ -1,0 +1,426 @@
+//! Alerting rules in Prometheus's shape (`alert`, `expr`, `for`, `keep_firing_for`, `labels`,
+//! `annotations`), compiled once, validated against the supported PromQL subset, and
+//! evaluated over the series windows. `RuleEngine` keeps each alert's state through
+//! `alert::step`; it is fed by the scrape and probe samples and read by the CLI (and, later,
+//! the notifier). Rules come from the presets and from the config's `rules:` list.
+
+pub mod eval;
+pub mod functions;
+pub mod template;
+
+use crate::alert::{self, AlertState, Millis, Policy, Transition};
+use crate::model::Labels;
+use crate::series::SeriesStore;
+use eval::{Context, EvalError, Value};
+use promql_parser::parser::token;
+use promql_parser::parser::Expr;
+use promql_parser::parser::value::ValueType;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use template::Template;
+
+/// The severities the runbook's tiers use.
+pub const SEVERITIES: &[&str] = &["critical", "warning", "info"];
+
+/// A rule as written (in config or by a preset), before compiling.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleDef {
+    /// Alert name.
+    pub alert: String,
+    /// PromQL expression.
+    pub expr: String,
+    /// `for`, ms.
+    #[serde(skip)]
+    pub for_ms: Millis,
+    /// `keep_firing_for`, ms.
+    #[serde(skip)]
+    pub keep_firing_for_ms: Millis,
+    /// Labels, including `severity`.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// Where it came from: `preset synapse`, `config`.
+    #[serde(skip)]
+    pub origin: String,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct AlertRule {
+    /// The definition.
+    pub def: RuleDef,
+    expr: Expr,
+    labels: Vec<(String, Template)>,
+    annotations: Vec<(String, Template)>,
+}
+
+/// Why a rule cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rule {alert}: {message}")]
+pub struct RuleError {
+    /// The rule's alert name.
+    pub alert: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl AlertRule {
+    /// Parses and checks a rule: PromQL syntax, the supported subset, an instant-vector
+    /// result, a known severity, valid templates.
+    pub fn compile(def: RuleDef) -> Result<Self, RuleError> {
+        let fail = |message: String| RuleError { alert: def.alert.clone(), message };
+        if def.alert.is_empty() || !def.alert.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            return Err(fail(format!("`{}` is not a valid alert name (letters, digits, _ and :)", def.alert)));
+        }
+        let expr = promql_parser::parser::parse(&def.expr).map_err(|e| fail(format!("expr does not parse: {e}")))?;
+        let unsupported = unsupported(&expr);
+        if !unsupported.is_empty() {
+            return Err(fail(format!(
+                "expr uses what mxwarden does not evaluate: {} (see docs/rules.md for the supported subset)",
+                unsupported.join(", ")
+            )));
+        }
+        if !matches!(expr.value_type(), ValueType::Vector | ValueType::Scalar) {
+            return Err(fail("expr must give an instant vector".into()));
+        }
+        match def.labels.get("severity").map(String::as_str) {
+            Some(s) if SEVERITIES.contains(&s) => {}
+            Some(other) => return Err(fail(format!("severity `{other}`; expected one of: {}", SEVERITIES.join(", ")))),
+            None => return Err(fail(format!("labels.severity is required; one of: {}", SEVERITIES.join(", ")))),
+        }
+        let compile = |map: &BTreeMap<String, String>, what: &str| -> Result<Vec<(String, Template)>, RuleError> {
+            map.iter()
+                .map(|(k, v)| Template::parse(v).map(|t| (k.clone(), t)).map_err(|e| fail(format!("{what}.{k}: {e}"))))
+                .collect()
+        };
+        let labels = compile(&def.labels, "labels")?;
+        let annotations = compile(&def.annotations, "annotations")?;
+        Ok(Self { def, expr, labels, annotations })
+    }
+
+    /// Metric names the expression selects; `None` when a selector has no name (needs all).
+    pub fn metric_names(&self) -> Option<BTreeSet<String>> {
+        let mut names = BTreeSet::new();
+        names_in(&self.expr, &mut names).then_some(names)
+    }
+
+    /// How much history the expression reads back from the evaluation time, ms.
+    pub fn lookback_ms(&self) -> Millis {
+        reach(&self.expr) + eval::LOOKBACK_MS
+    }
+
+    /// The alert instances whose condition holds at `t`: labels (series labels without the
+    /// name, plus the rule's labels and `alertname`) and value.
+    pub fn active(&self, store: &SeriesStore, t: Millis) -> Result<Vec<(Labels, f64)>, EvalError> {
+        let elems = match eval::eval(&self.expr, &Context { store, t })? {
+            Value::Vector(v) => v,
+            Value::Scalar(v) => vec![eval::Elem { labels: Labels::new(), value: v }],
+            _ => return Err(EvalError("expr did not give an instant vector".into())),
+        };
+        let mut out: Vec<(Labels, f64)> = Vec::with_capacity(elems.len());
+        let mut seen = BTreeSet::new();
+        for e in elems {
+            let mut labels = eval::drop_name(e.labels);
+            let base = labels.clone();
+            for (k, t) in &self.labels {
+                labels.insert(k.clone(), t.render(&base, e.value));
+            }
+            labels.insert("alertname".into(), self.def.alert.clone());
+            if !seen.insert(labels.clone()) {
+                return Err(EvalError("vector contains metrics with the same labelset after applying alert labels".into()));
+            }
+            out.push((labels, e.value));
+        }
+        Ok(out)
+    }
+
+    /// The annotations for one instance.
+    pub fn annotate(&self, labels: &Labels, value: f64) -> BTreeMap<String, String> {
+        self.annotations.iter().map(|(k, t)| (k.clone(), t.render(labels, value))).collect()
+    }
+
+    fn policy(&self) -> Policy {
+        Policy { hold_ms: self.def.for_ms, keep_firing_ms: self.def.keep_firing_for_ms }
+    }
+}
+
+/// Names of the constructs outside the supported subset.
+fn unsupported(expr: &Expr) -> Vec<String> {
+    let mut found = Vec::new();
+    walk(expr, &mut |e| match e {
+        Expr::Call(c) if !functions::SUPPORTED.contains(&c.func.name) => found.push(format!("function {}()", c.func.name)),
+        Expr::Aggregate(a)
+            if !matches!(
+                a.op.id(),
+                token::T_SUM | token::T_AVG | token::T_MIN | token::T_MAX | token::T_COUNT | token::T_GROUP
+                    | token::T_STDDEV | token::T_STDVAR | token::T_TOPK | token::T_BOTTOMK | token::T_QUANTILE
+            ) =>
+        {
+            found.push(format!("aggregation {}", a.op))
+        }
+        Expr::Binary(b) if b.op.id() == token::T_ATAN2 => found.push("operator atan2".into()),
+        Expr::Subquery(_) => found.push("subqueries".into()),
+        Expr::VectorSelector(vs) if vs.at.is_some() => found.push("the @ modifier".into()),
+        Expr::MatrixSelector(ms) if ms.vs.at.is_some() => found.push("the @ modifier".into()),
+        Expr::Extension(_) => found.push("extensions".into()),
+        _ => {}
+    });
+    found.dedup();
+    found
+}
+
+/// Visits every node.
+fn walk(expr: &Expr, f: &mut dyn FnMut(&Expr)) {
+    f(expr);
+    match expr {
+        Expr::Aggregate(a) => {
+            walk(&a.expr, f);
+            if let Some(p) = &a.param {
+                walk(p, f);
+            }
+        }
+        Expr::Unary(u) => walk(&u.expr, f),
+        Expr::Binary(b) => {
+            walk(&b.lhs, f);
+            walk(&b.rhs, f);
+        }
+        Expr::Paren(p) => walk(&p.expr, f),
+        Expr::Subquery(s) => walk(&s.expr, f),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, f)),
+        _ => {}
+    }
+}
+
+fn names_in(expr: &Expr, names: &mut BTreeSet<String>) -> bool {
+    let mut all_named = true;
+    walk(expr, &mut |e| {
+        let vs = match e {
+            Expr::VectorSelector(vs) => vs,
+            Expr::MatrixSelector(ms) => &ms.vs,
+            _ => return,
+        };
+        match &vs.name {
+            Some(n) => {
+                names.insert(n.clone());
+            }
+            None => all_named = false,
+        }
+    });
+    all_named
+}
+
+fn reach(expr: &Expr) -> Millis {
+    let mut longest = 0;
+    walk(expr, &mut |e| {
+        let (range, offset) = match e {
+            Expr::VectorSelector(vs) => (0, &vs.offset),
+            Expr::MatrixSelector(ms) => (ms.range.as_millis() as Millis, &ms.vs.offset),
+            _ => return,
+        };
+        let offset = match offset {
+            Some(promql_parser::parser::Offset::Pos(d)) => d.as_millis() as Millis,
+            _ => 0,
+        };
+        longest = longest.max(range + offset);
+    });
+    longest
+}
+
+/// One alert as the engine sees it after an evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertStatus {
+    /// Labels, with `alertname` and `severity`.
+    pub labels: Labels,
+    /// Annotations, rendered.
+    pub annotations: BTreeMap<String, String>,
+    /// The expression's value.
+    pub value: f64,
+    /// `pending` or `firing`.
+    pub state: &'static str,
+    /// When the condition started holding, ms.
+    pub active_at: Millis,
+}
+
+/// What one evaluation produced.
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    /// Pending and firing alerts.
+    pub alerts: Vec<AlertStatus>,
+    /// State changes, with the alert's labels.
+    pub transitions: Vec<(Labels, Transition)>,
+    /// Rules that could not be evaluated this time.
+    pub errors: Vec<(String, EvalError)>,
+}
+
+/// All rules and the state of every alert instance.
+#[derive(Debug, Default)]
+pub struct RuleEngine {
+    rules: Vec<AlertRule>,
+    states: HashMap<(usize, Labels), Tracked>,
+}
+
+#[derive(Debug, Clone)]
+struct Tracked {
+    state: AlertState,
+    value: f64,
+    annotations: BTreeMap<String, String>,
+}
+
+impl RuleEngine {
+    /// An engine for these rules, every alert inactive.
+    pub fn new(rules: Vec<AlertRule>) -> Self {
+        Self { rules, states: HashMap::new() }
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> &[AlertRule] {
+        &self.rules
+    }
+
+    /// History the rules need: the longest reach plus the longest `for`, ms.
+    pub fn retention_ms(&self) -> Millis {
+        self.rules
+            .iter()
+            .map(|r| r.lookback_ms() + r.def.for_ms.max(r.def.keep_firing_for_ms))
+            .max()
+            .unwrap_or(eval::LOOKBACK_MS)
+    }
+
+    /// Metric names any rule selects; `None` when some rule needs every series.
+    pub fn metric_names(&self) -> Option<BTreeSet<String>> {
+        let mut all = BTreeSet::new();
+        for r in &self.rules {
+            all.extend(r.metric_names()?);
+        }
+        Some(all)
+    }
+
+    /// Evaluates every rule at `t` and advances each alert's state.
+    pub fn evaluate(&mut self, store: &SeriesStore, t: Millis) -> Evaluation {
+        let mut result = Evaluation::default();
+        for (index, rule) in self.rules.iter().enumerate() {
+            let active = match rule.active(store, t) {
+                Ok(a) => a,
+                Err(e) => {
+                    result.errors.push((rule.def.alert.clone(), e));
+                    continue;
+                }
+            };
+            let mut now_active: HashMap<Labels, f64> = active.into_iter().collect();
+            let known: Vec<Labels> = self
+                .states
+                .keys()
+                .filter(|(i, _)| *i == index)
+                .map(|(_, l)| l.clone())
+                .chain(now_active.keys().cloned())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            for labels in known {
+                let value = now_active.remove(&labels);
+                let key = (index, labels.clone());
+                let mut tracked = self.states.remove(&key).unwrap_or(Tracked {
+                    state: AlertState::Inactive,
+                    value: 0.0,
+                    annotations: BTreeMap::new(),
+                });
+                let (state, transition) = alert::step(tracked.state, value.is_some(), rule.policy(), t);
+                if let Some(v) = value {
+                    tracked.value = v;
+                    tracked.annotations = rule.annotate(&labels, v);
+                }
+                tracked.state = state;
+                if let Some(tr) = transition {
+                    tracing::info!(alert = %rule.def.alert, ?labels, transition = ?tr, "Alert state changed.");
+                    result.transitions.push((labels.clone(), tr));
+                }
+                let (name, active_at) = match state {
+                    AlertState::Pending { active_at } => ("pending", active_at),
+                    AlertState::Firing { active_at, .. } => ("firing", active_at),
+                    AlertState::Inactive => continue,
+                };
+                result.alerts.push(AlertStatus {
+                    labels: labels.clone(),
+                    annotations: tracked.annotations.clone(),
+                    value: tracked.value,
+                    state: name,
+                    active_at,
+                });
+                self.states.insert(key, tracked);
+            }
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(expr: &str, for_ms: Millis) -> RuleDef {
+        RuleDef {
+            alert: "TestAlert".into(),
+            expr: expr.into(),
+            for_ms,
+            keep_firing_for_ms: 0,
+            labels: [("severity".to_string(), "warning".to_string())].into_iter().collect(),
+            annotations: [("summary".to_string(), "{{ $labels.instance }} at {{ $value }}".to_string())]
+                .into_iter()
+                .collect(),
+            origin: "test".into(),
+        }
+    }
+
+    fn store(points: &[(i64, f64)]) -> SeriesStore {
+        let mut s = SeriesStore::new(3_600_000, 100);
+        let labels: Labels = [("__name__", "mem"), ("instance", "a")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        for &(t, v) in points {
+            s.append(labels.clone(), t * 60_000, v);
+        }
+        s
+    }
+
+    #[test]
+    fn rules_outside_the_subset_are_rejected_naming_the_construct() {
+        let cases = [
+            ("label_replace(up, \"a\", \"b\", \"c\", \"d\")", "function label_replace()"),
+            ("count_values(\"v\", up)", "aggregation count_values"),
+            ("max_over_time(up[10m:1m])", "subqueries"),
+            ("up @ 100", "the @ modifier"),
+            ("up[5m]", "must give an instant vector"),
+            ("up >", "does not parse"),
+        ];
+        for (expr, needle) in cases {
+            let err = AlertRule::compile(def(expr, 0)).unwrap_err();
+            assert!(err.message.contains(needle), "{expr}: {}", err.message);
+        }
+        let mut no_severity = def("up == 0", 0);
+        no_severity.labels.clear();
+        assert!(AlertRule::compile(no_severity).unwrap_err().message.contains("severity is required"));
+    }
+
+    #[test]
+    fn the_engine_holds_for_then_fires_and_renders_annotations() {
+        let rule = AlertRule::compile(def("mem > 10", 2 * 60_000)).unwrap();
+        let s = store(&[(0, 20.0), (1, 20.0), (2, 30.0), (3, 5.0)]);
+        let mut engine = RuleEngine::new(vec![rule]);
+        let states: Vec<Vec<&str>> = (0..4)
+            .map(|m| engine.evaluate(&s, m * 60_000).alerts.iter().map(|a| a.state).collect())
+            .collect();
+        assert_eq!(states, [vec!["pending"], vec!["pending"], vec!["firing"], vec![]]);
+        let mut engine = RuleEngine::new(vec![AlertRule::compile(def("mem > 10", 0)).unwrap()]);
+        let e = engine.evaluate(&s, 2 * 60_000);
+        assert_eq!(e.alerts[0].annotations["summary"], "a at 30");
+        assert_eq!(e.alerts[0].labels["alertname"], "TestAlert");
+        assert_eq!(e.alerts[0].labels["severity"], "warning");
+    }
+
+    #[test]
+    fn metric_names_and_reach_size_the_windows() {
+        let rule = AlertRule::compile(def("rate(a_total[5m] offset 1m) > 0 and b", 0)).unwrap();
+        assert_eq!(rule.metric_names().unwrap().into_iter().collect::<Vec<_>>(), ["a_total", "b"]);
+        assert_eq!(rule.lookback_ms(), 6 * 60_000 + eval::LOOKBACK_MS);
+        let any = AlertRule::compile(def("{__name__=~\"x.*\"} > 0", 0)).unwrap();
+        assert!(any.metric_names().is_none());
+    }
+}
