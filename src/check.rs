@@ -32,6 +32,17 @@ pub struct CheckSpec {
 pub enum ProbeSpec {
     /// An HTTP request with expectations on the response.
     Http(HttpSpec),
+    /// A Prometheus metrics scrape.
+    Scrape(ScrapeSpec),
+}
+
+/// A scrape: an HTTP GET of a metrics page (any 2xx) whose samples feed the rules.
+#[derive(Debug, Clone)]
+pub struct ScrapeSpec {
+    /// The request (target, headers, bearer, cap, TLS); its `expect` is "any 2xx".
+    pub http: HttpSpec,
+    /// Metric families to keep (what the rules select); `None` keeps every family.
+    pub families: Option<std::collections::BTreeSet<String>>,
 }
 
 /// An HTTP probe, fully resolved.
@@ -104,7 +115,25 @@ pub struct CheckView {
     /// Timeout.
     pub timeout: String,
     /// The HTTP request.
-    pub http: HttpView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpView>,
+    /// The scrape.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrape: Option<ScrapeView>,
+}
+
+/// The scrape part of `CheckView`.
+#[derive(Debug, Serialize)]
+pub struct ScrapeView {
+    /// URL.
+    pub url: String,
+    /// `<redacted>` when a bearer token is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<&'static str>,
+    /// Body cap.
+    pub body_limit: String,
+    /// Families kept, or `all`.
+    pub families: String,
 }
 
 /// The HTTP part of `CheckView`.
@@ -134,39 +163,60 @@ pub struct HttpView {
     pub expect: crate::probe::expect::ExpectView,
 }
 
+impl HttpSpec {
+    fn view(&self) -> HttpView {
+        HttpView {
+            url: self.target.describe(),
+            method: self.method.to_string(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(name, value)| {
+                    if is_sensitive_header(name) {
+                        format!("{name}: {REDACTED}")
+                    } else {
+                        format!("{name}: {}", value.to_str().unwrap_or("<binary>"))
+                    }
+                })
+                .collect(),
+            bearer_token: self.bearer.as_ref().map(|_| REDACTED),
+            body_limit: crate::config::units::ByteSize(self.body_limit).to_string(),
+            follow_redirects: self.follow_redirects,
+            ca_file: self.tls.ca_file.as_ref().map(|p| p.display().to_string()),
+            insecure_skip_verify: self.tls.insecure_skip_verify,
+            expect: self.expect.view(),
+        }
+    }
+}
+
 /// The placeholder printed instead of a secret.
 pub const REDACTED: &str = "<redacted>";
 
 impl CheckSpec {
     /// The printable view, secrets redacted.
     pub fn view(&self) -> CheckView {
-        let ProbeSpec::Http(http) = &self.probe;
+        let (http, scrape) = match &self.probe {
+            ProbeSpec::Http(http) => (Some(http.view()), None),
+            ProbeSpec::Scrape(scrape) => (
+                None,
+                Some(ScrapeView {
+                    url: scrape.http.target.describe(),
+                    bearer_token: scrape.http.bearer.as_ref().map(|_| REDACTED),
+                    body_limit: crate::config::units::ByteSize(scrape.http.body_limit).to_string(),
+                    families: scrape.families.as_ref().map_or_else(
+                        || "all".to_string(),
+                        |f| f.iter().cloned().collect::<Vec<_>>().join(", "),
+                    ),
+                }),
+            ),
+        };
         CheckView {
             name: self.id.to_string(),
             service: self.service.clone(),
             interval: crate::config::units::HumanDuration(self.interval).to_string(),
             timeout: crate::config::units::HumanDuration(self.timeout).to_string(),
-            http: HttpView {
-                url: http.target.describe(),
-                method: http.method.to_string(),
-                headers: http
-                    .headers
-                    .iter()
-                    .map(|(name, value)| {
-                        if is_sensitive_header(name) {
-                            format!("{name}: {REDACTED}")
-                        } else {
-                            format!("{name}: {}", value.to_str().unwrap_or("<binary>"))
-                        }
-                    })
-                    .collect(),
-                bearer_token: http.bearer.as_ref().map(|_| REDACTED),
-                body_limit: crate::config::units::ByteSize(http.body_limit).to_string(),
-                follow_redirects: http.follow_redirects,
-                ca_file: http.tls.ca_file.as_ref().map(|p| p.display().to_string()),
-                insecure_skip_verify: http.tls.insecure_skip_verify,
-                expect: http.expect.view(),
-            },
+            http,
+            scrape,
         }
     }
 }

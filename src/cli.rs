@@ -14,6 +14,23 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+pub(crate) fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// `println!` that tolerates a closed stdout.
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::cli::emit(&format!("{}\n", format_args!($($t)*))) };
+}
+/// `print!` that tolerates a closed stdout.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::emit(&format!($($t)*)) };
+}
+pub(crate) use {out, outln};
+
 /// How a command ended; the numbers are the exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -53,6 +70,26 @@ enum Command {
     /// Validate or print a config file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Fetch a Prometheus metrics page and print its samples, parsed by mxwarden's parser.
+    Scrape {
+        /// The metrics URL.
+        url: String,
+        /// Keep only these metric families (repeatable).
+        #[arg(long = "family")]
+        families: Vec<String>,
+        /// Print JSON: one object per sample with name, labels, value and timestamp_ms.
+        #[arg(long)]
+        json: bool,
+        /// Hard deadline for the whole fetch.
+        #[arg(long, default_value = "10s")]
+        timeout: String,
+        /// Largest page read.
+        #[arg(long, default_value = "32MiB")]
+        body_limit: String,
+    },
+    /// List or export the alerting rules (presets and config).
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// Write a commented starter config for the runbook's stack.
     Init {
         /// Where to write it (default: the --config path).
@@ -62,6 +99,18 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Every rule with its severity, `for` and expression; thresholds; runbook lines without a rule.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the rules as a Prometheus rule file (for `promtool check rules` and Prometheus).
+    Export,
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +147,11 @@ pub fn main() -> Result<Status> {
             config_show(file.as_deref().unwrap_or(&cli.config), json)
         }
         Command::Init { output, force } => init(output.as_deref().unwrap_or(&cli.config), force),
+        Command::Scrape { url, families, json, timeout, body_limit } => {
+            crate::cli_scrape::scrape(&url, &families, json, &timeout, &body_limit)
+        }
+        Command::Rules(RulesCommand::List { json }) => crate::cli_rules::list(&load(&cli.config)?, json),
+        Command::Rules(RulesCommand::Export) => crate::cli_rules::export(&load(&cli.config)?),
     }
 }
 
@@ -116,11 +170,11 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
-fn load(path: &Path) -> Result<Config> {
+pub(crate) fn load(path: &Path) -> Result<Config> {
     Ok(config::load(path)?)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -132,13 +186,17 @@ fn check(path: &Path, json: bool, names: &[String]) -> Result<Status> {
     let selected = select(&config, names)?;
     let prober = Prober::new(Arc::new(SystemClock));
     let observations = runtime()?.block_on(prober.run_all(&selected, config.defaults.concurrency));
+    let verdicts = crate::cli_rules::judge_now(&config, &observations);
     if json {
-        let rows: Vec<CheckResult> = observations.iter().map(CheckResult::from).collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let mut rows: Vec<CheckResult> = observations.iter().map(CheckResult::from).collect();
+        rows.extend(verdicts.iter().map(CheckResult::from));
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print_table(&observations);
+        crate::cli_rules::print_verdicts(&verdicts);
     }
-    Ok(if observations.iter().all(|o| o.ok) { Status::Healthy } else { Status::Unhealthy })
+    let healthy = observations.iter().all(|o| o.ok) && verdicts.iter().all(|v| v.ok());
+    Ok(if healthy { Status::Healthy } else { Status::Unhealthy })
 }
 
 /// The checks named on the command line (by check or service name), or all.
@@ -175,6 +233,8 @@ fn select(config: &Config, names: &[String]) -> Result<Vec<crate::check::CheckSp
 struct CheckResult<'a> {
     service: Option<&'a str>,
     check: &'a str,
+    /// `http`, `scrape` or `rule`.
+    kind: &'static str,
     ok: bool,
     latency_ms: u64,
     detail: String,
@@ -188,6 +248,7 @@ impl<'a> From<&'a Observation> for CheckResult<'a> {
         Self {
             service: o.service.as_deref(),
             check: &o.check.0,
+            kind: if o.sample("up").is_some() { "scrape" } else { "http" },
             ok: o.ok,
             latency_ms: o.latency.as_millis() as u64,
             detail: o.detail(),
@@ -197,6 +258,22 @@ impl<'a> From<&'a Observation> for CheckResult<'a> {
                 .sample("probe_ssl_earliest_cert_expiry")
                 .and_then(|s| jiff::Timestamp::from_second(s as i64).ok())
                 .map(|t| t.to_string()),
+        }
+    }
+}
+
+impl<'a> From<&'a crate::cli_rules::Verdict> for CheckResult<'a> {
+    fn from(v: &'a crate::cli_rules::Verdict) -> Self {
+        Self {
+            service: v.service.as_deref(),
+            check: &v.alert,
+            kind: "rule",
+            ok: v.ok(),
+            latency_ms: 0,
+            detail: v.detail.clone(),
+            failures: &[],
+            status_code: None,
+            cert_expires_at: None,
         }
     }
 }
@@ -217,9 +294,9 @@ fn print_table(observations: &[Observation]) {
             o.detail(),
         ]);
     }
-    println!("{}", table.trim_fmt());
+    outln!("{}", table.trim_fmt());
     let failed = observations.iter().filter(|o| !o.ok).count();
-    println!(
+    outln!(
         "{} checks: {} ok, {failed} failed",
         observations.len(),
         observations.len() - failed
@@ -228,7 +305,7 @@ fn print_table(observations: &[Observation]) {
 
 fn config_check(path: &Path) -> Result<Status> {
     let config = load(path)?;
-    println!("{}: valid, {} checks", path.display(), config.checks.len());
+    outln!("{}: valid, {} checks", path.display(), config.checks.len());
     Ok(Status::Healthy)
 }
 
@@ -262,9 +339,9 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
         checks: config.checks.iter().map(|c| c.view()).collect(),
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        outln!("{}", serde_json::to_string_pretty(&view)?);
     } else {
-        print!("{}", serde_saphyr::to_string(&view).context("cannot render the config as YAML")?);
+        out!("{}", serde_saphyr::to_string(&view).context("cannot render the config as YAML")?);
     }
     Ok(Status::Healthy)
 }
@@ -278,6 +355,6 @@ fn init(path: &Path, force: bool) -> Result<Status> {
     }
     std::fs::write(path, STARTER).with_context(|| format!("cannot write {}", path.display()))?;
     let next = if std::io::stdout().is_terminal() { "\nEdit it, then run: mxwarden check" } else { "" };
-    println!("wrote {}{next}", path.display());
+    outln!("wrote {}{next}", path.display());
     Ok(Status::Healthy)
 }

@@ -11,8 +11,11 @@
 pub mod alert;
 pub mod check;
 pub mod cli;
+mod cli_rules;
+mod cli_scrape;
 pub mod clock;
 pub mod config;
+pub mod expo;
 pub mod model;
 pub mod preset;
 pub mod probe;

@@ -5,9 +5,12 @@
 
 use super::error::{Diagnostic, closest};
 use super::schema::{
-    CheckConfig, ExpectConfig, FileConfig, HttpConfig, ServiceConfig, ServiceKind, TlsConfig,
+    CheckConfig, ExpectConfig, FileConfig, HttpConfig, RuleConfig, ScrapeConfig, ServiceConfig, ServiceKind,
+    TlsConfig,
 };
-use crate::check::{CheckSpec, HttpSpec, ProbeSpec, Target, TlsOptions};
+use crate::check::{CheckSpec, HttpSpec, ProbeSpec, ScrapeSpec, Target, TlsOptions};
+use crate::preset::rules as preset_rules;
+use crate::rule::{AlertRule, RuleDef};
 use crate::model::CheckId;
 use crate::preset::{self, ServiceFacts};
 use crate::probe::expect::{Expect, ExpectPatch, JsonQuery};
@@ -63,13 +66,134 @@ impl Problems<'_> {
     }
 }
 
-/// Validates `file` and expands it into checks, or returns every problem found.
-pub fn checks(file: &FileConfig, origin: &Origin<'_>) -> Result<Vec<CheckSpec>, Vec<Diagnostic>> {
+/// What the config expands into.
+pub struct Built {
+    /// Every check.
+    pub checks: Vec<CheckSpec>,
+    /// Every rule: presets for services with metrics, then the config's.
+    pub rules: Vec<AlertRule>,
+    /// Runbook lines without a rule, per service.
+    pub unavailable: Vec<(String, &'static preset_rules::Unavailable)>,
+    /// Every preset threshold in use, per service, with the value given in config if any.
+    pub thresholds: Vec<(String, &'static preset_rules::Threshold, Option<String>)>,
+}
+
+/// Validates `file` and expands it into checks and rules, or returns every problem found.
+pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagnostic>> {
     let mut problems = Problems { origin, found: Vec::new() };
+    let mut rules = Vec::new();
+    let mut unavailable = Vec::new();
+    let mut thresholds = Vec::new();
+    for (name, service) in &file.services {
+        if let Some(defs) = service_rules(name, service, &mut problems) {
+            let kind = service.value.kind;
+            unavailable.extend(preset_rules::unavailable(kind).iter().map(|u| (name.clone(), u)));
+            thresholds.extend(preset_rules::thresholds(kind).iter().map(|t| {
+                (name.clone(), t, service.value.thresholds.get(t.name).map(|v| v.value.clone()))
+            }));
+            rules.extend(defs);
+        }
+    }
+    for (index, rule) in file.rules.iter().enumerate() {
+        if let Some(compiled) = config_rule(index, rule, &mut problems) {
+            rules.push(compiled);
+        }
+    }
+    let mut seen_rules = BTreeSet::new();
+    for (index, rule) in file.rules.iter().enumerate() {
+        if !seen_rules.insert(&rule.value.alert) {
+            problems.add(&rule.referenced, format!("rules[{index}].alert"), format!("two rules are named `{}`", rule.value.alert));
+        }
+    }
+    let families = families_needed(&rules);
+    let mut checks = checks(file, &mut problems, families.as_ref());
+    checks.sort_by_key(|c| matches!(c.probe, ProbeSpec::Scrape(_)));
+    if problems.found.is_empty() { Ok(Built { checks, rules, unavailable, thresholds }) } else { Err(problems.found) }
+}
+
+/// Families the scrapes must keep: every name a rule selects, also as the family it may be a
+/// sample of (`x_bucket` → `x`). `None` when a rule selects by regex on the name.
+fn families_needed(rules: &[AlertRule]) -> Option<BTreeSet<String>> {
+    let mut families = BTreeSet::new();
+    for rule in rules {
+        for name in rule.metric_names()? {
+            for suffix in ["_bucket", "_sum", "_count", "_total", "_created", "_info"] {
+                if let Some(base) = name.strip_suffix(suffix) {
+                    families.insert(base.to_string());
+                }
+            }
+            families.insert(name);
+        }
+    }
+    Some(families)
+}
+
+fn service_rules(name: &str, spanned: &Spanned<ServiceConfig>, problems: &mut Problems<'_>) -> Option<Vec<AlertRule>> {
+    let service = &spanned.value;
+    let known = preset_rules::thresholds(service.kind);
+    let mut given = std::collections::BTreeMap::new();
+    for (key, value) in &service.thresholds {
+        let at = format!("services.{name}.thresholds.{key}");
+        let Some(threshold) = known.iter().find(|t| t.name == key) else {
+            let names: Vec<&str> = known.iter().map(|t| t.name).collect();
+            let hint = closest(key, names.iter().copied()).map(|k| format!("did you mean `{k}`?"));
+            let expected = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+            problems.add_with_hint(
+                &value.referenced,
+                at,
+                format!("no threshold `{key}` for kind {}; expected one of: {expected}", service.kind.as_str()),
+                hint,
+            );
+            continue;
+        };
+        match preset_rules::parse_threshold(threshold.unit, &value.value) {
+            Ok(v) => {
+                given.insert(key.clone(), v);
+            }
+            Err(why) => problems.add(&value.referenced, at, why),
+        }
+    }
+    if service.metrics_url.is_none() {
+        if !service.thresholds.is_empty() {
+            problems.add(
+                &spanned.referenced,
+                format!("services.{name}.thresholds"),
+                "thresholds apply to the preset rules, which need `metrics_url` to have data",
+            );
+        }
+        return None;
+    }
+    let mut compiled = Vec::new();
+    for def in preset_rules::for_service(service.kind, name, &given) {
+        match AlertRule::compile(def) {
+            Ok(rule) => compiled.push(rule),
+            Err(e) => problems.add(&spanned.referenced, format!("services.{name}"), e.to_string()),
+        }
+    }
+    Some(compiled)
+}
+
+fn config_rule(index: usize, spanned: &Spanned<RuleConfig>, problems: &mut Problems<'_>) -> Option<AlertRule> {
+    let r = &spanned.value;
+    let def = RuleDef {
+        alert: r.alert.clone(),
+        expr: r.expr.clone(),
+        for_ms: r.for_.map_or(0, |d| d.0.as_millis() as i64),
+        keep_firing_for_ms: r.keep_firing_for.map_or(0, |d| d.0.as_millis() as i64),
+        labels: r.labels.clone(),
+        annotations: r.annotations.clone(),
+        origin: "config".into(),
+    };
+    AlertRule::compile(def)
+        .map_err(|e| problems.add(&spanned.referenced, format!("rules[{index}]"), e.message))
+        .ok()
+}
+
+fn checks(file: &FileConfig, problems: &mut Problems<'_>, families: Option<&BTreeSet<String>>) -> Vec<CheckSpec> {
     let mut checks = Vec::new();
     if file.defaults.concurrency == 0 {
         problems.found.push(Diagnostic {
-            file: origin.path.to_path_buf(),
+            file: problems.origin.path.to_path_buf(),
             line: None,
             column: None,
             key: "defaults.concurrency".into(),
@@ -79,15 +203,15 @@ pub fn checks(file: &FileConfig, origin: &Origin<'_>) -> Result<Vec<CheckSpec>, 
         });
     }
     for (name, service) in &file.services {
-        checks.extend(service_checks(name, service, file, &mut problems));
+        checks.extend(service_checks(name, service, file, problems, families));
     }
     for (index, check) in file.checks.iter().enumerate() {
-        if let Some(spec) = user_check(index, check, file, &mut problems) {
+        if let Some(spec) = user_check(index, check, file, problems, families) {
             checks.push(spec);
         }
     }
-    reject_duplicates(&checks, file, &mut problems);
-    if problems.found.is_empty() { Ok(checks) } else { Err(problems.found) }
+    reject_duplicates(&checks, file, problems);
+    checks
 }
 
 fn reject_duplicates(checks: &[CheckSpec], file: &FileConfig, problems: &mut Problems<'_>) {
@@ -134,6 +258,7 @@ fn service_checks(
     spanned: &Spanned<ServiceConfig>,
     file: &FileConfig,
     problems: &mut Problems<'_>,
+    families: Option<&BTreeSet<String>>,
 ) -> Vec<CheckSpec> {
     let service = &spanned.value;
     let here = spanned.referenced;
@@ -217,6 +342,10 @@ fn service_checks(
         }
     }
     let tls = tls_options(service.tls.as_ref(), problems);
+    let metrics_url = service
+        .metrics_url
+        .as_ref()
+        .and_then(|u| problems.take(parse_url(problems.origin, u, &format!("{key}.metrics_url"))));
     let (Some(url), Some(admin_token), Some(api_token)) = (url, admin_token, api_token) else {
         return Vec::new();
     };
@@ -232,7 +361,25 @@ fn service_checks(
     };
     let interval = service.interval.unwrap_or(file.defaults.interval).0;
     let timeout = service.timeout.unwrap_or(file.defaults.timeout).0;
-    preset::checks(&facts)
+    let metrics = metrics_url.filter(|_| !disabled.contains("metrics")).map(|url| {
+        let mut spec = CheckSpec {
+            id: CheckId(full("metrics")),
+            service: Some(name.to_string()),
+            interval,
+            timeout,
+            probe: ProbeSpec::Scrape(ScrapeSpec {
+                http: scrape_request(url, Vec::new(), None, file.defaults.scrape_body_limit.0, tls.clone()),
+                families: families.cloned(),
+            }),
+        };
+        for (short, o, _) in &overrides {
+            if *short == "metrics" {
+                apply_override(&mut spec, o.interval, o.timeout, None);
+            }
+        }
+        spec
+    });
+    let mut specs: Vec<CheckSpec> = preset::checks(&facts)
         .into_iter()
         .filter(|c| !disabled.contains(c.short))
         .map(|c| {
@@ -260,7 +407,34 @@ fn service_checks(
             }
             spec
         })
-        .collect()
+        .collect();
+    specs.extend(metrics);
+    specs
+}
+
+/// The HTTP request of a scrape: GET, asking for the 0.0.4 text format, any 2xx accepted.
+fn scrape_request(
+    url: Url,
+    mut headers: Vec<(HeaderName, HeaderValue)>,
+    bearer: Option<SecretString>,
+    body_limit: u64,
+    tls: TlsOptions,
+) -> HttpSpec {
+    headers.push((
+        reqwest::header::ACCEPT,
+        HeaderValue::from_static("text/plain;version=0.0.4;q=1,application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1"),
+    ));
+    HttpSpec {
+        target: Target::Url(url),
+        method: Method::GET,
+        headers,
+        bearer,
+        body: None,
+        body_limit,
+        follow_redirects: true,
+        tls,
+        expect: Expect::default(),
+    }
 }
 
 fn apply_override(
@@ -275,8 +449,7 @@ fn apply_override(
     if let Some(t) = timeout {
         spec.timeout = t.0;
     }
-    let ProbeSpec::Http(http) = &mut spec.probe;
-    if let Some(p) = patch {
+    if let (ProbeSpec::Http(http), Some(p)) = (&mut spec.probe, patch) {
         http.expect.apply(p);
     }
 }
@@ -286,6 +459,7 @@ fn user_check(
     spanned: &Spanned<CheckConfig>,
     file: &FileConfig,
     problems: &mut Problems<'_>,
+    families: Option<&BTreeSet<String>>,
 ) -> Option<CheckSpec> {
     let check = &spanned.value;
     let here = spanned.referenced;
@@ -293,18 +467,70 @@ fn user_check(
     if check.name.trim().is_empty() {
         problems.add(&here, format!("{key}.name"), "a check needs a non-empty name");
     }
-    let Some(http) = &check.http else {
-        problems.add(&here, &key, "a check needs a probe; expected `http:`");
-        return None;
+    let probe = match (&check.http, &check.scrape) {
+        (Some(http), None) => ProbeSpec::Http(http_spec(http, &format!("{key}.http"), &here, file, problems)?),
+        (None, Some(scrape)) => ProbeSpec::Scrape(scrape_spec(scrape, &format!("{key}.scrape"), &here, file, problems, families)?),
+        (Some(_), Some(_)) => {
+            problems.add(&here, &key, "a check has one probe; expected either `http:` or `scrape:`, not both");
+            return None;
+        }
+        (None, None) => {
+            problems.add(&here, &key, "a check needs a probe; expected `http:` or `scrape:`");
+            return None;
+        }
     };
-    let http_spec = http_spec(http, &format!("{key}.http"), &here, file, problems)?;
     Some(CheckSpec {
         id: CheckId(check.name.clone()),
         service: check.service.clone(),
         interval: check.interval.unwrap_or(file.defaults.interval).0,
         timeout: check.timeout.unwrap_or(file.defaults.timeout).0,
-        probe: ProbeSpec::Http(http_spec),
+        probe,
     })
+}
+
+fn scrape_spec(
+    scrape: &ScrapeConfig,
+    key: &str,
+    here: &Location,
+    file: &FileConfig,
+    problems: &mut Problems<'_>,
+    families: Option<&BTreeSet<String>>,
+) -> Option<ScrapeSpec> {
+    let url = problems.take(parse_url(problems.origin, &scrape.url, &format!("{key}.url")));
+    let headers = headers(&scrape.headers, key, here, problems);
+    let bearer = problems.take(secret(
+        problems.origin,
+        scrape.bearer_token.as_ref(),
+        scrape.bearer_token_file.as_ref(),
+        &format!("{key}.bearer_token"),
+        here,
+    ));
+    let tls = tls_options(scrape.tls.as_ref(), problems);
+    let body_limit = scrape.body_limit.unwrap_or(file.defaults.scrape_body_limit).0;
+    Some(ScrapeSpec {
+        http: scrape_request(url?, headers, bearer?, body_limit, tls),
+        families: families.cloned(),
+    })
+}
+
+fn headers(
+    given: &std::collections::BTreeMap<String, String>,
+    key: &str,
+    here: &Location,
+    problems: &mut Problems<'_>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = Vec::new();
+    for (name, value) in given {
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            (Ok(n), Ok(mut v)) => {
+                v.set_sensitive(crate::check::is_sensitive_header(&n));
+                headers.push((n, v));
+            }
+            (Err(_), _) => problems.add(here, format!("{key}.headers.{name}"), format!("`{name}` is not a valid header name")),
+            (_, Err(_)) => problems.add(here, format!("{key}.headers.{name}"), "the value holds characters not allowed in a header"),
+        }
+    }
+    headers
 }
 
 fn http_spec(
@@ -325,14 +551,7 @@ fn http_spec(
             }
         },
     };
-    let mut headers = Vec::new();
-    for (name, value) in &http.headers {
-        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            (Ok(n), Ok(v)) => headers.push((n, v)),
-            (Err(_), _) => problems.add(here, format!("{key}.headers.{name}"), format!("`{name}` is not a valid header name")),
-            (_, Err(_)) => problems.add(here, format!("{key}.headers.{name}"), "the value holds characters not allowed in a header"),
-        }
-    }
+    let headers = headers(&http.headers, key, here, problems);
     let bearer = problems.take(secret(
         problems.origin,
         http.bearer_token.as_ref(),

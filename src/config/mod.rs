@@ -22,8 +22,14 @@ pub struct Config {
     pub path: PathBuf,
     /// The defaults section.
     pub defaults: schema::DefaultsConfig,
-    /// Every check: presets expanded, user checks after them, in file order.
+    /// Every check: presets expanded, user checks after them, scrapes last.
     pub checks: Vec<CheckSpec>,
+    /// Every alerting rule: presets for services with `metrics_url`, then the config's.
+    pub rules: Vec<crate::rule::AlertRule>,
+    /// Runbook lines that have no rule, per service, with the reason.
+    pub unavailable: Vec<(String, &'static crate::preset::rules::Unavailable)>,
+    /// Preset thresholds per service, with the configured value if one was given.
+    pub thresholds: Vec<(String, &'static crate::preset::rules::Threshold, Option<String>)>,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -44,7 +50,13 @@ pub fn from_source(
 ) -> Result<Config, ConfigError> {
     let file = load::parse(path, source, env)?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    let checks = build::checks(&file, &build::Origin { path, source, base_dir })
-        .map_err(ConfigError::Invalid)?;
-    Ok(Config { path: path.to_path_buf(), defaults: file.defaults, checks })
+    let built = build::build(&file, &build::Origin { path, source, base_dir }).map_err(ConfigError::Invalid)?;
+    Ok(Config {
+        path: path.to_path_buf(),
+        defaults: file.defaults,
+        checks: built.checks,
+        rules: built.rules,
+        unavailable: built.unavailable,
+        thresholds: built.thresholds,
+    })
 }

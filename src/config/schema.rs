@@ -25,6 +25,33 @@ pub struct FileConfig {
     /// Checks the presets do not cover.
     #[serde(default)]
     pub checks: Vec<Spanned<CheckConfig>>,
+    /// Extra Prometheus alerting rules, in Prometheus's own shape. The presets already ship
+    /// the runbook's tables for every service with a `metrics_url`.
+    #[serde(default)]
+    pub rules: Vec<Spanned<RuleConfig>>,
+}
+
+/// One alerting rule, exactly as in a Prometheus rule file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Alert name, e.g. `SynapseFederationQueueBacklog`.
+    pub alert: String,
+    /// PromQL expression over scraped metrics and probe samples (see `docs/rules.md` for
+    /// the supported subset).
+    pub expr: String,
+    /// How long the condition must hold before the alert fires. Default `0s`.
+    #[serde(default, rename = "for")]
+    pub for_: Option<HumanDuration>,
+    /// How long the alert keeps firing after the condition stops holding. Default `0s`.
+    #[serde(default)]
+    pub keep_firing_for: Option<HumanDuration>,
+    /// Labels; `severity` (critical, warning or info) is required and picks the tier.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations, with `{{ $value }}`, `{{ $labels.x }}`, `humanize` and friends.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Defaults for every check.
@@ -46,6 +73,13 @@ pub struct DefaultsConfig {
     /// How many probes `mxwarden check` runs at once. Default `16`.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Largest metrics page read by a scrape. Default `32MiB`.
+    #[serde(default = "default_scrape_body_limit")]
+    pub scrape_body_limit: ByteSize,
+    /// Most series kept in memory for rules; new series beyond it are dropped with a
+    /// warning. Default `100000`.
+    #[serde(default = "default_series_limit")]
+    pub series_limit: usize,
 }
 
 impl Default for DefaultsConfig {
@@ -56,6 +90,8 @@ impl Default for DefaultsConfig {
             body_limit: default_body_limit(),
             follow_redirects: true,
             concurrency: default_concurrency(),
+            scrape_body_limit: default_scrape_body_limit(),
+            series_limit: default_series_limit(),
         }
     }
 }
@@ -74,6 +110,12 @@ fn default_true() -> bool {
 }
 fn default_concurrency() -> usize {
     16
+}
+fn default_scrape_body_limit() -> ByteSize {
+    ByteSize(32 << 20)
+}
+fn default_series_limit() -> usize {
+    100_000
 }
 
 /// The kinds of service mxwarden knows, each with a preset of checks (see `docs/presets.md`).
@@ -111,6 +153,14 @@ pub struct ServiceConfig {
     pub kind: ServiceKind,
     /// Public base URL, e.g. `https://matrix.example.org`. Preset paths are joined to it.
     pub url: Spanned<String>,
+    /// The service's Prometheus metrics, e.g. `http://synapse.internal:9000/_synapse/metrics`.
+    /// Scraped as the check `<service>/metrics`; enables the kind's preset rules.
+    #[serde(default)]
+    pub metrics_url: Option<Spanned<String>>,
+    /// Preset rule thresholds to change, e.g. `{ memory_warning: 2GiB, cpu_warning: 90% }`.
+    /// `mxwarden rules list` shows every threshold and its default.
+    #[serde(default)]
+    pub thresholds: BTreeMap<String, Spanned<String>>,
     /// synapse: an admin's access token, sent as a bearer token to the admin API.
     /// With it, the preset also checks that the token really is an admin's.
     #[serde(default)]
@@ -189,6 +239,32 @@ pub struct CheckConfig {
     /// An HTTP(S) request and what its response must look like.
     #[serde(default)]
     pub http: Option<HttpConfig>,
+    /// A Prometheus metrics endpoint to scrape; its samples feed the rules.
+    #[serde(default)]
+    pub scrape: Option<ScrapeConfig>,
+}
+
+/// A Prometheus scrape.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeConfig {
+    /// The metrics URL.
+    pub url: Spanned<String>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Sent as `Authorization: Bearer …`.
+    #[serde(default)]
+    pub bearer_token: Option<SecretString>,
+    /// Read `bearer_token` from this file instead.
+    #[serde(default)]
+    pub bearer_token_file: Option<Spanned<PathBuf>>,
+    /// Largest page read (overrides `defaults.scrape_body_limit`).
+    #[serde(default)]
+    pub body_limit: Option<ByteSize>,
+    /// TLS settings.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// An HTTP probe.

@@ -8,7 +8,7 @@ use crate::config::schema::StatusMatcher;
 use crate::probe::expect::Expect;
 
 /// Every check this preset can produce.
-pub const NAMES: &[&str] = &["live", "ready", "version", "tls"];
+pub const NAMES: &[&str] = &["live", "ready", "version", "tls", "metrics"];
 
 /// The checks for one authentik.
 pub fn checks(s: &ServiceFacts) -> Vec<PresetCheck> {

@@ -7,7 +7,7 @@ use super::{PresetCheck, ServiceFacts, get, join, json_has, path};
 use crate::check::Target;
 
 /// Every check this preset can produce.
-pub const NAMES: &[&str] = &["discovery", "jwks", "health", "tls"];
+pub const NAMES: &[&str] = &["discovery", "jwks", "health", "tls", "metrics"];
 
 /// The checks for one MAS.
 pub fn checks(s: &ServiceFacts) -> Vec<PresetCheck> {

@@ -7,6 +7,7 @@ mod authentik;
 mod mas;
 mod synapse;
 mod vikunja;
+pub mod rules;
 
 use crate::check::Target;
 use crate::config::schema::{ServiceKind, StatusMatcher};

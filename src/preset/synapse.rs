@@ -5,7 +5,7 @@
 use super::{PresetCheck, ServiceFacts, get, join, json_has};
 
 /// Every check this preset can produce.
-pub const NAMES: &[&str] = &["health", "client-versions", "admin-version", "admin-token", "federation", "tls"];
+pub const NAMES: &[&str] = &["health", "client-versions", "admin-version", "admin-token", "federation", "tls", "metrics"];
 
 /// The checks for one Synapse.
 pub fn checks(s: &ServiceFacts) -> Vec<PresetCheck> {

@@ -5,7 +5,7 @@
 use super::{PresetCheck, ServiceFacts, get, join, json_has};
 
 /// Every check this preset can produce.
-pub const NAMES: &[&str] = &["health", "info", "tls"];
+pub const NAMES: &[&str] = &["health", "info", "tls", "metrics"];
 
 /// The checks for one Vikunja.
 pub fn checks(s: &ServiceFacts) -> Vec<PresetCheck> {

@@ -5,6 +5,7 @@
 pub mod expect;
 mod explain;
 pub mod http;
+pub mod scrape;
 pub mod tls;
 
 use crate::check::{CheckSpec, ProbeSpec, TlsOptions};
@@ -52,17 +53,65 @@ impl Prober {
 
     /// Runs one check.
     pub async fn run(&self, spec: &CheckSpec) -> Observation {
-        let at = self.clock.now();
-        let ProbeSpec::Http(http) = &spec.probe;
-        let (outcome, latency) = match self.client(&http.tls, http.follow_redirects) {
-            Ok(client) => http::run(http, &client, spec.timeout, || self.clock.now()).await,
-            Err(why) => (http::Outcome::Failed(why), std::time::Duration::ZERO),
-        };
+        match &spec.probe {
+            ProbeSpec::Http(http) => self.run_http(spec, http).await,
+            ProbeSpec::Scrape(scrape) => self.run_scrape(spec, scrape).await,
+        }
+    }
+
+    fn base_labels(spec: &CheckSpec) -> Labels {
         let mut labels = Labels::new();
         labels.insert("check".into(), spec.id.0.clone());
         if let Some(service) = &spec.service {
             labels.insert("service".into(), service.clone());
         }
+        labels
+    }
+
+    async fn run_scrape(&self, spec: &CheckSpec, scrape: &crate::check::ScrapeSpec) -> Observation {
+        let at = self.clock.now();
+        let result = match self.client(&scrape.http.tls, scrape.http.follow_redirects) {
+            Ok(client) => scrape::run(scrape, &client, spec.timeout, spec.service.as_deref(), || self.clock.now()).await,
+            Err(why) => scrape::Scraped {
+                samples: Vec::new(),
+                total: 0,
+                failure: Some(why),
+                status: 0,
+                latency: std::time::Duration::ZERO,
+            },
+        };
+        let mut labels = Self::base_labels(spec);
+        if let crate::check::Target::Url(url) = &scrape.http.target {
+            labels.insert("instance".into(), scrape::instance_of(url));
+        }
+        let ok = result.failure.is_none();
+        let sample = |name: &str, value: f64| Sample { name: name.into(), labels: labels.clone(), value };
+        let mut samples = vec![
+            sample("up", if ok { 1.0 } else { 0.0 }),
+            sample("scrape_duration_seconds", result.latency.as_secs_f64()),
+            sample("scrape_samples_scraped", result.total as f64),
+        ];
+        let kept = result.samples.len();
+        samples.extend(result.samples);
+        Observation {
+            check: spec.id.clone(),
+            service: spec.service.clone(),
+            at,
+            ok,
+            latency: result.latency,
+            samples,
+            failures: result.failure.into_iter().collect(),
+            summary: format!("{} samples, {kept} kept for rules", result.total),
+        }
+    }
+
+    async fn run_http(&self, spec: &CheckSpec, http: &crate::check::HttpSpec) -> Observation {
+        let at = self.clock.now();
+        let (outcome, latency) = match self.client(&http.tls, http.follow_redirects) {
+            Ok(client) => http::run(http, &client, spec.timeout, || self.clock.now()).await,
+            Err(why) => (http::Outcome::Failed(why), std::time::Duration::ZERO),
+        };
+        let labels = Self::base_labels(spec);
         let sample = |name: &str, value: f64| Sample { name: name.into(), labels: labels.clone(), value };
         let (failures, status, cert, summary) = match outcome {
             http::Outcome::Judged { response, failures } => {
