@@ -37,9 +37,9 @@ impl Run {
     }
 }
 
-/// A config file in its own temporary directory.
+/// A config file in its own temporary directory (removed on drop).
 pub struct ConfigFile {
-    pub dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     pub path: PathBuf,
 }
 
@@ -48,7 +48,7 @@ pub fn config(text: &str) -> ConfigFile {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("mxwarden.yaml");
     std::fs::write(&path, text).expect("write config");
-    ConfigFile { dir, path }
+    ConfigFile { _dir: dir, path }
 }
 
 /// Runs `mxwarden ARGS` with `env` added to a clean-ish environment.

@@ -1,0 +1,10 @@
+//! The integration tests: one binary, a module per capability, real services from
+//! `tests/support` started once per run.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cli;
+mod config_cli;
+mod failures;
+mod presets;
