@@ -109,15 +109,30 @@ mod tests {
         let instant = Policy::default();
         let keep3 = Policy { hold_ms: 0, keep_firing_ms: 3 * M };
         let cases: Vec<(&str, Policy, Vec<(i64, bool)>, Vec<Option<Transition>>)> = vec![
-            ("no `for`: fires at once and resolves at once", instant,
-             vec![(0, true), (1, true), (2, false)], vec![Some(Fired), None, Some(Resolved)]),
-            ("pending until held for `for`, then fires", hold5,
-             vec![(0, true), (4, true), (5, true), (6, true)], vec![Some(Pending), None, Some(Fired), None]),
-            ("a blip shorter than `for` never fires and is dropped silently", hold5,
-             vec![(0, true), (2, false), (3, true), (7, true), (8, true)], vec![Some(Pending), None, Some(Pending), None, Some(Fired)]),
-            ("keep_firing_for outlasts a flap", keep3,
-             vec![(0, true), (1, false), (2, true), (3, false), (5, false), (6, false)],
-             vec![Some(Fired), None, None, None, None, Some(Resolved)]),
+            (
+                "no `for`: fires at once and resolves at once",
+                instant,
+                vec![(0, true), (1, true), (2, false)],
+                vec![Some(Fired), None, Some(Resolved)],
+            ),
+            (
+                "pending until held for `for`, then fires",
+                hold5,
+                vec![(0, true), (4, true), (5, true), (6, true)],
+                vec![Some(Pending), None, Some(Fired), None],
+            ),
+            (
+                "a blip shorter than `for` never fires and is dropped silently",
+                hold5,
+                vec![(0, true), (2, false), (3, true), (7, true), (8, true)],
+                vec![Some(Pending), None, Some(Pending), None, Some(Fired)],
+            ),
+            (
+                "keep_firing_for outlasts a flap",
+                keep3,
+                vec![(0, true), (1, false), (2, true), (3, false), (5, false), (6, false)],
+                vec![Some(Fired), None, None, None, None, Some(Resolved)],
+            ),
             ("inactive stays quiet", instant, vec![(0, false), (1, false)], vec![None, None]),
         ];
         for (why, policy, steps, want) in cases {

@@ -203,10 +203,10 @@ impl CheckSpec {
                     url: scrape.http.target.describe(),
                     bearer_token: scrape.http.bearer.as_ref().map(|_| REDACTED),
                     body_limit: crate::config::units::ByteSize(scrape.http.body_limit).to_string(),
-                    families: scrape.families.as_ref().map_or_else(
-                        || "all".to_string(),
-                        |f| f.iter().cloned().collect::<Vec<_>>().join(", "),
-                    ),
+                    families: scrape
+                        .families
+                        .as_ref()
+                        .map_or_else(|| "all".to_string(), |f| f.iter().cloned().collect::<Vec<_>>().join(", ")),
                 }),
             ),
         };

@@ -163,11 +163,8 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
 pub(crate) fn load(path: &Path) -> Result<Config> {
@@ -175,10 +172,7 @@ pub(crate) fn load(path: &Path) -> Result<Config> {
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
 fn check(path: &Path, json: bool, names: &[String]) -> Result<Status> {
@@ -217,7 +211,11 @@ fn select(config: &Config, names: &[String]) -> Result<Vec<crate::check::CheckSp
             let hint = config::error::closest(name, known.iter().copied())
                 .map(|k| format!(" Did you mean `{k}`?"))
                 .unwrap_or_default();
-            bail!("no check or service named `{name}` in {}.{hint} Known checks: {}", config.path.display(), known.join(", "));
+            bail!(
+                "no check or service named `{name}` in {}.{hint} Known checks: {}",
+                config.path.display(),
+                known.join(", ")
+            );
         }
         for spec in matching {
             if !chosen.iter().any(|c: &crate::check::CheckSpec| c.id == spec.id) {
@@ -296,11 +294,7 @@ fn print_table(observations: &[Observation]) {
     }
     outln!("{}", table.trim_fmt());
     let failed = observations.iter().filter(|o| !o.ok).count();
-    outln!(
-        "{} checks: {} ok, {failed} failed",
-        observations.len(),
-        observations.len() - failed
-    );
+    outln!("{} checks: {} ok, {failed} failed", observations.len(), observations.len() - failed);
 }
 
 fn config_check(path: &Path) -> Result<Status> {

@@ -78,7 +78,11 @@ pub fn judge_now(config: &Config, observations: &[Observation]) -> Vec<Verdict> 
                     let annotations = rule.annotate(labels, *value);
                     let summary = annotations.get("summary").cloned().unwrap_or_else(|| format!("value {value}"));
                     let more = if active.len() > 1 { format!(" (+{} more)", active.len() - 1) } else { String::new() };
-                    let hold = if def.for_ms > 0 { format!(" — fires once this holds for {}", human_ms(def.for_ms)) } else { String::new() };
+                    let hold = if def.for_ms > 0 {
+                        format!(" — fires once this holds for {}", human_ms(def.for_ms))
+                    } else {
+                        String::new()
+                    };
                     Verdict {
                         service: labels.get("service").cloned().or(base.service.clone()),
                         state: "would fire",
@@ -94,7 +98,11 @@ pub fn judge_now(config: &Config, observations: &[Observation]) -> Vec<Verdict> 
                         .filter(|name| store.named(name).next().is_none())
                         .collect();
                     if missing.is_empty() {
-                        let history = if def.expr.contains('[') { " (rates need a history of scrapes: `mxwarden run` keeps one)" } else { "" };
+                        let history = if def.expr.contains('[') {
+                            " (rates need a history of scrapes: `mxwarden run` keeps one)"
+                        } else {
+                            ""
+                        };
                         Verdict { detail: format!("condition does not hold{history}"), ..base }
                     } else {
                         Verdict { state: "no data", detail: format!("no samples of {}", missing.join(", ")), ..base }
@@ -237,7 +245,13 @@ pub fn list(config: &Config, json: bool) -> Result<Status> {
                 &["SERVICE", "THRESHOLD", "VALUE", "DEFAULT", "MEANING"],
                 list.thresholds
                     .iter()
-                    .map(|t| vec![t.service.into(), t.threshold.into(), t.value.into(), t.default.into(), t.meaning.into()])
+                    .map(|t| vec![
+                        t.service.into(),
+                        t.threshold.into(),
+                        t.value.into(),
+                        t.default.into(),
+                        t.meaning.into()
+                    ])
                     .collect()
             )
         );

@@ -56,10 +56,13 @@ pub fn scrape(url: &str, families: &[String], json: bool, timeout: &str, body_li
     let (outcome, _) = crate::cli::runtime()?.block_on(http::run(&spec, &client, timeout, jiff::Timestamp::now));
     let body = match outcome {
         Outcome::Failed(why) => bail!("scrape of {url} failed: {why}"),
-        Outcome::Judged { failures, .. } if !failures.is_empty() => bail!("scrape of {url} failed: {}", failures.join("; ")),
+        Outcome::Judged { failures, .. } if !failures.is_empty() => {
+            bail!("scrape of {url} failed: {}", failures.join("; "))
+        }
         Outcome::Judged { response, .. } => response.body,
     };
-    let text = std::str::from_utf8(&body).map_err(|e| anyhow::anyhow!("{url} is not UTF-8 text (byte {})", e.valid_up_to()))?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| anyhow::anyhow!("{url} is not UTF-8 text (byte {})", e.valid_up_to()))?;
     let filter = (!families.is_empty()).then(|| crate::expo::FamilyFilter::new(families.iter().cloned()));
     let parsed = crate::expo::parse_samples(text, filter.as_ref()).map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
     if json {

@@ -259,7 +259,11 @@ fn check_label_name(name: &str) -> Result<(), String> {
 }
 
 /// Parses one sample line.
-fn sample<'a>(line: &'a str, openmetrics: bool, current: Option<(&'a str, MetricType)>) -> Result<SampleRef<'a>, String> {
+fn sample<'a>(
+    line: &'a str,
+    openmetrics: bool,
+    current: Option<(&'a str, MetricType)>,
+) -> Result<SampleRef<'a>, String> {
     let bytes = line.as_bytes();
     let name_end = bytes.iter().position(|&b| b == b'{' || b == b' ' || b == b'\t').unwrap_or(bytes.len());
     let mut name = &line[..name_end];
@@ -289,17 +293,18 @@ fn sample<'a>(line: &'a str, openmetrics: bool, current: Option<(&'a str, Metric
     let value = parse_value(value_text).ok_or_else(|| format!("`{value_text}` is not a number (sample `{name}`)"))?;
     let timestamp_ms = match fields.next() {
         None => None,
-        Some(t) => Some(parse_timestamp(t, openmetrics).ok_or_else(|| format!("`{t}` is not a timestamp (sample `{name}`)"))?),
+        Some(t) => {
+            Some(parse_timestamp(t, openmetrics).ok_or_else(|| format!("`{t}` is not a timestamp (sample `{name}`)"))?)
+        }
     };
     if let Some(extra) = fields.next() {
         return Err(format!("unexpected `{extra}` after the timestamp of `{name}`"));
     }
     let family = match current {
         Some((family, _)) if name == family => family,
-        Some((family, kind)) => name
-            .strip_prefix(family)
-            .filter(|suffix| kind.suffixes().contains(suffix))
-            .map_or(name, |_| family),
+        Some((family, kind)) => {
+            name.strip_prefix(family).filter(|suffix| kind.suffixes().contains(suffix)).map_or(name, |_| family)
+        }
         None => name,
     };
     Ok(SampleRef { name, family, labels, value, timestamp_ms })
@@ -338,7 +343,8 @@ fn scan_labels<'a>(text: &'a str, name: &mut &'a str) -> Result<usize, String> {
                 if bytes.get(i) != Some(&b'"') {
                     return Err(format!("the value of label `{label}` must be quoted"));
                 }
-                let end = quoted_end(bytes, i + 1).ok_or_else(|| format!("the value of label `{label}` is not closed"))?;
+                let end =
+                    quoted_end(bytes, i + 1).ok_or_else(|| format!("the value of label `{label}` is not closed"))?;
                 i = end + 1;
             }
         }

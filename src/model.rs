@@ -57,11 +57,7 @@ pub struct Observation {
 impl Observation {
     /// The human explanation: the failures joined, or the summary when all is well.
     pub fn detail(&self) -> String {
-        if self.failures.is_empty() {
-            self.summary.clone()
-        } else {
-            self.failures.join("; ")
-        }
+        if self.failures.is_empty() { self.summary.clone() } else { self.failures.join("; ") }
     }
 
     /// The value of the first sample called `name`.

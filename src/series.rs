@@ -54,14 +54,7 @@ pub struct SeriesStore {
 impl SeriesStore {
     /// A store keeping `retention_ms` of history and at most `limit` series.
     pub fn new(retention_ms: i64, limit: usize) -> Self {
-        Self {
-            series: HashMap::new(),
-            by_target: HashMap::new(),
-            retention_ms,
-            limit,
-            dropped: 0,
-            warned: false,
-        }
+        Self { series: HashMap::new(), by_target: HashMap::new(), retention_ms, limit, dropped: 0, warned: false }
     }
 
     /// Number of series held.
@@ -147,9 +140,7 @@ impl SeriesStore {
 
     /// Series whose `__name__` is `name`.
     pub fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Series> + 'a {
-        self.series
-            .values()
-            .filter(move |s| s.labels.get("__name__").is_some_and(|n| n == name))
+        self.series.values().filter(move |s| s.labels.get("__name__").is_some_and(|n| n == name))
     }
 }
 

@@ -55,7 +55,7 @@ def main() -> int:
 
     def watch_stdin():
         try:
-            while sys.stdin.buffer.read(4096):
+            while os.read(0, 4096):
                 pass
         except OSError:
             pass
@@ -77,4 +77,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # os._exit: no interpreter shutdown racing the stdin-watching thread.
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

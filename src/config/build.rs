@@ -5,15 +5,14 @@
 
 use super::error::{Diagnostic, closest};
 use super::schema::{
-    CheckConfig, ExpectConfig, FileConfig, HttpConfig, RuleConfig, ScrapeConfig, ServiceConfig, ServiceKind,
-    TlsConfig,
+    CheckConfig, ExpectConfig, FileConfig, HttpConfig, RuleConfig, ScrapeConfig, ServiceConfig, ServiceKind, TlsConfig,
 };
 use crate::check::{CheckSpec, HttpSpec, ProbeSpec, ScrapeSpec, Target, TlsOptions};
-use crate::preset::rules as preset_rules;
-use crate::rule::{AlertRule, RuleDef};
 use crate::model::CheckId;
+use crate::preset::rules as preset_rules;
 use crate::preset::{self, ServiceFacts};
 use crate::probe::expect::{Expect, ExpectPatch, JsonQuery};
+use crate::rule::{AlertRule, RuleDef};
 use reqwest::Method;
 use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::SecretString;
@@ -61,8 +60,8 @@ impl Problems<'_> {
     }
 
     /// Keeps `Ok` values and records `Err` ones.
-    fn take<T>(&mut self, result: Result<T, Diagnostic>) -> Option<T> {
-        result.map_err(|d| self.found.push(d)).ok()
+    fn take<T>(&mut self, result: Result<T, Box<Diagnostic>>) -> Option<T> {
+        result.map_err(|d| self.found.push(*d)).ok()
     }
 }
 
@@ -88,9 +87,11 @@ pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagno
         if let Some(defs) = service_rules(name, service, &mut problems) {
             let kind = service.value.kind;
             unavailable.extend(preset_rules::unavailable(kind).iter().map(|u| (name.clone(), u)));
-            thresholds.extend(preset_rules::thresholds(kind).iter().map(|t| {
-                (name.clone(), t, service.value.thresholds.get(t.name).map(|v| v.value.clone()))
-            }));
+            thresholds.extend(
+                preset_rules::thresholds(kind)
+                    .iter()
+                    .map(|t| (name.clone(), t, service.value.thresholds.get(t.name).map(|v| v.value.clone()))),
+            );
             rules.extend(defs);
         }
     }
@@ -102,7 +103,11 @@ pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagno
     let mut seen_rules = BTreeSet::new();
     for (index, rule) in file.rules.iter().enumerate() {
         if !seen_rules.insert(&rule.value.alert) {
-            problems.add(&rule.referenced, format!("rules[{index}].alert"), format!("two rules are named `{}`", rule.value.alert));
+            problems.add(
+                &rule.referenced,
+                format!("rules[{index}].alert"),
+                format!("two rules are named `{}`", rule.value.alert),
+            );
         }
     }
     let families = families_needed(&rules);
@@ -184,9 +189,7 @@ fn config_rule(index: usize, spanned: &Spanned<RuleConfig>, problems: &mut Probl
         annotations: r.annotations.clone(),
         origin: "config".into(),
     };
-    AlertRule::compile(def)
-        .map_err(|e| problems.add(&spanned.referenced, format!("rules[{index}]"), e.message))
-        .ok()
+    AlertRule::compile(def).map_err(|e| problems.add(&spanned.referenced, format!("rules[{index}]"), e.message)).ok()
 }
 
 fn checks(file: &FileConfig, problems: &mut Problems<'_>, families: Option<&BTreeSet<String>>) -> Vec<CheckSpec> {
@@ -314,7 +317,11 @@ fn service_checks(
         problems.add_with_hint(
             location,
             k,
-            format!("no preset check `{given}` for kind {}; expected one of: {}", service.kind.as_str(), listed.join(", ")),
+            format!(
+                "no preset check `{given}` for kind {}; expected one of: {}",
+                service.kind.as_str(),
+                listed.join(", ")
+            ),
             hint,
         );
     };
@@ -331,11 +338,9 @@ fn service_checks(
     for (given, o) in &service.overrides {
         match short_of(given) {
             Some(short) => {
-                let patch = o
-                    .value
-                    .expect
-                    .as_ref()
-                    .and_then(|e| compile_patch(e, &format!("{key}.overrides.{given}.expect"), &o.referenced, problems));
+                let patch = o.value.expect.as_ref().and_then(|e| {
+                    compile_patch(e, &format!("{key}.overrides.{given}.expect"), &o.referenced, problems)
+                });
                 overrides.push((short, o.value.clone(), patch));
             }
             None => unknown_check(problems, &o.referenced, format!("{key}.overrides.{given}"), given),
@@ -422,7 +427,9 @@ fn scrape_request(
 ) -> HttpSpec {
     headers.push((
         reqwest::header::ACCEPT,
-        HeaderValue::from_static("text/plain;version=0.0.4;q=1,application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1"),
+        HeaderValue::from_static(
+            "text/plain;version=0.0.4;q=1,application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1",
+        ),
     ));
     HttpSpec {
         target: Target::Url(url),
@@ -469,7 +476,9 @@ fn user_check(
     }
     let probe = match (&check.http, &check.scrape) {
         (Some(http), None) => ProbeSpec::Http(http_spec(http, &format!("{key}.http"), &here, file, problems)?),
-        (None, Some(scrape)) => ProbeSpec::Scrape(scrape_spec(scrape, &format!("{key}.scrape"), &here, file, problems, families)?),
+        (None, Some(scrape)) => {
+            ProbeSpec::Scrape(scrape_spec(scrape, &format!("{key}.scrape"), &here, file, problems, families)?)
+        }
         (Some(_), Some(_)) => {
             problems.add(&here, &key, "a check has one probe; expected either `http:` or `scrape:`, not both");
             return None;
@@ -507,10 +516,7 @@ fn scrape_spec(
     ));
     let tls = tls_options(scrape.tls.as_ref(), problems);
     let body_limit = scrape.body_limit.unwrap_or(file.defaults.scrape_body_limit).0;
-    Some(ScrapeSpec {
-        http: scrape_request(url?, headers, bearer?, body_limit, tls),
-        families: families.cloned(),
-    })
+    Some(ScrapeSpec { http: scrape_request(url?, headers, bearer?, body_limit, tls), families: families.cloned() })
 }
 
 fn headers(
@@ -526,8 +532,14 @@ fn headers(
                 v.set_sensitive(crate::check::is_sensitive_header(&n));
                 headers.push((n, v));
             }
-            (Err(_), _) => problems.add(here, format!("{key}.headers.{name}"), format!("`{name}` is not a valid header name")),
-            (_, Err(_)) => problems.add(here, format!("{key}.headers.{name}"), "the value holds characters not allowed in a header"),
+            (Err(_), _) => {
+                problems.add(here, format!("{key}.headers.{name}"), format!("`{name}` is not a valid header name"))
+            }
+            (_, Err(_)) => problems.add(
+                here,
+                format!("{key}.headers.{name}"),
+                "the value holds characters not allowed in a header",
+            ),
         }
     }
     headers
@@ -546,7 +558,11 @@ fn http_spec(
         Some(m) => match Method::from_bytes(m.value.trim().to_ascii_uppercase().as_bytes()) {
             Ok(method) => Some(method),
             Err(_) => {
-                problems.add(&m.referenced, format!("{key}.method"), format!("`{}` is not an HTTP method; expected GET, HEAD, POST, …", m.value));
+                problems.add(
+                    &m.referenced,
+                    format!("{key}.method"),
+                    format!("`{}` is not an HTTP method; expected GET, HEAD, POST, …", m.value),
+                );
                 None
             }
         },
@@ -643,8 +659,8 @@ fn tls_options(tls: Option<&TlsConfig>, problems: &mut Problems<'_>) -> TlsOptio
     TlsOptions { ca_file, insecure_skip_verify: tls.insecure_skip_verify }
 }
 
-fn parse_url(origin: &Origin<'_>, text: &Spanned<String>, key: &str) -> Result<Url, Diagnostic> {
-    let fail = |why: String| origin.at(&text.referenced, key, why);
+fn parse_url(origin: &Origin<'_>, text: &Spanned<String>, key: &str) -> Result<Url, Box<Diagnostic>> {
+    let fail = |why: String| Box::new(origin.at(&text.referenced, key, why));
     let url = Url::parse(text.value.trim())
         .map_err(|e| fail(format!("`{}` is not a URL ({e}); expected e.g. https://matrix.example.org", text.value)))?;
     if url.scheme() != "http" && url.scheme() != "https" {
@@ -654,9 +670,7 @@ fn parse_url(origin: &Origin<'_>, text: &Spanned<String>, key: &str) -> Result<U
         return Err(fail(format!("`{}` has no host", text.value)));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(fail(
-            "credentials in URLs end up in logs; use bearer_token or headers instead".into(),
-        ));
+        return Err(fail("credentials in URLs end up in logs; use bearer_token or headers instead".into()));
     }
     Ok(url)
 }
@@ -668,17 +682,17 @@ fn secret(
     file: Option<&Spanned<PathBuf>>,
     key: &str,
     here: &Location,
-) -> Result<Option<SecretString>, Diagnostic> {
+) -> Result<Option<SecretString>, Box<Diagnostic>> {
     match (inline, file) {
-        (Some(_), Some(f)) => Err(origin.at(
+        (Some(_), Some(f)) => Err(Box::new(origin.at(
             &f.referenced,
             format!("{key}_file"),
             format!("set either `{key}` or `{key}_file`, not both"),
-        )),
+        ))),
         (Some(s), None) => {
             use secrecy::ExposeSecret;
             if s.expose_secret().trim().is_empty() {
-                Err(origin.at(here, key, "is empty; expected a token (is its environment variable empty?)"))
+                Err(Box::new(origin.at(here, key, "is empty; expected a token (is its environment variable empty?)")))
             } else {
                 Ok(Some(s.clone()))
             }
@@ -686,11 +700,19 @@ fn secret(
         (None, Some(f)) => {
             let path = origin.resolve(&f.value);
             let text = std::fs::read_to_string(&path).map_err(|e| {
-                origin.at(&f.referenced, format!("{key}_file"), format!("cannot read {}: {e}", path.display()))
+                Box::new(origin.at(
+                    &f.referenced,
+                    format!("{key}_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                ))
             })?;
             let trimmed = text.trim_end_matches(['\n', '\r']);
             if trimmed.trim().is_empty() {
-                return Err(origin.at(&f.referenced, format!("{key}_file"), format!("{} is empty", path.display())));
+                return Err(Box::new(origin.at(
+                    &f.referenced,
+                    format!("{key}_file"),
+                    format!("{} is empty", path.display()),
+                )));
             }
             Ok(Some(SecretString::from(trimmed.to_string())))
         }

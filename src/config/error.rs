@@ -112,11 +112,7 @@ fn snippet(source: &str, line: u64, column: u64) -> Option<String> {
     let number = line.to_string();
     let pad = " ".repeat(number.len());
     let caret_at = usize::try_from(column.saturating_sub(1)).ok()?;
-    let indent: String = text
-        .chars()
-        .take(caret_at)
-        .map(|c| if c == '\t' { '\t' } else { ' ' })
-        .collect();
+    let indent: String = text.chars().take(caret_at).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
     Some(format!("{pad} |\n{number} | {text}\n{pad} | {indent}^"))
 }
 

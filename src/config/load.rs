@@ -14,11 +14,7 @@ use std::path::Path;
 /// Interpolation follows docker-compose: `${NAME}` and `$NAME` anywhere in a value,
 /// `${NAME:-default}` and friends, `$$` for a literal `$`. Values are redacted back to
 /// `${NAME}` in every error message.
-pub fn parse(
-    file: &Path,
-    source: &str,
-    env: &HashMap<String, String>,
-) -> Result<FileConfig, ConfigError> {
+pub fn parse(file: &Path, source: &str, env: &HashMap<String, String>) -> Result<FileConfig, ConfigError> {
     let unset = unset_references(source, env);
     if !unset.is_empty() {
         return Err(ConfigError::Invalid(
@@ -56,31 +52,24 @@ pub fn parse(
 
 /// Turns a parser error into a diagnostic with a clean message and a suggestion.
 fn diagnose(file: &Path, source: &str, path: &str, error: &serde_saphyr::Error) -> Diagnostic {
-    let (line, column) = error
-        .location()
-        .map_or((0, 0), |l| (l.line(), l.column()));
+    let (line, column) = error.location().map_or((0, 0), |l| (l.line(), l.column()));
     let message = clean_message(&error.without_snippet().to_string());
     let mut key = path.replace(".value.", ".").trim_end_matches(".value").to_string();
     if key == "." {
         key.clear();
     }
-    let suggest = |word: &str, expected: &[&str]| {
-        closest(word, expected.iter().copied()).map(|k| format!("did you mean `{k}`?"))
-    };
+    let suggest =
+        |word: &str, expected: &[&str]| closest(word, expected.iter().copied()).map(|k| format!("did you mean `{k}`?"));
     let (text, hint) = match error.without_snippet() {
         serde_saphyr::Error::SerdeUnknownField { field, expected, .. } => {
             if !key.ends_with(field.as_str()) {
                 key = join_key(&key, field);
             }
-            (
-                format!("unknown key `{field}`; expected one of: {}", expected.join(", ")),
-                suggest(field, expected),
-            )
+            (format!("unknown key `{field}`; expected one of: {}", expected.join(", ")), suggest(field, expected))
         }
-        serde_saphyr::Error::SerdeUnknownVariant { variant, expected, .. } => (
-            format!("unknown value `{variant}`; expected one of: {}", expected.join(", ")),
-            suggest(variant, expected),
-        ),
+        serde_saphyr::Error::SerdeUnknownVariant { variant, expected, .. } => {
+            (format!("unknown value `{variant}`; expected one of: {}", expected.join(", ")), suggest(variant, expected))
+        }
         _ => (message, None),
     };
     Diagnostic::at(file, source, line, column, key, text).with_hint(hint)
@@ -170,10 +159,7 @@ fn name_length(text: &str) -> usize {
     if !bytes.first().is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_') {
         return 0;
     }
-    bytes
-        .iter()
-        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
-        .count()
+    bytes.iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_').count()
 }
 
 /// Byte offset where a YAML comment starts on this line (or its length): a `#` at the start
@@ -215,10 +201,8 @@ mod tests {
             ("a: 5$\n", &[], "a lone dollar is literal"),
         ];
         for (source, want, why) in cases {
-            let got: Vec<String> = unset_references(source, &env(&[("SET", "1")]))
-                .into_iter()
-                .map(|r| r.name)
-                .collect();
+            let got: Vec<String> =
+                unset_references(source, &env(&[("SET", "1")])).into_iter().map(|r| r.name).collect();
             assert_eq!(&got, want, "{source:?}: {why}");
         }
         let r = &unset_references("x: 1\ny: \"${NOPE}\"\n", &env(&[]))[0];

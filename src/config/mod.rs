@@ -34,20 +34,14 @@ pub struct Config {
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let source =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     let env: HashMap<String, String> = std::env::vars().collect();
     from_source(path, &source, &env)
 }
 
 /// Validates config text as if read from `path`, with `env` as the environment.
-pub fn from_source(
-    path: &Path,
-    source: &str,
-    env: &HashMap<String, String>,
-) -> Result<Config, ConfigError> {
+pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
     let file = load::parse(path, source, env)?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let built = build::build(&file, &build::Origin { path, source, base_dir }).map_err(ConfigError::Invalid)?;

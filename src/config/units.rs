@@ -49,9 +49,7 @@ impl HumanDuration {
             };
             rest = &rest[unit_len..];
             let part = number.checked_mul(unit_ms).ok_or_else(expected)?;
-            total = total
-                .checked_add(Duration::from_millis(part))
-                .ok_or_else(expected)?;
+            total = total.checked_add(Duration::from_millis(part)).ok_or_else(expected)?;
         }
         Ok(Self(total))
     }
@@ -64,13 +62,7 @@ impl fmt::Display for HumanDuration {
         if ms == 0 {
             return f.write_str("0s");
         }
-        for (unit, size) in [
-            ("d", 86_400_000u128),
-            ("h", 3_600_000),
-            ("m", 60_000),
-            ("s", 1_000),
-            ("ms", 1),
-        ] {
+        for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
             if ms >= size {
                 write!(f, "{}{unit}", ms / size)?;
                 ms %= size;
@@ -106,10 +98,7 @@ impl ByteSize {
             ))
         };
         let trimmed = text.trim();
-        let digits = trimmed
-            .bytes()
-            .take_while(|b| b.is_ascii_digit() || *b == b'.')
-            .count();
+        let digits = trimmed.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
         if digits == 0 {
             return Err(expected());
         }
@@ -136,7 +125,7 @@ impl fmt::Display for ByteSize {
     /// Prints in the largest binary unit that divides the value exactly.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.0 / size);
             }
         }

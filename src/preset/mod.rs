@@ -5,9 +5,9 @@
 
 mod authentik;
 mod mas;
+pub mod rules;
 mod synapse;
 mod vikunja;
-pub mod rules;
 
 use crate::check::Target;
 use crate::config::schema::{ServiceKind, StatusMatcher};
@@ -93,11 +93,7 @@ fn tls_check(service: &ServiceFacts) -> PresetCheck {
 pub fn join(base: &Url, path: &str) -> Url {
     let mut url = base.clone();
     let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
-    let joined = format!(
-        "{}/{}",
-        base.path().trim_end_matches('/'),
-        path.trim_start_matches('/')
-    );
+    let joined = format!("{}/{}", base.path().trim_end_matches('/'), path.trim_start_matches('/'));
     url.set_path(&joined);
     url.set_query(query);
     url
@@ -164,10 +160,7 @@ mod tests {
         s.admin_token = Some("t".into());
         s.federation_url = Some(Url::parse("http://127.0.0.1:8448").unwrap());
         s.url = Url::parse("https://matrix.example.org").unwrap();
-        assert_eq!(
-            names(&s),
-            ["health", "client-versions", "admin-version", "admin-token", "federation", "tls"]
-        );
+        assert_eq!(names(&s), ["health", "client-versions", "admin-version", "admin-token", "federation", "tls"]);
         let mut m = facts(ServiceKind::Mas, "https://auth.example.org");
         assert_eq!(names(&m), ["discovery", "jwks", "tls"], "no health without health_url");
         m.health_url = Some(Url::parse("http://mas:8081/health").unwrap());

@@ -47,17 +47,57 @@ pub struct Unavailable {
 }
 
 const SYNAPSE_THRESHOLDS: &[Threshold] = &[
-    Threshold { name: "memory_warning", unit: Unit::Bytes, default: "450MiB", help: "resident memory for SynapseMemoryHigh (Render Starter: 512 MB)" },
-    Threshold { name: "memory_critical", unit: Unit::Bytes, default: "500MiB", help: "resident memory for SynapseMemoryCritical" },
-    Threshold { name: "cpu_warning", unit: Unit::Ratio, default: "80%", help: "CPU use of one core, sustained 10m, for SynapseCpuSustained" },
-    Threshold { name: "db_pool_warning", unit: Unit::Ratio, default: "90%", help: "busy share of the database connection pool for SynapseDbPoolSaturated" },
-    Threshold { name: "federation_lag_warning", unit: Unit::Seconds, default: "5m", help: "age of the event the federation sender is on while behind, for SynapseFederationLag" },
-    Threshold { name: "event_lag_critical", unit: Unit::Seconds, default: "1m", help: "age of the event a sender is on while behind, for SynapseEventProcessingLag" },
+    Threshold {
+        name: "memory_warning",
+        unit: Unit::Bytes,
+        default: "450MiB",
+        help: "resident memory for SynapseMemoryHigh (Render Starter: 512 MB)",
+    },
+    Threshold {
+        name: "memory_critical",
+        unit: Unit::Bytes,
+        default: "500MiB",
+        help: "resident memory for SynapseMemoryCritical",
+    },
+    Threshold {
+        name: "cpu_warning",
+        unit: Unit::Ratio,
+        default: "80%",
+        help: "CPU use of one core, sustained 10m, for SynapseCpuSustained",
+    },
+    Threshold {
+        name: "db_pool_warning",
+        unit: Unit::Ratio,
+        default: "90%",
+        help: "busy share of the database connection pool for SynapseDbPoolSaturated",
+    },
+    Threshold {
+        name: "federation_lag_warning",
+        unit: Unit::Seconds,
+        default: "5m",
+        help: "age of the event the federation sender is on while behind, for SynapseFederationLag",
+    },
+    Threshold {
+        name: "event_lag_critical",
+        unit: Unit::Seconds,
+        default: "1m",
+        help: "age of the event a sender is on while behind, for SynapseEventProcessingLag",
+    },
 ];
 
 const MAS_THRESHOLDS: &[Threshold] = &[
-    Threshold { name: "failed_logins_warning", unit: Unit::PerMinute, default: "10", help: "failed password logins per minute for MasFailedLogins" },
-    Threshold { name: "token_errors_critical", unit: Unit::PerMinute, default: "1", help: "5xx answers of the token endpoint per minute for MasTokenErrors" },
+    Threshold {
+        name: "failed_logins_warning",
+        unit: Unit::PerMinute,
+        default: "10",
+        help: "failed password logins per minute for MasFailedLogins",
+    },
+    Threshold {
+        name: "token_errors_critical",
+        unit: Unit::PerMinute,
+        default: "1",
+        help: "5xx answers of the token endpoint per minute for MasTokenErrors",
+    },
 ];
 
 const MAS_UNAVAILABLE: &[Unavailable] = &[
@@ -152,51 +192,83 @@ pub fn for_service(kind: ServiceKind, service: &str, given: &BTreeMap<String, f6
                 )
             };
             vec![
-                rule("SynapseMemoryHigh", "warning", 300,
+                rule(
+                    "SynapseMemoryHigh",
+                    "warning",
+                    300,
                     format!("process_resident_memory_bytes{{service=\"{s}\"}} > {}", num(value("memory_warning"))),
                     "{{ $labels.service }} uses {{ $value | humanize1024 }}B of memory",
-                    "Memory usage > 450 MB (Starter): WARNING"),
-                rule("SynapseMemoryCritical", "critical", 120,
+                    "Memory usage > 450 MB (Starter): WARNING",
+                ),
+                rule(
+                    "SynapseMemoryCritical",
+                    "critical",
+                    120,
                     format!("process_resident_memory_bytes{{service=\"{s}\"}} > {}", num(value("memory_critical"))),
                     "{{ $labels.service }} uses {{ $value | humanize1024 }}B of memory and is near its limit",
-                    "Memory usage > 500 MB (Starter): CRITICAL"),
-                rule("SynapseCpuSustained", "warning", 600,
+                    "Memory usage > 500 MB (Starter): CRITICAL",
+                ),
+                rule(
+                    "SynapseCpuSustained",
+                    "warning",
+                    600,
                     format!("rate(process_cpu_seconds_total{{service=\"{s}\"}}[5m]) > {}", num(value("cpu_warning"))),
                     "{{ $labels.service }} has used {{ $value | humanizePercentage }} of a CPU core for 10 minutes",
-                    "CPU usage > 80% sustained: WARNING"),
-                rule("SynapseDbPoolSaturated", "warning", 300,
+                    "CPU usage > 80% sustained: WARNING",
+                ),
+                rule(
+                    "SynapseDbPoolSaturated",
+                    "warning",
+                    300,
                     format!(
                         "synapse_threadpool_working_threads{{service=\"{s}\",name=~\"database-.*\"}} / \
                          synapse_threadpool_max_threads{{service=\"{s}\",name=~\"database-.*\"}} > {}",
                         num(value("db_pool_warning"))
                     ),
                     "{{ $labels.service }} database pool {{ $labels.name }} is {{ $value | humanizePercentage }} busy",
-                    "Database connections > 90% pool: WARNING"),
-                rule("SynapseFederationLag", "warning", 60,
+                    "Database connections > 90% pool: WARNING",
+                ),
+                rule(
+                    "SynapseFederationLag",
+                    "warning",
+                    60,
                     behind("name=\"federation_sender\"", value("federation_lag_warning")),
                     "{{ $labels.service }} federation sender is {{ $value }} events behind and stuck on old events",
-                    "Federation lag > 5 minutes: WARNING"),
-                rule("SynapseEventProcessingLag", "critical", 60,
+                    "Federation lag > 5 minutes: WARNING",
+                ),
+                rule(
+                    "SynapseEventProcessingLag",
+                    "critical",
+                    60,
                     behind("name=~\"federation_sender|appservice_sender\"", value("event_lag_critical")),
                     "{{ $labels.service }} {{ $labels.name }} is {{ $value }} events behind and stuck on old events",
-                    "Event processing lag > 1 minute: CRITICAL"),
+                    "Event processing lag > 1 minute: CRITICAL",
+                ),
             ]
         }
         ServiceKind::Mas => vec![
-            rule("MasFailedLogins", "warning", 120,
+            rule(
+                "MasFailedLogins",
+                "warning",
+                120,
                 format!(
                     "sum by (service) (rate(mas_user_password_login_attempt_total{{service=\"{s}\",result=\"error\"}}[5m])) * 60 > {}",
                     num(value("failed_logins_warning"))
                 ),
                 "{{ $labels.service }} sees {{ $value | humanize }} failed password logins per minute",
-                "Failed logins > 10/minute: WARNING"),
-            rule("MasTokenErrors", "critical", 60,
+                "Failed logins > 10/minute: WARNING",
+            ),
+            rule(
+                "MasTokenErrors",
+                "critical",
+                60,
                 format!(
                     "sum by (service) (rate(http_server_duration_count{{service=\"{s}\",http_route=\"/oauth2/token\",http_response_status_code=~\"5..\"}}[5m])) * 60 > {}",
                     num(value("token_errors_critical"))
                 ),
                 "{{ $labels.service }} token endpoint fails {{ $value | humanize }} times per minute",
-                "Token generation errors > 1/minute: CRITICAL"),
+                "Token generation errors > 1/minute: CRITICAL",
+            ),
         ],
         ServiceKind::Vikunja | ServiceKind::Authentik => Vec::new(),
     }
@@ -219,10 +291,14 @@ mod tests {
                 AlertRule::compile(def.clone()).unwrap_or_else(|e| panic!("{e}: {}", def.expr));
             }
         }
-        let over: BTreeMap<String, f64> = [("memory_warning".to_string(), 2.0 * 1024.0 * 1024.0 * 1024.0)].into_iter().collect();
+        let over: BTreeMap<String, f64> =
+            [("memory_warning".to_string(), 2.0 * 1024.0 * 1024.0 * 1024.0)].into_iter().collect();
         let rules = for_service(ServiceKind::Synapse, "synapse", &over);
         assert_eq!(rules[0].expr, "process_resident_memory_bytes{service=\"synapse\"} > 2147483648");
-        assert_eq!(rules[1].expr, "process_resident_memory_bytes{service=\"synapse\"} > 524288000", "the other stays default");
+        assert_eq!(
+            rules[1].expr, "process_resident_memory_bytes{service=\"synapse\"} > 524288000",
+            "the other stays default"
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use super::{PresetCheck, ServiceFacts, get, join, json_has};
 
 /// Every check this preset can produce.
-pub const NAMES: &[&str] = &["health", "client-versions", "admin-version", "admin-token", "federation", "tls", "metrics"];
+pub const NAMES: &[&str] =
+    &["health", "client-versions", "admin-version", "admin-token", "federation", "tls", "metrics"];
 
 /// The checks for one Synapse.
 pub fn checks(s: &ServiceFacts) -> Vec<PresetCheck> {
@@ -24,11 +25,7 @@ pub fn checks(s: &ServiceFacts) -> Vec<PresetCheck> {
         });
     }
     if let Some(federation) = &s.federation_url {
-        checks.push(json_has(
-            "federation",
-            join(federation, "/_matrix/federation/v1/version"),
-            &["$.server.version"],
-        ));
+        checks.push(json_has("federation", join(federation, "/_matrix/federation/v1/version"), &["$.server.version"]));
     }
     checks
 }

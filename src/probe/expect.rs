@@ -95,11 +95,7 @@ impl Expect {
 
     /// Whether `code` is accepted.
     pub fn status_ok(&self, code: u16) -> bool {
-        if self.status.is_empty() {
-            (200..300).contains(&code)
-        } else {
-            self.status.iter().any(|m| m.matches(code))
-        }
+        if self.status.is_empty() { (200..300).contains(&code) } else { self.status.iter().any(|m| m.matches(code)) }
     }
 
     /// A printable view for `config show`.
@@ -195,10 +191,7 @@ pub fn evaluate(expect: &Expect, facts: &ResponseFacts<'_>) -> Vec<String> {
 
 fn cert_failure(required: Duration, facts: &ResponseFacts<'_>) -> Option<String> {
     let Some(not_after) = facts.cert_not_after else {
-        return Some(format!(
-            "cert_valid_for {} is set but the connection did not use TLS",
-            HumanDuration(required)
-        ));
+        return Some(format!("cert_valid_for {} is set but the connection did not use TLS", HumanDuration(required)));
     };
     let left = not_after.duration_since(facts.now);
     let date = not_after.strftime("%Y-%m-%d %H:%M UTC");
@@ -253,11 +246,7 @@ fn parse_json(body: &[u8]) -> Result<Value, String> {
 
 fn short_json(value: &Value) -> String {
     let text = value.to_string();
-    if text.chars().count() > 80 {
-        format!("{}…", text.chars().take(80).collect::<String>())
-    } else {
-        text
-    }
+    if text.chars().count() > 80 { format!("{}…", text.chars().take(80).collect::<String>()) } else { text }
 }
 
 /// The first 80 characters of a body, printable and quoted; None when empty.
@@ -283,11 +272,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// `1.234s` or `87ms`.
 pub fn seconds(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.2}s", d.as_secs_f64())
-    }
+    if d < Duration::from_secs(1) { format!("{}ms", d.as_millis()) } else { format!("{:.2}s", d.as_secs_f64()) }
 }
 
 #[cfg(test)]
@@ -320,15 +305,30 @@ mod tests {
         let any_2xx = Expect::default();
         let cases: Vec<(&str, &Expect, ResponseFacts<'_>, Vec<&str>)> = vec![
             ("status matches", &status_200, facts(200, ""), vec![]),
-            ("status mismatch shows the body", &status_200, facts(503, "down"), vec![r#"status 503 not in [200] (body: "down")"#]),
+            (
+                "status mismatch shows the body",
+                &status_200,
+                facts(503, "down"),
+                vec![r#"status 503 not in [200] (body: "down")"#],
+            ),
             ("default is any 2xx", &any_2xx, facts(204, ""), vec![]),
             ("default rejects 404", &any_2xx, facts(404, ""), vec!["status 404 not in [2xx]"]),
             ("json value matches", &json_ok, facts(200, r#"{"status":"OK"}"#), vec![]),
-            ("json value differs", &json_ok, facts(200, r#"{"status":"DOWN"}"#), vec![r#"$.status is "DOWN", expected "OK""#]),
+            (
+                "json value differs",
+                &json_ok,
+                facts(200, r#"{"status":"DOWN"}"#),
+                vec![r#"$.status is "DOWN", expected "OK""#],
+            ),
             ("json value missing", &json_ok, facts(200, r#"{}"#), vec![r#"$.status is missing, expected "OK""#]),
             ("json exists", &exists, facts(200, r#"{"version":"1"}"#), vec![]),
             ("json absent", &exists, facts(200, r#"{"v":1}"#), vec!["$.version is missing"]),
-            ("not json", &exists, facts(200, "<html>"), vec![r#"body is not JSON (expected value at line 1 column 1): "<html>""#]),
+            (
+                "not json",
+                &exists,
+                facts(200, "<html>"),
+                vec![r#"body is not JSON (expected value at line 1 column 1): "<html>""#],
+            ),
             ("empty body", &exists, facts(200, ""), vec!["body is empty, expected JSON"]),
             ("body contains", &contains, facts(200, "OK"), vec![]),
             ("body lacks", &contains, facts(200, "nope"), vec![r#"body does not contain "OK" (body: "nope")"#]),

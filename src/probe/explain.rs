@@ -34,7 +34,10 @@ pub fn transport(error: &reqwest::Error, url: &Url) -> String {
     }
     let all = chain(error).map(ToString::to_string).collect::<Vec<_>>().join(": ");
     let lower = all.to_lowercase();
-    if lower.contains("dns error") || lower.contains("failed to lookup address") || lower.contains("name or service not known") {
+    if lower.contains("dns error")
+        || lower.contains("failed to lookup address")
+        || lower.contains("name or service not known")
+    {
         let reason = chain(error).last().map(ToString::to_string).unwrap_or_default();
         return format!("DNS lookup of {host} failed: {reason}");
     }

@@ -52,7 +52,12 @@ enum Phase {
 }
 
 /// Runs `spec` with `client` within `timeout`; `now` is read after the response for expiry.
-pub async fn run(spec: &HttpSpec, client: &Client, timeout: Duration, now: impl Fn() -> jiff::Timestamp) -> (Outcome, Duration) {
+pub async fn run(
+    spec: &HttpSpec,
+    client: &Client,
+    timeout: Duration,
+    now: impl Fn() -> jiff::Timestamp,
+) -> (Outcome, Duration) {
     let started = Instant::now();
     let phase = AtomicU8::new(Phase::Headers as u8);
     let result = tokio::time::timeout(timeout, exchange(spec, client, &phase)).await;
@@ -109,8 +114,8 @@ async fn discover(spec: &HttpSpec, client: &Client, document: &Url, field: &str)
     if !(200..300).contains(&doc.status) {
         return Err(format!("discovery document {document} answered status {}", doc.status));
     }
-    let json: serde_json::Value = serde_json::from_slice(&doc.body)
-        .map_err(|e| format!("discovery document {document} is not JSON ({e})"))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&doc.body).map_err(|e| format!("discovery document {document} is not JSON ({e})"))?;
     let text = json
         .get(field)
         .and_then(serde_json::Value::as_str)
@@ -122,7 +127,13 @@ async fn discover(spec: &HttpSpec, client: &Client, document: &Url, field: &str)
     Ok(url)
 }
 
-async fn fetch(spec: &HttpSpec, client: &Client, url: &Url, phase: &AtomicU8, send_body: bool) -> Result<Fetched, String> {
+async fn fetch(
+    spec: &HttpSpec,
+    client: &Client,
+    url: &Url,
+    phase: &AtomicU8,
+    send_body: bool,
+) -> Result<Fetched, String> {
     let mut request = client.request(spec.method.clone(), url.clone());
     for (name, value) in &spec.headers {
         request = request.header(name, value);
@@ -136,11 +147,7 @@ async fn fetch(spec: &HttpSpec, client: &Client, url: &Url, phase: &AtomicU8, se
     let mut response = request.send().await.map_err(|e| explain::transport(&e, url))?;
     phase.store(Phase::Body as u8, Ordering::Relaxed);
     let status = response.status().as_u16();
-    let location = response
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let location = response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
     let cert_not_after = response
         .extensions()
         .get::<reqwest::tls::TlsInfo>()

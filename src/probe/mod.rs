@@ -35,11 +35,8 @@ impl Prober {
             return Ok(client.clone());
         }
         let config = tls::client_config(&self.roots, tls)?;
-        let redirects = if follow_redirects {
-            reqwest::redirect::Policy::limited(10)
-        } else {
-            reqwest::redirect::Policy::none()
-        };
+        let redirects =
+            if follow_redirects { reqwest::redirect::Policy::limited(10) } else { reqwest::redirect::Policy::none() };
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(config)
             .tls_info(true)
@@ -71,7 +68,9 @@ impl Prober {
     async fn run_scrape(&self, spec: &CheckSpec, scrape: &crate::check::ScrapeSpec) -> Observation {
         let at = self.clock.now();
         let result = match self.client(&scrape.http.tls, scrape.http.follow_redirects) {
-            Ok(client) => scrape::run(scrape, &client, spec.timeout, spec.service.as_deref(), || self.clock.now()).await,
+            Ok(client) => {
+                scrape::run(scrape, &client, spec.timeout, spec.service.as_deref(), || self.clock.now()).await
+            }
             Err(why) => scrape::Scraped {
                 samples: Vec::new(),
                 total: 0,
@@ -132,15 +131,20 @@ impl Prober {
         if !ok {
             tracing::debug!(check = %spec.id, failures = ?failures, "Check failed.");
         }
-        Observation { check: spec.id.clone(), service: spec.service.clone(), at, ok, latency, samples, failures, summary }
+        Observation {
+            check: spec.id.clone(),
+            service: spec.service.clone(),
+            at,
+            ok,
+            latency,
+            samples,
+            failures,
+            summary,
+        }
     }
 
     /// Runs all checks, at most `concurrency` at once, and returns their observations in order.
     pub async fn run_all(&self, specs: &[CheckSpec], concurrency: usize) -> Vec<Observation> {
-        futures::stream::iter(specs)
-            .map(|spec| self.run(spec))
-            .buffered(concurrency.max(1))
-            .collect()
-            .await
+        futures::stream::iter(specs).map(|spec| self.run(spec)).buffered(concurrency.max(1)).collect().await
     }
 }

@@ -33,10 +33,13 @@ pub async fn run(
 ) -> Scraped {
     let (outcome, latency) = http::run(&spec.http, client, timeout, now).await;
     let (response, failures) = match outcome {
-        Outcome::Failed(why) => return Scraped { samples: Vec::new(), total: 0, failure: Some(why), status: 0, latency },
+        Outcome::Failed(why) => {
+            return Scraped { samples: Vec::new(), total: 0, failure: Some(why), status: 0, latency };
+        }
         Outcome::Judged { response, failures } => (response, failures),
     };
-    let fail = |why: String| Scraped { samples: Vec::new(), total: 0, failure: Some(why), status: response.status, latency };
+    let fail =
+        |why: String| Scraped { samples: Vec::new(), total: 0, failure: Some(why), status: response.status, latency };
     if let Some(first) = failures.into_iter().next() {
         return fail(first);
     }

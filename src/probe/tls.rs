@@ -38,9 +38,7 @@ pub fn client_config(system: &RootCertStore, options: &TlsOptions) -> Result<rus
                 return Err(format!("tls.ca_file {} holds no certificates", path.display()));
             }
             for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("tls.ca_file {}: unusable certificate: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| format!("tls.ca_file {}: unusable certificate: {e}", path.display()))?;
             }
         }
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -175,10 +173,9 @@ pub fn describe(error: &Error, host: &str) -> String {
                 "certificate is not valid yet (check the server's clock)".into()
             }
             CertificateError::NotValidForName => format!("hostname mismatch: certificate is not valid for {host}"),
-            CertificateError::NotValidForNameContext { presented, .. } => format!(
-                "hostname mismatch: certificate is not valid for {host} (it names {})",
-                presented.join(", ")
-            ),
+            CertificateError::NotValidForNameContext { presented, .. } => {
+                format!("hostname mismatch: certificate is not valid for {host} (it names {})", presented.join(", "))
+            }
             CertificateError::UnknownIssuer => {
                 "certificate signed by an unknown issuer (not a trusted root; for a private CA set tls.ca_file)".into()
             }

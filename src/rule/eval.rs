@@ -11,8 +11,8 @@ use crate::series::{Point, Series, SeriesStore, is_stale};
 use promql_parser::label::Matchers;
 use promql_parser::parser::token::{self, TokenType};
 use promql_parser::parser::{
-    AggregateExpr, BinModifier, BinaryExpr, Call, Expr, LabelModifier, MatrixSelector, Offset,
-    VectorMatchCardinality, VectorSelector,
+    AggregateExpr, BinModifier, BinaryExpr, Call, Expr, LabelModifier, MatrixSelector, Offset, VectorMatchCardinality,
+    VectorSelector,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -74,9 +74,7 @@ pub fn eval(expr: &Expr, cx: &Context<'_>) -> Result<Value> {
         Expr::Unary(u) => match eval(&u.expr, cx)? {
             Value::Scalar(v) => Ok(Value::Scalar(-v)),
             Value::Vector(v) => Ok(Value::Vector(
-                v.into_iter()
-                    .map(|e| Elem { labels: drop_name(e.labels), value: -e.value })
-                    .collect(),
+                v.into_iter().map(|e| Elem { labels: drop_name(e.labels), value: -e.value }).collect(),
             )),
             _ => Err(EvalError("unary minus needs a scalar or an instant vector".into())),
         },
@@ -111,8 +109,7 @@ pub fn matches(name: Option<&str>, matchers: &Matchers, labels: &Labels) -> bool
         return false;
     }
     let all = |ms: &[promql_parser::label::Matcher]| ms.iter().all(|m| m.is_match(label(labels, &m.name)));
-    all(&matchers.matchers)
-        && (matchers.or_matchers.is_empty() || matchers.or_matchers.iter().any(|group| all(group)))
+    all(&matchers.matchers) && (matchers.or_matchers.is_empty() || matchers.or_matchers.iter().any(|group| all(group)))
 }
 
 fn candidates<'a>(vs: &'a VectorSelector, store: &'a SeriesStore) -> Box<dyn Iterator<Item = &'a Series> + 'a> {
@@ -140,12 +137,8 @@ fn select_range(ms: &MatrixSelector, cx: &Context<'_>) -> Vec<RangeElem> {
     candidates(&ms.vs, cx.store)
         .filter(|s| matches(ms.vs.name.as_deref(), &ms.vs.matchers, &s.labels))
         .filter_map(|s| {
-            let points: Vec<Point> = s
-                .points
-                .iter()
-                .filter(|p| p.t >= start && p.t <= end && !is_stale(p.v))
-                .copied()
-                .collect();
+            let points: Vec<Point> =
+                s.points.iter().filter(|p| p.t >= start && p.t <= end && !is_stale(p.v)).copied().collect();
             (!points.is_empty()).then(|| RangeElem { labels: s.labels.clone(), points })
         })
         .collect()
@@ -186,11 +179,9 @@ pub fn vector_arg(expr: &Expr, cx: &Context<'_>) -> Result<Vec<Elem>> {
 fn group_labels(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
     match modifier {
         None => Labels::new(),
-        Some(LabelModifier::Include(by)) => by
-            .labels
-            .iter()
-            .filter_map(|l| labels.get(l).map(|v| (l.clone(), v.clone())))
-            .collect(),
+        Some(LabelModifier::Include(by)) => {
+            by.labels.iter().filter_map(|l| labels.get(l).map(|v| (l.clone(), v.clone()))).collect()
+        }
         Some(LabelModifier::Exclude(without)) => labels
             .iter()
             .filter(|(k, _)| k.as_str() != "__name__" && !without.labels.contains(k))
@@ -239,7 +230,7 @@ fn eval_aggregate(agg: &AggregateExpr, cx: &Context<'_>) -> Result<Value> {
                 });
                 if !top {
                     // NaN sorts last for bottomk too.
-                    sorted.sort_by(|a, b| a.value.is_nan().cmp(&b.value.is_nan()));
+                    sorted.sort_by_key(|a| a.value.is_nan());
                 }
                 out.extend(sorted.into_iter().take(k as usize));
             }
@@ -318,11 +309,9 @@ fn vector_scalar(op: TokenType, v: Vec<Elem>, s: f64, scalar_left: bool, return_
 /// The matching signature of an element under `on`/`ignoring` (default: all but the name).
 fn signature(labels: &Labels, matching: Option<&LabelModifier>) -> Labels {
     match matching {
-        Some(LabelModifier::Include(on)) => on
-            .labels
-            .iter()
-            .filter_map(|l| labels.get(l).map(|v| (l.clone(), v.clone())))
-            .collect(),
+        Some(LabelModifier::Include(on)) => {
+            on.labels.iter().filter_map(|l| labels.get(l).map(|v| (l.clone(), v.clone()))).collect()
+        }
         Some(LabelModifier::Exclude(ignoring)) => labels
             .iter()
             .filter(|(k, _)| k.as_str() != "__name__" && !ignoring.labels.contains(k))
@@ -390,15 +379,12 @@ fn vector_vector(
         }
         if one_to_one {
             labels = match matching {
-                Some(LabelModifier::Include(on)) => on
-                    .labels
-                    .iter()
-                    .filter_map(|k| labels.get(k).map(|v| (k.clone(), v.clone())))
-                    .collect(),
-                Some(LabelModifier::Exclude(ignoring)) => labels
-                    .into_iter()
-                    .filter(|(k, _)| !ignoring.labels.contains(k))
-                    .collect(),
+                Some(LabelModifier::Include(on)) => {
+                    on.labels.iter().filter_map(|k| labels.get(k).map(|v| (k.clone(), v.clone()))).collect()
+                }
+                Some(LabelModifier::Exclude(ignoring)) => {
+                    labels.into_iter().filter(|(k, _)| !ignoring.labels.contains(k)).collect()
+                }
                 None => labels,
             };
         } else {

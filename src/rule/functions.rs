@@ -11,13 +11,36 @@ use std::collections::BTreeMap;
 
 type Result<T> = std::result::Result<T, EvalError>;
 
+/// A function of one series' points in a range `(start, end)`.
+type RangeFn<'a> = &'a dyn Fn(&[Point], (i64, i64)) -> Option<f64>;
+
 /// The functions the evaluator implements; anything else is rejected at config load.
 pub const SUPPORTED: &[&str] = &[
-    "rate", "irate", "increase", "delta", "deriv",
-    "avg_over_time", "min_over_time", "max_over_time", "sum_over_time", "count_over_time",
-    "quantile_over_time", "last_over_time",
-    "histogram_quantile", "abs", "ceil", "floor", "round", "clamp", "clamp_min", "clamp_max",
-    "time", "vector", "scalar", "absent", "absent_over_time",
+    "rate",
+    "irate",
+    "increase",
+    "delta",
+    "deriv",
+    "avg_over_time",
+    "min_over_time",
+    "max_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "quantile_over_time",
+    "last_over_time",
+    "histogram_quantile",
+    "abs",
+    "ceil",
+    "floor",
+    "round",
+    "clamp",
+    "clamp_min",
+    "clamp_max",
+    "time",
+    "vector",
+    "scalar",
+    "absent",
+    "absent_over_time",
 ];
 
 fn matrix_selector(expr: &Expr) -> Result<&MatrixSelector> {
@@ -49,7 +72,7 @@ pub fn call(name: &str, args: &[Box<Expr>], cx: &Context<'_>) -> Result<Value> {
     let arg = |i: usize| -> Result<&Expr> {
         args.get(i).map(|b| &**b).ok_or_else(|| EvalError(format!("{name}() needs argument {}", i + 1)))
     };
-    let per_series = |f: &dyn Fn(&[Point], (i64, i64)) -> Option<f64>| -> Result<Value> {
+    let per_series = |f: RangeFn<'_>| -> Result<Value> {
         let (m, bounds) = matrix(arg(0)?, cx)?;
         Ok(Value::Vector(
             m.into_iter()
@@ -289,10 +312,7 @@ fn histogram_quantile(q: f64, input: Vec<Elem>) -> Vec<Elem> {
         labels.remove("le");
         groups.entry(labels).or_default().push((le, e.value));
     }
-    groups
-        .into_iter()
-        .map(|(labels, buckets)| Elem { labels, value: bucket_quantile(q, buckets) })
-        .collect()
+    groups.into_iter().map(|(labels, buckets)| Elem { labels, value: bucket_quantile(q, buckets) }).collect()
 }
 
 fn parse_le(text: &str) -> Option<f64> {
@@ -370,8 +390,18 @@ mod tests {
     fn rate_extrapolates_to_the_range_edges() {
         let cases: &[(&[(i64, f64)], (i64, i64), Option<f64>, &str)] = &[
             (&[(0, 0.0), (60, 60.0)], (0, 60), Some(1.0), "samples at both edges: plain slope"),
-            (&[(15, 15.0), (30, 30.0), (45, 45.0), (60, 60.0)], (0, 60), Some(1.0), "extrapolated back to zero, not past it"),
-            (&[(0, 10.0), (30, 20.0), (60, 5.0)], (0, 60), Some(15.0 / 60.0), "a counter reset adds the pre-reset value: 10 up to 20, then 0 up to 5"),
+            (
+                &[(15, 15.0), (30, 30.0), (45, 45.0), (60, 60.0)],
+                (0, 60),
+                Some(1.0),
+                "extrapolated back to zero, not past it",
+            ),
+            (
+                &[(0, 10.0), (30, 20.0), (60, 5.0)],
+                (0, 60),
+                Some(15.0 / 60.0),
+                "a counter reset adds the pre-reset value: 10 up to 20, then 0 up to 5",
+            ),
             (&[(0, 5.0)], (0, 60), None, "one sample has no rate"),
         ];
         for (points, bounds, want, why) in cases {
@@ -408,6 +438,10 @@ mod tests {
         assert!((bucket_quantile(0.5, buckets.clone()) - 0.1).abs() < 1e-12, "rank 50 is the top of the first bucket");
         assert!((bucket_quantile(0.7, buckets.clone()) - 0.3).abs() < 1e-12, "rank 70 is halfway into (0.1, 0.5]");
         assert!(bucket_quantile(0.5, vec![(1.0, 1.0)]).is_nan(), "no +Inf bucket");
-        assert_eq!(bucket_quantile(0.99, vec![(1.0, 0.0), (f64::INFINITY, 10.0)]), 1.0, "rank in +Inf bucket: the last finite bound");
+        assert_eq!(
+            bucket_quantile(0.99, vec![(1.0, 0.0), (f64::INFINITY, 10.0)]),
+            1.0,
+            "rank in +Inf bucket: the last finite bound"
+        );
     }
 }

@@ -12,8 +12,8 @@ use crate::alert::{self, AlertState, Millis, Policy, Transition};
 use crate::model::Labels;
 use crate::series::SeriesStore;
 use eval::{Context, EvalError, Value};
-use promql_parser::parser::token;
 use promql_parser::parser::Expr;
+use promql_parser::parser::token;
 use promql_parser::parser::value::ValueType;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -127,7 +127,9 @@ impl AlertRule {
             }
             labels.insert("alertname".into(), self.def.alert.clone());
             if !seen.insert(labels.clone()) {
-                return Err(EvalError("vector contains metrics with the same labelset after applying alert labels".into()));
+                return Err(EvalError(
+                    "vector contains metrics with the same labelset after applying alert labels".into(),
+                ));
             }
             out.push((labels, e.value));
         }
@@ -148,12 +150,23 @@ impl AlertRule {
 fn unsupported(expr: &Expr) -> Vec<String> {
     let mut found = Vec::new();
     walk(expr, &mut |e| match e {
-        Expr::Call(c) if !functions::SUPPORTED.contains(&c.func.name) => found.push(format!("function {}()", c.func.name)),
+        Expr::Call(c) if !functions::SUPPORTED.contains(&c.func.name) => {
+            found.push(format!("function {}()", c.func.name))
+        }
         Expr::Aggregate(a)
             if !matches!(
                 a.op.id(),
-                token::T_SUM | token::T_AVG | token::T_MIN | token::T_MAX | token::T_COUNT | token::T_GROUP
-                    | token::T_STDDEV | token::T_STDVAR | token::T_TOPK | token::T_BOTTOMK | token::T_QUANTILE
+                token::T_SUM
+                    | token::T_AVG
+                    | token::T_MIN
+                    | token::T_MAX
+                    | token::T_COUNT
+                    | token::T_GROUP
+                    | token::T_STDDEV
+                    | token::T_STDVAR
+                    | token::T_TOPK
+                    | token::T_BOTTOMK
+                    | token::T_QUANTILE
             ) =>
         {
             found.push(format!("aggregation {}", a.op))
@@ -373,7 +386,8 @@ mod tests {
 
     fn store(points: &[(i64, f64)]) -> SeriesStore {
         let mut s = SeriesStore::new(3_600_000, 100);
-        let labels: Labels = [("__name__", "mem"), ("instance", "a")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let labels: Labels =
+            [("__name__", "mem"), ("instance", "a")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         for &(t, v) in points {
             s.append(labels.clone(), t * 60_000, v);
         }
@@ -404,9 +418,8 @@ mod tests {
         let rule = AlertRule::compile(def("mem > 10", 2 * 60_000)).unwrap();
         let s = store(&[(0, 20.0), (1, 20.0), (2, 30.0), (3, 5.0)]);
         let mut engine = RuleEngine::new(vec![rule]);
-        let states: Vec<Vec<&str>> = (0..4)
-            .map(|m| engine.evaluate(&s, m * 60_000).alerts.iter().map(|a| a.state).collect())
-            .collect();
+        let states: Vec<Vec<&str>> =
+            (0..4).map(|m| engine.evaluate(&s, m * 60_000).alerts.iter().map(|a| a.state).collect()).collect();
         assert_eq!(states, [vec!["pending"], vec!["pending"], vec!["firing"], vec![]]);
         let mut engine = RuleEngine::new(vec![AlertRule::compile(def("mem > 10", 0)).unwrap()]);
         let e = engine.evaluate(&s, 2 * 60_000);

@@ -40,9 +40,8 @@ enum Data {
     Str(String),
 }
 
-const FUNCTIONS: &[&str] = &[
-    "humanize", "humanize1024", "humanizePercentage", "humanizeDuration", "printf", "toUpper", "toLower",
-];
+const FUNCTIONS: &[&str] =
+    &["humanize", "humanize1024", "humanizePercentage", "humanizeDuration", "printf", "toUpper", "toLower"];
 
 impl Template {
     /// Compiles `source`, or says what is wrong with it.
@@ -146,10 +145,9 @@ fn operand(token: &str) -> Result<Operand, String> {
             return Ok(Operand::Label(name.to_string()));
         }
     }
-    token
-        .parse::<f64>()
-        .map(Operand::Num)
-        .map_err(|_| format!("unsupported `{token}` (supported: $value, $labels.NAME, strings, numbers, {})", FUNCTIONS.join(", ")))
+    token.parse::<f64>().map(Operand::Num).map_err(|_| {
+        format!("unsupported `{token}` (supported: $value, $labels.NAME, strings, numbers, {})", FUNCTIONS.join(", "))
+    })
 }
 
 fn parse_pipeline(text: &str) -> Result<Vec<Command>, String> {

@@ -18,17 +18,19 @@ fn a_mistyped_key_names_line_key_and_the_right_key() {
         &[],
     );
     assert_eq!(r.code, 2, "{}", r.all());
-    assert!(r.stderr.contains("mxwarden.yaml:5:5: services.synapse.admin_tokn: unknown key `admin_tokn`"), "{}", r.all());
+    assert!(
+        r.stderr.contains("mxwarden.yaml:5:5: services.synapse.admin_tokn: unknown key `admin_tokn`"),
+        "{}",
+        r.all()
+    );
     assert!(r.stderr.contains("hint: did you mean `admin_token`?"), "{}", r.all());
     assert!(r.stderr.contains("5 |     admin_tokn: x"), "the snippet shows the line: {}", r.all());
 }
 
 #[test]
 fn a_mistyped_key_deep_in_a_check_is_found_too() {
-    let r = config_check(
-        "checks:\n  - name: a\n    http:\n      url: http://x\n      expect:\n        staus: 200\n",
-        &[],
-    );
+    let r =
+        config_check("checks:\n  - name: a\n    http:\n      url: http://x\n      expect:\n        staus: 200\n", &[]);
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains(":6:9: checks[0].http.expect.staus: unknown key `staus`"), "{}", r.all());
     assert!(r.stderr.contains("did you mean `status`?"), "{}", r.all());
@@ -39,7 +41,11 @@ fn an_unknown_kind_lists_the_kinds_and_suggests_one() {
     let r = config_check("services:\n  s:\n    kind: synpase\n    url: http://x\n", &[]);
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains(":3:11:"), "{}", r.all());
-    assert!(r.stderr.contains("unknown value `synpase`; expected one of: synapse, mas, vikunja, authentik"), "{}", r.all());
+    assert!(
+        r.stderr.contains("unknown value `synpase`; expected one of: synapse, mas, vikunja, authentik"),
+        "{}",
+        r.all()
+    );
     assert!(r.stderr.contains("did you mean `synapse`?"), "{}", r.all());
 }
 
@@ -57,11 +63,31 @@ fn an_unset_variable_is_named_with_its_line() {
 fn wrong_values_say_what_was_expected() {
     let cases = [
         ("defaults: { timeout: 10 }\n", ":1:22:", "`10` is not a duration; expected a number with a unit"),
-        ("checks:\n  - name: a\n    http: { url: \"ftp://x\" }\n", ":3:18:", "uses scheme `ftp`; expected http or https"),
-        ("checks:\n  - name: a\n    http: { url: \"http://x\", expect: { status: 700 } }\n", ":3:", "`700` is not a status"),
-        ("checks:\n  - name: a\n    http: { url: \"http://x\", expect: { json_exists: [\"status\"] } }\n", ":3:", "is not a JSONPath"),
-        ("services:\n  s: { kind: vikunja, url: \"http://x\", health_url: \"http://y\" }\n", ":2:", "`health_url` does not apply to kind vikunja; it is for: mas"),
-        ("services:\n  s: { kind: synapse, url: \"http://x\", disable: [federaton] }\n", ":2:", "no preset check `federaton` for kind synapse"),
+        (
+            "checks:\n  - name: a\n    http: { url: \"ftp://x\" }\n",
+            ":3:18:",
+            "uses scheme `ftp`; expected http or https",
+        ),
+        (
+            "checks:\n  - name: a\n    http: { url: \"http://x\", expect: { status: 700 } }\n",
+            ":3:",
+            "`700` is not a status",
+        ),
+        (
+            "checks:\n  - name: a\n    http: { url: \"http://x\", expect: { json_exists: [\"status\"] } }\n",
+            ":3:",
+            "is not a JSONPath",
+        ),
+        (
+            "services:\n  s: { kind: vikunja, url: \"http://x\", health_url: \"http://y\" }\n",
+            ":2:",
+            "`health_url` does not apply to kind vikunja; it is for: mas",
+        ),
+        (
+            "services:\n  s: { kind: synapse, url: \"http://x\", disable: [federaton] }\n",
+            ":2:",
+            "no preset check `federaton` for kind synapse",
+        ),
         ("checks:\n  - name: a\n  - name: a\n    http: { url: \"http://x\" }\n", ":2:", "a check needs a probe"),
         ("checks:\n  - name: a\n    http: { url: \"http://u:p@x\" }\n", ":3:", "credentials in URLs"),
     ];
@@ -74,7 +100,8 @@ fn wrong_values_say_what_was_expected() {
 
 #[test]
 fn a_misspelt_disable_entry_gets_a_suggestion() {
-    let r = config_check("services:\n  synapse: { kind: synapse, url: \"http://x\", disable: [synapse/federaton] }\n", &[]);
+    let r =
+        config_check("services:\n  synapse: { kind: synapse, url: \"http://x\", disable: [synapse/federaton] }\n", &[]);
     assert!(r.stderr.contains("did you mean `synapse/federation`?"), "{}", r.all());
 }
 

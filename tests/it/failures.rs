@@ -53,13 +53,19 @@ fn json_mismatch_names_path_value_and_expectation() {
 #[test]
 fn broken_json_is_explained() {
     let url = format!("{}/json-broken", hostile().base);
-    assert_fails_with(&format!("      url: {url}\n      expect: {{ json_exists: [\"$.status\"] }}\n"), "body is not JSON");
+    assert_fails_with(
+        &format!("      url: {url}\n      expect: {{ json_exists: [\"$.status\"] }}\n"),
+        "body is not JSON",
+    );
 }
 
 #[test]
 fn refused_connection_is_named() {
     let port = crate::support::free_port();
-    assert_fails_with(&format!("      url: http://127.0.0.1:{port}/health\n"), &format!("connection refused by 127.0.0.1:{port}"));
+    assert_fails_with(
+        &format!("      url: http://127.0.0.1:{port}/health\n"),
+        &format!("connection refused by 127.0.0.1:{port}"),
+    );
 }
 
 #[test]
@@ -123,7 +129,11 @@ fn redirects_are_followed_by_default_and_reported_when_not() {
 fn a_trusted_certificate_passes_and_reports_its_expiry() {
     let t = tls();
     let (code, row, run) = one(
-        &format!("      url: {}\n      tls: {{ ca_file: {} }}\n      expect: {{ cert_valid_for: 14d }}\n", t.valid, t.ca_file.display()),
+        &format!(
+            "      url: {}\n      tls: {{ ca_file: {} }}\n      expect: {{ cert_valid_for: 14d }}\n",
+            t.valid,
+            t.ca_file.display()
+        ),
         "5s",
     );
     assert_eq!(code, 0, "{}", run.all());
@@ -134,7 +144,11 @@ fn a_trusted_certificate_passes_and_reports_its_expiry() {
 fn a_certificate_expiring_soon_fails_cert_valid_for() {
     let t = tls();
     assert_fails_with(
-        &format!("      url: {}\n      tls: {{ ca_file: {} }}\n      expect: {{ cert_valid_for: 14d }}\n", t.expiring, t.ca_file.display()),
+        &format!(
+            "      url: {}\n      tls: {{ ca_file: {} }}\n      expect: {{ cert_valid_for: 14d }}\n",
+            t.expiring,
+            t.ca_file.display()
+        ),
         "less than the required 14d",
     );
 }
@@ -142,7 +156,10 @@ fn a_certificate_expiring_soon_fails_cert_valid_for() {
 #[test]
 fn an_expired_certificate_is_named() {
     let t = tls();
-    assert_fails_with(&format!("      url: {}\n      tls: {{ ca_file: {} }}\n", t.expired, t.ca_file.display()), "TLS: certificate expired on");
+    assert_fails_with(
+        &format!("      url: {}\n      tls: {{ ca_file: {} }}\n", t.expired, t.ca_file.display()),
+        "TLS: certificate expired on",
+    );
 }
 
 #[test]
@@ -172,7 +189,8 @@ fn a_self_signed_certificate_is_named() {
 #[test]
 fn insecure_skip_verify_accepts_but_still_measures_expiry() {
     let t = tls();
-    let (code, row, run) = one(&format!("      url: {}\n      tls: {{ insecure_skip_verify: true }}\n", t.self_signed), "5s");
+    let (code, row, run) =
+        one(&format!("      url: {}\n      tls: {{ insecure_skip_verify: true }}\n", t.self_signed), "5s");
     assert_eq!(code, 0, "{}", run.all());
     assert!(row["cert_expires_at"].as_str().is_some());
 }

@@ -3,7 +3,7 @@
 //! (Vikunja, authentik, MAS's internal /health). Also: Synapse stopped mid-way, and the preset
 //! rules over a real Synapse's /metrics.
 
-use crate::cli::{check_json, config, Run};
+use crate::cli::{Run, check_json, config};
 use crate::support::{fakes, services};
 
 fn stack_config(extra_synapse: &str) -> String {
@@ -56,10 +56,19 @@ fn every_preset_passes_against_its_service_and_no_rule_fires_on_an_idle_synapse(
     assert_eq!(
         probes,
         [
-            "authentik/live", "authentik/ready", "authentik/version",
-            "mas/discovery", "mas/jwks", "mas/health",
-            "synapse/health", "synapse/client-versions", "synapse/admin-version", "synapse/admin-token", "synapse/federation",
-            "vikunja/health", "vikunja/info",
+            "authentik/live",
+            "authentik/ready",
+            "authentik/version",
+            "mas/discovery",
+            "mas/jwks",
+            "mas/health",
+            "synapse/health",
+            "synapse/client-versions",
+            "synapse/admin-version",
+            "synapse/admin-token",
+            "synapse/federation",
+            "vikunja/health",
+            "vikunja/info",
             "synapse/metrics",
         ],
         "{}",
@@ -82,7 +91,10 @@ fn a_lowered_threshold_makes_a_preset_rule_fire_on_real_metrics() {
     let row = run.row("SynapseMemoryHigh");
     assert_eq!(row["ok"], false, "{row}");
     let detail = row["detail"].as_str().unwrap();
-    assert!(detail.contains("synapse uses") && detail.contains("MiB of memory") && detail.contains("holds for 5m"), "{detail}");
+    assert!(
+        detail.contains("synapse uses") && detail.contains("MiB of memory") && detail.contains("holds for 5m"),
+        "{detail}"
+    );
     assert_eq!(run.row("SynapseMemoryCritical")["ok"], true, "the critical threshold is still 500MiB");
 }
 
@@ -112,7 +124,10 @@ fn synapse_stopped_gives_exit_1_and_names_the_refused_connection() {
 #[test]
 fn a_wrong_synapse_admin_token_is_caught_by_admin_token() {
     let s = services::shared();
-    let file = config(&format!("services:\n  synapse: {{ kind: synapse, url: \"{}\", admin_token: not-a-token }}\n", s.synapse.base_url));
+    let file = config(&format!(
+        "services:\n  synapse: {{ kind: synapse, url: \"{}\", admin_token: not-a-token }}\n",
+        s.synapse.base_url
+    ));
     let run = check_json(&file, &["synapse/admin-token"], &[]);
     assert_eq!(run.code, 1, "{}", run.all());
     let detail = run.row("synapse/admin-token")["detail"].as_str().unwrap().to_string();
@@ -161,7 +176,8 @@ fn disabled_and_overridden_preset_checks_take_effect() {
         s.synapse.base_url
     ));
     let run = check_json(&file, &[], &[]);
-    let names: Vec<String> = run.json().as_array().unwrap().iter().map(|r| r["check"].as_str().unwrap().to_string()).collect();
+    let names: Vec<String> =
+        run.json().as_array().unwrap().iter().map(|r| r["check"].as_str().unwrap().to_string()).collect();
     assert_eq!(names, ["synapse/health"], "{}", run.all());
     assert_eq!(run.code, 1);
     assert_eq!(run.row("synapse/health")["detail"], "body does not contain \"NOT-THERE\" (body: \"OK\")");

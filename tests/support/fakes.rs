@@ -25,9 +25,7 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 
 /// Serves `router` on a free loopback port; returns `http://127.0.0.1:PORT`.
 pub fn serve(router: Router) -> String {
-    let listener = runtime()
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind a loopback port");
+    let listener = runtime().block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind a loopback port");
     let addr = listener.local_addr().expect("local address");
     runtime().spawn(async move {
         let _ = axum::serve(listener, router).await;
@@ -137,7 +135,8 @@ pub fn hostile() -> Hostile {
             .route(
                 "/big-chunked",
                 get(|| async {
-                    let chunks = (0..80).map(|_| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b'y'; 64 * 1024])));
+                    let chunks =
+                        (0..80).map(|_| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b'y'; 64 * 1024])));
                     axum::body::Body::from_stream(futures::stream::iter(chunks))
                 }),
             )
@@ -154,7 +153,10 @@ pub fn hostile() -> Hostile {
                 }),
             )
             .route("/status/503", get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "upstream down") }))
-            .route("/json-broken", get(|| async { ([(header::CONTENT_TYPE, "application/json")], "{\"status\": \"OK\"") }))
+            .route(
+                "/json-broken",
+                get(|| async { ([(header::CONTENT_TYPE, "application/json")], "{\"status\": \"OK\"") }),
+            )
             .route("/json-status-down", get(|| async { axum::Json(serde_json::json!({"status": "DOWN"})) }))
             .route("/redirect", get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/elsewhere")]) }))
             .route("/elsewhere", get(|| async { "arrived" })),

@@ -20,9 +20,9 @@ pub fn repo() -> PathBuf {
 
 /// Where the Python venvs live (installed by `scripts/install-test-deps.sh`).
 pub fn cache() -> PathBuf {
-    std::env::var_os("MXWARDEN_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/mxwarden"))
+    std::env::var_os("MXWARDEN_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/mxwarden")
+    })
 }
 
 fn venv_bin(venv: &str, program: &str) -> PathBuf {
@@ -45,7 +45,8 @@ fn scratch_dir(what: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     static CLEANED: OnceLock<()> = OnceLock::new();
     CLEANED.get_or_init(remove_stale_dirs);
-    let dir = PathBuf::from(format!("/tmp/mxwarden-test-{}-{}-{what}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let dir =
+        PathBuf::from(format!("/tmp/mxwarden-test-{}-{}-{what}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create a scratch dir");
     dir
@@ -107,7 +108,12 @@ impl Service {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("{} exited ({status}) before it was ready; log {}:\n{}", self.name, self.log.display(), log_tail(&self.log));
+                panic!(
+                    "{} exited ({status}) before it was ready; log {}:\n{}",
+                    self.name,
+                    self.log.display(),
+                    log_tail(&self.log)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -168,7 +174,13 @@ impl PgCluster {
         let data = dir.join("data");
         let data = data.to_str().expect("utf-8 path");
         let mut service = if is_root() {
-            Service::spawn("postgres", dir.join("server.log"), "INT", Path::new("/usr/sbin/runuser"), &["-u", "postgres", "--", postgres.to_str().unwrap(), "-D", data])
+            Service::spawn(
+                "postgres",
+                dir.join("server.log"),
+                "INT",
+                Path::new("/usr/sbin/runuser"),
+                &["-u", "postgres", "--", postgres.to_str().unwrap(), "-D", data],
+            )
         } else {
             Service::spawn("postgres", dir.join("server.log"), "INT", &postgres, &["-D", data])
         };
@@ -203,9 +215,16 @@ fn is_root() -> bool {
 
 fn psql_command(dir: &Path, port: u16, db: &str, sql: &str) -> Command {
     let mut c = Command::new("psql");
-    c.args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h"])
-        .arg(dir)
-        .args(["-p", &port.to_string(), "-U", "postgres", "-d", db, "-c", sql]);
+    c.args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h"]).arg(dir).args([
+        "-p",
+        &port.to_string(),
+        "-U",
+        "postgres",
+        "-d",
+        db,
+        "-c",
+        sql,
+    ]);
     c
 }
 
@@ -242,7 +261,10 @@ impl Synapse {
         let dir = scratch_dir("synapse");
         let (port, metrics_port) = (free_port(), free_port());
         let mut init = Command::new("bash");
-        init.arg(repo().join("scripts/lib/synapse-init.sh")).arg(&dir).arg(port.to_string()).arg(metrics_port.to_string());
+        init.arg(repo().join("scripts/lib/synapse-init.sh"))
+            .arg(&dir)
+            .arg(port.to_string())
+            .arg(metrics_port.to_string());
         if let Some((pg, db)) = pg {
             init.arg(&pg.dir).arg(pg.port.to_string()).arg(db);
         }

@@ -2,7 +2,7 @@
 //! expiring in 5 days, one expired, one for the wrong host name, one self-signed, and one
 //! signed by a CA nobody trusts. Each answers every request with `200 OK`.
 
-use rcgen::{CertificateParams, CertifiedIssuer, DnType, IsCa, BasicConstraints, KeyPair, SanType};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;

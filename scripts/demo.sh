@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The demo: starts a real local stack — PostgreSQL 15, Synapse on it (with an admin user and a
+# metrics listener), and an OIDC provider standing in for MAS — writes an mxwarden.yaml for it,
+# runs `mxwarden check`, then stops Synapse to show what a failure looks like. Everything binds
+# 127.0.0.1 and is stopped when the script ends (also on Ctrl-C).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+bash scripts/install-test-deps.sh >/dev/null
+echo "== building mxwarden"
+cargo build --quiet
+MXW=$ROOT/target/debug/mxwarden
+CACHE=${MXWARDEN_CACHE:-$HOME/.cache/mxwarden}
+DIR=$(mktemp -d /tmp/mxwarden-demo-XXXXXX)
+chmod 755 "$DIR"
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 600); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timed out waiting for $1; logs in $DIR" >&2; exit 1; }
+
+# Every service runs under guard.py reading this FIFO; when the script exits, the FIFO closes
+# and guard stops its service.
+mkfifo "$DIR/alive"
+PIDS=()
+# (9>&-: a service must not hold the FIFO's write end itself, or it would never see EOF.)
+guarded() { python3 scripts/lib/guard.py "$@" <"$DIR/alive" 9>&- & PIDS+=($!); }
+cleanup() {
+  exec 9>&- || true
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+echo "== starting PostgreSQL, Synapse and an OIDC provider in $DIR"
+PGPORT=$(free_port)
+bash scripts/lib/pg-init.sh "$DIR/pg" "$PGPORT"
+guarded --stop-signal INT --log "$DIR/pg.log" -- runuser -u postgres -- /usr/lib/postgresql/15/bin/postgres -D "$DIR/pg/data"
+exec 9>"$DIR/alive"
+until psql -X -q -h "$DIR/pg" -p "$PGPORT" -U postgres -c 'select 1' >/dev/null 2>&1; do sleep 0.1; done
+
+CP=$(free_port); MP=$(free_port); OP=$(free_port)
+bash scripts/lib/synapse-init.sh "$DIR/synapse" "$CP" "$MP" "$DIR/pg" "$PGPORT" synapse
+guarded --log "$DIR/synapse.log" -- "$CACHE/venv-synapse/bin/python" -m synapse.app.homeserver -c "$DIR/synapse/homeserver.yaml"
+SYNAPSE_PID=${PIDS[-1]}
+guarded --log "$DIR/oidc.log" -- "$CACHE/venv-tools/bin/oidc-provider-mock" -H 127.0.0.1 -p "$OP"
+wait_http "http://127.0.0.1:$CP/health"
+wait_http "http://127.0.0.1:$OP/.well-known/openid-configuration"
+SYNAPSE_ADMIN_TOKEN=$(python3 scripts/lib/synapse-admin-token.py "http://127.0.0.1:$CP" "$(cat "$DIR/synapse/shared_secret")" demo-admin 'Demo-pass-1')
+export SYNAPSE_ADMIN_TOKEN
+
+cat >"$DIR/mxwarden.yaml" <<YAML
+defaults: { timeout: 5s }
+services:
+  synapse:
+    kind: synapse
+    url: http://127.0.0.1:$CP
+    admin_token: "\${SYNAPSE_ADMIN_TOKEN}"
+    federation_url: http://127.0.0.1:$CP
+    metrics_url: http://127.0.0.1:$MP/_synapse/metrics
+  mas:                       # an OIDC provider stands in for MAS's discovery here
+    kind: mas
+    url: http://127.0.0.1:$OP
+    issuer: http://127.0.0.1:$OP
+YAML
+echo "== $DIR/mxwarden.yaml"
+cat "$DIR/mxwarden.yaml"
+echo
+echo "== mxwarden check"
+"$MXW" --config "$DIR/mxwarden.yaml" check || true
+echo
+echo "== stopping Synapse, then mxwarden check again"
+kill -TERM "$SYNAPSE_PID"; wait "$SYNAPSE_PID" 2>/dev/null || true
+set +e
+"$MXW" --config "$DIR/mxwarden.yaml" check synapse
+echo "(exit code $?: 0 all good, 1 something is unhealthy, 2 config or usage error)"
