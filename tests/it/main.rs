@@ -6,5 +6,6 @@ mod support;
 
 mod cli;
 mod config_cli;
+mod expo_oracle;
 mod failures;
 mod presets;
