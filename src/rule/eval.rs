@@ -119,29 +119,35 @@ fn candidates<'a>(vs: &'a VectorSelector, store: &'a SeriesStore) -> Box<dyn Ite
     }
 }
 
+/// The series a selector matches at `cx.t`, sorted by labels as Prometheus returns them
+/// (which decides, e.g., which of two equal values `topk` keeps).
 fn select_instant(vs: &VectorSelector, cx: &Context<'_>) -> Vec<Elem> {
     let at = cx.t - offset_ms(&vs.offset);
-    candidates(vs, cx.store)
+    let mut out: Vec<Elem> = candidates(vs, cx.store)
         .filter(|s| matches(vs.name.as_deref(), &vs.matchers, &s.labels))
         .filter_map(|s| {
             let point = s.points.iter().rev().find(|p| p.t <= at)?;
             (point.t >= at - LOOKBACK_MS && !is_stale(point.v))
                 .then(|| Elem { labels: s.labels.clone(), value: point.v })
         })
-        .collect()
+        .collect();
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    out
 }
 
 fn select_range(ms: &MatrixSelector, cx: &Context<'_>) -> Vec<RangeElem> {
     let end = cx.t - offset_ms(&ms.vs.offset);
     let start = end - ms.range.as_millis() as i64;
-    candidates(&ms.vs, cx.store)
+    let mut out: Vec<RangeElem> = candidates(&ms.vs, cx.store)
         .filter(|s| matches(ms.vs.name.as_deref(), &ms.vs.matchers, &s.labels))
         .filter_map(|s| {
             let points: Vec<Point> =
                 s.points.iter().filter(|p| p.t >= start && p.t <= end && !is_stale(p.v)).copied().collect();
             (!points.is_empty()).then(|| RangeElem { labels: s.labels.clone(), points })
         })
-        .collect()
+        .collect();
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    out
 }
 
 /// The range `[start, end]` a matrix selector covers at `cx.t`, in ms.
@@ -209,7 +215,7 @@ fn eval_aggregate(agg: &AggregateExpr, cx: &Context<'_>) -> Result<Value> {
         let one = |value| Elem { labels: labels.clone(), value };
         match op {
             token::T_SUM => out.push(one(values.iter().sum())),
-            token::T_AVG => out.push(one(values.iter().sum::<f64>() / values.len() as f64)),
+            token::T_AVG => out.push(one(functions::incremental_mean(&values))),
             token::T_COUNT => out.push(one(values.len() as f64)),
             token::T_GROUP => out.push(one(1.0)),
             token::T_MIN => out.push(one(functions::min_of(&values))),
@@ -219,20 +225,9 @@ fn eval_aggregate(agg: &AggregateExpr, cx: &Context<'_>) -> Result<Value> {
             token::T_QUANTILE => out.push(one(functions::quantile(param.unwrap_or(f64::NAN), &values))),
             token::T_TOPK | token::T_BOTTOMK => {
                 let k = param.unwrap_or(0.0);
-                if k < 1.0 {
-                    continue;
+                if k >= 1.0 {
+                    out.extend(functions::select_k(members, k as usize, op == token::T_TOPK));
                 }
-                let mut sorted = members;
-                let top = op == token::T_TOPK;
-                sorted.sort_by(|a, b| {
-                    let order = functions::nan_low_cmp(a.value, b.value);
-                    if top { order.reverse() } else { order }
-                });
-                if !top {
-                    // NaN sorts last for bottomk too.
-                    sorted.sort_by_key(|a| a.value.is_nan());
-                }
-                out.extend(sorted.into_iter().take(k as usize));
             }
             _ => return Err(EvalError(format!("aggregation `{}` is not supported", agg.op))),
         }

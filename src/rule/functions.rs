@@ -94,10 +94,10 @@ pub fn call(name: &str, args: &[Box<Expr>], cx: &Context<'_>) -> Result<Value> {
         "delta" => per_series(&|p, b| extrapolated(p, b, false, false)),
         "irate" => per_series(&|p, _| irate(p)),
         "deriv" => per_series(&|p, _| deriv(p)),
-        "avg_over_time" => per_series(&|p, _| Some(p.iter().map(|x| x.v).sum::<f64>() / p.len() as f64)),
+        "avg_over_time" => per_series(&|p, _| Some(kahan_mean(&values(p)))),
         "min_over_time" => per_series(&|p, _| Some(min_of(&values(p)))),
         "max_over_time" => per_series(&|p, _| Some(max_of(&values(p)))),
-        "sum_over_time" => per_series(&|p, _| Some(p.iter().map(|x| x.v).sum())),
+        "sum_over_time" => per_series(&|p, _| Some(kahan_sum(&values(p)))),
         "count_over_time" => per_series(&|p, _| Some(p.len() as f64)),
         "last_over_time" => per_series(&|p, _| p.last().map(|x| x.v)),
         "quantile_over_time" => {
@@ -218,11 +218,12 @@ fn extrapolated(points: &[Point], (start, end): (i64, i64), counter: bool, per_s
     let mut interval = sampled;
     interval += if to_start < threshold { to_start } else { average_gap / 2.0 };
     interval += if to_end < threshold { to_end } else { average_gap / 2.0 };
-    result *= interval / sampled;
+    // One factor, applied once, in Prometheus's order: results agree to the last bit.
+    let mut factor = interval / sampled;
     if per_second {
-        result /= (end - start) as f64 / 1000.0;
+        factor /= (end - start) as f64 / 1000.0;
     }
-    Some(result)
+    Some(result * factor)
 }
 
 fn irate(points: &[Point]) -> Option<f64> {
@@ -255,6 +256,60 @@ fn deriv(points: &[Point]) -> Option<f64> {
     Some(cov / var)
 }
 
+/// Neumaier-compensated addition step, as Prometheus's `kahanSumInc`.
+fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if sum.abs() >= inc.abs() { c + ((sum - t) + inc) } else { c + ((inc - t) + sum) };
+    (t, c)
+}
+
+/// Compensated sum (`sum_over_time`).
+fn kahan_sum(values: &[f64]) -> f64 {
+    let (mut sum, mut c) = (0.0, 0.0);
+    for &v in values {
+        (sum, c) = kahan_inc(v, sum, c);
+    }
+    if sum.is_infinite() { sum } else { sum + c }
+}
+
+/// Incremental, compensated mean (`avg_over_time`), as Prometheus computes it.
+fn kahan_mean(values: &[f64]) -> f64 {
+    let (mut mean, mut c, mut count) = (0.0f64, 0.0, 0.0);
+    for &v in values {
+        count += 1.0;
+        if mean.is_infinite() {
+            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                continue;
+            }
+            if !v.is_infinite() && !v.is_nan() {
+                continue;
+            }
+        }
+        (mean, c) = kahan_inc(v / count - mean / count, mean, c);
+    }
+    if mean.is_infinite() { mean } else { mean + c }
+}
+
+/// Incremental mean (`avg` aggregation): `mean += v/n - mean/n`, as Prometheus computes it.
+pub fn incremental_mean(values: &[f64]) -> f64 {
+    let mut iter = values.iter();
+    let Some(&first) = iter.next() else { return f64::NAN };
+    let (mut mean, mut count) = (first, 1.0);
+    for &v in iter {
+        count += 1.0;
+        if mean.is_infinite() {
+            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                continue;
+            }
+            if !v.is_infinite() && !v.is_nan() {
+                continue;
+            }
+        }
+        mean += v / count - mean / count;
+    }
+    mean
+}
+
 /// Minimum, ignoring NaN unless everything is NaN (as Prometheus).
 pub fn min_of(values: &[f64]) -> f64 {
     values.iter().copied().fold(f64::NAN, |a, v| if a.is_nan() || v < a { v } else { a })
@@ -270,6 +325,67 @@ pub fn stdvar(values: &[f64]) -> f64 {
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;
     values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n
+}
+
+/// `topk`/`bottomk` exactly as Prometheus picks them: a heap of size `k` filled in input
+/// order, whose root is replaced only by a strictly better value — so among equal values the
+/// choice matches Prometheus's too. Mirrors Go's `container/heap`.
+pub fn select_k(members: Vec<Elem>, k: usize, top: bool) -> Vec<Elem> {
+    // `less(a, b)`: a belongs nearer the root (the element to evict first).
+    let less = |a: f64, b: f64| {
+        if a.is_nan() && !b.is_nan() {
+            return true;
+        }
+        if top { a < b } else { a > b }
+    };
+    let up = |h: &mut Vec<Elem>, mut j: usize| {
+        while j > 0 {
+            let i = (j - 1) / 2;
+            if !less(h[j].value, h[i].value) {
+                break;
+            }
+            h.swap(i, j);
+            j = i;
+        }
+    };
+    let down = |h: &mut Vec<Elem>, i0: usize| -> bool {
+        let n = h.len();
+        let mut i = i0;
+        loop {
+            let j1 = 2 * i + 1;
+            if j1 >= n {
+                break;
+            }
+            let mut j = j1;
+            if j1 + 1 < n && less(h[j1 + 1].value, h[j1].value) {
+                j = j1 + 1;
+            }
+            if !less(h[j].value, h[i].value) {
+                break;
+            }
+            h.swap(i, j);
+            i = j;
+        }
+        i > i0
+    };
+    let mut heap: Vec<Elem> = Vec::with_capacity(k.min(members.len()));
+    for e in members {
+        if heap.len() < k {
+            heap.push(e);
+            let last = heap.len() - 1;
+            up(&mut heap, last);
+        } else {
+            let root = heap[0].value;
+            let better = if top { root < e.value } else { root > e.value };
+            if better || (root.is_nan() && !e.value.is_nan()) {
+                heap[0] = e;
+                if k > 1 && !down(&mut heap, 0) {
+                    up(&mut heap, 0);
+                }
+            }
+        }
+    }
+    heap
 }
 
 /// Ordering with NaN below every number.

@@ -6,6 +6,7 @@ mod support;
 
 mod cli;
 mod config_cli;
+mod conformance;
 mod expo_oracle;
 mod failures;
 mod presets;
