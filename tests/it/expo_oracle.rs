@@ -142,7 +142,7 @@ fn generated_page(rng: &mut Lcg) -> String {
     for f in 0..(1 + rng.next() % 6) {
         let family = format!("fam_{f}_{}", rng.next() % 1000);
         let kind = *rng.pick(&["gauge", "counter", "histogram", "summary", "untyped", "none"]);
-        if rng.next() % 2 == 0 {
+        if rng.next().is_multiple_of(2) {
             page.push_str(&format!("# HELP {family} help with \\\\ and \\n for {kind}\n"));
         }
         if kind != "none" {
@@ -158,17 +158,17 @@ fn generated_page(rng: &mut Lcg) -> String {
             for name in &names {
                 let mut labels = Vec::new();
                 for l in 0..(rng.next() % 3) {
-                    labels.push(format!("l{l}=\"{}\"", escape(*rng.pick(&nasty))));
+                    labels.push(format!("l{l}=\"{}\"", escape(rng.pick(&nasty))));
                 }
                 if name.ends_with("_bucket") {
                     labels.push(format!("le=\"{}\"", rng.pick(&["0.1", "1", "+Inf"])));
                 }
-                let labels = if labels.is_empty() && rng.next() % 2 == 0 {
+                let labels = if labels.is_empty() && rng.next().is_multiple_of(2) {
                     String::new()
                 } else {
                     format!("{{{}}}", labels.join(","))
                 };
-                let ts = if rng.next() % 3 == 0 {
+                let ts = if rng.next().is_multiple_of(3) {
                     format!(" {}", 1_700_000_000_000u64 + rng.next() % 1_000_000)
                 } else {
                     String::new()
@@ -176,7 +176,7 @@ fn generated_page(rng: &mut Lcg) -> String {
                 page.push_str(&format!("{name}{labels} {}{ts}\n", rng.pick(&values)));
             }
         }
-        if rng.next() % 3 == 0 {
+        if rng.next().is_multiple_of(3) {
             page.push('\n');
         }
     }
