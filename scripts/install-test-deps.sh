@@ -1,57 +1,102 @@
 #!/usr/bin/env bash
 # Installs what mxwarden's tests and demo need, when missing; does nothing when present.
-#   - PostgreSQL 15 server binaries (Debian postgresql-15) for throw-away clusters
-#   - promtool (Debian prometheus) for the rule conformance tests and `rules export` checks
-#   - Python venvs under ${MXWARDEN_CACHE:-$HOME/.cache/mxwarden}:
-#       venv-synapse: a real Synapse homeserver (PyPI matrix-synapse) on SQLite or PostgreSQL
-#       venv-tools:   an OIDC provider standing in for MAS discovery, an SMTP sink,
-#                     and prometheus_client (the oracle for our exposition parser)
-# A venv is built under a temporary name and renamed when complete, so an interrupted
-# install is redone next time. Fails loudly when something cannot be installed.
+#   apt:  postgresql-15 (server binaries for throw-away clusters; usually on the image),
+#         psql (postgresql-client-15), promtool (Debian `prometheus`).
+#   venvs under ${MXWARDEN_CACHE:-$HOME/.cache/mxwarden}, pinned by scripts/lib/requirements-*.txt:
+#         venv-synapse  matrix-synapse + psycopg2-binary: a real homeserver
+#         venv-tools    oidc-provider-mock 0.3.4 (stands in for MAS discovery), aiosmtpd 1.4.6
+#                       (SMTP sink), prometheus_client (oracle for the exposition parser)
+# A venv is complete only when its marker (.installed, holding the requirements' checksum) is
+# there; the marker is written last, so an interrupted install is redone next time, and a
+# changed requirements file rebuilds the venv. Runs under a lock, so concurrent runs are safe.
+# Prints one line per thing installed or found; exits non-zero with a message on any failure.
 set -euo pipefail
-
+cd "$(dirname "$0")/.."
 CACHE=${MXWARDEN_CACHE:-$HOME/.cache/mxwarden}
-SYNAPSE_PKGS=(matrix-synapse==1.163.2 psycopg2-binary==2.9.13)
-TOOLS_PKGS=(oidc-provider-mock==0.3.4 aiosmtpd==1.4.6 prometheus_client==0.26.0)
+PYTHON=${PYTHON:-python3}
 
 say() { echo "install-test-deps: $*"; }
+die() { echo "install-test-deps: ERROR: $*" >&2; exit 1; }
 
-apt_missing=()
-[ -x /usr/lib/postgresql/15/bin/initdb ] || apt_missing+=(postgresql-15)
-command -v promtool >/dev/null || apt_missing+=(prometheus)
-command -v psql >/dev/null || apt_missing+=(postgresql-client-15)
-if [ ${#apt_missing[@]} -gt 0 ]; then
-  say "apt: installing ${apt_missing[*]}"
+mkdir -p "$CACHE" || die "cannot create $CACHE"
+exec 8>"$CACHE/.install.lock"
+flock 8 || die "cannot lock $CACHE/.install.lock"
+
+# ---------------------------------------------------------------- Debian packages
+declare -A apt_want=()   # package -> the file that shows it is there
+apt_want[postgresql-15]=/usr/lib/postgresql/15/bin/initdb
+apt_want[postgresql-client-15]=/usr/lib/postgresql/15/bin/psql
+apt_want[prometheus]=/usr/bin/promtool
+missing=()
+for pkg in postgresql-15 postgresql-client-15 prometheus; do
+  if [ -x "${apt_want[$pkg]}" ]; then
+    say "found   $pkg (${apt_want[$pkg]})"
+  else
+    missing+=("$pkg")
+  fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || die "need root to apt-get install ${missing[*]}"
+  say "installing ${missing[*]} (apt)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
-  # Debian's packages would start services; policy-rc.d on this image prevents it. Stop any anyway.
-  systemctl stop prometheus postgresql 2>/dev/null || true
-else
-  say "apt: postgresql-15 and promtool present"
+  log=$(mktemp)
+  if ! { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2; rm -f "$log"
+    die "apt-get install ${missing[*]} failed"
+  fi
+  rm -f "$log"
+  # The packages' maintainer scripts may start their daemons where an init system allows it;
+  # the tests start their own instances and need none of them.
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    for unit in prometheus postgresql; do systemctl disable --now "$unit" >/dev/null 2>&1 || true; done
+  fi
+  for pkg in "${missing[@]}"; do
+    [ -x "${apt_want[$pkg]}" ] || die "$pkg installed but ${apt_want[$pkg]} is still missing"
+    say "installed $pkg"
+  done
 fi
-[ -x /usr/lib/postgresql/15/bin/initdb ] || { say "PostgreSQL 15 is still missing"; exit 1; }
-command -v promtool >/dev/null || { say "promtool is still missing"; exit 1; }
+
+# ---------------------------------------------------------------- Python venvs
+# Requirement lines, normalised for comparison with `pip freeze`.
+norm() { grep -v -E '^\s*(#|$)' | tr 'A-Z_' 'a-z-' | sort; }
 
 make_venv() {
-  local name=$1; shift
-  local dir=$CACHE/$name marker=$CACHE/$name/.complete want="$*"
-  if [ -f "$marker" ] && [ "$(cat "$marker")" = "$want" ]; then
-    say "$name: present ($want)"
+  local name=$1 req=$2
+  local dir=$CACHE/$name marker=$CACHE/$name/.installed want
+  [ -f "$req" ] || die "missing $req"
+  want="$(sha256sum "$req" | cut -c1-64) $("$PYTHON" -c 'import sys;print("%d.%d" % sys.version_info[:2])')"
+  if [ -f "$marker" ] && [ "$(cat "$marker")" = "$want" ] && [ -x "$dir/bin/python" ]; then
+    say "found   $name ($dir)"
     return
   fi
-  say "$name: installing $want"
-  mkdir -p "$CACHE"
-  rm -rf "$dir.partial"
-  python3 -m venv "$dir.partial"
-  "$dir.partial/bin/pip" install -q --disable-pip-version-check "$@"
-  echo "$want" >"$dir.partial/.complete"
+  # A venv without our marker (say, from an older version of this script) that holds exactly
+  # the pinned set and works is adopted rather than rebuilt.
+  if [ -x "$dir/bin/pip" ] && [ "$(norm <"$req")" = "$("$dir/bin/pip" freeze --all 2>/dev/null | grep -v -E '^(pip|setuptools|wheel)==' | norm)" ] \
+     && "$dir/bin/python" -c "$3" >/dev/null 2>&1; then
+    echo "$want" >"$marker.tmp" && mv "$marker.tmp" "$marker"
+    say "found   $name ($dir)"
+    return
+  fi
+  say "installing $name ($dir, from $req)"
   rm -rf "$dir"
-  mv "$dir.partial" "$dir"
-  # venv scripts carry absolute paths to the build location: rewrite them.
-  grep -rlF "$dir.partial" "$dir/bin" 2>/dev/null | xargs -r sed -i "s#$dir.partial#$dir#g"
+  "$PYTHON" -m venv "$dir" || die "python3 -m venv $dir failed"
+  local log=$dir/install.log
+  if ! "$dir/bin/pip" install --disable-pip-version-check --no-input -r "$req" >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    die "pip install into $name failed (log: $log)"
+  fi
+  shift 2
+  if ! "$dir/bin/python" -c "$1" >>"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    die "$name installed but does not work (log: $log)"
+  fi
+  echo "$want" >"$marker.tmp" && mv "$marker.tmp" "$marker"
+  say "installed $name"
 }
 
-make_venv venv-synapse "${SYNAPSE_PKGS[@]}"
-make_venv venv-tools "${TOOLS_PKGS[@]}"
+make_venv venv-synapse scripts/lib/requirements-synapse.txt \
+  'import synapse.app.homeserver, psycopg2, synapse; print(synapse.__version__)'
+make_venv venv-tools scripts/lib/requirements-tools.txt \
+  'import oidc_provider_mock, aiosmtpd, prometheus_client'
+[ -x "$CACHE/venv-tools/bin/oidc-provider-mock" ] || die "venv-tools has no oidc-provider-mock"
 say "ready (cache: $CACHE)"

@@ -27,6 +27,8 @@ pub enum AlertState {
         fired_at: Millis,
         /// When the condition last went false while firing (`keep_firing_for` runs from here).
         false_since: Option<Millis>,
+        /// When the last notice (firing or reminder) was due; reminders count from here.
+        notified_at: Millis,
     },
 }
 
@@ -37,6 +39,8 @@ pub struct Policy {
     pub hold_ms: Millis,
     /// `keep_firing_for`: time firing continues after the condition stops holding.
     pub keep_firing_ms: Millis,
+    /// `repeat`: how often a still-firing alert is announced again; 0 never.
+    pub repeat_ms: Millis,
 }
 
 /// What changed, for the notifier.
@@ -46,39 +50,36 @@ pub enum Transition {
     Pending,
     /// The alert fires.
     Fired,
+    /// The alert is still firing after `repeat`: remind.
+    Reminder,
     /// A firing alert is over.
     Resolved,
 }
 
 /// One evaluation step.
 pub fn step(prev: AlertState, active: bool, policy: Policy, now: Millis) -> (AlertState, Option<Transition>) {
+    let fire = |active_at| AlertState::Firing { active_at, fired_at: now, false_since: None, notified_at: now };
     match (prev, active) {
         (AlertState::Inactive, false) => (AlertState::Inactive, None),
-        (AlertState::Inactive, true) => {
-            if policy.hold_ms <= 0 {
-                (AlertState::Firing { active_at: now, fired_at: now, false_since: None }, Some(Transition::Fired))
-            } else {
-                (AlertState::Pending { active_at: now }, Some(Transition::Pending))
-            }
-        }
+        (AlertState::Inactive, true) if policy.hold_ms <= 0 => (fire(now), Some(Transition::Fired)),
+        (AlertState::Inactive, true) => (AlertState::Pending { active_at: now }, Some(Transition::Pending)),
         (AlertState::Pending { .. }, false) => (AlertState::Inactive, None),
-        (AlertState::Pending { active_at }, true) => {
-            if now - active_at >= policy.hold_ms {
-                (AlertState::Firing { active_at, fired_at: now, false_since: None }, Some(Transition::Fired))
-            } else {
-                (prev, None)
-            }
+        (AlertState::Pending { active_at }, true) if now - active_at >= policy.hold_ms => {
+            (fire(active_at), Some(Transition::Fired))
         }
-        (AlertState::Firing { active_at, fired_at, .. }, true) => {
-            (AlertState::Firing { active_at, fired_at, false_since: None }, None)
-        }
-        (AlertState::Firing { active_at, fired_at, false_since }, false) => {
-            let since = false_since.unwrap_or(now);
-            if policy.keep_firing_ms > 0 && now - since < policy.keep_firing_ms {
-                (AlertState::Firing { active_at, fired_at, false_since: Some(since) }, None)
-            } else {
-                (AlertState::Inactive, Some(Transition::Resolved))
+        (AlertState::Pending { .. }, true) => (prev, None),
+        (AlertState::Firing { active_at, fired_at, false_since, notified_at }, active) => {
+            let false_since = if active { None } else { Some(false_since.unwrap_or(now)) };
+            if let Some(since) = false_since
+                && (policy.keep_firing_ms <= 0 || now - since >= policy.keep_firing_ms)
+            {
+                return (AlertState::Inactive, Some(Transition::Resolved));
             }
+            if policy.repeat_ms > 0 && now - notified_at >= policy.repeat_ms {
+                let state = AlertState::Firing { active_at, fired_at, false_since, notified_at: now };
+                return (state, Some(Transition::Reminder));
+            }
+            (AlertState::Firing { active_at, fired_at, false_since, notified_at }, None)
         }
     }
 }
@@ -105,9 +106,10 @@ mod tests {
     #[test]
     fn the_state_machine_follows_prometheus() {
         use Transition::*;
-        let hold5 = Policy { hold_ms: 5 * M, keep_firing_ms: 0 };
+        let hold5 = Policy { hold_ms: 5 * M, ..Policy::default() };
         let instant = Policy::default();
-        let keep3 = Policy { hold_ms: 0, keep_firing_ms: 3 * M };
+        let keep3 = Policy { keep_firing_ms: 3 * M, ..Policy::default() };
+        let repeat10 = Policy { hold_ms: 2 * M, repeat_ms: 10 * M, ..Policy::default() };
         let cases: Vec<(&str, Policy, Vec<(i64, bool)>, Vec<Option<Transition>>)> = vec![
             (
                 "no `for`: fires at once and resolves at once",
@@ -134,6 +136,18 @@ mod tests {
                 vec![Some(Fired), None, None, None, None, Some(Resolved)],
             ),
             ("inactive stays quiet", instant, vec![(0, false), (1, false)], vec![None, None]),
+            (
+                "reminders every `repeat` from the last notice, none after resolving",
+                repeat10,
+                vec![(0, true), (2, true), (11, true), (12, true), (21, true), (22, true), (23, false), (40, false)],
+                vec![Some(Pending), Some(Fired), None, Some(Reminder), None, Some(Reminder), Some(Resolved), None],
+            ),
+            (
+                "keep_firing_for still reminds while it holds the alert up",
+                Policy { keep_firing_ms: 30 * M, repeat_ms: 10 * M, ..Policy::default() },
+                vec![(0, true), (1, false), (10, false), (31, false)],
+                vec![Some(Fired), None, Some(Reminder), Some(Resolved)],
+            ),
         ];
         for (why, policy, steps, want) in cases {
             assert_eq!(run(policy, &steps), want, "{why}");
@@ -142,10 +156,10 @@ mod tests {
 
     #[test]
     fn firing_keeps_its_start_time() {
-        let p = Policy { hold_ms: 2 * M, keep_firing_ms: 0 };
+        let p = Policy { hold_ms: 2 * M, ..Policy::default() };
         let (s, _) = step(AlertState::Inactive, true, p, 0);
         let (s, _) = step(s, true, p, 2 * M);
         let (s, _) = step(s, true, p, 9 * M);
-        assert_eq!(s, AlertState::Firing { active_at: 0, fired_at: 2 * M, false_since: None });
+        assert_eq!(s, AlertState::Firing { active_at: 0, fired_at: 2 * M, false_since: None, notified_at: 2 * M });
     }
 }

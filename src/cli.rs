@@ -90,6 +90,26 @@ enum Command {
     /// List or export the alerting rules (presets and config).
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Run continuously: checks on their intervals, rules, notifications, digests.
+    Run,
+    /// Send notifications by hand.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
+    /// Open (pending and firing) alerts from the store.
+    Alerts {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recent deliveries from the outbox.
+    Outbox {
+        /// Only deliveries that were given up.
+        #[arg(long)]
+        dead: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a commented starter config for the runbook's stack.
     Init {
         /// Where to write it (default: the --config path).
@@ -98,6 +118,15 @@ enum Command {
         /// Overwrite an existing file.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NotifyCommand {
+    /// Send a real test message through a receiver: exit 0 delivered, 1 not (with the reason).
+    Test {
+        /// The receiver's name under `alerting.receivers`.
+        receiver: String,
     },
 }
 
@@ -139,7 +168,9 @@ pub fn main() -> Result<Status> {
             return Ok(if e.use_stderr() { Status::Error } else { Status::Healthy });
         }
     };
-    init_logging(cli.verbose);
+    // The daemon reports what it does (alerts, deliveries) at info; one-shot commands stay quiet.
+    let verbose = if matches!(cli.command, Command::Run) { cli.verbose.max(1) } else { cli.verbose };
+    init_logging(verbose);
     match cli.command {
         Command::Check { json, names } => check(&cli.config, json, &names),
         Command::Config(ConfigCommand::Check { file }) => config_check(file.as_deref().unwrap_or(&cli.config)),
@@ -152,6 +183,12 @@ pub fn main() -> Result<Status> {
         }
         Command::Rules(RulesCommand::List { json }) => crate::cli_rules::list(&load(&cli.config)?, json),
         Command::Rules(RulesCommand::Export) => crate::cli_rules::export(&load(&cli.config)?),
+        Command::Run => crate::cli_alerting::run(load(&cli.config)?),
+        Command::Notify(NotifyCommand::Test { receiver }) => {
+            crate::cli_alerting::notify_test(&load(&cli.config)?, &receiver)
+        }
+        Command::Alerts { json } => crate::cli_alerting::alerts(&load(&cli.config)?, json),
+        Command::Outbox { dead, json } => crate::cli_alerting::outbox(&load(&cli.config)?, dead, json),
     }
 }
 

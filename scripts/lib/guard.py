@@ -25,12 +25,12 @@ Exit status: CMD's (128+N if it died of signal N); 127 if CMD cannot be started;
 errors.
 """
 import ctypes
-import errno
 import os
 import select
 import signal
 import sys
 import time
+from typing import NoReturn
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -49,7 +49,7 @@ def say(msg: str) -> None:
         pass
 
 
-def usage(msg: str) -> "NoReturn":  # noqa: F821
+def usage(msg: str) -> NoReturn:
     print(f"guard.py: {msg}\nusage: guard.py [--stop-signal INT|TERM|QUIT|HUP] [--log FILE] [--no-stdin] -- CMD ARGS...",
           file=sys.stderr)
     sys.exit(2)
@@ -87,18 +87,6 @@ def children() -> set:
     return pids
 
 
-def signal_all(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except OSError:
-        pass
-    for pid in children():
-        try:
-            os.kill(pid, sig)
-        except OSError:
-            pass
-
-
 def main() -> int:
     global log_fd
     stop_sig, log, watch_stdin, cmd = parse(sys.argv[1:])
@@ -120,13 +108,19 @@ def main() -> int:
 
     # An exec failure is reported through this pipe.
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    me = os.getpid()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(err_r)
             os.setsid()
             _libc.prctl(PR_SET_PDEATHSIG, stop_sig, 0, 0, 0)
-            for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
+            if os.getppid() != me:  # guard died before prctl took effect
+                os._exit(1)
+            # Default dispositions, also for what a non-interactive shell ignores in
+            # background jobs (INT, QUIT) and what Python ignores (PIPE, XFSZ).
+            for s in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD,
+                      signal.SIGPIPE, signal.SIGXFSZ):
                 signal.signal(s, signal.SIG_DFL)
             signal.set_wakeup_fd(-1)
             null = os.open(os.devnull, os.O_RDONLY)
@@ -150,53 +144,75 @@ def main() -> int:
         os.waitpid(pid, 0)
         return 127
 
-    status = None           # CMD's exit status once reaped
-    stopping_since = None   # when we sent the stop signal
-    killed = False
-    leftovers_since = None  # when CMD was gone but other descendants were not
+    status = None    # CMD's exit status once reaped
+    since = None     # when stopping began: a stop request, or CMD gone with descendants left
+    sent = {}        # pid -> last signal sent to it
+    current = stop_sig
 
     poller = select.poll()
     poller.register(wake_r, select.POLLIN)
     if watch_stdin:
         poller.register(0, select.POLLIN)
 
+    def sweep(sig: int) -> None:
+        """Sends sig to CMD's group and to each child, each of them once."""
+        if sent.get(-pid) != sig:
+            sent[-pid] = sig
+            try:
+                os.killpg(pid, sig)
+            except OSError:
+                pass
+        for child in children():
+            if sent.get(child) != sig:
+                sent[child] = sig
+                try:
+                    os.kill(child, sig)
+                except OSError:
+                    pass
+
     def begin_stop(why: str) -> None:
-        nonlocal stopping_since
-        if stopping_since is None:
-            stopping_since = time.monotonic()
+        nonlocal since
+        if since is None:
+            since = time.monotonic()
             say(f"{why}: sending SIG{signal.Signals(stop_sig).name[3:]} to {' '.join(cmd)}")
-            signal_all(pid, stop_sig)
+            if watch_stdin:
+                poller.unregister(0)
+            sweep(stop_sig)
 
     while True:
-        # Reap everything that has exited.
-        while True:
+        while True:  # reap whatever has exited
             try:
                 got, st = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                got, st = -1, 0
+                break
             if got <= 0:
                 break
+            sent.pop(got, None)
             if got == pid:
                 status = os.waitstatus_to_exitcode(st)
-        if status is not None and not children():
-            break
-        now = time.monotonic()
-        if status is not None and stopping_since is None:
-            if leftovers_since is None:
-                leftovers_since = now
-                say(f"{cmd[0]} exited ({status}); stopping what it left behind")
-                signal_all(pid, stop_sig)
-        started = stopping_since if stopping_since is not None else leftovers_since
-        if started is not None and not killed and now - started >= GRACE:
-            say(f"still running {GRACE:.0f} s after the stop signal: SIGKILL")
-            signal_all(pid, signal.SIGKILL)
-            killed = True
-        if killed and started is not None and now - started >= GRACE + 5:
-            say("processes survive SIGKILL; giving up")
-            break
-        timeout = 200 if started is not None else None
+        if status is not None:
+            if not children():
+                break
+            if since is None:
+                begin_stop(f"{cmd[0]} exited ({status}) but left processes behind")
+        if requested:
+            if since is None:
+                begin_stop(f"got SIG{signal.Signals(requested[0]).name[3:]}")
+            else:  # asked again: pass it on again
+                sent.clear()
+                sweep(current)
+            requested.clear()
+        if since is not None:
+            elapsed = time.monotonic() - since
+            if current != signal.SIGKILL and elapsed >= GRACE:
+                say(f"still running {GRACE:.0f} s after the stop signal: SIGKILL")
+                current = signal.SIGKILL
+            if current == signal.SIGKILL and elapsed >= GRACE + 5:
+                say("processes survive SIGKILL; giving up")
+                break
+            sweep(current)  # orphans reparented to us since get it too
         try:
-            events = poller.poll(timeout)
+            events = poller.poll(200 if since is not None else None)
         except InterruptedError:
             events = []
         for fd, ev in events:
@@ -212,16 +228,9 @@ def main() -> int:
                     try:
                         data = os.read(0, 4096)
                     except OSError:
-                        data = b""
+                        pass
                 if not data:
-                    poller.unregister(0)
                     begin_stop("stdin closed")
-        if requested:
-            if stopping_since is None:
-                begin_stop(f"got SIG{signal.Signals(requested[0]).name[3:]}")
-            else:  # a further request: pass it on again
-                signal_all(pid, stop_sig)
-            requested.clear()
     if status is None:
         return 137
     return status if status >= 0 else 128 - status

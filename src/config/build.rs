@@ -33,34 +33,34 @@ pub struct Origin<'a> {
 }
 
 impl Origin<'_> {
-    fn at(&self, location: &Location, key: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+    pub(super) fn at(&self, location: &Location, key: impl Into<String>, message: impl Into<String>) -> Diagnostic {
         Diagnostic::at(self.path, self.source, location.line(), location.column(), key, message)
     }
 
-    fn resolve(&self, path: &Path) -> PathBuf {
+    pub(super) fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_relative() { self.base_dir.join(path) } else { path.to_path_buf() }
     }
 }
 
 /// Collects diagnostics while building, so one run reports every problem.
-struct Problems<'a> {
-    origin: &'a Origin<'a>,
-    found: Vec<Diagnostic>,
+pub(super) struct Problems<'a> {
+    pub(super) origin: &'a Origin<'a>,
+    pub(super) found: Vec<Diagnostic>,
 }
 
 impl Problems<'_> {
-    fn add(&mut self, location: &Location, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, location: &Location, key: impl Into<String>, message: impl Into<String>) {
         let d = self.origin.at(location, key, message);
         self.found.push(d);
     }
 
-    fn add_with_hint(&mut self, location: &Location, key: String, message: String, hint: Option<String>) {
+    pub(super) fn add_with_hint(&mut self, location: &Location, key: String, message: String, hint: Option<String>) {
         let d = self.origin.at(location, key, message).with_hint(hint);
         self.found.push(d);
     }
 
     /// Keeps `Ok` values and records `Err` ones.
-    fn take<T>(&mut self, result: Result<T, Box<Diagnostic>>) -> Option<T> {
+    pub(super) fn take<T>(&mut self, result: Result<T, Box<Diagnostic>>) -> Option<T> {
         result.map_err(|d| self.found.push(*d)).ok()
     }
 }
@@ -75,6 +75,8 @@ pub struct Built {
     pub unavailable: Vec<(String, &'static preset_rules::Unavailable)>,
     /// Every preset threshold in use, per service, with the value given in config if any.
     pub thresholds: Vec<(String, &'static preset_rules::Threshold, Option<String>)>,
+    /// Where alerts go, if configured.
+    pub alerting: Option<crate::notify::Alerting>,
 }
 
 /// Validates `file` and expands it into checks and rules, or returns every problem found.
@@ -110,10 +112,22 @@ pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagno
             );
         }
     }
+    for (name, service) in &file.services {
+        let after = service.value.down_after.map_or(60_000, |d| d.0.as_millis() as i64);
+        match AlertRule::compile(crate::preset::down::rule(service.value.kind, name, after)) {
+            Ok(rule) => rules.push(rule),
+            Err(e) => problems.add(&service.referenced, format!("services.{name}"), e.to_string()),
+        }
+    }
+    let alerting = file.alerting.as_ref().and_then(|a| super::alerting::build(a, &mut problems));
     let families = families_needed(&rules);
     let mut checks = checks(file, &mut problems, families.as_ref());
     checks.sort_by_key(|c| matches!(c.probe, ProbeSpec::Scrape(_)));
-    if problems.found.is_empty() { Ok(Built { checks, rules, unavailable, thresholds }) } else { Err(problems.found) }
+    if problems.found.is_empty() {
+        Ok(Built { checks, rules, unavailable, thresholds, alerting })
+    } else {
+        Err(problems.found)
+    }
 }
 
 /// Families the scrapes must keep: every name a rule selects, also as the family it may be a
@@ -519,7 +533,7 @@ fn scrape_spec(
     Some(ScrapeSpec { http: scrape_request(url?, headers, bearer?, body_limit, tls), families: families.cloned() })
 }
 
-fn headers(
+pub(super) fn headers(
     given: &std::collections::BTreeMap<String, String>,
     key: &str,
     here: &Location,
@@ -659,7 +673,7 @@ fn tls_options(tls: Option<&TlsConfig>, problems: &mut Problems<'_>) -> TlsOptio
     TlsOptions { ca_file, insecure_skip_verify: tls.insecure_skip_verify }
 }
 
-fn parse_url(origin: &Origin<'_>, text: &Spanned<String>, key: &str) -> Result<Url, Box<Diagnostic>> {
+pub(super) fn parse_url(origin: &Origin<'_>, text: &Spanned<String>, key: &str) -> Result<Url, Box<Diagnostic>> {
     let fail = |why: String| Box::new(origin.at(&text.referenced, key, why));
     let url = Url::parse(text.value.trim())
         .map_err(|e| fail(format!("`{}` is not a URL ({e}); expected e.g. https://matrix.example.org", text.value)))?;
@@ -676,7 +690,7 @@ fn parse_url(origin: &Origin<'_>, text: &Spanned<String>, key: &str) -> Result<U
 }
 
 /// An inline secret or one read from a file; both at once is an error.
-fn secret(
+pub(super) fn secret(
     origin: &Origin<'_>,
     inline: Option<&SecretString>,
     file: Option<&Spanned<PathBuf>>,

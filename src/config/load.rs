@@ -11,9 +11,10 @@ use std::path::Path;
 
 /// Parses `source` (the contents of `file`) with `${NAME}` taken from `env`.
 ///
-/// Interpolation follows docker-compose: `${NAME}` and `$NAME` anywhere in a value,
-/// `${NAME:-default}` and friends, `$$` for a literal `$`. Values are redacted back to
-/// `${NAME}` in every error message.
+/// Interpolation follows docker-compose for the braced form: `${NAME}` anywhere in a value,
+/// `${NAME:-default}` and friends, `$$` for a literal `$`. A bare `$name` stays as written, so
+/// alert templates (`{{ $value }}`, `{{ $labels.x }}`) need no escaping. Values are redacted
+/// back to `${NAME}` in every error message.
 pub fn parse(file: &Path, source: &str, env: &HashMap<String, String>) -> Result<FileConfig, ConfigError> {
     let unset = unset_references(source, env);
     if !unset.is_empty() {
@@ -40,8 +41,9 @@ pub fn parse(file: &Path, source: &str, env: &HashMap<String, String>) -> Result
         property_syntax: serde_saphyr::PropertySyntax::DockerCompose,
     }
     .with_properties(env.clone());
+    let escaped = escape_bare_dollars(source);
     let path = RefCell::new(String::new());
-    let parsed = serde_saphyr::with_deserializer_from_str_with_options(source, options, |de| {
+    let parsed = serde_saphyr::with_deserializer_from_str_with_options(&escaped, options, |de| {
         serde_path_to_error::deserialize(de).map_err(|e| {
             *path.borrow_mut() = e.path().to_string();
             e.into_inner()
@@ -92,7 +94,33 @@ fn clean_message(rendered: &str) -> String {
     }
 }
 
-/// A `${NAME}` or `$NAME` reference with no default whose variable is not set.
+/// Doubles every bare `$` that starts a name (`$value` → `$$value`), so the interpolator
+/// leaves it alone; `${…}` and `$$` are kept as they are.
+fn escape_bare_dollars(source: &str) -> String {
+    let bytes = source.as_bytes();
+    let mut out = String::with_capacity(source.len() + 16);
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c == b'$' {
+            match bytes.get(i + 1) {
+                Some(b'$') => {
+                    out.push_str("$$");
+                    i += 2;
+                    continue;
+                }
+                Some(n) if n.is_ascii_alphabetic() || *n == b'_' => out.push('$'),
+                _ => {}
+            }
+        }
+        let len = source[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&source[i..i + len]);
+        i += len;
+    }
+    out
+}
+
+/// A `${NAME}` reference with no default whose variable is not set.
 #[derive(Debug, PartialEq, Eq)]
 struct UnsetReference {
     name: String,
@@ -123,14 +151,7 @@ fn unset_references(source: &str, env: &HashMap<String, String>) -> Vec<UnsetRef
                     }
                     i += 2 + name_len;
                 }
-                Some(_) => {
-                    let name_len = name_length(&code[i + 1..]);
-                    if name_len > 0 {
-                        push_if_unset(&mut found, env, &code[i + 1..i + 1 + name_len], index, i);
-                    }
-                    i += 1 + name_len;
-                }
-                None => i += 1,
+                _ => i += 1,
             }
         }
     }
@@ -193,7 +214,7 @@ mod tests {
         let cases: &[(&str, &[&str], &str)] = &[
             ("a: ${SET}\n", &[], "a set variable is fine"),
             ("a: \"${NOPE}\"\n", &["NOPE"], "quoted values interpolate too"),
-            ("a: $NOPE\n", &["NOPE"], "the bare form counts"),
+            ("a: $NOPE\n", &[], "the bare form is literal (alert templates use $value)"),
             ("a: $${NOPE}\n", &[], "$$ escapes"),
             ("a: ${NOPE:-x}\n", &[], "a default makes it optional"),
             ("a: x # ${NOPE}\n", &[], "comments are not interpolated"),
@@ -207,6 +228,20 @@ mod tests {
         }
         let r = &unset_references("x: 1\ny: \"${NOPE}\"\n", &env(&[]))[0];
         assert_eq!((r.line, r.column), (2, 5));
+    }
+
+    #[test]
+    fn bare_dollars_survive_interpolation() {
+        let source = "a: \"{{ $value }} and ${SET} and $$literal and $5\"\n";
+        assert_eq!(escape_bare_dollars(source), "a: \"{{ $$value }} and ${SET} and $$literal and $5\"\n");
+        #[derive(serde::Deserialize)]
+        struct A {
+            a: String,
+        }
+        let options = serde_saphyr::options! { property_syntax: serde_saphyr::PropertySyntax::DockerCompose }
+            .with_properties(env(&[("SET", "x")]));
+        let parsed: A = serde_saphyr::from_str_with_options(&escape_bare_dollars(source), options).unwrap();
+        assert_eq!(parsed.a, "{{ $value }} and x and $literal and $5");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! serde cannot and expands presets into runnable checks (`build`). The CLI calls [`load`];
 //! everything downstream sees only [`Config`].
 
+mod alerting;
 mod build;
 pub mod error;
 pub mod load;
@@ -30,6 +31,10 @@ pub struct Config {
     pub unavailable: Vec<(String, &'static crate::preset::rules::Unavailable)>,
     /// Preset thresholds per service, with the configured value if one was given.
     pub thresholds: Vec<(String, &'static crate::preset::rules::Threshold, Option<String>)>,
+    /// Where alerts go (`alerting:`), if configured.
+    pub alerting: Option<crate::notify::Alerting>,
+    /// The store file.
+    pub store: PathBuf,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -52,5 +57,10 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         rules: built.rules,
         unavailable: built.unavailable,
         thresholds: built.thresholds,
+        alerting: built.alerting,
+        store: file
+            .store
+            .clone()
+            .map_or_else(|| base_dir.join("mxwarden.db"), |p| if p.is_relative() { base_dir.join(p) } else { p }),
     })
 }

@@ -29,6 +29,153 @@ pub struct FileConfig {
     /// the runbook's tables for every service with a `metrics_url`.
     #[serde(default)]
     pub rules: Vec<Spanned<RuleConfig>>,
+    /// Where alerts go: receivers, and the runbook's three tiers.
+    #[serde(default)]
+    pub alerting: Option<AlertingConfig>,
+    /// The SQLite file holding alert state and the notification outbox. Default `./mxwarden.db`.
+    #[serde(default)]
+    pub store: Option<PathBuf>,
+}
+
+/// Receivers and tiers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertingConfig {
+    /// Named receivers, each one of `matrix`, `email` or `webhook`.
+    #[serde(default)]
+    pub receivers: BTreeMap<String, Spanned<ReceiverConfig>>,
+    /// What each severity does: `critical` pages at once, `warning` goes into a daily digest,
+    /// `info` into a weekly one.
+    #[serde(default)]
+    pub tiers: TiersConfig,
+    /// Time zone for digest times, e.g. `Europe/Berlin`. Default `UTC`.
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
+}
+
+/// The three tiers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TiersConfig {
+    /// `severity: critical`: sent at once, reminders every `repeat`, `fallback` when the
+    /// receivers keep failing.
+    #[serde(default)]
+    pub critical: Option<Spanned<TierConfig>>,
+    /// `severity: warning`: collected into a daily digest by default.
+    #[serde(default)]
+    pub warning: Option<Spanned<TierConfig>>,
+    /// `severity: info`: collected into a weekly digest by default.
+    #[serde(default)]
+    pub info: Option<Spanned<TierConfig>>,
+}
+
+/// One tier.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// Receivers by name.
+    #[serde(default)]
+    pub receivers: Vec<String>,
+    /// Receivers used when every primary receiver has failed `fallback_after` times.
+    #[serde(default)]
+    pub fallback: Vec<String>,
+    /// Failed attempts before the fallback is used. Default `3`.
+    #[serde(default)]
+    pub fallback_after: Option<u32>,
+    /// Announce a still-firing alert again after this long (critical only), e.g. `1h`.
+    #[serde(default)]
+    pub repeat: Option<HumanDuration>,
+    /// Collect instead of sending at once: `{ daily: "09:00" }` or `{ weekly: "mon 09:00" }`.
+    #[serde(default)]
+    pub digest: Option<DigestConfig>,
+}
+
+/// When a digest goes out (local time in `alerting.timezone`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestConfig {
+    /// Every day at `HH:MM`.
+    #[serde(default)]
+    pub daily: Option<String>,
+    /// Every week at `ddd HH:MM` (`mon 09:00`).
+    #[serde(default)]
+    pub weekly: Option<String>,
+}
+
+/// A receiver: exactly one of the kinds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// A Matrix room.
+    #[serde(default)]
+    pub matrix: Option<MatrixReceiverConfig>,
+    /// Email over SMTP.
+    #[serde(default)]
+    pub email: Option<EmailReceiverConfig>,
+    /// A webhook receiving Alertmanager's payload.
+    #[serde(default)]
+    pub webhook: Option<WebhookReceiverConfig>,
+}
+
+/// Posts into a Matrix room as a bot user (the room should be unencrypted).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixReceiverConfig {
+    /// The homeserver's client API base URL, e.g. `https://matrix.example.org`.
+    pub homeserver: Spanned<String>,
+    /// Room id (`!abc:example.org`) or alias (`#ops:example.org`).
+    pub room: String,
+    /// The bot's access token (sent only in the `Authorization` header).
+    #[serde(default)]
+    pub access_token: Option<SecretString>,
+    /// Read `access_token` from this file instead.
+    #[serde(default)]
+    pub access_token_file: Option<Spanned<PathBuf>>,
+    /// `m.notice` (default, what bots should send) or `m.text`.
+    #[serde(default)]
+    pub msgtype: Option<String>,
+}
+
+/// Sends mail through an SMTP server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailReceiverConfig {
+    /// `smtp://host:587` (STARTTLS), `smtps://host:465` (TLS), or `smtp://localhost:25` with
+    /// `tls: none` for a local relay.
+    pub smtp: Spanned<String>,
+    /// `starttls`, `tls` or `none`. Default: `tls` for `smtps://`, `starttls` otherwise.
+    #[serde(default)]
+    pub tls: Option<String>,
+    /// Sender address.
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<String>,
+    /// SMTP user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// SMTP password.
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// Read `password` from this file instead.
+    #[serde(default)]
+    pub password_file: Option<Spanned<PathBuf>>,
+}
+
+/// POSTs Alertmanager's webhook payload (version 4).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookReceiverConfig {
+    /// Where to POST.
+    pub url: Spanned<String>,
+    /// Signs the body: `X-Mxwarden-Signature: sha256=<hex HMAC-SHA256>`.
+    #[serde(default)]
+    pub hmac_secret: Option<SecretString>,
+    /// Read `hmac_secret` from this file instead.
+    #[serde(default)]
+    pub hmac_secret_file: Option<Spanned<PathBuf>>,
+    /// Extra headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// One alerting rule, exactly as in a Prometheus rule file.
@@ -193,6 +340,10 @@ pub struct ServiceConfig {
     /// Timeout for this service's checks (overrides `defaults.timeout`).
     #[serde(default)]
     pub timeout: Option<HumanDuration>,
+    /// How long the service's checks must keep failing before `<Kind>Down` (critical) fires.
+    /// Default `1m`.
+    #[serde(default)]
+    pub down_after: Option<HumanDuration>,
     /// TLS settings for this service's checks.
     #[serde(default)]
     pub tls: Option<TlsConfig>,

@@ -4,6 +4,7 @@
 //! and `overrides`; the probes run them like any other check.
 
 mod authentik;
+pub mod down;
 mod mas;
 pub mod rules;
 mod synapse;

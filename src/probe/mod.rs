@@ -15,6 +15,11 @@ use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// A transport failure in words (connection refused, DNS, TLS …), for other HTTP users.
+pub fn explain_transport(error: &reqwest::Error, url: &url::Url) -> String {
+    explain::transport(error, url)
+}
+
 /// Runs checks. Cheap to share; clients are built on first use and reused.
 pub struct Prober {
     roots: rustls::RootCertStore,

@@ -142,7 +142,7 @@ impl AlertRule {
     }
 
     fn policy(&self) -> Policy {
-        Policy { hold_ms: self.def.for_ms, keep_firing_ms: self.def.keep_firing_for_ms }
+        Policy { hold_ms: self.def.for_ms, keep_firing_ms: self.def.keep_firing_for_ms, repeat_ms: 0 }
     }
 }
 
@@ -254,13 +254,32 @@ pub struct AlertStatus {
     pub active_at: Millis,
 }
 
+/// One alert's state change, with everything needed to announce and persist it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Alert name.
+    pub alert: String,
+    /// The alert's labels (with `alertname`, `severity`).
+    pub labels: Labels,
+    /// What happened.
+    pub transition: Transition,
+    /// The state after it.
+    pub state: AlertState,
+    /// The last value.
+    pub value: f64,
+    /// The annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// When it started firing (for resolves: when it had), ms.
+    pub fired_at: Millis,
+}
+
 /// What one evaluation produced.
 #[derive(Debug, Default)]
 pub struct Evaluation {
     /// Pending and firing alerts.
     pub alerts: Vec<AlertStatus>,
-    /// State changes, with the alert's labels.
-    pub transitions: Vec<(Labels, Transition)>,
+    /// State changes.
+    pub changes: Vec<Change>,
     /// Rules that could not be evaluated this time.
     pub errors: Vec<(String, EvalError)>,
 }
@@ -270,6 +289,8 @@ pub struct Evaluation {
 pub struct RuleEngine {
     rules: Vec<AlertRule>,
     states: HashMap<(usize, Labels), Tracked>,
+    /// Reminder interval per severity, ms.
+    repeat: BTreeMap<String, Millis>,
 }
 
 #[derive(Debug, Clone)]
@@ -282,7 +303,26 @@ struct Tracked {
 impl RuleEngine {
     /// An engine for these rules, every alert inactive.
     pub fn new(rules: Vec<AlertRule>) -> Self {
-        Self { rules, states: HashMap::new() }
+        Self { rules, states: HashMap::new(), repeat: BTreeMap::new() }
+    }
+
+    /// Sets the reminder interval for alerts of a severity.
+    pub fn set_repeat(&mut self, severity: &str, repeat_ms: Millis) {
+        self.repeat.insert(severity.to_string(), repeat_ms);
+    }
+
+    /// Restores an alert's state (after a restart); unknown rules are ignored.
+    pub fn restore(
+        &mut self,
+        alert: &str,
+        labels: Labels,
+        state: AlertState,
+        value: f64,
+        annotations: BTreeMap<String, String>,
+    ) {
+        if let Some(index) = self.rules.iter().position(|r| r.def.alert == alert) {
+            self.states.insert((index, labels), Tracked { state, value, annotations });
+        }
     }
 
     /// The rules.
@@ -337,7 +377,11 @@ impl RuleEngine {
                     value: 0.0,
                     annotations: BTreeMap::new(),
                 });
-                let (state, transition) = alert::step(tracked.state, value.is_some(), rule.policy(), t);
+                let mut policy = rule.policy();
+                policy.repeat_ms =
+                    rule.def.labels.get("severity").and_then(|s| self.repeat.get(s)).copied().unwrap_or(0);
+                let before = tracked.state;
+                let (state, transition) = alert::step(tracked.state, value.is_some(), policy, t);
                 if let Some(v) = value {
                     tracked.value = v;
                     tracked.annotations = rule.annotate(&labels, v);
@@ -345,7 +389,19 @@ impl RuleEngine {
                 tracked.state = state;
                 if let Some(tr) = transition {
                     tracing::info!(alert = %rule.def.alert, ?labels, transition = ?tr, "Alert state changed.");
-                    result.transitions.push((labels.clone(), tr));
+                    let fired_at = match (state, before) {
+                        (AlertState::Firing { fired_at, .. }, _) | (_, AlertState::Firing { fired_at, .. }) => fired_at,
+                        _ => t,
+                    };
+                    result.changes.push(Change {
+                        alert: rule.def.alert.clone(),
+                        labels: labels.clone(),
+                        transition: tr,
+                        state,
+                        value: tracked.value,
+                        annotations: tracked.annotations.clone(),
+                        fired_at,
+                    });
                 }
                 let (name, active_at) = match state {
                     AlertState::Pending { active_at } => ("pending", active_at),

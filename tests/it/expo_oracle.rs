@@ -116,6 +116,9 @@ impl Lcg {
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[(self.next() % items.len() as u64) as usize]
     }
+    fn pick_str<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
 }
 
 fn escape(value: &str) -> String {
@@ -124,7 +127,7 @@ fn escape(value: &str) -> String {
 
 /// A page of random families with hostile label values, valid text format 0.0.4.
 fn generated_page(rng: &mut Lcg) -> String {
-    let nasty = [
+    let nasty: &[&str] = &[
         "",
         "plain",
         "quo\"te",
@@ -158,7 +161,7 @@ fn generated_page(rng: &mut Lcg) -> String {
             for name in &names {
                 let mut labels = Vec::new();
                 for l in 0..(rng.next() % 3) {
-                    labels.push(format!("l{l}=\"{}\"", escape(rng.pick(&nasty))));
+                    labels.push(format!("l{l}=\"{}\"", escape(rng.pick_str(nasty))));
                 }
                 if name.ends_with("_bucket") {
                     labels.push(format!("le=\"{}\"", rng.pick(&["0.1", "1", "+Inf"])));

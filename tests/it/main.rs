@@ -4,9 +4,12 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod alerting;
 mod cli;
 mod config_cli;
 mod conformance;
 mod expo_oracle;
 mod failures;
+mod harness_selftest;
+mod matrix;
 mod presets;

@@ -79,7 +79,22 @@ fn every_preset_passes_against_its_service_and_no_rule_fires_on_an_idle_synapse(
         assert!(row["service"].is_string() && row["detail"].is_string() && row["latency_ms"].is_u64(), "{row}");
     }
     let rules: Vec<&str> = rows.iter().filter(|r| r["kind"] == "rule").map(|r| r["check"].as_str().unwrap()).collect();
-    assert_eq!(rules.len(), 6, "the six Synapse preset rules are judged: {rules:?}");
+    assert_eq!(
+        rules,
+        [
+            "SynapseMemoryHigh",
+            "SynapseMemoryCritical",
+            "SynapseCpuSustained",
+            "SynapseDbPoolSaturated",
+            "SynapseFederationLag",
+            "SynapseEventProcessingLag",
+            "AuthentikDown",
+            "MasDown",
+            "SynapseDown",
+            "VikunjaDown",
+        ],
+        "the six Synapse metric rules and one Down rule per service are judged"
+    );
     let scrape = rows.iter().find(|r| r["check"] == "synapse/metrics").unwrap();
     assert!(scrape["detail"].as_str().unwrap().contains("kept for rules"), "{scrape}");
 }
@@ -113,7 +128,10 @@ fn synapse_stopped_gives_exit_1_and_names_the_refused_connection() {
     let down = check_json(&file, &[], &[("T", token.as_str())]);
     assert_eq!(down.code, 1, "{}", down.all());
     let port = synapse.base_url.rsplit(':').next().unwrap();
-    for row in down.json().as_array().unwrap() {
+    let down_rule = down.row("SynapseDown");
+    assert_eq!(down_rule["kind"], "rule");
+    assert_eq!(down_rule["detail"], "synapse fails its health checks — fires once this holds for 1m");
+    for row in down.json().as_array().unwrap().iter().filter(|r| r["kind"] != "rule") {
         assert_eq!(row["ok"], false);
         let detail = row["detail"].as_str().unwrap();
         assert!(detail.contains(&format!("connection refused by 127.0.0.1:{port}")), "{detail}");
@@ -176,10 +194,17 @@ fn disabled_and_overridden_preset_checks_take_effect() {
         s.synapse.base_url
     ));
     let run = check_json(&file, &[], &[]);
-    let names: Vec<String> =
-        run.json().as_array().unwrap().iter().map(|r| r["check"].as_str().unwrap().to_string()).collect();
+    let names: Vec<String> = run
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] != "rule")
+        .map(|r| r["check"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(names, ["synapse/health"], "{}", run.all());
     assert_eq!(run.code, 1);
+    assert_eq!(run.row("SynapseDown")["ok"], false, "the failing check makes SynapseDown fire");
     assert_eq!(run.row("synapse/health")["detail"], "body does not contain \"NOT-THERE\" (body: \"OK\")");
 }
 

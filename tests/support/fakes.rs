@@ -174,3 +174,79 @@ pub fn hostile() -> Hostile {
     });
     Hostile { base, silent }
 }
+
+/// A TCP proxy in front of `upstream` whose answers can be held back: while `delay_ms` is
+/// non-zero, every chunk from upstream waits that long before it reaches the client. Used to
+/// freeze a delivery after the server has acted on it, so a test can kill the sender then.
+pub struct DelayingProxy {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Current delay for upstream → client data, ms.
+    pub delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Starts a [`DelayingProxy`] to `upstream` (`host:port`).
+pub fn delaying_proxy(upstream: String) -> DelayingProxy {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let delay = delay_ms.clone();
+    let listener = runtime().block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    runtime().spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (upstream, delay) = (upstream.clone(), delay.clone());
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                    let _ = sw.shutdown().await;
+                });
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let wait = delay.load(Ordering::SeqCst);
+                    if wait > 0 {
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    }
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = cw.shutdown().await;
+                up.abort();
+            });
+        }
+    });
+    DelayingProxy { base: format!("http://{addr}"), delay_ms }
+}
+
+/// A webhook receiver recording every POST: (headers, body).
+pub struct WebhookSink {
+    /// The URL to post to.
+    pub url: String,
+    /// What arrived.
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>,
+}
+
+/// Starts a [`WebhookSink`].
+pub fn webhook_sink() -> WebhookSink {
+    let received: std::sync::Arc<std::sync::Mutex<Vec<(HeaderMap, Vec<u8>)>>> = Default::default();
+    let store = received.clone();
+    let base = serve(Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let store = store.clone();
+            async move {
+                store.lock().unwrap().push((headers, body.to_vec()));
+                StatusCode::OK
+            }
+        }),
+    ));
+    WebhookSink { url: format!("{base}/hook"), received }
+}

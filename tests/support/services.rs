@@ -1,16 +1,24 @@
 //! Real services for the integration tests, started by the harness itself: a throw-away
-//! PostgreSQL cluster, a real Synapse from PyPI (on SQLite or on that cluster), and an OIDC
-//! provider standing in for MAS discovery. Every process runs under `scripts/lib/guard.py`
-//! with a pipe as stdin that we never close ourselves: when the test process ends, however it
-//! ends, the pipe closes and guard stops the service. A service that cannot start fails the
-//! test loudly with the tail of its log; nothing is ever skipped.
+//! PostgreSQL 15 cluster, a real Synapse from PyPI (on SQLite or on that cluster), and an OIDC
+//! provider (PyPI `oidc-provider-mock`) standing in for MAS's discovery.
+//!
+//! Every process runs under `scripts/lib/guard.py` with a pipe as stdin that only we hold (Rust
+//! creates it close-on-exec, so no other child inherits it). `stop` and `Drop` close it and
+//! wait; and when the test process ends however it ends (a panic, `abort`, SIGKILL), the kernel
+//! closes it, and guard stops the service's whole process group and waits for every
+//! descendant. The stack from [`shared`] lives in a static, which is never dropped: an `atexit`
+//! hook stops it, and removes its directories, before the process exits.
+//!
+//! A service that cannot start fails the test loudly, with the tail of its logs; nothing is
+//! ever skipped. A missing venv says to run `scripts/install-test-deps.sh`.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The repository root.
@@ -18,114 +26,213 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Where the Python venvs live (installed by `scripts/install-test-deps.sh`).
+/// Where the Python venvs live: `${MXWARDEN_CACHE:-$HOME/.cache/mxwarden}`.
 pub fn cache() -> PathBuf {
     std::env::var_os("MXWARDEN_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/mxwarden")
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/mxwarden")
     })
 }
 
-fn venv_bin(venv: &str, program: &str) -> PathBuf {
+/// `$CACHE/<venv>/bin/<program>`, or a panic that says how to install it.
+pub fn venv_bin(venv: &str, program: &str) -> PathBuf {
     let path = cache().join(venv).join("bin").join(program);
     assert!(
-        path.exists(),
-        "{} is missing: run scripts/install-test-deps.sh (it installs the test services)",
+        path.is_file() && cache().join(venv).join(".installed").is_file(),
+        "{} is missing or incomplete: run scripts/install-test-deps.sh (it installs the services the tests need)",
         path.display()
     );
     path
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1 (free now: the service binds it a moment later).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port").port()
 }
 
-/// A fresh directory under /tmp for one service, named after this test process.
-fn scratch_dir(what: &str) -> PathBuf {
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+pub fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(1)).is_ok()
+}
+
+/// A plain HTTP/1.0 GET over a socket, for readiness checks: `(status, body)`, or `None` when
+/// nothing answers (or not HTTP). Only `http://host:port/path` URLs; 5 s timeouts.
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    http_get_with(url, &[])
+}
+
+/// [`http_get`] with extra request headers, e.g. `[("Authorization", "Bearer …")]`.
+pub fn http_get_with(url: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(host).ok()?.next()?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.strip_prefix("HTTP/1.")?.get(2..)?.split_whitespace().next()?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(|u| u.split_whitespace().nth(1) == Some("0"))))
+        .unwrap_or(false)
+}
+
+/// A fresh directory `/tmp/mxwarden-test-<pid>-<n>-<what>`. The first call also removes the
+/// directories of earlier test processes that are gone (a static's services, or an aborted run).
+pub fn scratch_dir(what: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     static CLEANED: OnceLock<()> = OnceLock::new();
     CLEANED.get_or_init(remove_stale_dirs);
     let dir =
         PathBuf::from(format!("/tmp/mxwarden-test-{}-{}-{what}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create a scratch dir");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
     dir
 }
 
-/// Removes scratch dirs left by test processes that no longer run.
 fn remove_stale_dirs() {
     let Ok(entries) = std::fs::read_dir("/tmp") else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(rest) = name.strip_prefix("mxwarden-test-") else { continue };
-        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()) {
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
 
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("(no log at {}: {e})", path.display()));
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
+fn tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read: {e})"),
+    }
 }
 
-/// A process under guard.py.
+/// A process under `scripts/lib/guard.py`.
 pub struct Service {
-    name: String,
-    child: Option<Child>,
-    stdin: Option<ChildStdin>,
-    /// Its log file.
+    /// A name for messages.
+    pub name: String,
+    /// guard's log: the service's stdout and stderr, and guard's own lines.
     pub log: PathBuf,
+    /// More logs to show when it fails (e.g. Synapse's own `homeserver.log`).
+    pub extra_logs: Vec<PathBuf>,
+    running: Mutex<Running>,
+}
+
+struct Running {
+    guard: Option<Child>,
+    /// The pipe guard.py watches: dropping it stops the service.
+    stdin: Option<ChildStdin>,
 }
 
 impl Service {
-    /// Starts `program args` under guard.py, logging to `log`.
-    pub fn spawn(name: &str, log: PathBuf, stop_signal: &str, program: &Path, args: &[&str]) -> Self {
-        let child = Command::new("python3")
+    /// Starts `cmd` (its program, arguments, environment and directory) under guard.py, which
+    /// appends its output to `log` and stops it with `stop_signal` ("TERM" or "INT").
+    pub fn spawn(name: &str, log: PathBuf, stop_signal: &str, cmd: &Command) -> Self {
+        let mut guard = Command::new("python3");
+        guard
             .arg(repo().join("scripts/lib/guard.py"))
             .args(["--stop-signal", stop_signal, "--log"])
             .arg(&log)
             .arg("--")
-            .arg(program)
-            .args(args)
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let mut service = Self { name: name.to_string(), child: Some(child), stdin: None, log };
-        service.stdin = service.child.as_mut().and_then(|c| c.stdin.take());
-        service
+            .stderr(Stdio::null());
+        for (key, value) in cmd.get_envs() {
+            match value {
+                Some(value) => guard.env(key, value),
+                None => guard.env_remove(key),
+            };
+        }
+        if let Some(dir) = cmd.get_current_dir() {
+            guard.current_dir(dir);
+        }
+        let mut child = guard.spawn().unwrap_or_else(|e| panic!("cannot start python3 guard.py for {name}: {e}"));
+        let stdin = child.stdin.take();
+        let running = Mutex::new(Running { guard: Some(child), stdin });
+        Self { name: name.to_string(), log, extra_logs: Vec::new(), running }
     }
 
-    /// Waits until `ready` says yes, or fails with the service's log.
-    pub fn wait_until(&mut self, within: Duration, mut ready: impl FnMut() -> bool) {
+    fn running(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// guard.py's pid, until the service has been stopped.
+    pub fn guard_pid(&self) -> Option<u32> {
+        self.running().guard.as_ref().map(Child::id)
+    }
+
+    /// Whether the service (its guard) still runs.
+    pub fn is_running(&self) -> bool {
+        self.running().guard.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The last lines of its logs, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let mut out = format!("--- {} (last 40 lines):\n{}", self.log.display(), tail(&self.log, 40));
+        for log in &self.extra_logs {
+            out.push_str(&format!("\n--- {} (last 40 lines):\n{}", log.display(), tail(log, 40)));
+        }
+        out
+    }
+
+    /// Polls `ready` every 100 ms until it says yes; panics with the logs when the service
+    /// exits first or `within` passes.
+    pub fn wait_until(&self, within: Duration, mut ready: impl FnMut() -> bool) {
         let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
+        loop {
             if ready() {
                 return;
             }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!(
-                    "{} exited ({status}) before it was ready; log {}:\n{}",
-                    self.name,
-                    self.log.display(),
-                    log_tail(&self.log)
-                );
+            let exited = self.running().guard.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                panic!("{} exited ({status}) before it was ready\n{}", self.name, self.log_tail());
+            }
+            if Instant::now() >= deadline {
+                panic!("{} was not ready within {within:?}\n{}", self.name, self.log_tail());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("{} was not ready within {within:?}; log {}:\n{}", self.name, self.log.display(), log_tail(&self.log));
     }
 
-    /// Stops the service and waits for it.
-    pub fn stop(&mut self) {
-        drop(self.stdin.take());
-        if let Some(mut child) = self.child.take() {
-            let _ = child.wait();
+    /// Closes guard's stdin: guard sends the stop signal (SIGKILL 10 s later) and exits when
+    /// every process of the service is gone. Returns at once; see [`Service::wait`].
+    pub fn begin_stop(&self) {
+        drop(self.running().stdin.take());
+    }
+
+    /// Waits for guard to exit (it exits by itself only after [`Service::begin_stop`], or when
+    /// the service died).
+    pub fn wait(&self) {
+        let guard = self.running().guard.take();
+        if let Some(mut guard) = guard {
+            let _ = guard.wait();
         }
+    }
+
+    /// Stops the service and waits until all of its processes are gone.
+    pub fn stop(&mut self) {
+        self.begin_stop();
+        self.wait();
     }
 }
 
@@ -135,31 +242,22 @@ impl Drop for Service {
     }
 }
 
-/// A plain HTTP/1.0 GET over a socket: (status, body), or None when nothing answers.
-pub fn http_get(url: &str) -> Option<(u16, String)> {
-    let rest = url.strip_prefix("http://")?;
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut stream = TcpStream::connect(host).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    Some((status, body))
-}
-
-/// A throw-away PostgreSQL 15 cluster.
+/// A throw-away PostgreSQL 15 cluster (`scripts/lib/pg-init.sh`), run in the foreground as the
+/// `postgres` OS user when we are root. Superuser `postgres`, trust auth, pg_stat_statements
+/// preloaded (create the extension per database), max_connections 50.
 pub struct PgCluster {
-    /// Its directory (socket dir; data in `data/`).
+    /// Its directory (removed on drop); the data directory is `dir/data`.
     pub dir: PathBuf,
     /// TCP port on 127.0.0.1.
     pub port: u16,
-    service: Service,
+    /// The unix socket directory (same as `dir`): pass it as `-h` or `host=`.
+    pub socket_dir: PathBuf,
+    /// The postmaster under guard.py (stopped with SIGINT: fast shutdown).
+    pub service: Service,
 }
 
 impl PgCluster {
-    /// initdb + start; ready when `SELECT 1` answers.
+    /// initdb, then start; ready when `SELECT 1` answers (about 1 s).
     pub fn start() -> Self {
         let dir = scratch_dir("pg");
         let port = free_port();
@@ -168,35 +266,51 @@ impl PgCluster {
             .arg(&dir)
             .arg(port.to_string())
             .output()
-            .expect("run pg-init.sh");
-        assert!(init.status.success(), "pg-init.sh failed:\n{}", String::from_utf8_lossy(&init.stderr));
-        let postgres = PathBuf::from("/usr/lib/postgresql/15/bin/postgres");
+            .expect("run scripts/lib/pg-init.sh");
+        assert!(
+            init.status.success(),
+            "scripts/lib/pg-init.sh {} {port} failed ({}):\n{}{}",
+            dir.display(),
+            init.status,
+            String::from_utf8_lossy(&init.stdout),
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let postgres = "/usr/lib/postgresql/15/bin/postgres";
         let data = dir.join("data");
-        let data = data.to_str().expect("utf-8 path");
-        let mut service = if is_root() {
-            Service::spawn(
-                "postgres",
-                dir.join("server.log"),
-                "INT",
-                Path::new("/usr/sbin/runuser"),
-                &["-u", "postgres", "--", postgres.to_str().unwrap(), "-D", data],
-            )
+        let cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", postgres, "-D"]).arg(&data);
+            c
         } else {
-            Service::spawn("postgres", dir.join("server.log"), "INT", &postgres, &["-D", data])
+            let mut c = Command::new(postgres);
+            c.arg("-D").arg(&data);
+            c
         };
-        let cluster_dir = dir.clone();
-        service.wait_until(Duration::from_secs(30), || psql_ok(&cluster_dir, port, "postgres", "SELECT 1"));
-        Self { dir, port, service }
+        let service = Service::spawn("postgres", dir.join("server.log"), "INT", &cmd);
+        service.wait_until(Duration::from_secs(60), || {
+            psql_command(&dir, port, "postgres", "SELECT 1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        Self { socket_dir: dir.clone(), dir, port, service }
     }
 
-    /// Runs SQL with psql, panicking with its error output on failure; returns stdout.
+    /// Runs `sql` in database `db` with `psql -X -q -At -v ON_ERROR_STOP=1` over the unix
+    /// socket; returns its stdout, trimmed. Panics with psql's stderr on failure.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let out = psql_command(&self.dir, self.port, db, sql).output().expect("run psql");
-        assert!(out.status.success(), "psql {sql:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let out = psql_command(&self.socket_dir, self.port, db, sql).output().expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql -d {db} -c {sql:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// A libpq-style DSN for `db`.
+    /// A libpq URL for `db` over TCP: `postgresql://postgres@127.0.0.1:PORT/db`.
     pub fn dsn(&self, db: &str) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/{db}", self.port)
     }
@@ -209,55 +323,53 @@ impl Drop for PgCluster {
     }
 }
 
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
-}
-
-fn psql_command(dir: &Path, port: u16, db: &str, sql: &str) -> Command {
+fn psql_command(socket_dir: &Path, port: u16, db: &str, sql: &str) -> Command {
     let mut c = Command::new("psql");
-    c.args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h"]).arg(dir).args([
-        "-p",
-        &port.to_string(),
-        "-U",
-        "postgres",
-        "-d",
-        db,
-        "-c",
-        sql,
-    ]);
+    c.args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h"])
+        .arg(socket_dir)
+        .args(["-p", &port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "5");
     c
 }
 
-fn psql_ok(dir: &Path, port: u16, db: &str, sql: &str) -> bool {
-    psql_command(dir, port, db, sql).stderr(Stdio::null()).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
-}
-
-/// A real Synapse homeserver.
+/// A real Synapse homeserver (`server_name: localhost`) from `venv-synapse`, configured by
+/// `scripts/lib/synapse-init.sh`: client + federation on `base_url`, metrics on `metrics_url`.
 pub struct Synapse {
-    /// `http://127.0.0.1:PORT` (client and federation).
+    /// `http://127.0.0.1:PORT`: client, federation, admin APIs and `/health`.
     pub base_url: String,
     /// `http://127.0.0.1:MPORT/_synapse/metrics`.
     pub metrics_url: String,
-    /// An admin's access token.
+    /// An access token of the server admin `@mxwarden-admin:localhost`.
     pub admin_token: String,
-    /// Its directory.
+    /// Its directory (homeserver.yaml, homeserver.log, shared_secret; removed on drop).
     pub dir: PathBuf,
-    port: u16,
-    service: Service,
+    /// The client port.
+    pub port: u16,
+    /// The metrics port.
+    pub metrics_port: u16,
+    /// The registration shared secret (for more users: scripts/lib/synapse-admin-token.py).
+    pub shared_secret: String,
+    /// The process under guard.py.
+    pub service: Service,
 }
+
+/// The admin that [`Synapse`] registers.
+pub const SYNAPSE_ADMIN: (&str, &str) = ("mxwarden-admin", "Adm1n-pass-for-tests");
 
 impl Synapse {
     /// A Synapse on SQLite.
     pub fn start_sqlite() -> Self {
-        Self::start(None)
+        Self::spawn(None).ready()
     }
 
-    /// A Synapse on `pg`, in database `db` (created here).
+    /// A Synapse on `pg`, in database `db`, which this creates (C collation, as Synapse wants).
     pub fn start_on(pg: &PgCluster, db: &str) -> Self {
-        Self::start(Some((pg, db)))
+        Self::spawn(Some((pg, db))).ready()
     }
 
-    fn start(pg: Option<(&PgCluster, &str)>) -> Self {
+    /// Writes the config and starts the process; [`Synapse::ready`] waits for it.
+    fn spawn(pg: Option<(&PgCluster, &str)>) -> Self {
+        venv_bin("venv-synapse", "python"); // fail early, saying how to install it
         let dir = scratch_dir("synapse");
         let (port, metrics_port) = (free_port(), free_port());
         let mut init = Command::new("bash");
@@ -266,48 +378,97 @@ impl Synapse {
             .arg(port.to_string())
             .arg(metrics_port.to_string());
         if let Some((pg, db)) = pg {
-            init.arg(&pg.dir).arg(pg.port.to_string()).arg(db);
+            init.arg(&pg.socket_dir).arg(pg.port.to_string()).arg(db);
         }
-        let out = init.output().expect("run synapse-init.sh");
-        assert!(out.status.success(), "synapse-init.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        let python = venv_bin("venv-synapse", "python");
-        let config = dir.join("homeserver.yaml");
-        let mut service = Service::spawn(
-            "synapse",
-            dir.join("stdout.log"),
-            "TERM",
-            &python,
-            &["-m", "synapse.app.homeserver", "-c", config.to_str().unwrap()],
+        let out = init.output().expect("run scripts/lib/synapse-init.sh");
+        assert!(
+            out.status.success(),
+            "scripts/lib/synapse-init.sh failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
-        let base_url = format!("http://127.0.0.1:{port}");
-        let health = format!("{base_url}/health");
-        service.wait_until(Duration::from_secs(90), || http_get(&health).is_some_and(|(s, b)| s == 200 && b == "OK"));
-        let secret = std::fs::read_to_string(dir.join("shared_secret")).expect("shared secret").trim().to_string();
-        let token = Command::new("python3")
-            .arg(repo().join("scripts/lib/synapse-admin-token.py"))
-            .args([&base_url, &secret, "mxwarden-admin", "Adm1n-pass-for-tests"])
-            .output()
-            .expect("run synapse-admin-token.py");
-        assert!(token.status.success(), "admin registration failed:\n{}", String::from_utf8_lossy(&token.stderr));
-        let admin_token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+        let shared_secret =
+            std::fs::read_to_string(dir.join("shared_secret")).expect("synapse-init.sh wrote shared_secret");
+        let service = Self::process(&dir);
         Self {
-            base_url,
+            base_url: format!("http://127.0.0.1:{port}"),
             metrics_url: format!("http://127.0.0.1:{metrics_port}/_synapse/metrics"),
-            admin_token,
+            admin_token: String::new(),
             dir,
             port,
+            metrics_port,
+            shared_secret: shared_secret.trim().to_string(),
             service,
         }
     }
 
-    /// Stops Synapse and waits until its port refuses connections.
+    /// Synapse in `dir` (configured by synapse-init.sh), under guard.py.
+    fn process(dir: &Path) -> Service {
+        let python = venv_bin("venv-synapse", "python");
+        let mut cmd = Command::new(&python);
+        cmd.args(["-m", "synapse.app.homeserver", "-c"]).arg(dir.join("homeserver.yaml")).current_dir(dir);
+        let mut service = Service::spawn("synapse", dir.join("stdout.log"), "TERM", &cmd);
+        service.extra_logs.push(dir.join("homeserver.log"));
+        service
+    }
+
+    /// Waits for `/health` to answer `OK` (2-4 s; the first start on PostgreSQL creates the
+    /// schema), then gets the admin's token.
+    fn ready(mut self) -> Self {
+        self.wait_healthy();
+        self.admin_token = self.register(SYNAPSE_ADMIN.0, SYNAPSE_ADMIN.1);
+        self
+    }
+
+    fn wait_healthy(&self) {
+        let health = format!("{}/health", self.base_url);
+        self.service.wait_until(Duration::from_secs(120), || {
+            http_get(&health).is_some_and(|(status, body)| status == 200 && body == "OK")
+        });
+    }
+
+    /// Registers `user` as a server admin with the shared secret (or logs in, if it exists)
+    /// and returns its access token.
+    pub fn register(&self, user: &str, password: &str) -> String {
+        let out = Command::new("python3")
+            .arg(repo().join("scripts/lib/synapse-admin-token.py"))
+            .args([&self.base_url, &self.shared_secret, user, password])
+            .output()
+            .expect("run scripts/lib/synapse-admin-token.py");
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success() && !token.is_empty(),
+            "synapse-admin-token.py {user} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.service.log_tail()
+        );
+        token
+    }
+
+    /// Stops Synapse and waits until its ports refuse connections.
     pub fn stop(&mut self) {
         self.service.stop();
         let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-            assert!(Instant::now() < deadline, "Synapse still listens after stop");
-            std::thread::sleep(Duration::from_millis(100));
+        while port_open(self.port) || port_open(self.metrics_port) {
+            assert!(
+                Instant::now() < deadline,
+                "Synapse still listens 15 s after it stopped\n{}",
+                self.service.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+impl Synapse {
+    /// Starts it again (after [`Synapse::stop`], or stops it first): same directory, ports,
+    /// database and users, so `admin_token` stays valid. Returns when `/health` says `OK`.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.service = Self::process(&self.dir);
+        self.wait_healthy();
     }
 }
 
@@ -318,36 +479,54 @@ impl Drop for Synapse {
     }
 }
 
-/// The OIDC provider standing in for MAS's discovery (PyPI `oidc-provider-mock`).
+/// An OIDC provider (PyPI `oidc-provider-mock` 0.3.4) standing in for MAS's discovery:
+/// `{issuer}/.well-known/openid-configuration`, `/oauth2/authorize`, `/oauth2/token`,
+/// `/userinfo`, `/jwks`, dynamic client registration at `/oauth2/clients`.
 pub struct OidcProvider {
-    /// Its issuer, `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (no trailing slash), as its discovery document says.
     pub issuer: String,
-    _service: Service,
+    /// Its directory (the log; removed on drop).
+    pub dir: PathBuf,
+    /// The process under guard.py.
+    pub service: Service,
 }
 
 impl OidcProvider {
-    /// Starts it; ready when discovery answers.
+    /// Starts it; ready when discovery answers (under 1 s).
     pub fn start() -> Self {
+        let provider = Self::spawn();
+        provider.ready();
+        provider
+    }
+
+    fn spawn() -> Self {
+        let program = venv_bin("venv-tools", "oidc-provider-mock");
         let dir = scratch_dir("oidc");
         let port = free_port();
-        let program = venv_bin("venv-tools", "oidc-provider-mock");
-        let mut service = Service::spawn(
-            "oidc-provider-mock",
-            dir.join("oidc.log"),
-            "TERM",
-            &program,
-            &["-H", "127.0.0.1", "-p", &port.to_string()],
-        );
-        let issuer = format!("http://127.0.0.1:{port}");
-        let discovery = format!("{issuer}/.well-known/openid-configuration");
-        service.wait_until(Duration::from_secs(30), || http_get(&discovery).is_some_and(|(s, _)| s == 200));
-        Self { issuer, _service: service }
+        let mut cmd = Command::new(program);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]).env("PYTHONWARNINGS", "ignore");
+        let service = Service::spawn("oidc-provider-mock", dir.join("oidc.log"), "TERM", &cmd);
+        Self { issuer: format!("http://127.0.0.1:{port}"), dir, service }
+    }
+
+    fn ready(&self) {
+        let discovery = format!("{}/.well-known/openid-configuration", self.issuer);
+        self.service.wait_until(Duration::from_secs(60), || {
+            http_get(&discovery).is_some_and(|(status, body)| status == 200 && body.contains("\"issuer\""))
+        });
     }
 }
 
-/// Services shared by the whole test run: PostgreSQL, Synapse on it, and the OIDC provider.
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        self.service.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The services shared by the whole test binary.
 pub struct SharedStack {
-    /// The cluster.
+    /// A PostgreSQL cluster.
     pub pg: PgCluster,
     /// Synapse on database `synapse` of `pg`.
     pub synapse: Synapse,
@@ -355,13 +534,58 @@ pub struct SharedStack {
     pub oidc: OidcProvider,
 }
 
-/// Starts the shared services once per test binary.
+static SHARED: OnceLock<Result<SharedStack, String>> = OnceLock::new();
+
+/// The shared stack, started on first use (about 4-5 s) and once per test binary; stopped when
+/// the process exits. If it cannot start, every test that asks for it fails with the reason.
 pub fn shared() -> &'static SharedStack {
-    static STACK: OnceLock<SharedStack> = OnceLock::new();
-    STACK.get_or_init(|| {
-        let pg = PgCluster::start();
-        let oidc = OidcProvider::start();
-        let synapse = Synapse::start_on(&pg, "synapse");
-        SharedStack { pg, synapse, oidc }
-    })
+    let stack = SHARED.get_or_init(|| {
+        catch_unwind(AssertUnwindSafe(|| {
+            let oidc = OidcProvider::spawn(); // starts while PostgreSQL and Synapse do
+            let pg = PgCluster::start();
+            let synapse = Synapse::start_on(&pg, "synapse");
+            oidc.ready();
+            register_exit_hook();
+            SharedStack { pg, synapse, oidc }
+        }))
+        .map_err(|panic| {
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "(no message)".into())
+        })
+    });
+    match stack {
+        Ok(stack) => stack,
+        Err(why) => panic!("the shared test stack (PostgreSQL, Synapse, OIDC provider) could not start:\n{why}"),
+    }
+}
+
+unsafe extern "C" {
+    safe fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
+}
+
+fn register_exit_hook() {
+    assert_eq!(atexit(stop_shared_at_exit), 0, "atexit");
+}
+
+/// Runs when the test process exits normally (libtest's end, or `process::exit`): stops the
+/// shared services together, waits for them, removes their directories. (On an abort or a
+/// kill, guard.py sees its stdin close and stops them all the same.)
+extern "C" fn stop_shared_at_exit() {
+    let _ = catch_unwind(|| {
+        if let Some(Ok(stack)) = SHARED.get() {
+            let services = [&stack.synapse.service, &stack.oidc.service, &stack.pg.service];
+            for service in services {
+                service.begin_stop();
+            }
+            for service in services {
+                service.wait();
+            }
+            for dir in [&stack.synapse.dir, &stack.oidc.dir, &stack.pg.dir] {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    });
 }

@@ -1,0 +1,270 @@
+//! `mxwarden run`: the long-running process. One timer per check (first run jittered, at most
+//! `defaults.concurrency` probes at once, each under its hard deadline) feeds observations to
+//! the evaluator, which keeps the series windows, evaluates the rules, routes their changes
+//! and commits alert state with the outbox rows in one transaction; the dispatcher delivers;
+//! digests go out on schedule. Alert state is restored from the store at start, so an alert
+//! that fired before a restart still gets its resolve. SIGTERM/SIGINT stop it gracefully.
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::dispatch::{Dispatcher, RetryPolicy};
+use crate::model::{Labels, Observation};
+use crate::notify::{AlertInfo, Alerting, Kind};
+use crate::probe::Prober;
+use crate::rule::RuleEngine;
+use crate::series::SeriesStore;
+use crate::store::{NewDelivery, Store};
+use anyhow::{Context, Result};
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<()> {
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("Stopping: in-flight deliveries finish, the rest stay queued.");
+        let _ = stop_tx.send(true);
+    });
+    run_until(config, clock, stop).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+}
+
+/// Runs until `stop` turns true.
+pub async fn run_until(config: Config, clock: Arc<dyn Clock>, stop: watch::Receiver<bool>) -> Result<()> {
+    let store = Store::open(&config.store).await.context("cannot open the store")?;
+    let alerting = config.alerting.clone().map(Arc::new);
+    let mut engine = RuleEngine::new(config.rules.clone());
+    if let Some(a) = &alerting {
+        for (severity, tier) in &a.tiers {
+            engine.set_repeat(severity, tier.repeat_ms);
+        }
+    }
+    let restored = store.alerts().await?;
+    tracing::info!(alerts = restored.len(), store = %config.store.display(), "Restored alert state.");
+    for a in restored {
+        engine.restore(&a.alert, a.labels, a.state, a.value, a.annotations);
+    }
+    let wake = Arc::new(Notify::new());
+    let mut tasks = Vec::new();
+    if let Some(a) = &alerting {
+        let http = crate::dispatch::http_client().map_err(anyhow::Error::msg)?;
+        let dispatcher = Dispatcher::new(store.clone(), a.clone(), http, retry_policy(), clock.clone());
+        let (wake, stop) = (wake.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move { dispatcher.run(wake, stop).await }));
+    }
+    let (tx, rx) = mpsc::channel::<Observation>(1024);
+    let prober = Arc::new(Prober::new(clock.clone()));
+    let permits = Arc::new(Semaphore::new(config.defaults.concurrency.max(1)));
+    for spec in config.checks.clone() {
+        let (tx, prober, permits, mut stop) = (tx.clone(), prober.clone(), permits.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let jitter = rand::rng().random_range(0..=spec.interval.as_millis().min(5_000) as u64);
+            tokio::select! { _ = tokio::time::sleep(Duration::from_millis(jitter)) => {}, _ = stop.changed() => return }
+            let mut ticker = tokio::time::interval(spec.interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! { _ = ticker.tick() => {}, _ = stop.changed() => return }
+                let Ok(_permit) = permits.acquire().await else { return };
+                let observation = prober.run(&spec).await;
+                if tx.send(observation).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let evaluation_every = config
+        .checks
+        .iter()
+        .map(|c| c.interval)
+        .min()
+        .unwrap_or(Duration::from_secs(15))
+        .clamp(Duration::from_secs(1), Duration::from_secs(15));
+    let series = SeriesStore::new(engine.retention_ms(), config.defaults.series_limit);
+    // Rules wait for every check's first result (or the slowest check's interval plus
+    // timeout): evaluating before that would resolve restored alerts for lack of data.
+    let unseen = config.checks.iter().map(|c| c.id.0.clone()).collect();
+    let grace = config.checks.iter().map(|c| c.interval + c.timeout).max().unwrap_or_default() + Duration::from_secs(5);
+    let warm_until = clock.now().as_millisecond() + grace.as_millis() as i64;
+    let mut evaluator = Evaluator { store, engine, series, alerting, clock, wake, unseen, warm_until };
+    evaluator.run(rx, evaluation_every, stop).await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+/// Retry timing, from `MXWARDEN_RETRY_INITIAL_MS` when set (tests), else the defaults.
+fn retry_policy() -> RetryPolicy {
+    let mut p = RetryPolicy::default();
+    if let Some(ms) = std::env::var("MXWARDEN_RETRY_INITIAL_MS").ok().and_then(|v| v.parse().ok()) {
+        p.initial_ms = ms;
+    }
+    p
+}
+
+struct Evaluator {
+    store: Store,
+    engine: RuleEngine,
+    series: SeriesStore,
+    alerting: Option<Arc<Alerting>>,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+    /// Checks that have not reported since start.
+    unseen: std::collections::HashSet<String>,
+    /// Until when to wait for them, ms.
+    warm_until: i64,
+}
+
+impl Evaluator {
+    async fn run(&mut self, mut rx: mpsc::Receiver<Observation>, every: Duration, mut stop: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                observation = rx.recv() => match observation {
+                    Some(o) => self.ingest(o),
+                    None => return,
+                },
+                _ = ticker.tick() => {
+                    if let Err(e) = self.evaluate().await {
+                        tracing::error!(error = %e, "Evaluation could not be stored; retrying next tick.");
+                    }
+                    if let Err(e) = self.digests().await {
+                        tracing::error!(error = %e, "Digest failed; retrying next tick.");
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    fn ingest(&mut self, o: Observation) {
+        self.unseen.remove(&o.check.0);
+        let t = o.at.as_millisecond();
+        if !o.ok {
+            tracing::debug!(check = %o.check, detail = %o.detail(), "Check failed.");
+        }
+        let samples = o
+            .samples
+            .into_iter()
+            .map(|s| {
+                let mut labels: Labels = s.labels;
+                labels.insert("__name__".into(), s.name);
+                (labels, s.value)
+            })
+            .collect();
+        self.series.ingest_scrape(&o.check.0, t, samples);
+    }
+
+    async fn evaluate(&mut self) -> Result<()> {
+        let now = self.clock.now().as_millisecond();
+        if !self.unseen.is_empty() && now < self.warm_until {
+            return Ok(());
+        }
+        self.series.prune(now);
+        let evaluation = self.engine.evaluate(&self.series, now);
+        for (alert, error) in &evaluation.errors {
+            tracing::warn!(%alert, %error, "Rule could not be evaluated.");
+        }
+        if evaluation.changes.is_empty() {
+            return Ok(());
+        }
+        let routed = crate::route::route(self.alerting.as_deref(), &evaluation.changes, now);
+        self.store.commit(&routed.alerts, &routed.deliveries, &routed.digest, now).await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Sends each digest whose time has come.
+    async fn digests(&mut self) -> Result<()> {
+        let Some(alerting) = self.alerting.clone() else { return Ok(()) };
+        let now = self.clock.now();
+        for (tier_name, tier) in &alerting.tiers {
+            let Some(schedule) = tier.digest else { continue };
+            let key = format!("digest:{tier_name}:last");
+            let last = match self.store.meta(&key).await?.and_then(|v| v.parse::<i64>().ok()) {
+                Some(v) => v,
+                None => {
+                    self.store.set_meta(&key, &now.as_millisecond().to_string()).await?;
+                    continue;
+                }
+            };
+            let from = jiff::Timestamp::from_millisecond(last).unwrap_or(now);
+            let due = crate::notify::digest::next_due(schedule, &alerting.timezone, from);
+            if due > now {
+                continue;
+            }
+            let to = due.as_millisecond();
+            let items = self.store.digest_items(tier_name, last, to).await?;
+            let fired = merge_items(items);
+            let open: Vec<AlertInfo> = self
+                .store
+                .alerts()
+                .await?
+                .into_iter()
+                .filter(|a| {
+                    matches!(a.state, crate::alert::AlertState::Firing { .. })
+                        && a.labels.get("severity") == Some(tier_name)
+                })
+                .map(|a| AlertInfo {
+                    name: a.alert,
+                    fired_at: match a.state {
+                        crate::alert::AlertState::Firing { fired_at, .. } => fired_at,
+                        _ => 0,
+                    },
+                    labels: a.labels,
+                    annotations: a.annotations,
+                    value: a.value,
+                    resolved_at: None,
+                })
+                .collect();
+            let message = crate::notify::digest::compose(tier_name, last, to, &fired, &open);
+            let deliveries: Vec<NewDelivery> = tier
+                .receivers
+                .iter()
+                .map(|r| NewDelivery {
+                    receiver: r.clone(),
+                    tier: tier_name.clone(),
+                    notification: message.clone(),
+                    fallback_of: None,
+                })
+                .collect();
+            self.store.enqueue(&deliveries, to).await?;
+            self.store.set_meta(&key, &to.to_string()).await?;
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// Joins firing and resolved items of the same incident into one entry each.
+fn merge_items(items: Vec<crate::notify::Notification>) -> Vec<AlertInfo> {
+    let mut merged: Vec<AlertInfo> = Vec::new();
+    for n in items {
+        for a in n.alerts {
+            match merged.iter_mut().find(|m| m.labels == a.labels && m.fired_at == a.fired_at) {
+                Some(m) if n.kind == Kind::Resolved => m.resolved_at = a.resolved_at,
+                Some(_) => {}
+                None => merged.push(a),
+            }
+        }
+    }
+    merged
+}

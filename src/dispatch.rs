@@ -1,0 +1,210 @@
+//! Delivers the outbox: claims due rows (the oldest per receiver and incident, so a resolve
+//! never overtakes its firing message), sends each through its receiver, and records the
+//! outcome — sent; retry later with exponential backoff and jitter (or the server's
+//! Retry-After); dead on a permanent error or after a day. A critical whose receivers keep
+//! failing (Matrix may be the very thing that is down) is copied to the tier's fallback
+//! receivers once. Matrix sends reuse the row id as transaction id, so a crash between
+//! sending and recording can never post twice.
+
+use crate::clock::Clock;
+use crate::notify::{Alerting, Kind, Notification, Receiver, SendError};
+use crate::store::{Delivery, NewDelivery, Store, StoreError};
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Retry timing.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// First retry after this, ms; doubled each time.
+    pub initial_ms: i64,
+    /// Longest wait between attempts, ms.
+    pub max_ms: i64,
+    /// Give up (dead-letter) when a row is older than this, ms.
+    pub give_up_ms: i64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { initial_ms: 2_000, max_ms: 300_000, give_up_ms: 86_400_000 }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `attempts + 1`, with ±20 % jitter.
+    pub fn backoff(&self, attempts: i64, jitter: f64) -> i64 {
+        let base = self.initial_ms.saturating_mul(1i64 << attempts.clamp(0, 20)).min(self.max_ms);
+        (base as f64 * (0.8 + 0.4 * jitter.clamp(0.0, 1.0))) as i64
+    }
+}
+
+/// The outbox's delivery loop.
+pub struct Dispatcher {
+    store: Store,
+    alerting: Arc<Alerting>,
+    http: reqwest::Client,
+    retry: RetryPolicy,
+    clock: Arc<dyn Clock>,
+}
+
+/// An HTTP client for notifiers (system roots, rustls).
+pub fn http_client() -> Result<reqwest::Client, String> {
+    let roots = crate::probe::tls::system_roots();
+    let tls = crate::probe::tls::client_config(&roots, &crate::check::TlsOptions::default())?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .user_agent(concat!("mxwarden/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// Sends `n` through `receiver` once. `delivery` identifies the attempt (Matrix txn id,
+/// webhook delivery id, email Message-ID); `thread_root` threads Matrix messages.
+pub async fn send_once(
+    http: &reqwest::Client,
+    name: &str,
+    receiver: &Receiver,
+    delivery: &str,
+    n: &Notification,
+    thread_root: Option<&str>,
+) -> Result<Option<String>, SendError> {
+    match receiver {
+        Receiver::Matrix(m) => m.send(http, &format!("mxwarden-{delivery}"), n, thread_root).await.map(Some),
+        Receiver::Email(e) => e.send(delivery, n).await.map(|()| None),
+        Receiver::Webhook(w) => w.send(http, name, delivery, n).await.map(|()| None),
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher over `store`.
+    pub fn new(
+        store: Store,
+        alerting: Arc<Alerting>,
+        http: reqwest::Client,
+        retry: RetryPolicy,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { store, alerting, http, retry, clock }
+    }
+
+    /// Delivers every due row once; returns how many were attempted.
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now().as_millisecond();
+        let due = self.store.due(now).await?;
+        for d in &due {
+            self.deliver(d).await?;
+        }
+        Ok(due.len())
+    }
+
+    /// When the next row is due, if any.
+    pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        self.store.next_due().await
+    }
+
+    async fn deliver(&self, d: &Delivery) -> Result<(), StoreError> {
+        let now = || self.clock.now().as_millisecond();
+        let Some(receiver) = self.alerting.receivers.get(&d.receiver) else {
+            let why = format!("receiver `{}` is no longer configured", d.receiver);
+            return self.store.mark_failed(d.id, &why, now(), true).await;
+        };
+        let n = &d.notification;
+        let root = match receiver {
+            Receiver::Matrix(_) => self.store.thread_root(&d.receiver, &n.incident).await?,
+            _ => None,
+        };
+        match send_once(&self.http, &d.receiver, receiver, &d.id.to_string(), n, root.as_deref()).await {
+            Ok(event_id) => {
+                if let (Some(event), None, Kind::Firing) = (&event_id, &root, n.kind) {
+                    self.store.set_thread_root(&d.receiver, &n.incident, event).await?;
+                }
+                tracing::info!(id = d.id, receiver = %d.receiver, title = %n.title, "Notification delivered.");
+                self.store.mark_sent(d.id, now()).await
+            }
+            Err(error) => {
+                let attempts = d.attempts + 1;
+                let old = now() - n.created_at > self.retry.give_up_ms;
+                let (dead, wait) = match &error {
+                    SendError::Permanent(_) => (true, 0),
+                    SendError::Transient { retry_after, .. } => {
+                        let backoff = self.retry.backoff(d.attempts, rand::rng().random::<f64>());
+                        (old, retry_after.map_or(backoff, |r| (r.as_millis() as i64).max(backoff)))
+                    }
+                };
+                tracing::warn!(id = d.id, receiver = %d.receiver, attempts, dead, error = %error, "Notification not delivered.");
+                self.store.mark_failed(d.id, &error.to_string(), now() + wait, dead).await?;
+                self.maybe_fall_back(d, attempts, dead).await
+            }
+        }
+    }
+
+    /// Copies a failing critical to the tier's fallback receivers, once.
+    async fn maybe_fall_back(&self, d: &Delivery, attempts: i64, dead: bool) -> Result<(), StoreError> {
+        let Some(tier) = self.alerting.tiers.get(&d.tier) else { return Ok(()) };
+        if d.fallback_of.is_some() || d.fallback_queued || tier.fallback.is_empty() {
+            return Ok(());
+        }
+        if !dead && attempts < i64::from(tier.fallback_after) {
+            return Ok(());
+        }
+        let mut n = d.notification.clone();
+        n.text = format!("{}\n(sent here because {} failed)", n.text, d.receiver);
+        n.html =
+            format!("{}<br/><i>(sent here because {} failed)</i>", n.html, crate::notify::html_escape(&d.receiver));
+        let fallbacks: Vec<NewDelivery> = tier
+            .fallback
+            .iter()
+            .map(|r| NewDelivery {
+                receiver: r.clone(),
+                tier: d.tier.clone(),
+                notification: n.clone(),
+                fallback_of: Some(d.id),
+            })
+            .collect();
+        tracing::warn!(id = d.id, receiver = %d.receiver, fallback = ?tier.fallback, "Falling back.");
+        self.store.queue_fallback(d.id, &fallbacks, self.clock.now().as_millisecond()).await
+    }
+
+    /// Delivers until `stop` is set; wakes early when `wake` is notified.
+    pub async fn run(&self, wake: Arc<tokio::sync::Notify>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = self.run_once().await {
+                tracing::error!(error = %e, "Outbox delivery failed; retrying.");
+            }
+            let now = self.clock.now().as_millisecond();
+            let wait = match self.next_due().await {
+                Ok(Some(due)) => Duration::from_millis((due - now).clamp(50, 1_000) as u64),
+                _ => Duration::from_secs(1),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = wake.notified() => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_stops_at_the_cap() {
+        let p = RetryPolicy { initial_ms: 1_000, max_ms: 10_000, give_up_ms: 0 };
+        let cases = [
+            (0, 0.5, 1_000, "first retry: the initial wait"),
+            (1, 0.5, 2_000, "doubles"),
+            (3, 0.5, 8_000, "keeps doubling"),
+            (10, 0.5, 10_000, "capped"),
+            (0, 0.0, 800, "jitter −20 %"),
+            (0, 1.0, 1_200, "jitter +20 %"),
+        ];
+        for (attempts, jitter, want, why) in cases {
+            assert_eq!(p.backoff(attempts, jitter), want, "{why}");
+        }
+    }
+}

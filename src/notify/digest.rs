@@ -1,0 +1,119 @@
+//! Daily and weekly digests: when the next one is due in the configured time zone (DST-safe
+//! through jiff), and the review message itself — what fired in the period (also alerts that
+//! fired and resolved themselves), for how long, what is still open — or "all quiet", which
+//! proves the monitor is alive.
+
+use super::{AlertInfo, DigestSchedule, Kind, Notification, html_escape};
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, ToSpan, Zoned};
+
+/// The first digest time strictly after `after`, in `tz`.
+pub fn next_due(schedule: DigestSchedule, tz: &TimeZone, after: Timestamp) -> Timestamp {
+    let local = after.to_zoned(tz.clone());
+    let (hour, minute) = match schedule {
+        DigestSchedule::Daily { hour, minute } | DigestSchedule::Weekly { hour, minute, .. } => (hour, minute),
+    };
+    let at = |date: jiff::civil::Date| -> Option<Zoned> { date.at(hour, minute, 0, 0).to_zoned(tz.clone()).ok() };
+    let mut date = local.date();
+    for _ in 0..16 {
+        let matches_day = match schedule {
+            DigestSchedule::Daily { .. } => true,
+            DigestSchedule::Weekly { weekday, .. } => date.weekday() == weekday,
+        };
+        if matches_day
+            && let Some(z) = at(date)
+            && z.timestamp() > after
+        {
+            return z.timestamp();
+        }
+        date = date.checked_add(1.day()).unwrap_or(date);
+    }
+    after + jiff::SignedDuration::from_hours(24)
+}
+
+/// The digest message for a period.
+pub fn compose(tier: &str, from: i64, to: i64, items: &[AlertInfo], still_open: &[AlertInfo]) -> Notification {
+    let period = |ms: i64| {
+        Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default()
+    };
+    let title = format!("[DIGEST] {tier}: {} alert(s), {} still open", items.len(), still_open.len());
+    let mut text = format!("{title}\nperiod {} – {}\n", period(from), period(to));
+    let mut html = format!("<b>{}</b><br/><i>period {} – {}</i>", html_escape(&title), period(from), period(to));
+    if items.is_empty() && still_open.is_empty() {
+        text.push_str("All quiet: nothing fired in this period. mxwarden is running.\n");
+        html.push_str("<p>All quiet: nothing fired in this period. mxwarden is running.</p>");
+    }
+    let describe = |a: &AlertInfo| {
+        let summary = a.annotations.get("summary").cloned().unwrap_or_default();
+        let lasted = match a.resolved_at {
+            Some(end) => format!(
+                "lasted {}",
+                crate::config::units::HumanDuration(std::time::Duration::from_secs(
+                    ((end - a.fired_at).max(0) / 1000) as u64
+                ))
+            ),
+            None => "still firing".into(),
+        };
+        format!("{} — {summary} (since {}, {lasted})", a.name, period(a.fired_at))
+    };
+    for (heading, list) in [("Fired in this period", items), ("Still open", still_open)] {
+        if list.is_empty() {
+            continue;
+        }
+        text.push_str(&format!("{heading}:\n"));
+        html.push_str(&format!("<p><b>{heading}</b></p><ul>"));
+        for a in list {
+            let line = describe(a);
+            text.push_str(&format!("- {line}\n"));
+            html.push_str(&format!("<li>{}</li>", html_escape(&line)));
+        }
+        html.push_str("</ul>");
+    }
+    let mut alerts = items.to_vec();
+    alerts.extend(still_open.iter().cloned());
+    Notification {
+        kind: Kind::Digest,
+        incident: format!("digest:{tier}:{to}"),
+        title,
+        text,
+        html,
+        alerts,
+        created_at: to,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn digests_fall_on_local_time_across_dst() {
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        let daily = DigestSchedule::Daily { hour: 9, minute: 0 };
+        let cases = [
+            ("2026-11-28T07:59:00Z", "2026-11-28T08:00:00Z", "winter: 09:00 Berlin is 08:00 UTC"),
+            ("2026-11-28T08:00:00Z", "2026-11-29T08:00:00Z", "strictly after: the next day"),
+            ("2026-03-28T09:00:00Z", "2026-03-29T07:00:00Z", "the spring DST switch moves it to 07:00 UTC"),
+        ];
+        for (after, want, why) in cases {
+            assert_eq!(next_due(daily, &berlin, ts(after)), ts(want), "{why}");
+        }
+        let weekly = DigestSchedule::Weekly { weekday: jiff::civil::Weekday::Monday, hour: 9, minute: 0 };
+        assert_eq!(
+            next_due(weekly, &berlin, ts("2026-11-28T12:00:00Z")),
+            ts("2026-11-30T08:00:00Z"),
+            "Saturday → Monday"
+        );
+    }
+
+    #[test]
+    fn an_empty_period_says_all_quiet() {
+        let n = compose("warning", 0, 86_400_000, &[], &[]);
+        assert!(n.text.contains("All quiet"), "{}", n.text);
+        assert_eq!(n.kind, Kind::Digest);
+    }
+}

@@ -1,0 +1,328 @@
+//! Notifications: what the rule engine's transitions become (`Notification`), the receivers
+//! that deliver them (Matrix, email, webhook — one file each), and the tiers that decide
+//! when: critical now (with reminders and a fallback receiver), warning into a daily digest,
+//! info into a weekly one. Rows wait in the store's outbox; `dispatch` delivers them.
+
+pub mod digest;
+pub mod email;
+pub mod matrix;
+pub mod webhook;
+
+use crate::model::Labels;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use url::Url;
+
+/// Why a delivery failed, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Try again later (timeouts, 5xx, 429); `retry_after` when the server said.
+    #[error("{message}")]
+    Transient {
+        /// What happened.
+        message: String,
+        /// The server's `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
+    /// Trying again cannot help (bad token, unknown room, rejected address).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl SendError {
+    /// A transient error without a hint.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::Transient { message: message.into(), retry_after: None }
+    }
+}
+
+/// What kind of message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// An alert started firing.
+    Firing,
+    /// A still-firing alert, again.
+    Reminder,
+    /// An alert is over.
+    Resolved,
+    /// A daily or weekly review.
+    Digest,
+    /// `mxwarden notify test`.
+    Test,
+}
+
+/// One alert as a message shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertInfo {
+    /// Alert name.
+    pub name: String,
+    /// Labels (with `alertname`, `severity`).
+    pub labels: Labels,
+    /// Rendered annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// The expression's value.
+    pub value: f64,
+    /// When it started firing, ms.
+    pub fired_at: i64,
+    /// When it resolved, ms.
+    pub resolved_at: Option<i64>,
+}
+
+/// A message to deliver; stored as JSON in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// What it is.
+    pub kind: Kind,
+    /// The incident it belongs to (alert name + labels); Matrix threads by it.
+    pub incident: String,
+    /// One line: `[FIRING] SynapseDown synapse`.
+    pub title: String,
+    /// Plain text body.
+    pub text: String,
+    /// HTML body.
+    pub html: String,
+    /// The alerts it is about (one, or a digest's list).
+    pub alerts: Vec<AlertInfo>,
+    /// When it was decided, ms.
+    pub created_at: i64,
+}
+
+/// A receiver, ready to send.
+#[derive(Debug, Clone)]
+pub enum Receiver {
+    /// A Matrix room.
+    Matrix(matrix::MatrixReceiver),
+    /// SMTP.
+    Email(email::EmailReceiver),
+    /// Alertmanager-style webhook.
+    Webhook(webhook::WebhookReceiver),
+}
+
+impl Receiver {
+    /// `matrix`, `email` or `webhook`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Matrix(_) => "matrix",
+            Self::Email(_) => "email",
+            Self::Webhook(_) => "webhook",
+        }
+    }
+}
+
+/// When a tier's digest goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestSchedule {
+    /// Every day at this local time.
+    Daily {
+        /// Hour 0–23.
+        hour: i8,
+        /// Minute 0–59.
+        minute: i8,
+    },
+    /// Every week on this day at this local time.
+    Weekly {
+        /// Day of the week.
+        weekday: jiff::civil::Weekday,
+        /// Hour.
+        hour: i8,
+        /// Minute.
+        minute: i8,
+    },
+}
+
+/// One tier.
+#[derive(Debug, Clone, Default)]
+pub struct Tier {
+    /// Receivers.
+    pub receivers: Vec<String>,
+    /// Fallback receivers.
+    pub fallback: Vec<String>,
+    /// Failures before the fallback.
+    pub fallback_after: u32,
+    /// Reminder interval, ms (0: none).
+    pub repeat_ms: i64,
+    /// Digest instead of immediate delivery.
+    pub digest: Option<DigestSchedule>,
+}
+
+/// Everything about where alerts go.
+#[derive(Debug, Clone)]
+pub struct Alerting {
+    /// Receivers by name.
+    pub receivers: BTreeMap<String, Receiver>,
+    /// Tiers by severity (`critical`, `warning`, `info`).
+    pub tiers: BTreeMap<String, Tier>,
+    /// Digest time zone.
+    pub timezone: jiff::tz::TimeZone,
+}
+
+impl Alerting {
+    /// The tier for a severity (unknown severities are treated as warnings).
+    pub fn tier(&self, severity: &str) -> Option<&Tier> {
+        self.tiers.get(severity).or_else(|| self.tiers.get("warning"))
+    }
+}
+
+/// Parses `HH:MM`.
+pub fn parse_clock(text: &str) -> Option<(i8, i8)> {
+    let (h, m) = text.trim().split_once(':')?;
+    let (h, m): (i8, i8) = (h.parse().ok()?, m.parse().ok()?);
+    ((0..24).contains(&h) && (0..60).contains(&m)).then_some((h, m))
+}
+
+/// Parses a digest setting.
+pub fn parse_schedule(daily: Option<&str>, weekly: Option<&str>) -> Result<DigestSchedule, String> {
+    match (daily, weekly) {
+        (Some(d), None) => parse_clock(d)
+            .map(|(hour, minute)| DigestSchedule::Daily { hour, minute })
+            .ok_or_else(|| format!("daily `{d}` is not a time; expected HH:MM, e.g. 09:00")),
+        (None, Some(w)) => {
+            let (day, clock) = w
+                .trim()
+                .split_once(' ')
+                .ok_or_else(|| format!("weekly `{w}` needs a day and a time, e.g. mon 09:00"))?;
+            let weekday = match day.to_ascii_lowercase().get(..3) {
+                Some("mon") => jiff::civil::Weekday::Monday,
+                Some("tue") => jiff::civil::Weekday::Tuesday,
+                Some("wed") => jiff::civil::Weekday::Wednesday,
+                Some("thu") => jiff::civil::Weekday::Thursday,
+                Some("fri") => jiff::civil::Weekday::Friday,
+                Some("sat") => jiff::civil::Weekday::Saturday,
+                Some("sun") => jiff::civil::Weekday::Sunday,
+                _ => return Err(format!("weekly `{w}`: `{day}` is not a day; expected mon … sun")),
+            };
+            let (hour, minute) =
+                parse_clock(clock).ok_or_else(|| format!("weekly `{w}`: `{clock}` is not a time; expected HH:MM"))?;
+            Ok(DigestSchedule::Weekly { weekday, hour, minute })
+        }
+        _ => Err("a digest has exactly one of `daily` or `weekly`".into()),
+    }
+}
+
+/// A secret and the URL it goes with, for receivers built from config.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Base URL.
+    pub url: Url,
+    /// Credential.
+    pub secret: Option<SecretString>,
+}
+
+/// The incident key of an alert: its name and sorted labels.
+pub fn incident_key(labels: &Labels) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// Escapes text for HTML bodies.
+pub fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Builds the message for one alert transition.
+pub fn alert_message(kind: Kind, alert: AlertInfo, now: i64) -> Notification {
+    let tag = match kind {
+        Kind::Firing => "FIRING",
+        Kind::Reminder => "STILL FIRING",
+        Kind::Resolved => "RESOLVED",
+        Kind::Digest => "DIGEST",
+        Kind::Test => "TEST",
+    };
+    let severity = alert.labels.get("severity").cloned().unwrap_or_default();
+    let summary = alert
+        .annotations
+        .get("summary")
+        .or_else(|| alert.annotations.get("description"))
+        .cloned()
+        .unwrap_or_else(|| format!("value {}", crate::rule::template::go_float(alert.value)));
+    let shown: Vec<String> = alert
+        .labels
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "alertname" | "severity"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let since = |ms: i64| {
+        jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default()
+    };
+    let timing = match (kind, alert.resolved_at) {
+        (Kind::Resolved, Some(end)) => {
+            let took = crate::config::units::HumanDuration(Duration::from_millis(
+                (end - alert.fired_at).max(0) as u64 / 1000 * 1000,
+            ));
+            format!("firing since {}, resolved after {took}", since(alert.fired_at))
+        }
+        _ => format!("firing since {}", since(alert.fired_at)),
+    };
+    let title = format!("[{tag}] {} ({severity})", alert.name);
+    let text = format!("{title}: {summary}\n{}\n{timing}", shown.join(" "));
+    let html = format!(
+        "<b>[{tag}]</b> <b>{}</b> ({}): {}<br/><code>{}</code><br/><i>{}</i>",
+        html_escape(&alert.name),
+        html_escape(&severity),
+        html_escape(&summary),
+        html_escape(&shown.join(" ")),
+        html_escape(&timing)
+    );
+    Notification {
+        kind,
+        incident: incident_key(&alert.labels),
+        title,
+        text,
+        html,
+        alerts: vec![alert],
+        created_at: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_schedules_parse() {
+        let cases: &[(Option<&str>, Option<&str>, Result<DigestSchedule, ()>, &str)] = &[
+            (Some("09:00"), None, Ok(DigestSchedule::Daily { hour: 9, minute: 0 }), "daily"),
+            (
+                None,
+                Some("mon 09:30"),
+                Ok(DigestSchedule::Weekly { weekday: jiff::civil::Weekday::Monday, hour: 9, minute: 30 }),
+                "weekly",
+            ),
+            (
+                None,
+                Some("Sunday 23:59"),
+                Ok(DigestSchedule::Weekly { weekday: jiff::civil::Weekday::Sunday, hour: 23, minute: 59 }),
+                "long day names",
+            ),
+            (Some("25:00"), None, Err(()), "no 25th hour"),
+            (None, Some("funday 09:00"), Err(()), "not a day"),
+            (Some("09:00"), Some("mon 09:00"), Err(()), "only one of them"),
+        ];
+        for (daily, weekly, want, why) in cases {
+            assert_eq!(parse_schedule(*daily, *weekly).map_err(|_| ()), *want, "{why}");
+        }
+    }
+
+    #[test]
+    fn messages_say_what_fired_and_escape_html() {
+        let labels: Labels = [("alertname", "SynapseDown"), ("severity", "critical"), ("service", "<syn>")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let alert = AlertInfo {
+            name: "SynapseDown".into(),
+            labels,
+            annotations: [("summary".to_string(), "synapse is down".to_string())].into_iter().collect(),
+            value: 0.0,
+            fired_at: 0,
+            resolved_at: Some(125_000),
+        };
+        let n = alert_message(Kind::Resolved, alert, 125_000);
+        assert_eq!(n.title, "[RESOLVED] SynapseDown (critical)");
+        assert!(n.text.contains("synapse is down") && n.text.contains("resolved after 2m5s"), "{}", n.text);
+        assert!(n.html.contains("service=&lt;syn&gt;"), "{}", n.html);
+        assert_eq!(n.incident, "alertname=SynapseDown,service=<syn>,severity=critical");
+    }
+}

@@ -1,0 +1,407 @@
+//! The embedded store: one SQLite file (WAL) holding alert state and the notification outbox,
+//! migrated on open. An evaluation's state changes and the outbox rows they cause are written
+//! in ONE transaction, so a crash can never leave a fired alert without its notification or a
+//! notification without its alert. The dispatcher claims due rows and records each attempt.
+
+use crate::alert::AlertState;
+use crate::model::Labels;
+use crate::notify::Notification;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+#[error("store {path}: {source}")]
+pub struct StoreError {
+    path: String,
+    #[source]
+    source: sqlx::Error,
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// Schema migrations, applied in order, each once.
+const MIGRATIONS: &[&str] = &["CREATE TABLE alerts (
+        alert TEXT NOT NULL, labels TEXT NOT NULL, state TEXT NOT NULL,
+        active_at INTEGER, fired_at INTEGER, notified_at INTEGER,
+        value REAL NOT NULL, annotations TEXT NOT NULL, updated_at INTEGER NOT NULL,
+        PRIMARY KEY (alert, labels));
+     CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, created_at INTEGER NOT NULL, receiver TEXT NOT NULL,
+        tier TEXT NOT NULL, incident TEXT NOT NULL, payload TEXT NOT NULL, due_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL DEFAULT 'pending',
+        last_error TEXT, sent_at INTEGER, fallback_of INTEGER, fallback_queued INTEGER NOT NULL DEFAULT 0);
+     CREATE INDEX outbox_due ON outbox (status, due_at);
+     CREATE TABLE threads (receiver TEXT NOT NULL, incident TEXT NOT NULL, event_id TEXT NOT NULL,
+        PRIMARY KEY (receiver, incident));
+     CREATE TABLE digest_items (id INTEGER PRIMARY KEY AUTOINCREMENT, tier TEXT NOT NULL,
+        at INTEGER NOT NULL, payload TEXT NOT NULL);
+     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"];
+
+/// An alert's persisted state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAlert {
+    /// Alert name.
+    pub alert: String,
+    /// Labels.
+    pub labels: Labels,
+    /// State.
+    pub state: AlertState,
+    /// Last value.
+    pub value: f64,
+    /// Rendered annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A row to add to the outbox.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// Receiver name.
+    pub receiver: String,
+    /// Tier (severity).
+    pub tier: String,
+    /// The message.
+    pub notification: Notification,
+    /// The row this is a fallback for.
+    pub fallback_of: Option<i64>,
+}
+
+/// An outbox row.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Row id (also the Matrix transaction id and the webhook delivery id).
+    pub id: i64,
+    /// Receiver name.
+    pub receiver: String,
+    /// Tier.
+    pub tier: String,
+    /// The message.
+    pub notification: Notification,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// `pending`, `sent` or `dead`.
+    pub status: String,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// When it is due, ms.
+    pub due_at: i64,
+    /// When it was sent, ms.
+    pub sent_at: Option<i64>,
+    /// Whether its fallback rows were queued.
+    pub fallback_queued: bool,
+    /// The row it is a fallback for.
+    pub fallback_of: Option<i64>,
+}
+
+/// The store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    path: String,
+}
+
+fn state_parts(state: &AlertState) -> (&'static str, Option<i64>, Option<i64>, Option<i64>) {
+    match *state {
+        AlertState::Inactive => ("inactive", None, None, None),
+        AlertState::Pending { active_at } => ("pending", Some(active_at), None, None),
+        AlertState::Firing { active_at, fired_at, notified_at, .. } => {
+            ("firing", Some(active_at), Some(fired_at), Some(notified_at))
+        }
+    }
+}
+
+impl Store {
+    fn fail(&self, source: sqlx::Error) -> StoreError {
+        StoreError { path: self.path.clone(), source }
+    }
+
+    /// Opens (creating) the store and applies migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let shown = path.display().to_string();
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError { path: shown.clone(), source })?;
+        let store = Self { pool, path: shown };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.fail(e))?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.fail(e))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await.map_err(|e| self.fail(e))?;
+            sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+                .bind(i as i64 + 1)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.fail(e))?;
+        }
+        tx.commit().await.map_err(|e| self.fail(e))
+    }
+
+    /// Every pending or firing alert, to restore the rule engine at start.
+    pub async fn alerts(&self) -> Result<Vec<StoredAlert>> {
+        let rows = sqlx::query("SELECT alert, labels, state, active_at, fired_at, notified_at, value, annotations FROM alerts WHERE state <> 'inactive'")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let active_at: i64 = r.get::<Option<i64>, _>("active_at").unwrap_or(0);
+                let state = match r.get::<String, _>("state").as_str() {
+                    "pending" => AlertState::Pending { active_at },
+                    _ => AlertState::Firing {
+                        active_at,
+                        fired_at: r.get::<Option<i64>, _>("fired_at").unwrap_or(active_at),
+                        false_since: None,
+                        notified_at: r.get::<Option<i64>, _>("notified_at").unwrap_or(active_at),
+                    },
+                };
+                StoredAlert {
+                    alert: r.get("alert"),
+                    labels: serde_json::from_str(&r.get::<String, _>("labels")).unwrap_or_default(),
+                    state,
+                    value: r.get("value"),
+                    annotations: serde_json::from_str(&r.get::<String, _>("annotations")).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    /// Writes alert state changes, the deliveries they cause and digest items in one transaction.
+    pub async fn commit(
+        &self,
+        alerts: &[StoredAlert],
+        deliveries: &[NewDelivery],
+        digest: &[(String, Notification)],
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.fail(e))?;
+        for a in alerts {
+            let (state, active_at, fired_at, notified_at) = state_parts(&a.state);
+            sqlx::query(
+                "INSERT INTO alerts (alert, labels, state, active_at, fired_at, notified_at, value, annotations, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (alert, labels) DO UPDATE SET state = excluded.state, active_at = excluded.active_at,
+                   fired_at = excluded.fired_at, notified_at = excluded.notified_at, value = excluded.value,
+                   annotations = excluded.annotations, updated_at = excluded.updated_at",
+            )
+            .bind(&a.alert)
+            .bind(serde_json::to_string(&a.labels).unwrap_or_default())
+            .bind(state)
+            .bind(active_at)
+            .bind(fired_at)
+            .bind(notified_at)
+            .bind(a.value)
+            .bind(serde_json::to_string(&a.annotations).unwrap_or_default())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.fail(e))?;
+        }
+        for d in deliveries {
+            insert_delivery(&mut tx, d, now).await.map_err(|e| self.fail(e))?;
+        }
+        for (tier, n) in digest {
+            sqlx::query("INSERT INTO digest_items (tier, at, payload) VALUES (?, ?, ?)")
+                .bind(tier)
+                .bind(now)
+                .bind(serde_json::to_string(n).unwrap_or_default())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.fail(e))?;
+        }
+        tx.commit().await.map_err(|e| self.fail(e))
+    }
+
+    /// Adds deliveries on their own.
+    pub async fn enqueue(&self, deliveries: &[NewDelivery], now: i64) -> Result<()> {
+        self.commit(&[], deliveries, &[], now).await
+    }
+
+    fn delivery(r: sqlx::sqlite::SqliteRow) -> Option<Delivery> {
+        Some(Delivery {
+            id: r.get("id"),
+            receiver: r.get("receiver"),
+            tier: r.get("tier"),
+            notification: serde_json::from_str(&r.get::<String, _>("payload")).ok()?,
+            attempts: r.get("attempts"),
+            status: r.get("status"),
+            last_error: r.get("last_error"),
+            due_at: r.get("due_at"),
+            sent_at: r.get("sent_at"),
+            fallback_queued: r.get::<i64, _>("fallback_queued") != 0,
+            fallback_of: r.get("fallback_of"),
+        })
+    }
+
+    /// Pending rows due by `now`, oldest first — only the oldest per (receiver, incident), so a
+    /// resolve never overtakes its firing message.
+    pub async fn due(&self, now: i64) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(
+            "SELECT * FROM outbox o WHERE status = 'pending' AND due_at <= ?
+               AND id = (SELECT MIN(id) FROM outbox p WHERE p.status = 'pending' AND p.receiver = o.receiver AND p.incident = o.incident)
+             ORDER BY id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.fail(e))?;
+        Ok(rows.into_iter().filter_map(Self::delivery).collect())
+    }
+
+    /// When the next pending row is due, if any.
+    pub async fn next_due(&self) -> Result<Option<i64>> {
+        sqlx::query_scalar("SELECT MIN(due_at) FROM outbox WHERE status = 'pending'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Rows, newest first; only dead ones with `dead_only`.
+    pub async fn outbox(&self, dead_only: bool, limit: i64) -> Result<Vec<Delivery>> {
+        let sql = if dead_only {
+            "SELECT * FROM outbox WHERE status = 'dead' ORDER BY id DESC LIMIT ?"
+        } else {
+            "SELECT * FROM outbox ORDER BY id DESC LIMIT ?"
+        };
+        let rows = sqlx::query(sql).bind(limit).fetch_all(&self.pool).await.map_err(|e| self.fail(e))?;
+        Ok(rows.into_iter().filter_map(Self::delivery).collect())
+    }
+
+    /// Records a successful delivery.
+    pub async fn mark_sent(&self, id: i64, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| self.fail(e))
+    }
+
+    /// Records a failed attempt: retry at `due_at`, or dead when `dead`.
+    pub async fn mark_failed(&self, id: i64, error: &str, due_at: i64, dead: bool) -> Result<()> {
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ?, due_at = ?, status = CASE WHEN ? THEN 'dead' ELSE status END WHERE id = ?")
+            .bind(error)
+            .bind(due_at)
+            .bind(dead)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Queues fallback rows for `id`, once.
+    pub async fn queue_fallback(&self, id: i64, fallbacks: &[NewDelivery], now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.fail(e))?;
+        let done = sqlx::query("UPDATE outbox SET fallback_queued = 1 WHERE id = ? AND fallback_queued = 0")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.fail(e))?;
+        if done.rows_affected() == 1 {
+            for d in fallbacks {
+                insert_delivery(&mut tx, d, now).await.map_err(|e| self.fail(e))?;
+            }
+        }
+        tx.commit().await.map_err(|e| self.fail(e))
+    }
+
+    /// The Matrix event that starts an incident's thread for a receiver.
+    pub async fn thread_root(&self, receiver: &str, incident: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT event_id FROM threads WHERE receiver = ? AND incident = ?")
+            .bind(receiver)
+            .bind(incident)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Remembers an incident's thread root.
+    pub async fn set_thread_root(&self, receiver: &str, incident: &str, event_id: &str) -> Result<()> {
+        sqlx::query("INSERT OR IGNORE INTO threads (receiver, incident, event_id) VALUES (?, ?, ?)")
+            .bind(receiver)
+            .bind(incident)
+            .bind(event_id)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Digest items of `tier` recorded in `(from, to]`.
+    pub async fn digest_items(&self, tier: &str, from: i64, to: i64) -> Result<Vec<Notification>> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT payload FROM digest_items WHERE tier = ? AND at > ? AND at <= ? ORDER BY id")
+                .bind(tier)
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.fail(e))?;
+        Ok(rows.into_iter().filter_map(|p| serde_json::from_str(&p).ok()).collect())
+    }
+
+    /// A small key/value setting.
+    pub async fn meta(&self, key: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Sets a key/value setting.
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| self.fail(e))
+    }
+}
+
+async fn insert_delivery(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    d: &NewDelivery,
+    now: i64,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO outbox (created_at, receiver, tier, incident, payload, due_at, fallback_of) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        .bind(now)
+        .bind(&d.receiver)
+        .bind(&d.tier)
+        .bind(&d.notification.incident)
+        .bind(serde_json::to_string(&d.notification).unwrap_or_default())
+        .bind(now)
+        .bind(d.fallback_of)
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+}
