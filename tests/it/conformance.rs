@@ -502,3 +502,31 @@ fn our_alerts_match_promtool_for_every_preset_rule_and_edge_case() {
     }
     assert_eq!(text.matches("SUCCESS").count(), files.len(), "{text}");
 }
+
+#[test]
+fn exported_rules_pass_promtool_check_rules() {
+    let file = crate::cli::config(
+        r#"services:
+  synapse: { kind: synapse, url: "http://127.0.0.1:1", metrics_url: "http://127.0.0.1:1/m", thresholds: { memory_warning: 1800MiB } }
+  mas: { kind: mas, url: "http://127.0.0.1:1", metrics_url: "http://127.0.0.1:1/m" }
+  tasks: { kind: vikunja, url: "http://127.0.0.1:1" }
+rules:
+  - alert: SynapseFederationQueueBacklog
+    expr: sum(synapse_federation_transaction_queue_pending_pdus) > 500
+    for: 10m
+    keep_firing_for: 5m
+    labels: { severity: warning }
+    annotations: { summary: "{{ $value }} PDUs waiting to be sent" }
+"#,
+    );
+    let run = crate::cli::run(&["--config", file.path.to_str().unwrap(), "rules", "export"], &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let exported = file.path.with_file_name("rules.yml");
+    std::fs::write(&exported, &run.stdout).unwrap();
+    let check =
+        std::process::Command::new("promtool").arg("check").arg("rules").arg(&exported).output().expect("run promtool");
+    let text = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(check.status.success(), "promtool rejects the export:\n{text}\n{}", run.stdout);
+    assert!(text.contains("SUCCESS: 12 rules found"), "6 Synapse + 2 MAS + 3 Down + 1 config rule: {text}");
+    assert!(run.stdout.contains("> 1887436800"), "the threshold override is in the expression");
+}
