@@ -272,3 +272,48 @@ alerting:
     assert_eq!(signature, format!("sha256={expected}"));
     assert!(headers.contains_key("x-mxwarden-delivery"));
 }
+
+#[test]
+fn injected_500_429_and_lost_answers_still_give_exactly_one_message() {
+    let s = services::shared();
+    let room = matrix::create_room(&s.synapse.base_url, &s.synapse.admin_token, "faults");
+    let proxy = fakes::fault_proxy(
+        s.synapse.base_url.clone(),
+        "/send/",
+        vec![
+            fakes::Fault::Status(500),
+            fakes::Fault::RateLimited(1_000),
+            fakes::Fault::ResetAfterForward,
+            fakes::Fault::Status(502),
+        ],
+    );
+    let dead_port = services::free_port();
+    let file = config(&format!(
+        r#"defaults: {{ interval: 1s, timeout: 2s }}
+store: ./state.db
+checks:
+  - name: broken
+    http: {{ url: "http://127.0.0.1:{dead_port}/" }}
+rules:
+  - alert: BrokenCheck
+    expr: probe_success{{check="broken"}} == 0
+    labels: {{ severity: critical }}
+alerting:
+  receivers:
+    ops-room: {{ matrix: {{ homeserver: "{}", room: "{room}", access_token: "{}" }} }}
+  tiers:
+    critical: {{ receivers: [ops-room] }}
+"#,
+        proxy.base, s.synapse.admin_token
+    ));
+    let _daemon = Daemon::start(&file.path);
+    let log = file.path.with_extension("log");
+    let rows = wait_for("the delivery to succeed", Duration::from_secs(60), &log, || {
+        let r = run(&["--config", file.path.to_str().unwrap(), "outbox", "--json"], &[]);
+        (r.code == 0 && r.json()[0]["status"] == "sent").then(|| r.json())
+    });
+    assert_eq!(rows[0]["attempts"], 5, "500, 429, lost answer, 502, then success: {rows}");
+    assert_eq!(proxy.hits.load(std::sync::atomic::Ordering::SeqCst), 5);
+    let events = matrix::messages(&s.synapse.base_url, &s.synapse.admin_token, &room);
+    assert_eq!(bodies(&events).len(), 1, "the lost answer's retry reused the transaction id: {:?}", bodies(&events));
+}

@@ -250,3 +250,83 @@ pub fn webhook_sink() -> WebhookSink {
     ));
     WebhookSink { url: format!("{base}/hook"), received }
 }
+
+/// A fault to inject into one request.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// Answer with this status (and a Matrix-style error body) instead of forwarding.
+    Status(u16),
+    /// Answer 429 with `Retry-After` and `retry_after_ms`.
+    RateLimited(u64),
+    /// Forward, let the server act, then drop the connection without an answer.
+    ResetAfterForward,
+}
+
+/// An HTTP proxy that injects `faults`, one per request whose path contains `target`, then
+/// forwards everything else to `upstream` unchanged.
+pub struct FaultProxy {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Faults still to inject.
+    pub faults: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Fault>>>,
+    /// Requests matching `target` seen so far.
+    pub hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Starts a [`FaultProxy`].
+pub fn fault_proxy(upstream: String, target: &'static str, faults: Vec<Fault>) -> FaultProxy {
+    use axum::extract::Request;
+    use std::sync::atomic::Ordering;
+    let queue =
+        std::sync::Arc::new(std::sync::Mutex::new(faults.into_iter().collect::<std::collections::VecDeque<_>>()));
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (q, h) = (queue.clone(), hits.clone());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let base = serve(Router::new().fallback(move |request: Request| {
+        let (q, h, client, upstream) = (q.clone(), h.clone(), client.clone(), upstream.clone());
+        async move {
+            let (parts, body) = request.into_parts();
+            let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+            let fault = if path.contains(target) {
+                h.fetch_add(1, Ordering::SeqCst);
+                q.lock().unwrap().pop_front()
+            } else {
+                None
+            };
+            match fault {
+                Some(Fault::Status(code)) => {
+                    let status = StatusCode::from_u16(code).unwrap();
+                    return (status, axum::Json(serde_json::json!({"errcode": "M_UNKNOWN", "error": "injected fault"}))).into_response();
+                }
+                Some(Fault::RateLimited(ms)) => {
+                    return (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [(header::RETRY_AFTER, (ms / 1000).max(1).to_string())],
+                        axum::Json(serde_json::json!({"errcode": "M_LIMIT_EXCEEDED", "error": "injected", "retry_after_ms": ms})),
+                    )
+                        .into_response();
+                }
+                _ => {}
+            }
+            let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+            let mut forward = client.request(parts.method.clone(), format!("{upstream}{path}")).body(bytes.to_vec());
+            for (name, value) in &parts.headers {
+                if name != header::HOST && name != header::CONTENT_LENGTH {
+                    forward = forward.header(name, value);
+                }
+            }
+            let Ok(response) = forward.send().await else {
+                return StatusCode::BAD_GATEWAY.into_response();
+            };
+            let status = response.status().as_u16();
+            let body = response.bytes().await.unwrap_or_default();
+            if matches!(fault, Some(Fault::ResetAfterForward)) {
+                // The server acted; the client never hears of it (a 502 from a broken link).
+                return StatusCode::BAD_GATEWAY.into_response();
+            }
+            (StatusCode::from_u16(status).unwrap(), [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+    }));
+    FaultProxy { base, faults: queue, hits }
+}
