@@ -235,7 +235,8 @@ impl Evaluator {
                     resolved_at: None,
                 })
                 .collect();
-            let message = crate::notify::digest::compose(tier_name, last, to, &fired, &open);
+            let info = self.info_items(tier_name).await?;
+            let message = crate::notify::digest::compose(tier_name, last, to, &fired, &open, &info);
             let deliveries: Vec<NewDelivery> = tier
                 .receivers
                 .iter()
@@ -251,6 +252,35 @@ impl Evaluator {
             self.wake.notify_one();
         }
         Ok(())
+    }
+}
+
+impl Evaluator {
+    /// The runbook's info counts since this tier's last digest: each counter's total now minus
+    /// its total then (a reset counts from zero). Counters not scraped are left out.
+    async fn info_items(&self, tier: &str) -> Result<Vec<crate::notify::digest::InfoItem>> {
+        let key = format!("digest:{tier}:counters");
+        let before: std::collections::BTreeMap<String, f64> =
+            self.store.meta(&key).await?.and_then(|v| serde_json::from_str(&v).ok()).unwrap_or_default();
+        let mut now = std::collections::BTreeMap::new();
+        let mut items = Vec::new();
+        for (what, name, matcher) in crate::notify::digest::INFO_COUNTERS {
+            let series: Vec<f64> = self
+                .series
+                .named(name)
+                .filter(|s| matcher.is_none_or(|(k, v)| s.labels.get(k).is_some_and(|x| x == v)))
+                .filter_map(|s| s.points.back().map(|p| p.v).filter(|v| !crate::series::is_stale(*v)))
+                .collect();
+            if series.is_empty() {
+                continue;
+            }
+            let total: f64 = series.iter().sum();
+            now.insert(what.to_string(), total);
+            let count = before.get(*what).map(|b| if total >= *b { total - b } else { total });
+            items.push((what.to_string(), count));
+        }
+        self.store.set_meta(&key, &serde_json::to_string(&now).unwrap_or_default()).await?;
+        Ok(items)
     }
 }
 

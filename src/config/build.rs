@@ -133,7 +133,8 @@ pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagno
 /// Families the scrapes must keep: every name a rule selects, also as the family it may be a
 /// sample of (`x_bucket` → `x`). `None` when a rule selects by regex on the name.
 fn families_needed(rules: &[AlertRule]) -> Option<BTreeSet<String>> {
-    let mut families = BTreeSet::new();
+    let mut families: BTreeSet<String> =
+        crate::notify::digest::INFO_COUNTERS.iter().map(|(_, name, _)| name.to_string()).collect();
     for rule in rules {
         for name in rule.metric_names()? {
             for suffix in ["_bucket", "_sum", "_count", "_total", "_created", "_info"] {

@@ -31,8 +31,28 @@ pub fn next_due(schedule: DigestSchedule, tz: &TimeZone, after: Timestamp) -> Ti
     after + jiff::SignedDuration::from_hours(24)
 }
 
+/// The runbook's "review weekly" items, counted from Synapse's and MAS's own counters:
+/// (what, the counter, a label that must match, or none).
+pub const INFO_COUNTERS: &[(&str, &str, Option<(&str, &str)>)] = &[
+    ("new registrations (Synapse)", "synapse_user_registrations_total", None),
+    ("new registrations (MAS)", "mas_user_password_registration_total", None),
+    ("failed password logins (MAS)", "mas_user_password_login_attempt_total", Some(("result", "error"))),
+    ("rate-limit rejections (Synapse federation)", "synapse_rate_limit_reject_total", None),
+];
+
+/// One counted item for a digest: what, and how many in the period (`None`: not scraped, or
+/// no baseline yet).
+pub type InfoItem = (String, Option<f64>);
+
 /// The digest message for a period.
-pub fn compose(tier: &str, from: i64, to: i64, items: &[AlertInfo], still_open: &[AlertInfo]) -> Notification {
+pub fn compose(
+    tier: &str,
+    from: i64,
+    to: i64,
+    items: &[AlertInfo],
+    still_open: &[AlertInfo],
+    info: &[InfoItem],
+) -> Notification {
     let period = |ms: i64| {
         Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default()
     };
@@ -66,6 +86,16 @@ pub fn compose(tier: &str, from: i64, to: i64, items: &[AlertInfo], still_open: 
             let line = describe(a);
             text.push_str(&format!("- {line}\n"));
             html.push_str(&format!("<li>{}</li>", html_escape(&line)));
+        }
+        html.push_str("</ul>");
+    }
+    if !info.is_empty() {
+        text.push_str("In this period:\n");
+        html.push_str("<p><b>In this period</b></p><ul>");
+        for (what, count) in info {
+            let shown = count.map_or_else(|| "not known yet".to_string(), |c| format!("{c:.0}"));
+            text.push_str(&format!("- {what}: {shown}\n"));
+            html.push_str(&format!("<li>{}: {}</li>", html_escape(what), html_escape(&shown)));
         }
         html.push_str("</ul>");
     }
@@ -112,8 +142,9 @@ mod tests {
 
     #[test]
     fn an_empty_period_says_all_quiet() {
-        let n = compose("warning", 0, 86_400_000, &[], &[]);
+        let n = compose("warning", 0, 86_400_000, &[], &[], &[("failed password logins (MAS)".into(), Some(12.0))]);
         assert!(n.text.contains("All quiet"), "{}", n.text);
+        assert!(n.text.contains("- failed password logins (MAS): 12"), "{}", n.text);
         assert_eq!(n.kind, Kind::Digest);
     }
 }
