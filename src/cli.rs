@@ -344,7 +344,28 @@ fn config_check(path: &Path) -> Result<Status> {
 #[derive(Debug, Serialize)]
 struct ShowView {
     defaults: DefaultsView,
+    store: String,
     checks: Vec<CheckView>,
+    rules: Vec<RuleView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alerting: Option<AlertingView>,
+}
+
+#[derive(Debug, Serialize)]
+struct RuleView {
+    alert: String,
+    expr: String,
+    #[serde(rename = "for")]
+    for_: String,
+    labels: std::collections::BTreeMap<String, String>,
+    source: String,
+}
+
+#[derive(Debug, Serialize)]
+struct AlertingView {
+    receivers: std::collections::BTreeMap<String, String>,
+    tiers: std::collections::BTreeMap<String, String>,
+    timezone: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -367,14 +388,68 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
             follow_redirects: d.follow_redirects,
             concurrency: d.concurrency,
         },
+        store: config.store.display().to_string(),
         checks: config.checks.iter().map(|c| c.view()).collect(),
+        rules: config
+            .rules
+            .iter()
+            .map(|r| RuleView {
+                alert: r.def.alert.clone(),
+                expr: r.def.expr.clone(),
+                for_: crate::config::units::HumanDuration(std::time::Duration::from_millis(r.def.for_ms.max(0) as u64))
+                    .to_string(),
+                labels: r.def.labels.clone(),
+                source: r.def.origin.clone(),
+            })
+            .collect(),
+        alerting: config.alerting.as_ref().map(|a| AlertingView {
+            receivers: a.receivers.iter().map(|(name, r)| (name.clone(), describe_receiver(r))).collect(),
+            tiers: a.tiers.iter().map(|(name, t)| (name.clone(), describe_tier(t))).collect(),
+            timezone: a.timezone.iana_name().unwrap_or("UTC").to_string(),
+        }),
     };
     if json {
         outln!("{}", serde_json::to_string_pretty(&view)?);
     } else {
-        out!("{}", serde_saphyr::to_string(&view).context("cannot render the config as YAML")?);
+        let yaml = serde_saphyr::to_string(&view).context("cannot render the config as YAML")?;
+        outln!("{}", yaml.trim_end());
     }
     Ok(Status::Healthy)
+}
+
+/// A receiver in one line, secrets left out.
+fn describe_receiver(r: &crate::notify::Receiver) -> String {
+    use crate::notify::Receiver;
+    match r {
+        Receiver::Matrix(m) => format!("matrix {} in {} (token {})", m.room, m.homeserver, crate::check::REDACTED),
+        Receiver::Email(e) => {
+            let to: Vec<String> = e.to.iter().map(ToString::to_string).collect();
+            format!("email via {}:{} ({:?}) from {} to {}", e.host, e.port, e.tls, e.from, to.join(", "))
+        }
+        Receiver::Webhook(w) => {
+            format!("webhook {}{}", w.url, if w.hmac_secret.is_some() { " (signed)" } else { "" })
+        }
+    }
+}
+
+/// A tier in one line.
+fn describe_tier(t: &crate::notify::Tier) -> String {
+    let when = match t.digest {
+        None => "at once".to_string(),
+        Some(crate::notify::DigestSchedule::Daily { hour, minute }) => format!("daily digest at {hour:02}:{minute:02}"),
+        Some(crate::notify::DigestSchedule::Weekly { weekday, hour, minute }) => {
+            format!("weekly digest on {weekday:?} at {hour:02}:{minute:02}")
+        }
+    };
+    let mut text = format!("{when} to [{}]", t.receivers.join(", "));
+    if !t.fallback.is_empty() {
+        text.push_str(&format!(", fallback [{}] after {} failures", t.fallback.join(", "), t.fallback_after));
+    }
+    if t.repeat_ms > 0 {
+        let every = crate::config::units::HumanDuration(std::time::Duration::from_millis(t.repeat_ms as u64));
+        text.push_str(&format!(", reminders every {every}"));
+    }
+    text
 }
 
 /// The starter config written by `init`.
