@@ -272,18 +272,20 @@ fn kahan_sum(values: &[f64]) -> f64 {
     if sum.is_infinite() { sum } else { sum + c }
 }
 
+/// Whether an infinite running mean stays as it is when `v` arrives: a finite value or an
+/// infinity of the same sign cannot change it (Prometheus's rule; NaN and the opposite
+/// infinity still do).
+fn mean_stays_infinite(mean: f64, v: f64) -> bool {
+    mean.is_infinite() && ((v.is_infinite() && (mean > 0.0) == (v > 0.0)) || (!v.is_infinite() && !v.is_nan()))
+}
+
 /// Incremental, compensated mean (`avg_over_time`), as Prometheus computes it.
 fn kahan_mean(values: &[f64]) -> f64 {
     let (mut mean, mut c, mut count) = (0.0f64, 0.0, 0.0);
     for &v in values {
         count += 1.0;
-        if mean.is_infinite() {
-            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
-                continue;
-            }
-            if !v.is_infinite() && !v.is_nan() {
-                continue;
-            }
+        if mean_stays_infinite(mean, v) {
+            continue;
         }
         (mean, c) = kahan_inc(v / count - mean / count, mean, c);
     }
@@ -297,13 +299,8 @@ pub fn incremental_mean(values: &[f64]) -> f64 {
     let (mut mean, mut count) = (first, 1.0);
     for &v in iter {
         count += 1.0;
-        if mean.is_infinite() {
-            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
-                continue;
-            }
-            if !v.is_infinite() && !v.is_nan() {
-                continue;
-            }
+        if mean_stays_infinite(mean, v) {
+            continue;
         }
         mean += v / count - mean / count;
     }
