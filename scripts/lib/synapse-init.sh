@@ -78,6 +78,7 @@ trusted_key_servers: []
 suppress_key_server_warning: true
 federation_domain_whitelist: []
 url_preview_enabled: false
+bcrypt_rounds: 4            # fast password hashing: registration and login in tests
 rc_message: {per_second: 1000, burst_count: 1000}
 rc_registration: {per_second: 1000, burst_count: 1000}
 rc_login:

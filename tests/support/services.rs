@@ -220,9 +220,10 @@ impl Service {
         drop(self.running().stdin.take());
     }
 
-    /// Waits for guard to exit (it exits by itself only after [`Service::begin_stop`], or when
-    /// the service died).
+    /// Stops it if [`Service::begin_stop`] has not, and waits until guard has exited, which it
+    /// does once every process of the service is gone.
     pub fn wait(&self) {
+        self.begin_stop();
         let guard = self.running().guard.take();
         if let Some(mut guard) = guard {
             let _ = guard.wait();
@@ -231,7 +232,6 @@ impl Service {
 
     /// Stops the service and waits until all of its processes are gone.
     pub fn stop(&mut self) {
-        self.begin_stop();
         self.wait();
     }
 }
@@ -541,11 +541,19 @@ static SHARED: OnceLock<Result<SharedStack, String>> = OnceLock::new();
 pub fn shared() -> &'static SharedStack {
     let stack = SHARED.get_or_init(|| {
         catch_unwind(AssertUnwindSafe(|| {
+            let t0 = Instant::now();
             let oidc = OidcProvider::spawn(); // starts while PostgreSQL and Synapse do
             let pg = PgCluster::start();
+            let t_pg = t0.elapsed();
             let synapse = Synapse::start_on(&pg, "synapse");
+            let t_synapse = t0.elapsed();
             oidc.ready();
             register_exit_hook();
+            eprintln!(
+                "shared test stack ready in {:.1?}: PostgreSQL {t_pg:.1?}, then Synapse {:.1?} (OIDC provider alongside)",
+                t0.elapsed(),
+                t_synapse - t_pg
+            );
             SharedStack { pg, synapse, oidc }
         }))
         .map_err(|panic| {
