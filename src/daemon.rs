@@ -7,7 +7,7 @@
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::dispatch::{Dispatcher, RetryPolicy};
+use crate::dispatch::Dispatcher;
 use crate::model::{Labels, Observation};
 use crate::notify::{AlertInfo, Alerting, Kind};
 use crate::probe::Prober;
@@ -64,7 +64,7 @@ pub async fn run_until(config: Config, clock: Arc<dyn Clock>, stop: watch::Recei
     let mut tasks = Vec::new();
     if let Some(a) = &alerting {
         let http = crate::dispatch::http_client().map_err(anyhow::Error::msg)?;
-        let dispatcher = Dispatcher::new(store.clone(), a.clone(), http, retry_policy(), clock.clone());
+        let dispatcher = Dispatcher::new(store.clone(), a.clone(), http, a.retry, clock.clone());
         let (wake, stop) = (wake.clone(), stop.clone());
         tasks.push(tokio::spawn(async move { dispatcher.run(wake, stop).await }));
     }
@@ -108,15 +108,6 @@ pub async fn run_until(config: Config, clock: Arc<dyn Clock>, stop: watch::Recei
         let _ = t.await;
     }
     Ok(())
-}
-
-/// Retry timing, from `MXWARDEN_RETRY_INITIAL_MS` when set (tests), else the defaults.
-fn retry_policy() -> RetryPolicy {
-    let mut p = RetryPolicy::default();
-    if let Some(ms) = std::env::var("MXWARDEN_RETRY_INITIAL_MS").ok().and_then(|v| v.parse().ok()) {
-        p.initial_ms = ms;
-    }
-    p
 }
 
 struct Evaluator {

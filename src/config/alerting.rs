@@ -53,7 +53,14 @@ pub(super) fn build(config: &AlertingConfig, problems: &mut Problems<'_>) -> Opt
         };
         tiers.insert(name.to_string(), tier);
     }
-    Some(Alerting { receivers, tiers, timezone })
+    let defaults = crate::dispatch::RetryPolicy::default();
+    let ms = |d: Option<super::units::HumanDuration>, default: i64| d.map_or(default, |d| d.0.as_millis() as i64);
+    let retry = config.retry.as_ref().map_or(defaults, |r| crate::dispatch::RetryPolicy {
+        initial_ms: ms(r.initial, defaults.initial_ms).max(1),
+        max_ms: ms(r.max, defaults.max_ms).max(1),
+        give_up_ms: ms(r.give_up_after, defaults.give_up_ms),
+    });
+    Some(Alerting { receivers, tiers, timezone, retry })
 }
 
 fn tier(

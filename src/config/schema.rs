@@ -51,6 +51,24 @@ pub struct AlertingConfig {
     /// Time zone for digest times, e.g. `Europe/Berlin`. Default `UTC`.
     #[serde(default)]
     pub timezone: Option<Spanned<String>>,
+    /// How failed deliveries are retried.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+}
+
+/// Delivery retries: exponential backoff with ±20 % jitter (or the server's Retry-After).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// First wait; doubled after every failure. Default `2s`.
+    #[serde(default)]
+    pub initial: Option<HumanDuration>,
+    /// Longest wait. Default `5m`.
+    #[serde(default)]
+    pub max: Option<HumanDuration>,
+    /// Give up (dead-letter) a delivery this long after it was decided. Default `1d`.
+    #[serde(default)]
+    pub give_up_after: Option<HumanDuration>,
 }
 
 /// The three tiers.

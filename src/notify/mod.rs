@@ -157,6 +157,8 @@ pub struct Alerting {
     pub tiers: BTreeMap<String, Tier>,
     /// Digest time zone.
     pub timezone: jiff::tz::TimeZone,
+    /// Retry timing.
+    pub retry: crate::dispatch::RetryPolicy,
 }
 
 impl Alerting {

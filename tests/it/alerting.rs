@@ -18,7 +18,6 @@ impl Daemon {
         let log = std::fs::File::create(config.with_extension("log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_mxwarden"))
             .args(["--config", config.to_str().unwrap(), "-v", "run"])
-            .env("MXWARDEN_RETRY_INITIAL_MS", "300")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -107,6 +106,7 @@ store: ./state.db
 services:
   synapse: {{ kind: synapse, url: "{base}", down_after: 2s }}
 alerting:
+  retry: {{ initial: 300ms }}
   receivers:
     ops-room: {{ matrix: {{ homeserver: "{base}", room: "{room}", access_token: "${{T}}" }} }}
     oncall-mail: {{ email: {{ smtp: "smtp://127.0.0.1:{port}", tls: none, from: "mxwarden@example.org", to: ["oncall@example.org"] }} }}
@@ -167,7 +167,6 @@ fn unsafe_env_free_daemon(config: &std::path::Path, token: &str, f: impl FnOnce(
     let log = config.with_extension("log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_mxwarden"))
         .args(["--config", config.to_str().unwrap(), "-v", "run"])
-        .env("MXWARDEN_RETRY_INITIAL_MS", "300")
         .env("T", token)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -202,6 +201,7 @@ rules:
     labels: {{ severity: critical }}
     annotations: {{ summary: "the broken check fails" }}
 alerting:
+  retry: {{ initial: 300ms }}
   receivers:
     ops-room: {{ matrix: {{ homeserver: "{}", room: "{room}", access_token: "{}" }} }}
   tiers:
@@ -248,6 +248,7 @@ rules:
     labels: {{ severity: critical, team: ops }}
     annotations: {{ summary: "{{{{ $labels.check }}}} fails" }}
 alerting:
+  retry: {{ initial: 300ms }}
   receivers:
     hook: {{ webhook: {{ url: "{}", hmac_secret: "s3cret", headers: {{ X-Team: ops }} }} }}
   tiers:
@@ -299,6 +300,7 @@ rules:
     expr: probe_success{{check="broken"}} == 0
     labels: {{ severity: critical }}
 alerting:
+  retry: {{ initial: 300ms }}
   receivers:
     ops-room: {{ matrix: {{ homeserver: "{}", room: "{room}", access_token: "{}" }} }}
   tiers:
