@@ -71,11 +71,11 @@ pub fn judge_now(config: &Config, observations: &[Observation]) -> Vec<Verdict> 
                 state: "quiet",
                 detail: String::new(),
             };
-            match rule.active(&store, t) {
+            match rule.instances(&store, t) {
                 Err(e) => Verdict { state: "error", detail: format!("evaluation failed: {e}"), ..base },
                 Ok(active) if !active.is_empty() => {
-                    let (labels, value) = &active[0];
-                    let annotations = rule.annotate(labels, *value);
+                    let (labels, value) = (&active[0].labels, &active[0].value);
+                    let annotations = rule.annotate(&active[0].sample, *value);
                     let summary = annotations.get("summary").cloned().unwrap_or_else(|| format!("value {value}"));
                     let more = if active.len() > 1 { format!(" (+{} more)", active.len() - 1) } else { String::new() };
                     let hold = if def.for_ms > 0 {

@@ -14,7 +14,7 @@ use promql_parser::parser::{
     AggregateExpr, BinModifier, BinaryExpr, Call, Expr, LabelModifier, MatrixSelector, Offset, VectorMatchCardinality,
     VectorSelector,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// How far back an instant selector looks for a sample (Prometheus's default).
 pub const LOOKBACK_MS: i64 = 5 * 60 * 1000;
@@ -205,9 +205,17 @@ fn eval_aggregate(agg: &AggregateExpr, cx: &Context<'_>) -> Result<Value> {
         }
         _ => None,
     };
-    let mut groups: BTreeMap<Labels, Vec<Elem>> = BTreeMap::new();
+    // Groups in order of first appearance, as Prometheus returns them (what a later
+    // order-sensitive aggregation, such as a float sum, sees).
+    let mut groups: Vec<(Labels, Vec<Elem>)> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
     for e in input {
-        groups.entry(group_labels(&e.labels, &agg.modifier)).or_default().push(e);
+        let key = group_labels(&e.labels, &agg.modifier);
+        let i = *index.entry(key.clone()).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(e);
     }
     let mut out = Vec::new();
     for (labels, members) in groups {

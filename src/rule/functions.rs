@@ -121,22 +121,24 @@ pub fn call(name: &str, args: &[Box<Expr>], cx: &Context<'_>) -> Result<Value> {
                 Some(e) => scalar(e, cx)?,
                 None => 1.0,
             };
-            elementwise(&|v| (v / to + 0.5).floor() * to)
+            // Prometheus multiplies by the inverse: `round(0.35, 0.1)` is 0.4, not 0.30000000000000004.
+            let inverse = 1.0 / to;
+            elementwise(&|v| (v * inverse + 0.5).floor() / inverse)
         }
         "clamp_min" => {
             let min = scalar(arg(1)?, cx)?;
-            elementwise(&|v| v.max(min))
+            elementwise(&|v| go_max(min, v))
         }
         "clamp_max" => {
             let max = scalar(arg(1)?, cx)?;
-            elementwise(&|v| v.min(max))
+            elementwise(&|v| go_min(max, v))
         }
         "clamp" => {
             let (min, max) = (scalar(arg(1)?, cx)?, scalar(arg(2)?, cx)?);
             if max < min {
                 return Ok(Value::Vector(Vec::new()));
             }
-            elementwise(&|v| v.max(min).min(max))
+            elementwise(&|v| go_max(min, go_min(max, v)))
         }
         "time" => Ok(Value::Scalar(cx.t as f64 / 1000.0)),
         "vector" => Ok(Value::Vector(vec![Elem { labels: Labels::new(), value: scalar(arg(0)?, cx)? }])),
@@ -153,6 +155,32 @@ pub fn call(name: &str, args: &[Box<Expr>], cx: &Context<'_>) -> Result<Value> {
             Ok(absent(!m.is_empty(), arg(0)?))
         }
         other => Err(EvalError(format!("function {other}() is not supported"))),
+    }
+}
+
+/// Go's `math.Max`: NaN wins (except over +Inf), unlike `f64::max` which ignores it.
+fn go_max(a: f64, b: f64) -> f64 {
+    if a == f64::INFINITY || b == f64::INFINITY {
+        f64::INFINITY
+    } else if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a == 0.0 && b == 0.0 {
+        if a.is_sign_negative() { b } else { a }
+    } else {
+        a.max(b)
+    }
+}
+
+/// Go's `math.Min`: NaN wins (except over -Inf).
+fn go_min(a: f64, b: f64) -> f64 {
+    if a == f64::NEG_INFINITY || b == f64::NEG_INFINITY {
+        f64::NEG_INFINITY
+    } else if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a == 0.0 && b == 0.0 {
+        if a.is_sign_negative() { a } else { b }
+    } else {
+        a.min(b)
     }
 }
 
@@ -241,16 +269,22 @@ fn deriv(points: &[Point]) -> Option<f64> {
     if points.len() < 2 {
         return None;
     }
+    // Prometheus's `linearRegression`: compensated sums, and a constant series has slope 0.
     let t0 = points[0].t;
+    let first = points[0].v;
+    if points.iter().all(|p| p.v == first) {
+        return Some(if first.is_infinite() { f64::NAN } else { 0.0 });
+    }
     let n = points.len() as f64;
-    let (mut sx, mut sy, mut sxy, mut sxx) = (0.0, 0.0, 0.0, 0.0);
+    let (mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sxx, mut cxx) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     for p in points {
         let x = (p.t - t0) as f64 / 1000.0;
-        sx += x;
-        sy += p.v;
-        sxy += x * p.v;
-        sxx += x * x;
+        (sx, cx) = kahan_inc(x, sx, cx);
+        (sy, cy) = kahan_inc(p.v, sy, cy);
+        (sxy, cxy) = kahan_inc(x * p.v, sxy, cxy);
+        (sxx, cxx) = kahan_inc(x * x, sxx, cxx);
     }
+    let (sx, sy, sxy, sxx) = (sx + cx, sy + cy, sxy + cxy, sxx + cxx);
     let cov = sxy - sx * sy / n;
     let var = sxx - sx * sx / n;
     Some(cov / var)
@@ -319,22 +353,28 @@ pub fn max_of(values: &[f64]) -> f64 {
 
 /// Population variance.
 pub fn stdvar(values: &[f64]) -> f64 {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n
+    // Prometheus's running (Welford) form, started from the first value, so the result
+    // agrees to the last bit.
+    let Some((&first, rest)) = values.split_first() else { return f64::NAN };
+    let (mut count, mut mean, mut acc) = (1.0, first, 0.0);
+    for &v in rest {
+        count += 1.0;
+        let delta = v - mean;
+        mean += delta / count;
+        acc += delta * (v - mean);
+    }
+    acc / count
 }
 
-/// `topk`/`bottomk` exactly as Prometheus picks them: a heap of size `k` filled in input
-/// order, whose root is replaced only by a strictly better value — so among equal values the
-/// choice matches Prometheus's too. Mirrors Go's `container/heap`.
+/// `topk`/`bottomk` exactly as Prometheus 2.x picks and orders them: a heap filled in input
+/// order, started with the first element; a better value (or anything, over a NaN root)
+/// evicts the root by `heap.Pop` then `heap.Push` (in place when k is 1); the result is the
+/// heap sorted best first (`sort.Sort(sort.Reverse(heap))`, an insertion sort for up to 12
+/// elements). So ties, NaN, and the order later aggregations see, all match. Mirrors Go's
+/// `container/heap`.
 pub fn select_k(members: Vec<Elem>, k: usize, top: bool) -> Vec<Elem> {
-    // `less(a, b)`: a belongs nearer the root (the element to evict first).
-    let less = |a: f64, b: f64| {
-        if a.is_nan() && !b.is_nan() {
-            return true;
-        }
-        if top { a < b } else { a > b }
-    };
+    // Go's `Less` of vectorByValueHeap (topk) and vectorByReverseValueHeap (bottomk).
+    let less = |a: f64, b: f64| a.is_nan() || if top { a < b } else { a > b };
     let up = |h: &mut Vec<Elem>, mut j: usize| {
         while j > 0 {
             let i = (j - 1) / 2;
@@ -345,8 +385,7 @@ pub fn select_k(members: Vec<Elem>, k: usize, top: bool) -> Vec<Elem> {
             j = i;
         }
     };
-    let down = |h: &mut Vec<Elem>, i0: usize| -> bool {
-        let n = h.len();
+    let down = |h: &mut Vec<Elem>, i0: usize, n: usize| {
         let mut i = i0;
         loop {
             let j1 = 2 * i + 1;
@@ -363,23 +402,37 @@ pub fn select_k(members: Vec<Elem>, k: usize, top: bool) -> Vec<Elem> {
             h.swap(i, j);
             i = j;
         }
-        i > i0
     };
     let mut heap: Vec<Elem> = Vec::with_capacity(k.min(members.len()));
     for e in members {
-        if heap.len() < k {
+        if heap.is_empty() {
             heap.push(e);
-            let last = heap.len() - 1;
-            up(&mut heap, last);
-        } else {
-            let root = heap[0].value;
-            let better = if top { root < e.value } else { root > e.value };
-            if better || (root.is_nan() && !e.value.is_nan()) {
+            continue;
+        }
+        let root = heap[0].value;
+        let better = if top { root < e.value } else { root > e.value };
+        if !(heap.len() < k || better || root.is_nan()) {
+            continue;
+        }
+        if heap.len() == k {
+            if k == 1 {
                 heap[0] = e;
-                if k > 1 && !down(&mut heap, 0) {
-                    up(&mut heap, 0);
-                }
+                continue;
             }
+            let n = heap.len() - 1;
+            heap.swap(0, n);
+            down(&mut heap, 0, n);
+            heap.pop();
+        }
+        heap.push(e);
+        let last = heap.len() - 1;
+        up(&mut heap, last);
+    }
+    for i in 1..heap.len() {
+        let mut j = i;
+        while j > 0 && less(heap[j - 1].value, heap[j].value) {
+            heap.swap(j, j - 1);
+            j -= 1;
         }
     }
     heap
@@ -407,7 +460,9 @@ pub fn quantile(q: f64, values: &[f64]) -> f64 {
         return f64::INFINITY;
     }
     let mut sorted = values.to_vec();
-    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap_or(Ordering::Equal));
+    // NaN sorts below every number, as in Prometheus (and a total order: `sort_by` may
+    // panic on one that is not).
+    sorted.sort_by(|a, b| nan_low_cmp(*a, *b));
     let n = sorted.len() as f64;
     let rank = q * (n - 1.0);
     let lower = rank.floor().max(0.0);

@@ -112,18 +112,30 @@ impl AlertRule {
     /// The alert instances whose condition holds at `t`: labels (series labels without the
     /// name, plus the rule's labels and `alertname`) and value.
     pub fn active(&self, store: &SeriesStore, t: Millis) -> Result<Vec<(Labels, f64)>, EvalError> {
+        Ok(self.instances(store, t)?.into_iter().map(|i| (i.labels, i.value)).collect())
+    }
+
+    /// Like `active`, with each instance's sample labels (what its templates see).
+    pub fn instances(&self, store: &SeriesStore, t: Millis) -> Result<Vec<Instance>, EvalError> {
         let elems = match eval::eval(&self.expr, &Context { store, t })? {
             Value::Vector(v) => v,
             Value::Scalar(v) => vec![eval::Elem { labels: Labels::new(), value: v }],
             _ => return Err(EvalError("expr did not give an instant vector".into())),
         };
-        let mut out: Vec<(Labels, f64)> = Vec::with_capacity(elems.len());
+        let mut out: Vec<Instance> = Vec::with_capacity(elems.len());
         let mut seen = BTreeSet::new();
         for e in elems {
-            let mut labels = eval::drop_name(e.labels);
-            let base = labels.clone();
+            // Templates see the sample's labels, `__name__` included (as Prometheus's
+            // `$labels`); a label that renders empty is left out, as Prometheus does.
+            let sample = e.labels;
+            let mut labels = eval::drop_name(sample.clone());
             for (k, t) in &self.labels {
-                labels.insert(k.clone(), t.render(&base, e.value));
+                let v = t.render(&sample, e.value);
+                if v.is_empty() {
+                    labels.remove(k);
+                } else {
+                    labels.insert(k.clone(), v);
+                }
             }
             labels.insert("alertname".into(), self.def.alert.clone());
             if !seen.insert(labels.clone()) {
@@ -131,14 +143,15 @@ impl AlertRule {
                     "vector contains metrics with the same labelset after applying alert labels".into(),
                 ));
             }
-            out.push((labels, e.value));
+            out.push(Instance { labels, value: e.value, sample });
         }
         Ok(out)
     }
 
-    /// The annotations for one instance.
-    pub fn annotate(&self, labels: &Labels, value: f64) -> BTreeMap<String, String> {
-        self.annotations.iter().map(|(k, t)| (k.clone(), t.render(labels, value))).collect()
+    /// The annotations for one instance, from its sample's labels (not the alert's: the
+    /// rule's own labels and `alertname` are not visible to templates, as in Prometheus).
+    pub fn annotate(&self, sample: &Labels, value: f64) -> BTreeMap<String, String> {
+        self.annotations.iter().map(|(k, t)| (k.clone(), t.render(sample, value))).collect()
     }
 
     fn policy(&self) -> Policy {
@@ -237,6 +250,17 @@ fn reach(expr: &Expr) -> Millis {
         longest = longest.max(range + offset);
     });
     longest
+}
+
+/// One alert instance of an evaluation.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// The alert's labels (with the rule's labels and `alertname`).
+    pub labels: Labels,
+    /// The expression's value.
+    pub value: f64,
+    /// The sample's own labels, `__name__` included: what templates see as `$labels`.
+    pub sample: Labels,
 }
 
 /// One alert as the engine sees it after an evaluation.
@@ -352,14 +376,15 @@ impl RuleEngine {
     pub fn evaluate(&mut self, store: &SeriesStore, t: Millis) -> Evaluation {
         let mut result = Evaluation::default();
         for (index, rule) in self.rules.iter().enumerate() {
-            let active = match rule.active(store, t) {
+            let active = match rule.instances(store, t) {
                 Ok(a) => a,
                 Err(e) => {
                     result.errors.push((rule.def.alert.clone(), e));
                     continue;
                 }
             };
-            let mut now_active: HashMap<Labels, f64> = active.into_iter().collect();
+            let mut now_active: HashMap<Labels, (f64, Labels)> =
+                active.into_iter().map(|i| (i.labels, (i.value, i.sample))).collect();
             let known: Vec<Labels> = self
                 .states
                 .keys()
@@ -382,9 +407,9 @@ impl RuleEngine {
                     rule.def.labels.get("severity").and_then(|s| self.repeat.get(s)).copied().unwrap_or(0);
                 let before = tracked.state;
                 let (state, transition) = alert::step(tracked.state, value.is_some(), policy, t);
-                if let Some(v) = value {
-                    tracked.value = v;
-                    tracked.annotations = rule.annotate(&labels, v);
+                if let Some((v, sample)) = &value {
+                    tracked.value = *v;
+                    tracked.annotations = rule.annotate(sample, *v);
                 }
                 tracked.state = state;
                 if let Some(tr) = transition {

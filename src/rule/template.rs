@@ -32,11 +32,14 @@ enum Operand {
     Label(String),
     Str(String),
     Num(f64),
+    Int(i64),
 }
 
+/// A template value, typed as Go sees it (printf's verbs depend on the type).
 #[derive(Debug, Clone, PartialEq)]
 enum Data {
     Num(f64),
+    Int(i64),
     Str(String),
 }
 
@@ -48,19 +51,35 @@ impl Template {
     pub fn parse(source: &str) -> Result<Self, String> {
         let mut parts = Vec::new();
         let mut rest = source;
-        while let Some(open) = rest.find("{{") {
-            if open > 0 {
-                parts.push(Part::Text(rest[..open].to_string()));
+        let mut trim_next = false;
+        // Go's trim markers: `{{- ` eats the whitespace before the action, ` -}}` the
+        // whitespace after it (the dash must be separated from the action by a space).
+        let space = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
+        let push_text = |parts: &mut Vec<Part>, text: &str, trim_left: bool, trim_right: bool| {
+            let text = if trim_left { text.trim_start_matches(space) } else { text };
+            let text = if trim_right { text.trim_end_matches(space) } else { text };
+            if !text.is_empty() {
+                parts.push(Part::Text(text.to_string()));
             }
+        };
+        while let Some(open) = rest.find("{{") {
             let after = &rest[open + 2..];
+            let trim_before = after.starts_with('-') && after[1..].starts_with(space);
+            push_text(&mut parts, &rest[..open], trim_next, trim_before);
             let close = after.find("}}").ok_or_else(|| format!("`{{{{` without `}}}}` in template {source:?}"))?;
-            let inner = after[..close].trim_matches(|c: char| c == '-' || c.is_whitespace());
+            let mut inner = &after[..close];
+            if trim_before {
+                inner = &inner[1..];
+            }
+            trim_next = inner.ends_with('-') && inner[..inner.len() - 1].ends_with(space);
+            if trim_next {
+                inner = &inner[..inner.len() - 1];
+            }
+            let inner = inner.trim_matches(space);
             parts.push(Part::Action(parse_pipeline(inner).map_err(|e| format!("{e} in template {source:?}"))?));
             rest = &after[close + 2..];
         }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_string()));
-        }
+        push_text(&mut parts, rest, trim_next, false);
         Ok(Self { source: source.to_string(), parts })
     }
 
@@ -145,6 +164,9 @@ fn operand(token: &str) -> Result<Operand, String> {
             return Ok(Operand::Label(name.to_string()));
         }
     }
+    if let Ok(i) = token.parse::<i64>() {
+        return Ok(Operand::Int(i));
+    }
     token.parse::<f64>().map(Operand::Num).map_err(|_| {
         format!("unsupported `{token}` (supported: $value, $labels.NAME, strings, numbers, {})", FUNCTIONS.join(", "))
     })
@@ -179,12 +201,14 @@ fn resolve(o: &Operand, labels: &Labels, value: f64) -> Data {
         Operand::Label(name) => Data::Str(labels.get(name).cloned().unwrap_or_default()),
         Operand::Str(s) => Data::Str(s.clone()),
         Operand::Num(n) => Data::Num(*n),
+        Operand::Int(i) => Data::Int(*i),
     }
 }
 
 fn number(d: &Data) -> f64 {
     match d {
         Data::Num(n) => *n,
+        Data::Int(i) => *i as f64,
         Data::Str(s) => s.trim().parse().unwrap_or(f64::NAN),
     }
 }
@@ -208,6 +232,7 @@ fn run(command: &Command, carried: Option<Data>, labels: &Labels, value: f64) ->
 fn display(d: &Data) -> String {
     match d {
         Data::Num(n) => go_float(*n),
+        Data::Int(i) => i.to_string(),
         Data::Str(s) => s.clone(),
     }
 }
@@ -314,7 +339,8 @@ pub fn humanize_duration(v: f64) -> String {
     if v.abs() >= 1.0 {
         let sign = if v < 0.0 { "-" } else { "" };
         let v = v.abs();
-        let whole = v as i64;
+        // Go's int64(v) on amd64: out of range gives the minimum int64 (Rust saturates).
+        let whole = if v >= i64::MAX as f64 { i64::MIN } else { v as i64 };
         let (days, hours, minutes, seconds) = (whole / 86_400, (whole / 3600) % 24, (whole / 60) % 60, whole % 60);
         return if days != 0 {
             format!("{sign}{days}d {hours}h {minutes}m {seconds}s")
@@ -338,7 +364,10 @@ pub fn humanize_duration(v: f64) -> String {
     format!("{}{prefix}s", go_g(v, 4))
 }
 
-/// Go's `printf` for the verbs alert templates use: `%s %v %d %f %g %e %x %%`, with precision.
+/// Go's `printf` for what alert templates use: flags `+ - 0 space`, width, precision, and
+/// the verbs `v s q d f F e E g G x X %`, each typed as Go's `fmt` types them (`%d` of a
+/// float is `%!d(float64=2.5)`, `%x` of a float is a hex float), NaN and infinities as Go
+/// prints them, and `%!v(MISSING)` / `%!(EXTRA …)` for argument count mismatches.
 fn printf(args: &[Data]) -> String {
     let Some((format, values)) = args.split_first() else { return String::new() };
     let format = display(format);
@@ -350,37 +379,166 @@ fn printf(args: &[Data]) -> String {
             out.push(c);
             continue;
         }
-        let mut spec = String::new();
-        while let Some(&n) = chars.peek() {
-            if n.is_ascii_digit() || n == '.' || n == '-' || n == '+' {
-                spec.push(n);
-                chars.next();
-            } else {
-                break;
+        let mut spec = Spec::default();
+        while let Some(&f) = chars.peek() {
+            match f {
+                '+' => spec.plus = true,
+                '-' => spec.minus = true,
+                '0' => spec.zero = true,
+                ' ' => spec.space = true,
+                '#' => {}
+                _ => break,
             }
+            chars.next();
         }
-        let Some(verb) = chars.next() else { break };
+        spec.width = digits(&mut chars);
+        if chars.peek() == Some(&'.') {
+            chars.next();
+            spec.precision = Some(digits(&mut chars).unwrap_or(0));
+        }
+        let Some(verb) = chars.next() else {
+            out.push_str("%!(NOVERB)");
+            break;
+        };
         if verb == '%' {
             out.push('%');
             continue;
         }
-        let precision = spec.split_once('.').and_then(|(_, p)| p.parse::<usize>().ok());
         let Some(arg) = values.next() else {
             let _ = write!(out, "%!{verb}(MISSING)");
             continue;
         };
-        let text = match verb {
-            's' | 'v' => display(arg),
-            'd' => format!("{}", number(arg).trunc() as i64),
-            'f' => format!("{:.*}", precision.unwrap_or(6), number(arg)),
-            'e' => go_exponent(&format!("{:.*e}", precision.unwrap_or(6), number(arg))),
-            'g' => precision.map_or_else(|| go_float(number(arg)), |p| go_g(number(arg), p)),
-            'x' => format!("{:x}", number(arg) as i64),
-            other => format!("%!{other}({})", display(arg)),
-        };
-        out.push_str(&text);
+        out.push_str(&format_one(verb, &spec, arg));
+    }
+    let extra: Vec<String> = values.map(|v| format!("{}={}", go_type(v), display(v))).collect();
+    if !extra.is_empty() {
+        let _ = write!(out, "%!(EXTRA {})", extra.join(", "));
     }
     out
+}
+
+#[derive(Debug, Default)]
+struct Spec {
+    plus: bool,
+    minus: bool,
+    zero: bool,
+    space: bool,
+    width: Option<usize>,
+    precision: Option<usize>,
+}
+
+fn digits(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<usize> {
+    let mut n: Option<usize> = None;
+    while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+        n = Some(n.unwrap_or(0) * 10 + d as usize);
+        chars.next();
+    }
+    n
+}
+
+fn go_type(d: &Data) -> &'static str {
+    match d {
+        Data::Num(_) => "float64",
+        Data::Int(_) => "int",
+        Data::Str(_) => "string",
+    }
+}
+
+fn format_one(verb: char, spec: &Spec, arg: &Data) -> String {
+    let bad = || format!("%!{verb}({}={})", go_type(arg), display(arg));
+    let (body, numeric) = match (arg, verb) {
+        (Data::Num(v), _) => match float_verb(verb, spec.precision, *v) {
+            Some(text) => (text, true),
+            None => return bad(),
+        },
+        (Data::Int(i), 'd' | 'v') => (i.to_string(), true),
+        (Data::Int(i), 'x') => (format!("{i:x}"), true),
+        (Data::Int(i), 'X') => (format!("{i:X}"), true),
+        (Data::Int(i), 'e' | 'E' | 'f' | 'F' | 'g' | 'G') => return bad_int(verb, *i),
+        (Data::Str(s), 's' | 'v') => (spec.precision.map_or_else(|| s.clone(), |p| s.chars().take(p).collect()), false),
+        (Data::Str(s), 'q') => (format!("{s:?}"), false),
+        (Data::Str(s), 'x') => (s.bytes().map(|b| format!("{b:02x}")).collect(), false),
+        _ => return bad(),
+    };
+    pad(body, spec, numeric)
+}
+
+fn bad_int(verb: char, i: i64) -> String {
+    format!("%!{verb}(int={i})")
+}
+
+/// A float under a verb, or `None` when Go's `fmt` rejects the pair.
+fn float_verb(verb: char, precision: Option<usize>, v: f64) -> Option<String> {
+    if !v.is_finite() && matches!(verb, 'v' | 'e' | 'E' | 'f' | 'F' | 'g' | 'G' | 'x' | 'X') {
+        return Some(go_float(v));
+    }
+    Some(match verb {
+        'v' | 'g' => precision.map_or_else(|| go_float(v), |p| go_g(v, p)),
+        'G' => precision.map_or_else(|| go_float(v), |p| go_g(v, p)).to_uppercase(),
+        'f' | 'F' => format!("{:.*}", precision.unwrap_or(6), v),
+        'e' => go_exponent(&format!("{:.*e}", precision.unwrap_or(6), v)),
+        'E' => go_exponent(&format!("{:.*e}", precision.unwrap_or(6), v)).to_uppercase(),
+        'x' | 'X' if precision.is_none() => {
+            let text = hex_float(v);
+            if verb == 'X' { text.to_uppercase() } else { text }
+        }
+        _ => return None,
+    })
+}
+
+/// Go's `%x` of a float64: `0x1.4p+01` (shortest hex mantissa, two-digit exponent).
+fn hex_float(v: f64) -> String {
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0x0p+00".into() } else { "0x0p+00".into() };
+    }
+    let bits = v.to_bits();
+    let sign = if bits >> 63 == 1 { "-" } else { "" };
+    let raw_exp = ((bits >> 52) & 0x7ff) as i64;
+    let mut mantissa = bits & ((1u64 << 52) - 1);
+    let mut exp = raw_exp - 1023;
+    if raw_exp == 0 {
+        // Subnormal: normalise.
+        let shift = mantissa.leading_zeros() as i64 - 11;
+        mantissa = (mantissa << shift) & ((1u64 << 52) - 1);
+        exp = -1022 - shift;
+    }
+    let mut digits = format!("{mantissa:013x}");
+    while digits.ends_with('0') {
+        digits.pop();
+    }
+    let frac = if digits.is_empty() { String::new() } else { format!(".{digits}") };
+    format!("{sign}0x1{frac}p{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+}
+
+/// Applies `+`, space, width, `-` and `0` as Go does.
+fn pad(mut body: String, spec: &Spec, numeric: bool) -> String {
+    if numeric && !body.starts_with('-') && !body.starts_with('+') {
+        if spec.plus {
+            body.insert(0, '+');
+        } else if spec.space {
+            body.insert(0, ' ');
+        }
+    }
+    let Some(width) = spec.width else { return body };
+    let len = body.chars().count();
+    if len >= width {
+        return body;
+    }
+    let fill = width - len;
+    if spec.minus {
+        body + &" ".repeat(fill)
+    } else if spec.zero
+        && numeric
+        && body.chars().any(|c| c.is_ascii_digit())
+        && !body.contains("Inf")
+        && !body.contains("NaN")
+    {
+        let sign_len = usize::from(body.starts_with(['-', '+', ' ']));
+        let (sign, digits) = body.split_at(sign_len);
+        format!("{sign}{}{digits}", "0".repeat(fill))
+    } else {
+        " ".repeat(fill) + &body
+    }
 }
 
 #[cfg(test)]
