@@ -182,14 +182,10 @@ fn unsafe_env_free_daemon(config: &std::path::Path, token: &str, f: impl FnOnce(
     }
 }
 
-#[test]
-fn kill_9_in_the_middle_of_a_delivery_then_restart_delivers_exactly_once() {
-    let s = services::shared();
-    let room = matrix::create_room(&s.synapse.base_url, &s.synapse.admin_token, "kill9");
-    let upstream = s.synapse.base_url.trim_start_matches("http://").to_string();
-    let proxy = fakes::delaying_proxy(upstream);
+/// A config whose one check always fails and whose critical rule pages `room` on `homeserver`.
+fn broken_check_to_room(homeserver: &str, room: &str, token: &str) -> String {
     let dead_port = services::free_port();
-    let file = config(&format!(
+    format!(
         r#"defaults: {{ interval: 1s, timeout: 2s }}
 store: ./state.db
 checks:
@@ -203,12 +199,20 @@ rules:
 alerting:
   retry: {{ initial: 300ms }}
   receivers:
-    ops-room: {{ matrix: {{ homeserver: "{}", room: "{room}", access_token: "{}" }} }}
+    ops-room: {{ matrix: {{ homeserver: "{homeserver}", room: "{room}", access_token: "{token}" }} }}
   tiers:
     critical: {{ receivers: [ops-room] }}
-"#,
-        proxy.base, s.synapse.admin_token
-    ));
+"#
+    )
+}
+
+#[test]
+fn kill_9_in_the_middle_of_a_delivery_then_restart_delivers_exactly_once() {
+    let s = services::shared();
+    let room = matrix::create_room(&s.synapse.base_url, &s.synapse.admin_token, "kill9");
+    let upstream = s.synapse.base_url.trim_start_matches("http://").to_string();
+    let proxy = fakes::delaying_proxy(upstream);
+    let file = config(&broken_check_to_room(&proxy.base, &room, &s.synapse.admin_token));
     // Synapse acts on the send at once; its answer is held back 4 s by the proxy.
     proxy.delay_ms.store(4_000, std::sync::atomic::Ordering::SeqCst);
     let mut daemon = Daemon::start(&file.path);
@@ -288,26 +292,7 @@ fn injected_500_429_and_lost_answers_still_give_exactly_one_message() {
             fakes::Fault::Status(502),
         ],
     );
-    let dead_port = services::free_port();
-    let file = config(&format!(
-        r#"defaults: {{ interval: 1s, timeout: 2s }}
-store: ./state.db
-checks:
-  - name: broken
-    http: {{ url: "http://127.0.0.1:{dead_port}/" }}
-rules:
-  - alert: BrokenCheck
-    expr: probe_success{{check="broken"}} == 0
-    labels: {{ severity: critical }}
-alerting:
-  retry: {{ initial: 300ms }}
-  receivers:
-    ops-room: {{ matrix: {{ homeserver: "{}", room: "{room}", access_token: "{}" }} }}
-  tiers:
-    critical: {{ receivers: [ops-room] }}
-"#,
-        proxy.base, s.synapse.admin_token
-    ));
+    let file = config(&broken_check_to_room(&proxy.base, &room, &s.synapse.admin_token));
     let _daemon = Daemon::start(&file.path);
     let log = file.path.with_extension("log");
     let rows = wait_for("the delivery to succeed", Duration::from_secs(60), &log, || {
