@@ -34,6 +34,8 @@ pub enum ProbeSpec {
     Http(HttpSpec),
     /// A Prometheus metrics scrape.
     Scrape(ScrapeSpec),
+    /// A poll of a PostgreSQL server (`kind: postgres`).
+    Postgres(crate::probe::postgres::PostgresSpec),
 }
 
 /// A scrape: an HTTP GET of a metrics page (any 2xx) whose samples feed the rules.
@@ -120,6 +122,9 @@ pub struct CheckView {
     /// The scrape.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scrape: Option<ScrapeView>,
+    /// The PostgreSQL poll (DSN redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<crate::probe::postgres::PostgresView>,
 }
 
 /// The scrape part of `CheckView`.
@@ -195,7 +200,12 @@ pub const REDACTED: &str = "<redacted>";
 impl CheckSpec {
     /// The printable view, secrets redacted.
     pub fn view(&self) -> CheckView {
+        let postgres = match &self.probe {
+            ProbeSpec::Postgres(pg) => Some(pg.view()),
+            _ => None,
+        };
         let (http, scrape) = match &self.probe {
+            ProbeSpec::Postgres(_) => (None, None),
             ProbeSpec::Http(http) => (Some(http.view()), None),
             ProbeSpec::Scrape(scrape) => (
                 None,
@@ -217,6 +227,7 @@ impl CheckSpec {
             timeout: crate::config::units::HumanDuration(self.timeout).to_string(),
             http,
             scrape,
+            postgres,
         }
     }
 }

@@ -90,6 +90,9 @@ enum Command {
     /// List or export the alerting rules (presets and config).
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// PostgreSQL diagnosis for `kind: postgres` services.
+    #[command(subcommand)]
+    Pg(crate::cli_pg::PgCommand),
     /// Run continuously: checks on their intervals, rules, notifications, digests.
     Run,
     /// Send notifications by hand.
@@ -183,6 +186,7 @@ pub fn main() -> Result<Status> {
         }
         Command::Rules(RulesCommand::List { json }) => crate::cli_rules::list(&load(&cli.config)?, json),
         Command::Rules(RulesCommand::Export) => crate::cli_rules::export(&load(&cli.config)?),
+        Command::Pg(command) => crate::cli_pg::run(&load(&cli.config)?, command),
         Command::Run => crate::cli_alerting::run(load(&cli.config)?),
         Command::Notify(NotifyCommand::Test { receiver }) => {
             crate::cli_alerting::notify_test(&load(&cli.config)?, &receiver)
@@ -268,7 +272,7 @@ fn select(config: &Config, names: &[String]) -> Result<Vec<crate::check::CheckSp
 struct CheckResult<'a> {
     service: Option<&'a str>,
     check: &'a str,
-    /// `http`, `scrape` or `rule`.
+    /// `http`, `scrape`, `postgres` or `rule`.
     kind: &'static str,
     ok: bool,
     latency_ms: u64,
@@ -283,7 +287,13 @@ impl<'a> From<&'a Observation> for CheckResult<'a> {
         Self {
             service: o.service.as_deref(),
             check: &o.check.0,
-            kind: if o.sample("up").is_some() { "scrape" } else { "http" },
+            kind: if o.sample("pg_up").is_some() {
+                "postgres"
+            } else if o.sample("up").is_some() {
+                "scrape"
+            } else {
+                "http"
+            },
             ok: o.ok,
             latency_ms: o.latency.as_millis() as u64,
             detail: o.detail(),

@@ -105,7 +105,13 @@ pub fn judge_now(config: &Config, observations: &[Observation]) -> Vec<Verdict> 
                         };
                         Verdict { detail: format!("condition does not hold{history}"), ..base }
                     } else {
-                        Verdict { state: "no data", detail: format!("no samples of {}", missing.join(", ")), ..base }
+                        // A preset rule may say why its samples can be absent (`no_data`).
+                        let why = def.annotations.get("no_data").map(|w| format!(": {w}")).unwrap_or_default();
+                        Verdict {
+                            state: "no data",
+                            detail: format!("no samples of {}{why}", missing.join(", ")),
+                            ..base
+                        }
                     }
                 }
             }

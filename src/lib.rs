@@ -12,6 +12,7 @@ pub mod alert;
 pub mod check;
 pub mod cli;
 mod cli_alerting;
+mod cli_pg;
 mod cli_rules;
 mod cli_scrape;
 pub mod clock;

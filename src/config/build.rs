@@ -94,7 +94,12 @@ pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagno
                     .iter()
                     .map(|t| (name.clone(), t, service.value.thresholds.get(t.name).map(|v| v.value.clone()))),
             );
-            rules.extend(defs);
+            for def in defs {
+                // Rules over other services' metrics (PostgresQueriesSlowP95) come once.
+                if !rules.iter().any(|r: &AlertRule| r.def.alert == def.def.alert && r.def.expr == def.def.expr) {
+                    rules.push(def);
+                }
+            }
         }
     }
     for (index, rule) in file.rules.iter().enumerate() {
@@ -126,7 +131,7 @@ pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagno
     if problems.found.is_empty() {
         Ok(Built { checks, rules, unavailable, thresholds, alerting })
     } else {
-        Err(problems.found)
+        Err(super::postgres::scrub(file, problems.found))
     }
 }
 
@@ -173,7 +178,8 @@ fn service_rules(name: &str, spanned: &Spanned<ServiceConfig>, problems: &mut Pr
             Err(why) => problems.add(&value.referenced, at, why),
         }
     }
-    if service.metrics_url.is_none() {
+    // A postgres service's rules judge the samples of its own poll: no metrics_url needed.
+    if service.metrics_url.is_none() && service.kind != ServiceKind::Postgres {
         if !service.thresholds.is_empty() {
             problems.add(
                 &spanned.referenced,
@@ -256,6 +262,16 @@ const KIND_KEYS: &[(&str, &[ServiceKind])] = &[
     ("issuer", &[ServiceKind::Mas]),
     ("api_token", &[ServiceKind::Authentik]),
     ("api_token_file", &[ServiceKind::Authentik]),
+    ("url", &[ServiceKind::Synapse, ServiceKind::Mas, ServiceKind::Vikunja, ServiceKind::Authentik]),
+    ("metrics_url", &[ServiceKind::Synapse, ServiceKind::Mas, ServiceKind::Vikunja, ServiceKind::Authentik]),
+    ("cert_valid_for", &[ServiceKind::Synapse, ServiceKind::Mas, ServiceKind::Vikunja, ServiceKind::Authentik]),
+    ("tls", &[ServiceKind::Synapse, ServiceKind::Mas, ServiceKind::Vikunja, ServiceKind::Authentik]),
+    ("dsn", &[ServiceKind::Postgres]),
+    ("password_file", &[ServiceKind::Postgres]),
+    ("disk_limit", &[ServiceKind::Postgres]),
+    ("databases", &[ServiceKind::Postgres]),
+    ("statement_timeout", &[ServiceKind::Postgres]),
+    ("top_tables", &[ServiceKind::Postgres]),
 ];
 
 fn keys_set(s: &ServiceConfig) -> Vec<&'static str> {
@@ -267,6 +283,16 @@ fn keys_set(s: &ServiceConfig) -> Vec<&'static str> {
         ("issuer", s.issuer.is_some()),
         ("api_token", s.api_token.is_some()),
         ("api_token_file", s.api_token_file.is_some()),
+        ("url", s.url.is_some()),
+        ("metrics_url", s.metrics_url.is_some()),
+        ("cert_valid_for", s.cert_valid_for.is_some()),
+        ("tls", s.tls.is_some()),
+        ("dsn", s.dsn.is_some()),
+        ("password_file", s.password_file.is_some()),
+        ("disk_limit", s.disk_limit.is_some()),
+        ("databases", !s.databases.is_empty()),
+        ("statement_timeout", s.statement_timeout.is_some()),
+        ("top_tables", s.top_tables.is_some()),
     ];
     set.into_iter().filter(|(_, on)| *on).map(|(k, _)| k).collect()
 }
@@ -295,7 +321,14 @@ fn service_checks(
             );
         }
     }
-    let url = problems.take(parse_url(problems.origin, &service.url, &format!("{key}.url")));
+    let url = match &service.url {
+        Some(url) => problems.take(parse_url(problems.origin, url, &format!("{key}.url"))),
+        None if service.kind == ServiceKind::Postgres => None,
+        None => {
+            problems.add(&here, format!("{key}.url"), format!("kind {} needs `url`", service.kind.as_str()));
+            None
+        }
+    };
     let federation_url = service
         .federation_url
         .as_ref()
@@ -366,6 +399,9 @@ fn service_checks(
         .metrics_url
         .as_ref()
         .and_then(|u| problems.take(parse_url(problems.origin, u, &format!("{key}.metrics_url"))));
+    if service.kind == ServiceKind::Postgres {
+        return super::postgres::check(name, spanned, file, problems, &disabled, &overrides).into_iter().collect();
+    }
     let (Some(url), Some(admin_token), Some(api_token)) = (url, admin_token, api_token) else {
         return Vec::new();
     };

@@ -7,6 +7,7 @@ mod alerting;
 mod build;
 pub mod error;
 pub mod load;
+mod postgres;
 pub mod schema;
 pub mod units;
 

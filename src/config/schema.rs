@@ -295,6 +295,8 @@ pub enum ServiceKind {
     Vikunja,
     /// authentik: liveness, readiness and the admin version API.
     Authentik,
+    /// PostgreSQL: connections, disk, query time, replication, from the server's statistics.
+    Postgres,
 }
 
 impl ServiceKind {
@@ -305,6 +307,7 @@ impl ServiceKind {
             Self::Mas => "mas",
             Self::Vikunja => "vikunja",
             Self::Authentik => "authentik",
+            Self::Postgres => "postgres",
         }
     }
 }
@@ -314,10 +317,12 @@ impl ServiceKind {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
-    /// What the service is: `synapse`, `mas`, `vikunja` or `authentik`.
+    /// What the service is: `synapse`, `mas`, `vikunja`, `authentik` or `postgres`.
     pub kind: ServiceKind,
     /// Public base URL, e.g. `https://matrix.example.org`. Preset paths are joined to it.
-    pub url: Spanned<String>,
+    /// Required for every kind but `postgres`, which has `dsn` instead.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
     /// The service's Prometheus metrics, e.g. `http://synapse.internal:9000/_synapse/metrics`.
     /// Scraped as the check `<service>/metrics`; enables the kind's preset rules.
     #[serde(default)]
@@ -372,6 +377,35 @@ pub struct ServiceConfig {
     /// `overrides: { health: { timeout: 3s, expect: { max_latency: 1s } } }`.
     #[serde(default)]
     pub overrides: BTreeMap<String, Spanned<OverrideConfig>>,
+    /// postgres: the libpq connection string, usually `"${DATABASE_URL}"`: a URI
+    /// (`postgresql://user:password@host:5432/matrix?sslmode=require`) or `key=value` pairs
+    /// (`host=db user=monitor dbname=matrix`). `sslmode` is libpq's: `disable`, `prefer` (the
+    /// default), `require`, `verify-ca`, `verify-full` (with `sslrootcert=FILE` for a private
+    /// CA). A secret: shown with the password redacted, never logged.
+    #[serde(default)]
+    pub dsn: Option<Spanned<SecretString>>,
+    /// postgres: read the password from this file (trailing newline removed) instead of
+    /// writing it into `dsn`.
+    #[serde(default)]
+    pub password_file: Option<Spanned<PathBuf>>,
+    /// postgres: the plan's disk, e.g. `256MiB` (Render Basic) or `1GiB`. Disk usage (database
+    /// sizes, plus WAL when the role has `pg_monitor`) and the days-until-full forecast are
+    /// measured against it. Without it there is no disk rule.
+    #[serde(default)]
+    pub disk_limit: Option<ByteSize>,
+    /// postgres: the stack's databases, e.g. `[matrix, mas, vikunja, authentik]`. Each must
+    /// exist (the check fails naming the one that does not), and the largest tables of each
+    /// are tracked.
+    #[serde(default)]
+    pub databases: Vec<Spanned<String>>,
+    /// postgres: the server-side limit on every statement of a poll (`statement_timeout`);
+    /// must be shorter than the check's timeout. Default `5s`, or half the timeout if that is
+    /// shorter.
+    #[serde(default)]
+    pub statement_timeout: Option<HumanDuration>,
+    /// postgres: how many of each database's largest tables become samples. Default `10`.
+    #[serde(default)]
+    pub top_tables: Option<usize>,
 }
 
 /// Changes to one preset check. Every field is optional; `expect` fields replace the preset's

@@ -59,6 +59,8 @@ pub fn check_names(kind: ServiceKind) -> &'static [&'static str] {
         ServiceKind::Mas => mas::NAMES,
         ServiceKind::Vikunja => vikunja::NAMES,
         ServiceKind::Authentik => authentik::NAMES,
+        // One check, `<service>/postgres`, built by `config::build` from the DSN (no URL).
+        ServiceKind::Postgres => &["postgres"],
     }
 }
 
@@ -69,6 +71,7 @@ pub fn checks(service: &ServiceFacts) -> Vec<PresetCheck> {
         ServiceKind::Mas => mas::checks(service),
         ServiceKind::Vikunja => vikunja::checks(service),
         ServiceKind::Authentik => authentik::checks(service),
+        ServiceKind::Postgres => Vec::new(),
     };
     if service.url.scheme() == "https" {
         checks.push(tls_check(service));

@@ -113,11 +113,51 @@ const MAS_UNAVAILABLE: &[Unavailable] = &[
     },
 ];
 
+const POSTGRES_THRESHOLDS: &[Threshold] = &[
+    Threshold {
+        name: "connections_warning",
+        unit: Unit::Ratio,
+        default: "90%",
+        help: "client connections as a share of those open to normal roles (max_connections minus the reserved ones) for PostgresConnectionsHigh",
+    },
+    Threshold {
+        name: "disk_warning",
+        unit: Unit::Ratio,
+        default: "80%",
+        help: "database sizes (plus WAL with pg_monitor) as a share of disk_limit for PostgresDiskUsageHigh",
+    },
+    Threshold {
+        name: "disk_critical",
+        unit: Unit::Ratio,
+        default: "90%",
+        help: "the same share for PostgresDiskUsageCritical",
+    },
+    Threshold {
+        name: "query_time_warning",
+        unit: Unit::Seconds,
+        default: "1s",
+        help: "mean statement time per database between two polls (pg_stat_statements) for PostgresQueriesSlow, and Synapse's p95 query time for PostgresQueriesSlowP95",
+    },
+    Threshold {
+        name: "replication_lag_critical",
+        unit: Unit::Seconds,
+        default: "1m",
+        help: "replay lag of a replica for PostgresReplicationLag, and of a standby seen from the primary for PostgresStandbyLag",
+    },
+    Threshold {
+        name: "disk_full_warning",
+        unit: Unit::Seconds,
+        default: "14d",
+        help: "forecast time until disk_limit is reached at the current growth for PostgresDiskFullSoon",
+    },
+];
+
 /// Thresholds a kind's rules accept.
 pub fn thresholds(kind: ServiceKind) -> &'static [Threshold] {
     match kind {
         ServiceKind::Synapse => SYNAPSE_THRESHOLDS,
         ServiceKind::Mas => MAS_THRESHOLDS,
+        ServiceKind::Postgres => POSTGRES_THRESHOLDS,
         ServiceKind::Vikunja | ServiceKind::Authentik => &[],
     }
 }
@@ -270,6 +310,115 @@ pub fn for_service(kind: ServiceKind, service: &str, given: &BTreeMap<String, f6
                 "Token generation errors > 1/minute: CRITICAL",
             ),
         ],
+        ServiceKind::Postgres => {
+            let no_data = |mut def: RuleDef, why: &str| {
+                def.annotations.insert("no_data".to_string(), why.to_string());
+                def
+            };
+            let disk_limit = "set `disk_limit` on the service (the plan's disk) to measure disk usage";
+            vec![
+                rule(
+                    "PostgresConnectionsHigh",
+                    "warning",
+                    300,
+                    format!("pg_connections_usage_ratio{{service=\"{s}\"}} > {}", num(value("connections_warning"))),
+                    "{{ $labels.service }} has {{ $value | humanizePercentage }} of its connections in use (max_connections minus the reserved ones)",
+                    "Connection count > 90% max: WARNING",
+                ),
+                no_data(
+                    rule(
+                        "PostgresDiskUsageHigh",
+                        "warning",
+                        600,
+                        format!("pg_disk_usage_ratio{{service=\"{s}\"}} > {}", num(value("disk_warning"))),
+                        "{{ $labels.service }} uses {{ $value | humanizePercentage }} of its disk (disk_limit)",
+                        "Disk usage > 80%: WARNING",
+                    ),
+                    disk_limit,
+                ),
+                no_data(
+                    rule(
+                        "PostgresDiskUsageCritical",
+                        "critical",
+                        300,
+                        format!("pg_disk_usage_ratio{{service=\"{s}\"}} > {}", num(value("disk_critical"))),
+                        "{{ $labels.service }} uses {{ $value | humanizePercentage }} of its disk (disk_limit) and is close to full",
+                        "Disk usage > 90%: CRITICAL",
+                    ),
+                    disk_limit,
+                ),
+                no_data(
+                    rule(
+                        "PostgresQueriesSlow",
+                        "warning",
+                        600,
+                        format!(
+                            "pg_stat_statements_mean_seconds{{service=\"{s}\"}} > {}",
+                            num(value("query_time_warning"))
+                        ),
+                        "{{ $labels.service }}: statements in {{ $labels.datname }} took {{ $value | humanizeDuration }} on average between two polls (pg_stat_statements)",
+                        "Query time > 1s p95: WARNING (mean from pg_stat_statements: the server keeps no percentiles)",
+                    ),
+                    "needs pg_stat_statements (shared_preload_libraries and CREATE EXTENSION) and two polls: see the postgres check's detail",
+                ),
+                no_data(
+                    rule(
+                        "PostgresQueriesSlowP95",
+                        "warning",
+                        600,
+                        format!(
+                            "histogram_quantile(0.95, sum by (service, le) (rate(synapse_storage_query_time_bucket[5m]))) > {}",
+                            num(value("query_time_warning"))
+                        ),
+                        "{{ $labels.service }}'s database queries: p95 {{ $value | humanizeDuration }} (Synapse's synapse_storage_query_time histogram)",
+                        "Query time > 1s p95: WARNING (true p95, client side, from Synapse)",
+                    ),
+                    "needs a Synapse service with `metrics_url` (its synapse_storage_query_time histogram)",
+                ),
+                no_data(
+                    rule(
+                        "PostgresReplicationLag",
+                        "critical",
+                        60,
+                        format!(
+                            "pg_replication_lag_seconds{{service=\"{s}\"}} > {}",
+                            num(value("replication_lag_critical"))
+                        ),
+                        "{{ $labels.service }} (a replica) replays {{ $value | humanizeDuration }} behind its primary",
+                        "Replication lag > 1 minute: CRITICAL",
+                    ),
+                    "no lag known yet (a replica that has not replayed a transaction since it started)",
+                ),
+                no_data(
+                    rule(
+                        "PostgresStandbyLag",
+                        "critical",
+                        60,
+                        format!(
+                            "pg_stat_replication_replay_lag_seconds{{service=\"{s}\"}} > {}",
+                            num(value("replication_lag_critical"))
+                        ),
+                        "{{ $labels.service }}: standby {{ $labels.application_name }} replays {{ $value | humanizeDuration }} behind",
+                        "Replication lag > 1 minute: CRITICAL (seen from the primary)",
+                    ),
+                    "no standby is connected to this primary (or the role lacks pg_monitor to see its lag)",
+                ),
+                no_data(
+                    rule(
+                        "PostgresDiskFullSoon",
+                        "warning",
+                        3600,
+                        format!(
+                            "pg_disk_days_until_full{{service=\"{s}\"}} < {}",
+                            num(value("disk_full_warning") / 86_400.0)
+                        ),
+                        "{{ $labels.service }}'s disk is full in {{ $value | humanize }} days at its current growth",
+                        "(added) disk full within 14 days at the current growth: WARNING",
+                    ),
+                    "needs `disk_limit` and a history of polls spanning at least 1h (`mxwarden run` keeps one)",
+                ),
+            ]
+        }
         ServiceKind::Vikunja | ServiceKind::Authentik => Vec::new(),
     }
 }
@@ -286,7 +435,13 @@ mod tests {
 
     #[test]
     fn every_preset_rule_compiles_with_defaults_and_overrides() {
-        for kind in [ServiceKind::Synapse, ServiceKind::Mas, ServiceKind::Vikunja, ServiceKind::Authentik] {
+        for kind in [
+            ServiceKind::Synapse,
+            ServiceKind::Mas,
+            ServiceKind::Vikunja,
+            ServiceKind::Authentik,
+            ServiceKind::Postgres,
+        ] {
             for def in for_service(kind, "svc", &BTreeMap::new()) {
                 AlertRule::compile(def.clone()).unwrap_or_else(|e| panic!("{e}: {}", def.expr));
             }

@@ -1,10 +1,12 @@
 //! Probes: run a `CheckSpec` and return an `Observation` of blackbox_exporter-style samples
 //! and a human explanation per failure. `Prober` owns what probes share (the system's CA
-//! roots, one HTTP client per distinct TLS/redirect setting) and the clock.
+//! roots, one HTTP client per distinct TLS/redirect setting), the clock, and the state the
+//! PostgreSQL polls carry from one poll to the next (`postgres`).
 
 pub mod expect;
 mod explain;
 pub mod http;
+pub mod postgres;
 pub mod scrape;
 pub mod tls;
 
@@ -25,12 +27,19 @@ pub struct Prober {
     roots: rustls::RootCertStore,
     clients: Mutex<HashMap<(TlsOptions, bool), reqwest::Client>>,
     clock: Arc<dyn Clock>,
+    /// Per-check state of the PostgreSQL polls (snapshots, size history, the running poll).
+    postgres: postgres::PgChecks,
 }
 
 impl Prober {
     /// A prober with the system's CA roots and the given clock.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Self { roots: tls::system_roots(), clients: Mutex::new(HashMap::new()), clock }
+        Self {
+            roots: tls::system_roots(),
+            clients: Mutex::new(HashMap::new()),
+            clock,
+            postgres: postgres::PgChecks::default(),
+        }
     }
 
     fn client(&self, tls: &TlsOptions, follow_redirects: bool) -> Result<reqwest::Client, String> {
@@ -58,6 +67,9 @@ impl Prober {
         match &spec.probe {
             ProbeSpec::Http(http) => self.run_http(spec, http).await,
             ProbeSpec::Scrape(scrape) => self.run_scrape(spec, scrape).await,
+            ProbeSpec::Postgres(pg) => {
+                self.postgres.run(&spec.id, spec.service.as_deref(), pg, spec.timeout, self.clock.clone()).await
+            }
         }
     }
 

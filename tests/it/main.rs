@@ -12,4 +12,5 @@ mod expo_oracle;
 mod failures;
 mod harness_selftest;
 mod matrix;
+mod postgres;
 mod presets;

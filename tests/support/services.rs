@@ -597,3 +597,78 @@ extern "C" fn stop_shared_at_exit() {
         }
     });
 }
+
+impl PgCluster {
+    /// A streaming replica of this cluster: `pg_basebackup -R` (which writes `standby.signal`
+    /// and `primary_conninfo`) into a fresh directory, then the same postmaster setup as
+    /// [`PgCluster::start`] on its own port and socket directory. Ready when it answers
+    /// `SELECT pg_is_in_recovery()` with `t`.
+    pub fn start_replica(&self) -> PgCluster {
+        let dir = scratch_dir("pg-replica");
+        let port = free_port();
+        let data = dir.join("data");
+        let basebackup = "/usr/lib/postgresql/15/bin/pg_basebackup";
+        let primary_port = self.port.to_string();
+        let args = [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &primary_port,
+            "-U",
+            "postgres",
+            "-R",
+            "-X",
+            "stream",
+            "--checkpoint=fast",
+            "--no-sync",
+            "-D",
+        ];
+        let mut backup = if is_root() {
+            let status = Command::new("chown").arg("postgres:").arg(&dir).status().expect("run chown");
+            assert!(status.success(), "chown postgres {}", dir.display());
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", basebackup]).args(args).arg(&data);
+            c
+        } else {
+            let mut c = Command::new(basebackup);
+            c.args(args).arg(&data);
+            c
+        };
+        let out = backup.output().expect("run pg_basebackup");
+        assert!(
+            out.status.success(),
+            "pg_basebackup from port {} failed:\n{}",
+            self.port,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The copied postgresql.conf names the primary's port and socket; later lines win.
+        let mut conf =
+            std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).expect("open postgresql.conf");
+        writeln!(conf, "port = {port}\nunix_socket_directories = '{}'\nhot_standby = on", dir.display())
+            .expect("write postgresql.conf");
+        let postgres = "/usr/lib/postgresql/15/bin/postgres";
+        let cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", postgres, "-D"]).arg(&data);
+            c
+        } else {
+            let mut c = Command::new(postgres);
+            c.arg("-D").arg(&data);
+            c
+        };
+        let service = Service::spawn("postgres replica", dir.join("server.log"), "INT", &cmd);
+        service.wait_until(Duration::from_secs(60), || {
+            psql_command(&dir, port, "postgres", "SELECT pg_is_in_recovery()")
+                .stderr(Stdio::null())
+                .output()
+                .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"t"))
+        });
+        PgCluster { socket_dir: dir.clone(), dir, port, service }
+    }
+
+    /// The postmaster's pid (first line of `data/postmaster.pid`).
+    pub fn postmaster_pid(&self) -> u32 {
+        let text = std::fs::read_to_string(self.dir.join("data/postmaster.pid")).expect("read postmaster.pid");
+        text.lines().next().and_then(|l| l.trim().parse().ok()).expect("a pid in postmaster.pid")
+    }
+}
