@@ -11,8 +11,8 @@ use mxwarden::rule::RuleDef;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Every kind there is (`ServiceKind` cannot be enumerated).
-pub const KINDS: [ServiceKind; 4] =
-    [ServiceKind::Synapse, ServiceKind::Mas, ServiceKind::Vikunja, ServiceKind::Authentik];
+pub const KINDS: [ServiceKind; 5] =
+    [ServiceKind::Synapse, ServiceKind::Mas, ServiceKind::Vikunja, ServiceKind::Authentik, ServiceKind::Postgres];
 
 fn preset_rule(kind: ServiceKind, service: &str, alert: &str) -> RuleDef {
     preset::rules::for_service(kind, service, &BTreeMap::new())
@@ -176,6 +176,7 @@ pub fn scenarios() -> Vec<Scenario> {
             .fires("MasTokenErrors", 15, 1)
             .fires("MasTokenErrors", 25, 1),
     );
+    out.extend(postgres_scenarios());
     // `<Kind>Down` for every kind: one check of the service fails from 4m to 7m.
     let mut down =
         Scenario::new("down-rules", "one failing check (of two) makes the service down, after 1m").minutes(0..=10);
@@ -198,4 +199,95 @@ pub fn scenarios() -> Vec<Scenario> {
     }
     out.push(down);
     out
+}
+
+const PG: &str = r#"instance="db:5432",service="db""#;
+const PG_DECOY: &str = r#"instance="other-db:5432",service="other-db""#;
+
+/// The PostgreSQL preset over the probe's sample names and labels (`src/probe/postgres`).
+fn postgres_scenarios() -> Vec<Scenario> {
+    let pg = |alert: &str| preset_rule(ServiceKind::Postgres, "db", alert);
+    let standby = r#"application_name="replica1",client_addr="127.0.0.1",state="streaming",sync_state="async""#;
+    let standby2 = r#"application_name="replica2",client_addr="127.0.0.2",state="streaming",sync_state="async""#;
+    vec![
+        Scenario::new("postgres-connections-high", "95% of the usable connections from 5m to 15m, for 5m; exactly 90% is not above 90%")
+            .rule(pg("PostgresConnectionsHigh"))
+            .series(&format!("pg_connections_usage_ratio{{{PG}}}"), "0.9x4 0.95x10 0.9x6")
+            .series(&format!("pg_connections_usage_ratio{{{PG_DECOY}}}"), "0.99x22")
+            .minutes(0..=22)
+            .quiet("PostgresConnectionsHigh", 9)
+            .fires("PostgresConnectionsHigh", 10, 1)
+            .fires("PostgresConnectionsHigh", 15, 1)
+            .quiet("PostgresConnectionsHigh", 16),
+        Scenario::new("postgres-disk-high", "85% of disk_limit from 5m to 25m, for 10m")
+            .rule(pg("PostgresDiskUsageHigh"))
+            .series(&format!("pg_disk_usage_ratio{{{PG}}}"), "0.5x4 0.85x20 0.5x5")
+            .series(&format!("pg_disk_usage_ratio{{{PG_DECOY}}}"), "0.99x30")
+            .minutes(0..=30)
+            .quiet("PostgresDiskUsageHigh", 14)
+            .fires("PostgresDiskUsageHigh", 15, 1)
+            .fires("PostgresDiskUsageHigh", 25, 1)
+            .quiet("PostgresDiskUsageHigh", 26),
+        Scenario::new("postgres-disk-critical", "95% from 5m to 15m, for 5m; 85% is only the warning")
+            .rule(pg("PostgresDiskUsageCritical"))
+            .series(&format!("pg_disk_usage_ratio{{{PG}}}"), "0.85x4 0.95x10 0.85x5")
+            .series(&format!("pg_disk_usage_ratio{{{PG_DECOY}}}"), "0.99x20")
+            .minutes(0..=20)
+            .quiet("PostgresDiskUsageCritical", 9)
+            .fires("PostgresDiskUsageCritical", 10, 1)
+            .fires("PostgresDiskUsageCritical", 15, 1)
+            .quiet("PostgresDiskUsageCritical", 16),
+        Scenario::new("postgres-queries-slow", "matrix's mean statement time 1.5s from 5m to 16m, for 10m; mas stays fast")
+            .rule(pg("PostgresQueriesSlow"))
+            .series(&format!(r#"pg_stat_statements_mean_seconds{{datname="matrix",{PG}}}"#), "0.01x4 1.5x11 0.01x5")
+            .series(&format!(r#"pg_stat_statements_mean_seconds{{datname="mas",{PG}}}"#), "0.5x20")
+            .series(&format!(r#"pg_stat_statements_mean_seconds{{datname="matrix",{PG_DECOY}}}"#), "5x20")
+            .minutes(0..=20)
+            .quiet("PostgresQueriesSlow", 14)
+            .fires("PostgresQueriesSlow", 15, 1)
+            .fires("PostgresQueriesSlow", 16, 1)
+            .quiet("PostgresQueriesSlow", 17),
+        Scenario::new(
+            "postgres-queries-slow-p95",
+            "Synapse's queries move from under 0.5s to between 1s and 2.5s at 11m and back at 31m: the p95 of the 5m rate",
+        )
+        .rule(pg("PostgresQueriesSlowP95"))
+        .series(&format!(r#"synapse_storage_query_time_bucket{{le="0.5",verb="get_users",{SYN}}}"#), "0+10x10 100x20 100+10x15")
+        .series(&format!(r#"synapse_storage_query_time_bucket{{le="1",verb="get_users",{SYN}}}"#), "0+10x10 100x20 100+10x15")
+        .series(&format!(r#"synapse_storage_query_time_bucket{{le="2.5",verb="get_users",{SYN}}}"#), "0+10x45")
+        .series(&format!(r#"synapse_storage_query_time_bucket{{le="+Inf",verb="get_users",{SYN}}}"#), "0+10x45")
+        .minutes(0..=45)
+        .quiet("PostgresQueriesSlowP95", 10)
+        .quiet("PostgresQueriesSlowP95", 20)
+        .fires("PostgresQueriesSlowP95", 23, 1)
+        .fires("PostgresQueriesSlowP95", 30, 1)
+        .quiet("PostgresQueriesSlowP95", 40),
+        Scenario::new("postgres-replication-lag", "a replica's replay lag grows 30s a minute from 5m, caught up at 12m")
+            .rule(pg("PostgresReplicationLag"))
+            .series(&format!("pg_replication_lag_seconds{{{PG}}}"), "0x4 30+30x6 0x5")
+            .series(&format!("pg_replication_lag_seconds{{{PG_DECOY}}}"), "600x16")
+            .minutes(0..=16)
+            .quiet("PostgresReplicationLag", 7)
+            .fires("PostgresReplicationLag", 8, 1)
+            .fires("PostgresReplicationLag", 11, 1)
+            .quiet("PostgresReplicationLag", 12),
+        Scenario::new("postgres-standby-lag", "one of two standbys lags from 5m (seen from the primary)")
+            .rule(pg("PostgresStandbyLag"))
+            .series(&format!("pg_stat_replication_replay_lag_seconds{{{standby},{PG}}}"), "0x4 30+30x6 0x5")
+            .series(&format!("pg_stat_replication_replay_lag_seconds{{{standby2},{PG}}}"), "0.1x16")
+            .minutes(0..=16)
+            .quiet("PostgresStandbyLag", 7)
+            .fires("PostgresStandbyLag", 8, 1)
+            .fires("PostgresStandbyLag", 11, 1)
+            .quiet("PostgresStandbyLag", 12),
+        Scenario::new("postgres-disk-full-soon", "10 days until full from 10m to 80m, for 1h")
+            .rule(pg("PostgresDiskFullSoon"))
+            .series(&format!("pg_disk_days_until_full{{{PG}}}"), "30x9 10x70 30x10")
+            .series(&format!("pg_disk_days_until_full{{{PG_DECOY}}}"), "1x90")
+            .minutes(0..=90)
+            .quiet("PostgresDiskFullSoon", 69)
+            .fires("PostgresDiskFullSoon", 70, 1)
+            .fires("PostgresDiskFullSoon", 80, 1)
+            .quiet("PostgresDiskFullSoon", 81),
+    ]
 }
