@@ -212,8 +212,11 @@ pub(crate) fn load(path: &Path) -> Result<Config> {
     Ok(config::load(path)?)
 }
 
+/// One thread does all the async work: probes are I/O-bound, and a single-threaded runtime
+/// saves the cross-thread wake-ups a work-stealing one pays per probe (about a fifth of the
+/// daemon's CPU per probe, `scripts/bench-daemon.sh`). SQLite work runs on sqlx's own thread.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
 }
 
 fn check(path: &Path, json: bool, names: &[String]) -> Result<Status> {
