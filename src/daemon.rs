@@ -74,7 +74,10 @@ pub async fn run_until(config: Config, clock: Arc<dyn Clock>, stop: watch::Recei
     for spec in config.checks.clone() {
         let (tx, prober, permits, mut stop) = (tx.clone(), prober.clone(), permits.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            let jitter = rand::rng().random_range(0..=spec.interval.as_millis().min(5_000) as u64);
+            // First run at a random 100 ms slot within the interval (at most 5 s): checks spread
+            // out, yet those sharing a slot wake the process once.
+            let slots = (spec.interval.as_millis().min(5_000) / 100).max(1) as u64;
+            let jitter = rand::rng().random_range(0..slots) * 100;
             tokio::select! { _ = tokio::time::sleep(Duration::from_millis(jitter)) => {}, _ = stop.changed() => return }
             let mut ticker = tokio::time::interval(spec.interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
