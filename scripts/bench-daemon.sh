@@ -172,7 +172,7 @@ YAML
   "$MXW" --config "$DIR/full.yaml" run >"$DIR/mxw-full.log" 2>&1 & MXW_PID=$!; PIDS+=($MXW_PID)
   sleep 5
   checks=$("$MXW" --config "$DIR/full.yaml" config show --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["checks"]))')
-  rules=$("$MXW" --config "$DIR/full.yaml" rules list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+  rules=$("$MXW" --config "$DIR/full.yaml" rules list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["rules"]))')
   early=$(kib_of "$MXW_PID" VmRSS)
   sleep $((RSS_MINUTES * 60 - 5))
   kill -0 "$MXW_PID" || { echo "mxwarden run exited early:" >&2; tail -20 "$DIR/mxw-full.log" >&2; exit 1; }

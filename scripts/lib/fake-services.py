@@ -88,7 +88,7 @@ async def handle(reader, writer, token):
             await writer.drain()
             if close:
                 break
-    except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+    except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, asyncio.CancelledError):
         pass
     finally:
         writer.close()
