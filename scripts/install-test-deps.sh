@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what mxwarden's tests and demo need, when missing; does nothing when present.
 #   apt:  postgresql-15 (server binaries for throw-away clusters; usually on the image),
-#         psql (postgresql-client-15), promtool (Debian `prometheus`).
+#         psql (postgresql-client-15), promtool (Debian `prometheus`), headless chromium
+#         (the status-page test loads the page as a browser does).
 #   venvs under ${MXWARDEN_CACHE:-$HOME/.cache/mxwarden}, pinned by scripts/lib/requirements-*.txt:
 #         venv-synapse  matrix-synapse + psycopg2-binary: a real homeserver
 #         venv-tools    oidc-provider-mock 0.3.4 (stands in for MAS discovery), aiosmtpd 1.4.6
@@ -27,8 +28,9 @@ declare -A apt_want=()   # package -> the file that shows it is there
 apt_want[postgresql-15]=/usr/lib/postgresql/15/bin/initdb
 apt_want[postgresql-client-15]=/usr/lib/postgresql/15/bin/psql
 apt_want[prometheus]=/usr/bin/promtool
+apt_want[chromium]=/usr/bin/chromium
 missing=()
-for pkg in postgresql-15 postgresql-client-15 prometheus; do
+for pkg in postgresql-15 postgresql-client-15 prometheus chromium; do
   if [ -x "${apt_want[$pkg]}" ]; then
     say "found   $pkg (${apt_want[$pkg]})"
   else

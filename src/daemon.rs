@@ -8,6 +8,8 @@
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
+use crate::history::History;
+use crate::live::Live;
 use crate::model::{Labels, Observation};
 use crate::notify::{AlertInfo, Alerting, Kind};
 use crate::probe::Prober;
@@ -20,15 +22,148 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
-/// Runs until SIGTERM or SIGINT.
+/// How often mxwarden records that it is running; silence longer than two beats is a gap,
+/// shown as unknown.
+pub const HEARTBEAT_MS: i64 = 15_000;
+
+/// A request to reload the config (SIGHUP, or `POST /api/v1/reload` with a reply channel).
+#[derive(Debug)]
+pub struct ReloadRequest {
+    /// Where the API waits for the outcome: `Err` holds why the new config was refused.
+    pub reply: Option<tokio::sync::oneshot::Sender<std::result::Result<(), String>>>,
+}
+
+/// Runs until SIGTERM or SIGINT; SIGHUP reloads the config.
 pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<()> {
     let (stop_tx, stop) = watch::channel(false);
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    let hup = reload_tx.clone();
     tokio::spawn(async move {
+        #[cfg(unix)]
+        if let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            loop {
+                tokio::select! {
+                    _ = shutdown_signal() => break,
+                    _ = hangup.recv() => {
+                        tracing::info!("SIGHUP: reloading the config.");
+                        let _ = hup.send(ReloadRequest { reply: None }).await;
+                    }
+                }
+            }
+        } else {
+            shutdown_signal().await;
+        }
+        #[cfg(not(unix))]
         shutdown_signal().await;
         tracing::info!("Stopping: in-flight deliveries finish, the rest stay queued.");
         let _ = stop_tx.send(true);
     });
-    run_until(config, clock, stop).await
+    supervise(config, clock, stop, reload_tx, reload_rx).await
+}
+
+/// Runs the daemon on `config` until `stop`, restarting it on a new config when a reload
+/// request brings a valid one. An invalid one is refused: the running config stays, and a
+/// critical notification says why (resolved by the next successful reload). Alert state, the
+/// outbox and history live in the store, so a reload loses none of them.
+pub async fn supervise(
+    mut config: Config,
+    clock: Arc<dyn Clock>,
+    mut stop: watch::Receiver<bool>,
+    reload_tx: mpsc::Sender<ReloadRequest>,
+    mut reload_rx: mpsc::Receiver<ReloadRequest>,
+) -> Result<()> {
+    let mut refused = false;
+    loop {
+        let (inner_stop_tx, inner_stop) = watch::channel(false);
+        let path = config.path.clone();
+        let store_path = config.store.clone();
+        let alerting = config.alerting.clone();
+        let wake = Arc::new(Notify::new());
+        let mut inner = tokio::spawn(run_until(config, clock.clone(), inner_stop, reload_tx.clone(), wake.clone()));
+        let next = loop {
+            tokio::select! {
+                ended = &mut inner => return ended.context("the daemon task failed")?,
+                _ = stop.changed() => {
+                    let _ = inner_stop_tx.send(true);
+                    return (&mut inner).await.context("the daemon task failed")?;
+                }
+                Some(request) = reload_rx.recv() => match crate::config::load(&path) {
+                    Ok(new) => {
+                        if let Some(reply) = request.reply {
+                            let _ = reply.send(Ok(()));
+                        }
+                        break new;
+                    }
+                    Err(e) => {
+                        let why = e.to_string();
+                        tracing::error!(config = %path.display(), error = %why, "New config refused; the running one stays.");
+                        let now = clock.now().as_millisecond();
+                        if let Err(e) = reload_notice(&store_path, alerting.as_ref(), Kind::Firing, &path, &why, now).await {
+                            tracing::error!(error = %e, "Could not queue the refused-config notification.");
+                        }
+                        refused = true;
+                        wake.notify_one();
+                        if let Some(reply) = request.reply {
+                            let _ = reply.send(Err(why));
+                        }
+                    }
+                },
+            }
+        };
+        let _ = inner_stop_tx.send(true);
+        (&mut inner).await.context("the daemon task failed")??;
+        tracing::info!(config = %path.display(), "Config reloaded.");
+        if refused {
+            let now = clock.now().as_millisecond();
+            if let Err(e) = reload_notice(&next.store, next.alerting.as_ref(), Kind::Resolved, &path, "", now).await {
+                tracing::error!(error = %e, "Could not queue the config-accepted notification.");
+            }
+            refused = false;
+        }
+        config = next;
+    }
+}
+
+/// Queues the `MxwardenConfigRefused` notification (or its resolve) for the critical tier.
+async fn reload_notice(
+    store: &std::path::Path,
+    alerting: Option<&crate::notify::Alerting>,
+    kind: Kind,
+    path: &std::path::Path,
+    why: &str,
+    now: i64,
+) -> Result<()> {
+    let Some(alerting) = alerting else { return Ok(()) };
+    let Some(tier) = alerting.tier("critical") else { return Ok(()) };
+    let labels: Labels = [("alertname", "MxwardenConfigRefused"), ("severity", "critical")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let summary = match kind {
+        Kind::Resolved => format!("mxwarden accepted the new config {}", path.display()),
+        _ => format!("mxwarden refused the new config {} and keeps running the old one: {why}", path.display()),
+    };
+    let alert = AlertInfo {
+        name: "MxwardenConfigRefused".into(),
+        labels,
+        annotations: [("summary".to_string(), summary)].into_iter().collect(),
+        value: 1.0,
+        fired_at: now,
+        resolved_at: (kind == Kind::Resolved).then_some(now),
+    };
+    let notification = crate::notify::alert_message(kind, alert, now);
+    let deliveries: Vec<NewDelivery> = tier
+        .receivers
+        .iter()
+        .map(|r| NewDelivery {
+            receiver: r.clone(),
+            tier: "critical".into(),
+            notification: notification.clone(),
+            fallback_of: None,
+        })
+        .collect();
+    Store::open(store).await?.enqueue(&deliveries, now).await?;
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -45,9 +180,41 @@ async fn shutdown_signal() {
     ctrl_c.await.unwrap_or(());
 }
 
-/// Runs until `stop` turns true.
-pub async fn run_until(config: Config, clock: Arc<dyn Clock>, stop: watch::Receiver<bool>) -> Result<()> {
+/// Runs one config until `stop` turns true.
+async fn run_until(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    stop: watch::Receiver<bool>,
+    reload: mpsc::Sender<ReloadRequest>,
+    wake: Arc<Notify>,
+) -> Result<()> {
     let store = Store::open(&config.store).await.context("cannot open the store")?;
+    let history = Arc::new(History::new(store.clone()));
+    let started = clock.now().as_millisecond();
+    if let Some((from, to)) = history.start(started, HEARTBEAT_MS).await? {
+        tracing::info!(from, to, "mxwarden was not running for {} s: recorded as unknown.", (to - from) / 1000);
+    }
+    let live = Arc::new(Live::new(&config, started));
+    let mut server = None;
+    if let Some(addr) = config.listen {
+        let state = crate::server::AppState {
+            live: live.clone(),
+            history: history.clone(),
+            store: store.clone(),
+            admin_token: config.admin_token.clone(),
+            reload: reload.clone(),
+            clock: clock.clone(),
+        };
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!("Status page on http://{addr}/");
+                server = Some(tokio::spawn(crate::server::serve(listener, state, stop.clone())));
+            }
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "Cannot serve the status page; monitoring goes on without it.")
+            }
+        }
+    }
     let alerting = config.alerting.clone().map(Arc::new);
     let mut engine = RuleEngine::new(config.rules.clone());
     if let Some(a) = &alerting {
@@ -60,7 +227,6 @@ pub async fn run_until(config: Config, clock: Arc<dyn Clock>, stop: watch::Recei
     for a in restored {
         engine.restore(&a.alert, a.labels, a.state, a.value, a.annotations);
     }
-    let wake = Arc::new(Notify::new());
     let mut tasks = Vec::new();
     if let Some(a) = &alerting {
         let http = crate::dispatch::http_client().map_err(anyhow::Error::msg)?;
@@ -105,9 +271,23 @@ pub async fn run_until(config: Config, clock: Arc<dyn Clock>, stop: watch::Recei
     let unseen = config.checks.iter().map(|c| c.id.0.clone()).collect();
     let grace = config.checks.iter().map(|c| c.interval + c.timeout).max().unwrap_or_default() + Duration::from_secs(5);
     let warm_until = clock.now().as_millisecond() + grace.as_millis() as i64;
-    let mut evaluator = Evaluator { store, engine, series, alerting, clock, wake, unseen, warm_until };
+    let mut evaluator = Evaluator {
+        store,
+        engine,
+        series,
+        alerting,
+        clock,
+        wake,
+        unseen,
+        warm_until,
+        history,
+        live,
+        recorded: Vec::new(),
+        beat_at: started,
+        pruned_at: 0,
+    };
     evaluator.run(rx, evaluation_every, stop).await;
-    for t in tasks {
+    for t in tasks.into_iter().chain(server) {
         let _ = t.await;
     }
     Ok(())
@@ -124,6 +304,16 @@ struct Evaluator {
     unseen: std::collections::HashSet<String>,
     /// Until when to wait for them, ms.
     warm_until: i64,
+    /// Uptime history.
+    history: Arc<History>,
+    /// What the status page shows.
+    live: Arc<Live>,
+    /// Results not yet written to the history.
+    recorded: Vec<(String, crate::history::Result)>,
+    /// The last heartbeat, ms.
+    beat_at: i64,
+    /// The last retention run, ms.
+    pruned_at: i64,
 }
 
 impl Evaluator {
@@ -137,6 +327,9 @@ impl Evaluator {
                     None => return,
                 },
                 _ = ticker.tick() => {
+                    if let Err(e) = self.flush_history().await {
+                        tracing::error!(error = %e, "History could not be stored; retrying next tick.");
+                    }
                     if let Err(e) = self.evaluate().await {
                         tracing::error!(error = %e, "Evaluation could not be stored; retrying next tick.");
                     }
@@ -144,7 +337,12 @@ impl Evaluator {
                         tracing::error!(error = %e, "Digest failed; retrying next tick.");
                     }
                 }
-                _ = stop.changed() => return,
+                _ = stop.changed() => {
+                    if let Err(e) = self.flush_history().await {
+                        tracing::error!(error = %e, "The last results could not be stored.");
+                    }
+                    return;
+                }
             }
         }
     }
@@ -152,6 +350,10 @@ impl Evaluator {
     fn ingest(&mut self, o: Observation) {
         self.unseen.remove(&o.check.0);
         let t = o.at.as_millisecond();
+        let latency_ms = o.latency.as_millis() as i64;
+        let state = if o.ok { crate::history::State::Up } else { crate::history::State::Down };
+        self.recorded.push((o.check.0.clone(), crate::history::Result { at_ms: t, state, latency_ms }));
+        self.live.observe(&o);
         if !o.ok {
             tracing::debug!(check = %o.check, detail = %o.detail(), "Check failed.");
         }
@@ -165,6 +367,25 @@ impl Evaluator {
             })
             .collect();
         self.series.ingest_scrape(&o.check.0, t, samples);
+    }
+
+    /// Writes the results since the last flush (and the heartbeat) in one transaction; beats
+    /// at least every `HEARTBEAT_MS` when there is nothing to write; prunes hourly.
+    async fn flush_history(&mut self) -> Result<()> {
+        let now = self.clock.now().as_millisecond();
+        if !self.recorded.is_empty() {
+            self.history.record(&self.recorded, now).await?;
+            self.recorded.clear();
+            self.beat_at = now;
+        } else if now - self.beat_at >= HEARTBEAT_MS {
+            self.history.heartbeat(now).await?;
+            self.beat_at = now;
+        }
+        if now - self.pruned_at >= 3_600_000 {
+            self.history.prune(now).await?;
+            self.pruned_at = now;
+        }
+        Ok(())
     }
 
     async fn evaluate(&mut self) -> Result<()> {

@@ -23,7 +23,8 @@ pub struct StoreError {
 type Result<T> = std::result::Result<T, StoreError>;
 
 /// Schema migrations, applied in order, each once.
-const MIGRATIONS: &[&str] = &["CREATE TABLE alerts (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE alerts (
         alert TEXT NOT NULL, labels TEXT NOT NULL, state TEXT NOT NULL,
         active_at INTEGER, fired_at INTEGER, notified_at INTEGER,
         value REAL NOT NULL, annotations TEXT NOT NULL, updated_at INTEGER NOT NULL,
@@ -38,7 +39,17 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE alerts (
         PRIMARY KEY (receiver, incident));
      CREATE TABLE digest_items (id INTEGER PRIMARY KEY AUTOINCREMENT, tier TEXT NOT NULL,
         at INTEGER NOT NULL, payload TEXT NOT NULL);
-     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"];
+     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // Uptime history (`history`): compact integer rows, one b-tree each.
+    "CREATE TABLE checks (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+     CREATE TABLE results (check_id INTEGER NOT NULL, at INTEGER NOT NULL, state INTEGER NOT NULL,
+        latency_ms INTEGER NOT NULL, PRIMARY KEY (check_id, at)) WITHOUT ROWID;
+     CREATE TABLE rollups (check_id INTEGER NOT NULL, res INTEGER NOT NULL, bucket INTEGER NOT NULL,
+        up INTEGER NOT NULL, down INTEGER NOT NULL, maintenance INTEGER NOT NULL,
+        latency_sum INTEGER NOT NULL, latency_max INTEGER NOT NULL,
+        PRIMARY KEY (check_id, res, bucket)) WITHOUT ROWID;
+     CREATE TABLE gaps (start INTEGER PRIMARY KEY, end INTEGER NOT NULL) WITHOUT ROWID;",
+];
 
 /// An alert's persisted state.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +106,19 @@ pub struct Delivery {
     pub fallback_of: Option<i64>,
 }
 
+/// One receiver's outbox figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryStats {
+    /// Receiver name.
+    pub receiver: String,
+    /// Waiting to be sent.
+    pub pending: i64,
+    /// Given up.
+    pub dead: i64,
+    /// Failed attempts, all time.
+    pub failed_attempts: i64,
+}
+
 /// The store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -113,7 +137,12 @@ fn state_parts(state: &AlertState) -> (&'static str, Option<i64>, Option<i64>, O
 }
 
 impl Store {
-    fn fail(&self, source: sqlx::Error) -> StoreError {
+    /// The connection pool, for the modules that keep their own tables (`history`).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub(crate) fn fail(&self, source: sqlx::Error) -> StoreError {
         StoreError { path: self.path.clone(), source }
     }
 
@@ -286,6 +315,25 @@ impl Store {
         };
         let rows = sqlx::query(sql).bind(limit).fetch_all(&self.pool).await.map_err(|e| self.fail(e))?;
         Ok(rows.into_iter().filter_map(Self::delivery).collect())
+    }
+
+    /// Per receiver: deliveries waiting, dead letters, and failed attempts so far (every
+    /// attempt of a row but the one that succeeded).
+    pub async fn delivery_stats(&self) -> Result<Vec<DeliveryStats>> {
+        let rows = sqlx::query(
+            "SELECT receiver,
+                    SUM(status = 'pending'),
+                    SUM(status = 'dead'),
+                    SUM(attempts - (status = 'sent'))
+             FROM outbox GROUP BY receiver ORDER BY receiver",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.fail(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| DeliveryStats { receiver: r.get(0), pending: r.get(1), dead: r.get(2), failed_attempts: r.get(3) })
+            .collect())
     }
 
     /// Records a successful delivery.

@@ -77,6 +77,35 @@ pub struct Built {
     pub thresholds: Vec<(String, &'static preset_rules::Threshold, Option<String>)>,
     /// Where alerts go, if configured.
     pub alerting: Option<crate::notify::Alerting>,
+    /// The status page's address, `None` when `listen: off`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The API's write token.
+    pub admin_token: Option<secrecy::SecretString>,
+}
+
+/// The default `listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
+
+/// `listen:` as an address (`None` for `off`).
+fn listen(file: &FileConfig, problems: &mut Problems<'_>) -> Option<std::net::SocketAddr> {
+    let (text, at) = match &file.listen {
+        Some(l) => (l.value.trim(), l.referenced),
+        None => (DEFAULT_LISTEN, Location::UNKNOWN),
+    };
+    if text == "off" {
+        return None;
+    }
+    match text.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.add(
+                &at,
+                "listen",
+                format!("expected host:port with an IP address (e.g. 127.0.0.1:8090) or `off`, got {text:?}"),
+            );
+            None
+        }
+    }
 }
 
 /// Validates `file` and expands it into checks and rules, or returns every problem found.
@@ -125,11 +154,21 @@ pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagno
         }
     }
     let alerting = file.alerting.as_ref().and_then(|a| super::alerting::build(a, &mut problems));
+    let listen = listen(file, &mut problems);
+    let admin_token = problems
+        .take(secret(
+            problems.origin,
+            file.admin_token.as_ref(),
+            file.admin_token_file.as_ref(),
+            "admin_token",
+            &Location::UNKNOWN,
+        ))
+        .flatten();
     let families = families_needed(&rules);
     let mut checks = checks(file, &mut problems, families.as_ref());
     checks.sort_by_key(|c| matches!(c.probe, ProbeSpec::Scrape(_)));
     if problems.found.is_empty() {
-        Ok(Built { checks, rules, unavailable, thresholds, alerting })
+        Ok(Built { checks, rules, unavailable, thresholds, alerting, listen, admin_token })
     } else {
         Err(super::postgres::scrub(file, problems.found))
     }

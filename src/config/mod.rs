@@ -36,6 +36,10 @@ pub struct Config {
     pub alerting: Option<crate::notify::Alerting>,
     /// The store file.
     pub store: PathBuf,
+    /// Where the status page and API listen (`None`: `listen: off`).
+    pub listen: Option<std::net::SocketAddr>,
+    /// The API's write token.
+    pub admin_token: Option<secrecy::SecretString>,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -59,6 +63,8 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         unavailable: built.unavailable,
         thresholds: built.thresholds,
         alerting: built.alerting,
+        listen: built.listen,
+        admin_token: built.admin_token,
         store: file
             .store
             .clone()

@@ -32,9 +32,21 @@ pub struct FileConfig {
     /// Where alerts go: receivers, and the runbook's three tiers.
     #[serde(default)]
     pub alerting: Option<AlertingConfig>,
-    /// The SQLite file holding alert state and the notification outbox. Default `./mxwarden.db`.
+    /// The SQLite file holding alert state, the notification outbox and uptime history.
+    /// Default `./mxwarden.db` (next to the config file).
     #[serde(default)]
     pub store: Option<PathBuf>,
+    /// Where `mxwarden run` serves the status page, the JSON API, `/metrics` and `/healthz`:
+    /// `host:port`, default `127.0.0.1:8090`; `off` serves nothing.
+    #[serde(default)]
+    pub listen: Option<Spanned<String>>,
+    /// Bearer token every write to the API needs (`Authorization: Bearer …`). Without it the
+    /// API is read-only. Usually `"${MXWARDEN_ADMIN_TOKEN}"`.
+    #[serde(default)]
+    pub admin_token: Option<SecretString>,
+    /// Read `admin_token` from this file instead (trailing newline removed).
+    #[serde(default)]
+    pub admin_token_file: Option<Spanned<PathBuf>>,
 }
 
 /// Receivers and tiers.

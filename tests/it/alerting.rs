@@ -11,10 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// `mxwarden run` as a child process (killed on drop).
-struct Daemon(Child);
+pub struct Daemon(pub Child);
 
 impl Daemon {
-    fn start(config: &std::path::Path) -> Self {
+    pub fn start(config: &std::path::Path) -> Self {
         let log = std::fs::File::create(config.with_extension("log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_mxwarden"))
             .args(["--config", config.to_str().unwrap(), "-v", "run"])
@@ -25,7 +25,7 @@ impl Daemon {
         Self(child)
     }
 
-    fn kill9(&mut self) {
+    pub fn kill9(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -37,7 +37,7 @@ impl Drop for Daemon {
     }
 }
 
-fn wait_for<T>(what: &str, within: Duration, log: &std::path::Path, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, within: Duration, log: &std::path::Path, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = probe() {

@@ -62,13 +62,18 @@ pub fn http_get(url: &str) -> Option<(u16, String)> {
 
 /// [`http_get`] with extra request headers, e.g. `[("Authorization", "Bearer …")]`.
 pub fn http_get_with(url: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
+    http_request("GET", url, headers)
+}
+
+/// One HTTP/1.0 request without a body: `(status, body)`, `None` when nothing answered.
+pub fn http_request(method: &str, url: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
     let rest = url.strip_prefix("http://")?;
     let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(host).ok()?.next()?;
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     stream.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }

@@ -1,0 +1,233 @@
+//! The history's SQL over the store's pool: recording (raw row + three rollups per result, one
+//! transaction per flush), the heartbeat and gaps, retention, and the reads the status page
+//! and the API make.
+
+use super::{Bucket, DAY_MS, RAW_RETENTION_MS, Resolution, Result as CheckResult, State, covered};
+use crate::store::{Store, StoreError};
+use sqlx::Row;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// The meta key of mxwarden's own heartbeat, ms.
+const HEARTBEAT: &str = "history:heartbeat";
+
+/// Uptime history in the store.
+#[derive(Debug)]
+pub struct History {
+    store: Store,
+    ids: Mutex<HashMap<String, i64>>,
+}
+
+impl History {
+    /// History in `store` (its tables come with the store's migrations).
+    pub fn new(store: Store) -> Self {
+        Self { store, ids: Mutex::new(HashMap::new()) }
+    }
+
+    fn cached(&self, check: &str) -> Option<i64> {
+        self.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(check).copied()
+    }
+
+    async fn id(&self, tx: &mut sqlx::SqliteConnection, check: &str) -> std::result::Result<i64, sqlx::Error> {
+        if let Some(id) = self.cached(check) {
+            return Ok(id);
+        }
+        sqlx::query("INSERT OR IGNORE INTO checks (name) VALUES (?)").bind(check).execute(&mut *tx).await?;
+        let id: i64 =
+            sqlx::query_scalar("SELECT id FROM checks WHERE name = ?").bind(check).fetch_one(&mut *tx).await?;
+        self.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(check.to_string(), id);
+        Ok(id)
+    }
+
+    async fn known_id(&self, check: &str) -> Result<Option<i64>> {
+        if let Some(id) = self.cached(check) {
+            return Ok(Some(id));
+        }
+        sqlx::query_scalar("SELECT id FROM checks WHERE name = ?")
+            .bind(check)
+            .fetch_optional(self.store.pool())
+            .await
+            .map_err(|e| self.store.fail(e))
+    }
+
+    /// Records results (check name, result) and beats the heartbeat, in one transaction.
+    pub async fn record(&self, results: &[(String, CheckResult)], now: i64) -> Result<()> {
+        let run = async {
+            let mut tx = self.store.pool().begin().await?;
+            for (check, r) in results {
+                let id = self.id(&mut tx, check).await?;
+                sqlx::query("INSERT OR REPLACE INTO results (check_id, at, state, latency_ms) VALUES (?, ?, ?, ?)")
+                    .bind(id)
+                    .bind(r.at_ms)
+                    .bind(r.state.code())
+                    .bind(r.latency_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                let (up, down, maintenance) = match r.state {
+                    State::Up => (1, 0, 0),
+                    State::Down => (0, 1, 0),
+                    State::Maintenance => (0, 0, 1),
+                };
+                for res in Resolution::ALL {
+                    sqlx::query(
+                        "INSERT INTO rollups (check_id, res, bucket, up, down, maintenance, latency_sum, latency_max)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                         ON CONFLICT (check_id, res, bucket) DO UPDATE SET
+                           up = up + excluded.up, down = down + excluded.down,
+                           maintenance = maintenance + excluded.maintenance,
+                           latency_sum = latency_sum + excluded.latency_sum,
+                           latency_max = max(latency_max, excluded.latency_max)",
+                    )
+                    .bind(id)
+                    .bind(res.code())
+                    .bind(res.bucket(r.at_ms))
+                    .bind(up)
+                    .bind(down)
+                    .bind(maintenance)
+                    .bind(r.latency_ms)
+                    .bind(r.latency_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            beat(&mut tx, now).await?;
+            tx.commit().await
+        };
+        run.await.map_err(|e| self.store.fail(e))
+    }
+
+    /// Beats the heartbeat.
+    pub async fn heartbeat(&self, now: i64) -> Result<()> {
+        let mut conn = self.store.pool().acquire().await.map_err(|e| self.store.fail(e))?;
+        beat(&mut conn, now).await.map_err(|e| self.store.fail(e))
+    }
+
+    /// At start: records the time since the last heartbeat as a gap when it is longer than
+    /// two beats (`every_ms`), and beats. Returns the gap recorded.
+    pub async fn start(&self, now: i64, every_ms: i64) -> Result<Option<(i64, i64)>> {
+        let last = self.store.meta(HEARTBEAT).await?.and_then(|v| v.parse::<i64>().ok());
+        let gap = super::gap_at_start(last, now, every_ms);
+        if let Some((start, end)) = gap {
+            sqlx::query("INSERT OR REPLACE INTO gaps (start, end) VALUES (?, ?)")
+                .bind(start)
+                .bind(end)
+                .execute(self.store.pool())
+                .await
+                .map_err(|e| self.store.fail(e))?;
+        }
+        self.heartbeat(now).await?;
+        Ok(gap)
+    }
+
+    /// Deletes what is past its retention.
+    pub async fn prune(&self, now: i64) -> Result<()> {
+        let run = async {
+            let mut tx = self.store.pool().begin().await?;
+            sqlx::query("DELETE FROM results WHERE at < ?").bind(now - RAW_RETENTION_MS).execute(&mut *tx).await?;
+            for res in Resolution::ALL {
+                sqlx::query("DELETE FROM rollups WHERE res = ? AND bucket < ?")
+                    .bind(res.code())
+                    .bind(res.bucket(now - res.retention_ms()))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("DELETE FROM gaps WHERE end < ?")
+                .bind(now - Resolution::Day.retention_ms())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        };
+        run.await.map_err(|e| self.store.fail(e))
+    }
+
+    /// Times mxwarden was not running that overlap `[from, to)`.
+    pub async fn gaps(&self, from: i64, to: i64) -> Result<Vec<(i64, i64)>> {
+        let rows = sqlx::query("SELECT start, end FROM gaps WHERE end > ? AND start < ? ORDER BY start")
+            .bind(from)
+            .bind(to)
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(|e| self.store.fail(e))?;
+        Ok(rows.iter().map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1))).collect())
+    }
+
+    /// Raw results of `check` in `[from, to)`, oldest first.
+    pub async fn raw(&self, check: &str, from: i64, to: i64) -> Result<Vec<CheckResult>> {
+        let Some(id) = self.known_id(check).await? else { return Ok(Vec::new()) };
+        let rows = sqlx::query(
+            "SELECT at, state, latency_ms FROM results WHERE check_id = ? AND at >= ? AND at < ? ORDER BY at",
+        )
+        .bind(id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(self.store.pool())
+        .await
+        .map_err(|e| self.store.fail(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| CheckResult { at_ms: r.get(0), state: State::from_code(r.get(1)), latency_ms: r.get(2) })
+            .collect())
+    }
+
+    /// Every bucket of `res` in `[from, to)`, empty ones included, each with the share of it
+    /// mxwarden was not running.
+    pub async fn buckets(&self, check: &str, res: Resolution, from: i64, to: i64) -> Result<Vec<Bucket>> {
+        let (first, last) = (res.bucket(from), res.bucket(to - 1));
+        let mut stored: HashMap<i64, Bucket> = HashMap::new();
+        if let Some(id) = self.known_id(check).await? {
+            let rows = sqlx::query(
+                "SELECT bucket, up, down, maintenance, latency_sum, latency_max FROM rollups
+                 WHERE check_id = ? AND res = ? AND bucket >= ? AND bucket <= ?",
+            )
+            .bind(id)
+            .bind(res.code())
+            .bind(first)
+            .bind(last)
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(|e| self.store.fail(e))?;
+            for r in rows {
+                let (bucket, up, down, maintenance): (i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+                let n = (up + down + maintenance).max(1);
+                stored.insert(
+                    bucket,
+                    Bucket {
+                        start_ms: bucket * res.width_ms(),
+                        up,
+                        down,
+                        maintenance,
+                        latency_avg_ms: r.get::<i64, _>(4) as f64 / n as f64,
+                        latency_max_ms: r.get(5),
+                        unknown: 0.0,
+                    },
+                );
+            }
+        }
+        let gaps = self.gaps(first * res.width_ms(), (last + 1) * res.width_ms()).await?;
+        Ok((first..=last)
+            .map(|b| {
+                let mut bucket =
+                    stored.remove(&b).unwrap_or(Bucket { start_ms: b * res.width_ms(), ..Bucket::default() });
+                bucket.unknown = covered(bucket.start_ms, bucket.start_ms + res.width_ms(), &gaps);
+                bucket
+            })
+            .collect())
+    }
+
+    /// The last `days` UTC days up to `now`, oldest first.
+    pub async fn daily(&self, check: &str, days: i64, now: i64) -> Result<Vec<Bucket>> {
+        let today = Resolution::Day.bucket(now);
+        self.buckets(check, Resolution::Day, (today - days + 1) * DAY_MS, (today + 1) * DAY_MS).await
+    }
+}
+
+async fn beat(conn: &mut sqlx::SqliteConnection, now: i64) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+        .bind(HEARTBEAT)
+        .bind(now.to_string())
+        .execute(conn)
+        .await
+        .map(|_| ())
+}

@@ -1,0 +1,96 @@
+//! What the running daemon knows right now, shared with its HTTP server: the checks it runs
+//! and the latest result of each (with the probe's own samples, for `/metrics`).
+
+use crate::check::{CheckSpec, ProbeSpec};
+use crate::config::Config;
+use crate::model::{Observation, Sample};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// A check as the status page lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckInfo {
+    /// `<service>/<check>` or the check's own name.
+    pub name: String,
+    /// Its service, if any.
+    pub service: Option<String>,
+    /// `http`, `scrape` or `postgres`.
+    pub kind: &'static str,
+    /// How often it runs, ms.
+    pub interval_ms: i64,
+}
+
+/// A check's latest result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latest {
+    /// When it ran, ms.
+    pub at_ms: i64,
+    /// Whether every expectation held.
+    pub ok: bool,
+    /// Wall time, ms.
+    pub latency_ms: i64,
+    /// The failures, or what was seen.
+    pub detail: String,
+    /// The probe's own samples (`probe_*`, `up`, `scrape_*`, `pg_up`).
+    #[serde(skip)]
+    pub samples: Vec<Sample>,
+}
+
+/// The daemon's current view.
+#[derive(Debug)]
+pub struct Live {
+    /// When this config started running, ms.
+    pub started_ms: i64,
+    /// The checks, in config order.
+    pub checks: Vec<CheckInfo>,
+    /// The services, in name order.
+    pub services: Vec<String>,
+    latest: Mutex<HashMap<String, Latest>>,
+}
+
+/// Whether a sample describes the probe itself (exported on `/metrics`).
+fn is_probe_sample(name: &str) -> bool {
+    name.starts_with("probe_") || matches!(name, "up" | "scrape_duration_seconds" | "scrape_samples_scraped" | "pg_up")
+}
+
+impl Live {
+    /// The view of `config`, nothing run yet.
+    pub fn new(config: &Config, started_ms: i64) -> Self {
+        let checks: Vec<CheckInfo> = config.checks.iter().map(info).collect();
+        let mut services: Vec<String> = checks.iter().filter_map(|c| c.service.clone()).collect();
+        services.sort();
+        services.dedup();
+        Self { started_ms, checks, services, latest: Mutex::new(HashMap::new()) }
+    }
+
+    /// Takes in a result.
+    pub fn observe(&self, o: &Observation) {
+        let latest = Latest {
+            at_ms: o.at.as_millisecond(),
+            ok: o.ok,
+            latency_ms: o.latency.as_millis() as i64,
+            detail: o.detail(),
+            samples: o.samples.iter().filter(|s| is_probe_sample(&s.name)).cloned().collect(),
+        };
+        self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(o.check.0.clone(), latest);
+    }
+
+    /// The latest result of `check`, if it ran.
+    pub fn latest(&self, check: &str) -> Option<Latest> {
+        self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(check).cloned()
+    }
+}
+
+fn info(spec: &CheckSpec) -> CheckInfo {
+    CheckInfo {
+        name: spec.id.0.clone(),
+        service: spec.service.clone(),
+        kind: match spec.probe {
+            ProbeSpec::Http(_) => "http",
+            ProbeSpec::Scrape(_) => "scrape",
+            ProbeSpec::Postgres(_) => "postgres",
+        },
+        interval_ms: spec.interval.as_millis() as i64,
+    }
+}

@@ -1,0 +1,126 @@
+//! The daemon's HTTP server (`listen:`): the status page (`page`), the JSON API (`api`),
+//! mxwarden's own `/metrics` (`metrics`) and `/healthz`. Reading is public; every write needs
+//! `Authorization: Bearer <admin_token>`. Requests are small and bounded; nothing a client
+//! sends can make a handler panic.
+
+mod api;
+mod metrics;
+mod page;
+mod view;
+
+use crate::clock::Clock;
+use crate::daemon::ReloadRequest;
+use crate::history::History;
+use crate::live::Live;
+use crate::store::Store;
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The daemon's current view.
+    pub live: Arc<Live>,
+    /// Uptime history.
+    pub history: Arc<History>,
+    /// The store (alerts, outbox).
+    pub store: Store,
+    /// The write token.
+    pub admin_token: Option<SecretString>,
+    /// Where reload requests go.
+    pub reload: mpsc::Sender<ReloadRequest>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Largest request body accepted.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(page::status))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics::metrics))
+        .route("/api/v1/status", get(api::status))
+        .route("/api/v1/alerts", get(api::alerts))
+        .route("/api/v1/checks/{*path}", get(api::history))
+        .route("/api/v1/reload", post(api::reload))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Serves until `stop` turns true; requests in flight finish.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState, mut stop: watch::Receiver<bool>) {
+    let app = router(state);
+    let shutdown = async move {
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        tracing::error!(error = %e, "The status page server stopped.");
+    }
+}
+
+/// A JSON error.
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+/// Checks the bearer token of a write: 401 without one, 403 with a wrong one (or when no
+/// `admin_token` is configured, which makes the API read-only).
+pub(crate) fn authorize(headers: &HeaderMap, token: Option<&SecretString>) -> Result<(), Box<Response>> {
+    let Some(token) = token else {
+        return Err(Box::new(error(StatusCode::FORBIDDEN, "writes are disabled: set `admin_token` in the config")));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| Box::new(error(StatusCode::UNAUTHORIZED, "this needs `Authorization: Bearer <admin_token>`")))?;
+    if same_secret(given.as_bytes(), token.expose_secret().as_bytes()) {
+        Ok(())
+    } else {
+        Err(Box::new(error(StatusCode::FORBIDDEN, "wrong token")))
+    }
+}
+
+/// Compares two secrets in time independent of where they differ (their SHA-256 digests,
+/// byte by byte, without an early exit).
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
+    x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_compared_whole() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cret", b"s3cre"));
+        assert!(!same_secret(b"", b"x"));
+    }
+
+    #[test]
+    fn writes_need_the_right_bearer_token() {
+        let token = SecretString::from("t0ken");
+        let mut h = HeaderMap::new();
+        assert_eq!(authorize(&h, Some(&token)).unwrap_err().status(), StatusCode::UNAUTHORIZED);
+        h.insert(header::AUTHORIZATION, "Bearer nope".parse().unwrap());
+        assert_eq!(authorize(&h, Some(&token)).unwrap_err().status(), StatusCode::FORBIDDEN);
+        h.insert(header::AUTHORIZATION, "Bearer t0ken".parse().unwrap());
+        assert!(authorize(&h, Some(&token)).is_ok());
+        assert_eq!(authorize(&h, None).unwrap_err().status(), StatusCode::FORBIDDEN);
+    }
+}

@@ -1,0 +1,160 @@
+//! The status page: one server-rendered HTML document, no external assets, no JavaScript
+//! (it refreshes itself every 30 s): the overall state, open alerts, every service's checks
+//! with their state, latest result, 90 daily uptime bars and a 24-hour response-time chart
+//! (inline SVG), and recent incidents. Every value from outside is HTML-escaped.
+
+use super::{AppState, view};
+use crate::history::Bucket;
+use crate::notify::html_escape as esc;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use std::fmt::Write;
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem auto;max-width:72rem;padding:0 1rem;color:#1b1f24;background:#fafbfc}
+h1{font-size:1.4rem;margin:0 0 .3rem}h2{font-size:1.1rem;margin:1.6rem 0 .5rem;border-bottom:1px solid #d0d7de;padding-bottom:.2rem}
+.banner{padding:.7rem 1rem;border-radius:6px;font-weight:600;margin:.8rem 0}.banner.up{background:#dafbe1;color:#116329}.banner.down{background:#ffebe9;color:#a40e26}
+table{border-collapse:collapse;width:100%;font-size:.9rem}td,th{padding:.35rem .5rem;text-align:left;vertical-align:top;border-bottom:1px solid #eaeef2}
+.state{font-weight:600;padding:.1rem .45rem;border-radius:4px;font-size:.8rem}.state.up{background:#dafbe1;color:#116329}.state.down{background:#ffebe9;color:#a40e26}
+.state.unknown{background:#eaeef2;color:#57606a}.state.maintenance{background:#ddf4ff;color:#0550ae}.state.firing{background:#ffebe9;color:#a40e26}.state.pending{background:#fff8c5;color:#7d4e00}
+.bars{display:flex;gap:1px;height:22px;align-items:stretch}.bar{flex:1;min-width:2px;border-radius:1px}
+.b-up{background:#2da44e}.b-partial{background:#d4a72c}.b-down{background:#cf222e}.b-none{background:#d0d7de}.b-maintenance{background:#54aeff}
+.muted{color:#57606a;font-size:.8rem}.detail{max-width:28rem;word-break:break-word}svg{display:block}";
+
+/// `GET /`.
+pub async fn status(State(state): State<AppState>) -> Response {
+    match view::status(&state).await {
+        Ok(s) => ([(header::CACHE_CONTROL, "no-store")], Html(render(&s, &state.live.services))).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("status unavailable: {e}")).into_response(),
+    }
+}
+
+fn when(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default()
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_string(), |v| format!("{:.2}%", v * 100.0))
+}
+
+/// One daily bar: green all up, amber some down, red mostly down, blue maintenance only,
+/// grey no data (or mxwarden not running).
+fn bar(day: &Bucket) -> String {
+    let class = match day.uptime() {
+        Some(u) if u >= 0.999 => "b-up",
+        Some(u) if u >= 0.9 => "b-partial",
+        Some(_) => "b-down",
+        None if day.maintenance > 0 => "b-maintenance",
+        None => "b-none",
+    };
+    let date =
+        jiff::Timestamp::from_millisecond(day.start_ms).map(|t| t.strftime("%Y-%m-%d").to_string()).unwrap_or_default();
+    let mut title = format!("{date}: {}", percent(day.uptime()));
+    if day.maintenance > 0 {
+        let _ = write!(title, ", {} results in maintenance", day.maintenance);
+    }
+    if day.unknown > 0.0 {
+        let _ = write!(title, ", mxwarden not running {:.0}% of the day", day.unknown * 100.0);
+    }
+    format!("<span class=\"bar {class}\" title=\"{}\"></span>", esc(&title))
+}
+
+/// The response-time chart: a polyline over 96 quarter-hours.
+fn chart(points: &[Option<f64>]) -> String {
+    let max = points.iter().flatten().copied().fold(0.0_f64, f64::max).max(1.0);
+    let (w, h) = (288.0, 40.0);
+    let step = w / (points.len().max(2) - 1) as f64;
+    let mut path = String::new();
+    for (i, p) in points.iter().enumerate() {
+        if let Some(v) = p {
+            let (x, y) = (i as f64 * step, h - (v / max) * (h - 2.0) - 1.0);
+            let _ = write!(path, "{}{x:.1},{y:.1} ", if path.is_empty() { "M" } else { "L" });
+        }
+    }
+    format!(
+        "<svg width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"response time, last 24 hours, max {max:.0} ms\"><title>response time, last 24 h (max {max:.0} ms)</title><rect width=\"{w}\" height=\"{h}\" fill=\"#f6f8fa\"/><path d=\"{path}\" fill=\"none\" stroke=\"#0969da\" stroke-width=\"1.5\"/></svg>"
+    )
+}
+
+/// The page.
+pub fn render(s: &view::Status, services: &[String]) -> String {
+    let mut out = String::with_capacity(32 * 1024);
+    let _ = write!(
+        out,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"30\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>Status — mxwarden</title><style>{STYLE}</style></head><body>"
+    );
+    let _ =
+        write!(out, "<h1>Status</h1><p class=\"muted\">Updated {} · refreshes every 30 s</p>", when(s.generated_ms));
+    let down: Vec<&str> = s.checks.iter().filter(|c| c.state == "down").map(|c| c.name.as_str()).collect();
+    if down.is_empty() {
+        out.push_str("<div class=\"banner up\">All checks are passing</div>");
+    } else {
+        let _ = write!(out, "<div class=\"banner down\">{} failing: {}</div>", down.len(), esc(&down.join(", ")));
+    }
+    out.push_str("<h2>Open alerts</h2>");
+    if s.alerts.is_empty() {
+        out.push_str("<p class=\"muted\">None.</p>");
+    } else {
+        out.push_str("<table><tr><th>Alert</th><th>State</th><th>Severity</th><th>Service</th><th>Since</th><th>Summary</th></tr>");
+        for a in &s.alerts {
+            let _ = write!(
+                out,
+                "<tr class=\"alert\"><td>{}</td><td><span class=\"state {}\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&a.alert),
+                a.state,
+                a.state,
+                esc(&a.severity),
+                esc(a.service.as_deref().unwrap_or("")),
+                when(a.since_ms),
+                esc(&a.summary)
+            );
+        }
+        out.push_str("</table>");
+    }
+    let groups = services.iter().map(|s| Some(s.as_str())).chain(std::iter::once(None));
+    for service in groups {
+        let checks: Vec<&view::CheckStatus> = s.checks.iter().filter(|c| c.service.as_deref() == service).collect();
+        if checks.is_empty() {
+            continue;
+        }
+        let _ = write!(out, "<h2 class=\"service\">{}</h2>", esc(service.unwrap_or("Other checks")));
+        out.push_str("<table><tr><th>Check</th><th>State</th><th>Latest</th><th>Uptime 24 h / 30 d / 90 d</th><th>Last 90 days</th><th>Response time, 24 h</th></tr>");
+        for c in checks {
+            let latest = match (c.last_run_ms, c.latency_ms) {
+                (Some(at), Some(ms)) => format!(
+                    "{} ms · {}<div class=\"muted detail\">{}</div>",
+                    ms,
+                    when(at),
+                    esc(c.detail.as_deref().unwrap_or(""))
+                ),
+                _ => "<span class=\"muted\">not run yet</span>".into(),
+            };
+            let bars: String = c.days.iter().map(bar).collect();
+            let _ = write!(
+                out,
+                "<tr class=\"check\"><td>{}</td><td><span class=\"state {}\">{}</span></td><td>{latest}</td><td>{} / {} / {}</td><td><div class=\"bars\" title=\"daily uptime, oldest left\">{bars}</div></td><td>{}</td></tr>",
+                esc(&c.name),
+                c.state,
+                c.state,
+                percent(c.uptime_24h),
+                percent(c.uptime_30d),
+                percent(c.uptime_90d),
+                chart(&c.latency_24h)
+            );
+        }
+        out.push_str("</table>");
+    }
+    out.push_str("<h2>Recent incidents</h2>");
+    if s.incidents.is_empty() {
+        out.push_str("<p class=\"muted\">No failures in the last 48 hours.</p>");
+    } else {
+        out.push_str("<table><tr><th>Check</th><th>From</th><th>To</th></tr>");
+        for i in &s.incidents {
+            let to = i.to_ms.map_or_else(|| "ongoing".to_string(), when);
+            let _ = write!(out, "<tr><td>{}</td><td>{}</td><td>{to}</td></tr>", esc(&i.check), when(i.from_ms));
+        }
+        out.push_str("</table>");
+    }
+    out.push_str("<p class=\"muted\">Legend: <span class=\"state up\">up</span> <span class=\"state down\">down</span> <span class=\"state maintenance\">maintenance</span> <span class=\"state unknown\">unknown</span> · grey bars: no data or mxwarden not running · JSON: <a href=\"/api/v1/status\">/api/v1/status</a> · <a href=\"/metrics\">/metrics</a></p></body></html>");
+    out
+}

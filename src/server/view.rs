@@ -1,0 +1,203 @@
+//! The status as both the page and `/api/v1/status` show it: every check with its state,
+//! latest result and uptime, grouped by service, plus the open alerts. Built from the live
+//! view, the history and the store.
+
+use super::AppState;
+use crate::alert::AlertState;
+use crate::history::{self, Bucket, DAY_MS, Resolution};
+use crate::store::StoreError;
+use serde::Serialize;
+
+/// One check's status.
+#[derive(Debug, Serialize)]
+pub struct CheckStatus {
+    /// Name.
+    pub name: String,
+    /// Service.
+    pub service: Option<String>,
+    /// `http`, `scrape` or `postgres`.
+    pub kind: &'static str,
+    /// `up`, `down` or `unknown` (not run yet).
+    pub state: &'static str,
+    /// When it last ran, ms.
+    pub last_run_ms: Option<i64>,
+    /// Its latency then, ms.
+    pub latency_ms: Option<i64>,
+    /// What it saw.
+    pub detail: Option<String>,
+    /// Uptime over the last 24 hours, 30 and 90 days (`None` without data).
+    pub uptime_24h: Option<f64>,
+    /// 30 days.
+    pub uptime_30d: Option<f64>,
+    /// 90 days.
+    pub uptime_90d: Option<f64>,
+    /// The last 90 UTC days, oldest first.
+    #[serde(skip)]
+    pub days: Vec<Bucket>,
+    /// The last 24 hours in 15-minute steps: mean latency (ms), oldest first.
+    #[serde(skip)]
+    pub latency_24h: Vec<Option<f64>>,
+}
+
+/// An open alert.
+#[derive(Debug, Serialize)]
+pub struct OpenAlert {
+    /// Alert name.
+    pub alert: String,
+    /// `pending` or `firing`.
+    pub state: &'static str,
+    /// Severity label.
+    pub severity: String,
+    /// Service label.
+    pub service: Option<String>,
+    /// Summary annotation.
+    pub summary: String,
+    /// Since, ms.
+    pub since_ms: i64,
+    /// Every label.
+    pub labels: crate::model::Labels,
+}
+
+/// A stretch of failed results of one check (from the last 48 hours of raw results).
+#[derive(Debug, Serialize)]
+pub struct Incident {
+    /// Check.
+    pub check: String,
+    /// First failed result, ms.
+    pub from_ms: i64,
+    /// First good result after it, ms; `None` while it lasts.
+    pub to_ms: Option<i64>,
+}
+
+/// The whole status.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// When this was computed, ms.
+    pub generated_ms: i64,
+    /// When the running config started, ms.
+    pub started_ms: i64,
+    /// `up` when every check that ran is up, else `down`.
+    pub overall: &'static str,
+    /// Every check.
+    pub checks: Vec<CheckStatus>,
+    /// Pending and firing alerts.
+    pub alerts: Vec<OpenAlert>,
+    /// Recent incidents, newest first.
+    pub incidents: Vec<Incident>,
+}
+
+/// Open alerts from the store.
+pub async fn open_alerts(state: &AppState) -> Result<Vec<OpenAlert>, StoreError> {
+    Ok(state
+        .store
+        .alerts()
+        .await?
+        .into_iter()
+        .map(|a| {
+            let (kind, since) = match a.state {
+                AlertState::Firing { fired_at, .. } => ("firing", fired_at),
+                AlertState::Pending { active_at } => ("pending", active_at),
+                AlertState::Inactive => ("inactive", 0),
+            };
+            OpenAlert {
+                alert: a.alert,
+                state: kind,
+                severity: a.labels.get("severity").cloned().unwrap_or_default(),
+                service: a.labels.get("service").cloned(),
+                summary: a.annotations.get("summary").cloned().unwrap_or_default(),
+                since_ms: since,
+                labels: a.labels,
+            }
+        })
+        .collect())
+}
+
+/// Computes the status now.
+pub async fn status(state: &AppState) -> Result<Status, StoreError> {
+    let now = state.clock.now().as_millisecond();
+    let mut checks = Vec::new();
+    let mut incidents = Vec::new();
+    for info in &state.live.checks {
+        let latest = state.live.latest(&info.name);
+        let days = state.history.daily(&info.name, 90, now).await?;
+        let hours = state.history.buckets(&info.name, Resolution::Hour, now - DAY_MS, now).await?;
+        let from = now - DAY_MS;
+        let minutes = state.history.buckets(&info.name, Resolution::Minute, from, now).await?;
+        let latency_24h = minutes
+            .chunks(15)
+            .map(|c| {
+                let n: i64 = c.iter().map(|b| b.up + b.down + b.maintenance).sum();
+                (n > 0).then(|| {
+                    c.iter().map(|b| b.latency_avg_ms * (b.up + b.down + b.maintenance) as f64).sum::<f64>() / n as f64
+                })
+            })
+            .collect();
+        let raw = state.history.raw(&info.name, now - history::RAW_RETENTION_MS, now + 1).await?;
+        incidents.extend(runs_of_failures(&info.name, &raw));
+        checks.push(CheckStatus {
+            name: info.name.clone(),
+            service: info.service.clone(),
+            kind: info.kind,
+            state: match &latest {
+                Some(l) if l.ok => "up",
+                Some(_) => "down",
+                None => "unknown",
+            },
+            last_run_ms: latest.as_ref().map(|l| l.at_ms),
+            latency_ms: latest.as_ref().map(|l| l.latency_ms),
+            detail: latest.map(|l| l.detail),
+            uptime_24h: history::uptime(&hours),
+            uptime_30d: history::uptime(&days[days.len().saturating_sub(30)..]),
+            uptime_90d: history::uptime(&days),
+            days,
+            latency_24h,
+        });
+    }
+    incidents.sort_by_key(|i| std::cmp::Reverse(i.from_ms));
+    incidents.truncate(20);
+    let overall = if checks.iter().any(|c| c.state == "down") { "down" } else { "up" };
+    Ok(Status {
+        generated_ms: now,
+        started_ms: state.live.started_ms,
+        overall,
+        checks,
+        alerts: open_alerts(state).await?,
+        incidents,
+    })
+}
+
+/// The runs of consecutive failed results.
+fn runs_of_failures(check: &str, raw: &[history::Result]) -> Vec<Incident> {
+    let mut out = Vec::new();
+    let mut open: Option<i64> = None;
+    for r in raw {
+        match (r.state, open) {
+            (history::State::Down, None) => open = Some(r.at_ms),
+            (history::State::Up, Some(from)) => {
+                out.push(Incident { check: check.to_string(), from_ms: from, to_ms: Some(r.at_ms) });
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(from) = open {
+        out.push(Incident { check: check.to_string(), from_ms: from, to_ms: None });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::State;
+
+    #[test]
+    fn incidents_are_runs_of_failures_and_the_last_may_be_open() {
+        let r = |at_ms, state| history::Result { at_ms, state, latency_ms: 1 };
+        let raw = [r(1, State::Up), r(2, State::Down), r(3, State::Down), r(4, State::Up), r(5, State::Down)];
+        let runs = runs_of_failures("c", &raw);
+        assert_eq!(runs.len(), 2);
+        assert_eq!((runs[0].from_ms, runs[0].to_ms), (2, Some(4)));
+        assert_eq!((runs[1].from_ms, runs[1].to_ms), (5, None));
+    }
+}
