@@ -60,7 +60,7 @@ fn main() {
             "filled in {:.1} s; store file {:.1} MiB = {:.0} KiB per check",
             filled.as_secs_f64(),
             bytes as f64 / 1_048_576.0,
-            bytes as f64 / 1024.0 / CHECKS as f64
+            bytes as f64 / 1024.0 / checks as f64
         );
         println!();
         println!("| query (one check) | p50 | p95 |");
