@@ -88,6 +88,10 @@ pub async fn run_until(config: Config, clock: Arc<dyn Clock>, stop: watch::Recei
             }
         }));
     }
+    if let Some(plan) = config.backup.clone() {
+        let every = config.defaults.interval.0;
+        tasks.push(crate::backup::schedule::spawn(plan, tx.clone(), clock.clone(), stop.clone(), every));
+    }
     drop(tx);
     let evaluation_every = config
         .checks
@@ -102,7 +106,8 @@ pub async fn run_until(config: Config, clock: Arc<dyn Clock>, stop: watch::Recei
     let unseen = config.checks.iter().map(|c| c.id.0.clone()).collect();
     let grace = config.checks.iter().map(|c| c.interval + c.timeout).max().unwrap_or_default() + Duration::from_secs(5);
     let warm_until = clock.now().as_millisecond() + grace.as_millis() as i64;
-    let mut evaluator = Evaluator { store, engine, series, alerting, clock, wake, unseen, warm_until };
+    let backup = config.backup.clone();
+    let mut evaluator = Evaluator { store, engine, series, alerting, clock, wake, unseen, warm_until, backup };
     evaluator.run(rx, evaluation_every, stop).await;
     for t in tasks {
         let _ = t.await;
@@ -121,6 +126,8 @@ struct Evaluator {
     unseen: std::collections::HashSet<String>,
     /// Until when to wait for them, ms.
     warm_until: i64,
+    /// Backups, summarised in the daily digests.
+    backup: Option<Arc<crate::backup::BackupPlan>>,
 }
 
 impl Evaluator {
@@ -227,7 +234,10 @@ impl Evaluator {
                 })
                 .collect();
             let info = self.info_items(tier_name).await?;
-            let message = crate::notify::digest::compose(tier_name, last, to, &fired, &open, &info);
+            let mut message = crate::notify::digest::compose(tier_name, last, to, &fired, &open, &info);
+            if let (Some(plan), Some(crate::notify::DigestSchedule::Daily { .. })) = (&self.backup, tier.digest) {
+                crate::backup::digest::append(&mut message, plan, last, to).await;
+            }
             let deliveries: Vec<NewDelivery> = tier
                 .receivers
                 .iter()

@@ -77,6 +77,8 @@ pub struct Built {
     pub thresholds: Vec<(String, &'static preset_rules::Threshold, Option<String>)>,
     /// Where alerts go, if configured.
     pub alerting: Option<crate::notify::Alerting>,
+    /// Backups, if configured.
+    pub backup: Option<crate::backup::BackupPlan>,
 }
 
 /// Validates `file` and expands it into checks and rules, or returns every problem found.
@@ -124,12 +126,27 @@ pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagno
             Err(e) => problems.add(&service.referenced, format!("services.{name}"), e.to_string()),
         }
     }
+    for def in crate::preset::media::rules(file) {
+        match AlertRule::compile(def) {
+            Ok(rule) => rules.push(rule),
+            Err(e) => problems.add(&Location::UNKNOWN, "services", e.to_string()),
+        }
+    }
     let alerting = file.alerting.as_ref().and_then(|a| super::alerting::build(a, &mut problems));
+    let backup = file.backup.as_ref().and_then(|b| super::backup::build(b, file, &mut problems));
+    if backup.is_some() {
+        for def in crate::preset::backup::rules() {
+            match AlertRule::compile(def) {
+                Ok(rule) => rules.push(rule),
+                Err(e) => problems.add(&Location::UNKNOWN, "backup", e.to_string()),
+            }
+        }
+    }
     let families = families_needed(&rules);
     let mut checks = checks(file, &mut problems, families.as_ref());
     checks.sort_by_key(|c| matches!(c.probe, ProbeSpec::Scrape(_)));
     if problems.found.is_empty() {
-        Ok(Built { checks, rules, unavailable, thresholds, alerting })
+        Ok(Built { checks, rules, unavailable, thresholds, alerting, backup })
     } else {
         Err(super::postgres::scrub(file, problems.found))
     }
@@ -258,6 +275,7 @@ const KIND_KEYS: &[(&str, &[ServiceKind])] = &[
     ("admin_token", &[ServiceKind::Synapse]),
     ("admin_token_file", &[ServiceKind::Synapse]),
     ("federation_url", &[ServiceKind::Synapse]),
+    ("media_persistent", &[ServiceKind::Synapse]),
     ("health_url", &[ServiceKind::Mas]),
     ("issuer", &[ServiceKind::Mas]),
     ("api_token", &[ServiceKind::Authentik]),
@@ -279,6 +297,7 @@ fn keys_set(s: &ServiceConfig) -> Vec<&'static str> {
         ("admin_token", s.admin_token.is_some()),
         ("admin_token_file", s.admin_token_file.is_some()),
         ("federation_url", s.federation_url.is_some()),
+        ("media_persistent", s.media_persistent.is_some()),
         ("health_url", s.health_url.is_some()),
         ("issuer", s.issuer.is_some()),
         ("api_token", s.api_token.is_some()),

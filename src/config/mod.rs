@@ -4,6 +4,7 @@
 //! everything downstream sees only [`Config`].
 
 mod alerting;
+mod backup;
 mod build;
 pub mod error;
 pub mod load;
@@ -36,6 +37,8 @@ pub struct Config {
     pub alerting: Option<crate::notify::Alerting>,
     /// The store file.
     pub store: PathBuf,
+    /// Backups (`backup:`), if configured.
+    pub backup: Option<std::sync::Arc<crate::backup::BackupPlan>>,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -59,6 +62,7 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         unavailable: built.unavailable,
         thresholds: built.thresholds,
         alerting: built.alerting,
+        backup: built.backup.map(std::sync::Arc::new),
         store: file
             .store
             .clone()
