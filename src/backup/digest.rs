@@ -54,3 +54,55 @@ pub async fn append(n: &mut Notification, plan: &BackupPlan, from: i64, to: i64)
     }
     n.html.push_str("</ul>");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::manifest::{Item, ItemKind};
+
+    fn manifest(at: i64, error: Option<&str>) -> Manifest {
+        let at = jiff::Timestamp::from_second(at).unwrap();
+        Manifest {
+            format: 1,
+            id: at.strftime("%Y%m%dT%H%M%SZ").to_string(),
+            status: if error.is_some() { RunStatus::Failed } else { RunStatus::Ok },
+            scope: "full".into(),
+            started_at: at,
+            finished_at: at,
+            duration_seconds: 12.0,
+            mxwarden_version: "test".into(),
+            zstd_level: 3,
+            recipients: Vec::new(),
+            items: vec![Item {
+                kind: ItemKind::Database,
+                service: "postgres".into(),
+                name: "matrix".into(),
+                file: "f".into(),
+                stored_bytes: 2 << 20,
+                sha256: String::new(),
+                raw_bytes: 0,
+                duration_seconds: 1.0,
+                server_version: None,
+                tool_version: None,
+                entries: None,
+                error: error.map(str::to_string),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_digest_counts_runs_names_failures_and_the_newest_good_one() {
+        let runs = [manifest(1_000, None), manifest(90_000, Some("pg_dump failed (exit 1)")), manifest(100_000, None)];
+        let got = lines(&runs, 86_400_000, 2 * 86_400_000);
+        assert_eq!(
+            got,
+            [
+                "2 run(s): 1 ok, 1 failed",
+                "19700102T010000Z failed postgres/matrix: pg_dump failed (exit 1)",
+                "newest good backup: 19700102T034640Z (1 items, 2.0 MiB, 12s)",
+            ]
+        );
+        let none = lines(&runs[..1], 86_400_000, 2 * 86_400_000);
+        assert_eq!(none[0], "no backup finished in this period", "an empty period is said loudly");
+    }
+}

@@ -153,3 +153,144 @@ pub fn spawn(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::manifest::{Item, RunStatus};
+    use crate::backup::{DbSource, LocalDir, PgTools, Retention};
+    use crate::rule::{AlertRule, RuleEngine};
+    use crate::series::SeriesStore;
+
+    fn plan() -> BackupPlan {
+        BackupPlan {
+            storage: LocalDir::new("/nonexistent".into()),
+            sources: vec![DbSource {
+                service: "postgres".into(),
+                target: crate::probe::postgres::dsn::PgTarget::parse("postgresql://u@h/postgres").unwrap(),
+                databases: DbChoice::Only(vec!["matrix".into(), "mas".into()]),
+                globals: false,
+            }],
+            files: Vec::new(),
+            schedule: None,
+            retention: Retention::default(),
+            zstd_level: 3,
+            recipients: Vec::new(),
+            tools: PgTools::in_dir(None),
+        }
+    }
+
+    fn run(at: i64, items: &[(&str, u64, bool)]) -> Manifest {
+        let at = jiff::Timestamp::from_second(at).unwrap();
+        Manifest {
+            format: 1,
+            id: at.to_string(),
+            status: if items.iter().all(|i| i.2) { RunStatus::Ok } else { RunStatus::Failed },
+            scope: "full".into(),
+            started_at: at,
+            finished_at: at,
+            duration_seconds: 3.0,
+            mxwarden_version: "test".into(),
+            zstd_level: 3,
+            recipients: Vec::new(),
+            items: items
+                .iter()
+                .map(|(db, size, ok)| Item {
+                    kind: ItemKind::Database,
+                    service: "postgres".into(),
+                    name: db.to_string(),
+                    file: format!("{db}.dump"),
+                    stored_bytes: *size,
+                    sha256: String::new(),
+                    raw_bytes: *size,
+                    duration_seconds: 2.0,
+                    server_version: None,
+                    tool_version: None,
+                    entries: None,
+                    error: (!ok).then(|| "pg_dump failed".to_string()),
+                })
+                .collect(),
+        }
+    }
+
+    /// The preset rules over these manifests' samples at `now` (seconds): the firing alerts.
+    fn firing(manifests: &[Manifest], now: i64) -> Vec<String> {
+        let rules = crate::preset::backup::rules().into_iter().map(|d| AlertRule::compile(d).unwrap()).collect();
+        let mut engine = RuleEngine::new(rules);
+        let mut series = SeriesStore::new(engine.retention_ms(), 1000);
+        let samples = samples(&plan(), manifests)
+            .into_iter()
+            .map(|s| {
+                let mut labels = s.labels;
+                labels.insert("__name__".into(), s.name);
+                (labels, s.value)
+            })
+            .collect();
+        series.ingest_scrape(CHECK, now * 1000, samples);
+        let mut out: Vec<String> = engine
+            .evaluate(&series, now * 1000)
+            .changes
+            .iter()
+            .filter(|c| c.transition == crate::alert::Transition::Fired)
+            .map(|c| format!("{} {}", c.alert, c.labels.get("database").cloned().unwrap_or_default()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_newest_attempt_and_the_newest_success_become_samples() {
+        let day = 86_400;
+        let manifests = vec![
+            run(10 * day, &[("matrix", 1000, true), ("mas", 500, true), ("removed", 9, true)]),
+            run(11 * day, &[("matrix", 1100, true), ("mas", 0, false)]),
+        ];
+        let got: Vec<(String, String, f64)> =
+            samples(&plan(), &manifests).into_iter().map(|s| (s.name, s.labels["database"].clone(), s.value)).collect();
+        let want: Vec<(String, String, f64)> = [
+            ("backup_last_run_success", "mas", 0.0),
+            ("backup_last_success_timestamp_seconds", "mas", (10 * day) as f64),
+            ("backup_last_size_bytes", "mas", 500.0),
+            ("backup_last_duration_seconds", "mas", 2.0),
+            ("backup_last_run_success", "matrix", 1.0),
+            ("backup_last_success_timestamp_seconds", "matrix", (11 * day) as f64),
+            ("backup_last_size_bytes", "matrix", 1100.0),
+            ("backup_last_duration_seconds", "matrix", 2.0),
+            ("backup_previous_size_bytes", "matrix", 1000.0),
+        ]
+        .into_iter()
+        .map(|(n, d, v)| (n.to_string(), d.to_string(), v))
+        .collect();
+        assert_eq!(got, want, "`removed` is no longer configured: no samples, no alerts");
+    }
+
+    #[test]
+    fn the_preset_rules_fire_on_failed_missing_and_shrunken_backups() {
+        let (day, hour) = (86_400, 3600);
+        let good = [("matrix", 1000, true), ("mas", 500, true)];
+        let cases: &[(Vec<Manifest>, i64, &[&str], &str)] = &[
+            (vec![run(10 * day, &good)], 10 * day + hour, &[], "one good run, an hour old"),
+            (
+                vec![run(10 * day, &good)],
+                10 * day + 27 * hour,
+                &["BackupMissing mas", "BackupMissing matrix"],
+                "27 h without a successful backup",
+            ),
+            (
+                vec![run(10 * day, &good), run(11 * day, &[("matrix", 1000, true), ("mas", 0, false)])],
+                11 * day + hour,
+                &["BackupFailed mas"],
+                "the newest attempt failed",
+            ),
+            (
+                vec![run(10 * day, &good), run(11 * day, &[("matrix", 400, true), ("mas", 260, true)])],
+                11 * day + hour,
+                &["BackupSizeDropped matrix"],
+                "matrix shrank to 40 % (mas to 52 %: not below half)",
+            ),
+        ];
+        for (manifests, now, want, why) in cases {
+            assert_eq!(firing(manifests, *now), *want, "{why}");
+        }
+    }
+}
