@@ -1,9 +1,9 @@
 //! The runbook's TODO "Synapse media store: stored in container (ephemeral!)": a synapse
 //! service declared `media_persistent: false` gets the warning `SynapseMediaEphemeral`,
 //! firing for as long as the declaration stands, so the daily digest keeps saying that
-//! uploaded media will be lost on the next redeploy. With an `admin_token`, the preset check
-//! `media` (`preset::synapse`) adds the evidence: how many users have local media, from
-//! Synapse's admin API (`synapse_local_media_users`, see `docs/presets.md`).
+//! uploaded media will be lost on the next redeploy. (Evidence from Synapse's admin API —
+//! local media present without a declared persistent store — is not gathered yet; see
+//! `docs/presets.md`.)
 
 use super::super::config::schema::{FileConfig, ServiceKind};
 use crate::rule::RuleDef;
