@@ -351,3 +351,32 @@ fn a_private_key_in_encrypt_to_is_refused_without_showing_it() {
     assert!(r.stderr.contains(":5:") && r.stderr.contains("backup.schedule"), "{}", r.all());
     assert!(r.stderr.contains(":6:") && r.stderr.contains("backup.zstd_level: 40 is not a zstd level"), "{}", r.all());
 }
+
+#[test]
+fn a_synapse_declared_without_persistent_media_gets_the_ephemeral_media_warning() {
+    let file = config(
+        "services:\n  synapse:\n    kind: synapse\n    url: http://127.0.0.1:1\n    media_persistent: false\n    disable: [client-versions, admin-version]\n",
+    );
+    let r = crate::cli::check_json(&file, &[], &[]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let row = r.row("SynapseMediaEphemeral");
+    assert_eq!(row["ok"], false, "{row}");
+    assert_eq!(row["service"], "synapse", "{row}");
+    assert!(row["detail"].as_str().unwrap().contains("media will be lost on the next redeploy"), "{row}");
+
+    let persistent =
+        config("services:\n  synapse:\n    kind: synapse\n    url: http://127.0.0.1:1\n    media_persistent: true\n");
+    let r = crate::cli::check_json(&persistent, &[], &[]);
+    assert!(!r.stdout.contains("SynapseMediaEphemeral"), "{}", r.all());
+
+    let wrong = config(
+        "services:\n  pg:\n    kind: postgres\n    dsn: \"postgresql://u@127.0.0.1/db\"\n    media_persistent: false\n",
+    );
+    let r = run(&["config", "check", wrong.path.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("services.pg.media_persistent: `media_persistent` does not apply to kind postgres"),
+        "{}",
+        r.all()
+    );
+}
