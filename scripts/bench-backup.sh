@@ -22,17 +22,18 @@ cargo build --release --quiet
 MX=$PWD/target/release/mxwarden
 
 work=$(mktemp -d /tmp/mxwarden-bench-backup.XXXXXX)
+chmod 755 "$work" # the postgres user must traverse it
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-pg_pid=
+pg_started=
 cleanup() {
-  if [ -n "$pg_pid" ]; then kill -INT "$pg_pid" 2>/dev/null || true; wait "$pg_pid" 2>/dev/null || true; fi
+  if [ -n "$pg_started" ]; then as_pg "$PGBIN/pg_ctl" -D "$work/pg/data" -m fast -w stop >/dev/null 2>&1 || true; fi
   rm -rf "$work"
 }
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 trap cleanup EXIT
 bash scripts/lib/pg-init.sh "$work/pg" "$port"
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-as_pg "$PGBIN/postgres" -D "$work/pg/data" >"$work/pg/server.log" 2>&1 &
-pg_pid=$!
+as_pg "$PGBIN/pg_ctl" -D "$work/pg/data" -l "$work/pg/server.log" -w start >/dev/null
+pg_started=1
 for _ in $(seq 100); do "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$port" && break; sleep 0.2; done
 psql() { command psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres "$@"; }
 

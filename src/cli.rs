@@ -198,7 +198,7 @@ pub fn main() -> Result<Status> {
         }
         Command::Alerts { json } => crate::cli_alerting::alerts(&load(&cli.config)?, json),
         Command::Outbox { dead, json } => crate::cli_alerting::outbox(&load(&cli.config)?, dead, json),
-        Command::Backup(command) => crate::cli_backup::run(&load(&cli.config)?, command),
+        Command::Backup(command) => crate::cli_backup::run(&cli.config, command),
         Command::Restore(args) => crate::cli_backup::restore(&load(&cli.config)?, args),
     }
 }

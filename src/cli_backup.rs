@@ -108,8 +108,12 @@ fn plan(config: &Config) -> Result<&BackupPlan> {
     }
 }
 
-/// Runs a `backup` subcommand.
-pub fn run(config: &Config, command: BackupCommand) -> Result<Status> {
+/// Runs a `backup` subcommand (`keygen` needs no config).
+pub fn run(path: &Path, command: BackupCommand) -> Result<Status> {
+    if let BackupCommand::Keygen { output } = &command {
+        return keygen(output);
+    }
+    let config = &crate::cli::load(path)?;
     match command {
         BackupCommand::Run { db, json } => run_now(plan(config)?, db.as_deref(), json),
         BackupCommand::List { json } => list(plan(config)?, json),
