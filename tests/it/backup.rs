@@ -4,7 +4,8 @@
 //! (`age::x25519::Identity::generate`); one flipped byte fails `verify` naming the file; a run
 //! killed with SIGKILL leaves nothing that is listed; `prune` keeps exactly the GFS set of a
 //! faked calendar; a config with a private key where a public one belongs is refused without
-//! showing it; the preset rules fire on the samples of a failed and a shrunken backup.
+//! showing it; the daemon takes scheduled backups and a failed one fires `BackupFailed`;
+//! `media_persistent: false` raises `SynapseMediaEphemeral`.
 
 use crate::cli::{ConfigFile, Run, config, run};
 use crate::support::services::PgCluster;
@@ -379,4 +380,50 @@ fn a_synapse_declared_without_persistent_media_gets_the_ephemeral_media_warning(
         "{}",
         r.all()
     );
+}
+
+#[test]
+fn the_daemon_takes_scheduled_backups_and_a_failed_one_fires_backup_failed() {
+    let pg = cluster_with_data();
+    let s = Setup::new(Some(&pg), "  databases: [matrix, nosuchdb]\n  globals: false\n  schedule: \"*/2 * * * * *\"\n");
+    let text = std::fs::read_to_string(&s.file.path).unwrap();
+    let store = s.dir.path().join("state.db");
+    std::fs::write(&s.file.path, format!("defaults: {{ interval: 1s }}\nstore: {}\n{text}", store.display())).unwrap();
+    let log = s.dir.path().join("daemon.log");
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_mxwarden"))
+        .args(["--config", s.file.path.to_str().unwrap(), "run"])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(s.dir.path().join("daemon.err")).unwrap())
+        .spawn()
+        .expect("start mxwarden run");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let fired = loop {
+        let r = s.mx(&["alerts", "--json"]);
+        // `alerts` exits 1 while something fires.
+        if r.code <= 1
+            && !r.stdout.is_empty()
+            && let Some(a) = r
+                .json()
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["alert"] == "BackupFailed" && x["state"] == "firing").cloned())
+        {
+            break a;
+        }
+        if Instant::now() > deadline {
+            let _ = daemon.kill();
+            let err = std::fs::read_to_string(s.dir.path().join("daemon.err")).unwrap_or_default();
+            panic!("BackupFailed never fired: {}\ndaemon:\n{err}", r.all());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let _ = std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
+    let _ = daemon.wait();
+    assert_eq!(fired["labels"]["database"], "nosuchdb", "{fired}");
+    assert_eq!(fired["labels"]["severity"], "critical", "{fired}");
+    let r = s.mx(&["backup", "list", "--json"]);
+    let runs = r.json();
+    let first = &runs.as_array().expect("runs")[0];
+    assert_eq!(first["status"], "failed", "{}", r.stdout);
+    let matrix = first["items"].as_array().unwrap().iter().find(|i| i["name"] == "matrix").unwrap();
+    assert!(matrix["error"].is_null(), "the scheduled run stored matrix: {matrix}");
 }
