@@ -5,11 +5,11 @@
 # its pg_dump, or pg_dump + zstd; the server's own CPU is the same for both and not counted),
 # prints every repetition and the medians, and the overhead ratio mxwarden / plain.
 # The cluster is a throw-away one (scripts/lib/pg-init.sh) under /tmp, removed at the end.
-# Environment: REPS (default 5), ROWS (default 6000000 ≈ 1 GB of table), LEVEL (zstd, default 3).
+# Environment: REPS (default 5), ROWS (default 3300000 ≈ 1 GB database), LEVEL (zstd, default 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${1:-${REPS:-5}}
-ROWS=${ROWS:-6000000}
+ROWS=${ROWS:-3300000}
 LEVEL=${LEVEL:-3}
 PGBIN=/usr/lib/postgresql/15/bin
 
