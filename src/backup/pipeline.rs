@@ -69,6 +69,10 @@ pub fn recipients(keys: &[String]) -> io::Result<Vec<age::x25519::Recipient>> {
 
 /// Copies `input` through zstd (`level`, with frame checksums) and age (to `recipients`) into
 /// `output`, then shuts `output` down. `progress` hears the input bytes so far.
+///
+/// Three stages run at once, joined by in-memory pipes of a few MiB: reading the input (so
+/// `pg_dump` never waits on a full pipe while we compress), compressing, and encrypting +
+/// hashing + writing — as `pg_dump | zstd` overlaps its processes.
 pub async fn seal<R, W>(
     mut input: R,
     output: W,
@@ -78,33 +82,52 @@ pub async fn seal<R, W>(
 ) -> io::Result<Sealed>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let hashing = HashingWriter { inner: output, tally: tally.clone() };
     let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
         .map_err(|e| io::Error::other(format!("cannot encrypt: {e}")))?;
-    let encrypted =
-        encryptor.wrap_async_output(tokio_util::compat::TokioAsyncWriteCompatExt::compat_write(hashing)).await?;
-    let params = [async_compression::zstd::CParameter::checksum_flag(true)];
-    let mut zstd = async_compression::tokio::write::ZstdEncoder::with_quality_and_params(
-        encrypted.compat_write(),
-        async_compression::Level::Precise(level),
-        &params,
-    );
+    let (mut raw_in, mut raw_out) = tokio::io::duplex(4 * CHUNK);
+    let (mut packed_in, mut packed_out) = tokio::io::duplex(4 * CHUNK);
+    let compress = tokio::spawn(async move {
+        let params = [async_compression::zstd::CParameter::checksum_flag(true)];
+        let mut zstd = async_compression::tokio::write::ZstdEncoder::with_quality_and_params(
+            &mut packed_in,
+            async_compression::Level::Precise(level),
+            &params,
+        );
+        tokio::io::copy(&mut raw_out, &mut zstd).await?;
+        zstd.shutdown().await // ends the zstd frame and the pipe
+    });
+    let encrypt = tokio::spawn(async move {
+        let sink = tokio_util::compat::TokioAsyncWriteCompatExt::compat_write(hashing);
+        let mut encrypted = encryptor.wrap_async_output(sink).await?.compat_write();
+        tokio::io::copy(&mut packed_out, &mut encrypted).await?;
+        encrypted.shutdown().await // age's last chunk, then the output
+    });
     let mut buf = vec![0u8; CHUNK];
     let mut raw_bytes = 0u64;
-    loop {
-        let n = input.read(&mut buf).await?;
-        if n == 0 {
-            break;
+    let read = async {
+        loop {
+            let n = input.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            raw_in.write_all(&buf[..n]).await?;
+            raw_bytes += n as u64;
+            progress(raw_bytes);
         }
-        zstd.write_all(&buf[..n]).await?;
-        raw_bytes += n as u64;
-        progress(raw_bytes);
+        raw_in.shutdown().await
     }
-    // Ends the zstd frame, then age's last chunk, then the output.
-    zstd.shutdown().await?;
+    .await;
+    drop(raw_in);
+    let joined = |r: Result<io::Result<()>, tokio::task::JoinError>| r.unwrap_or_else(|e| Err(io::Error::other(e)));
+    let (compressed, encrypted) = (joined(compress.await), joined(encrypt.await));
+    // The stage nearest the output failed first; the others only saw a closed pipe.
+    encrypted?;
+    compressed?;
+    read?;
     let t = tally.lock().map_err(|_| io::Error::other("hash state poisoned"))?;
     Ok(Sealed { raw_bytes, stored_bytes: t.bytes, sha256: hex::encode(t.hasher.clone().finalize()) })
 }
@@ -161,17 +184,19 @@ pub async fn hash<R: AsyncRead + Unpin>(mut input: R) -> io::Result<(String, u64
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_sealed_stream_unseals_to_the_same_bytes_with_the_generated_key() {
         let identity = age::x25519::Identity::generate();
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        let mut stored = Vec::new();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sealed");
+        let file = tokio::fs::File::create(&path).await.unwrap();
         let seen = std::sync::atomic::AtomicU64::new(0);
-        let sealed = seal(&data[..], &mut stored, 3, &[identity.to_public()], &|n| {
-            seen.store(n, std::sync::atomic::Ordering::Relaxed)
-        })
-        .await
-        .unwrap();
+        let sealed =
+            seal(&data[..], file, 3, &[identity.to_public()], &|n| seen.store(n, std::sync::atomic::Ordering::Relaxed))
+                .await
+                .unwrap();
+        let stored = std::fs::read(&path).unwrap();
         assert_eq!(sealed.raw_bytes, data.len() as u64);
         assert_eq!(sealed.stored_bytes, stored.len() as u64);
         assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), data.len() as u64, "progress saw every byte");
