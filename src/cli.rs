@@ -113,6 +113,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Backups: take, list, verify and prune them (see docs/backups.md).
+    #[command(subcommand)]
+    Backup(crate::cli_backup::BackupCommand),
+    /// Put a backup back: a database into a new database, or a file set into a directory.
+    Restore(crate::cli_backup::RestoreArgs),
     /// Write a commented starter config for the runbook's stack.
     Init {
         /// Where to write it (default: the --config path).
@@ -193,6 +198,8 @@ pub fn main() -> Result<Status> {
         }
         Command::Alerts { json } => crate::cli_alerting::alerts(&load(&cli.config)?, json),
         Command::Outbox { dead, json } => crate::cli_alerting::outbox(&load(&cli.config)?, dead, json),
+        Command::Backup(command) => crate::cli_backup::run(&cli.config, command),
+        Command::Restore(args) => crate::cli_backup::restore(&load(&cli.config)?, args),
     }
 }
 

@@ -257,6 +257,10 @@ async fn run_until(
             }
         }));
     }
+    if let Some(plan) = config.backup.clone() {
+        let every = config.defaults.interval.0;
+        tasks.push(crate::backup::schedule::spawn(plan, tx.clone(), clock.clone(), stop.clone(), every));
+    }
     drop(tx);
     let evaluation_every = config
         .checks
@@ -271,6 +275,7 @@ async fn run_until(
     let unseen = config.checks.iter().map(|c| c.id.0.clone()).collect();
     let grace = config.checks.iter().map(|c| c.interval + c.timeout).max().unwrap_or_default() + Duration::from_secs(5);
     let warm_until = clock.now().as_millisecond() + grace.as_millis() as i64;
+    let backup = config.backup.clone();
     let mut evaluator = Evaluator {
         store,
         engine,
@@ -285,6 +290,7 @@ async fn run_until(
         recorded: Vec::new(),
         beat_at: started,
         pruned_at: 0,
+        backup,
     };
     evaluator.run(rx, evaluation_every, stop).await;
     for t in tasks.into_iter().chain(server) {
@@ -314,6 +320,8 @@ struct Evaluator {
     beat_at: i64,
     /// The last retention run, ms.
     pruned_at: i64,
+    /// Backups, summarised in the daily digests.
+    backup: Option<Arc<crate::backup::BackupPlan>>,
 }
 
 impl Evaluator {
@@ -352,8 +360,10 @@ impl Evaluator {
         let t = o.at.as_millisecond();
         let latency_ms = o.latency.as_millis() as i64;
         let state = if o.ok { crate::history::State::Up } else { crate::history::State::Down };
-        self.recorded.push((o.check.0.clone(), crate::history::Result { at_ms: t, state, latency_ms }));
-        self.live.observe(&o);
+        if self.live.has(&o.check.0) {
+            self.recorded.push((o.check.0.clone(), crate::history::Result { at_ms: t, state, latency_ms }));
+            self.live.observe(&o);
+        }
         if !o.ok {
             tracing::debug!(check = %o.check, detail = %o.detail(), "Check failed.");
         }
@@ -451,7 +461,10 @@ impl Evaluator {
                 })
                 .collect();
             let info = self.info_items(tier_name).await?;
-            let message = crate::notify::digest::compose(tier_name, last, to, &fired, &open, &info);
+            let mut message = crate::notify::digest::compose(tier_name, last, to, &fired, &open, &info);
+            if let (Some(plan), Some(crate::notify::DigestSchedule::Daily { .. })) = (&self.backup, tier.digest) {
+                crate::backup::digest::append(&mut message, plan, last, to).await;
+            }
             let deliveries: Vec<NewDelivery> = tier
                 .receivers
                 .iter()

@@ -9,9 +9,11 @@
 #![warn(missing_docs)]
 
 pub mod alert;
+pub mod backup;
 pub mod check;
 pub mod cli;
 mod cli_alerting;
+mod cli_backup;
 mod cli_pg;
 mod cli_rules;
 mod cli_scrape;

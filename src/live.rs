@@ -76,6 +76,11 @@ impl Live {
         self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(o.check.0.clone(), latest);
     }
 
+    /// Whether `check` is one of the config's checks (backup runs also report observations).
+    pub fn has(&self, check: &str) -> bool {
+        self.checks.iter().any(|c| c.name == check)
+    }
+
     /// The latest result of `check`, if it ran.
     pub fn latest(&self, check: &str) -> Option<Latest> {
         self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(check).cloned()

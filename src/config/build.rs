@@ -81,6 +81,8 @@ pub struct Built {
     pub listen: Option<std::net::SocketAddr>,
     /// The API's write token.
     pub admin_token: Option<secrecy::SecretString>,
+    /// Backups, if configured.
+    pub backup: Option<crate::backup::BackupPlan>,
 }
 
 /// The default `listen`.
@@ -153,6 +155,12 @@ pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagno
             Err(e) => problems.add(&service.referenced, format!("services.{name}"), e.to_string()),
         }
     }
+    for def in crate::preset::media::rules(file) {
+        match AlertRule::compile(def) {
+            Ok(rule) => rules.push(rule),
+            Err(e) => problems.add(&Location::UNKNOWN, "services", e.to_string()),
+        }
+    }
     let alerting = file.alerting.as_ref().and_then(|a| super::alerting::build(a, &mut problems));
     let listen = listen(file, &mut problems);
     let admin_token = problems
@@ -164,11 +172,20 @@ pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagno
             &Location::UNKNOWN,
         ))
         .flatten();
+    let backup = file.backup.as_ref().and_then(|b| super::backup::build(b, file, &mut problems));
+    if backup.is_some() {
+        for def in crate::preset::backup::rules() {
+            match AlertRule::compile(def) {
+                Ok(rule) => rules.push(rule),
+                Err(e) => problems.add(&Location::UNKNOWN, "backup", e.to_string()),
+            }
+        }
+    }
     let families = families_needed(&rules);
     let mut checks = checks(file, &mut problems, families.as_ref());
     checks.sort_by_key(|c| matches!(c.probe, ProbeSpec::Scrape(_)));
     if problems.found.is_empty() {
-        Ok(Built { checks, rules, unavailable, thresholds, alerting, listen, admin_token })
+        Ok(Built { checks, rules, unavailable, thresholds, alerting, listen, admin_token, backup })
     } else {
         Err(super::postgres::scrub(file, problems.found))
     }
@@ -297,6 +314,7 @@ const KIND_KEYS: &[(&str, &[ServiceKind])] = &[
     ("admin_token", &[ServiceKind::Synapse]),
     ("admin_token_file", &[ServiceKind::Synapse]),
     ("federation_url", &[ServiceKind::Synapse]),
+    ("media_persistent", &[ServiceKind::Synapse]),
     ("health_url", &[ServiceKind::Mas]),
     ("issuer", &[ServiceKind::Mas]),
     ("api_token", &[ServiceKind::Authentik]),
@@ -318,6 +336,7 @@ fn keys_set(s: &ServiceConfig) -> Vec<&'static str> {
         ("admin_token", s.admin_token.is_some()),
         ("admin_token_file", s.admin_token_file.is_some()),
         ("federation_url", s.federation_url.is_some()),
+        ("media_persistent", s.media_persistent.is_some()),
         ("health_url", s.health_url.is_some()),
         ("issuer", s.issuer.is_some()),
         ("api_token", s.api_token.is_some()),

@@ -4,6 +4,7 @@
 //! everything downstream sees only [`Config`].
 
 mod alerting;
+mod backup;
 mod build;
 pub mod error;
 pub mod load;
@@ -40,6 +41,8 @@ pub struct Config {
     pub listen: Option<std::net::SocketAddr>,
     /// The API's write token.
     pub admin_token: Option<secrecy::SecretString>,
+    /// Backups (`backup:`), if configured.
+    pub backup: Option<std::sync::Arc<crate::backup::BackupPlan>>,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -65,6 +68,7 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         alerting: built.alerting,
         listen: built.listen,
         admin_token: built.admin_token,
+        backup: built.backup.map(std::sync::Arc::new),
         store: file
             .store
             .clone()

@@ -47,6 +47,10 @@ pub struct FileConfig {
     /// Read `admin_token` from this file instead (trailing newline removed).
     #[serde(default)]
     pub admin_token_file: Option<Spanned<PathBuf>>,
+    /// Backups of the PostgreSQL databases and key files: where, what, when, how long kept,
+    /// encrypted to whom (see `docs/backups.md`).
+    #[serde(default)]
+    pub backup: Option<Spanned<BackupConfig>>,
 }
 
 /// Receivers and tiers.
@@ -350,6 +354,12 @@ pub struct ServiceConfig {
     /// synapse: read `admin_token` from this file instead (trailing newline removed).
     #[serde(default)]
     pub admin_token_file: Option<Spanned<PathBuf>>,
+    /// synapse: `false` declares that the media store lives in the container (the runbook's
+    /// Render setup), so uploaded media is lost on every redeploy: a warning
+    /// (`SynapseMediaEphemeral`) says so until media is moved to a persistent disk or an
+    /// object store and this is set to `true` (or removed).
+    #[serde(default)]
+    pub media_persistent: Option<bool>,
     /// synapse: base URL of the federation listener; setting it enables `federation`.
     /// Use `url` here when federation is served on the same port.
     #[serde(default)]
@@ -656,4 +666,149 @@ impl serde::Serialize for StatusMatcher {
             Self::Class(_) => s.collect_str(self),
         }
     }
+}
+
+/// `backup:`: what is backed up, where, when, for how long, and to whom it is encrypted.
+/// Every stored file is zstd-compressed and then encrypted with age to `encrypt_to`; mxwarden
+/// holds only public keys and can never read its own backups.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// The directory the backups go to, one sub-directory per run (created when missing).
+    pub dir: Spanned<PathBuf>,
+    /// When the daemon takes a backup: a cron expression (`0 2 * * *` is 02:00 every day),
+    /// in `alerting.timezone` (UTC when unset). Without it the daemon takes none;
+    /// `mxwarden backup run` always works.
+    #[serde(default)]
+    pub schedule: Option<Spanned<String>>,
+    /// Which databases to dump: `all` (every database of every postgres service), a list
+    /// (`[matrix, mas]`, when there is one postgres service), or per service
+    /// (`{ postgres: all, replica: [matrix] }`). Default: each postgres service's own
+    /// `databases`, or all of its databases when it lists none.
+    #[serde(default)]
+    pub databases: Option<Spanned<DatabaseSelection>>,
+    /// Also dump each postgres service's roles and tablespaces (`pg_dumpall --globals-only`;
+    /// without superuser rights, role passwords are left out). Default `true`.
+    #[serde(default)]
+    pub globals: Option<bool>,
+    /// File sets, by name: paths or patterns (`*` and `?` in the last part of a path) archived
+    /// as one tar per set, e.g. `{ mas-keys: ["/data/mas/*.pem"], synapse-signing-key:
+    /// ["/data/matrix.signing.key"] }`. A directory is archived with everything in it. A
+    /// pattern that matches nothing fails the set: a key file that vanished is a problem.
+    #[serde(default)]
+    pub files: BTreeMap<String, Vec<Spanned<String>>>,
+    /// How many runs are kept: the newest run of each of the last `daily` days, `weekly`
+    /// ISO weeks and `monthly` months that have a run (grandfather-father-son). Default
+    /// `{ daily: 7, weekly: 4, monthly: 6 }`. `mxwarden backup prune` applies it.
+    #[serde(default)]
+    pub retention: Option<RetentionConfig>,
+    /// zstd compression level, 1 (fast) to 19 (small). Default `3`.
+    #[serde(default)]
+    pub zstd_level: Option<Spanned<i32>>,
+    /// age recipients: public keys (`age1…`, from `age-keygen` or `mxwarden backup keygen`).
+    /// Never a private key: the identity stays offline and is only needed to verify content
+    /// and to restore.
+    #[serde(default)]
+    pub encrypt_to: Vec<Spanned<String>>,
+    /// A recipients file (one `age1…` key per line, `#` comments), as `age -R` reads it; used
+    /// together with `encrypt_to`.
+    #[serde(default)]
+    pub encrypt_to_file: Option<Spanned<PathBuf>>,
+    /// Directory holding `pg_dump`, `pg_dumpall` and `pg_restore`, e.g.
+    /// `/usr/lib/postgresql/16/bin`: their major version must be at least the server's.
+    /// Default: found on `PATH`.
+    #[serde(default)]
+    pub pg_bin_dir: Option<Spanned<PathBuf>>,
+}
+
+/// Which databases to dump (see `backup.databases`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseSelection {
+    /// `all`.
+    All,
+    /// `[matrix, mas]`: for the only postgres service.
+    List(Vec<String>),
+    /// `{ postgres: all, replica: [matrix] }`.
+    PerService(BTreeMap<String, ServiceDatabases>),
+}
+
+/// One service's databases: `all` or a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceDatabases {
+    /// Every database that accepts connections (templates left out).
+    All,
+    /// These.
+    List(Vec<String>),
+}
+
+fn all_word<E: serde::de::Error>(v: &str) -> Result<(), E> {
+    if v == "all" { Ok(()) } else { Err(E::custom(format!("`{v}`: expected `all` or a list of database names"))) }
+}
+
+impl<'de> Deserialize<'de> for ServiceDatabases {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ServiceDatabases;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`all` or a list of database names")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                all_word(v).map(|()| ServiceDatabases::All)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(ServiceDatabases::List(names))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for DatabaseSelection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = DatabaseSelection;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`all`, a list of database names, or a map from postgres service to `all` or a list")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                all_word(v).map(|()| DatabaseSelection::All)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(DatabaseSelection::List(names))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut services = BTreeMap::new();
+                while let Some((service, dbs)) = map.next_entry::<String, ServiceDatabases>()? {
+                    services.insert(service, dbs);
+                }
+                Ok(DatabaseSelection::PerService(services))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Grandfather-father-son retention: how many daily, weekly and monthly runs are kept.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// The newest run of each of the last this many days that have a run. Default `7`.
+    #[serde(default)]
+    pub daily: Option<u32>,
+    /// The newest run of each of the last this many ISO weeks that have a run. Default `4`.
+    #[serde(default)]
+    pub weekly: Option<u32>,
+    /// The newest run of each of the last this many months that have a run. Default `6`.
+    #[serde(default)]
+    pub monthly: Option<u32>,
 }

@@ -4,8 +4,10 @@
 //! and `overrides`; the probes run them like any other check.
 
 mod authentik;
+pub mod backup;
 pub mod down;
 mod mas;
+pub mod media;
 pub mod rules;
 mod synapse;
 mod vikunja;

@@ -5,6 +5,7 @@
 mod support;
 
 mod alerting;
+mod backup;
 mod cli;
 mod config_cli;
 mod conformance;

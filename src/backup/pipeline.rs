@@ -1,0 +1,217 @@
+//! The byte streams: [`seal`] copies a stream (pg_dump's stdout, a tar) through zstd and then
+//! age into a storage writer, hashing and counting what is stored on the way — chunk by chunk,
+//! never the whole thing in memory, compressed once. [`unseal`] is the way back: age, then
+//! zstd. [`hash`] reads a stored file for its SHA-256. age speaks the `futures` I/O traits,
+//! tokio its own; `tokio_util::compat` joins them.
+
+use sha2::{Digest, Sha256};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::compat::{FuturesAsyncReadCompatExt, FuturesAsyncWriteCompatExt, TokioAsyncReadCompatExt};
+
+/// The copy buffer: large enough for pipe throughput, small enough to never matter.
+const CHUNK: usize = 256 * 1024;
+
+/// What [`seal`] stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// Bytes read from the input.
+    pub raw_bytes: u64,
+    /// Bytes written to storage.
+    pub stored_bytes: u64,
+    /// SHA-256 of the stored bytes, hex.
+    pub sha256: String,
+}
+
+#[derive(Default)]
+struct Tally {
+    bytes: u64,
+    hasher: Sha256,
+}
+
+/// Passes writes through, counting and hashing them.
+struct HashingWriter<W> {
+    inner: W,
+    tally: Arc<Mutex<Tally>>,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled
+            && let Ok(mut t) = this.tally.lock()
+        {
+            t.bytes += *n as u64;
+            t.hasher.update(&buf[..*n]);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Parses the recipients (validated by the config already).
+pub fn recipients(keys: &[String]) -> io::Result<Vec<age::x25519::Recipient>> {
+    keys.iter()
+        .map(|k| k.parse::<age::x25519::Recipient>().map_err(|e| io::Error::other(format!("recipient `{k}`: {e}"))))
+        .collect()
+}
+
+/// Copies `input` through zstd (`level`, with frame checksums) and age (to `recipients`) into
+/// `output`, then shuts `output` down. `progress` hears the input bytes so far.
+///
+/// Three stages run at once, joined by in-memory pipes of a few MiB: reading the input (so
+/// `pg_dump` never waits on a full pipe while we compress), compressing, and encrypting +
+/// hashing + writing — as `pg_dump | zstd` overlaps its processes.
+pub async fn seal<R, W>(
+    mut input: R,
+    output: W,
+    level: i32,
+    recipients: &[age::x25519::Recipient],
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> io::Result<Sealed>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let hashing = HashingWriter { inner: output, tally: tally.clone() };
+    let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+        .map_err(|e| io::Error::other(format!("cannot encrypt: {e}")))?;
+    let (mut raw_in, mut raw_out) = tokio::io::duplex(4 * CHUNK);
+    let (mut packed_in, mut packed_out) = tokio::io::duplex(4 * CHUNK);
+    let compress = tokio::spawn(async move {
+        let params = [async_compression::zstd::CParameter::checksum_flag(true)];
+        let mut zstd = async_compression::tokio::write::ZstdEncoder::with_quality_and_params(
+            &mut packed_in,
+            async_compression::Level::Precise(level),
+            &params,
+        );
+        tokio::io::copy(&mut raw_out, &mut zstd).await?;
+        zstd.shutdown().await // ends the zstd frame and the pipe
+    });
+    let encrypt = tokio::spawn(async move {
+        let sink = tokio_util::compat::TokioAsyncWriteCompatExt::compat_write(hashing);
+        let mut encrypted = encryptor.wrap_async_output(sink).await?.compat_write();
+        tokio::io::copy(&mut packed_out, &mut encrypted).await?;
+        encrypted.shutdown().await // age's last chunk, then the output
+    });
+    let mut buf = vec![0u8; CHUNK];
+    let mut raw_bytes = 0u64;
+    let read = async {
+        loop {
+            let n = input.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            raw_in.write_all(&buf[..n]).await?;
+            raw_bytes += n as u64;
+            progress(raw_bytes);
+        }
+        raw_in.shutdown().await
+    }
+    .await;
+    drop(raw_in);
+    let joined = |r: Result<io::Result<()>, tokio::task::JoinError>| r.unwrap_or_else(|e| Err(io::Error::other(e)));
+    let (compressed, encrypted) = (joined(compress.await), joined(encrypt.await));
+    // The stage nearest the output failed first; the others only saw a closed pipe.
+    encrypted?;
+    compressed?;
+    read?;
+    let t = tally.lock().map_err(|_| io::Error::other("hash state poisoned"))?;
+    Ok(Sealed { raw_bytes, stored_bytes: t.bytes, sha256: hex::encode(t.hasher.clone().finalize()) })
+}
+
+/// Reads age identities (`AGE-SECRET-KEY-1…` lines, `#` comments) from a file.
+pub fn identities(path: &std::path::Path) -> Result<Vec<Box<dyn age::Identity + Send + Sync>>, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read the identity file {}: {e}", path.display()))?;
+    let file = age::IdentityFile::from_buffer(&text[..])
+        .map_err(|e| format!("{} is not an age identity file: {e}", path.display()))?;
+    let ids = file.into_identities().map_err(|e| format!("{}: {e}", path.display()))?;
+    if ids.is_empty() {
+        return Err(format!("{} holds no age identity (AGE-SECRET-KEY-1…)", path.display()));
+    }
+    Ok(ids)
+}
+
+/// Decrypts and decompresses a stored stream. Errors name no key material.
+pub async fn unseal<R>(
+    input: R,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+) -> io::Result<impl AsyncRead + Unpin + Send>
+where
+    R: AsyncRead + Unpin + Send,
+{
+    let decryptor = age::Decryptor::new_async_buffered(tokio::io::BufReader::with_capacity(CHUNK, input).compat())
+        .await
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("not an age file: {e}")))?;
+    let reader = decryptor
+        .decrypt_async(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("cannot decrypt: {e}")))?;
+    let plain = tokio::io::BufReader::with_capacity(CHUNK, reader.compat());
+    let mut zstd = async_compression::tokio::bufread::ZstdDecoder::new(plain);
+    zstd.multiple_members(true);
+    Ok(zstd)
+}
+
+/// SHA-256 (hex) and length of a stream.
+pub async fn hash<R: AsyncRead + Unpin>(mut input: R) -> io::Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = input.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sealed_stream_unseals_to_the_same_bytes_with_the_generated_key() {
+        let identity = age::x25519::Identity::generate();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sealed");
+        let file = tokio::fs::File::create(&path).await.unwrap();
+        let seen = std::sync::atomic::AtomicU64::new(0);
+        let sealed =
+            seal(&data[..], file, 3, &[identity.to_public()], &|n| seen.store(n, std::sync::atomic::Ordering::Relaxed))
+                .await
+                .unwrap();
+        let stored = std::fs::read(&path).unwrap();
+        assert_eq!(sealed.raw_bytes, data.len() as u64);
+        assert_eq!(sealed.stored_bytes, stored.len() as u64);
+        assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), data.len() as u64, "progress saw every byte");
+        assert!(stored.len() < data.len() / 10, "compressed: {} bytes", stored.len());
+        assert_eq!(hash(&stored[..]).await.unwrap(), (sealed.sha256.clone(), stored.len() as u64));
+        assert!(stored.starts_with(b"age-encryption.org/v1"), "an age file");
+        let ids: Vec<Box<dyn age::Identity + Send + Sync>> = vec![Box::new(identity)];
+        let mut back = Vec::new();
+        unseal(&stored[..], &ids).await.unwrap().read_to_end(&mut back).await.unwrap();
+        assert!(back == data, "round trip");
+        let other: Vec<Box<dyn age::Identity + Send + Sync>> = vec![Box::new(age::x25519::Identity::generate())];
+        let wrong = match unseal(&stored[..], &other).await {
+            Ok(_) => panic!("another key decrypted it"),
+            Err(e) => e.to_string(),
+        };
+        assert!(wrong.contains("cannot decrypt"), "{wrong}");
+    }
+}
