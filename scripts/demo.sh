@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The demo: starts a real local stack — PostgreSQL 15, Synapse on it (with an admin user and a
 # metrics listener), and an OIDC provider standing in for MAS — writes an mxwarden.yaml for it,
-# runs `mxwarden check`, then stops Synapse to show what a failure looks like. Everything binds
-# 127.0.0.1 and is stopped when the script ends (also on Ctrl-C).
+# runs `mxwarden check`, then `mxwarden run` with its status page, and stops Synapse to show
+# what a failure looks like. Everything binds 127.0.0.1 and is stopped when the script ends
+# (also on Ctrl-C). On a terminal it waits for Enter before stopping, so the status page can be
+# looked at; DEMO_SECONDS=N waits N seconds instead (default 0 without a terminal).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -46,9 +48,17 @@ wait_http "http://127.0.0.1:$OP/.well-known/openid-configuration"
 SYNAPSE_ADMIN_TOKEN=$(python3 scripts/lib/synapse-admin-token.py "http://127.0.0.1:$CP" "$(cat "$DIR/synapse/shared_secret")" demo-admin 'Demo-pass-1')
 export SYNAPSE_ADMIN_TOKEN
 
+LP=$(free_port)
 cat >"$DIR/mxwarden.yaml" <<YAML
-defaults: { timeout: 5s }
+listen: 127.0.0.1:$LP        # the status page, JSON API and /metrics of \`mxwarden run\`
+store: $DIR/mxwarden.db
+defaults: { interval: 5s, timeout: 5s }
 services:
+  postgres:
+    kind: postgres
+    dsn: "postgresql://postgres@127.0.0.1:$PGPORT/postgres"
+    disk_limit: 256MiB
+    databases: [synapse]
   synapse:
     kind: synapse
     url: http://127.0.0.1:$CP
@@ -66,8 +76,35 @@ echo
 echo "== mxwarden check"
 "$MXW" --config "$DIR/mxwarden.yaml" check || true
 echo
-echo "== stopping Synapse, then mxwarden check again"
+echo "== mxwarden run (the daemon), in the background"
+"$MXW" --config "$DIR/mxwarden.yaml" run 2>"$DIR/run.log" &
+RUN_PID=$!
+trap 'kill -TERM $RUN_PID 2>/dev/null; wait $RUN_PID 2>/dev/null; cleanup' EXIT
+wait_http "http://127.0.0.1:$LP/healthz"
+summary() {
+  curl -fsS "http://127.0.0.1:$LP/api/v1/status" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+for c in s["checks"]:
+    print("  %-8s %-28s %s" % (c["state"], c["name"], (c["detail"] or "")[:70]))
+for a in s["alerts"]:
+    print("  ALERT %s: %s %s %s" % (a["state"], a["alert"], a["service"] or "", a["summary"]))'
+}
+sleep 6
+echo "Status page: http://127.0.0.1:$LP/   (JSON: /api/v1/status, metrics: /metrics)"
+summary
+echo
+echo "== stopping Synapse; the daemon notices"
 kill -TERM "$SYNAPSE_PID"; wait "$SYNAPSE_PID" 2>/dev/null || true
+sleep 8
+summary
+echo
 set +e
+echo "== mxwarden check synapse (one-shot)"
 "$MXW" --config "$DIR/mxwarden.yaml" check synapse
 echo "(exit code $?: 0 all good, 1 something is unhealthy, 2 config or usage error)"
+if [ -n "${DEMO_SECONDS:-}" ]; then
+  echo "Status page stays up for $DEMO_SECONDS s: http://127.0.0.1:$LP/"; sleep "$DEMO_SECONDS"
+elif [ -t 0 ]; then
+  read -r -p "Status page: http://127.0.0.1:$LP/ — press Enter to stop everything. " _
+fi
