@@ -113,6 +113,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Maintenance windows: open one now, list them, end one.
+    #[command(subcommand)]
+    Maintenance(crate::cli_maintenance::MaintenanceCommand),
     /// Write a commented starter config for the runbook's stack.
     Init {
         /// Where to write it (default: the --config path).
@@ -193,6 +196,7 @@ pub fn main() -> Result<Status> {
         }
         Command::Alerts { json } => crate::cli_alerting::alerts(&load(&cli.config)?, json),
         Command::Outbox { dead, json } => crate::cli_alerting::outbox(&load(&cli.config)?, dead, json),
+        Command::Maintenance(command) => crate::cli_maintenance::run(&load(&cli.config)?, command),
     }
 }
 

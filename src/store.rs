@@ -23,7 +23,8 @@ pub struct StoreError {
 type Result<T> = std::result::Result<T, StoreError>;
 
 /// Schema migrations, applied in order, each once.
-const MIGRATIONS: &[&str] = &["CREATE TABLE alerts (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE alerts (
         alert TEXT NOT NULL, labels TEXT NOT NULL, state TEXT NOT NULL,
         active_at INTEGER, fired_at INTEGER, notified_at INTEGER,
         value REAL NOT NULL, annotations TEXT NOT NULL, updated_at INTEGER NOT NULL,
@@ -38,7 +39,9 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE alerts (
         PRIMARY KEY (receiver, incident));
      CREATE TABLE digest_items (id INTEGER PRIMARY KEY AUTOINCREMENT, tier TEXT NOT NULL,
         at INTEGER NOT NULL, payload TEXT NOT NULL);
-     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"];
+     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    crate::maintenance::store::MIGRATION,
+];
 
 /// An alert's persisted state.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,8 +116,13 @@ fn state_parts(state: &AlertState) -> (&'static str, Option<i64>, Option<i64>, O
 }
 
 impl Store {
-    fn fail(&self, source: sqlx::Error) -> StoreError {
+    pub(crate) fn fail(&self, source: sqlx::Error) -> StoreError {
         StoreError { path: self.path.clone(), source }
+    }
+
+    /// The pool, for modules that keep their own tables (`maintenance::store`).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// Opens (creating) the store and applies migrations.

@@ -77,6 +77,10 @@ pub struct Built {
     pub thresholds: Vec<(String, &'static preset_rules::Threshold, Option<String>)>,
     /// Where alerts go, if configured.
     pub alerting: Option<crate::notify::Alerting>,
+    /// Recurring maintenance windows.
+    pub maintenance: Vec<crate::maintenance::RecurringWindow>,
+    /// Which service needs which.
+    pub topology: crate::topology::Topology,
 }
 
 /// Validates `file` and expands it into checks and rules, or returns every problem found.
@@ -125,11 +129,13 @@ pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagno
         }
     }
     let alerting = file.alerting.as_ref().and_then(|a| super::alerting::build(a, &mut problems));
+    let maintenance = super::maintenance::windows(file, &mut problems);
+    let topology = super::maintenance::topology(file, &mut problems);
     let families = families_needed(&rules);
     let mut checks = checks(file, &mut problems, families.as_ref());
     checks.sort_by_key(|c| matches!(c.probe, ProbeSpec::Scrape(_)));
     if problems.found.is_empty() {
-        Ok(Built { checks, rules, unavailable, thresholds, alerting })
+        Ok(Built { checks, rules, unavailable, thresholds, alerting, maintenance, topology })
     } else {
         Err(super::postgres::scrub(file, problems.found))
     }

@@ -7,6 +7,7 @@ mod alerting;
 mod build;
 pub mod error;
 pub mod load;
+mod maintenance;
 mod postgres;
 pub mod schema;
 pub mod units;
@@ -36,6 +37,12 @@ pub struct Config {
     pub alerting: Option<crate::notify::Alerting>,
     /// The store file.
     pub store: PathBuf,
+    /// Recurring maintenance windows (`maintenance:`).
+    pub maintenance: Vec<crate::maintenance::RecurringWindow>,
+    /// How long before an ad hoc window ends its reminder goes out, ms (0: none).
+    pub maintenance_reminder_ms: i64,
+    /// Which service needs which (`depends_on:` and the built-in topology).
+    pub topology: crate::topology::Topology,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -59,6 +66,9 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         unavailable: built.unavailable,
         thresholds: built.thresholds,
         alerting: built.alerting,
+        maintenance: built.maintenance,
+        maintenance_reminder_ms: file.maintenance_reminder.map_or(300_000, |d| d.0.as_millis() as i64),
+        topology: built.topology,
         store: file
             .store
             .clone()
