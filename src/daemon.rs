@@ -102,7 +102,18 @@ pub async fn run_until(config: Config, clock: Arc<dyn Clock>, stop: watch::Recei
     let unseen = config.checks.iter().map(|c| c.id.0.clone()).collect();
     let grace = config.checks.iter().map(|c| c.interval + c.timeout).max().unwrap_or_default() + Duration::from_secs(5);
     let warm_until = clock.now().as_millisecond() + grace.as_millis() as i64;
-    let mut evaluator = Evaluator { store, engine, series, alerting, clock, wake, unseen, warm_until };
+    // Pages held for a dependency wait until it has been up for one round of every check.
+    let critical = alerting.as_ref().and_then(|a| a.tiers.get("critical")).map(|t| t.receivers.clone());
+    let calendar = Arc::new(crate::maintenance::Calendar::new(config.maintenance.clone()));
+    let gate = crate::mute::Gate::new(
+        store.clone(),
+        calendar,
+        config.topology.clone(),
+        config.maintenance_reminder_ms,
+        grace.as_millis() as i64,
+        critical.unwrap_or_default(),
+    );
+    let mut evaluator = Evaluator { store, engine, series, alerting, clock, wake, unseen, warm_until, gate };
     evaluator.run(rx, evaluation_every, stop).await;
     for t in tasks {
         let _ = t.await;
@@ -121,6 +132,8 @@ struct Evaluator {
     unseen: std::collections::HashSet<String>,
     /// Until when to wait for them, ms.
     warm_until: i64,
+    /// Holds pages during maintenance and dependency outages.
+    gate: crate::mute::Gate,
 }
 
 impl Evaluator {
@@ -174,11 +187,13 @@ impl Evaluator {
         for (alert, error) in &evaluation.errors {
             tracing::warn!(%alert, %error, "Rule could not be evaluated.");
         }
-        if evaluation.changes.is_empty() {
-            return Ok(());
+        let mut routed = crate::route::route(self.alerting.as_deref(), &evaluation.changes, now);
+        routed.deliveries = self.gate.pass(std::mem::take(&mut routed.deliveries), &evaluation.alerts, now).await?;
+        if routed.alerts.is_empty() && routed.deliveries.is_empty() && routed.digest.is_empty() {
+            return self.gate.committed().await.map_err(Into::into);
         }
-        let routed = crate::route::route(self.alerting.as_deref(), &evaluation.changes, now);
         self.store.commit(&routed.alerts, &routed.deliveries, &routed.digest, now).await?;
+        self.gate.committed().await?;
         self.wake.notify_one();
         Ok(())
     }

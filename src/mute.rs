@@ -27,7 +27,7 @@ pub struct Inputs<'a> {
     /// Now, ms.
     pub now: Millis,
     /// Whether a service is in maintenance now.
-    pub in_maintenance: &'a dyn Fn(&str) -> bool,
+    pub in_maintenance: &'a (dyn Fn(&str) -> bool + Sync),
     /// Services whose down alert is pending or firing now, or was within the settle time.
     pub down: &'a BTreeSet<String>,
     /// Services failing now (any pending or firing alert), for the group page.

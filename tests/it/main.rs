@@ -11,6 +11,7 @@ mod conformance;
 mod expo_oracle;
 mod failures;
 mod harness_selftest;
+mod maintenance;
 mod matrix;
 mod postgres;
 mod presets;
