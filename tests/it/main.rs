@@ -8,6 +8,7 @@ mod alerting;
 mod cli;
 mod config_cli;
 mod conformance;
+mod dependencies;
 mod expo_oracle;
 mod failures;
 mod harness_selftest;
