@@ -71,6 +71,25 @@ impl Daemon {
         }
     }
 
+    /// Moves the clock to `at` (ms), a minute at a time as [`Daemon::minutes`] does.
+    fn advance_to(&self, at: i64) {
+        while self.now_ms() < at {
+            let step = (at - self.now_ms()).min(60_000) as u64;
+            self.clock.advance(Duration::from_millis(step));
+            std::thread::sleep(Duration::from_millis(1_300));
+        }
+    }
+
+    /// Lets time pass in 20-second steps until `done` holds, at most until `limit` (ms): the
+    /// machine may be busy, so a state is waited for, never assumed after a fixed time.
+    fn until(&self, what: &str, limit: i64, done: impl Fn(&Self) -> bool) {
+        while !done(self) {
+            assert!(self.now_ms() < limit, "{what}: not by {limit} on the manual clock");
+            self.clock.advance(Duration::from_secs(20));
+            std::thread::sleep(Duration::from_millis(1_300));
+        }
+    }
+
     fn now_ms(&self) -> i64 {
         use mxwarden::clock::Clock;
         self.clock.now().as_millisecond()
@@ -167,16 +186,16 @@ fn the_maintenance_story_on_a_manual_clock() {
     // 02:58 in Berlin on 1 March: the monthly window opens at 03:00 local, 02:00 UTC.
     let d = Daemon::start(&file.path, "2026-03-01T01:58:00Z");
 
+    let at = |t: &str| t.parse::<jiff::Timestamp>().unwrap().as_millisecond();
     d.minutes(3); // 02:01 UTC: inside the window
     healthy.store(false, Ordering::SeqCst);
-    d.minutes(3);
-    assert_eq!(d.firing(), ["VikunjaDown"], "checks still run and the alert fires");
-    assert!(hooks(&sink).is_empty(), "but nothing is sent inside the window");
+    d.until("VikunjaDown firing", at("2026-03-01T02:07:00Z"), |d| d.firing() == ["VikunjaDown"]);
+    assert!(hooks(&sink).is_empty(), "checks still run and the alert fires, but nothing is sent inside the window");
     assert_eq!(d.held(), [("[FIRING] VikunjaDown (critical)".to_string(), "maintenance".to_string())]);
 
-    d.minutes(5); // 02:09 UTC: the last minute of the window
-    assert!(hooks(&sink).is_empty(), "still held at 02:09");
-    d.minutes(2); // 02:11 UTC: over
+    d.advance_to(at("2026-03-01T02:09:30Z")); // the last minute of the window
+    assert!(hooks(&sink).is_empty(), "still held at 02:09:30");
+    d.advance_to(at("2026-03-01T02:10:30Z")); // over
     let got = wait_for_hooks(&sink, 1, "the held page");
     assert_eq!(got, [("firing".to_string(), "VikunjaDown".to_string())], "sent when the window ends");
     let (title, text) = d.outbox()[0].clone();
@@ -185,9 +204,8 @@ fn the_maintenance_story_on_a_manual_clock() {
     assert!(d.held().is_empty());
 
     healthy.store(true, Ordering::SeqCst);
-    d.minutes(1);
-    let got = wait_for_hooks(&sink, 2, "the resolve");
-    assert_eq!(got[1], ("resolved".to_string(), "VikunjaDown".to_string()));
+    d.until("the resolve", at("2026-03-01T02:15:00Z"), |_| hooks(&sink).len() >= 2);
+    assert_eq!(hooks(&sink)[1], ("resolved".to_string(), "VikunjaDown".to_string()));
 
     // An ad hoc window of 12 minutes; down and back up inside it says nothing.
     let opened_at = d.now_ms();
@@ -204,23 +222,22 @@ fn the_maintenance_story_on_a_manual_clock() {
         .unwrap();
     d.minutes(1);
     healthy.store(false, Ordering::SeqCst);
-    d.minutes(2);
-    assert_eq!(d.firing(), ["VikunjaDown"]);
+    let reminder_due = opened_at + 7 * 60_000;
+    d.until("VikunjaDown firing again", reminder_due, |d| d.firing() == ["VikunjaDown"]);
     assert_eq!(d.held().len(), 1, "held");
     healthy.store(true, Ordering::SeqCst);
-    d.minutes(1);
-    assert!(d.firing().is_empty(), "resolved inside the window");
+    d.until("the resolve inside the window", reminder_due, |d| d.firing().is_empty());
     assert!(d.held().is_empty(), "fired and resolved inside: forgotten");
     assert_eq!(hooks(&sink).len(), 2, "nothing sent for it");
 
-    d.minutes(4); // 8 minutes in: the 5-minute reminder is due
+    d.advance_to(reminder_due); // 5 minutes before the end: the reminder is due
     let got = wait_for_hooks(&sink, 3, "the reminder");
     assert_eq!(got[2], ("firing".to_string(), "MaintenanceEnding".to_string()));
     let (title, text) = d.outbox().last().cloned().unwrap();
     assert_eq!(title, format!("[MAINTENANCE] window #{} for vikunja ends in 5m", w.id));
     assert!(text.contains("Reason: db migration"), "{text}");
 
-    d.minutes(5); // past the end: nothing more to say
+    d.advance_to(opened_at + 13 * 60_000); // past the end: nothing more to say
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         hooks(&sink).len(),
