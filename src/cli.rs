@@ -118,6 +118,9 @@ enum Command {
     Backup(crate::cli_backup::BackupCommand),
     /// Put a backup back: a database into a new database, or a file set into a directory.
     Restore(crate::cli_backup::RestoreArgs),
+    /// Maintenance windows: open one now, list them, end one.
+    #[command(subcommand)]
+    Maintenance(crate::cli_maintenance::MaintenanceCommand),
     /// Write a commented starter config for the runbook's stack.
     Init {
         /// Where to write it (default: the --config path).
@@ -200,6 +203,7 @@ pub fn main() -> Result<Status> {
         Command::Outbox { dead, json } => crate::cli_alerting::outbox(&load(&cli.config)?, dead, json),
         Command::Backup(command) => crate::cli_backup::run(&cli.config, command),
         Command::Restore(args) => crate::cli_backup::restore(&load(&cli.config)?, args),
+        Command::Maintenance(command) => crate::cli_maintenance::run(&load(&cli.config)?, command),
     }
 }
 

@@ -195,6 +195,8 @@ async fn run_until(
         tracing::info!(from, to, "mxwarden was not running for {} s: recorded as unknown.", (to - from) / 1000);
     }
     let live = Arc::new(Live::new(&config, started));
+    let calendar = Arc::new(crate::maintenance::Calendar::new(config.maintenance.clone()));
+    calendar.set_ad_hoc(crate::maintenance::store::current(&store, started).await?);
     let mut server = None;
     if let Some(addr) = config.listen {
         let state = crate::server::AppState {
@@ -204,6 +206,8 @@ async fn run_until(
             admin_token: config.admin_token.clone(),
             reload: reload.clone(),
             clock: clock.clone(),
+            calendar: calendar.clone(),
+            services: crate::maintenance::known_services(&config),
         };
         match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => {
@@ -276,6 +280,16 @@ async fn run_until(
     let grace = config.checks.iter().map(|c| c.interval + c.timeout).max().unwrap_or_default() + Duration::from_secs(5);
     let warm_until = clock.now().as_millisecond() + grace.as_millis() as i64;
     let backup = config.backup.clone();
+    // Pages held for a dependency wait until it has been up for one round of every check.
+    let critical = alerting.as_ref().and_then(|a| a.tiers.get("critical")).map(|t| t.receivers.clone());
+    let gate = crate::mute::Gate::new(
+        store.clone(),
+        calendar.clone(),
+        config.topology.clone(),
+        config.maintenance_reminder_ms,
+        grace.as_millis() as i64,
+        critical.unwrap_or_default(),
+    );
     let mut evaluator = Evaluator {
         store,
         engine,
@@ -291,6 +305,8 @@ async fn run_until(
         beat_at: started,
         pruned_at: 0,
         backup,
+        gate,
+        calendar,
     };
     evaluator.run(rx, evaluation_every, stop).await;
     for t in tasks.into_iter().chain(server) {
@@ -322,6 +338,10 @@ struct Evaluator {
     pruned_at: i64,
     /// Backups, summarised in the daily digests.
     backup: Option<Arc<crate::backup::BackupPlan>>,
+    /// Holds pages during maintenance and dependency outages.
+    gate: crate::mute::Gate,
+    /// Maintenance windows: results inside one are recorded as maintenance.
+    calendar: Arc<crate::maintenance::Calendar>,
 }
 
 impl Evaluator {
@@ -359,7 +379,12 @@ impl Evaluator {
         self.unseen.remove(&o.check.0);
         let t = o.at.as_millisecond();
         let latency_ms = o.latency.as_millis() as i64;
-        let state = if o.ok { crate::history::State::Up } else { crate::history::State::Down };
+        let in_maintenance = o.service.as_deref().is_some_and(|s| self.calendar.in_maintenance(s, t));
+        let state = match (in_maintenance, o.ok) {
+            (true, _) => crate::history::State::Maintenance,
+            (false, true) => crate::history::State::Up,
+            (false, false) => crate::history::State::Down,
+        };
         if self.live.has(&o.check.0) {
             self.recorded.push((o.check.0.clone(), crate::history::Result { at_ms: t, state, latency_ms }));
             self.live.observe(&o);
@@ -383,6 +408,8 @@ impl Evaluator {
     /// at least every `HEARTBEAT_MS` when there is nothing to write; prunes hourly.
     async fn flush_history(&mut self) -> Result<()> {
         let now = self.clock.now().as_millisecond();
+        // Ad hoc windows opened or ended from the CLI or the API since the last tick.
+        self.calendar.set_ad_hoc(crate::maintenance::store::current(&self.store, now).await?);
         if !self.recorded.is_empty() {
             self.history.record(&self.recorded, now).await?;
             self.recorded.clear();
@@ -408,11 +435,13 @@ impl Evaluator {
         for (alert, error) in &evaluation.errors {
             tracing::warn!(%alert, %error, "Rule could not be evaluated.");
         }
-        if evaluation.changes.is_empty() {
-            return Ok(());
+        let mut routed = crate::route::route(self.alerting.as_deref(), &evaluation.changes, now);
+        routed.deliveries = self.gate.pass(std::mem::take(&mut routed.deliveries), &evaluation.alerts, now).await?;
+        if routed.alerts.is_empty() && routed.deliveries.is_empty() && routed.digest.is_empty() {
+            return self.gate.committed().await.map_err(Into::into);
         }
-        let routed = crate::route::route(self.alerting.as_deref(), &evaluation.changes, now);
         self.store.commit(&routed.alerts, &routed.deliveries, &routed.digest, now).await?;
+        self.gate.committed().await?;
         self.wake.notify_one();
         Ok(())
     }

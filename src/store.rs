@@ -49,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
         latency_sum INTEGER NOT NULL, latency_max INTEGER NOT NULL,
         PRIMARY KEY (check_id, res, bucket)) WITHOUT ROWID;
      CREATE TABLE gaps (start INTEGER PRIMARY KEY, end INTEGER NOT NULL) WITHOUT ROWID;",
+    crate::maintenance::store::MIGRATION,
 ];
 
 /// An alert's persisted state.
@@ -137,7 +138,8 @@ fn state_parts(state: &AlertState) -> (&'static str, Option<i64>, Option<i64>, O
 }
 
 impl Store {
-    /// The connection pool, for the modules that keep their own tables (`history`).
+    /// The connection pool, for the modules that keep their own tables (`history`,
+    /// `maintenance::store`).
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
     }

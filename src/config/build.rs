@@ -83,6 +83,10 @@ pub struct Built {
     pub admin_token: Option<secrecy::SecretString>,
     /// Backups, if configured.
     pub backup: Option<crate::backup::BackupPlan>,
+    /// Recurring maintenance windows.
+    pub maintenance: Vec<crate::maintenance::RecurringWindow>,
+    /// Which service needs which.
+    pub topology: crate::topology::Topology,
 }
 
 /// The default `listen`.
@@ -181,11 +185,24 @@ pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagno
             }
         }
     }
+    let maintenance = super::maintenance::windows(file, &mut problems);
+    let topology = super::maintenance::topology(file, &mut problems);
     let families = families_needed(&rules);
     let mut checks = checks(file, &mut problems, families.as_ref());
     checks.sort_by_key(|c| matches!(c.probe, ProbeSpec::Scrape(_)));
     if problems.found.is_empty() {
-        Ok(Built { checks, rules, unavailable, thresholds, alerting, listen, admin_token, backup })
+        Ok(Built {
+            checks,
+            rules,
+            unavailable,
+            thresholds,
+            alerting,
+            listen,
+            admin_token,
+            backup,
+            maintenance,
+            topology,
+        })
     } else {
         Err(super::postgres::scrub(file, problems.found))
     }

@@ -8,6 +8,7 @@ mod backup;
 mod build;
 pub mod error;
 pub mod load;
+mod maintenance;
 mod postgres;
 pub mod schema;
 pub mod units;
@@ -43,6 +44,12 @@ pub struct Config {
     pub admin_token: Option<secrecy::SecretString>,
     /// Backups (`backup:`), if configured.
     pub backup: Option<std::sync::Arc<crate::backup::BackupPlan>>,
+    /// Recurring maintenance windows (`maintenance:`).
+    pub maintenance: Vec<crate::maintenance::RecurringWindow>,
+    /// How long before an ad hoc window ends its reminder goes out, ms (0: none).
+    pub maintenance_reminder_ms: i64,
+    /// Which service needs which (`depends_on:` and the built-in topology).
+    pub topology: crate::topology::Topology,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -69,6 +76,9 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         listen: built.listen,
         admin_token: built.admin_token,
         backup: built.backup.map(std::sync::Arc::new),
+        maintenance: built.maintenance,
+        maintenance_reminder_ms: file.maintenance_reminder.map_or(300_000, |d| d.0.as_millis() as i64),
+        topology: built.topology,
         store: file
             .store
             .clone()

@@ -51,6 +51,32 @@ pub struct FileConfig {
     /// encrypted to whom (see `docs/backups.md`).
     #[serde(default)]
     pub backup: Option<Spanned<BackupConfig>>,
+    /// Recurring maintenance windows (the runbook's "Regular Maintenance" table): during a
+    /// window the services' checks still run, but their notifications are held until it ends.
+    #[serde(default)]
+    pub maintenance: Vec<Spanned<MaintenanceWindowConfig>>,
+    /// How long before an ad hoc maintenance window (`mxwarden maintenance start`) ends a
+    /// reminder goes to the critical tier's receivers. Default `5m`; `0s` sends none.
+    #[serde(default)]
+    pub maintenance_reminder: Option<HumanDuration>,
+}
+
+/// One recurring maintenance window.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceWindowConfig {
+    /// A unique name, e.g. `synapse-monthly-update`.
+    pub name: Spanned<String>,
+    /// The services it covers, by their names under `services:` (or a check's `service`).
+    pub services: Vec<Spanned<String>>,
+    /// When each occurrence starts: a 5-field cron expression (`minute hour day month weekday`),
+    /// e.g. `"0 3 1 * *"` for 03:00 on the first of every month, or `@monthly`.
+    pub cron: Spanned<String>,
+    /// How long each occurrence lasts, e.g. `15m`.
+    pub duration: Spanned<HumanDuration>,
+    /// The time zone the cron expression is read in, e.g. `Europe/Berlin`. Default: UTC.
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
 }
 
 /// Receivers and tiers.
@@ -428,6 +454,13 @@ pub struct ServiceConfig {
     /// postgres: how many of each database's largest tables become samples. Default `10`.
     #[serde(default)]
     pub top_tables: Option<usize>,
+    /// The services this one needs, by name. While one of them is down (its `<Kind>Down`
+    /// fires), this service's critical alerts are folded into that one page instead of paging
+    /// on their own; resolves are always sent. Default: the built-in topology — synapse, mas,
+    /// vikunja and authentik need the `postgres` service, and synapse needs `mas` for logins
+    /// (each when exactly one service of that kind is configured). `[]` means none.
+    #[serde(default)]
+    pub depends_on: Option<Vec<Spanned<String>>>,
 }
 
 /// Changes to one preset check. Every field is optional; `expect` fields replace the preset's

@@ -37,6 +37,10 @@ pub struct AppState {
     pub reload: mpsc::Sender<ReloadRequest>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Maintenance windows (config and ad hoc).
+    pub calendar: Arc<crate::maintenance::Calendar>,
+    /// The services a maintenance window may name.
+    pub services: std::collections::BTreeSet<String>,
 }
 
 /// Largest request body accepted.
@@ -44,6 +48,13 @@ const BODY_LIMIT: usize = 64 * 1024;
 
 /// The routes.
 pub fn router(state: AppState) -> Router {
+    let maintenance = crate::maintenance::api::router(
+        state.store.clone(),
+        state.admin_token.clone(),
+        state.calendar.clone(),
+        state.services.clone(),
+        state.clock.clone(),
+    );
     Router::new()
         .route("/", get(page::status))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -54,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/reload", post(api::reload))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+        .merge(maintenance)
 }
 
 /// Serves until `stop` turns true; requests in flight finish.

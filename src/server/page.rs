@@ -91,6 +91,29 @@ pub fn render(s: &view::Status, services: &[String]) -> String {
     } else {
         let _ = write!(out, "<div class=\"banner down\">{} failing: {}</div>", down.len(), esc(&down.join(", ")));
     }
+    if !s.maintenance.is_empty() || !s.upcoming_maintenance.is_empty() {
+        out.push_str(
+            "<h2>Maintenance</h2><table><tr><th>Window</th><th>Services</th><th>From</th><th>Until</th><th></th></tr>",
+        );
+        let open = s.maintenance.iter().map(|o| (o, "now"));
+        for (o, when_) in open.chain(s.upcoming_maintenance.iter().take(5).map(|o| (o, "upcoming"))) {
+            let name = match &o.source {
+                crate::maintenance::calendar::Source::Config { name, cron } => format!("{name} ({cron})"),
+                crate::maintenance::calendar::Source::AdHoc { id, reason } => format!("#{id}: {reason}"),
+            };
+            let badge =
+                if when_ == "now" { "<span class=\"state maintenance\">in maintenance</span>" } else { "upcoming" };
+            let _ = write!(
+                out,
+                "<tr class=\"maintenance\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{badge}</td></tr>",
+                esc(&name),
+                esc(&o.services.join(", ")),
+                when(o.starts_at),
+                when(o.ends_at)
+            );
+        }
+        out.push_str("</table>");
+    }
     out.push_str("<h2>Open alerts</h2>");
     if s.alerts.is_empty() {
         out.push_str("<p class=\"muted\">None.</p>");

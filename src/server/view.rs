@@ -17,7 +17,8 @@ pub struct CheckStatus {
     pub service: Option<String>,
     /// `http`, `scrape` or `postgres`.
     pub kind: &'static str,
-    /// `up`, `down` or `unknown` (not run yet).
+    /// `up`, `down`, `maintenance` (its service is in a maintenance window now) or `unknown`
+    /// (not run yet).
     pub state: &'static str,
     /// When it last ran, ms.
     pub last_run_ms: Option<i64>,
@@ -84,6 +85,10 @@ pub struct Status {
     pub alerts: Vec<OpenAlert>,
     /// Recent incidents, newest first.
     pub incidents: Vec<Incident>,
+    /// Maintenance windows open now.
+    pub maintenance: Vec<crate::maintenance::calendar::Occurrence>,
+    /// Maintenance windows coming next.
+    pub upcoming_maintenance: Vec<crate::maintenance::calendar::Occurrence>,
 }
 
 /// Open alerts from the store.
@@ -139,6 +144,7 @@ pub async fn status(state: &AppState) -> Result<Status, StoreError> {
             service: info.service.clone(),
             kind: info.kind,
             state: match &latest {
+                _ if info.service.as_deref().is_some_and(|s| state.calendar.in_maintenance(s, now)) => "maintenance",
                 Some(l) if l.ok => "up",
                 Some(_) => "down",
                 None => "unknown",
@@ -163,6 +169,8 @@ pub async fn status(state: &AppState) -> Result<Status, StoreError> {
         checks,
         alerts: open_alerts(state).await?,
         incidents,
+        maintenance: state.calendar.active(now),
+        upcoming_maintenance: state.calendar.upcoming(now),
     })
 }
 

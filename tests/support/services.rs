@@ -677,3 +677,30 @@ impl PgCluster {
         text.lines().next().and_then(|l| l.trim().parse().ok()).expect("a pid in postmaster.pid")
     }
 }
+
+impl PgCluster {
+    /// Starts the postmaster again on the same data directory and port after
+    /// `self.service.stop()`; ready when `SELECT 1` answers.
+    pub fn restart(&mut self) {
+        let postgres = "/usr/lib/postgresql/15/bin/postgres";
+        let data = self.dir.join("data");
+        let cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", postgres, "-D"]).arg(&data);
+            c
+        } else {
+            let mut c = Command::new(postgres);
+            c.arg("-D").arg(&data);
+            c
+        };
+        self.service = Service::spawn("postgres", self.dir.join("server-restart.log"), "INT", &cmd);
+        let (dir, port) = (self.socket_dir.clone(), self.port);
+        self.service.wait_until(Duration::from_secs(60), || {
+            psql_command(&dir, port, "postgres", "SELECT 1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+    }
+}

@@ -1,0 +1,170 @@
+//! `/api/v1/maintenance` over HTTP: `GET` lists open and upcoming windows (public, read-only);
+//! `POST` opens an ad hoc window and `DELETE /api/v1/maintenance/{id}` ends one, both only
+//! with `Authorization: Bearer <admin_token>` (401 without it, 403 with a wrong one). Bodies
+//! are capped at 16 KiB; every error is JSON (`{"error": "…"}`). The web server merges this
+//! router into its own.
+
+use super::{Calendar, listing, store as mstore};
+use crate::clock::Clock;
+use crate::store::Store;
+use axum::Router;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+#[derive(Clone)]
+struct Api {
+    store: Store,
+    admin_token: Option<Arc<SecretString>>,
+    calendar: Arc<Calendar>,
+    services: Arc<BTreeSet<String>>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The maintenance routes, state applied. `services`: the names a window may cover.
+pub fn router(
+    store: Store,
+    admin_token: Option<SecretString>,
+    calendar: Arc<Calendar>,
+    services: BTreeSet<String>,
+    clock: Arc<dyn Clock>,
+) -> Router {
+    let api = Api { store, admin_token: admin_token.map(Arc::new), calendar, services: Arc::new(services), clock };
+    Router::new()
+        .route("/api/v1/maintenance", get(list).post(start))
+        .route("/api/v1/maintenance/{id}", delete(end))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(api)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Equal in constant time (over SHA-256 digests, so the length does not leak either).
+fn same_secret(given: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let (a, b) = (Sha256::digest(given.as_bytes()), Sha256::digest(expected.as_bytes()));
+    a.as_slice().ct_eq(b.as_slice()).into()
+}
+
+/// `None` when the request may write; the error response otherwise.
+fn authorize(api: &Api, headers: &HeaderMap) -> Option<Response> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let Some(given) = given.filter(|g| !g.is_empty()) else {
+        let mut r = error(StatusCode::UNAUTHORIZED, "writes need `Authorization: Bearer <admin_token>`");
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        return Some(r);
+    };
+    match &api.admin_token {
+        Some(token) if same_secret(given, token.expose_secret()) => None,
+        Some(_) => Some(error(StatusCode::FORBIDDEN, "wrong token")),
+        None => Some(error(StatusCode::FORBIDDEN, "writes are disabled: no `admin_token` is configured")),
+    }
+}
+
+async fn list(State(api): State<Api>) -> Response {
+    let now = api.clock.now().as_millisecond();
+    match listing(&api.store, &api.calendar, now).await {
+        Ok(l) => axum::Json(l).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "Maintenance listing failed.");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "the store could not be read")
+        }
+    }
+}
+
+/// `POST` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    services: Vec<String>,
+    #[serde(rename = "for")]
+    for_: String,
+    reason: String,
+}
+
+async fn start(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Response {
+    if let Some(denied) = authorize(&api, &headers) {
+        return denied;
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), format!("cannot read the body: {}", e.body_text())),
+    };
+    let request: StartBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body: {e}; expected {{\"services\": [\"synapse\"], \"for\": \"30m\", \"reason\": \"…\"}}"),
+            );
+        }
+    };
+    let now = api.clock.now().as_millisecond();
+    let new = match super::check_request(&request.services, &request.for_, &request.reason, &api.services, now) {
+        Ok(n) => n,
+        Err(why) => return error(StatusCode::UNPROCESSABLE_ENTITY, why),
+    };
+    match mstore::start(&api.store, &new.services, new.starts_at, new.ends_at, &new.reason, now).await {
+        Ok(w) => {
+            tracing::info!(window = w.id, services = ?w.services, "Maintenance window opened over the API.");
+            (StatusCode::CREATED, axum::Json(w)).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Maintenance window could not be stored.");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "the store could not be written")
+        }
+    }
+}
+
+async fn end(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Some(denied) = authorize(&api, &headers) {
+        return denied;
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return error(StatusCode::BAD_REQUEST, format!("`{id}` is not a window id"));
+    };
+    let now = api.clock.now().as_millisecond();
+    match mstore::end(&api.store, id, now).await {
+        Ok(mstore::Ended::Now(w)) => {
+            tracing::info!(window = w.id, "Maintenance window ended over the API.");
+            axum::Json(w).into_response()
+        }
+        Ok(mstore::Ended::AlreadyOver(w)) => error(StatusCode::CONFLICT, format!("window {} is already over", w.id)),
+        Ok(mstore::Ended::Unknown) => error(StatusCode::NOT_FOUND, format!("no window {id}")),
+        Err(e) => {
+            tracing::error!(error = %e, "Maintenance window could not be ended.");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "the store could not be written")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_compare_by_value_only() {
+        assert!(super::same_secret("s3cret", "s3cret"));
+        assert!(!super::same_secret("s3cre", "s3cret"));
+        assert!(!super::same_secret("", "s3cret"));
+    }
+}

@@ -1,0 +1,123 @@
+//! Maintenance windows: planned time when a service may be down without paging anyone.
+//! `calendar` answers which services are in maintenance when (pure); `store` keeps the ad hoc
+//! windows and the notifications held back; `api` serves them over HTTP. The daemon's
+//! notification gate (`crate::mute`) holds pages for services in maintenance and sends those
+//! still firing when the window ends.
+
+pub mod api;
+pub mod calendar;
+pub mod store;
+
+pub use calendar::{AdHocWindow, Calendar, Occurrence, RecurringWindow, Source};
+
+use crate::store::{Store, StoreError};
+use serde::Serialize;
+
+/// What `maintenance list` and `GET /api/v1/maintenance` show.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing {
+    /// When it was taken (RFC 3339).
+    pub now: String,
+    /// Windows open now.
+    pub active: Vec<Shown>,
+    /// Each recurring window's next occurrence and every ad hoc window still to come.
+    pub upcoming: Vec<Shown>,
+}
+
+/// One occurrence with readable times.
+#[derive(Debug, Clone, Serialize)]
+pub struct Shown {
+    /// The occurrence.
+    #[serde(flatten)]
+    pub occurrence: Occurrence,
+    /// Start (RFC 3339).
+    pub starts: String,
+    /// End (RFC 3339).
+    pub ends: String,
+}
+
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
+}
+
+impl From<Occurrence> for Shown {
+    fn from(occurrence: Occurrence) -> Self {
+        let (starts, ends) = (rfc3339(occurrence.starts_at), rfc3339(occurrence.ends_at));
+        Self { occurrence, starts, ends }
+    }
+}
+
+/// Reads the ad hoc windows into `calendar` and lists what is open at `now` and what comes.
+pub async fn listing(store: &Store, calendar: &Calendar, now: i64) -> Result<Listing, StoreError> {
+    calendar.set_ad_hoc(store::current(store, now).await?);
+    Ok(Listing {
+        now: rfc3339(now),
+        active: calendar.active(now).into_iter().map(Shown::from).collect(),
+        upcoming: calendar.upcoming(now).into_iter().map(Shown::from).collect(),
+    })
+}
+
+/// A request for an ad hoc window, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWindow {
+    /// Services.
+    pub services: Vec<String>,
+    /// Start, ms.
+    pub starts_at: i64,
+    /// End, ms.
+    pub ends_at: i64,
+    /// Why.
+    pub reason: String,
+}
+
+/// Checks a request for an ad hoc window starting at `now` (the CLI's and the API's rules):
+/// known services, a duration from 1 minute to 7 days, a reason.
+pub fn check_request(
+    services: &[String],
+    duration: &str,
+    reason: &str,
+    known: &std::collections::BTreeSet<String>,
+    now: i64,
+) -> Result<NewWindow, String> {
+    if services.is_empty() {
+        return Err("name at least one service".into());
+    }
+    for s in services {
+        if !known.contains(s) {
+            let hint = crate::config::error::closest(s, known.iter().map(String::as_str))
+                .map(|k| format!(" Did you mean `{k}`?"))
+                .unwrap_or_default();
+            let names: Vec<&str> = known.iter().map(String::as_str).collect();
+            return Err(format!("no service `{s}`.{hint} Services: {}", names.join(", ")));
+        }
+    }
+    let d = crate::config::units::HumanDuration::parse(duration).map_err(|e| format!("duration: {e}"))?;
+    let ms = d.0.as_millis() as i64;
+    if !(60_000..=7 * 86_400_000).contains(&ms) {
+        return Err(format!("duration {d} is out of range; a window lasts from 1m to 7d"));
+    }
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err("give a reason (it goes into the reminder and the status page)".into());
+    }
+    if reason.len() > 500 {
+        return Err("the reason is longer than 500 bytes".into());
+    }
+    let mut unique: Vec<String> = Vec::new();
+    for s in services {
+        if !unique.contains(s) {
+            unique.push(s.clone());
+        }
+    }
+    Ok(NewWindow { services: unique, starts_at: now, ends_at: now + ms, reason: reason.to_string() })
+}
+
+/// The services a config knows: its `services:` and the `service` of its checks.
+pub fn known_services(config: &crate::config::Config) -> std::collections::BTreeSet<String> {
+    config
+        .topology
+        .services()
+        .map(str::to_string)
+        .chain(config.checks.iter().filter_map(|c| c.service.clone()))
+        .collect()
+}
