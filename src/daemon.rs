@@ -79,7 +79,7 @@ pub async fn supervise(
         let store_path = config.store.clone();
         let alerting = config.alerting.clone();
         let wake = Arc::new(Notify::new());
-        let mut inner = tokio::spawn(run_until(config, clock.clone(), inner_stop, reload_tx.clone(), wake.clone()));
+        let mut inner = tokio::spawn(run_config(config, clock.clone(), inner_stop, reload_tx.clone(), wake.clone()));
         let next = loop {
             tokio::select! {
                 ended = &mut inner => return ended.context("the daemon task failed")?,
@@ -180,8 +180,15 @@ async fn shutdown_signal() {
     ctrl_c.await.unwrap_or(());
 }
 
+/// Runs `config` until `stop` turns true, with time from `clock` (tests drive it with a
+/// `ManualClock`); reloads come only through the API.
+pub async fn run_until(config: Config, clock: Arc<dyn Clock>, stop: watch::Receiver<bool>) -> Result<()> {
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    supervise(config, clock, stop, reload_tx, reload_rx).await
+}
+
 /// Runs one config until `stop` turns true.
-async fn run_until(
+async fn run_config(
     config: Config,
     clock: Arc<dyn Clock>,
     stop: watch::Receiver<bool>,
