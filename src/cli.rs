@@ -369,10 +369,28 @@ fn config_check(path: &Path) -> Result<Status> {
 struct ShowView {
     defaults: DefaultsView,
     store: String,
+    /// `off` or the address.
+    listen: String,
+    /// Whether API writes are enabled (the token itself is never shown).
+    admin_token: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    maintenance: Vec<MaintenanceView>,
+    /// Which services each service needs (`depends_on:` and the built-in topology).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    depends_on: std::collections::BTreeMap<String, Vec<String>>,
     checks: Vec<CheckView>,
     rules: Vec<RuleView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     alerting: Option<AlertingView>,
+}
+
+#[derive(Debug, Serialize)]
+struct MaintenanceView {
+    name: String,
+    services: Vec<String>,
+    cron: String,
+    duration: String,
+    timezone: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -413,6 +431,33 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
             concurrency: d.concurrency,
         },
         store: config.store.display().to_string(),
+        listen: config.listen.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        admin_token: if config.admin_token.is_some() { "<redacted>" } else { "none (API read-only)" },
+        maintenance: config
+            .maintenance
+            .iter()
+            .map(|w| MaintenanceView {
+                name: w.name.clone(),
+                services: w.services.clone(),
+                cron: w.cron_text.clone(),
+                duration: crate::config::units::HumanDuration(std::time::Duration::from_millis(
+                    w.duration_ms.max(0) as u64
+                ))
+                .to_string(),
+                timezone: w.timezone.iana_name().unwrap_or("UTC").to_string(),
+            })
+            .collect(),
+        depends_on: config
+            .checks
+            .iter()
+            .filter_map(|c| c.service.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|s| {
+                let needs: Vec<String> = config.topology.needs(&s).map(str::to_string).collect();
+                (!needs.is_empty()).then_some((s, needs))
+            })
+            .collect(),
         checks: config.checks.iter().map(|c| c.view()).collect(),
         rules: config
             .rules

@@ -74,6 +74,10 @@ services:
     ));
     let shown = run(&["--config", file.path.to_str().unwrap(), "config", "show", "--json"], &[]);
     assert_eq!(shown.code, 0, "{}", shown.all());
+    assert_eq!(shown.json()["listen"], format!("127.0.0.1:{port}"));
+    assert_eq!(shown.json()["admin_token"], "<redacted>");
+    assert!(!shown.stdout.contains(TOKEN), "config show never prints the token");
+    assert!(shown.json().get("depends_on").is_none(), "no postgres and no mas here: nothing to depend on");
     let names: Vec<String> =
         shown.json()["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
     assert!(names.len() >= 5, "{names:?}");
