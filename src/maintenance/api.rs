@@ -10,10 +10,10 @@ use crate::store::Store;
 use axum::Router;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -51,31 +51,8 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// Equal in constant time (over SHA-256 digests, so the length does not leak either).
-fn same_secret(given: &str, expected: &str) -> bool {
-    use sha2::{Digest, Sha256};
-    use subtle::ConstantTimeEq;
-    let (a, b) = (Sha256::digest(given.as_bytes()), Sha256::digest(expected.as_bytes()));
-    a.as_slice().ct_eq(b.as_slice()).into()
-}
-
-/// `None` when the request may write; the error response otherwise.
 fn authorize(api: &Api, headers: &HeaderMap) -> Option<Response> {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    let Some(given) = given.filter(|g| !g.is_empty()) else {
-        let mut r = error(StatusCode::UNAUTHORIZED, "writes need `Authorization: Bearer <admin_token>`");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-        return Some(r);
-    };
-    match &api.admin_token {
-        Some(token) if same_secret(given, token.expose_secret()) => None,
-        Some(_) => Some(error(StatusCode::FORBIDDEN, "wrong token")),
-        None => Some(error(StatusCode::FORBIDDEN, "writes are disabled: no `admin_token` is configured")),
-    }
+    crate::server::authorize(headers, api.admin_token.as_deref()).err().map(|r| *r)
 }
 
 async fn list(State(api): State<Api>) -> Response {
@@ -156,15 +133,5 @@ async fn end(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>)
             tracing::error!(error = %e, "Maintenance window could not be ended.");
             error(StatusCode::INTERNAL_SERVER_ERROR, "the store could not be written")
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn secrets_compare_by_value_only() {
-        assert!(super::same_secret("s3cret", "s3cret"));
-        assert!(!super::same_secret("s3cre", "s3cret"));
-        assert!(!super::same_secret("", "s3cret"));
     }
 }

@@ -89,28 +89,32 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response 
 }
 
 /// Checks the bearer token of a write: 401 without one, 403 with a wrong one (or when no
-/// `admin_token` is configured, which makes the API read-only).
+/// `admin_token` is configured, which makes the API read-only). Every write route of the
+/// server (reload, maintenance) goes through here.
 pub(crate) fn authorize(headers: &HeaderMap, token: Option<&SecretString>) -> Result<(), Box<Response>> {
-    let Some(token) = token else {
-        return Err(Box::new(error(StatusCode::FORBIDDEN, "writes are disabled: set `admin_token` in the config")));
-    };
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| Box::new(error(StatusCode::UNAUTHORIZED, "this needs `Authorization: Bearer <admin_token>`")))?;
-    if same_secret(given.as_bytes(), token.expose_secret().as_bytes()) {
-        Ok(())
-    } else {
-        Err(Box::new(error(StatusCode::FORBIDDEN, "wrong token")))
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|g| !g.is_empty());
+    let Some(given) = given else {
+        let mut r = error(StatusCode::UNAUTHORIZED, "writes need `Authorization: Bearer <admin_token>`");
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        return Err(Box::new(r));
+    };
+    match token {
+        Some(token) if same_secret(given.as_bytes(), token.expose_secret().as_bytes()) => Ok(()),
+        Some(_) => Err(Box::new(error(StatusCode::FORBIDDEN, "wrong token"))),
+        None => Err(Box::new(error(StatusCode::FORBIDDEN, "writes are disabled: no `admin_token` is configured"))),
     }
 }
 
-/// Compares two secrets in time independent of where they differ (their SHA-256 digests,
-/// byte by byte, without an early exit).
+/// Compares two secrets in constant time, over their SHA-256 digests so the length does not
+/// leak either.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
-    x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
+    use subtle::ConstantTimeEq;
+    Sha256::digest(a).as_slice().ct_eq(Sha256::digest(b).as_slice()).into()
 }
 
 #[cfg(test)]
