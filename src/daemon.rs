@@ -347,7 +347,8 @@ struct Evaluator {
     backup: Option<Arc<crate::backup::BackupPlan>>,
     /// Holds pages during maintenance and dependency outages.
     gate: crate::mute::Gate,
-    /// Maintenance windows: results inside one are recorded as maintenance.
+    /// Maintenance windows: results inside one are recorded as maintenance. Shared with the
+    /// gate, which re-reads the ad hoc windows from the store every evaluation.
     calendar: Arc<crate::maintenance::Calendar>,
 }
 
@@ -415,8 +416,6 @@ impl Evaluator {
     /// at least every `HEARTBEAT_MS` when there is nothing to write; prunes hourly.
     async fn flush_history(&mut self) -> Result<()> {
         let now = self.clock.now().as_millisecond();
-        // Ad hoc windows opened or ended from the CLI or the API since the last tick.
-        self.calendar.set_ad_hoc(crate::maintenance::store::current(&self.store, now).await?);
         if !self.recorded.is_empty() {
             self.history.record(&self.recorded, now).await?;
             self.recorded.clear();
