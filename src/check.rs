@@ -68,6 +68,19 @@ pub struct HttpSpec {
     pub tls: TlsOptions,
     /// What the response must look like.
     pub expect: Expect,
+    /// Numbers read from the JSON body and reported as samples for the rules.
+    pub samples: Vec<JsonSample>,
+}
+
+/// A number in a JSON response reported as a sample, the way json_exporter turns a JSON API
+/// into metrics: `name` gets the one number `path` selects (e.g. `$.total` of a Synapse admin
+/// statistics answer).
+#[derive(Debug, Clone)]
+pub struct JsonSample {
+    /// The sample's metric name.
+    pub name: String,
+    /// Where the number is.
+    pub path: crate::probe::expect::JsonQuery,
 }
 
 /// The URL of a request: fixed, or read from a JSON document first (OIDC discovery's

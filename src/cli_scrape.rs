@@ -48,6 +48,7 @@ pub fn scrape(url: &str, families: &[String], json: bool, timeout: &str, body_li
         follow_redirects: true,
         tls: TlsOptions::default(),
         expect: Expect::default(),
+        samples: Vec::new(),
     };
     let roots = crate::probe::tls::system_roots();
     let client = reqwest::Client::builder()

@@ -22,7 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
-pub mod expo;
+pub use mxwarden_expo as expo;
 pub mod history;
 pub mod live;
 pub mod maintenance;

@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 
 /// The parser's own source, compiled here with its two dependencies only.
-#[path = "../../src/expo.rs"]
+#[path = "../../crates/expo/src/lib.rs"]
 #[allow(dead_code)]
 mod expo;
 

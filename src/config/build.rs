@@ -489,6 +489,7 @@ fn service_checks(
         issuer: service.issuer.clone(),
         api_token,
         cert_valid_for: service.cert_valid_for.map_or(Duration::from_secs(14 * 86_400), |d| d.0),
+        media_persistent: service.media_persistent,
     };
     let interval = service.interval.unwrap_or(file.defaults.interval).0;
     let timeout = service.timeout.unwrap_or(file.defaults.timeout).0;
@@ -529,6 +530,7 @@ fn service_checks(
                     follow_redirects: file.defaults.follow_redirects,
                     tls: tls.clone(),
                     expect: c.expect,
+                    samples: c.samples,
                 }),
             };
             for (short, o, patch) in &overrides {
@@ -567,6 +569,7 @@ fn scrape_request(
         follow_redirects: true,
         tls,
         expect: Expect::default(),
+        samples: Vec::new(),
     }
 }
 
@@ -715,6 +718,7 @@ fn http_spec(
         follow_redirects: http.follow_redirects.unwrap_or(file.defaults.follow_redirects),
         tls,
         expect,
+        samples: Vec::new(),
     })
 }
 

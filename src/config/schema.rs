@@ -380,10 +380,11 @@ pub struct ServiceConfig {
     /// synapse: read `admin_token` from this file instead (trailing newline removed).
     #[serde(default)]
     pub admin_token_file: Option<Spanned<PathBuf>>,
-    /// synapse: `false` declares that the media store lives in the container (the runbook's
-    /// Render setup), so uploaded media is lost on every redeploy: a warning
-    /// (`SynapseMediaEphemeral`) says so until media is moved to a persistent disk or an
-    /// object store and this is set to `true` (or removed).
+    /// synapse: where the media store lives. `false` declares it is in the container (the
+    /// runbook's Render setup), so uploaded media is lost on every redeploy: the warning
+    /// `SynapseMediaEphemeral` says so until media is moved and this is set to `true`. Left
+    /// out, with an `admin_token`, the `media` check asks Synapse whether there is local media
+    /// and the same warning fires while there is (`docs/presets.md`).
     #[serde(default)]
     pub media_persistent: Option<bool>,
     /// synapse: base URL of the federation listener; setting it enables `federation`.

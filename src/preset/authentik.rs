@@ -17,6 +17,7 @@ pub fn checks(s: &ServiceFacts) -> Vec<PresetCheck> {
         target: Target::Url(url),
         bearer: None,
         expect: Expect { status: vec![status], ..Expect::default() },
+        samples: Vec::new(),
     };
     let mut checks = vec![
         status_check("live", join(&s.url, "/-/health/live/"), StatusMatcher::Class(2)),

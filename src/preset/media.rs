@@ -1,40 +1,65 @@
-//! The runbook's TODO "Synapse media store: stored in container (ephemeral!)": a synapse
-//! service declared `media_persistent: false` gets the warning `SynapseMediaEphemeral`,
-//! firing for as long as the declaration stands, so the daily digest keeps saying that
-//! uploaded media will be lost on the next redeploy. (Evidence from Synapse's admin API —
-//! local media present without a declared persistent store — is not gathered yet; see
-//! `docs/presets.md`.)
+//! The runbook's TODO "Synapse media store: stored in container (ephemeral!)", as the warning
+//! `SynapseMediaEphemeral`, from either of two facts:
+//! - declared: a synapse service with `media_persistent: false` — the warning fires for as long
+//!   as the declaration stands, so the daily digest keeps saying that uploaded media will be
+//!   lost on the next redeploy;
+//! - observed: a synapse service with an admin token and no declaration — the preset's `media`
+//!   check reads Synapse's admin media statistics, and the warning fires while users have local
+//!   media ("is it on a persistent disk? say so with `media_persistent: true`").
 
 use super::super::config::schema::{FileConfig, ServiceKind};
+use super::synapse::LOCAL_MEDIA_USERS;
 use crate::rule::RuleDef;
 
-/// `SynapseMediaEphemeral` for every synapse service with `media_persistent: false`.
+/// `SynapseMediaEphemeral` for every synapse service that declares `media_persistent: false`,
+/// or has an admin token and declares nothing.
 pub fn rules(file: &FileConfig) -> Vec<RuleDef> {
     file.services
         .iter()
-        .filter(|(_, s)| s.value.kind == ServiceKind::Synapse && s.value.media_persistent == Some(false))
-        .map(|(name, _)| RuleDef {
-            alert: "SynapseMediaEphemeral".into(),
-            expr: "vector(1)".into(),
-            for_ms: 0,
-            keep_firing_for_ms: 0,
-            labels: [("severity".to_string(), "warning".to_string()), ("service".to_string(), name.clone())]
-                .into_iter()
-                .collect(),
-            annotations: [
-                (
-                    "summary".to_string(),
+        .filter(|(_, s)| s.value.kind == ServiceKind::Synapse)
+        .filter_map(|(name, s)| {
+            let has_admin_token = s.value.admin_token.is_some() || s.value.admin_token_file.is_some();
+            match s.value.media_persistent {
+                Some(false) => Some(rule(
+                    name,
+                    "vector(1)".into(),
                     format!(
                         "{name}: the media store is not persistent (media_persistent: false): uploaded media \
                          will be lost on the next redeploy; put media_store_path on a persistent disk or use a \
                          storage provider (S3)"
                     ),
-                ),
-                ("runbook".to_string(), "Backup & Recovery: Synapse Media Store (ephemeral!)".to_string()),
-            ]
-            .into_iter()
-            .collect(),
-            origin: format!("preset synapse for {name}"),
+                )),
+                None if has_admin_token => Some(rule(
+                    name,
+                    format!("{LOCAL_MEDIA_USERS}{{service=\"{name}\"}} > 0"),
+                    format!(
+                        "{name}: {{{{ $value }}}} users have uploaded media to the local media store, and no \
+                         persistent store is declared: if media_store_path is inside the container, that media \
+                         will be lost on the next redeploy. Put it on a persistent disk or a storage provider \
+                         (S3), then declare media_persistent: true"
+                    ),
+                )),
+                _ => None,
+            }
         })
         .collect()
+}
+
+fn rule(service: &str, expr: String, summary: String) -> RuleDef {
+    RuleDef {
+        alert: "SynapseMediaEphemeral".into(),
+        expr,
+        for_ms: 0,
+        keep_firing_for_ms: 0,
+        labels: [("severity".to_string(), "warning".to_string()), ("service".to_string(), service.to_string())]
+            .into_iter()
+            .collect(),
+        annotations: [
+            ("summary".to_string(), summary),
+            ("runbook".to_string(), "Backup & Recovery: Synapse Media Store (ephemeral!)".to_string()),
+        ]
+        .into_iter()
+        .collect(),
+        origin: format!("preset synapse for {service}"),
+    }
 }

@@ -12,7 +12,7 @@ pub mod rules;
 mod synapse;
 mod vikunja;
 
-use crate::check::Target;
+use crate::check::{JsonSample, Target};
 use crate::config::schema::{ServiceKind, StatusMatcher};
 use crate::probe::expect::{Expect, JsonQuery};
 use secrecy::SecretString;
@@ -38,6 +38,8 @@ pub struct ServiceFacts {
     pub api_token: Option<SecretString>,
     /// How long certificates must stay valid.
     pub cert_valid_for: Duration,
+    /// synapse: `media_persistent` as declared (`None`: not declared).
+    pub media_persistent: Option<bool>,
 }
 
 /// One check a preset contributes.
@@ -51,6 +53,8 @@ pub struct PresetCheck {
     pub bearer: Option<SecretString>,
     /// What the answer must be.
     pub expect: Expect,
+    /// Numbers of the JSON answer reported as samples.
+    pub samples: Vec<JsonSample>,
 }
 
 /// Every short name a kind can produce (also those that need an optional setting), so
@@ -92,6 +96,7 @@ fn tls_check(service: &ServiceFacts) -> PresetCheck {
             cert_valid_for: Some(service.cert_valid_for),
             ..Expect::default()
         },
+        samples: Vec::new(),
     }
 }
 
@@ -116,12 +121,18 @@ fn get(short: &'static str, url: Url, status: u16, body_contains: Option<&str>) 
             body_contains: body_contains.map(str::to_string),
             ..Expect::default()
         },
+        samples: Vec::new(),
     }
 }
 
 /// Parses a JSONPath known at compile time.
 fn path(text: &str) -> JsonQuery {
     JsonQuery::parse(text).unwrap_or_else(|e| unreachable!("preset JSONPath is valid: {e}"))
+}
+
+/// `name` = the number at `at` in the JSON answer.
+fn json_sample(name: &str, at: &str) -> JsonSample {
+    JsonSample { name: name.to_string(), path: path(at) }
 }
 
 /// A check that `url` answers 200 with JSON in which every path exists.
@@ -135,6 +146,7 @@ fn json_has(short: &'static str, url: Url, paths: &[&str]) -> PresetCheck {
             json_exists: paths.iter().map(|p| path(p)).collect(),
             ..Expect::default()
         },
+        samples: Vec::new(),
     }
 }
 
@@ -152,6 +164,7 @@ mod tests {
             issuer: None,
             api_token: None,
             cert_valid_for: Duration::from_secs(14 * 86_400),
+            media_persistent: None,
         }
     }
 
@@ -166,7 +179,16 @@ mod tests {
         s.admin_token = Some("t".into());
         s.federation_url = Some(Url::parse("http://127.0.0.1:8448").unwrap());
         s.url = Url::parse("https://matrix.example.org").unwrap();
-        assert_eq!(names(&s), ["health", "client-versions", "admin-version", "admin-token", "federation", "tls"]);
+        assert_eq!(
+            names(&s),
+            ["health", "client-versions", "admin-version", "admin-token", "media", "federation", "tls"]
+        );
+        s.media_persistent = Some(true);
+        assert_eq!(
+            names(&s),
+            ["health", "client-versions", "admin-version", "admin-token", "federation", "tls"],
+            "a declared media store needs no evidence"
+        );
         let mut m = facts(ServiceKind::Mas, "https://auth.example.org");
         assert_eq!(names(&m), ["discovery", "jwks", "tls"], "no health without health_url");
         m.health_url = Some(Url::parse("http://mas:8081/health").unwrap());

@@ -6,6 +6,7 @@
 pub mod expect;
 mod explain;
 pub mod http;
+mod json_sample;
 pub mod postgres;
 pub mod scrape;
 pub mod tls;
@@ -129,12 +130,18 @@ impl Prober {
         };
         let labels = Self::base_labels(spec);
         let sample = |name: &str, value: f64| Sample { name: name.into(), labels: labels.clone(), value };
-        let (failures, status, cert, summary) = match outcome {
-            http::Outcome::Judged { response, failures } => {
+        let (failures, status, cert, summary, read) = match outcome {
+            http::Outcome::Judged { response, mut failures } => {
                 let summary = format!("status {}", response.status);
-                (failures, response.status, response.cert_not_after, summary)
+                let mut read = Vec::new();
+                if failures.is_empty() {
+                    let problems;
+                    (read, problems) = json_sample::read(&response.body, &http.samples);
+                    failures.extend(problems);
+                }
+                (failures, response.status, response.cert_not_after, summary, read)
             }
-            http::Outcome::Failed(why) => (vec![why], 0, None, String::new()),
+            http::Outcome::Failed(why) => (vec![why], 0, None, String::new(), Vec::new()),
         };
         let ok = failures.is_empty();
         let mut samples = vec![
@@ -145,6 +152,7 @@ impl Prober {
         if let Some(not_after) = cert {
             samples.push(sample("probe_ssl_earliest_cert_expiry", not_after.as_second() as f64));
         }
+        samples.extend(read.iter().map(|(name, value)| sample(name, *value)));
         if !ok {
             tracing::debug!(check = %spec.id, failures = ?failures, "Check failed.");
         }

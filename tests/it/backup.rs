@@ -5,7 +5,8 @@
 //! killed with SIGKILL leaves nothing that is listed; `prune` keeps exactly the GFS set of a
 //! faked calendar; a config with a private key where a public one belongs is refused without
 //! showing it; the daemon takes scheduled backups and a failed one fires `BackupFailed`;
-//! `media_persistent: false` raises `SynapseMediaEphemeral`.
+//! `media_persistent: false` raises `SynapseMediaEphemeral`, and so does media uploaded to a
+//! real Synapse whose media store is not declared (its admin media statistics).
 
 use crate::cli::{ConfigFile, Run, config, run};
 use crate::support::services::PgCluster;
@@ -351,6 +352,52 @@ fn a_private_key_in_encrypt_to_is_refused_without_showing_it() {
     assert!(!r.all().contains(&secret[15..]), "the private key was shown: {}", r.all());
     assert!(r.stderr.contains(":5:") && r.stderr.contains("backup.schedule"), "{}", r.all());
     assert!(r.stderr.contains(":6:") && r.stderr.contains("backup.zstd_level: 40 is not a zstd level"), "{}", r.all());
+}
+
+#[test]
+fn local_media_on_a_synapse_with_no_declared_store_raises_the_ephemeral_media_warning() {
+    let synapse = crate::support::services::Synapse::start_sqlite();
+    let file = config(&format!(
+        "services:\n  synapse:\n    kind: synapse\n    url: {}\n    admin_token: \"${{MXW_TOKEN}}\"\n",
+        synapse.base_url
+    ));
+    let env = [("MXW_TOKEN", synapse.admin_token.as_str())];
+    let r = crate::cli::check_json(&file, &[], &env);
+    assert_eq!(r.code, 0, "no media yet, nothing to warn about: {}", r.all());
+    assert_eq!(r.row("synapse/media")["ok"], true, "{}", r.all());
+    assert_eq!(r.row("SynapseMediaEphemeral")["ok"], true, "{}", r.all());
+
+    // A user uploads a file to the local media store.
+    let alice = synapse.register("alice", "alice-pass-for-tests");
+    let upload = std::process::Command::new("curl")
+        .args(["-sS", "-f", "-X", "POST", "-H", &format!("Authorization: Bearer {alice}")])
+        .args(["-H", "Content-Type: text/plain", "--data-binary", "a picture of a cat"])
+        .arg(format!("{}/_matrix/media/v3/upload?filename=cat.txt", synapse.base_url))
+        .output()
+        .expect("run curl");
+    assert!(upload.status.success(), "upload failed: {}", String::from_utf8_lossy(&upload.stderr));
+    assert!(String::from_utf8_lossy(&upload.stdout).contains("mxc://"), "{upload:?}");
+
+    let r = crate::cli::check_json(&file, &[], &env);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let row = r.row("SynapseMediaEphemeral");
+    assert_eq!(row["ok"], false, "{row}");
+    let detail = row["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("1 users have uploaded media to the local media store")
+            && detail.contains("declare media_persistent: true"),
+        "{row}"
+    );
+    assert!(!r.all().contains(&synapse.admin_token), "the admin token was shown: {}", r.all());
+
+    // Declaring the store persistent ends the question: no statistics check, no warning.
+    let declared = config(&format!(
+        "services:\n  synapse:\n    kind: synapse\n    url: {}\n    admin_token: \"${{MXW_TOKEN}}\"\n    media_persistent: true\n",
+        synapse.base_url
+    ));
+    let r = crate::cli::check_json(&declared, &[], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!r.stdout.contains("SynapseMediaEphemeral") && !r.stdout.contains("synapse/media"), "{}", r.all());
 }
 
 #[test]

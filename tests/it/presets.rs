@@ -66,6 +66,7 @@ fn every_preset_passes_against_its_service_and_no_rule_fires_on_an_idle_synapse(
             "synapse/client-versions",
             "synapse/admin-version",
             "synapse/admin-token",
+            "synapse/media",
             "synapse/federation",
             "vikunja/health",
             "vikunja/info",
@@ -92,8 +93,9 @@ fn every_preset_passes_against_its_service_and_no_rule_fires_on_an_idle_synapse(
             "MasDown",
             "SynapseDown",
             "VikunjaDown",
+            "SynapseMediaEphemeral",
         ],
-        "the six Synapse metric rules and one Down rule per service are judged"
+        "the six Synapse metric rules, one Down rule per service and the media-store question are judged"
     );
     let scrape = rows.iter().find(|r| r["check"] == "synapse/metrics").unwrap();
     assert!(scrape["detail"].as_str().unwrap().contains("kept for rules"), "{scrape}");

@@ -427,7 +427,7 @@ fn over_long_lines_are_refused() {
 
 #[test]
 fn the_real_synapse_page_parses_completely() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/synapse-metrics-sample.txt");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/synapse-metrics-sample.txt");
     let text = std::fs::read_to_string(path).expect("tests/data holds the real Synapse sample");
     let parsed = parse_samples(&text, None).unwrap();
     assert_eq!(parsed.total, 2439, "the sample has 2,439 sample lines");

@@ -6,7 +6,7 @@
 //! the global allocator below. Run: `cargo bench --bench expo`. Results: `BENCHMARKS.md`.
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
-use mxwarden::expo::{self, Event, FamilyFilter};
+use mxwarden_expo::{self as expo, Event, FamilyFilter};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -76,7 +76,7 @@ const LATENCY_FAMILIES: [&str; 10] = [
 ];
 
 fn real_page() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/synapse-metrics-sample.txt");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/synapse-metrics-sample.txt");
     std::fs::read_to_string(path).expect("tests/data/synapse-metrics-sample.txt is readable")
 }
 
@@ -253,7 +253,7 @@ fn report_medians() {
     let dir = std::env::var_os("CRITERION_HOME").map(PathBuf::from).unwrap_or_else(|| {
         std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))
+            .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target")))
             .join("criterion")
     });
     println!("\n## Medians (Criterion estimates, this run)\n");
