@@ -162,6 +162,9 @@ impl Store {
             .pragma("cache_size", "-512");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // Each connection is a thread with its own page cache; the ones a burst opened
+            // (a status-page read during a history flush) close again a minute later.
+            .idle_timeout(std::time::Duration::from_secs(60))
             .connect_with(options)
             .await
             .map_err(|source| StoreError { path: shown.clone(), source })?;

@@ -9,8 +9,9 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio_util::compat::{FuturesAsyncReadCompatExt, FuturesAsyncWriteCompatExt, TokioAsyncReadCompatExt};
+use tokio_util::io::SyncIoBridge;
 
 /// The copy buffer: large enough for pipe throughput, small enough to never matter.
 const CHUNK: usize = 256 * 1024;
@@ -60,6 +61,15 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
     }
 }
 
+/// The compression stage: `input` through zstd at `level` (with frame checksums) into
+/// `output`, then `output` shut down so the next stage sees the end.
+fn compress(mut input: SyncIoBridge<DuplexStream>, output: SyncIoBridge<DuplexStream>, level: i32) -> io::Result<()> {
+    let mut zstd = zstd::stream::write::Encoder::new(output, level)?;
+    zstd.include_checksum(true)?;
+    std::io::copy(&mut input, &mut zstd)?;
+    zstd.finish()?.shutdown()
+}
+
 /// Parses the recipients (validated by the config already).
 pub fn recipients(keys: &[String]) -> io::Result<Vec<age::x25519::Recipient>> {
     keys.iter()
@@ -72,7 +82,9 @@ pub fn recipients(keys: &[String]) -> io::Result<Vec<age::x25519::Recipient>> {
 ///
 /// Three stages run at once, joined by in-memory pipes of a few MiB: reading the input (so
 /// `pg_dump` never waits on a full pipe while we compress), compressing, and encrypting +
-/// hashing + writing — as `pg_dump | zstd` overlaps its processes.
+/// hashing + writing — as `pg_dump | zstd` overlaps its processes. Compression, the costly
+/// stage, runs on a thread of its own with zstd's streaming encoder, so it proceeds in
+/// parallel with the other two even on mxwarden's single-threaded runtime.
 pub async fn seal<R, W>(
     mut input: R,
     output: W,
@@ -88,18 +100,10 @@ where
     let hashing = HashingWriter { inner: output, tally: tally.clone() };
     let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
         .map_err(|e| io::Error::other(format!("cannot encrypt: {e}")))?;
-    let (mut raw_in, mut raw_out) = tokio::io::duplex(4 * CHUNK);
-    let (mut packed_in, mut packed_out) = tokio::io::duplex(4 * CHUNK);
-    let compress = tokio::spawn(async move {
-        let params = [async_compression::zstd::CParameter::checksum_flag(true)];
-        let mut zstd = async_compression::tokio::write::ZstdEncoder::with_quality_and_params(
-            &mut packed_in,
-            async_compression::Level::Precise(level),
-            &params,
-        );
-        tokio::io::copy(&mut raw_out, &mut zstd).await?;
-        zstd.shutdown().await // ends the zstd frame and the pipe
-    });
+    let (mut raw_in, raw_out) = tokio::io::duplex(4 * CHUNK);
+    let (packed_in, mut packed_out) = tokio::io::duplex(4 * CHUNK);
+    let (raw_out, packed_in) = (SyncIoBridge::new(raw_out), SyncIoBridge::new(packed_in));
+    let compress = tokio::task::spawn_blocking(move || compress(raw_out, packed_in, level));
     let encrypt = tokio::spawn(async move {
         let sink = tokio_util::compat::TokioAsyncWriteCompatExt::compat_write(hashing);
         let mut encrypted = encryptor.wrap_async_output(sink).await?.compat_write();

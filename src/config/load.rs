@@ -4,8 +4,8 @@
 //! the caller passes the text and the environment.
 
 use super::error::{ConfigError, Diagnostic, closest};
+use super::keypath::key_path_at;
 use super::schema::FileConfig;
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -42,14 +42,10 @@ pub fn parse(file: &Path, source: &str, env: &HashMap<String, String>) -> Result
     }
     .with_properties(env.clone());
     let escaped = escape_bare_dollars(source);
-    let path = RefCell::new(String::new());
-    let parsed = serde_saphyr::with_deserializer_from_str_with_options(&escaped, options, |de| {
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            *path.borrow_mut() = e.path().to_string();
-            e.into_inner()
-        })
-    });
-    parsed.map_err(|e| ConfigError::Invalid(vec![diagnose(file, source, &path.into_inner(), &e)]))
+    serde_saphyr::from_str_with_options(&escaped, options).map_err(|e| {
+        let path = e.location().map_or_else(String::new, |l| key_path_at(&escaped, l.line(), l.column()));
+        ConfigError::Invalid(vec![diagnose(file, source, &path, &e)])
+    })
 }
 
 /// Turns a parser error into a diagnostic with a clean message and a suggestion.

@@ -7,6 +7,7 @@ mod alerting;
 mod backup;
 mod build;
 pub mod error;
+mod keypath;
 pub mod load;
 mod maintenance;
 mod postgres;
