@@ -6,12 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-/// The parser's own source, compiled here with its two dependencies only.
-#[path = "../../crates/expo/src/lib.rs"]
-#[allow(dead_code)]
-mod expo;
-
-use expo::{Event, FamilyFilter, Format};
+use mxwarden_expo::{self as expo, Event, FamilyFilter, Format};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

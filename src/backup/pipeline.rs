@@ -7,6 +7,7 @@
 use sha2::{Digest, Sha256};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
@@ -61,12 +62,28 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
     }
 }
 
-/// The compression stage: `input` through zstd at `level` (with frame checksums) into
-/// `output`, then `output` shut down so the next stage sees the end.
-fn compress(mut input: SyncIoBridge<DuplexStream>, output: SyncIoBridge<DuplexStream>, level: i32) -> io::Result<()> {
+/// The compression stage, on a thread of its own: reads `input` (the pipe from `pg_dump`, as
+/// the zstd CLI would), compresses at `level` with frame checksums into `output`, counts what
+/// it read into `read`, and shuts `output` down so the next stage sees the end.
+fn compress<R: AsyncRead + Unpin>(
+    mut input: SyncIoBridge<R>,
+    output: SyncIoBridge<DuplexStream>,
+    level: i32,
+    read: &AtomicU64,
+) -> io::Result<()> {
     let mut zstd = zstd::stream::write::Encoder::new(output, level)?;
     zstd.include_checksum(true)?;
-    std::io::copy(&mut input, &mut zstd)?;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match std::io::Read::read(&mut input, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        std::io::Write::write_all(&mut zstd, &buf[..n])?;
+        read.fetch_add(n as u64, Ordering::Relaxed);
+    }
     zstd.finish()?.shutdown()
 }
 
@@ -78,60 +95,52 @@ pub fn recipients(keys: &[String]) -> io::Result<Vec<age::x25519::Recipient>> {
 }
 
 /// Copies `input` through zstd (`level`, with frame checksums) and age (to `recipients`) into
-/// `output`, then shuts `output` down. `progress` hears the input bytes so far.
+/// `output`, then shuts `output` down. `progress` hears the input bytes so far, ten times a
+/// second and at the end.
 ///
-/// Three stages run at once, joined by in-memory pipes of a few MiB: reading the input (so
-/// `pg_dump` never waits on a full pipe while we compress), compressing, and encrypting +
-/// hashing + writing — as `pg_dump | zstd` overlaps its processes. Compression, the costly
-/// stage, runs on a thread of its own with zstd's streaming encoder, so it proceeds in
-/// parallel with the other two even on mxwarden's single-threaded runtime.
+/// Two stages run at once, as `pg_dump | zstd` overlaps its processes: compression, on a thread
+/// of its own that reads the input directly (mxwarden's async runtime is single-threaded), and
+/// encryption + hashing + writing on the runtime, joined by an in-memory pipe of a few MiB
+/// that carries the compressed stream only.
 pub async fn seal<R, W>(
-    mut input: R,
+    input: R,
     output: W,
     level: i32,
     recipients: &[age::x25519::Recipient],
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> io::Result<Sealed>
 where
-    R: AsyncRead + Unpin,
+    R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let hashing = HashingWriter { inner: output, tally: tally.clone() };
     let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
         .map_err(|e| io::Error::other(format!("cannot encrypt: {e}")))?;
-    let (mut raw_in, raw_out) = tokio::io::duplex(4 * CHUNK);
     let (packed_in, mut packed_out) = tokio::io::duplex(4 * CHUNK);
-    let (raw_out, packed_in) = (SyncIoBridge::new(raw_out), SyncIoBridge::new(packed_in));
-    let compress = tokio::task::spawn_blocking(move || compress(raw_out, packed_in, level));
+    let read = Arc::new(AtomicU64::new(0));
+    let (input, packed_in, counter) = (SyncIoBridge::new(input), SyncIoBridge::new(packed_in), read.clone());
+    let mut compress = tokio::task::spawn_blocking(move || compress(input, packed_in, level, &counter));
     let encrypt = tokio::spawn(async move {
         let sink = tokio_util::compat::TokioAsyncWriteCompatExt::compat_write(hashing);
         let mut encrypted = encryptor.wrap_async_output(sink).await?.compat_write();
         tokio::io::copy(&mut packed_out, &mut encrypted).await?;
         encrypted.shutdown().await // age's last chunk, then the output
     });
-    let mut buf = vec![0u8; CHUNK];
-    let mut raw_bytes = 0u64;
-    let read = async {
-        loop {
-            let n = input.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            raw_in.write_all(&buf[..n]).await?;
-            raw_bytes += n as u64;
-            progress(raw_bytes);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    let compressed = loop {
+        tokio::select! {
+            done = &mut compress => break done,
+            _ = tick.tick() => progress(read.load(Ordering::Relaxed)),
         }
-        raw_in.shutdown().await
-    }
-    .await;
-    drop(raw_in);
+    };
+    let raw_bytes = read.load(Ordering::Relaxed);
+    progress(raw_bytes);
     let joined = |r: Result<io::Result<()>, tokio::task::JoinError>| r.unwrap_or_else(|e| Err(io::Error::other(e)));
-    let (compressed, encrypted) = (joined(compress.await), joined(encrypt.await));
-    // The stage nearest the output failed first; the others only saw a closed pipe.
+    let (compressed, encrypted) = (joined(compressed), joined(encrypt.await));
+    // The stage nearest the output failed first; the other only saw a closed pipe.
     encrypted?;
     compressed?;
-    read?;
     let t = tally.lock().map_err(|_| io::Error::other("hash state poisoned"))?;
     Ok(Sealed { raw_bytes, stored_bytes: t.bytes, sha256: hex::encode(t.hasher.clone().finalize()) })
 }
@@ -196,10 +205,11 @@ mod tests {
         let path = dir.path().join("sealed");
         let file = tokio::fs::File::create(&path).await.unwrap();
         let seen = std::sync::atomic::AtomicU64::new(0);
-        let sealed =
-            seal(&data[..], file, 3, &[identity.to_public()], &|n| seen.store(n, std::sync::atomic::Ordering::Relaxed))
-                .await
-                .unwrap();
+        let sealed = seal(std::io::Cursor::new(data.clone()), file, 3, &[identity.to_public()], &|n| {
+            seen.store(n, std::sync::atomic::Ordering::Relaxed)
+        })
+        .await
+        .unwrap();
         let stored = std::fs::read(&path).unwrap();
         assert_eq!(sealed.raw_bytes, data.len() as u64);
         assert_eq!(sealed.stored_bytes, stored.len() as u64);

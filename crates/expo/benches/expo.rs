@@ -3,7 +3,7 @@
 //! series repeated 16× with a `worker="synapse-worker-NN"` label). Criterion reports MB/s
 //! (10^6 bytes); at the end the run prints a Markdown table of medians and ratios, read back
 //! from Criterion's estimates, plus the heap allocations of one allow-listed parse, counted by
-//! the global allocator below. Run: `cargo bench --bench expo`. Results: `BENCHMARKS.md`.
+//! the global allocator below. Run: `cargo bench -p mxwarden-expo --bench expo`. Results: `BENCHMARKS.md`.
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
 use mxwarden_expo::{self as expo, Event, FamilyFilter};
