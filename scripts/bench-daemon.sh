@@ -177,14 +177,16 @@ YAML
   sleep $((RSS_MINUTES * 60 - 5))
   kill -0 "$MXW_PID" || { echo "mxwarden run exited early:" >&2; tail -20 "$DIR/mxw-full.log" >&2; exit 1; }
   rss=$(kib_of "$MXW_PID" VmRSS); hwm=$(kib_of "$MXW_PID" VmHWM); cpu=$(cpu_of "$MXW_PID")
+  anon=$(kib_of "$MXW_PID" RssAnon); file=$(kib_of "$MXW_PID" RssFile)
   echo "## RSS of mxwarden run on the full runbook config after $RSS_MINUTES minutes"
   echo
   echo "Five services, every preset: $checks checks, $rules rules; Synapse scraped every 15s."
   echo
-  echo "| after | VmRSS | VmHWM (peak) | CPU seconds used |"
-  echo "|---|---:|---:|---:|"
-  awk -v r="$early" 'BEGIN { printf "| 5 s | %.1f MiB | | |\n", r / 1024 }'
-  awk -v r="$rss" -v h="$hwm" -v c="$cpu" -v m="$RSS_MINUTES" 'BEGIN { printf "| %d min | %.1f MiB | %.1f MiB | %.2f |\n", m, r / 1024, h / 1024, c }'
+  echo "| after | VmRSS | VmRSS (10^6 B) | VmHWM (peak) | anonymous | file-backed (code) | CPU seconds used |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  awk -v r="$early" 'BEGIN { printf "| 5 s | %.2f MiB | %.2f MB | | | | |\n", r / 1024, r * 1.024 / 1000 }'
+  awk -v r="$rss" -v h="$hwm" -v a="$anon" -v f="$file" -v c="$cpu" -v m="$RSS_MINUTES" \
+    'BEGIN { printf "| %d min | %.2f MiB | **%.2f MB** | %.2f MiB | %.2f MiB | %.2f MiB | %.2f |\n", m, r / 1024, r * 1.024 / 1000, h / 1024, a / 1024, f / 1024, c }'
   echo
 fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
@@ -62,27 +63,60 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
     }
 }
 
-/// The compression stage, on a thread of its own: reads `input` (the pipe from `pg_dump`, as
-/// the zstd CLI would), compresses at `level` with frame checksums into `output`, counts what
-/// it read into `read`, and shuts `output` down so the next stage sees the end.
-fn compress<R: AsyncRead + Unpin>(
-    mut input: SyncIoBridge<R>,
+/// Chunks read ahead of the compressor: the pipe from `pg_dump` keeps draining while a chunk
+/// is being compressed, as the zstd CLI's own reader thread does.
+const READ_AHEAD: usize = 8;
+
+/// The reading stage, on a thread of its own: fills buffers from `input` (blocking reads of a
+/// pipe) and sends them on, taking emptied ones back from the compressor so nothing is
+/// allocated per chunk. Ends at the end of the input, or when the compressor has gone.
+fn read_chunks<R: std::io::Read>(
+    mut input: R,
+    full: mpsc::SyncSender<io::Result<Vec<u8>>>,
+    empty: mpsc::Receiver<Vec<u8>>,
+) {
+    loop {
+        let mut buf = empty.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+        buf.resize(CHUNK, 0);
+        let mut filled = 0;
+        while filled < CHUNK {
+            match input.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = full.send(Err(e));
+                    return;
+                }
+            }
+        }
+        if filled == 0 {
+            return; // the end: dropping `full` tells the compressor
+        }
+        buf.truncate(filled);
+        if full.send(Ok(buf)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The compression stage, on a thread of its own: compresses the chunks at `level` with frame
+/// checksums into `output`, counts the input bytes into `read`, hands the emptied buffers
+/// back, and shuts `output` down so the next stage sees the end.
+fn compress(
+    full: mpsc::Receiver<io::Result<Vec<u8>>>,
+    empty: mpsc::SyncSender<Vec<u8>>,
     output: SyncIoBridge<DuplexStream>,
     level: i32,
     read: &AtomicU64,
 ) -> io::Result<()> {
     let mut zstd = zstd::stream::write::Encoder::new(output, level)?;
     zstd.include_checksum(true)?;
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = match std::io::Read::read(&mut input, &mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        std::io::Write::write_all(&mut zstd, &buf[..n])?;
-        read.fetch_add(n as u64, Ordering::Relaxed);
+    for chunk in full {
+        let chunk = chunk?;
+        std::io::Write::write_all(&mut zstd, &chunk)?;
+        read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        let _ = empty.try_send(chunk);
     }
     zstd.finish()?.shutdown()
 }
@@ -94,14 +128,14 @@ pub fn recipients(keys: &[String]) -> io::Result<Vec<age::x25519::Recipient>> {
         .collect()
 }
 
-/// Copies `input` through zstd (`level`, with frame checksums) and age (to `recipients`) into
+/// Copies `input` (a blocking reader: a child's stdout, a pipe) through zstd (`level`, with frame checksums) and age (to `recipients`) into
 /// `output`, then shuts `output` down. `progress` hears the input bytes so far, ten times a
 /// second and at the end.
 ///
-/// Two stages run at once, as `pg_dump | zstd` overlaps its processes: compression, on a thread
-/// of its own that reads the input directly (mxwarden's async runtime is single-threaded), and
-/// encryption + hashing + writing on the runtime, joined by an in-memory pipe of a few MiB
-/// that carries the compressed stream only.
+/// Three stages run at once, as `pg_dump | zstd` overlaps its processes: reading the input
+/// and compressing, each on a thread of its own with blocking I/O (mxwarden's async runtime
+/// is single-threaded) joined by a few recycled buffers, and encryption + hashing + writing on
+/// the runtime, fed the compressed stream through an in-memory pipe of a few MiB.
 pub async fn seal<R, W>(
     input: R,
     output: W,
@@ -110,7 +144,7 @@ pub async fn seal<R, W>(
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> io::Result<Sealed>
 where
-    R: AsyncRead + Unpin + Send + 'static,
+    R: std::io::Read + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let tally = Arc::new(Mutex::new(Tally::default()));
@@ -119,8 +153,11 @@ where
         .map_err(|e| io::Error::other(format!("cannot encrypt: {e}")))?;
     let (packed_in, mut packed_out) = tokio::io::duplex(4 * CHUNK);
     let read = Arc::new(AtomicU64::new(0));
-    let (input, packed_in, counter) = (SyncIoBridge::new(input), SyncIoBridge::new(packed_in), read.clone());
-    let mut compress = tokio::task::spawn_blocking(move || compress(input, packed_in, level, &counter));
+    let (packed_in, counter) = (SyncIoBridge::new(packed_in), read.clone());
+    let (full_tx, full_rx) = mpsc::sync_channel(READ_AHEAD);
+    let (empty_tx, empty_rx) = mpsc::sync_channel(READ_AHEAD + 2);
+    tokio::task::spawn_blocking(move || read_chunks(input, full_tx, empty_rx));
+    let mut compress = tokio::task::spawn_blocking(move || compress(full_rx, empty_tx, packed_in, level, &counter));
     let encrypt = tokio::spawn(async move {
         let sink = tokio_util::compat::TokioAsyncWriteCompatExt::compat_write(hashing);
         let mut encrypted = encryptor.wrap_async_output(sink).await?.compat_write();

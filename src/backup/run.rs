@@ -11,7 +11,6 @@ use super::storage::{Storage, StorageError};
 use super::{BackupPlan, DbChoice, DbSource, pg};
 use std::process::Stdio;
 use std::time::Instant;
-use tokio::io::AsyncReadExt;
 
 /// Why a run could not even start.
 #[derive(Debug, thiserror::Error)]
@@ -295,28 +294,31 @@ async fn store_command<S: Storage>(
     let key = format!("{id}/{}", item.file);
     let tool = cmd.as_std().get_program().to_string_lossy().into_owned();
     let bar = progress.item(&item.label());
-    let mut child = match cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
-        Ok(c) => c,
+    // The tool runs with plain blocking pipes: the compression thread reads its output
+    // directly, as `pg_dump | zstd` would, without a hop through the async runtime per read.
+    let spawned = cmd.as_std_mut().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let mut child = match spawned {
+        Ok(c) => KillOnDrop(Some(c)),
         Err(e) => {
             item.error = Some(format!("cannot run {tool}: {e}"));
             return;
         }
     };
-    let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+    let (Some(stdout), Some(mut stderr)) = child.pipes() else {
         item.error = Some(format!("{tool} has no output pipes"));
         return;
     };
-    let errors = tokio::spawn(async move {
+    let errors = tokio::task::spawn_blocking(move || {
         let mut buf = Vec::new();
-        let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut buf).await;
+        let _ = std::io::Read::read_to_end(&mut std::io::Read::take(&mut stderr, 64 * 1024), &mut buf);
         // Keep draining so the tool never blocks on a full stderr pipe.
-        let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
         buf
     });
     let writer = match storage.create(&key).await {
         Ok(w) => w,
         Err(e) => {
-            let _ = child.kill().await;
+            child.kill();
             item.error = Some(e.to_string());
             return;
         }
@@ -328,7 +330,7 @@ async fn store_command<S: Storage>(
     };
     let sealed = pipeline::seal(stdout, writer, plan.zstd_level, recipients, &report).await;
     if sealed.is_err() {
-        let _ = child.start_kill();
+        child.kill();
     }
     let status = child.wait().await;
     let stderr = errors.await.unwrap_or_default();
@@ -350,6 +352,37 @@ async fn store_command<S: Storage>(
     }
 }
 
+/// A tool's process, killed if it is dropped while still running (a failed or abandoned
+/// backup), as tokio's `kill_on_drop` does for its own children.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn pipes(&mut self) -> (Option<std::process::ChildStdout>, Option<std::process::ChildStderr>) {
+        self.0.as_mut().map_or((None, None), |c| (c.stdout.take(), c.stderr.take()))
+    }
+
+    fn kill(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+        }
+    }
+
+    /// Waits for the exit on a blocking thread.
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        let mut child = self.0.take().ok_or_else(|| std::io::Error::other("the process was already waited for"))?;
+        tokio::task::spawn_blocking(move || child.wait()).await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Archives a file set and stores it; fills `item`.
 async fn store_files<S: Storage>(
     plan: &BackupPlan,
@@ -363,12 +396,17 @@ async fn store_files<S: Storage>(
     let started = Instant::now();
     let key = format!("{id}/{}", item.file);
     let bar = progress.item(&item.label());
-    let (tar_in, tar_out) = tokio::io::duplex(256 * 1024);
-    let bridge = tokio_util::io::SyncIoBridge::new(tar_in);
+    let (tar_out, tar_in) = match std::io::pipe() {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            item.error = Some(format!("cannot make a pipe for the archive: {e}"));
+            return;
+        }
+    };
     let patterns = patterns.to_vec();
     let tar = tokio::task::spawn_blocking(move || {
         let paths = super::files::expand(&patterns)?;
-        super::files::write_tar(&paths, bridge)
+        super::files::write_tar(&paths, tar_in)
     });
     let writer = match storage.create(&key).await {
         Ok(w) => w,
