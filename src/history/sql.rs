@@ -10,6 +10,37 @@ use std::sync::Mutex;
 
 type Result<T> = std::result::Result<T, StoreError>;
 
+/// Rows per multi-row statement: 8 parameters each stays far below SQLite's limit of 32,766.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// One rollup bucket's share of a flush.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Sums {
+    up: i64,
+    down: i64,
+    maintenance: i64,
+    latency_sum: i64,
+    latency_max: i64,
+}
+
+/// The flush's results summed per (check id, resolution, bucket), as the upsert adds them.
+fn rollup_sums(rows: &[(i64, &CheckResult)]) -> std::collections::BTreeMap<(i64, i64, i64), Sums> {
+    let mut sums = std::collections::BTreeMap::<_, Sums>::new();
+    for (id, r) in rows {
+        for res in Resolution::ALL {
+            let s = sums.entry((*id, res.code(), res.bucket(r.at_ms))).or_default();
+            match r.state {
+                State::Up => s.up += 1,
+                State::Down => s.down += 1,
+                State::Maintenance => s.maintenance += 1,
+            }
+            s.latency_sum += r.latency_ms;
+            s.latency_max = s.latency_max.max(r.latency_ms);
+        }
+    }
+    sums
+}
+
 /// The meta key of mxwarden's own heartbeat, ms.
 const HEARTBEAT: &str = "history:heartbeat";
 
@@ -52,45 +83,49 @@ impl History {
             .map_err(|e| self.store.fail(e))
     }
 
-    /// Records results (check name, result) and beats the heartbeat, in one transaction.
+    /// Records results (check name, result) and beats the heartbeat, in one transaction of a
+    /// few statements whatever the number of results: the raw rows in multi-row inserts, the
+    /// rollups summed here first and upserted likewise. (Each statement is a round trip to
+    /// SQLite's worker thread; one per result and rollup cost the daemon more CPU per probe
+    /// than the probe itself.)
     pub async fn record(&self, results: &[(String, CheckResult)], now: i64) -> Result<()> {
         let run = async {
             let mut tx = self.store.pool().begin().await?;
+            let mut rows = Vec::with_capacity(results.len());
             for (check, r) in results {
-                let id = self.id(&mut tx, check).await?;
-                sqlx::query("INSERT OR REPLACE INTO results (check_id, at, state, latency_ms) VALUES (?, ?, ?, ?)")
-                    .bind(id)
-                    .bind(r.at_ms)
-                    .bind(r.state.code())
-                    .bind(r.latency_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                let (up, down, maintenance) = match r.state {
-                    State::Up => (1, 0, 0),
-                    State::Down => (0, 1, 0),
-                    State::Maintenance => (0, 0, 1),
-                };
-                for res in Resolution::ALL {
-                    sqlx::query(
-                        "INSERT INTO rollups (check_id, res, bucket, up, down, maintenance, latency_sum, latency_max)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                         ON CONFLICT (check_id, res, bucket) DO UPDATE SET
-                           up = up + excluded.up, down = down + excluded.down,
-                           maintenance = maintenance + excluded.maintenance,
-                           latency_sum = latency_sum + excluded.latency_sum,
-                           latency_max = max(latency_max, excluded.latency_max)",
-                    )
-                    .bind(id)
-                    .bind(res.code())
-                    .bind(res.bucket(r.at_ms))
-                    .bind(up)
-                    .bind(down)
-                    .bind(maintenance)
-                    .bind(r.latency_ms)
-                    .bind(r.latency_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                rows.push((self.id(&mut tx, check).await?, r));
+            }
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let mut insert =
+                    sqlx::QueryBuilder::new("INSERT OR REPLACE INTO results (check_id, at, state, latency_ms) ");
+                insert.push_values(chunk, |mut row, (id, r)| {
+                    row.push_bind(*id).push_bind(r.at_ms).push_bind(r.state.code()).push_bind(r.latency_ms);
+                });
+                insert.build().persistent(false).execute(&mut *tx).await?;
+            }
+            let sums: Vec<((i64, i64, i64), Sums)> = rollup_sums(&rows).into_iter().collect();
+            for chunk in sums.chunks(ROWS_PER_STATEMENT) {
+                let mut upsert = sqlx::QueryBuilder::new(
+                    "INSERT INTO rollups (check_id, res, bucket, up, down, maintenance, latency_sum, latency_max) ",
+                );
+                upsert.push_values(chunk, |mut row, ((id, res, bucket), s)| {
+                    row.push_bind(*id)
+                        .push_bind(*res)
+                        .push_bind(*bucket)
+                        .push_bind(s.up)
+                        .push_bind(s.down)
+                        .push_bind(s.maintenance)
+                        .push_bind(s.latency_sum)
+                        .push_bind(s.latency_max);
+                });
+                upsert.push(
+                    " ON CONFLICT (check_id, res, bucket) DO UPDATE SET
+                       up = up + excluded.up, down = down + excluded.down,
+                       maintenance = maintenance + excluded.maintenance,
+                       latency_sum = latency_sum + excluded.latency_sum,
+                       latency_max = max(latency_max, excluded.latency_max)",
+                );
+                upsert.build().persistent(false).execute(&mut *tx).await?;
             }
             beat(&mut tx, now).await?;
             tx.commit().await
@@ -230,4 +265,27 @@ async fn beat(conn: &mut sqlx::SqliteConnection, now: i64) -> std::result::Resul
         .execute(conn)
         .await
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flush_is_summed_per_bucket_before_it_is_upserted() {
+        let minute = 60_000;
+        let r = |at_ms, state, latency_ms| CheckResult { at_ms, state, latency_ms };
+        let (a, b, c) =
+            (r(10 * minute, State::Up, 5), r(10 * minute + 30_000, State::Down, 9), r(11 * minute, State::Up, 2));
+        let rows = vec![(1, &a), (1, &b), (1, &c), (2, &a)];
+        let sums = rollup_sums(&rows);
+        let minute_code = Resolution::Minute.code();
+        // Two results of check 1 in minute 10: one up, one down, latencies 5 and 9.
+        let m10 = sums[&(1, minute_code, Resolution::Minute.bucket(10 * minute))];
+        assert_eq!(m10, Sums { up: 1, down: 1, maintenance: 0, latency_sum: 14, latency_max: 9 });
+        // All three in the same hour and day; check 2 apart.
+        let hour = sums[&(1, Resolution::Hour.code(), Resolution::Hour.bucket(10 * minute))];
+        assert_eq!((hour.up, hour.down, hour.latency_sum, hour.latency_max), (2, 1, 16, 9));
+        assert_eq!(sums.len(), 2 + 1 + 1 + 3, "check 1: two minutes, one hour, one day; check 2: one of each");
+    }
 }
