@@ -50,7 +50,8 @@ struct Cli {
     /// Config file.
     #[arg(long, short, global = true, env = "MXWARDEN_CONFIG", default_value = "mxwarden.yaml")]
     config: PathBuf,
-    /// More log output on stderr (-v info, -vv debug).
+    /// More log output on stderr (-v info, -vv debug). `RUST_LOG` (`debug`,
+    /// `mxwarden=debug,warn`: target=level directives) takes precedence.
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     #[command(subcommand)]
@@ -390,6 +391,57 @@ struct ShowView {
     rules: Vec<RuleView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     alerting: Option<AlertingView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backup: Option<BackupView>,
+}
+
+/// The backup plan as `config show` prints it: no connection strings or passwords (the
+/// recipients are public keys).
+#[derive(Debug, Serialize)]
+struct BackupView {
+    dir: String,
+    /// Per postgres service: `all` or the listed databases, and whether roles are dumped.
+    databases: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    files: std::collections::BTreeMap<String, Vec<String>>,
+    schedule: String,
+    retention: String,
+    zstd_level: i32,
+    encrypt_to: Vec<String>,
+    pg_dump: String,
+}
+
+impl BackupView {
+    fn of(plan: &crate::backup::BackupPlan) -> Self {
+        use crate::backup::DbChoice;
+        Self {
+            dir: plan.storage.root().display().to_string(),
+            databases: plan
+                .sources
+                .iter()
+                .map(|s| {
+                    let which = match &s.databases {
+                        DbChoice::All => "all".to_string(),
+                        DbChoice::Only(list) => list.join(", "),
+                    };
+                    let globals = if s.globals { " + roles (pg_dumpall --globals-only)" } else { "" };
+                    (s.service.clone(), format!("{which}{globals}"))
+                })
+                .collect(),
+            files: plan.files.iter().map(|f| (f.name.clone(), f.patterns.clone())).collect(),
+            schedule: plan.schedule.as_ref().map_or_else(
+                || "none (backup run by hand)".to_string(),
+                |s| format!("{} ({})", s.expression, s.timezone.iana_name().unwrap_or("UTC")),
+            ),
+            retention: format!(
+                "daily {}, weekly {}, monthly {}",
+                plan.retention.daily, plan.retention.weekly, plan.retention.monthly
+            ),
+            zstd_level: plan.zstd_level,
+            encrypt_to: plan.recipients.clone(),
+            pg_dump: plan.tools.pg_dump.display().to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -484,6 +536,7 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
             tiers: a.tiers.iter().map(|(name, t)| (name.clone(), describe_tier(t))).collect(),
             timezone: a.timezone.iana_name().unwrap_or("UTC").to_string(),
         }),
+        backup: config.backup.as_deref().map(BackupView::of),
     };
     if json {
         outln!("{}", serde_json::to_string_pretty(&view)?);

@@ -336,6 +336,27 @@ fn prune_over_a_faked_calendar_keeps_exactly_the_gfs_set() {
 }
 
 #[test]
+fn config_show_prints_the_backup_plan_without_the_connection_secrets() {
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    let file = config(&format!(
+        "services:\n  db:\n    kind: postgres\n    dsn: \"postgresql://backup:s3cret-pw@127.0.0.1:5432/postgres\"\n\
+         backup:\n  dir: /srv/backups\n  databases: {{ db: [synapse, mas] }}\n  files: {{ mas-keys: [\"/data/mas/*.pem\"] }}\n\
+         \x20 encrypt_to: [\"{recipient}\"]\n  schedule: \"30 3 * * *\"\n  retention: {{ daily: 7, weekly: 4, monthly: 6 }}\n"
+    ));
+    let r = run(&["config", "show", "--json", "--config", file.path.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let shown: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    let backup = &shown["backup"];
+    assert_eq!(backup["dir"], "/srv/backups", "{backup}");
+    assert!(backup["databases"]["db"].as_str().unwrap().starts_with("synapse, mas"), "{backup}");
+    assert_eq!(backup["files"]["mas-keys"][0], "/data/mas/*.pem", "{backup}");
+    assert!(backup["schedule"].as_str().unwrap().starts_with("30 3 * * *"), "{backup}");
+    assert_eq!(backup["retention"], "daily 7, weekly 4, monthly 6", "{backup}");
+    assert_eq!(backup["encrypt_to"][0], recipient.as_str(), "{backup}");
+    assert!(!r.all().contains("s3cret-pw"), "the password was shown: {}", r.all());
+}
+
+#[test]
 fn a_private_key_in_encrypt_to_is_refused_without_showing_it() {
     let identity = age::x25519::Identity::generate();
     let secret = identity.to_string().expose_secret().to_string();
