@@ -60,6 +60,10 @@ fn diagnose(file: &Path, source: &str, path: &str, error: &serde_saphyr::Error) 
         |word: &str, expected: &[&str]| closest(word, expected.iter().copied()).map(|k| format!("did you mean `{k}`?"));
     let (text, hint) = match error.without_snippet() {
         serde_saphyr::Error::SerdeUnknownField { field, expected, .. } => {
+            // With interpolation on, the parser leaves field names out of its errors (a name
+            // could come from the environment); the file has the key as the user wrote it.
+            let written = written_key(source, line, column);
+            let field = written.as_ref().unwrap_or(field);
             if !key.ends_with(field.as_str()) {
                 key = join_key(&key, field);
             }
@@ -71,6 +75,17 @@ fn diagnose(file: &Path, source: &str, path: &str, error: &serde_saphyr::Error) 
         _ => (message, None),
     };
     Diagnostic::at(file, source, line, column, key, text).with_hint(hint)
+}
+
+/// The mapping key written at `line`:`column` (1-based) of `source`, quotes removed.
+fn written_key(source: &str, line: u64, column: u64) -> Option<String> {
+    let text = source.lines().nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+    let rest = text.get(usize::try_from(column).ok()?.checked_sub(1)?..)?;
+    let key = match rest.chars().next()? {
+        quote @ ('"' | '\'') => rest[1..].split(quote).next()?,
+        _ => rest.split(':').next()?.trim_end(),
+    };
+    (!key.is_empty() && !key.contains(['{', '}', ',', '[', ']'])).then(|| key.to_string())
 }
 
 fn join_key(parent: &str, child: &str) -> String {
@@ -224,6 +239,28 @@ mod tests {
         }
         let r = &unset_references("x: 1\ny: \"${NOPE}\"\n", &env(&[]))[0];
         assert_eq!((r.line, r.column), (2, 5));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_as_written_when_the_file_interpolates() {
+        let source = "services:\n  synapse:\n    kind: synapse\n    url: http://x\n    admin_token: \"${TOK}\"\n    admin_tokn: 1\n";
+        let Err(ConfigError::Invalid(diagnostics)) = parse(Path::new("m.yaml"), source, &env(&[("TOK", "sekrit")]))
+        else {
+            panic!("an unknown key is an error");
+        };
+        let shown = diagnostics[0].to_string();
+        assert!(shown.contains("m.yaml:6:5: services.synapse.admin_tokn: unknown key `admin_tokn`"), "{shown}");
+        assert!(shown.contains("did you mean `admin_token`?"), "{shown}");
+        assert!(!shown.contains("sekrit"), "{shown}");
+    }
+
+    #[test]
+    fn written_keys_are_read_back_from_the_source() {
+        let source = "a:\n  plain_key: 1\n  \"quoted key\": 2\n  { flow: 1 }\n";
+        assert_eq!(written_key(source, 2, 3).as_deref(), Some("plain_key"));
+        assert_eq!(written_key(source, 3, 3).as_deref(), Some("quoted key"));
+        assert_eq!(written_key(source, 4, 3), None, "not a key: the parser's own name is kept");
+        assert_eq!(written_key(source, 9, 1), None, "past the end");
     }
 
     #[test]
