@@ -310,13 +310,12 @@ mod tests {
     use crate::notify::alert_message;
 
     fn topology() -> Topology {
-        let kinds: BTreeMap<String, ServiceKind> =
+        Topology::builtin(
             [("synapse", ServiceKind::Synapse), ("vikunja", ServiceKind::Vikunja), ("postgres", ServiceKind::Postgres)]
                 .into_iter()
                 .map(|(n, k)| (n.to_string(), k))
-                .collect();
-        let needs = kinds.keys().map(|s| (s.clone(), Topology::builtin_for(s, &kinds))).collect();
-        Topology::new(kinds, needs)
+                .collect(),
+        )
     }
 
     fn page(kind: Kind, alert: &str, service: &str) -> NewDelivery {

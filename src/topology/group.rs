@@ -60,24 +60,7 @@ pub fn group_page(topology: &Topology, service: &str, n: Notification, failing: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::schema::ServiceKind;
     use crate::notify::{AlertInfo, alert_message};
-    use std::collections::BTreeMap;
-
-    fn stack() -> Topology {
-        let kinds: BTreeMap<String, ServiceKind> = [
-            ("synapse", ServiceKind::Synapse),
-            ("mas", ServiceKind::Mas),
-            ("vikunja", ServiceKind::Vikunja),
-            ("authentik", ServiceKind::Authentik),
-            ("postgres", ServiceKind::Postgres),
-        ]
-        .into_iter()
-        .map(|(n, k)| (n.to_string(), k))
-        .collect();
-        let needs = kinds.keys().map(|s| (s.clone(), Topology::builtin_for(s, &kinds))).collect();
-        Topology::new(kinds, needs)
-    }
 
     fn set(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|s| s.to_string()).collect()
@@ -101,7 +84,7 @@ mod tests {
 
     #[test]
     fn the_root_cause_covers_its_dependents() {
-        let t = stack();
+        let t = Topology::runbook_stack();
         let cases: &[(&str, &[&str], Option<&str>, &str)] = &[
             ("synapse", &["postgres"], Some("postgres"), "the database explains Synapse"),
             ("synapse", &["postgres", "mas"], Some("postgres"), "the root cause, not MAS"),
@@ -117,7 +100,7 @@ mod tests {
 
     #[test]
     fn the_group_page_names_every_affected_service_once() {
-        let t = stack();
+        let t = Topology::runbook_stack();
         let page = group_page(&t, "postgres", down_page("PostgresDown", "postgres"), &set(&["mas", "vikunja"]));
         assert_eq!(page.title, "[FIRING] PostgreSQL down — affects authentik, mas, synapse, vikunja");
         assert!(page.text.contains("Failing with it now: mas, vikunja."), "{}", page.text);

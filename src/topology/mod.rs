@@ -43,6 +43,30 @@ impl Topology {
         Self { kinds, needs }
     }
 
+    /// Only the built-in edges among `kinds` (tests; the config adds `depends_on:`).
+    #[cfg(test)]
+    pub(crate) fn builtin(kinds: BTreeMap<String, ServiceKind>) -> Self {
+        let needs = kinds.keys().map(|s| (s.clone(), Self::builtin_for(s, &kinds))).collect();
+        Self::new(kinds, needs)
+    }
+
+    /// The runbook's five services under their kinds' names, with the built-in edges (tests).
+    #[cfg(test)]
+    pub(crate) fn runbook_stack() -> Self {
+        Self::builtin(
+            [
+                ("synapse", ServiceKind::Synapse),
+                ("mas", ServiceKind::Mas),
+                ("vikunja", ServiceKind::Vikunja),
+                ("authentik", ServiceKind::Authentik),
+                ("postgres", ServiceKind::Postgres),
+            ]
+            .into_iter()
+            .map(|(n, k)| (n.to_string(), k))
+            .collect(),
+        )
+    }
+
     /// The built-in edges for `service` among `kinds`: each needed kind, when exactly one
     /// service of it is configured (with two PostgreSQL servers, which one is meant is the
     /// operator's to say).
@@ -143,27 +167,9 @@ impl Topology {
 mod tests {
     use super::*;
 
-    fn stack() -> BTreeMap<String, ServiceKind> {
-        [
-            ("synapse", ServiceKind::Synapse),
-            ("mas", ServiceKind::Mas),
-            ("vikunja", ServiceKind::Vikunja),
-            ("authentik", ServiceKind::Authentik),
-            ("postgres", ServiceKind::Postgres),
-        ]
-        .into_iter()
-        .map(|(n, k)| (n.to_string(), k))
-        .collect()
-    }
-
-    fn builtin(kinds: &BTreeMap<String, ServiceKind>) -> Topology {
-        let needs = kinds.keys().map(|s| (s.clone(), Topology::builtin_for(s, kinds))).collect();
-        Topology::new(kinds.clone(), needs)
-    }
-
     #[test]
     fn the_builtin_topology_is_the_runbooks() {
-        let t = builtin(&stack());
+        let t = Topology::runbook_stack();
         let names = |set: BTreeSet<String>| set.into_iter().collect::<Vec<_>>();
         assert_eq!(names(t.downstream("postgres")), ["authentik", "mas", "synapse", "vikunja"]);
         assert_eq!(names(t.downstream("mas")), ["synapse"], "synapse's logins go through MAS");
@@ -175,9 +181,9 @@ mod tests {
 
     #[test]
     fn two_servers_of_a_kind_make_no_builtin_edge() {
-        let mut kinds = stack();
+        let mut kinds = Topology::runbook_stack().kinds;
         kinds.insert("replica".into(), ServiceKind::Postgres);
-        let t = builtin(&kinds);
+        let t = Topology::builtin(kinds);
         assert_eq!(t.needs("vikunja").count(), 0, "which PostgreSQL is ambiguous");
         assert_eq!(t.needs("synapse").collect::<Vec<_>>(), ["mas"]);
         assert_eq!(t.display("replica"), "replica (PostgreSQL)");
