@@ -157,7 +157,7 @@ where
     let (full_tx, full_rx) = mpsc::sync_channel(READ_AHEAD);
     let (empty_tx, empty_rx) = mpsc::sync_channel(READ_AHEAD + 2);
     tokio::task::spawn_blocking(move || read_chunks(input, full_tx, empty_rx));
-    let mut compress = tokio::task::spawn_blocking(move || compress(full_rx, empty_tx, packed_in, level, &counter));
+    let mut compressing = tokio::task::spawn_blocking(move || compress(full_rx, empty_tx, packed_in, level, &counter));
     let encrypt = tokio::spawn(async move {
         let sink = tokio_util::compat::TokioAsyncWriteCompatExt::compat_write(hashing);
         let mut encrypted = encryptor.wrap_async_output(sink).await?.compat_write();
@@ -167,7 +167,7 @@ where
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
     let compressed = loop {
         tokio::select! {
-            done = &mut compress => break done,
+            done = &mut compressing => break done,
             _ = tick.tick() => progress(read.load(Ordering::Relaxed)),
         }
     };

@@ -52,10 +52,7 @@ pub fn parse(file: &Path, source: &str, env: &HashMap<String, String>) -> Result
 fn diagnose(file: &Path, source: &str, path: &str, error: &serde_saphyr::Error) -> Diagnostic {
     let (line, column) = error.location().map_or((0, 0), |l| (l.line(), l.column()));
     let message = clean_message(&error.without_snippet().to_string());
-    let mut key = path.replace(".value.", ".").trim_end_matches(".value").to_string();
-    if key == "." {
-        key.clear();
-    }
+    let mut key = path.to_string();
     let suggest =
         |word: &str, expected: &[&str]| closest(word, expected.iter().copied()).map(|k| format!("did you mean `{k}`?"));
     let (text, hint) = match error.without_snippet() {

@@ -87,6 +87,20 @@ pub fn http_request(method: &str, url: &str, headers: &[(&str, &str)]) -> Option
     Some((status, body.to_string()))
 }
 
+/// The PostgreSQL 15 server on data directory `data`, as the `postgres` user when we are root.
+fn postmaster(data: &Path) -> Command {
+    const POSTGRES: &str = "/usr/lib/postgresql/15/bin/postgres";
+    let mut c = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", POSTGRES]);
+        c
+    } else {
+        Command::new(POSTGRES)
+    };
+    c.arg("-D").arg(data);
+    c
+}
+
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -280,17 +294,8 @@ impl PgCluster {
             String::from_utf8_lossy(&init.stdout),
             String::from_utf8_lossy(&init.stderr)
         );
-        let postgres = "/usr/lib/postgresql/15/bin/postgres";
         let data = dir.join("data");
-        let cmd = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", postgres, "-D"]).arg(&data);
-            c
-        } else {
-            let mut c = Command::new(postgres);
-            c.arg("-D").arg(&data);
-            c
-        };
+        let cmd = postmaster(&data);
         let service = Service::spawn("postgres", dir.join("server.log"), "INT", &cmd);
         service.wait_until(Duration::from_secs(60), || {
             psql_command(&dir, port, "postgres", "SELECT 1")
@@ -651,16 +656,7 @@ impl PgCluster {
             std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).expect("open postgresql.conf");
         writeln!(conf, "port = {port}\nunix_socket_directories = '{}'\nhot_standby = on", dir.display())
             .expect("write postgresql.conf");
-        let postgres = "/usr/lib/postgresql/15/bin/postgres";
-        let cmd = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", postgres, "-D"]).arg(&data);
-            c
-        } else {
-            let mut c = Command::new(postgres);
-            c.arg("-D").arg(&data);
-            c
-        };
+        let cmd = postmaster(&data);
         let service = Service::spawn("postgres replica", dir.join("server.log"), "INT", &cmd);
         service.wait_until(Duration::from_secs(60), || {
             psql_command(&dir, port, "postgres", "SELECT pg_is_in_recovery()")
@@ -682,17 +678,8 @@ impl PgCluster {
     /// Starts the postmaster again on the same data directory and port after
     /// `self.service.stop()`; ready when `SELECT 1` answers.
     pub fn restart(&mut self) {
-        let postgres = "/usr/lib/postgresql/15/bin/postgres";
         let data = self.dir.join("data");
-        let cmd = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", postgres, "-D"]).arg(&data);
-            c
-        } else {
-            let mut c = Command::new(postgres);
-            c.arg("-D").arg(&data);
-            c
-        };
+        let cmd = postmaster(&data);
         self.service = Service::spawn("postgres", self.dir.join("server-restart.log"), "INT", &cmd);
         let (dir, port) = (self.socket_dir.clone(), self.port);
         self.service.wait_until(Duration::from_secs(60), || {
