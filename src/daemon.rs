@@ -219,7 +219,8 @@ async fn run_config(
         match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => {
                 tracing::info!("Status page on http://{addr}/");
-                server = Some(tokio::spawn(crate::server::serve(listener, state, stop.clone())));
+                let cap = config.listen_max_connections;
+                server = Some(tokio::spawn(crate::server::serve(listener, state, cap, stop.clone())));
             }
             Err(e) => {
                 tracing::error!(%addr, error = %e, "Cannot serve the status page; monitoring goes on without it.")

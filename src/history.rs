@@ -97,6 +97,15 @@ impl Resolution {
         }
     }
 
+    /// Its name in the API: `minute`, `hour` or `day`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resolution::Minute => "minute",
+            Resolution::Hour => "hour",
+            Resolution::Day => "day",
+        }
+    }
+
     /// Parses `minute`, `hour` or `day`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
@@ -176,6 +185,14 @@ pub fn gap_at_start(last_beat: Option<i64>, now: i64, every_ms: i64) -> Option<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolutions_parse_their_own_names() {
+        for r in Resolution::ALL {
+            assert_eq!(Resolution::parse(r.name()), Some(r));
+        }
+        assert_eq!(Resolution::parse("raw"), None, "raw results are not a rollup");
+    }
 
     #[test]
     fn buckets_are_utc_aligned_and_negative_times_floor() {

@@ -5,8 +5,8 @@
 //! `check`). The CLI (`cli`) drives the same core that the daemon will.
 //! See `docs/ARCHITECTURE.md` for the whole picture.
 
-// No unsafe code, but for the one allocator call in `memory` (its need is measured in
-// BENCHMARKS.md, "Daemon").
+// No unsafe code, but for the allocator calls in `memory` (their need is measured in
+// BENCHMARKS.md, "Daemon") and the open-file limit calls in `process`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -34,6 +34,7 @@ pub mod mute;
 pub mod notify;
 pub mod preset;
 pub mod probe;
+pub mod process;
 pub mod route;
 pub mod rule;
 pub mod series;

@@ -79,6 +79,8 @@ pub struct Built {
     pub alerting: Option<crate::notify::Alerting>,
     /// The status page's address, `None` when `listen: off`.
     pub listen: Option<std::net::SocketAddr>,
+    /// Most connections the server holds at once (`listen_max_connections`).
+    pub listen_max_connections: usize,
     /// The API's write token.
     pub admin_token: Option<secrecy::SecretString>,
     /// Backups, if configured.
@@ -111,6 +113,25 @@ fn listen(file: &FileConfig, problems: &mut Problems<'_>) -> Option<std::net::So
             );
             None
         }
+    }
+}
+
+/// The default `listen_max_connections` (Prometheus's `--web.max-connections`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
+/// `listen_max_connections:`, at least 1.
+fn listen_max_connections(file: &FileConfig, problems: &mut Problems<'_>) -> usize {
+    match &file.listen_max_connections {
+        None => DEFAULT_MAX_CONNECTIONS,
+        Some(n) if n.value == 0 => {
+            problems.add(
+                &n.referenced,
+                "listen_max_connections",
+                format!("expected at least 1 connection (the default is {DEFAULT_MAX_CONNECTIONS}), got 0"),
+            );
+            DEFAULT_MAX_CONNECTIONS
+        }
+        Some(n) => n.value,
     }
 }
 
@@ -167,6 +188,7 @@ pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagno
     }
     let alerting = file.alerting.as_ref().and_then(|a| super::alerting::build(a, &mut problems));
     let listen = listen(file, &mut problems);
+    let listen_max_connections = listen_max_connections(file, &mut problems);
     let admin_token = problems
         .take(secret(
             problems.origin,
@@ -198,6 +220,7 @@ pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagno
             thresholds,
             alerting,
             listen,
+            listen_max_connections,
             admin_token,
             backup,
             maintenance,

@@ -41,6 +41,8 @@ pub struct Config {
     pub store: PathBuf,
     /// Where the status page and API listen (`None`: `listen: off`).
     pub listen: Option<std::net::SocketAddr>,
+    /// Most connections the server holds at once (`listen_max_connections`, default 512).
+    pub listen_max_connections: usize,
     /// The API's write token.
     pub admin_token: Option<secrecy::SecretString>,
     /// Backups (`backup:`), if configured.
@@ -75,6 +77,7 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         thresholds: built.thresholds,
         alerting: built.alerting,
         listen: built.listen,
+        listen_max_connections: built.listen_max_connections,
         admin_token: built.admin_token,
         backup: built.backup.map(std::sync::Arc::new),
         maintenance: built.maintenance,

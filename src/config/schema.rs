@@ -40,6 +40,14 @@ pub struct FileConfig {
     /// `host:port`, default `127.0.0.1:8090`; `off` serves nothing.
     #[serde(default)]
     pub listen: Option<Spanned<String>>,
+    /// Most connections the server holds open at once, like Prometheus's
+    /// `--web.max-connections`. When all are taken, a new connection closes the one that has
+    /// waited longest for a request; when every one is busy with a request, it waits. The
+    /// server never takes more than the open-file limit minus 256 descriptors, which stay for
+    /// probes, the store and notifications (mxwarden raises its soft limit to the hard one at
+    /// start). Default `512`.
+    #[serde(default)]
+    pub listen_max_connections: Option<Spanned<usize>>,
     /// Bearer token every write to the API needs (`Authorization: Bearer …`). Without it the
     /// API is read-only. Usually `"${MXWARDEN_ADMIN_TOKEN}"`.
     #[serde(default)]

@@ -206,6 +206,29 @@ impl History {
             .collect())
     }
 
+    /// At most `limit` raw results of `check` in `[from, to)`, oldest first, and whether more
+    /// follow (the API's paged `resolution=raw`).
+    pub async fn raw_page(&self, check: &str, from: i64, to: i64, limit: u32) -> Result<(Vec<CheckResult>, bool)> {
+        let Some(id) = self.known_id(check).await? else { return Ok((Vec::new(), false)) };
+        let rows = sqlx::query(
+            "SELECT at, state, latency_ms FROM results WHERE check_id = ? AND at >= ? AND at < ? ORDER BY at LIMIT ?",
+        )
+        .bind(id)
+        .bind(from)
+        .bind(to)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(self.store.pool())
+        .await
+        .map_err(|e| self.store.fail(e))?;
+        let more = rows.len() > limit as usize;
+        let results = rows
+            .iter()
+            .take(limit as usize)
+            .map(|r| CheckResult { at_ms: r.get(0), state: State::from_code(r.get(1)), latency_ms: r.get(2) })
+            .collect();
+        Ok((results, more))
+    }
+
     /// Every bucket of `res` in `[from, to)`, empty ones included, each with the share of it
     /// mxwarden was not running.
     pub async fn buckets(&self, check: &str, res: Resolution, from: i64, to: i64) -> Result<Vec<Bucket>> {

@@ -1,15 +1,15 @@
 //! `/api/v1/maintenance` over HTTP: `GET` lists open and upcoming windows (public, read-only);
 //! `POST` opens an ad hoc window and `DELETE /api/v1/maintenance/{id}` ends one, both only
-//! with `Authorization: Bearer <admin_token>` (401 without it, 403 with a wrong one). Bodies
-//! are capped at 16 KiB; every error is JSON (`{"error": "…"}`). The web server merges this
-//! router into its own.
+//! with `Authorization: Bearer <admin_token>` (401 without it, 403 with a wrong one), checked
+//! before a body is read. Bodies are capped at 16 KiB; every error is JSON
+//! (`{"error": "…"}`). The web server merges this router into its own.
 
 use super::{Calendar, listing, store as mstore};
 use crate::clock::Clock;
 use crate::store::Store;
 use axum::Router;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -76,15 +76,13 @@ struct StartBody {
     reason: String,
 }
 
-async fn start(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    body: Result<axum::body::Bytes, BytesRejection>,
-) -> Response {
-    if let Some(denied) = authorize(&api, &headers) {
+/// The token is checked before the body is read: a client without it cannot keep a
+/// connection busy by sending its body slowly.
+async fn start(State(api): State<Api>, request: Request) -> Response {
+    if let Some(denied) = authorize(&api, request.headers()) {
         return denied;
     }
-    let body = match body {
+    let body = match Bytes::from_request(request, &api).await {
         Ok(b) => b,
         Err(e) => return error(e.status(), format!("cannot read the body: {}", e.body_text())),
     };

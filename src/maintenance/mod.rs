@@ -92,7 +92,7 @@ pub fn check_request(
         }
     }
     let d = crate::config::units::HumanDuration::parse(duration).map_err(|e| format!("duration: {e}"))?;
-    let ms = d.0.as_millis() as i64;
+    let ms = i64::try_from(d.0.as_millis()).unwrap_or(i64::MAX);
     if !(60_000..=7 * 86_400_000).contains(&ms) {
         return Err(format!("duration {d} is out of range; a window lasts from 1m to 7d"));
     }

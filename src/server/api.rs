@@ -1,13 +1,12 @@
 //! The JSON API (`docs/api.md`): status, a check's history, open alerts, and reload.
 
+use super::query::{self, Plan};
 use super::{AppState, authorize, error, view};
 use crate::daemon::ReloadRequest;
-use crate::history::{DAY_MS, RAW_RETENTION_MS, Resolution};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use std::time::Duration;
 
 /// `GET /api/v1/status`.
@@ -26,65 +25,46 @@ pub async fn alerts(State(state): State<AppState>) -> Response {
     }
 }
 
-/// The history query.
-#[derive(Debug, Deserialize)]
-pub struct HistoryQuery {
-    /// `raw`, `minute`, `hour` or `day` (default `day`).
-    resolution: Option<String>,
-    /// From, ms since the epoch (default: 90 days, or 48 hours for raw, before `to`).
-    from: Option<i64>,
-    /// To, ms since the epoch (default now).
-    to: Option<i64>,
-}
-
-/// Most buckets one request may ask for.
-const MAX_BUCKETS: i64 = 20_160;
-
 /// `GET /api/v1/checks/{name}/history`: names contain `/` (`synapse/health`), so the route
-/// takes the rest of the path.
-pub async fn history(
-    State(state): State<AppState>,
-    Path(path): Path<String>,
-    Query(q): Query<HistoryQuery>,
-) -> Response {
+/// takes the rest of the path. The query string is parsed by `query::parse` into a bounded
+/// plan; anything else is a `400` with the reason.
+pub async fn history(State(state): State<AppState>, Path(path): Path<String>, RawQuery(q): RawQuery) -> Response {
     let Some(name) = path.strip_suffix("/history") else {
         return error(StatusCode::NOT_FOUND, "expected /api/v1/checks/{name}/history");
     };
     if !state.live.checks.iter().any(|c| c.name == name) {
         return error(StatusCode::NOT_FOUND, format!("no check `{name}`"));
     }
-    let now = state.clock.now().as_millisecond();
-    let to = q.to.unwrap_or(now + 1);
-    let resolution = q.resolution.as_deref().unwrap_or("day");
-    if resolution == "raw" {
-        let from = q.from.unwrap_or(to - RAW_RETENTION_MS);
-        return match state.history.raw(name, from, to).await {
-            Ok(results) => {
-                Json(serde_json::json!({ "check": name, "resolution": "raw", "results": results })).into_response()
-            }
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        };
-    }
-    let Some(res) = Resolution::parse(resolution) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("resolution must be raw, minute, hour or day, not {resolution:?}"),
-        );
+    let plan = match query::parse(q.as_deref(), state.clock.now().as_millisecond()) {
+        Ok(plan) => plan,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why.to_string()),
     };
-    let from = q.from.unwrap_or(to - 90 * DAY_MS);
-    if from >= to || (to - from) / res.width_ms() > MAX_BUCKETS {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("from must be before to, and at most {MAX_BUCKETS} {resolution} buckets apart"),
-        );
-    }
-    match state.history.buckets(name, res, from, to).await {
-        Ok(buckets) => {
-            let uptime = crate::history::uptime(&buckets);
-            Json(serde_json::json!({ "check": name, "resolution": resolution, "uptime": uptime, "buckets": buckets }))
-                .into_response()
+    match plan {
+        Plan::Raw { range, limit } => {
+            match state.history.raw_page(name, range.start_ms(), range.end_ms(), limit).await {
+                Ok((results, more)) => {
+                    // Where the next page starts: just after the last result returned.
+                    let next_from = more.then(|| results.last().map(|r| r.at_ms.saturating_add(1))).flatten();
+                    Json(serde_json::json!({
+                        "check": name, "resolution": "raw", "results": results, "next_from": next_from
+                    }))
+                    .into_response()
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Plan::Rollup { resolution, range } => {
+            match state.history.buckets(name, resolution, range.start_ms(), range.end_ms()).await {
+                Ok(buckets) => {
+                    let uptime = crate::history::uptime(&buckets);
+                    Json(serde_json::json!({
+                        "check": name, "resolution": resolution.name(), "uptime": uptime, "buckets": buckets
+                    }))
+                    .into_response()
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
     }
 }
 

@@ -1,12 +1,17 @@
-//! The daemon's HTTP server (`listen:`): the status page (`page`), the JSON API (`api`),
-//! mxwarden's own `/metrics` (`metrics`) and `/healthz`. Reading is public; every write needs
-//! `Authorization: Bearer <admin_token>`. Requests are small and bounded; nothing a client
-//! sends can make a handler panic.
+//! The daemon's HTTP server (`listen:`): the status page (`page`), the JSON API (`api`, its
+//! query strings parsed by `query`), mxwarden's own `/metrics` (`metrics`) and `/healthz`.
+//! Reading is public; every write needs `Authorization: Bearer <admin_token>`. Requests are
+//! small and bounded; nothing a client sends can make a handler panic, and no number of
+//! connections can take the descriptors the probes need (`listener`).
 
 mod api;
+mod listener;
 mod metrics;
 mod page;
+pub mod query;
 mod view;
+
+pub use listener::{FD_RESERVE, HEADER_READ_TIMEOUT, Limits, MAX_HEAD, REQUEST_TIMEOUT, WRITE_STALL_TIMEOUT, connection_cap};
 
 use crate::clock::Clock;
 use crate::daemon::ReloadRequest;
@@ -68,19 +73,27 @@ pub fn router(state: AppState) -> Router {
         .merge(maintenance)
 }
 
-/// Serves until `stop` turns true; requests in flight finish.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState, mut stop: watch::Receiver<bool>) {
-    let app = router(state);
-    let shutdown = async move {
-        while !*stop.borrow() {
-            if stop.changed().await.is_err() {
-                break;
-            }
-        }
-    };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::error!(error = %e, "The status page server stopped.");
+/// Serves until `stop` turns true; requests in flight finish. At most `max_connections`
+/// connections at once (`listen_max_connections`), fewer when the open-file limit leaves less
+/// room after [`FD_RESERVE`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    max_connections: usize,
+    stop: watch::Receiver<bool>,
+) {
+    let soft = crate::process::fd_limit().map(|l| l.soft);
+    let cap = connection_cap(max_connections, soft);
+    if cap < max_connections {
+        tracing::warn!(
+            configured = max_connections,
+            cap,
+            open_file_limit = soft,
+            "The open-file limit leaves room for fewer connections than listen_max_connections."
+        );
     }
+    tracing::debug!(cap, open_file_limit = soft, "Serving.");
+    listener::run(listener, router(state), Limits::new(cap), stop).await;
 }
 
 /// A JSON error.
