@@ -354,13 +354,13 @@ fn print_table(observations: &[Observation]) {
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(["SERVICE", "CHECK", "RESULT", "LATENCY", "DETAIL"]);
     for o in observations {
-        table.add_row([
+        table.add_row(crate::text::cells([
             o.service.clone().unwrap_or_else(|| "-".into()),
             o.check.0.clone(),
             if o.ok { "ok".into() } else { "FAIL".into() },
             crate::probe::expect::seconds(o.latency),
             o.detail(),
-        ]);
+        ]));
     }
     outln!("{}", table.trim_fmt());
     let failed = observations.iter().filter(|o| !o.ok).count();

@@ -148,7 +148,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = Table::new();
     t.load_style(presets::NOTHING).set_content_arrangement(ContentArrangement::Dynamic).set_header(header.to_vec());
     for r in rows {
-        t.add_row(r);
+        t.add_row(crate::text::cells(r));
     }
     t.trim_fmt().lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
 }

@@ -135,13 +135,13 @@ pub fn print_verdicts(verdicts: &[Verdict]) {
         .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
         .set_header(["SERVICE", "RULE", "SEVERITY", "NOW", "DETAIL"]);
     for v in verdicts {
-        table.add_row([
+        table.add_row(crate::text::cells([
             v.service.clone().unwrap_or_else(|| "-".into()),
             v.alert.clone(),
             v.severity.clone(),
             v.state.to_uppercase(),
             v.detail.clone(),
-        ]);
+        ]));
     }
     outln!("\n{}", table.trim_fmt());
     let firing = verdicts.iter().filter(|v| v.state == "would fire").count();
@@ -225,7 +225,7 @@ pub fn list(config: &Config, json: bool) -> Result<Status> {
             .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
             .set_header(header.to_vec());
         for r in rows {
-            t.add_row(r);
+            t.add_row(crate::text::cells(r));
         }
         t.trim_fmt()
     };
