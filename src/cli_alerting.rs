@@ -113,7 +113,12 @@ pub fn alerts(config: &Config, json: bool) -> Result<Status> {
         let mut t = comfy_table::Table::new();
         t.load_style(comfy_table::presets::NOTHING).set_header(["ALERT", "STATE", "SINCE", "SUMMARY"]);
         for r in &rows {
-            t.add_row(crate::text::cells([r.alert.clone(), r.state.to_uppercase(), r.since.clone(), r.summary.clone()]));
+            t.add_row(crate::text::cells([
+                r.alert.clone(),
+                r.state.to_uppercase(),
+                r.since.clone(),
+                r.summary.clone(),
+            ]));
         }
         outln!("{}", t.trim_fmt());
     }

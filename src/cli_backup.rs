@@ -446,11 +446,11 @@ pub fn restore(config: &Config, args: RestoreArgs) -> Result<Status> {
             for s in &skipped {
                 eprintln!("skipped {}: {}", s.name, s.reason);
             }
-            eprintln!(
-                "restore incomplete: {} unsafe entr{} of the archive skipped (listed above)",
-                skipped.len(),
-                if skipped.len() == 1 { "y was" } else { "ies were" }
-            );
+            let (n, entries) = match skipped.len() {
+                1 => (1, "entry of the archive was"),
+                n => (n, "entries of the archive were"),
+            };
+            eprintln!("restore incomplete: {n} unsafe {entries} skipped (listed above)");
             Ok(Status::Unhealthy)
         }
         Err(RestoreError::Refused(why)) => bail!(why),

@@ -173,8 +173,7 @@ pub fn describe(error: &Error, host: &str) -> String {
             "TLS: the server did not answer with TLS (is it plain HTTP on this port?)".into()
         }
         Error::InappropriateHandshakeMessage { .. } => {
-            "TLS: the server sent handshake messages out of order (a broken TLS server, or something in between)"
-                .into()
+            "TLS: the server sent handshake messages out of order (a broken TLS server, or something in between)".into()
         }
         Error::NoCertificatesPresented => "TLS: the server presented no certificate".into(),
         Error::UnsupportedNameType => format!("TLS: {host} is not a name a certificate can be checked against"),
@@ -262,7 +261,9 @@ fn certificate(e: &CertificateError, host: &str) -> String {
                 format!("certificate is not meant for TLS servers (it allows: {})", allowed.join(", "))
             }
         }
-        CertificateError::InvalidOcspResponse => "the server's stapled OCSP response (revocation status) is invalid".into(),
+        CertificateError::InvalidOcspResponse => {
+            "the server's stapled OCSP response (revocation status) is invalid".into()
+        }
         CertificateError::ApplicationVerificationFailure => "certificate was rejected by an extra check".into(),
         CertificateError::Other(other) => other_words(other, host),
         other => format!("certificate rejected ({})", words(&format!("{other:?}"))),
@@ -314,9 +315,7 @@ fn webpki_words(e: &webpki::Error, host: &str) -> String {
         W::MaximumNameConstraintComparisonsExceeded
         | W::MaximumPathBuildCallsExceeded
         | W::MaximumPathDepthExceeded
-        | W::MaximumSignatureChecksExceeded => {
-            "the certificate chain is too long or too tangled to verify".into()
-        }
+        | W::MaximumSignatureChecksExceeded => "the certificate chain is too long or too tangled to verify".into(),
         W::SignatureAlgorithmMismatch => "certificate names two different signature algorithms".into(),
         W::UnsupportedCertVersion => "certificate is not an X.509 version 3 certificate".into(),
         W::UnsupportedCriticalExtension => "certificate has a critical extension that is not understood".into(),
@@ -344,7 +343,9 @@ fn webpki_words(e: &webpki::Error, host: &str) -> String {
         | W::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
             "certificate is signed with an algorithm that is not supported".into()
         }
-        W::CrlExpired { next_update, .. } => format!("certificate revocation list expired on {}", unix_date(next_update.as_secs())),
+        W::CrlExpired { next_update, .. } => {
+            format!("certificate revocation list expired on {}", unix_date(next_update.as_secs()))
+        }
         W::InvalidCrlNumber
         | W::InvalidCrlSignatureForPublicKey
         | W::IssuerNotCrlSigner
@@ -403,7 +404,9 @@ fn words(debug: &str) -> String {
         let prev = i.checked_sub(1).map(|p| name[p]);
         let next_lower = name.get(i + 1).is_some_and(char::is_ascii_lowercase);
         let starts_word = c.is_ascii_uppercase()
-            && prev.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit() || (p.is_ascii_uppercase() && next_lower));
+            && prev.is_some_and(|p| {
+                p.is_ascii_lowercase() || p.is_ascii_digit() || (p.is_ascii_uppercase() && next_lower)
+            });
         if starts_word && !out.ends_with(' ') {
             out.push(' ');
         }
@@ -636,7 +639,11 @@ mod tests {
                 "TLS: hostname mismatch: certificate is not valid for matrix.example.org (it names evil\\x1b[31m.example)",
                 "a name from the certificate is shown escaped",
             ),
-            (Error::InvalidCertificate(CertificateError::BadSignature), "TLS: certificate signature is invalid", "bad signature"),
+            (
+                Error::InvalidCertificate(CertificateError::BadSignature),
+                "TLS: certificate signature is invalid",
+                "bad signature",
+            ),
             (Error::InvalidCertificate(CertificateError::Revoked), "TLS: certificate has been revoked", "revoked"),
             (
                 Error::PeerIncompatible(rustls::PeerIncompatible::NoCipherSuitesInCommon),
