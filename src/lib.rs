@@ -12,18 +12,14 @@
 
 pub mod alert;
 pub mod backup;
-pub mod check;
+
 pub mod cli;
-mod cli_alerting;
-mod cli_backup;
-mod cli_maintenance;
-mod cli_pg;
-mod cli_rules;
-mod cli_scrape;
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
+pub mod redact;
+pub mod units;
 pub use mxwarden_expo as expo;
 pub mod history;
 pub mod live;

@@ -8,9 +8,9 @@
 //! the store and the calendar.
 
 use crate::maintenance::calendar::{AdHocWindow, Calendar, Millis};
-use crate::maintenance::store::{self as mstore, Held};
 use crate::notify::{AlertInfo, Kind, Notification, html_escape};
 use crate::rule::AlertStatus;
+use crate::store::maintenance::{self as mstore, Held};
 use crate::store::{NewDelivery, Store, StoreError};
 use crate::topology::{Topology, group};
 use std::collections::{BTreeMap, BTreeSet};
@@ -135,7 +135,7 @@ pub fn decide(i: &Inputs<'_>, deliveries: Vec<NewDelivery>) -> Outcome {
 /// The reminder that ad hoc window `w` ends soon, for each of `receivers`.
 pub fn ending_reminder(w: &AdHocWindow, receivers: &[String], now: Millis) -> Vec<NewDelivery> {
     let services = w.services.join(", ");
-    let left = crate::config::units::HumanDuration(std::time::Duration::from_millis(
+    let left = crate::units::HumanDuration(std::time::Duration::from_millis(
         ((w.ends_at - now).max(0) as u64).div_ceil(60_000) * 60_000,
     ));
     let end = jiff::Timestamp::from_millisecond(w.ends_at)
@@ -306,7 +306,7 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::schema::ServiceKind;
+    use crate::model::ServiceKind;
     use crate::notify::alert_message;
 
     fn topology() -> Topology {

@@ -68,9 +68,7 @@ pub fn compose(
         let lasted = match a.resolved_at {
             Some(end) => format!(
                 "lasted {}",
-                crate::config::units::HumanDuration(std::time::Duration::from_secs(
-                    ((end - a.fired_at).max(0) / 1000) as u64
-                ))
+                crate::units::HumanDuration(std::time::Duration::from_secs(((end - a.fired_at).max(0) / 1000) as u64))
             ),
             None => "still firing".into(),
         };

@@ -5,8 +5,8 @@
 
 use super::expect::{ResponseFacts, evaluate, seconds};
 use super::explain;
-use crate::check::{HttpSpec, Target};
-use crate::config::units::{HumanDuration, human_bytes};
+use crate::probe::spec::{HttpSpec, Target};
+use crate::units::{HumanDuration, human_bytes};
 use reqwest::Client;
 use secrecy::ExposeSecret;
 use std::sync::atomic::{AtomicU8, Ordering};

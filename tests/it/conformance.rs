@@ -7,8 +7,8 @@
 //! aggregations, histogram quantiles, vector matching, set operators, absent, offset,
 //! functions and Go number formatting in templates.
 
-use mxwarden::config::schema::ServiceKind;
 use mxwarden::model::Labels;
+use mxwarden::model::ServiceKind;
 use mxwarden::rule::{AlertRule, RuleDef, RuleEngine};
 use mxwarden::series::{SeriesStore, stale};
 use std::collections::BTreeMap;

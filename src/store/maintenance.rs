@@ -2,8 +2,8 @@
 //! and the notifications held back while a service is in maintenance or its dependency is
 //! down (`crate::mute`), so a restart neither loses nor repeats them.
 
-use super::calendar::{AdHocWindow, Millis};
-use crate::store::{NewDelivery, Store, StoreError};
+use super::{NewDelivery, Store, StoreError};
+use crate::maintenance::calendar::{AdHocWindow, Millis};
 use sqlx::Row;
 
 /// This module's migration, appended to the store's list.

@@ -3,6 +3,11 @@
 //! in ONE transaction, so a crash can never leave a fired alert without its notification or a
 //! notification without its alert. The dispatcher claims due rows and records each attempt.
 
+pub mod history;
+pub mod maintenance;
+
+pub use history::History;
+
 use crate::alert::AlertState;
 use crate::model::Labels;
 use crate::notify::Notification;
@@ -49,7 +54,7 @@ const MIGRATIONS: &[&str] = &[
         latency_sum INTEGER NOT NULL, latency_max INTEGER NOT NULL,
         PRIMARY KEY (check_id, res, bucket)) WITHOUT ROWID;
      CREATE TABLE gaps (start INTEGER PRIMARY KEY, end INTEGER NOT NULL) WITHOUT ROWID;",
-    crate::maintenance::store::MIGRATION,
+    maintenance::MIGRATION,
 ];
 
 /// An alert's persisted state.

@@ -2,11 +2,11 @@
 //! cap, TLS naming, gzip) and print what our exposition parser reads from it — the samples
 //! exactly as on the page, without the labels a scrape check adds.
 
-use crate::check::{HttpSpec, Target, TlsOptions};
 use crate::cli::{Status, outln};
-use crate::config::units::{ByteSize, HumanDuration};
 use crate::probe::expect::Expect;
 use crate::probe::http::{self, Outcome};
+use crate::probe::spec::{HttpSpec, Target, TlsOptions};
+use crate::units::{ByteSize, HumanDuration};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
