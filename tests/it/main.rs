@@ -14,6 +14,7 @@ mod dependencies;
 mod expo_oracle;
 mod failures;
 mod harness_selftest;
+mod layout;
 mod maintenance;
 mod matrix;
 mod postgres;
