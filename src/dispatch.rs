@@ -127,16 +127,10 @@ impl Dispatcher {
         n.text = format!("{}\n(sent here because {} failed)", n.text, d.receiver);
         n.html =
             format!("{}<br/><i>(sent here because {} failed)</i>", n.html, crate::notify::html_escape(&d.receiver));
-        let fallbacks: Vec<NewDelivery> = tier
-            .fallback
-            .iter()
-            .map(|r| NewDelivery {
-                receiver: r.clone(),
-                tier: d.tier.clone(),
-                notification: n.clone(),
-                fallback_of: Some(d.id),
-            })
-            .collect();
+        let mut fallbacks = NewDelivery::fan_out(&tier.fallback, &d.tier, &n);
+        for f in &mut fallbacks {
+            f.fallback_of = Some(d.id);
+        }
         tracing::warn!(id = d.id, receiver = %d.receiver, fallback = ?tier.fallback, "Falling back.");
         self.store.queue_fallback(d.id, &fallbacks, self.clock.now().as_millisecond()).await
     }

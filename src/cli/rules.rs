@@ -4,7 +4,7 @@
 
 use crate::cli::{Status, out, outln};
 use crate::config::Config;
-use crate::model::{Labels, Observation};
+use crate::model::Observation;
 use crate::series::SeriesStore;
 use crate::units::HumanDuration;
 use anyhow::Result;
@@ -52,11 +52,7 @@ pub fn judge_now(config: &Config, observations: &[Observation]) -> Vec<Verdict> 
     let t = observations.iter().map(|o| o.at.as_millisecond()).max().unwrap_or(0);
     let mut store = SeriesStore::new(i64::MAX / 4, config.defaults.series_limit);
     for o in observations {
-        for s in &o.samples {
-            let mut labels: Labels = s.labels.clone();
-            labels.insert("__name__".into(), s.name.clone());
-            store.append(labels, t, s.value);
-        }
+        store.ingest_samples(&o.check.0, t, &o.samples);
     }
     config
         .rules

@@ -1,268 +1,276 @@
-//! The evaluator: the one task that owns alert state. It ingests observations into the series
-//! windows and the uptime history, evaluates the rules, routes their changes through the
-//! notification gate and commits them with the outbox rows; digests go out on schedule.
+//! The evaluator: the one task that owns alert state. A result is judged as it arrives — the
+//! rules that read its samples are evaluated at once, and a page they decide is committed and
+//! handed to the dispatcher before the next result is looked at. What time alone changes
+//! (`for:`, `keep_firing_for:`, reminders, digests, a maintenance window's end or reminder, a
+//! dependency's settle time) happens at its own deadline, from one next-deadline timer; a full
+//! sweep at least every evaluation period catches the rest (series going stale, range windows
+//! moving, ad hoc windows opened by another process). Every decision — alert states, outbox
+//! rows, held and released pages, reminders marked, digest bookkeeping — is one store
+//! transaction; one the store refused is kept and retried, so nothing decided is lost.
 
-use super::HEARTBEAT_MS;
+use super::digests::Digests;
+use super::failpoint::{self, Point};
+use super::recorder::Recorder;
 use crate::clock::Clock;
 use crate::live::Live;
-use crate::model::{Labels, Observation};
-use crate::notify::{AlertInfo, Alerting, Kind};
-use crate::rule::RuleEngine;
+use crate::maintenance::Calendar;
+use crate::model::Observation;
+use crate::mute::Gate;
+use crate::notify::Alerting;
+use crate::rule::{Evaluation, RuleEngine};
 use crate::series::SeriesStore;
-use crate::store::{History, NewDelivery, Store};
-use anyhow::Result;
+use crate::store::{Decision, Store, StoreError};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 
-pub(super) struct Evaluator {
+/// How soon a decision the store refused is tried again, ms.
+const RETRY_MS: i64 = 1_000;
+
+/// Waiting for every check's first result after a start: evaluating before that would resolve
+/// restored alerts for lack of data.
+pub(super) struct WarmUp {
+    /// Checks that have not reported since start.
+    pub(super) unseen: HashSet<String>,
+    /// Until when to wait for them, ms.
+    pub(super) until: i64,
+}
+
+impl WarmUp {
+    fn warming(&self, now: i64) -> bool {
+        !self.unseen.is_empty() && now < self.until
+    }
+}
+
+/// What the evaluator is built from.
+pub(super) struct Parts {
     pub(super) store: Store,
     pub(super) engine: RuleEngine,
     pub(super) series: SeriesStore,
     pub(super) alerting: Option<Arc<Alerting>>,
     pub(super) clock: Arc<dyn Clock>,
+    /// Wakes the dispatcher.
     pub(super) wake: Arc<Notify>,
-    /// Checks that have not reported since start.
-    pub(super) unseen: std::collections::HashSet<String>,
-    /// Until when to wait for them, ms.
-    pub(super) warm_until: i64,
-    /// Uptime history.
-    pub(super) history: Arc<History>,
-    /// What the status page shows.
+    pub(super) warm: WarmUp,
+    pub(super) recorder: Recorder,
     pub(super) live: Arc<Live>,
-    /// Results not yet written to the history.
-    pub(super) recorded: Vec<(String, crate::history::Result)>,
-    /// The last heartbeat, ms.
-    pub(super) beat_at: i64,
-    /// The last retention run, ms.
-    pub(super) pruned_at: i64,
-    /// When freed memory was last handed back to the system, ms.
-    pub(super) trimmed_at: i64,
-    /// Backups, summarised in the daily digests.
+    pub(super) gate: Gate,
+    pub(super) calendar: Arc<Calendar>,
     pub(super) backup: Option<Arc<crate::backup::BackupPlan>>,
-    /// Holds pages during maintenance and dependency outages.
-    pub(super) gate: crate::mute::Gate,
-    /// Maintenance windows: results inside one are recorded as maintenance. Shared with the
-    /// gate, which re-reads the ad hoc windows from the store every evaluation.
-    pub(super) calendar: Arc<crate::maintenance::Calendar>,
+    /// The longest wait between full sweeps.
+    pub(super) sweep_every: Duration,
+}
+
+/// Owns alert state; see the module docs.
+pub(super) struct Evaluator {
+    store: Store,
+    engine: RuleEngine,
+    series: SeriesStore,
+    alerting: Option<Arc<Alerting>>,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+    warm: WarmUp,
+    recorder: Recorder,
+    live: Arc<Live>,
+    gate: Gate,
+    calendar: Arc<Calendar>,
+    digests: Option<Digests>,
+    sweep_every_ms: i64,
+    /// When the next full sweep is due, ms.
+    sweep_at: i64,
+    /// Decisions the store refused, oldest first, to be committed before anything newer.
+    unsaved: Vec<Decision>,
 }
 
 impl Evaluator {
-    pub(super) async fn run(
-        &mut self,
-        mut rx: mpsc::Receiver<Observation>,
-        every: Duration,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let mut ticker = tokio::time::interval(every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tokio::select! {
-                observation = rx.recv() => match observation {
-                    Some(o) => self.ingest(o),
-                    None => return,
-                },
-                _ = ticker.tick() => {
-                    if let Err(e) = self.flush_history().await {
-                        tracing::error!(error = %e, "History could not be stored; retrying next tick.");
-                    }
-                    if let Err(e) = self.evaluate().await {
-                        tracing::error!(error = %e, "Evaluation could not be stored; retrying next tick.");
-                    }
-                    if let Err(e) = self.digests().await {
-                        tracing::error!(error = %e, "Digest failed; retrying next tick.");
-                    }
-                    let now = self.clock.now().as_millisecond();
-                    if now - self.trimmed_at >= 60_000 {
-                        crate::memory::release_free_pages();
-                        self.trimmed_at = now;
-                    }
-                }
-                _ = stop.changed() => {
-                    if let Err(e) = self.flush_history().await {
-                        tracing::error!(error = %e, "The last results could not be stored.");
-                    }
-                    return;
-                }
-            }
+    pub(super) fn new(p: Parts) -> Self {
+        let now = p.clock.now().as_millisecond();
+        let digests = p.alerting.clone().map(|a| Digests::new(a, p.backup));
+        let sweep_every_ms = i64::try_from(p.sweep_every.as_millis()).unwrap_or(i64::MAX).max(1);
+        Self {
+            store: p.store,
+            engine: p.engine,
+            series: p.series,
+            alerting: p.alerting,
+            clock: p.clock,
+            wake: p.wake,
+            warm: p.warm,
+            recorder: p.recorder,
+            live: p.live,
+            gate: p.gate,
+            calendar: p.calendar,
+            digests,
+            sweep_every_ms,
+            sweep_at: now,
+            unsaved: Vec::new(),
         }
     }
 
-    fn ingest(&mut self, o: Observation) {
-        self.unseen.remove(&o.check.0);
+    /// Runs until `stop` turns true or every check's timer is gone.
+    pub(super) async fn run(&mut self, mut rx: mpsc::Receiver<Observation>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let now = self.clock.now().as_millisecond();
+            let wait = Duration::from_millis(u64::try_from(self.next_deadline(now) - now).unwrap_or(0));
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                observation = rx.recv() => {
+                    let Some(first) = observation else { break };
+                    let mut names = BTreeSet::new();
+                    self.ingest(first, &mut names);
+                    // Results that arrived together are judged together.
+                    while let Ok(more) = rx.try_recv() {
+                        self.ingest(more, &mut names);
+                    }
+                    self.on_arrival(&names).await;
+                }
+                _ = tokio::time::sleep(wait) => self.on_deadline().await,
+            }
+        }
+        let now = self.clock.now().as_millisecond();
+        if let Err(e) = self.recorder.flush_all(now).await {
+            tracing::error!(error = %e, "The last results could not be stored.");
+        }
+        if !self.unsaved.is_empty() {
+            self.commit(Decision::default(), now).await;
+        }
+    }
+
+    /// The next moment something is due: a full sweep, an alert's or the gate's deadline, a
+    /// digest, a history write, the end of the warm-up, a retry.
+    fn next_deadline(&self, now: i64) -> i64 {
+        let mut at = self.sweep_at.min(self.recorder.next_deadline());
+        if self.warm.warming(now) {
+            return at.min(self.warm.until);
+        }
+        let deadlines = [
+            self.engine.next_deadline(),
+            self.gate.next_deadline(now),
+            self.digests.as_ref().and_then(Digests::next_deadline),
+            (!self.unsaved.is_empty()).then_some(now + RETRY_MS),
+        ];
+        for d in deadlines.into_iter().flatten() {
+            at = at.min(d);
+        }
+        at
+    }
+
+    /// Takes one result into the series, the status page and the history.
+    fn ingest(&mut self, o: Observation, names: &mut BTreeSet<String>) {
+        self.warm.unseen.remove(&o.check.0);
         let t = o.at.as_millisecond();
-        let latency_ms = o.latency.as_millis() as i64;
         let in_maintenance = o.service.as_deref().is_some_and(|s| self.calendar.in_maintenance(s, t));
-        let state = match (in_maintenance, o.ok) {
-            (true, _) => crate::history::State::Maintenance,
-            (false, true) => crate::history::State::Up,
-            (false, false) => crate::history::State::Down,
-        };
         if self.live.has(&o.check.0) {
-            self.recorded.push((o.check.0.clone(), crate::history::Result { at_ms: t, state, latency_ms }));
+            self.recorder.record(&o, in_maintenance);
             self.live.observe(&o);
         }
         if !o.ok {
             tracing::debug!(check = %o.check, detail = %o.detail(), "Check failed.");
         }
-        let samples = o
-            .samples
-            .into_iter()
-            .map(|s| {
-                let mut labels: Labels = s.labels;
-                labels.insert("__name__".into(), s.name);
-                (labels, s.value)
-            })
-            .collect();
-        self.series.ingest_scrape(&o.check.0, t, samples);
+        names.extend(o.samples.iter().map(|s| s.name.clone()));
+        self.series.ingest_samples(&o.check.0, t, &o.samples);
     }
 
-    /// Writes the results since the last flush (and the heartbeat) in one transaction; beats
-    /// at least every `HEARTBEAT_MS` when there is nothing to write; prunes hourly.
-    async fn flush_history(&mut self) -> Result<()> {
+    /// Judges new results at once: the rules that read them.
+    async fn on_arrival(&mut self, names: &BTreeSet<String>) {
         let now = self.clock.now().as_millisecond();
-        if !self.recorded.is_empty() {
-            self.history.record(&self.recorded, now).await?;
-            self.recorded.clear();
-            self.beat_at = now;
-        } else if now - self.beat_at >= HEARTBEAT_MS {
-            self.history.heartbeat(now).await?;
-            self.beat_at = now;
+        if self.warm.warming(now) {
+            return;
         }
-        if now - self.pruned_at >= 3_600_000 {
-            self.history.prune(now).await?;
-            self.pruned_at = now;
+        if !self.warm.unseen.is_empty() || self.warm.until > now {
+            // The warm-up just ended: everything is judged once.
+            self.warm = WarmUp { unseen: HashSet::new(), until: now };
+            return self.sweep(now).await;
         }
-        Ok(())
+        let evaluation = self.engine.evaluate_reading(&self.series, now, names.iter().map(String::as_str));
+        if evaluation.changes.is_empty() && self.unsaved.is_empty() {
+            return;
+        }
+        self.decide(evaluation, now, false).await;
     }
 
-    async fn evaluate(&mut self) -> Result<()> {
+    /// Does what is due now: a full sweep (every rule, the gate with fresh windows and
+    /// reminders, digests), and the history's writes.
+    async fn on_deadline(&mut self) {
         let now = self.clock.now().as_millisecond();
-        if !self.unseen.is_empty() && now < self.warm_until {
-            return Ok(());
+        if !self.warm.warming(now) {
+            self.sweep(now).await;
+        }
+        if let Err(e) = self.recorder.flush(now).await {
+            tracing::error!(error = %e, "History could not be stored; retrying.");
+        }
+    }
+
+    async fn sweep(&mut self, now: i64) {
+        self.sweep_at = now.saturating_add(self.sweep_every_ms);
+        if let Err(e) = self.gate.refresh(now).await {
+            tracing::error!(error = %e, "Maintenance windows could not be read; using the last known.");
         }
         self.series.prune(now);
         let evaluation = self.engine.evaluate(&self.series, now);
+        self.decide(evaluation, now, true).await;
+    }
+
+    /// Routes an evaluation's changes through the gate into one decision and commits it.
+    /// `full`: also maintenance reminders and digests.
+    async fn decide(&mut self, evaluation: Evaluation, now: i64, full: bool) {
         for (alert, error) in &evaluation.errors {
             tracing::warn!(%alert, %error, "Rule could not be evaluated.");
         }
-        let mut routed = crate::route::route(self.alerting.as_deref(), &evaluation.changes, now);
-        routed.deliveries = self.gate.pass(std::mem::take(&mut routed.deliveries), &evaluation.alerts, now).await?;
-        if routed.alerts.is_empty() && routed.deliveries.is_empty() && routed.digest.is_empty() {
-            return self.gate.committed().await.map_err(Into::into);
+        let routed = crate::route::route(self.alerting.as_deref(), &evaluation.changes, now);
+        let outcome = match self.gate.pass(routed.deliveries.clone(), &evaluation.alerts, now, full).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // The gate could not read what is held: page rather than lose a page.
+                tracing::error!(error = %e, "The notification gate could not read the store; sending unfiltered.");
+                crate::mute::Outcome { send: routed.deliveries, ..Default::default() }
+            }
+        };
+        self.gate.committed(&outcome.hold, &outcome.release);
+        let mut decision = Decision {
+            alerts: routed.alerts,
+            deliveries: outcome.send,
+            digest: routed.digest,
+            hold: outcome.hold,
+            release: outcome.release,
+            reminded: outcome.reminded,
+            meta: Vec::new(),
+        };
+        if full
+            && let Some(digests) = &mut self.digests
+            && let Err(e) = digests.collect(&self.store, &self.series, now, &mut decision).await
+        {
+            tracing::error!(error = %e, "Digest could not be prepared; retrying.");
         }
-        self.store.commit(&routed.alerts, &routed.deliveries, &routed.digest, now).await?;
-        self.gate.committed().await?;
-        self.wake.notify_one();
-        Ok(())
+        self.commit(decision, now).await;
     }
 
-    /// Sends each digest whose time has come.
-    async fn digests(&mut self) -> Result<()> {
-        let Some(alerting) = self.alerting.clone() else { return Ok(()) };
-        let now = self.clock.now();
-        for (tier_name, tier) in &alerting.tiers {
-            let Some(schedule) = tier.digest else { continue };
-            let key = format!("digest:{tier_name}:last");
-            let last = match self.store.meta(&key).await?.and_then(|v| v.parse::<i64>().ok()) {
-                Some(v) => v,
-                None => {
-                    self.store.set_meta(&key, &now.as_millisecond().to_string()).await?;
-                    continue;
+    /// Commits `decision` after every earlier one the store refused, in one transaction.
+    async fn commit(&mut self, decision: Decision, now: i64) {
+        if !decision.is_empty() {
+            self.unsaved.push(decision);
+        }
+        if self.unsaved.is_empty() {
+            return;
+        }
+        for d in &self.unsaved {
+            failpoint::check(Point::BeforeCommit, d);
+        }
+        match self.store.commit(&self.unsaved, now).await {
+            Ok(()) => {
+                for d in &self.unsaved {
+                    failpoint::check(Point::AfterCommit, d);
                 }
-            };
-            let from = jiff::Timestamp::from_millisecond(last).unwrap_or(now);
-            let due = crate::notify::digest::next_due(schedule, &alerting.timezone, from);
-            if due > now {
-                continue;
+                self.unsaved.clear();
+                self.wake.notify_one();
             }
-            let to = due.as_millisecond();
-            let items = self.store.digest_items(tier_name, last, to).await?;
-            let fired = merge_items(items);
-            let open: Vec<AlertInfo> = self
-                .store
-                .alerts()
-                .await?
-                .into_iter()
-                .filter(|a| {
-                    matches!(a.state, crate::alert::AlertState::Firing { .. })
-                        && a.labels.get("severity") == Some(tier_name)
-                })
-                .map(|a| AlertInfo {
-                    name: a.alert,
-                    fired_at: match a.state {
-                        crate::alert::AlertState::Firing { fired_at, .. } => fired_at,
-                        _ => 0,
-                    },
-                    labels: a.labels,
-                    annotations: a.annotations,
-                    value: a.value,
-                    resolved_at: None,
-                })
-                .collect();
-            let info = self.info_items(tier_name).await?;
-            let mut message = crate::notify::digest::compose(tier_name, last, to, &fired, &open, &info);
-            if let (Some(plan), Some(crate::notify::DigestSchedule::Daily { .. })) = (&self.backup, tier.digest) {
-                crate::backup::digest::append(&mut message, plan, last, to).await;
-            }
-            let deliveries: Vec<NewDelivery> = tier
-                .receivers
-                .iter()
-                .map(|r| NewDelivery {
-                    receiver: r.clone(),
-                    tier: tier_name.clone(),
-                    notification: message.clone(),
-                    fallback_of: None,
-                })
-                .collect();
-            self.store.enqueue(&deliveries, to).await?;
-            self.store.set_meta(&key, &to.to_string()).await?;
-            self.wake.notify_one();
+            Err(e) => self.refused(e),
         }
-        Ok(())
     }
-}
 
-impl Evaluator {
-    /// The runbook's info counts since this tier's last digest: each counter's total now minus
-    /// its total then (a reset counts from zero). Counters not scraped are left out.
-    async fn info_items(&self, tier: &str) -> Result<Vec<crate::notify::digest::InfoItem>> {
-        let key = format!("digest:{tier}:counters");
-        let before: std::collections::BTreeMap<String, f64> =
-            self.store.meta(&key).await?.and_then(|v| serde_json::from_str(&v).ok()).unwrap_or_default();
-        let mut now = std::collections::BTreeMap::new();
-        let mut items = Vec::new();
-        for (what, name, matcher) in crate::notify::digest::INFO_COUNTERS {
-            let series: Vec<f64> = self
-                .series
-                .named(name)
-                .filter(|s| matcher.is_none_or(|(k, v)| s.labels.get(k).is_some_and(|x| x == v)))
-                .filter_map(|s| s.points.back().map(|p| p.v).filter(|v| !crate::series::is_stale(*v)))
-                .collect();
-            if series.is_empty() {
-                continue;
-            }
-            let total: f64 = series.iter().sum();
-            now.insert(what.to_string(), total);
-            let count = before.get(*what).map(|b| if total >= *b { total - b } else { total });
-            items.push((what.to_string(), count));
-        }
-        self.store.set_meta(&key, &serde_json::to_string(&now).unwrap_or_default()).await?;
-        Ok(items)
+    fn refused(&mut self, e: StoreError) {
+        let pages: usize = self.unsaved.iter().map(|d| d.deliveries.len()).sum();
+        tracing::error!(error = %e, decisions = self.unsaved.len(), pages, "The store refused a decision; retrying.");
     }
-}
-
-/// Joins firing and resolved items of the same incident into one entry each.
-fn merge_items(items: Vec<crate::notify::Notification>) -> Vec<AlertInfo> {
-    let mut merged: Vec<AlertInfo> = Vec::new();
-    for n in items {
-        for a in n.alerts {
-            match merged.iter_mut().find(|m| m.labels == a.labels && m.fired_at == a.fired_at) {
-                Some(m) if n.kind == Kind::Resolved => m.resolved_at = a.resolved_at,
-                Some(_) => {}
-                None => merged.push(a),
-            }
-        }
-    }
-    merged
 }

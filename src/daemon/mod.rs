@@ -5,7 +5,10 @@
 //! digests go out on schedule. Alert state is restored from the store at start, so an alert
 //! that fired before a restart still gets its resolve. SIGTERM/SIGINT stop it gracefully.
 
+mod digests;
 mod evaluator;
+mod failpoint;
+mod recorder;
 mod scheduler;
 mod supervisor;
 
@@ -100,7 +103,8 @@ async fn run_config(
         tasks.push(crate::backup::schedule::spawn(plan, tx.clone(), clock.clone(), stop.clone(), every));
     }
     drop(tx);
-    let evaluation_every = config
+    // A full sweep at least this often; results are judged as they arrive.
+    let sweep_every = config
         .checks
         .iter()
         .map(|c| c.interval)
@@ -110,10 +114,12 @@ async fn run_config(
     let series = SeriesStore::new(engine.retention_ms(), config.defaults.series_limit);
     // Rules wait for every check's first result (or the slowest check's interval plus
     // timeout): evaluating before that would resolve restored alerts for lack of data.
-    let unseen = config.checks.iter().map(|c| c.id.0.clone()).collect();
     let grace = config.checks.iter().map(|c| c.interval + c.timeout).max().unwrap_or_default() + Duration::from_secs(5);
-    let warm_until = clock.now().as_millisecond() + grace.as_millis() as i64;
-    let backup = config.backup.clone();
+    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    let warm = evaluator::WarmUp {
+        unseen: config.checks.iter().map(|c| c.id.0.clone()).collect(),
+        until: started.saturating_add(grace_ms),
+    };
     // Pages held for a dependency wait until it has been up for one round of every check.
     let critical = alerting.as_ref().and_then(|a| a.tiers.get("critical")).map(|t| t.receivers.clone());
     let gate = crate::mute::Gate::new(
@@ -121,29 +127,26 @@ async fn run_config(
         calendar.clone(),
         config.topology.clone(),
         config.maintenance_reminder_ms,
-        grace.as_millis() as i64,
+        grace_ms,
         critical.unwrap_or_default(),
     );
-    let mut evaluator = evaluator::Evaluator {
+    let recorder = recorder::Recorder::new(history, i64::try_from(sweep_every.as_millis()).unwrap_or(15_000), started);
+    let mut evaluator = evaluator::Evaluator::new(evaluator::Parts {
         store,
         engine,
         series,
         alerting,
         clock,
         wake,
-        unseen,
-        warm_until,
-        history,
+        warm,
+        recorder,
         live,
-        recorded: Vec::new(),
-        beat_at: started,
-        pruned_at: 0,
-        trimmed_at: 0,
-        backup,
         gate,
         calendar,
-    };
-    evaluator.run(rx, evaluation_every, stop).await;
+        backup: config.backup.clone(),
+        sweep_every,
+    });
+    evaluator.run(rx, stop).await;
     for t in tasks.into_iter().chain(server) {
         let _ = t.await;
     }

@@ -132,16 +132,7 @@ async fn reload_notice(
         resolved_at: (kind == Kind::Resolved).then_some(now),
     };
     let notification = crate::notify::alert_message(kind, alert, now);
-    let deliveries: Vec<NewDelivery> = tier
-        .receivers
-        .iter()
-        .map(|r| NewDelivery {
-            receiver: r.clone(),
-            tier: "critical".into(),
-            notification: notification.clone(),
-            fallback_of: None,
-        })
-        .collect();
+    let deliveries = NewDelivery::fan_out(&tier.receivers, "critical", &notification);
     Store::open(store).await?.enqueue(&deliveries, now).await?;
     Ok(())
 }

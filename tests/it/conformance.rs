@@ -121,7 +121,7 @@ fn run_ours(s: &Scenario) -> Firing {
         for r in &s.rules {
             firing.entry((minute, r.alert.clone())).or_default();
         }
-        for a in evaluation.alerts.into_iter().filter(|a| a.state == "firing") {
+        for a in evaluation.alerts.into_iter().filter(|a| a.state == mxwarden::alert::Phase::Firing) {
             let mut labels = a.labels.clone();
             let name = labels.remove("alertname").unwrap();
             firing.entry((minute, name)).or_default().push((labels, a.annotations));

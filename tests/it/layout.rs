@@ -126,14 +126,11 @@ fn the_checker_finds_a_cycle_and_names_it() {
     let modules: BTreeSet<String> = ["a", "b", "c"].into_iter().map(String::from).collect();
     let found = imports("use crate::b::X;\n// crate::c in a comment\nlet y = crate::c::f(); // crate::a\n", &modules);
     assert_eq!(found, ["b", "c"].into_iter().map(String::from).collect(), "comments are not imports");
-    let graph: BTreeMap<String, BTreeMap<String, String>> = [
-        ("a", [("b", "src/a.rs")]),
-        ("b", [("c", "src/b.rs")]),
-        ("c", [("a", "src/c.rs")]),
-    ]
-    .into_iter()
-    .map(|(m, edges)| (m.to_string(), edges.into_iter().map(|(t, f)| (t.to_string(), f.to_string())).collect()))
-    .collect();
+    let graph: BTreeMap<String, BTreeMap<String, String>> =
+        [("a", [("b", "src/a.rs")]), ("b", [("c", "src/b.rs")]), ("c", [("a", "src/c.rs")])]
+            .into_iter()
+            .map(|(m, edges)| (m.to_string(), edges.into_iter().map(|(t, f)| (t.to_string(), f.to_string())).collect()))
+            .collect();
     assert_eq!(path_back(&graph, "b", "a"), Some(vec!["b".into(), "c".into(), "a".into()]));
     assert_eq!(path_back(&graph, "a", "zzz"), None);
 }

@@ -106,7 +106,7 @@ impl Daemon {
 
     fn held(&self) -> Vec<(String, String)> {
         let held = self.runtime.block_on(mstore::held(&self.store)).unwrap();
-        held.into_iter().map(|h| (h.delivery.notification.title, h.reason)).collect()
+        held.into_iter().map(|h| (h.delivery.notification.title, h.reason.encode())).collect()
     }
 
     /// Outbox rows, oldest first: (title, text).
