@@ -8,6 +8,7 @@ mod alerting;
 mod backup;
 mod cli;
 mod config_cli;
+mod crash_gaps;
 mod conformance;
 mod daemon;
 mod dependencies;
