@@ -1,7 +1,8 @@
 //! The alert state machine, pure: given an alert's previous state, whether its condition holds
 //! now, its policy (`for`, `keep_firing_for`) and the time, return the new state and the
 //! transition to announce, if any. No I/O, no clock: the rule engine calls it on every
-//! evaluation, the notifier (later) acts on the transitions. Semantics are Prometheus's:
+//! evaluation, routing and the gate turn the transitions into notifications; `next_deadline`
+//! tells the evaluator when time alone will change something. Semantics are Prometheus's:
 //! pending until the condition has held for `for`, firing until it has been false for
 //! `keep_firing_for`; a pending alert that stops holding is dropped without a word.
 

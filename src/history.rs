@@ -4,7 +4,7 @@
 //! 90 rows. Time when mxwarden itself was not running is recorded as a *gap* (from its own
 //! heartbeat) and shown as unknown, never as up; maintenance time counts for neither side.
 //!
-//! The pure part (buckets, uptime arithmetic) is here; the SQL is in `history/sql.rs`.
+//! The pure part (buckets, uptime arithmetic) is here; the SQL is in `store::history`.
 
 /// A result's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -1,7 +1,7 @@
 //! The shared vocabulary: labels, samples, observations, check ids, service kinds, accepted
-//! HTTP statuses. Probes produce
-//! `Observation`s of `Sample`s named like blackbox_exporter's; the CLI prints them and later
-//! the rule engine judges them.
+//! HTTP statuses. Probes produce `Observation`s of `Sample`s named like blackbox_exporter's;
+//! the rule engine judges them, the CLI and the status page show them. A leaf: it imports
+//! nothing of ours.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;

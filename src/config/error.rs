@@ -1,6 +1,7 @@
 //! Config errors that say where and what: file, line, column, key path, what was expected,
-//! and a "did you mean" when a key or value is a near miss. Built by `config::load` and
-//! `config::validate`; printed by the CLI, which exits 2.
+//! and a "did you mean" when a key or value is a near miss. Built by `config::load` (what
+//! serde and the YAML parser see) and `config::build` (what they cannot); printed by the CLI,
+//! which exits 2.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The `mxwarden.yaml` schema, field by field. These `///` comments are the user's reference:
 //! `mxwarden init` and `docs/configuration.md` repeat them. The loader (`config::load`) fills
-//! these types from YAML; `config::validate` checks what serde cannot; `preset` and
-//! `config::plan` turn them into runnable checks. Keys are snake_case, durations `30s`,
+//! these types from YAML; `config::build` checks what serde cannot and, with `preset`,
+//! turns them into runnable checks, rules and receivers. Keys are snake_case, durations `30s`,
 //! sizes `1MiB`, secrets `${ENV_VAR}` or a `*_file` twin.
 
 pub use crate::model::{ServiceKind, StatusMatcher};

@@ -1,4 +1,4 @@
-//! Numbers read out of a JSON answer and reported as samples (`check::JsonSample`), the way
+//! Numbers read out of a JSON answer and reported as samples (`probe::spec::JsonSample`), the way
 //! json_exporter turns a JSON API into metrics: for rules over admin APIs that have no
 //! `/metrics`, such as Synapse's media statistics.
 

@@ -1,8 +1,9 @@
 //! Alerting rules in Prometheus's shape (`alert`, `expr`, `for`, `keep_firing_for`, `labels`,
 //! `annotations`), compiled once, validated against the supported PromQL subset, and
 //! evaluated over the series windows. `RuleEngine` keeps each alert's state through
-//! `alert::step`; it is fed by the scrape and probe samples and read by the CLI (and, later,
-//! the notifier). Rules come from the presets and from the config's `rules:` list.
+//! `alert::step`; it is fed by the scrape and probe samples, and read by the daemon's
+//! evaluator (which judges each new result with the rules that read it) and by the CLI. Rules
+//! come from the presets and from the config's `rules:` list.
 
 pub mod eval;
 pub mod functions;

@@ -1,7 +1,11 @@
-//! The embedded store: one SQLite file (WAL) holding alert state and the notification outbox,
-//! migrated on open. An evaluation's state changes and the outbox rows they cause are written
-//! in ONE transaction, so a crash can never leave a fired alert without its notification or a
-//! notification without its alert. The dispatcher claims due rows and records each attempt.
+//! The embedded store: one SQLite file (WAL) and every SQL statement mxwarden runs on it —
+//! alert state, the notification outbox, Matrix threads, digest items and settings here; the
+//! uptime history (`history`) and maintenance windows with held pages (`maintenance`) in
+//! their submodules; every migration in `MIGRATIONS`. A decision of the evaluator (state
+//! changes, outbox rows, held and released pages, reminders, digest bookkeeping) is written
+//! in ONE transaction (`commit`), so a crash can never leave a fired alert without its
+//! notification, page twice, or lose a reminder. The dispatcher claims due rows and records
+//! each attempt.
 
 pub mod history;
 pub mod maintenance;
@@ -204,8 +208,8 @@ fn state_parts(state: &AlertState) -> (&'static str, Option<i64>, Option<i64>, O
 }
 
 impl Store {
-    /// The connection pool, for the modules that keep their own tables (`history`,
-    /// `maintenance::store`).
+    /// The connection pool, for the submodules that keep their own tables (`history`,
+    /// `maintenance`).
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
