@@ -6,8 +6,7 @@
 //! pending until the condition has held for `for`, firing until it has been false for
 //! `keep_firing_for`; a pending alert that stops holding is dropped without a word.
 
-/// Milliseconds since the Unix epoch.
-pub type Millis = i64;
+pub use crate::model::Millis;
 
 /// Where an alert stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

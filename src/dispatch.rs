@@ -26,12 +26,7 @@ pub struct Dispatcher {
 /// An HTTP client for notifiers (system roots, rustls).
 pub fn http_client() -> Result<reqwest::Client, String> {
     let roots = crate::probe::tls::system_roots();
-    let tls = crate::probe::tls::client_config(&roots, &crate::probe::spec::TlsOptions::default())?;
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .user_agent(concat!("mxwarden/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    crate::probe::http::client(&roots, &crate::probe::spec::TlsOptions::default(), true)
 }
 
 /// Sends `n` through `receiver` once. `delivery` identifies the attempt (Matrix txn id,

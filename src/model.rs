@@ -7,6 +7,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// Milliseconds since the Unix epoch: every instant mxwarden stores or compares.
+pub type Millis = i64;
+
 /// A check's unique name, e.g. `synapse/health`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]

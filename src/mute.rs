@@ -141,9 +141,7 @@ pub fn ending_reminder(w: &AdHocWindow, receivers: &[String], now: Millis) -> Ve
     let left = crate::units::HumanDuration(std::time::Duration::from_millis(
         ((w.ends_at - now).max(0) as u64).div_ceil(60_000) * 60_000,
     ));
-    let end = jiff::Timestamp::from_millisecond(w.ends_at)
-        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_default();
+    let end = crate::units::utc_minute(w.ends_at);
     let title = format!("[MAINTENANCE] window #{} for {services} ends in {left}", w.id);
     let text = format!(
         "{title}\nReason: {}\nIt ends at {end}; then pages flow again, and alerts still firing are sent. \

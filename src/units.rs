@@ -170,6 +170,26 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(c, _)| c)
 }
 
+/// An instant for people, to the minute: `2026-12-05 04:30 UTC` (empty when out of range).
+pub fn utc_minute(ms: i64) -> String {
+    utc(ms, "%Y-%m-%d %H:%M UTC")
+}
+
+/// An instant for people, to the second: `2026-12-05 04:30:12 UTC` (empty when out of range).
+pub fn utc_second(ms: i64) -> String {
+    utc(ms, "%Y-%m-%d %H:%M:%S UTC")
+}
+
+fn utc(ms: i64, format: &str) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime(format).to_string()).unwrap_or_default()
+}
+
+/// An instant for programs (RFC 3339, UTC); Go's zero time when out of range, as
+/// Alertmanager writes "no end".
+pub fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_else(|_| "0001-01-01T00:00:00Z".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,5 +256,15 @@ mod tests {
         for (word, want, why) in cases {
             assert_eq!(closest(word, keys), want, "{word}: {why}");
         }
+    }
+
+    #[test]
+    fn instants_print_one_way_for_people_and_one_for_programs() {
+        let ms = 1_764_909_012_345; // 2025-12-05T04:30:12.345Z
+        assert_eq!(utc_minute(ms), "2025-12-05 04:30 UTC");
+        assert_eq!(utc_second(ms), "2025-12-05 04:30:12 UTC");
+        assert_eq!(rfc3339(ms), "2025-12-05T04:30:12.345Z");
+        assert_eq!(utc_minute(i64::MAX), "", "out of range: nothing, not a panic");
+        assert_eq!(rfc3339(i64::MIN), "0001-01-01T00:00:00Z");
     }
 }

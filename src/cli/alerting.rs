@@ -79,7 +79,7 @@ async fn open_store(config: &Config) -> Result<Store> {
 }
 
 fn time(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default()
+    crate::units::utc_second(ms)
 }
 
 /// `mxwarden alerts`: pending and firing alerts from the store.
@@ -91,11 +91,7 @@ pub fn alerts(config: &Config, json: bool) -> Result<Status> {
         })?
         .into_iter()
         .map(|a| {
-            let (state, since) = match a.state {
-                crate::alert::AlertState::Pending { active_at } => ("pending", active_at),
-                crate::alert::AlertState::Firing { fired_at, .. } => ("firing", fired_at),
-                crate::alert::AlertState::Inactive => ("inactive", 0),
-            };
+            let (state, since) = (a.state.phase().as_str(), a.state.since());
             AlertRow {
                 alert: a.alert,
                 state,

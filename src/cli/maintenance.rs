@@ -112,7 +112,7 @@ pub fn run(config: &Config, command: MaintenanceCommand) -> Result<Status> {
 }
 
 fn time(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default()
+    crate::units::utc_minute(ms)
 }
 
 fn print_listing(listing: &maintenance::Listing) {

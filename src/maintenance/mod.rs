@@ -33,9 +33,7 @@ pub struct Shown {
     pub ends: String,
 }
 
-fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
-}
+use crate::units::rfc3339;
 
 impl From<Occurrence> for Shown {
     fn from(occurrence: Occurrence) -> Self {

@@ -99,9 +99,7 @@ pub fn compose(
     still_open: &[AlertInfo],
     info: &[InfoItem],
 ) -> Notification {
-    let period = |ms: i64| {
-        Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default()
-    };
+    let period = crate::units::utc_minute;
     let title = format!("[DIGEST] {tier}: {} alert(s), {} still open", items.len(), still_open.len());
     let mut text = format!("{title}\nperiod {} – {}\n", period(from), period(to));
     let mut html = format!("<b>{}</b><br/><i>period {} – {}</i>", html_escape(&title), period(from), period(to));

@@ -248,9 +248,7 @@ pub fn alert_message(kind: Kind, alert: AlertInfo, now: i64) -> Notification {
         .filter(|(k, _)| !matches!(k.as_str(), "alertname" | "severity"))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    let since = |ms: i64| {
-        jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default()
-    };
+    let since = crate::units::utc_minute;
     let timing = match (kind, alert.resolved_at) {
         (Kind::Resolved, Some(end)) => {
             let took =

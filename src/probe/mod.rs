@@ -50,16 +50,7 @@ impl Prober {
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
-        let config = tls::client_config(&self.roots, tls)?;
-        let redirects =
-            if follow_redirects { reqwest::redirect::Policy::limited(10) } else { reqwest::redirect::Policy::none() };
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(config)
-            .tls_info(true)
-            .redirect(redirects)
-            .user_agent(concat!("mxwarden/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let client = http::client(&self.roots, tls, follow_redirects)?;
         clients.insert(key, client.clone());
         Ok(client)
     }
