@@ -23,7 +23,10 @@ pub fn fd_limit() -> Option<FdLimit> {
     // SAFETY: getrlimit writes one `rlimit` into the valid, exclusively borrowed `lim`.
     #[allow(unsafe_code)]
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
-    ok.then_some(FdLimit { soft: lim.rlim_cur as u64, hard: lim.rlim_max as u64 })
+    // rlim_t is u64 on 64-bit Linux, narrower on some other targets.
+    #[allow(clippy::unnecessary_cast)]
+    let (soft, hard) = (lim.rlim_cur as u64, lim.rlim_max as u64);
+    ok.then_some(FdLimit { soft, hard })
 }
 
 /// Raises the soft open-file limit to the hard one; returns the limits in force afterwards

@@ -1,8 +1,8 @@
 //! The JSON API (`docs/api.md`): status, a check's history, open alerts, and reload.
 
+use super::ReloadRequest;
 use super::query::{self, Plan};
 use super::{AppState, authorize, error, view};
-use crate::daemon::ReloadRequest;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};

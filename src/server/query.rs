@@ -79,7 +79,9 @@ impl Plan {
     pub fn buckets(&self) -> Option<(i64, i64)> {
         match *self {
             Plan::Raw { .. } => None,
-            Plan::Rollup { resolution, range } => Some((resolution.bucket(range.from), resolution.bucket(range.to - 1))),
+            Plan::Rollup { resolution, range } => {
+                Some((resolution.bucket(range.from), resolution.bucket(range.to - 1)))
+            }
         }
     }
 }
@@ -255,7 +257,10 @@ mod tests {
         assert_eq!(e, QueryError::TimeOutOfRange { key: "to", value: i64::MAX }, "to is checked first: {e}");
         assert!(matches!(q("from=-9223372036854775808"), Err(QueryError::TimeOutOfRange { key: "from", .. })));
         assert!(matches!(q("to=9223372036854775807&resolution=raw"), Err(QueryError::TimeOutOfRange { .. })));
-        assert!(matches!(q("from=99999999999999999999"), Err(QueryError::NotANumber { key: "from", .. })), "i64 overflow");
+        assert!(
+            matches!(q("from=99999999999999999999"), Err(QueryError::NotANumber { key: "from", .. })),
+            "i64 overflow"
+        );
     }
 
     #[test]
@@ -275,7 +280,10 @@ mod tests {
             Plan::Raw { range: Range::new(NOW + 1 - RAW_RETENTION_MS, NOW + 1).unwrap(), limit: MAX_RESULTS }
         );
         // Near 1970 the default start is clipped, not negative.
-        assert_eq!(parse(None, 5).unwrap(), Plan::Rollup { resolution: Resolution::Day, range: Range::new(0, 6).unwrap() });
+        assert_eq!(
+            parse(None, 5).unwrap(),
+            Plan::Rollup { resolution: Resolution::Day, range: Range::new(0, 6).unwrap() }
+        );
         // A clock at the end of time still gives a valid default.
         assert!(parse(None, i64::MAX).is_ok());
         assert_eq!(
