@@ -65,7 +65,7 @@ async fn run_config(
             calendar: calendar.clone(),
             services: config.known_services(),
         };
-        match tokio::net::TcpListener::bind(addr).await {
+        match crate::server::bind(addr) {
             Ok(listener) => {
                 tracing::info!("Status page on http://{addr}/");
                 let cap = config.listen_max_connections;

@@ -7,7 +7,7 @@
 //! - **At the cap, the idlest connection makes room**: a new connection closes the one that
 //!   has been waiting longest for a request (a half-sent head, an idle keep-alive). When every
 //!   connection is busy with a request, the new one waits, and those behind it wait in the
-//!   kernel's accept queue, costing no descriptor; a request's handler has at most
+//!   kernel's accept queue (1,024 long, [`bind`]), costing no descriptor; a request's handler has at most
 //!   [`REQUEST_TIMEOUT`]. So a flood of idle connections cannot lock out `/healthz` or a
 //!   browser, and only one descriptor beyond the cap is ever held.
 //! - **Timeouts**: a connection must deliver a complete request head within
@@ -53,6 +53,19 @@ pub const MAX_HEAD: usize = 16 * 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How often a full server looks again for a connection to close when none was idle.
 const ROOM_RETRY: Duration = Duration::from_millis(50);
+
+/// Connections the kernel queues for `accept` (the standard library's and tokio's 128 overflow
+/// under a burst of connections, and a client whose SYN is dropped retries only after a second).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds the server's socket: `SO_REUSEADDR` (a reload binds the same address again at once)
+/// and an accept queue of 1,024.
+pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// How the server bounds its connections: [`Limits::new`] gives the cap and the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

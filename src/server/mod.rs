@@ -13,7 +13,7 @@ pub mod query;
 mod view;
 
 pub use listener::{
-    FD_RESERVE, HEADER_READ_TIMEOUT, Limits, MAX_HEAD, REQUEST_TIMEOUT, WRITE_STALL_TIMEOUT, connection_cap,
+    FD_RESERVE, HEADER_READ_TIMEOUT, Limits, MAX_HEAD, REQUEST_TIMEOUT, WRITE_STALL_TIMEOUT, bind, connection_cap,
 };
 
 use crate::clock::Clock;
