@@ -86,7 +86,14 @@ pub fn render(s: &view::Status, services: &[String]) -> String {
     let _ =
         write!(out, "<h1>Status</h1><p class=\"muted\">Updated {} · refreshes every 30 s</p>", when(s.generated_ms));
     let down: Vec<&str> = s.checks.iter().filter(|c| c.state == "down").map(|c| c.name.as_str()).collect();
-    if down.is_empty() {
+    if let Some(f) = &s.store_failure {
+        let _ = write!(
+            out,
+            "<div class=\"banner down store\">mxwarden's store refuses writes since {}: {}. What this page shows is stale: every check is unknown until it takes writes again.</div>",
+            when(f.since_ms),
+            esc(&f.error)
+        );
+    } else if down.is_empty() {
         out.push_str("<div class=\"banner up\">All checks are passing</div>");
     } else {
         let _ = write!(out, "<div class=\"banner down\">{} failing: {}</div>", down.len(), esc(&down.join(", ")));
@@ -152,6 +159,7 @@ pub fn render(s: &view::Status, services: &[String]) -> String {
                 ),
                 _ => "<span class=\"muted\">not run yet</span>".into(),
             };
+            let latest = if c.stale { format!("<span class=\"muted\">stale:</span> {latest}") } else { latest };
             let bars: String = c.days.iter().map(bar).collect();
             let _ = write!(
                 out,
@@ -178,6 +186,6 @@ pub fn render(s: &view::Status, services: &[String]) -> String {
         }
         out.push_str("</table>");
     }
-    out.push_str("<p class=\"muted\">Legend: <span class=\"state up\">up</span> <span class=\"state down\">down</span> <span class=\"state maintenance\">maintenance</span> <span class=\"state unknown\">unknown</span> · grey bars: no data or mxwarden not running · JSON: <a href=\"/api/v1/status\">/api/v1/status</a> · <a href=\"/metrics\">/metrics</a></p></body></html>");
+    out.push_str("<p class=\"muted\">Legend: <span class=\"state up\">up</span> <span class=\"state down\">down</span> <span class=\"state maintenance\">maintenance</span> <span class=\"state unknown\">unknown</span> (not run yet, or stale) · grey bars: no data or mxwarden not running · JSON: <a href=\"/api/v1/status\">/api/v1/status</a> · <a href=\"/metrics\">/metrics</a></p></body></html>");
     out
 }
