@@ -1,7 +1,8 @@
 //! The store on a disk that fills up, for real: a small tmpfs is mounted (these tests run as
 //! root; a failed mount fails the test), the store is put on it, and a ballast file fills it
 //! until SQLite's writes fail. The store must refuse writes at once and take them again as
-//! soon as space is freed — without a restart; the daemon must keep running, say so on
+//! soon as space is freed — without a restart; a page the dispatcher sent meanwhile must not be
+//! sent again because its success could not be recorded; the daemon must keep running, say so on
 //! `/healthz` and the status, page `MxwardenStoreFailing` once without the store and resolve
 //! it once, and deliver a page it decided while the disk was full after recovery.
 
@@ -10,7 +11,8 @@ use crate::cli::config;
 use crate::crash_gaps::{Target, count, payloads};
 use crate::support::{fakes, services};
 use mxwarden::history::{Result as CheckResult, State};
-use mxwarden::store::{History, Store};
+use mxwarden::notify::{AlertInfo, Alerting, Kind, Receiver, Tier, webhook::WebhookReceiver};
+use mxwarden::store::{History, NewDelivery, Store};
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -115,6 +117,62 @@ fn a_write_refused_on_a_full_disk_is_refused_at_once_and_the_next_one_after_free
         let kept = history.raw("check0", t0, t0 + 60_000).await.unwrap();
         let times: Vec<i64> = kept.iter().map(|r| r.at_ms).collect();
         assert_eq!(times, [t0, t0 + 7_000, t0 + 8_000, t0 + 9_000], "what was written, and only that");
+    });
+}
+
+#[test]
+fn a_page_sent_while_the_store_refuses_writes_is_not_sent_again_and_is_recorded_afterwards() {
+    let disk = Tmpfs::mount("2m");
+    let sink = fakes::webhook_sink();
+    fakes::runtime().block_on(async {
+        let store = Store::open(&disk.path().join("state.db")).await.expect("open the store");
+        let hook = WebhookReceiver { url: sink.url.parse().unwrap(), hmac_secret: None, headers: Vec::new() };
+        let alerting = Alerting {
+            receivers: [("hook".to_string(), Receiver::Webhook(hook))].into_iter().collect(),
+            tiers: [("critical".to_string(), Tier { receivers: vec!["hook".into()], ..Tier::default() })]
+                .into_iter()
+                .collect(),
+            timezone: jiff::tz::TimeZone::UTC,
+            retry: Default::default(),
+        };
+        let clock: std::sync::Arc<dyn mxwarden::clock::Clock> = std::sync::Arc::new(mxwarden::clock::SystemClock);
+        let http = mxwarden::dispatch::http_client().unwrap();
+        let dispatcher = mxwarden::dispatch::Dispatcher::new(
+            store.clone(),
+            std::sync::Arc::new(alerting.clone()),
+            http,
+            alerting.retry,
+            clock,
+        );
+        let labels = [("alertname", "WebDown"), ("severity", "critical")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let alert = AlertInfo {
+            name: "WebDown".into(),
+            labels,
+            annotations: Default::default(),
+            value: 0.0,
+            fired_at: now_ms(),
+            resolved_at: None,
+        };
+        let page = mxwarden::notify::alert_message(Kind::Firing, alert, now_ms());
+        store.enqueue(&NewDelivery::fan_out(&["hook".to_string()], "critical", &page), now_ms()).await.unwrap();
+
+        let ballast = disk.fill();
+        for round in 1..=3 {
+            let outcome = dispatcher.run_once().await;
+            assert!(outcome.is_err(), "round {round}: the store cannot record the delivery");
+        }
+        assert_eq!(sink.received.lock().unwrap().len(), 1, "sent once, not once per round");
+
+        std::fs::remove_file(&ballast).expect("delete the ballast");
+        dispatcher.run_once().await.expect("the store takes writes again");
+        let rows = store.outbox(false, 10).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("sent", 1), "recorded as sent once: {:?}", rows[0]);
+        dispatcher.run_once().await.unwrap();
+        assert_eq!(sink.received.lock().unwrap().len(), 1, "and never sent again");
     });
 }
 
