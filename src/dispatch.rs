@@ -7,36 +7,12 @@
 //! sending and recording can never post twice.
 
 use crate::clock::Clock;
+use crate::notify::RetryPolicy;
 use crate::notify::{Alerting, Kind, Notification, Receiver, SendError};
 use crate::store::{Delivery, NewDelivery, Store, StoreError};
 use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Retry timing.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// First retry after this, ms; doubled each time.
-    pub initial_ms: i64,
-    /// Longest wait between attempts, ms.
-    pub max_ms: i64,
-    /// Give up (dead-letter) when a row is older than this, ms.
-    pub give_up_ms: i64,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self { initial_ms: 2_000, max_ms: 300_000, give_up_ms: 86_400_000 }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait before attempt `attempts + 1`, with ±20 % jitter.
-    pub fn backoff(&self, attempts: i64, jitter: f64) -> i64 {
-        let base = self.initial_ms.saturating_mul(1i64 << attempts.clamp(0, 20)).min(self.max_ms);
-        (base as f64 * (0.8 + 0.4 * jitter.clamp(0.0, 1.0))) as i64
-    }
-}
 
 /// The outbox's delivery loop.
 pub struct Dispatcher {
@@ -50,12 +26,7 @@ pub struct Dispatcher {
 /// An HTTP client for notifiers (system roots, rustls).
 pub fn http_client() -> Result<reqwest::Client, String> {
     let roots = crate::probe::tls::system_roots();
-    let tls = crate::probe::tls::client_config(&roots, &crate::check::TlsOptions::default())?;
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .user_agent(concat!("mxwarden/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    crate::probe::http::client(&roots, &crate::probe::spec::TlsOptions::default(), true)
 }
 
 /// Sends `n` through `receiver` once. `delivery` identifies the attempt (Matrix txn id,
@@ -151,16 +122,10 @@ impl Dispatcher {
         n.text = format!("{}\n(sent here because {} failed)", n.text, d.receiver);
         n.html =
             format!("{}<br/><i>(sent here because {} failed)</i>", n.html, crate::notify::html_escape(&d.receiver));
-        let fallbacks: Vec<NewDelivery> = tier
-            .fallback
-            .iter()
-            .map(|r| NewDelivery {
-                receiver: r.clone(),
-                tier: d.tier.clone(),
-                notification: n.clone(),
-                fallback_of: Some(d.id),
-            })
-            .collect();
+        let mut fallbacks = NewDelivery::fan_out(&tier.fallback, &d.tier, &n);
+        for f in &mut fallbacks {
+            f.fallback_of = Some(d.id);
+        }
         tracing::warn!(id = d.id, receiver = %d.receiver, fallback = ?tier.fallback, "Falling back.");
         self.store.queue_fallback(d.id, &fallbacks, self.clock.now().as_millisecond()).await
     }
@@ -184,27 +149,6 @@ impl Dispatcher {
                 _ = wake.notified() => {}
                 _ = stop.changed() => {}
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_stops_at_the_cap() {
-        let p = RetryPolicy { initial_ms: 1_000, max_ms: 10_000, give_up_ms: 0 };
-        let cases = [
-            (0, 0.5, 1_000, "first retry: the initial wait"),
-            (1, 0.5, 2_000, "doubles"),
-            (3, 0.5, 8_000, "keeps doubling"),
-            (10, 0.5, 10_000, "capped"),
-            (0, 0.0, 800, "jitter −20 %"),
-            (0, 1.0, 1_200, "jitter +20 %"),
-        ];
-        for (attempts, jitter, want, why) in cases {
-            assert_eq!(p.backoff(attempts, jitter), want, "{why}");
         }
     }
 }

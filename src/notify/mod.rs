@@ -6,7 +6,10 @@
 pub mod digest;
 pub mod email;
 pub mod matrix;
+mod retry;
 pub mod webhook;
+
+pub use retry::RetryPolicy;
 
 use crate::model::Labels;
 use secrecy::SecretString;
@@ -158,7 +161,7 @@ pub struct Alerting {
     /// Digest time zone.
     pub timezone: jiff::tz::TimeZone,
     /// Retry timing.
-    pub retry: crate::dispatch::RetryPolicy,
+    pub retry: RetryPolicy,
 }
 
 impl Alerting {
@@ -245,14 +248,11 @@ pub fn alert_message(kind: Kind, alert: AlertInfo, now: i64) -> Notification {
         .filter(|(k, _)| !matches!(k.as_str(), "alertname" | "severity"))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    let since = |ms: i64| {
-        jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default()
-    };
+    let since = crate::units::utc_minute;
     let timing = match (kind, alert.resolved_at) {
         (Kind::Resolved, Some(end)) => {
-            let took = crate::config::units::HumanDuration(Duration::from_millis(
-                (end - alert.fired_at).max(0) as u64 / 1000 * 1000,
-            ));
+            let took =
+                crate::units::HumanDuration(Duration::from_millis((end - alert.fired_at).max(0) as u64 / 1000 * 1000));
             format!("firing since {}, resolved after {took}", since(alert.fired_at))
         }
         _ => format!("firing since {}", since(alert.fired_at)),

@@ -23,9 +23,7 @@ pub struct WebhookReceiver {
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_else(|_| "0001-01-01T00:00:00Z".into())
-}
+use crate::units::rfc3339;
 
 fn alert_json(a: &AlertInfo, resolved: bool) -> Value {
     let fingerprint = format!("{:016x}", fnv1a(super::incident_key(&a.labels).as_bytes()));

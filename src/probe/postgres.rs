@@ -20,8 +20,8 @@ pub mod samples;
 pub mod sql;
 
 use crate::clock::Clock;
-use crate::config::units::{ByteSize, HumanDuration};
 use crate::model::{CheckId, Labels, Observation, Sample};
+use crate::units::{ByteSize, HumanDuration};
 use dsn::PgTarget;
 use samples::{Gathered, PgState, StatementsRead};
 use serde::Serialize;

@@ -2,7 +2,7 @@
 //! optional private CA, or verification off), with a verifier that tells a self-signed
 //! certificate apart from one by an unknown authority, and words for every handshake failure.
 
-use crate::check::TlsOptions;
+use crate::probe::spec::TlsOptions;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;

@@ -10,10 +10,9 @@ use crate::backup::run::{Progress, RunError};
 use crate::backup::{BackupPlan, Storage, pipeline, verify};
 use crate::cli::{Status, outln};
 use crate::config::Config;
-use crate::config::units::human_bytes;
+use crate::units::human_bytes;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use comfy_table::{ContentArrangement, Table, presets};
 use serde::Serialize;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -158,14 +157,8 @@ fn run_now(plan: &BackupPlan, db: Option<&str>, json: bool) -> Result<Status> {
     Ok(if manifest.status == RunStatus::Ok { Status::Healthy } else { Status::Unhealthy })
 }
 
-fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_style(presets::NOTHING).set_content_arrangement(ContentArrangement::Dynamic).set_header(header.to_vec());
-    t
-}
-
 fn print_items(m: &Manifest) {
-    let mut t = table(&["ITEM", "FILE", "SIZE", "RAW", "TIME", "RESULT"]);
+    let mut t = crate::cli::output::table(["ITEM", "FILE", "SIZE", "RAW", "TIME", "RESULT"]);
     for i in &m.items {
         t.add_row([
             i.label(),
@@ -191,7 +184,7 @@ fn list(plan: &BackupPlan, json: bool) -> Result<Status> {
     if json {
         outln!("{}", serde_json::to_string_pretty(&done)?);
     } else {
-        let mut t = table(&["ID", "STATUS", "SCOPE", "STARTED", "TIME", "SIZE", "ITEMS"]);
+        let mut t = crate::cli::output::table(["ID", "STATUS", "SCOPE", "STARTED", "TIME", "SIZE", "ITEMS"]);
         for m in &done {
             t.add_row([
                 m.id.clone(),
@@ -250,7 +243,7 @@ fn verify_run(
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        let mut t = table(&["ITEM", "RESULT", "CHECKED"]);
+        let mut t = crate::cli::output::table(["ITEM", "RESULT", "CHECKED"]);
         for i in &report.items {
             t.add_row([
                 i.item.clone(),
@@ -343,7 +336,7 @@ fn prune(config: &Config, plan: &BackupPlan, apply: bool, json: bool) -> Result<
     if json {
         outln!("{}", serde_json::to_string_pretty(&view)?);
     } else {
-        let mut t = table(&["ID", "STATUS", "DECISION"]);
+        let mut t = crate::cli::output::table(["ID", "STATUS", "DECISION"]);
         for r in &view.runs {
             let why: Vec<String> = r.keep.iter().map(|k| format!("{k:?}").to_lowercase()).collect();
             let decision = if r.delete {
