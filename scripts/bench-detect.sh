@@ -119,7 +119,7 @@ TIMEOUT=$(( INTERVAL * 4 / 5 ))  # probe and scrape timeout: below the interval
 # ---------------------------------------------------------------- the target and the receiver
 python3 scripts/lib/detect-harness.py serve --target-port "$TP" --hook-port "$HP" \
   --interval "$INTERVAL" --flips "$N" --down "$DOWN" --up "$UP" --seed "$SEED" \
-  --events "$DIR/events.json" --start-timeout 300 >"$DIR/harness.log" 2>&1 & HARNESS=$!; PIDS+=($HARNESS)
+  --events "$DIR/events.json" --start-timeout 600 >"$DIR/harness.log" 2>&1 & HARNESS=$!; PIDS+=($HARNESS)
 wait_for 15 "the harness" http_ok "http://127.0.0.1:$HP/health"
 
 # ---------------------------------------------------------------- mxwarden
