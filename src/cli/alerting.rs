@@ -108,7 +108,12 @@ pub fn alerts(config: &Config, json: bool) -> Result<Status> {
     } else {
         let mut t = crate::cli::output::table(["ALERT", "STATE", "SINCE", "SUMMARY"]);
         for r in &rows {
-            t.add_row([r.alert.clone(), r.state.to_uppercase(), r.since.clone(), r.summary.clone()]);
+            t.add_row(crate::text::cells([
+                r.alert.clone(),
+                r.state.to_uppercase(),
+                r.since.clone(),
+                r.summary.clone(),
+            ]));
         }
         outln!("{}", t.trim_fmt());
     }
@@ -157,14 +162,14 @@ pub fn outbox(config: &Config, dead: bool, json: bool) -> Result<Status> {
     } else {
         let mut t = crate::cli::output::table(["ID", "RECEIVER", "STATUS", "TRIES", "TITLE", "LAST ERROR"]);
         for r in &rows {
-            t.add_row([
+            t.add_row(crate::text::cells([
                 r.id.to_string(),
                 r.receiver.clone(),
                 r.status.clone(),
                 r.attempts.to_string(),
                 r.title.clone(),
                 r.last_error.clone().unwrap_or_default(),
-            ]);
+            ]));
         }
         outln!("{}", t.trim_fmt());
     }

@@ -125,14 +125,14 @@ fn print_listing(listing: &maintenance::Listing) {
             Source::Config { name, cron } => (name.clone(), format!("config, cron \"{cron}\"")),
             Source::AdHoc { id, reason } => (format!("#{id}"), reason.clone()),
         };
-        t.add_row([
+        t.add_row(crate::text::cells([
             state.to_string(),
             window,
             s.occurrence.services.join(", "),
             time(s.occurrence.starts_at),
             time(s.occurrence.ends_at),
             why,
-        ]);
+        ]));
     }
     if any {
         outln!("{}", t.trim_fmt());

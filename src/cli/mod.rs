@@ -331,13 +331,13 @@ impl<'a> From<&'a crate::cli::rules::Verdict> for CheckResult<'a> {
 fn print_table(observations: &[Observation]) {
     let mut table = crate::cli::output::table(["SERVICE", "CHECK", "RESULT", "LATENCY", "DETAIL"]);
     for o in observations {
-        table.add_row([
+        table.add_row(crate::text::cells([
             o.service.clone().unwrap_or_else(|| "-".into()),
             o.check.0.clone(),
             if o.ok { "ok".into() } else { "FAIL".into() },
             crate::probe::expect::seconds(o.latency),
             o.detail(),
-        ]);
+        ]));
     }
     outln!("{}", table.trim_fmt());
     let failed = observations.iter().filter(|o| !o.ok).count();

@@ -146,7 +146,7 @@ fn report_command(config: &Config, wanted: Option<&str>, json: bool) -> Result<S
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = crate::cli::output::table(header.to_vec());
     for r in rows {
-        t.add_row(r);
+        t.add_row(crate::text::cells(r));
     }
     t.trim_fmt().lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
 }

@@ -127,13 +127,13 @@ pub fn print_verdicts(verdicts: &[Verdict]) {
     }
     let mut table = crate::cli::output::table(["SERVICE", "RULE", "SEVERITY", "NOW", "DETAIL"]);
     for v in verdicts {
-        table.add_row([
+        table.add_row(crate::text::cells([
             v.service.clone().unwrap_or_else(|| "-".into()),
             v.alert.clone(),
             v.severity.clone(),
             v.state.to_uppercase(),
             v.detail.clone(),
-        ]);
+        ]));
     }
     outln!("\n{}", table.trim_fmt());
     let firing = verdicts.iter().filter(|v| v.state == "would fire").count();
@@ -214,7 +214,7 @@ pub fn list(config: &Config, json: bool) -> Result<Status> {
     let table = |header: &[&str], rows: Vec<Vec<String>>| {
         let mut t = crate::cli::output::table(header.to_vec());
         for r in rows {
-            t.add_row(r);
+            t.add_row(crate::text::cells(r));
         }
         t.trim_fmt()
     };

@@ -7,7 +7,7 @@
 //! still refuses writes).
 
 use crate::clock::Clock;
-use crate::dispatch::send_once;
+use crate::dispatch::{retry_wait, send_once};
 use crate::model::Labels;
 use crate::notify::{AlertInfo, Alerting, Kind, Notification, SendError};
 use crate::store::Store;
@@ -162,7 +162,9 @@ impl StoreAlarm {
                 return Err(error);
             }
             let backoff = self.alerting.retry.backoff(attempt - 1, 0.5);
-            let wait = retry_after.map_or(backoff, |r| i64::try_from(r.as_millis()).unwrap_or(i64::MAX).max(backoff));
+            // The server's hint is honoured (capped), but never beyond the backoff's own cap:
+            // the resolve waits behind this.
+            let wait = retry_wait(backoff, *retry_after, self.clock.now().as_millisecond());
             tokio::time::sleep(Duration::from_millis(u64::try_from(wait.min(self.alerting.retry.max_ms)).unwrap_or(0)))
                 .await;
         }

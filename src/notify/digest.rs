@@ -108,7 +108,11 @@ pub fn compose(
         html.push_str("<p>All quiet: nothing fired in this period. mxwarden is running.</p>");
     }
     let describe = |a: &AlertInfo| {
-        let summary = a.annotations.get("summary").cloned().unwrap_or_default();
+        let summary = crate::text::escape_controls(&super::annotation_shown(
+            a.annotations.get("summary").map_or("", String::as_str),
+            &a.labels,
+        ))
+        .into_owned();
         let lasted = match a.resolved_at {
             Some(end) => format!(
                 "lasted {}",
@@ -116,7 +120,7 @@ pub fn compose(
             ),
             None => "still firing".into(),
         };
-        format!("{} — {summary} (since {}, {lasted})", a.name, period(a.fired_at))
+        format!("{} — {summary} (since {}, {lasted})", crate::text::escape_controls(&a.name), period(a.fired_at))
     };
     for (heading, list) in [("Fired in this period", items), ("Still open", still_open)] {
         if list.is_empty() {

@@ -2,8 +2,10 @@
 //! consumes Alertmanager (bridges, chat bots, incident tools) consumes mxwarden too. The body
 //! can be signed with HMAC-SHA256 (`X-Mxwarden-Signature: sha256=<hex>`), and every delivery
 //! carries `X-Mxwarden-Delivery: <outbox id>` so a receiver can drop a retried duplicate.
+//! An error answer is read up to `RESPONSE_BODY_LIMIT` (its start goes into the error); a
+//! success's body is not read at all.
 
-use super::{AlertInfo, Kind, Notification, SendError};
+use super::{AlertInfo, Kind, Notification, RetryAfter, SendError};
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
@@ -102,9 +104,21 @@ impl WebhookReceiver {
         if (200..300).contains(&status) {
             return Ok(());
         }
-        let message = format!("webhook {} answered {status}", self.url);
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(RetryAfter::from_header);
+        let said = match super::read_capped(response).await {
+            Ok((bytes, _)) => super::snippet(&String::from_utf8_lossy(&bytes)),
+            Err(_) => String::new(),
+        };
+        let mut message = format!("webhook {} answered {status}", self.url);
+        if !said.is_empty() {
+            message.push_str(&format!(": {said}"));
+        }
         Err(match status {
-            408 | 429 | 500..=599 => SendError::transient(message),
+            408 | 429 | 500..=599 => SendError::Transient { message, retry_after },
             _ => SendError::Permanent(message),
         })
     }

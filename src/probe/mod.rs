@@ -24,6 +24,12 @@ pub fn explain_transport(error: &reqwest::Error, url: &url::Url) -> String {
     explain::transport(error, url)
 }
 
+/// The TLS failure somewhere in `error`'s source chain, in words, if there is one (for the
+/// PostgreSQL and SMTP clients, whose errors wrap rustls's).
+pub fn explain_tls(error: &(dyn std::error::Error + 'static), host: &str) -> Option<String> {
+    explain::tls_in_chain(error, host)
+}
+
 /// Runs checks. Cheap to share; clients are built on first use and reused.
 pub struct Prober {
     roots: rustls::RootCertStore,

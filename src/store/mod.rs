@@ -318,9 +318,13 @@ impl Store {
         self
     }
 
-    /// Opens (creating) the store and applies migrations.
+    /// Opens (creating) the store and applies migrations. A new store is created 0600 (its
+    /// directory 0700 when that is new too); SQLite gives the WAL and shared-memory files the
+    /// database file's mode.
     pub async fn open(path: &Path) -> Result<Self> {
         let shown = path.display().to_string();
+        crate::private_fs::ensure_file(path)
+            .map_err(|e| StoreError { path: shown.clone(), source: sqlx::Error::Io(e) })?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)

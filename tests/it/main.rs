@@ -15,6 +15,7 @@ mod dependencies;
 mod expo_oracle;
 mod failures;
 mod harness_selftest;
+mod hostile_small;
 mod hostile_store;
 mod layout;
 mod maintenance;
