@@ -187,6 +187,9 @@ fn crash_at_release(point: &str) {
     let daemon = Daemon::start(&file.path, None);
     std::thread::sleep(Duration::from_secs(2));
     maintenance(&file.path, &["start", "web", "--for", "10m", "--reason", "upgrade"]);
+    // A window opened by another process is read at the daemon's next full sweep (every
+    // second here); only then does the outage begin.
+    std::thread::sleep(Duration::from_millis(2_500));
     target.set(false);
     // The page is decided and held: the status shows nothing was sent.
     std::thread::sleep(Duration::from_secs(4));
