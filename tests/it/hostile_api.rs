@@ -214,14 +214,12 @@ fn history_numbers_at_the_ends_of_i64_are_a_400_and_the_daemon_keeps_running() {
     let (code, minutes) = get_json(&format!("{history}?resolution=minute")).unwrap();
     assert_eq!(code, 200, "{minutes}");
     assert_eq!(minutes["buckets"].as_array().unwrap().len(), 20_160);
-    let (code, page) = get_json(&format!("{history}?resolution=raw&limit=1")).unwrap();
-    assert_eq!(code, 200, "{page}");
-    assert_eq!(page["results"].as_array().unwrap().len(), 1);
-    wait_for("a second result", Duration::from_secs(10), &daemon.log, || {
-        let (_, p) = get_json(&format!("{history}?resolution=raw&limit=1"))?;
-        p["next_from"].as_i64()
+    // (The history is written in batches: wait for two results to be in it.)
+    let page = wait_for("two results in the history", Duration::from_secs(20), &daemon.log, || {
+        let (code, p) = get_json(&format!("{history}?resolution=raw&limit=1"))?;
+        (code == 200 && p["next_from"].is_i64()).then_some(p)
     });
-    let (_, page) = get_json(&format!("{history}?resolution=raw&limit=1")).unwrap();
+    assert_eq!(page["results"].as_array().unwrap().len(), 1, "limit=1: one result, and more follow: {page}");
     let next = page["next_from"].as_i64().unwrap();
     assert_eq!(next, page["results"][0]["at_ms"].as_i64().unwrap() + 1, "the next page starts after this one");
 
