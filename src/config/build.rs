@@ -881,3 +881,24 @@ pub(super) fn secret(
         (None, None) => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    fn load(text: &str) -> Result<super::super::Config, String> {
+        super::super::from_source(Path::new("/etc/mxwarden/mxwarden.yaml"), text, &HashMap::new())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn listen_max_connections_defaults_to_512_and_refuses_zero_with_its_line() {
+        assert_eq!(load("listen: 127.0.0.1:8090\n").unwrap().listen_max_connections, 512);
+        assert_eq!(load("listen_max_connections: 64\n").unwrap().listen_max_connections, 64);
+        let e = load("listen: 127.0.0.1:8090\nlisten_max_connections: 0\n").unwrap_err();
+        assert!(e.contains("mxwarden.yaml:2:") && e.contains("listen_max_connections: expected at least 1"), "{e}");
+        let e = load("listen_max_connections: -5\n").unwrap_err();
+        assert!(e.contains("mxwarden.yaml:1:") && e.contains("listen_max_connections"), "{e}");
+    }
+}
