@@ -52,7 +52,7 @@ pub fn judge_now(config: &Config, observations: &[Observation]) -> Vec<Verdict> 
     let t = observations.iter().map(|o| o.at.as_millisecond()).max().unwrap_or(0);
     let mut store = SeriesStore::new(i64::MAX / 4, config.defaults.series_limit);
     for o in observations {
-        for s in &o.samples {
+        for s in o.samples.iter().chain(&o.scraped) {
             let mut labels: Labels = s.labels.clone();
             labels.insert("__name__".into(), s.name.clone());
             store.append(labels, t, s.value);

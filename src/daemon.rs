@@ -411,6 +411,7 @@ impl Evaluator {
         let samples = o
             .samples
             .into_iter()
+            .chain(o.scraped)
             .map(|s| {
                 let mut labels: Labels = s.labels;
                 labels.insert("__name__".into(), s.name);
