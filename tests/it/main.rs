@@ -14,6 +14,7 @@ mod dependencies;
 mod expo_oracle;
 mod failures;
 mod harness_selftest;
+mod hostile_scrape;
 mod maintenance;
 mod matrix;
 mod postgres;
