@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
-# bench-scrape-memory.sh — peak RSS of a scrape of a hostile metrics page (issue 13, item 3).
+# bench-scrape-memory.sh — peak RSS of scrapes of hostile metrics pages (issue 13, item 3).
 #
-# Serves two generated pages from a local `python3 -m http.server`:
+# Serves, from a local Python server (scripts/lib/hostile-metrics.py):
 # - 580k: 580,000 series of `hostile_series`, a family a rule reads (25.8 MB, under the
 #   default 32 MiB scrape_body_limit);
-# - 1m: 1,000,000 series of `hostile_series` (44.9 MB) for `mxwarden scrape --json`.
+# - 1m: 1,000,000 series of `hostile_series` (44.9 MB), for `mxwarden scrape --json`;
+# - rotating: 10,000 series of `hostile_series` that are new at every request (so the series
+#   store fills to series_limit), with a 6-byte label value, and with a 3,000-byte one;
 # and measures, with the limits at their defaults:
-# - `mxwarden run` scraping 580k every 2 s for SECONDS_RUN seconds: VmHWM (peak RSS) from
-#   /proc/PID/status, and whether /healthz still answers;
-# - `mxwarden check` (one shot) on the same config: max RSS from GNU time;
-# - `mxwarden scrape --json --body-limit 64MiB` of 1m to /dev/null: max RSS from GNU time.
+# - `mxwarden run` scraping each of rotating, rotating with long values, and 580k every 2 s
+#   for SECONDS_RUN seconds: VmHWM (peak RSS) from /proc/PID/status, and whether /healthz
+#   still answers;
+# - `mxwarden check` (one shot) on 580k: max RSS from GNU time;
+# - `mxwarden scrape --json --body-limit 64MiB` of 1m to a file: max RSS from GNU time.
 #
-# Environment: MXW (the binary; default: build the release one), SECONDS_RUN (default 20).
+# Environment: MXW (the binary; default: build the release one), SECONDS_RUN (default 30).
 # Everything binds 127.0.0.1 and is stopped at the end. Results go to stdout as Markdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECS=${SECONDS_RUN:-20}
+ROOT=$PWD
+SECS=${SECONDS_RUN:-30}
 if [ -z "${MXW:-}" ]; then
   echo "== building mxwarden (release)" >&2
   cargo build --release --quiet --bin mxwarden
-  MXW=${CARGO_TARGET_DIR:-$PWD/target}/release/mxwarden
+  MXW=${CARGO_TARGET_DIR:-$ROOT/target}/release/mxwarden
 fi
 
 DIR=$(mktemp -d /tmp/mxwarden-scrape-mem-XXXXXX)
@@ -36,29 +40,38 @@ wait_http() { for _ in $(seq 1 300); do curl -fsS -o /dev/null "$1" 2>/dev/null 
 kib_of() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 
 mkdir "$DIR/www"
-python3 - "$DIR/www" <<'EOF'
-import sys
-for name, n in (("580k.txt", 580_000), ("1m.txt", 1_000_000)):
-    with open(f"{sys.argv[1]}/{name}", "w") as f:
-        f.write("# HELP hostile_series A family a rule reads.\n# TYPE hostile_series gauge\n")
-        f.writelines(f'hostile_series{{id="{i:07d}",kind="attack"}} 1\n' for i in range(n))
-EOF
 WP=$(free_port)
-(cd "$DIR/www" && exec python3 -m http.server "$WP" --bind 127.0.0.1 >/dev/null 2>&1) & PIDS+=($!)
+python3 "$ROOT/scripts/lib/hostile-metrics.py" "$WP" "$DIR/www" & PIDS+=($!)
 wait_http "http://127.0.0.1:$WP/580k.txt"
 
+# config PATH: scrape PATH every 2 s, with a rule that reads hostile_series.
 LP=$(free_port)
-cat >"$DIR/mxwarden.yaml" <<EOF
-listen: 127.0.0.1:$LP
-defaults: { interval: 2s, timeout: 10s }
-checks:
-  - name: hostile
-    scrape: { url: "http://127.0.0.1:$WP/580k.txt" }
-rules:
-  - alert: HostileSeriesHigh
-    expr: hostile_series > 1e9
-    labels: { severity: warning }
-EOF
+config() {
+  printf '%s\n' \
+    "listen: 127.0.0.1:$LP" \
+    "defaults: { interval: 2s, timeout: 10s }" \
+    "checks:" \
+    "  - name: hostile" \
+    "    scrape: { url: \"http://127.0.0.1:$WP$1\" }" \
+    "rules:" \
+    "  - alert: HostileSeriesHigh" \
+    "    expr: hostile_series > 1e9" \
+    "    labels: { severity: warning }" >"$DIR/mxwarden.yaml"
+}
+
+# daemon CASE: `mxwarden run` on the current config for SECS seconds; prints a table row.
+daemon() {
+  "$MXW" --config "$DIR/mxwarden.yaml" run >"$DIR/run.log" 2>&1 & DP=$!
+  PIDS+=($DP)
+  wait_http "http://127.0.0.1:$LP/healthz"
+  sleep "$SECS"
+  HWM=$(kib_of "$DP" VmHWM)
+  RSS=$(kib_of "$DP" VmRSS)
+  HEALTH=$(curl -fsS "http://127.0.0.1:$LP/healthz" || echo unreachable)
+  DETAIL=$(curl -fsS "http://127.0.0.1:$LP/api/v1/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["checks"][0]["detail"])')
+  echo "| \`mxwarden run\`, $1, ${SECS} s | $((HWM / 1024)) MiB (VmHWM $HWM KiB; VmRSS at the end $((RSS / 1024)) MiB) | /healthz: $HEALTH; check detail: $DETAIL |"
+  kill -TERM "$DP"; wait "$DP" 2>/dev/null || true
+}
 
 echo "# bench-scrape-memory.sh, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "binary: $MXW ($(stat -c %s "$MXW") bytes)"
@@ -66,16 +79,12 @@ echo
 echo "| case | peak RSS | notes |"
 echo "|---|---|---|"
 
-"$MXW" --config "$DIR/mxwarden.yaml" run >"$DIR/run.log" 2>&1 & DP=$!
-PIDS+=($DP)
-wait_http "http://127.0.0.1:$LP/healthz"
-sleep "$SECS"
-HWM=$(kib_of "$DP" VmHWM)
-RSS=$(kib_of "$DP" VmRSS)
-HEALTH=$(curl -fsS "http://127.0.0.1:$LP/healthz" || echo unreachable)
-DETAIL=$(curl -fsS "http://127.0.0.1:$LP/api/v1/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["checks"][0]["detail"])')
-echo "| \`mxwarden run\`, 580k page every 2 s, ${SECS} s | $((HWM / 1024)) MiB (VmHWM $HWM KiB; VmRSS at the end $((RSS / 1024)) MiB) | /healthz: $HEALTH; check detail: $DETAIL |"
-kill -TERM "$DP"; wait "$DP" 2>/dev/null || true
+config "/rotating?pad=6"
+daemon "rotating page (10,000 new series per scrape, 6-byte value) every 2 s"
+config "/rotating?pad=3000"
+daemon "rotating page (10,000 new series per scrape, 3,000-byte value) every 2 s"
+config /580k.txt
+daemon "580k page every 2 s"
 
 /usr/bin/time -q -f '%M' -o "$DIR/check.kib" "$MXW" --config "$DIR/mxwarden.yaml" check >"$DIR/check.out" 2>&1 || true
 echo "| \`mxwarden check\`, 580k page | $(( $(cat "$DIR/check.kib") / 1024 )) MiB (max RSS $(cat "$DIR/check.kib") KiB) | $(grep -m1 hostile "$DIR/check.out" | tr -s ' ' | cut -c1-160) |"

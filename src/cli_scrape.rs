@@ -112,7 +112,8 @@ pub fn scrape(url: &str, families: &[String], json: bool, timeout: &str, body_li
     let filter = (!families.is_empty()).then(|| expo::FamilyFilter::new(families.iter().cloned()));
     // Two passes over the page, neither owning its samples: the first only checks it, so a
     // malformed page prints nothing but the error; the second writes each sample as it is read.
-    let stats = expo::scan_samples(text, filter.as_ref(), usize::MAX, |_| {}).map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let stats =
+        expo::scan_samples(text, filter.as_ref(), usize::MAX, |_| {}).map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     // A closed stdout (`| head`) ends the output quietly, as `outln!` does.
     let mut written: std::io::Result<()> = Ok(());

@@ -57,7 +57,9 @@ pub async fn run(
     }
     let text = match std::str::from_utf8(&response.body) {
         Ok(t) => t,
-        Err(e) => return Scraped::failed(format!("metrics page is not UTF-8 (byte {})", e.valid_up_to()), status, latency),
+        Err(e) => {
+            return Scraped::failed(format!("metrics page is not UTF-8 (byte {})", e.valid_up_to()), status, latency);
+        }
     };
     let instance = instance_of(&response.url);
     match read(text, spec, service, &instance) {
@@ -67,10 +69,7 @@ pub async fn run(
         }
         Err(ScanError::OverLimit { limit, line }) => {
             tracing::warn!(url = %response.url, limit, line, "Scrape over its sample limit; nothing kept.");
-            Scraped {
-                over_limit: true,
-                ..Scraped::failed(over_limit(&response.url, limit, line), status, latency)
-            }
+            Scraped { over_limit: true, ..Scraped::failed(over_limit(&response.url, limit, line), status, latency) }
         }
     }
 }
@@ -97,7 +96,8 @@ fn read(
         let mut labels = Labels::new();
         for l in s.labels {
             let name = expo::unescape(l.name);
-            let name = if name == "service" || name == "instance" { format!("exported_{name}") } else { name.into_owned() };
+            let name =
+                if name == "service" || name == "instance" { format!("exported_{name}") } else { name.into_owned() };
             labels.insert(name, expo::unescape(l.value).into_owned());
         }
         if let Some(service) = service {

@@ -181,7 +181,11 @@ async fn render(state: &AppState) -> Result<String, String> {
     }
     out.family("mxwarden_delivery_failures_total", "counter", "Failed delivery attempts.");
     for s in &stats {
-        out.sample("mxwarden_delivery_failures_total", [("receiver", s.receiver.as_str())], &s.failed_attempts.to_string());
+        out.sample(
+            "mxwarden_delivery_failures_total",
+            [("receiver", s.receiver.as_str())],
+            &s.failed_attempts.to_string(),
+        );
     }
     out.family(
         "mxwarden_scrape_limit_exceeded_total",

@@ -120,8 +120,10 @@ rules:
     assert!(!text.contains("hostile_series"), "scraped series are never exported");
 
     // Still running and answering.
-    assert_eq!(services::http_get(&format!("{base}/healthz")).map(|(code, body)| (code, body.trim().to_string())),
-        Some((200, "ok".into())));
+    assert_eq!(
+        services::http_get(&format!("{base}/healthz")).map(|(code, body)| (code, body.trim().to_string())),
+        Some((200, "ok".into()))
+    );
     let mut daemon = daemon;
     assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon is still running");
 
@@ -234,9 +236,10 @@ rules:
     assert_eq!(lines_of(&text, "probe_success"), [r#"probe_success{check="web"} 1"#], "{text}");
     assert_eq!(lines_of(&text, "mxwarden_checks"), ["mxwarden_checks 2"], "{text}");
     assert_eq!(lines_of(&text, "probe_duration_seconds").len(), 1, "{text}");
-    assert_eq!(lines_of(&text, "scrape_samples_scraped"), [format!(
-        r#"scrape_samples_scraped{{check="hostile",instance="{instance}"}} 6"#
-    )]);
+    assert_eq!(
+        lines_of(&text, "scrape_samples_scraped"),
+        [format!(r#"scrape_samples_scraped{{check="hostile",instance="{instance}"}} 6"#)]
+    );
     assert!(lines_of(&text, "pg_up").is_empty(), "{text}");
     assert!(!text.lines().any(|l| l.ends_with(" 12345") || l.ends_with(" 99")), "{text}");
 }

@@ -343,7 +343,9 @@ pub fn push_printable(out: &mut String, c: char) {
         '\n' => out.push_str("\\n"),
         '\r' => out.push_str("\\r"),
         '\t' => out.push_str("\\t"),
-        c if c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') => {
+        c if c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+        {
             use std::fmt::Write;
             let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
         }
@@ -354,7 +356,9 @@ pub fn push_printable(out: &mut String, c: char) {
 /// `text` with control characters escaped as [`push_printable`] does; borrowed when there is
 /// nothing to escape.
 pub fn printable(text: &str) -> Cow<'_, str> {
-    let needs = |c: char| c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let needs = |c: char| {
+        c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
     if !text.chars().any(needs) {
         return Cow::Borrowed(text);
     }
