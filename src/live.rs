@@ -2,9 +2,9 @@
 //! the latest result of each (with the probe's own samples, for `/metrics`), and the counters
 //! `/metrics` reports about mxwarden itself (scrapes over their limit, samples it left out).
 
-use crate::check::{CheckSpec, ProbeSpec};
 use crate::config::Config;
 use crate::model::{Observation, Sample};
+use crate::probe::spec::{CheckSpec, ProbeSpec};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -6,7 +6,7 @@
 //! (shared by the index, the series and the per-target list). Fed by the scrape probe, read by
 //! the rule evaluator.
 
-use crate::model::Labels;
+use crate::model::{Labels, Sample};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -123,13 +123,24 @@ impl SeriesStore {
         self.by_target.insert(target.to_string(), now);
     }
 
-    /// A failed scrape of `target` at `t`: every series it produced goes stale.
-    pub fn ingest_failure(&mut self, target: &str, t: i64) {
-        if let Some(before) = self.by_target.remove(target) {
-            for labels in &before {
-                self.mark_stale(labels, t);
-            }
-        }
+    /// A probe's samples at `t`, as points of the series of `target` (the check): the name
+    /// becomes `__name__`; series the check no longer reports go stale.
+    pub fn ingest_samples<'a>(&mut self, target: &str, t: i64, samples: impl IntoIterator<Item = &'a Sample>) {
+        self.ingest_owned(target, t, samples.into_iter().cloned());
+    }
+
+    /// [`Self::ingest_samples`] taking the samples, so their labels become the series' own
+    /// without a copy (a scrape's may be thousands).
+    pub fn ingest_owned(&mut self, target: &str, t: i64, samples: impl IntoIterator<Item = Sample>) {
+        let points = samples
+            .into_iter()
+            .map(|s| {
+                let mut labels = s.labels;
+                labels.insert("__name__".into(), s.name);
+                (labels, s.value)
+            })
+            .collect();
+        self.ingest_scrape(target, t, points);
     }
 
     /// Appends a staleness marker to a series still held (a pruned one stays gone).
@@ -188,7 +199,7 @@ mod tests {
     fn a_failed_scrape_marks_all_its_series_stale_and_a_later_one_revives_them() {
         let mut s = SeriesStore::new(600_000, 100);
         s.ingest_scrape("t", 0, vec![(l("x", "a"), 1.0)]);
-        s.ingest_failure("t", 15_000);
+        s.ingest_scrape("t", 15_000, vec![]); // a failed scrape reports nothing
         assert!(is_stale(s.iter().next().unwrap().points.back().unwrap().v));
         s.ingest_scrape("t", 30_000, vec![(l("x", "a"), 2.0)]);
         assert_eq!(s.iter().next().unwrap().points.back().unwrap().v, 2.0);

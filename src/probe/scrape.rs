@@ -10,9 +10,9 @@
 //! however many series the page has (`docs/configuration.md`, "Memory").
 
 use super::http::{self, Outcome};
-use crate::check::ScrapeSpec;
 use crate::expo::{self, ScanError};
 use crate::model::{Labels, Sample};
+use crate::probe::spec::ScrapeSpec;
 use std::time::Duration;
 
 /// What a scrape produced.

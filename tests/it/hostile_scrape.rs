@@ -256,8 +256,8 @@ fn scrape_prints_no_raw_control_character() {
     assert_eq!(controls(&r.stdout), 0, "{:?}", r.stdout);
     assert_eq!(
         r.stdout,
-        "x{title=\"\\u{1b}]0;pwned\\u{7}\",clear=\"\\u{1b}[2J\\u{1b}[H\",rtl=\"\\u{202e}gnp.exe\",cr=\"a\\rb\",nl=\"a\\nb\"} 1\n\
-         name\\u{1b}[31m{label\\u{8}=\"v\"} 2\n"
+        "x{title=\"\\x1b]0;pwned\\x07\",clear=\"\\x1b[2J\\x1b[H\",rtl=\"\\u{202e}gnp.exe\",cr=\"a\\rb\",nl=\"a\\nb\"} 1\n\
+         name\\x1b[31m{label\\x08=\"v\"} 2\n"
     );
     // JSON keeps the values exactly, escaped as JSON escapes them.
     let r = run(&["scrape", "--json", &url], &[]);
@@ -271,6 +271,6 @@ fn scrape_prints_no_raw_control_character() {
     let url = serve_page("ok 1\n\u{1b}[2Jnot_a_sample 1\n");
     let r = run(&["scrape", &url], &[]);
     assert_ne!(r.code, 0, "{}", r.all());
-    assert!(r.stderr.contains("line 2: `\\u{1b}[2Jnot_a_sample` is not a metric name"), "{}", r.all());
+    assert!(r.stderr.contains("line 2: `\\x1b[2Jnot_a_sample` is not a metric name"), "{}", r.all());
     assert_eq!(controls(&r.stderr), 0, "{:?}", r.stderr);
 }

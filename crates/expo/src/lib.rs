@@ -17,7 +17,7 @@
 //! Malformed input gives an [`ExpoError`] naming the 1-based line and what was expected; the
 //! whole page is rejected, as Prometheus rejects a whole scrape. Nothing panics, every loop
 //! advances, and a line longer than [`MAX_LINE`] is an error. An error's message quotes the
-//! page only in printable form: control characters are escaped (`\n`, `\u{1b}`) and a
+//! page only in printable form: control characters are escaped (`\n`, `\x1b`) and a
 //! message is at most [`MAX_MESSAGE`] characters, so it is safe on a terminal or in a page.
 //!
 //! # Format
@@ -336,37 +336,32 @@ fn printable_message(message: &str) -> String {
     out
 }
 
-/// Appends `c`, escaped when it is a control character or a bidirectional-text control
-/// (`\n`, `\r`, `\t`, else `\u{…}`); everything else as it is.
-pub fn push_printable(out: &mut String, c: char) {
+/// Whether `c` must not reach a terminal or a page raw: the C0 and C1 controls, DEL, the
+/// Unicode line and paragraph separators and the bidirectional formatting characters (the same
+/// set as mxwarden's `text::is_unsafe`; this crate stands alone, so it has its own copy).
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}')
+        || matches!(c, '\u{2066}'..='\u{2069}')
+}
+
+/// Appends `c`, written out as an escape when it is unsafe ([`is_unsafe`]): `\n`, `\r`, `\t`,
+/// `\0`, `\x1b` for the other C0 controls and DEL, `\u{…}` for the rest.
+fn push_printable(out: &mut String, c: char) {
+    use std::fmt::Write;
     match c {
+        c if !is_unsafe(c) => out.push(c),
         '\n' => out.push_str("\\n"),
         '\r' => out.push_str("\\r"),
         '\t' => out.push_str("\\t"),
-        c if c.is_control()
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
-        {
-            use std::fmt::Write;
-            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        '\0' => out.push_str("\\0"),
+        c if (c as u32) < 0x80 => {
+            let _ = write!(out, "\\x{:02x}", c as u32);
         }
-        c => out.push(c),
+        c => {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
     }
-}
-
-/// `text` with control characters escaped as [`push_printable`] does; borrowed when there is
-/// nothing to escape.
-pub fn printable(text: &str) -> Cow<'_, str> {
-    let needs = |c: char| {
-        c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if !text.chars().any(needs) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        push_printable(&mut out, c);
-    }
-    Cow::Owned(out)
 }
 
 /// Trims spaces, tabs and carriage returns from both ends of a line.

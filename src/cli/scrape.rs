@@ -2,12 +2,12 @@
 //! cap, TLS naming, gzip) and print what our exposition parser reads from it — the samples
 //! exactly as on the page, without the labels a scrape check adds.
 
-use crate::check::{HttpSpec, Target, TlsOptions};
 use crate::cli::Status;
-use crate::config::units::{ByteSize, HumanDuration};
 use crate::expo::{self, Label, SampleRef};
 use crate::probe::expect::Expect;
 use crate::probe::http::{self, Outcome};
+use crate::probe::spec::{HttpSpec, Target, TlsOptions};
+use crate::units::{ByteSize, HumanDuration};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
@@ -48,22 +48,18 @@ fn json_value(v: f64) -> serde_json::Value {
 }
 
 /// A sample as a table line, `name{label="value",…} value`, with every control character
-/// escaped (`\n`, `\u{1b}`): what a page says can never move the cursor or recolour the
+/// escaped (`crate::text`): what a page says can never move the cursor or recolour the
 /// terminal.
 fn table_line(s: &SampleRef<'_, '_>) -> String {
+    use crate::text::escape_controls;
     let mut line = String::new();
-    line.push_str(&expo::printable(&expo::unescape(s.name)));
+    line.push_str(&escape_controls(&expo::unescape(s.name)));
     for (i, l) in s.labels.iter().enumerate() {
         line.push(if i == 0 { '{' } else { ',' });
-        line.push_str(&expo::printable(&expo::unescape(l.name)));
+        line.push_str(&escape_controls(&expo::unescape(l.name)));
+        let value = expo::unescape(l.value).replace('\\', "\\\\").replace('"', "\\\"");
         line.push_str("=\"");
-        for c in expo::unescape(l.value).chars() {
-            match c {
-                '"' => line.push_str("\\\""),
-                '\\' => line.push_str("\\\\"),
-                c => expo::push_printable(&mut line, c),
-            }
-        }
+        line.push_str(&escape_controls(&value));
         line.push('"');
     }
     if !s.labels.is_empty() {
@@ -96,9 +92,7 @@ pub fn scrape(url: &str, families: &[String], json: bool, timeout: &str, body_li
         samples: Vec::new(),
     };
     let roots = crate::probe::tls::system_roots();
-    let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(crate::probe::tls::client_config(&roots, &spec.tls).map_err(anyhow::Error::msg)?)
-        .build()?;
+    let client = http::client(&roots, &spec.tls, spec.follow_redirects).map_err(anyhow::Error::msg)?;
     let (outcome, _) = crate::cli::runtime()?.block_on(http::run(&spec, &client, timeout, jiff::Timestamp::now));
     let body = match outcome {
         Outcome::Failed(why) => bail!("scrape of {url} failed: {why}"),
@@ -167,7 +161,7 @@ mod tests {
         let page = "{\"na\\nme\u{1b}[31m\", \"k\u{7}\"=\"v\\\"\\n\u{1b}]0;title\u{7}\u{202e}\"} 1\n";
         let mut lines = Vec::new();
         expo::scan_samples(page, None, 10, |s| lines.push(table_line(s))).unwrap();
-        assert_eq!(lines, ["na\\nme\\u{1b}[31m{k\\u{7}=\"v\\\"\\n\\u{1b}]0;title\\u{7}\\u{202e}\"} 1\n"]);
+        assert_eq!(lines, ["na\\nme\\x1b[31m{k\\x07=\"v\\\"\\n\\x1b]0;title\\x07\\u{202e}\"} 1\n"]);
         assert!(!lines[0].trim_end_matches('\n').chars().any(char::is_control), "{:?}", lines[0]);
     }
 }
