@@ -17,6 +17,7 @@ mod failures;
 mod harness_selftest;
 mod hostile_scrape;
 mod hostile_small;
+mod hostile_store;
 mod layout;
 mod maintenance;
 mod matrix;
