@@ -16,6 +16,7 @@ mod expo_oracle;
 mod failures;
 mod harness_selftest;
 mod hostile_api;
+mod hostile_scrape;
 mod hostile_small;
 mod hostile_store;
 mod layout;
