@@ -182,7 +182,14 @@ pub fn main() -> Result<Status> {
     };
     // The daemon reports what it does (alerts, deliveries) at info; one-shot commands stay quiet.
     let verbose = if matches!(cli.command, Command::Run) { cli.verbose.max(1) } else { cli.verbose };
-    init_logging(verbose);
+    let log_secrets = crate::redact::Shared::default();
+    init_logging(verbose, log_secrets.clone());
+    // Every config loaded hands its secrets to the log writer before anything can log.
+    let load = |path: &Path| -> Result<Config> {
+        let config = load(path)?;
+        log_secrets.add(&config.redactor);
+        Ok(config)
+    };
     match cli.command {
         Command::Check { json, names } => check(&cli.config, json, &names),
         Command::Config(ConfigCommand::Check { file }) => config_check(file.as_deref().unwrap_or(&cli.config)),
@@ -196,7 +203,7 @@ pub fn main() -> Result<Status> {
         Command::Rules(RulesCommand::List { json }) => crate::cli_rules::list(&load(&cli.config)?, json),
         Command::Rules(RulesCommand::Export) => crate::cli_rules::export(&load(&cli.config)?),
         Command::Pg(command) => crate::cli_pg::run(&load(&cli.config)?, command),
-        Command::Run => crate::cli_alerting::run(load(&cli.config)?),
+        Command::Run => crate::cli_alerting::run(load(&cli.config)?, log_secrets.clone()),
         Command::Notify(NotifyCommand::Test { receiver }) => {
             crate::cli_alerting::notify_test(&load(&cli.config)?, &receiver)
         }
@@ -208,7 +215,8 @@ pub fn main() -> Result<Status> {
     }
 }
 
-fn init_logging(verbose: u8) {
+/// Logs go to stderr through `secrets`, so no log line shows a secret of a loaded config.
+fn init_logging(verbose: u8, secrets: crate::redact::Shared) {
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -223,7 +231,7 @@ fn init_logging(verbose: u8) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .with(tracing_subscriber::fmt::layer().with_writer(crate::redact::LogWriter(secrets)).with_target(false))
         .with(filter)
         .try_init();
 }
@@ -538,6 +546,10 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
         }),
         backup: config.backup.as_deref().map(BackupView::of),
     };
+    // Whatever the views missed (a `${VAR}` value in a URL, a secret pasted into a name) is
+    // hidden here, string by string, before any escaping could disguise it.
+    let mut view = serde_json::to_value(&view)?;
+    redact_strings(&mut view, &config.redactor);
     if json {
         outln!("{}", serde_json::to_string_pretty(&view)?);
     } else {
@@ -545,6 +557,29 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
         outln!("{}", yaml.trim_end());
     }
     Ok(Status::Healthy)
+}
+
+/// Replaces the secrets in every string (keys included) of `value`.
+fn redact_strings(value: &mut serde_json::Value, redactor: &crate::redact::Redactor) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => {
+            if let std::borrow::Cow::Owned(clean) = redactor.redact(s) {
+                *s = clean;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| redact_strings(v, redactor)),
+        Value::Object(map) => {
+            *map = std::mem::take(map)
+                .into_iter()
+                .map(|(k, mut v)| {
+                    redact_strings(&mut v, redactor);
+                    (redactor.redact(&k).into_owned(), v)
+                })
+                .collect();
+        }
+        _ => {}
+    }
 }
 
 /// A receiver in one line, secrets left out.
@@ -557,7 +592,12 @@ fn describe_receiver(r: &crate::notify::Receiver) -> String {
             format!("email via {}:{} ({:?}) from {} to {}", e.host, e.port, e.tls, e.from, to.join(", "))
         }
         Receiver::Webhook(w) => {
-            format!("webhook {}{}", w.url, if w.hmac_secret.is_some() { " (signed)" } else { "" })
+            format!(
+                "webhook {}{} (URL redacted){}",
+                w.shown_url(),
+                crate::check::REDACTED,
+                if w.hmac_secret.is_some() { ", signed" } else { "" }
+            )
         }
     }
 }

@@ -34,6 +34,7 @@ pub mod mute;
 pub mod notify;
 pub mod preset;
 pub mod probe;
+pub mod redact;
 pub mod route;
 pub mod rule;
 pub mod series;
