@@ -184,14 +184,20 @@ pub fn main() -> Result<Status> {
     let verbose = if matches!(cli.command, Command::Run) { cli.verbose.max(1) } else { cli.verbose };
     let log_secrets = crate::redact::Shared::default();
     init_logging(verbose, log_secrets.clone());
-    // Every config loaded hands its secrets to the log writer before anything can log.
+    // The config's secrets reach the log writer before anything can log: as its text shows
+    // them (valid or not), and once loaded with those read from `*_file`s.
+    let config_path = match &cli.command {
+        Command::Config(ConfigCommand::Check { file } | ConfigCommand::Show { file, .. }) => file.as_ref(),
+        _ => None,
+    };
+    log_secrets.add(&config::secrets_of(config_path.unwrap_or(&cli.config)));
     let load = |path: &Path| -> Result<Config> {
         let config = load(path)?;
         log_secrets.add(&config.redactor);
         Ok(config)
     };
     match cli.command {
-        Command::Check { json, names } => check(&cli.config, json, &names),
+        Command::Check { json, names } => check(&load(&cli.config)?, json, &names),
         Command::Config(ConfigCommand::Check { file }) => config_check(file.as_deref().unwrap_or(&cli.config)),
         Command::Config(ConfigCommand::Show { file, json }) => {
             config_show(file.as_deref().unwrap_or(&cli.config), json)
@@ -247,12 +253,11 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
 }
 
-fn check(path: &Path, json: bool, names: &[String]) -> Result<Status> {
-    let config = load(path)?;
-    let selected = select(&config, names)?;
+fn check(config: &Config, json: bool, names: &[String]) -> Result<Status> {
+    let selected = select(config, names)?;
     let prober = Prober::new(Arc::new(SystemClock));
     let observations = runtime()?.block_on(prober.run_all(&selected, config.defaults.concurrency));
-    let verdicts = crate::cli_rules::judge_now(&config, &observations);
+    let verdicts = crate::cli_rules::judge_now(config, &observations);
     if json {
         let mut rows: Vec<CheckResult> = observations.iter().map(CheckResult::from).collect();
         rows.extend(verdicts.iter().map(CheckResult::from));

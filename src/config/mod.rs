@@ -66,6 +66,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     from_source(path, &source, &env)
 }
 
+/// The secrets of the config file at `path` as far as its text shows them, valid or not
+/// (no `*_file` is read): for the log writer, before the config is loaded. Nothing when the
+/// file cannot be read.
+pub fn secrets_of(path: &Path) -> crate::redact::Redactor {
+    let Ok(source) = std::fs::read_to_string(path) else { return crate::redact::Redactor::default() };
+    let env: HashMap<String, String> = std::env::vars().collect();
+    secrets::collect(&source, &env).redactor()
+}
+
 /// Validates config text as if read from `path`, with `env` as the environment. An error
 /// shows none of the file's secrets (see `secrets`).
 pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> Result<Config, ConfigError> {

@@ -55,7 +55,7 @@ pub fn looks_secret(parent: Option<&str>, key: &str) -> bool {
     }
     WORDS.iter().any(|w| lower.contains(w))
         || SECRET_KEYS.iter().any(|k| k.len() >= 6 && strsim::levenshtein(&lower, k) <= 2)
-        || (lower == "url" && parent.is_some_and(|p| near(p, SECRET_URL_PARENTS)))
+        || (strsim::levenshtein(&lower, "url") <= 1 && parent.is_some_and(|p| near(p, SECRET_URL_PARENTS)))
         || (parent.is_some_and(|p| near(p, HEADER_MAPS)) && !redact::is_harmless_header(key))
 }
 
@@ -175,12 +175,15 @@ impl Secrets {
         }
     }
 
-    /// Forms of a secret that output may show instead of the text as written: a URL as the
-    /// `url` crate prints it and its path with the query (a webhook's token), a DSN's password,
+    /// Forms of a secret that output may show instead of the text as written: an HTTP URL as
+    /// the `url` crate prints it and its path with the query (a webhook's token; a DSN's path
+    /// is only its database name), a DSN's password,
     /// a header's credential after its scheme (`Bearer …`).
     fn add_derived(&mut self, value: &str) {
         let value = value.trim();
-        if let Ok(url) = url::Url::parse(value) {
+        if let Ok(url) = url::Url::parse(value)
+            && (url.scheme() == "http" || url.scheme() == "https")
+        {
             self.values.push(url.to_string());
             let tail = &url[url::Position::BeforePath..];
             if tail != "/" {

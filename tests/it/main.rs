@@ -18,3 +18,4 @@ mod maintenance;
 mod matrix;
 mod postgres;
 mod presets;
+mod secrets;
