@@ -552,9 +552,8 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
         backup: config.backup.as_deref().map(BackupView::of),
     };
     // Whatever the views missed (a `${VAR}` value in a URL, a secret pasted into a name) is
-    // hidden here, string by string, before any escaping could disguise it.
-    let mut view = serde_json::to_value(&view)?;
-    redact_strings(&mut view, &config.redactor);
+    // hidden here, string by string, before any quoting or line folding could disguise it.
+    let view = Doc::redacted(&view, &config.redactor)?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&view)?);
     } else {
@@ -564,26 +563,104 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
     Ok(Status::Healthy)
 }
 
-/// Replaces the secrets in every string (keys included) of `value`.
-fn redact_strings(value: &mut serde_json::Value, redactor: &crate::redact::Redactor) {
-    use serde_json::Value;
-    match value {
-        Value::String(s) => {
-            if let std::borrow::Cow::Owned(clean) = redactor.redact(s) {
-                *s = clean;
+/// A JSON document that keeps its keys in order (serde_json's `Value` sorts them), so that
+/// `config show` can redact every string of its view and still print it in the view's order.
+#[derive(Debug)]
+enum Doc {
+    Scalar(serde_json::Value),
+    Text(String),
+    List(Vec<Doc>),
+    Map(Vec<(String, Doc)>),
+}
+
+impl Doc {
+    /// `view` as a document, every string (keys included) passed through `redactor`.
+    fn redacted(view: &impl Serialize, redactor: &crate::redact::Redactor) -> Result<Doc> {
+        let mut doc: Doc = serde_json::from_str(&serde_json::to_string(view)?)?;
+        doc.redact(redactor);
+        Ok(doc)
+    }
+
+    fn redact(&mut self, redactor: &crate::redact::Redactor) {
+        match self {
+            Doc::Scalar(_) => {}
+            Doc::Text(s) => *s = redactor.redact(s).into_owned(),
+            Doc::List(items) => items.iter_mut().for_each(|d| d.redact(redactor)),
+            Doc::Map(entries) => {
+                for (key, value) in entries {
+                    *key = redactor.redact(key).into_owned();
+                    value.redact(redactor);
+                }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| redact_strings(v, redactor)),
-        Value::Object(map) => {
-            *map = std::mem::take(map)
-                .into_iter()
-                .map(|(k, mut v)| {
-                    redact_strings(&mut v, redactor);
-                    (redactor.redact(&k).into_owned(), v)
-                })
-                .collect();
+    }
+}
+
+impl Serialize for Doc {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self {
+            Doc::Scalar(v) => v.serialize(s),
+            Doc::Text(t) => s.serialize_str(t),
+            Doc::List(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                items.iter().try_for_each(|d| seq.serialize_element(d))?;
+                seq.end()
+            }
+            Doc::Map(entries) => {
+                let mut map = s.serialize_map(Some(entries.len()))?;
+                entries.iter().try_for_each(|(k, v)| map.serialize_entry(k, v))?;
+                map.end()
+            }
         }
-        _ => {}
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Doc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Doc;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Doc, E> {
+                Ok(Doc::Scalar(serde_json::Value::Null))
+            }
+            fn visit_bool<E>(self, v: bool) -> std::result::Result<Doc, E> {
+                Ok(Doc::Scalar(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Doc, E> {
+                Ok(Doc::Scalar(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Doc, E> {
+                Ok(Doc::Scalar(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> std::result::Result<Doc, E> {
+                Ok(Doc::Scalar(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Doc, E> {
+                Ok(Doc::Text(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<Doc, E> {
+                Ok(Doc::Text(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Doc, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Doc::List(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Doc, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Doc::Map(entries))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -638,4 +715,38 @@ fn init(path: &Path, force: bool) -> Result<Status> {
     let next = if std::io::stdout().is_terminal() { "\nEdit it, then run: mxwarden check" } else { "" };
     outln!("wrote {}{next}", path.display());
     Ok(Status::Healthy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_show_redacts_every_string_and_keeps_the_order() {
+        #[derive(Serialize)]
+        struct View {
+            name: &'static str,
+            url: &'static str,
+            headers: Vec<&'static str>,
+            limit: u64,
+            off: Option<bool>,
+        }
+        let view = View {
+            name: "zz-first",
+            url: "https://x.example/LEAK-path-1",
+            headers: vec!["x-auth: LEAK-hdr-2", "accept: text/plain"],
+            limit: 5,
+            off: None,
+        };
+        let redactor = crate::redact::Redactor::new(["/LEAK-path-1", "LEAK-hdr-2"]);
+        let doc = Doc::redacted(&view, &redactor).unwrap();
+        let json = serde_json::to_string(&doc).unwrap();
+        assert_eq!(
+            json,
+            r#"{"name":"zz-first","url":"https://x.example<redacted>","headers":["x-auth: <redacted>","accept: text/plain"],"limit":5,"off":null}"#,
+            "the view's order, not sorted keys"
+        );
+        let yaml = serde_saphyr::to_string(&doc).unwrap();
+        assert!(yaml.starts_with("name: zz-first\nurl:"), "{yaml}");
+    }
 }
