@@ -354,7 +354,8 @@ fn environment(source: &str, env: &HashMap<String, String>, found: &mut Secrets)
             };
             let end = inner.find('}').unwrap_or(inner.len());
             let reference = &inner[..end];
-            let name_len = reference.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(reference.len());
+            let name_len =
+                reference.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(reference.len());
             let (name, operator) = reference.split_at(name_len);
             if let Some(value) = env.get(name) {
                 found.values.push(value.clone());
@@ -613,10 +614,8 @@ fn textual_keys(text: &str, parent: Option<Parent>) -> Vec<TextKey> {
                 parents.push(None);
                 expect_key = true;
             }
-            b'}' => {
-                if parents.len() > 1 {
-                    parents.pop();
-                }
+            b'}' if parents.len() > 1 => {
+                parents.pop();
             }
             b',' if parents.len() > 1 => expect_key = true,
             b'"' | b'\'' => {
@@ -748,13 +747,7 @@ mod tests {
                 "1 | m: { headrs: { X-Auth: <redacted> } }\n  |      ^",
                 "a misspelt headers map",
             ),
-            (
-                "access_token:\n  - lst\n",
-                2,
-                5,
-                "2 |   - <redacted>\n  |     ^",
-                "a list under a secret key",
-            ),
+            ("access_token:\n  - lst\n", 2, 5, "2 |   - <redacted>\n  |     ^", "a list under a secret key"),
             ("interval: soon\n", 1, 11, "1 | interval: soon\n  |           ^", "other values stay visible"),
         ];
         for (source, line, column, want, why) in cases {

@@ -101,7 +101,10 @@ impl WebhookReceiver {
         // shown by `mxwarden outbox`) name the scheme, host and port only.
         let shown = self.shown_url();
         let response = request.body(body).send().await.map_err(|e| {
-            SendError::transient(format!("webhook {shown}: {}", crate::probe::explain_transport(&e.without_url(), &shown)))
+            SendError::transient(format!(
+                "webhook {shown}: {}",
+                crate::probe::explain_transport(&e.without_url(), &shown)
+            ))
         })?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
@@ -149,7 +152,8 @@ mod tests {
 
     #[test]
     fn messages_show_the_url_without_its_credential() {
-        let receiver = |url: &str| WebhookReceiver { url: url.parse().unwrap(), hmac_secret: None, headers: Vec::new() };
+        let receiver =
+            |url: &str| WebhookReceiver { url: url.parse().unwrap(), hmac_secret: None, headers: Vec::new() };
         let cases = [
             ("https://hooks.example.org/services/T0/B0/XyZ", "https://hooks.example.org/", "a token in the path"),
             ("http://127.0.0.1:9000/hook?token=abc#x", "http://127.0.0.1:9000/", "in the query, with a port"),

@@ -233,9 +233,7 @@ fn interpolated_values_never_show_in_errors_show_or_logs() {
         "checks:\n  - name: a\n    http: { url: \"${MXW_LEAK_URL}\", bearer_token: \"${MXW_LEAK_TOKEN}\", bogus: 1 }\n",
     );
     let bad_interval = config("defaults:\n  interval: \"${MXW_LEAK_INTERVAL}\"\n");
-    for (file, want) in
-        [(&bad_url, "checks[0].http.bogus: unknown key `bogus`"), (&bad_interval, "mxwarden.yaml:2:")]
-    {
+    for (file, want) in [(&bad_url, "checks[0].http.bogus: unknown key `bogus`"), (&bad_interval, "mxwarden.yaml:2:")] {
         let r = vv(&file.path, &["config", "check"], &env);
         assert_eq!(r.code, 2, "{}", r.all());
         assert!(r.stderr.contains(want), "{want:?} not in {}", r.all());
@@ -375,8 +373,9 @@ alerting:
         std::fs::write(&file.path, breaking(text(version))).unwrap();
         if *by_api {
             let auth = format!("Bearer {admin}");
-            let (code, body) = services::http_request("POST", &format!("{base}/api/v1/reload"), &[("Authorization", &auth)])
-                .expect("the daemon answers");
+            let (code, body) =
+                services::http_request("POST", &format!("{base}/api/v1/reload"), &[("Authorization", &auth)])
+                    .expect("the daemon answers");
             assert_eq!(code, 422, "{version}: refused: {body}");
             assert!(body.contains("<redacted>"), "{version}: the answer shows the line, masked: {body}");
             assert_hidden(&body, &all_secrets.iter().map(String::as_str).collect::<Vec<_>>(), "the API's answer");
