@@ -1,9 +1,9 @@
 //! What the running daemon knows right now, shared with its HTTP server: the checks it runs
 //! and the latest result of each (with the probe's own samples, for `/metrics`).
 
-use crate::check::{CheckSpec, ProbeSpec};
 use crate::config::Config;
 use crate::model::{Observation, Sample};
+use crate::probe::spec::{CheckSpec, ProbeSpec};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Mutex;

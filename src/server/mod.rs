@@ -4,14 +4,14 @@
 //! sends can make a handler panic.
 
 mod api;
+pub mod maintenance;
 mod metrics;
 mod page;
 mod view;
 
 use crate::clock::Clock;
-use crate::daemon::ReloadRequest;
-use crate::history::History;
 use crate::live::Live;
+use crate::store::History;
 use crate::store::Store;
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -21,6 +21,13 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
+
+/// A request to reload the config (SIGHUP, or `POST /api/v1/reload` with a reply channel).
+#[derive(Debug)]
+pub struct ReloadRequest {
+    /// Where the API waits for the outcome: `Err` holds why the new config was refused.
+    pub reply: Option<tokio::sync::oneshot::Sender<std::result::Result<(), String>>>,
+}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -48,7 +55,7 @@ const BODY_LIMIT: usize = 64 * 1024;
 
 /// The routes.
 pub fn router(state: AppState) -> Router {
-    let maintenance = crate::maintenance::api::router(
+    let maintenance = crate::server::maintenance::router(
         state.store.clone(),
         state.admin_token.clone(),
         state.calendar.clone(),

@@ -30,7 +30,7 @@ pub async fn status(State(state): State<AppState>) -> Response {
 }
 
 fn when(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default()
+    crate::units::utc_second(ms)
 }
 
 fn percent(v: Option<f64>) -> String {

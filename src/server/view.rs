@@ -3,7 +3,6 @@
 //! view, the history and the store.
 
 use super::AppState;
-use crate::alert::AlertState;
 use crate::history::{self, Bucket, DAY_MS, Resolution};
 use crate::store::StoreError;
 use serde::Serialize;
@@ -99,11 +98,7 @@ pub async fn open_alerts(state: &AppState) -> Result<Vec<OpenAlert>, StoreError>
         .await?
         .into_iter()
         .map(|a| {
-            let (kind, since) = match a.state {
-                AlertState::Firing { fired_at, .. } => ("firing", fired_at),
-                AlertState::Pending { active_at } => ("pending", active_at),
-                AlertState::Inactive => ("inactive", 0),
-            };
+            let (kind, since) = (a.state.phase().as_str(), a.state.since());
             OpenAlert {
                 alert: a.alert,
                 state: kind,

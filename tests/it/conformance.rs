@@ -7,8 +7,8 @@
 //! aggregations, histogram quantiles, vector matching, set operators, absent, offset,
 //! functions and Go number formatting in templates.
 
-use mxwarden::config::schema::ServiceKind;
 use mxwarden::model::Labels;
+use mxwarden::model::ServiceKind;
 use mxwarden::rule::{AlertRule, RuleDef, RuleEngine};
 use mxwarden::series::{SeriesStore, stale};
 use std::collections::BTreeMap;
@@ -121,7 +121,7 @@ fn run_ours(s: &Scenario) -> Firing {
         for r in &s.rules {
             firing.entry((minute, r.alert.clone())).or_default();
         }
-        for a in evaluation.alerts.into_iter().filter(|a| a.state == "firing") {
+        for a in evaluation.alerts.into_iter().filter(|a| a.state == mxwarden::alert::Phase::Firing) {
             let mut labels = a.labels.clone();
             let name = labels.remove("alertname").unwrap();
             firing.entry((minute, name)).or_default().push((labels, a.annotations));

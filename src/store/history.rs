@@ -1,9 +1,9 @@
-//! The history's SQL over the store's pool: recording (raw row + three rollups per result, one
+//! The uptime history's SQL over the store's pool: recording (raw row + three rollups per result, one
 //! transaction per flush), the heartbeat and gaps, retention, and the reads the status page
 //! and the API make.
 
-use super::{Bucket, DAY_MS, RAW_RETENTION_MS, Resolution, Result as CheckResult, State, covered};
-use crate::store::{Store, StoreError};
+use super::{Store, StoreError};
+use crate::history::{Bucket, DAY_MS, RAW_RETENTION_MS, Resolution, Result as CheckResult, State, covered};
 use sqlx::Row;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -143,7 +143,7 @@ impl History {
     /// two beats (`every_ms`), and beats. Returns the gap recorded.
     pub async fn start(&self, now: i64, every_ms: i64) -> Result<Option<(i64, i64)>> {
         let last = self.store.meta(HEARTBEAT).await?.and_then(|v| v.parse::<i64>().ok());
-        let gap = super::gap_at_start(last, now, every_ms);
+        let gap = crate::history::gap_at_start(last, now, every_ms);
         if let Some((start, end)) = gap {
             sqlx::query("INSERT OR REPLACE INTO gaps (start, end) VALUES (?, ?)")
                 .bind(start)

@@ -2,8 +2,8 @@
 //! and the notifications held back while a service is in maintenance or its dependency is
 //! down (`crate::mute`), so a restart neither loses nor repeats them.
 
-use super::calendar::{AdHocWindow, Millis};
-use crate::store::{NewDelivery, Store, StoreError};
+use super::{NewDelivery, Store, StoreError, from_json, to_json};
+use crate::maintenance::calendar::{AdHocWindow, Millis};
 use sqlx::Row;
 
 /// This module's migration, appended to the store's list.
@@ -18,6 +18,40 @@ pub const MIGRATION: &str = "CREATE TABLE maintenance (
 
 type Result<T> = std::result::Result<T, StoreError>;
 
+/// Why a page waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldReason {
+    /// Its service is in a maintenance window.
+    Maintenance,
+    /// A service it depends on is down (and pages for itself).
+    Dependency(String),
+}
+
+impl HoldReason {
+    /// As stored: `maintenance`, `dependency:<service>`.
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Maintenance => "maintenance".into(),
+            Self::Dependency(service) => format!("dependency:{service}"),
+        }
+    }
+
+    /// Read back from the store.
+    pub fn decode(text: &str) -> Option<Self> {
+        match text.split_once(':') {
+            None if text == "maintenance" => Some(Self::Maintenance),
+            Some(("dependency", service)) if !service.is_empty() => Some(Self::Dependency(service.to_string())),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for HoldReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.encode())
+    }
+}
+
 /// A notification held back, and why.
 #[derive(Debug, Clone)]
 pub struct Held {
@@ -25,8 +59,8 @@ pub struct Held {
     pub delivery: NewDelivery,
     /// The service it is about.
     pub service: String,
-    /// `maintenance`, or `dependency:<service>`.
-    pub reason: String,
+    /// Why it waits.
+    pub reason: HoldReason,
     /// When it was held, ms.
     pub held_at: Millis,
 }
@@ -49,14 +83,14 @@ pub enum Ended {
     Unknown,
 }
 
-fn window(r: &sqlx::sqlite::SqliteRow) -> AdHocWindow {
-    AdHocWindow {
+fn window(r: &sqlx::sqlite::SqliteRow) -> std::result::Result<AdHocWindow, sqlx::Error> {
+    Ok(AdHocWindow {
         id: r.get("id"),
-        services: serde_json::from_str(&r.get::<String, _>("services")).unwrap_or_default(),
+        services: from_json(r.get("services"))?,
         starts_at: r.get("starts_at"),
         ends_at: r.get("ends_at"),
         reason: r.get("reason"),
-    }
+    })
 }
 
 /// Opens an ad hoc window.
@@ -71,7 +105,7 @@ pub async fn start(
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO maintenance (services, starts_at, ends_at, reason, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
     )
-    .bind(serde_json::to_string(services).unwrap_or_default())
+    .bind(to_json(services).map_err(|e| store.fail(e))?)
     .bind(starts_at)
     .bind(ends_at)
     .bind(reason)
@@ -93,7 +127,7 @@ pub async fn end(store: &Store, id: i64, now: Millis) -> Result<Ended> {
     else {
         return Ok(Ended::Unknown);
     };
-    let mut w = window(&row);
+    let mut w = window(&row).map_err(|e| store.fail(e))?;
     if w.ends_at <= now {
         return Ok(Ended::AlreadyOver(w));
     }
@@ -117,25 +151,13 @@ pub async fn current(store: &Store, now: Millis) -> Result<Vec<AdHocWindow>> {
         .fetch_all(store.pool())
         .await
         .map_err(|e| store.fail(e))?;
-    Ok(rows.iter().map(window).collect())
+    rows.iter().map(|r| window(r).map_err(|e| store.fail(e))).collect()
 }
 
-/// Ad hoc windows that ended in `(since, now]`, newest first.
-pub async fn ended_since(store: &Store, since: Millis, now: Millis) -> Result<Vec<AdHocWindow>> {
-    let rows =
-        sqlx::query("SELECT * FROM maintenance WHERE ends_at > ? AND ends_at <= ? ORDER BY ends_at DESC, id DESC")
-            .bind(since)
-            .bind(now)
-            .fetch_all(store.pool())
-            .await
-            .map_err(|e| store.fail(e))?;
-    Ok(rows.iter().map(window).collect())
-}
-
-/// Open windows ending within `lead_ms` of `now` whose reminder has not gone out; each is
-/// marked as reminded in the same call, so a reminder goes out at most once.
-pub async fn take_reminders(store: &Store, now: Millis, lead_ms: Millis) -> Result<Vec<AdHocWindow>> {
-    let mut tx = store.pool().begin().await.map_err(|e| store.fail(e))?;
+/// Open windows ending within `lead_ms` of `now` whose reminder has not gone out. The
+/// reminder is marked as sent (`Decision::reminded`) in the transaction that queues it, so it
+/// goes out exactly once.
+pub async fn due_reminders(store: &Store, now: Millis, lead_ms: Millis) -> Result<Vec<AdHocWindow>> {
     let rows = sqlx::query(
         "SELECT * FROM maintenance WHERE reminded = 0 AND starts_at <= ? AND ends_at > ? AND ends_at - ? <= ? ORDER BY id",
     )
@@ -143,56 +165,59 @@ pub async fn take_reminders(store: &Store, now: Millis, lead_ms: Millis) -> Resu
     .bind(now)
     .bind(lead_ms)
     .bind(now)
-    .fetch_all(&mut *tx)
+    .fetch_all(store.pool())
     .await
     .map_err(|e| store.fail(e))?;
-    let due: Vec<AdHocWindow> = rows.iter().map(window).collect();
-    for w in &due {
-        sqlx::query("UPDATE maintenance SET reminded = 1 WHERE id = ?")
-            .bind(w.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| store.fail(e))?;
+    rows.iter().map(|r| window(r).map_err(|e| store.fail(e))).collect()
+}
+
+/// Marks the reminders of `windows` as sent, inside the decision's transaction.
+pub(super) async fn mark_reminded(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    windows: &[i64],
+) -> std::result::Result<(), sqlx::Error> {
+    for id in windows {
+        sqlx::query("UPDATE maintenance SET reminded = 1 WHERE id = ?").bind(id).execute(&mut **tx).await?;
     }
-    tx.commit().await.map_err(|e| store.fail(e))?;
-    Ok(due)
+    Ok(())
 }
 
 /// Every held notification.
 pub async fn held(store: &Store) -> Result<Vec<Held>> {
     let rows =
         sqlx::query("SELECT * FROM held ORDER BY held_at").fetch_all(store.pool()).await.map_err(|e| store.fail(e))?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| {
-            Some(Held {
+    rows.into_iter()
+        .map(|r| {
+            let reason: String = r.get("reason");
+            let reason = HoldReason::decode(&reason)
+                .ok_or_else(|| store.fail(sqlx::Error::Decode(format!("hold reason `{reason}`").into())))?;
+            Ok(Held {
                 delivery: NewDelivery {
                     receiver: r.get("receiver"),
                     tier: r.get("tier"),
-                    notification: serde_json::from_str(&r.get::<String, _>("payload")).ok()?,
+                    notification: from_json(r.get("payload")).map_err(|e| store.fail(e))?,
                     fallback_of: None,
                 },
                 service: r.get("service"),
-                reason: r.get("reason"),
+                reason,
                 held_at: r.get("held_at"),
             })
         })
-        .collect())
+        .collect()
 }
 
-/// Records `hold` and forgets `release` (by key), in one transaction.
-pub async fn update_held(store: &Store, hold: &[Held], release: &[(String, String)]) -> Result<()> {
-    if hold.is_empty() && release.is_empty() {
-        return Ok(());
-    }
-    let mut tx = store.pool().begin().await.map_err(|e| store.fail(e))?;
+/// Records `hold` and forgets `release` (by key), inside the decision's transaction.
+pub(super) async fn write_held(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    hold: &[Held],
+    release: &[(String, String)],
+) -> std::result::Result<(), sqlx::Error> {
     for (receiver, incident) in release {
         sqlx::query("DELETE FROM held WHERE receiver = ? AND incident = ?")
             .bind(receiver)
             .bind(incident)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| store.fail(e))?;
+            .execute(&mut **tx)
+            .await?;
     }
     for h in hold {
         sqlx::query(
@@ -203,15 +228,14 @@ pub async fn update_held(store: &Store, hold: &[Held], release: &[(String, Strin
         .bind(&h.delivery.receiver)
         .bind(&h.delivery.notification.incident)
         .bind(&h.service)
-        .bind(&h.reason)
+        .bind(h.reason.encode())
         .bind(&h.delivery.tier)
-        .bind(serde_json::to_string(&h.delivery.notification).unwrap_or_default())
+        .bind(to_json(&h.delivery.notification)?)
         .bind(h.held_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| store.fail(e))?;
+        .execute(&mut **tx)
+        .await?;
     }
-    tx.commit().await.map_err(|e| store.fail(e))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -224,13 +248,24 @@ mod tests {
         let store = Store::open(&dir.path().join("s.db")).await.unwrap();
         let w = start(&store, &["synapse".into()], 1_000, 61_000, "upgrade", 1_000).await.unwrap();
         assert_eq!(current(&store, 2_000).await.unwrap(), vec![w.clone()]);
-        assert!(take_reminders(&store, 2_000, 10_000).await.unwrap().is_empty(), "not yet within the lead");
-        assert_eq!(take_reminders(&store, 51_000, 10_000).await.unwrap().len(), 1);
-        assert!(take_reminders(&store, 52_000, 10_000).await.unwrap().is_empty(), "once");
+        assert!(due_reminders(&store, 2_000, 10_000).await.unwrap().is_empty(), "not yet within the lead");
+        assert_eq!(due_reminders(&store, 51_000, 10_000).await.unwrap(), vec![w.clone()]);
+        let decision = crate::store::Decision { reminded: vec![w.id], ..Default::default() };
+        store.commit(&[decision], 51_000).await.unwrap();
+        assert!(due_reminders(&store, 52_000, 10_000).await.unwrap().is_empty(), "once marked, never again");
         assert!(matches!(end(&store, w.id, 30_000).await.unwrap(), Ended::AlreadyOver(_) | Ended::Now(_)));
         assert!(matches!(end(&store, w.id, 40_000).await.unwrap(), Ended::AlreadyOver(x) if x.ends_at == 30_000));
         assert_eq!(end(&store, 99, 40_000).await.unwrap(), Ended::Unknown);
         assert!(current(&store, 30_000).await.unwrap().is_empty());
-        assert_eq!(ended_since(&store, 20_000, 40_000).await.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn hold_reasons_round_trip_and_refuse_garbage() {
+        for reason in [HoldReason::Maintenance, HoldReason::Dependency("postgres".into())] {
+            assert_eq!(HoldReason::decode(&reason.encode()), Some(reason));
+        }
+        for garbage in ["", "dependency:", "maintenance:x", "dependency", "other"] {
+            assert_eq!(HoldReason::decode(garbage), None, "{garbage}");
+        }
     }
 }

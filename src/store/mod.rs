@@ -1,9 +1,18 @@
-//! The embedded store: one SQLite file (WAL) holding alert state and the notification outbox,
-//! migrated on open. An evaluation's state changes and the outbox rows they cause are written
-//! in ONE transaction, so a crash can never leave a fired alert without its notification or a
-//! notification without its alert. The dispatcher claims due rows and records each attempt.
+//! The embedded store: one SQLite file (WAL) and every SQL statement mxwarden runs on it —
+//! alert state, the notification outbox, Matrix threads, digest items and settings here; the
+//! uptime history (`history`) and maintenance windows with held pages (`maintenance`) in
+//! their submodules; every migration in `MIGRATIONS`. A decision of the evaluator (state
+//! changes, outbox rows, held and released pages, reminders, digest bookkeeping) is written
+//! in ONE transaction (`commit`), so a crash can never leave a fired alert without its
+//! notification, page twice, or lose a reminder. The dispatcher claims due rows and records
+//! each attempt.
 
-use crate::alert::AlertState;
+pub mod history;
+pub mod maintenance;
+
+pub use history::History;
+
+use crate::alert::{AlertState, Phase};
 use crate::model::Labels;
 use crate::notify::Notification;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -49,7 +58,7 @@ const MIGRATIONS: &[&str] = &[
         latency_sum INTEGER NOT NULL, latency_max INTEGER NOT NULL,
         PRIMARY KEY (check_id, res, bucket)) WITHOUT ROWID;
      CREATE TABLE gaps (start INTEGER PRIMARY KEY, end INTEGER NOT NULL) WITHOUT ROWID;",
-    crate::maintenance::store::MIGRATION,
+    maintenance::MIGRATION,
 ];
 
 /// An alert's persisted state.
@@ -78,6 +87,21 @@ pub struct NewDelivery {
     pub notification: Notification,
     /// The row this is a fallback for.
     pub fallback_of: Option<i64>,
+}
+
+impl NewDelivery {
+    /// `notification` for each of `receivers`, as `tier`: one outbox row each.
+    pub fn fan_out(receivers: &[String], tier: &str, notification: &Notification) -> Vec<NewDelivery> {
+        receivers
+            .iter()
+            .map(|receiver| NewDelivery {
+                receiver: receiver.clone(),
+                tier: tier.to_string(),
+                notification: notification.clone(),
+                fallback_of: None,
+            })
+            .collect()
+    }
 }
 
 /// An outbox row.
@@ -120,6 +144,51 @@ pub struct DeliveryStats {
     pub failed_attempts: i64,
 }
 
+/// Everything one evaluation decided, written in one transaction: alert state changes, the
+/// outbox rows they cause, digest items, pages held back and released, maintenance reminders
+/// marked as sent, and digest bookkeeping. A crash before the commit leaves none of it, after
+/// it all of it: nothing is paged twice and nothing decided is lost.
+#[derive(Debug, Default, Clone)]
+pub struct Decision {
+    /// Alert state changes.
+    pub alerts: Vec<StoredAlert>,
+    /// Rows for the outbox.
+    pub deliveries: Vec<NewDelivery>,
+    /// Items for the digests, by tier.
+    pub digest: Vec<(String, Notification)>,
+    /// Pages held back (new, or held for another reason now).
+    pub hold: Vec<maintenance::Held>,
+    /// Held pages no longer held, by (receiver, incident).
+    pub release: Vec<(String, String)>,
+    /// Ad hoc maintenance windows whose ending reminder is among the deliveries.
+    pub reminded: Vec<i64>,
+    /// Settings to write (digest bookkeeping).
+    pub meta: Vec<(String, String)>,
+}
+
+impl Decision {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.alerts.is_empty()
+            && self.deliveries.is_empty()
+            && self.digest.is_empty()
+            && self.hold.is_empty()
+            && self.release.is_empty()
+            && self.reminded.is_empty()
+            && self.meta.is_empty()
+    }
+}
+
+/// JSON for a column; an encoding failure is the store's error, never an empty string.
+pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> std::result::Result<String, sqlx::Error> {
+    serde_json::to_string(value).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
+/// A JSON column read back; a row that does not decode is the store's error, never a default.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, sqlx::Error> {
+    serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
 /// The store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -128,18 +197,19 @@ pub struct Store {
 }
 
 fn state_parts(state: &AlertState) -> (&'static str, Option<i64>, Option<i64>, Option<i64>) {
+    let name = state.phase().as_str();
     match *state {
-        AlertState::Inactive => ("inactive", None, None, None),
-        AlertState::Pending { active_at } => ("pending", Some(active_at), None, None),
+        AlertState::Inactive => (name, None, None, None),
+        AlertState::Pending { active_at } => (name, Some(active_at), None, None),
         AlertState::Firing { active_at, fired_at, notified_at, .. } => {
-            ("firing", Some(active_at), Some(fired_at), Some(notified_at))
+            (name, Some(active_at), Some(fired_at), Some(notified_at))
         }
     }
 }
 
 impl Store {
-    /// The connection pool, for the modules that keep their own tables (`history`,
-    /// `maintenance::store`).
+    /// The connection pool, for the submodules that keep their own tables (`history`,
+    /// `maintenance`).
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -148,9 +218,13 @@ impl Store {
         StoreError { path: self.path.clone(), source }
     }
 
-    /// Opens (creating) the store and applies migrations.
+    /// Opens (creating) the store and applies migrations. A new store is created 0600 (its
+    /// directory 0700 when that is new too); SQLite gives the WAL and shared-memory files the
+    /// database file's mode.
     pub async fn open(path: &Path) -> Result<Self> {
         let shown = path.display().to_string();
+        crate::private_fs::ensure_file(path)
+            .map_err(|e| StoreError { path: shown.clone(), source: sqlx::Error::Io(e) })?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -200,87 +274,56 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.fail(e))?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|r| {
                 let active_at: i64 = r.get::<Option<i64>, _>("active_at").unwrap_or(0);
-                let state = match r.get::<String, _>("state").as_str() {
-                    "pending" => AlertState::Pending { active_at },
-                    _ => AlertState::Firing {
+                let state = match Phase::parse(r.get::<&str, _>("state")) {
+                    Some(Phase::Pending) => AlertState::Pending { active_at },
+                    Some(Phase::Firing) => AlertState::Firing {
                         active_at,
                         fired_at: r.get::<Option<i64>, _>("fired_at").unwrap_or(active_at),
                         false_since: None,
                         notified_at: r.get::<Option<i64>, _>("notified_at").unwrap_or(active_at),
                     },
+                    _ => {
+                        let e = format!("alert state `{}` is not pending or firing", r.get::<&str, _>("state"));
+                        return Err(self.fail(sqlx::Error::Decode(e.into())));
+                    }
                 };
-                StoredAlert {
+                Ok(StoredAlert {
                     alert: r.get("alert"),
-                    labels: serde_json::from_str(&r.get::<String, _>("labels")).unwrap_or_default(),
+                    labels: from_json(r.get("labels")).map_err(|e| self.fail(e))?,
                     state,
                     value: r.get("value"),
-                    annotations: serde_json::from_str(&r.get::<String, _>("annotations")).unwrap_or_default(),
-                }
+                    annotations: from_json(r.get("annotations")).map_err(|e| self.fail(e))?,
+                })
             })
-            .collect())
+            .collect()
     }
 
-    /// Writes alert state changes, the deliveries they cause and digest items in one transaction.
-    pub async fn commit(
-        &self,
-        alerts: &[StoredAlert],
-        deliveries: &[NewDelivery],
-        digest: &[(String, Notification)],
-        now: i64,
-    ) -> Result<()> {
+    /// Writes `decisions`, in order, in one transaction: all of them or none.
+    pub async fn commit(&self, decisions: &[Decision], now: i64) -> Result<()> {
+        if decisions.iter().all(Decision::is_empty) {
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await.map_err(|e| self.fail(e))?;
-        for a in alerts {
-            let (state, active_at, fired_at, notified_at) = state_parts(&a.state);
-            sqlx::query(
-                "INSERT INTO alerts (alert, labels, state, active_at, fired_at, notified_at, value, annotations, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (alert, labels) DO UPDATE SET state = excluded.state, active_at = excluded.active_at,
-                   fired_at = excluded.fired_at, notified_at = excluded.notified_at, value = excluded.value,
-                   annotations = excluded.annotations, updated_at = excluded.updated_at",
-            )
-            .bind(&a.alert)
-            .bind(serde_json::to_string(&a.labels).unwrap_or_default())
-            .bind(state)
-            .bind(active_at)
-            .bind(fired_at)
-            .bind(notified_at)
-            .bind(a.value)
-            .bind(serde_json::to_string(&a.annotations).unwrap_or_default())
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.fail(e))?;
-        }
-        for d in deliveries {
-            insert_delivery(&mut tx, d, now).await.map_err(|e| self.fail(e))?;
-        }
-        for (tier, n) in digest {
-            sqlx::query("INSERT INTO digest_items (tier, at, payload) VALUES (?, ?, ?)")
-                .bind(tier)
-                .bind(now)
-                .bind(serde_json::to_string(n).unwrap_or_default())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.fail(e))?;
+        for decision in decisions {
+            write_decision(&mut tx, decision, now).await.map_err(|e| self.fail(e))?;
         }
         tx.commit().await.map_err(|e| self.fail(e))
     }
 
     /// Adds deliveries on their own.
     pub async fn enqueue(&self, deliveries: &[NewDelivery], now: i64) -> Result<()> {
-        self.commit(&[], deliveries, &[], now).await
+        self.commit(&[Decision { deliveries: deliveries.to_vec(), ..Decision::default() }], now).await
     }
 
-    fn delivery(r: sqlx::sqlite::SqliteRow) -> Option<Delivery> {
-        Some(Delivery {
+    fn delivery(&self, r: sqlx::sqlite::SqliteRow) -> Result<Delivery> {
+        Ok(Delivery {
             id: r.get("id"),
             receiver: r.get("receiver"),
             tier: r.get("tier"),
-            notification: serde_json::from_str(&r.get::<String, _>("payload")).ok()?,
+            notification: from_json(r.get("payload")).map_err(|e| self.fail(e))?,
             attempts: r.get("attempts"),
             status: r.get("status"),
             last_error: r.get("last_error"),
@@ -303,7 +346,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.fail(e))?;
-        Ok(rows.into_iter().filter_map(Self::delivery).collect())
+        rows.into_iter().map(|r| self.delivery(r)).collect()
     }
 
     /// When the next pending row is due, if any.
@@ -322,7 +365,7 @@ impl Store {
             "SELECT * FROM outbox ORDER BY id DESC LIMIT ?"
         };
         let rows = sqlx::query(sql).bind(limit).fetch_all(&self.pool).await.map_err(|e| self.fail(e))?;
-        Ok(rows.into_iter().filter_map(Self::delivery).collect())
+        rows.into_iter().map(|r| self.delivery(r)).collect()
     }
 
     /// Per receiver: deliveries waiting, dead letters, and failed attempts so far (every
@@ -418,7 +461,7 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| self.fail(e))?;
-        Ok(rows.into_iter().filter_map(|p| serde_json::from_str(&p).ok()).collect())
+        rows.iter().map(|p| from_json(p).map_err(|e| self.fail(e))).collect()
     }
 
     /// A small key/value setting.
@@ -444,6 +487,57 @@ impl Store {
     }
 }
 
+async fn write_decision(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    d: &Decision,
+    now: i64,
+) -> std::result::Result<(), sqlx::Error> {
+    for a in &d.alerts {
+        let (state, active_at, fired_at, notified_at) = state_parts(&a.state);
+        sqlx::query(
+            "INSERT INTO alerts (alert, labels, state, active_at, fired_at, notified_at, value, annotations, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (alert, labels) DO UPDATE SET state = excluded.state, active_at = excluded.active_at,
+               fired_at = excluded.fired_at, notified_at = excluded.notified_at, value = excluded.value,
+               annotations = excluded.annotations, updated_at = excluded.updated_at",
+        )
+        .bind(&a.alert)
+        .bind(to_json(&a.labels)?)
+        .bind(state)
+        .bind(active_at)
+        .bind(fired_at)
+        .bind(notified_at)
+        .bind(a.value)
+        .bind(to_json(&a.annotations)?)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for delivery in &d.deliveries {
+        insert_delivery(tx, delivery, now).await?;
+    }
+    for (tier, n) in &d.digest {
+        sqlx::query("INSERT INTO digest_items (tier, at, payload) VALUES (?, ?, ?)")
+            .bind(tier)
+            .bind(now)
+            .bind(to_json(n)?)
+            .execute(&mut **tx)
+            .await?;
+    }
+    maintenance::write_held(tx, &d.hold, &d.release).await?;
+    maintenance::mark_reminded(tx, &d.reminded).await?;
+    for (key, value) in &d.meta {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
 async fn insert_delivery(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     d: &NewDelivery,
@@ -454,7 +548,7 @@ async fn insert_delivery(
         .bind(&d.receiver)
         .bind(&d.tier)
         .bind(&d.notification.incident)
-        .bind(serde_json::to_string(&d.notification).unwrap_or_default())
+        .bind(to_json(&d.notification)?)
         .bind(now)
         .bind(d.fallback_of)
         .execute(&mut **tx)
