@@ -6,7 +6,9 @@
 //! error or after a day. A critical whose receivers keep
 //! failing (Matrix may be the very thing that is down) is copied to the tier's fallback
 //! receivers once. Matrix sends reuse the row id as transaction id, so a crash between
-//! sending and recording can never post twice.
+//! sending and recording can never post twice. A row sent while the store refuses writes
+//! (a full disk) is remembered as sent and recorded once the store takes writes again, so it
+//! is not sent again every round meanwhile.
 
 use crate::clock::Clock;
 use crate::notify::RetryPolicy;
@@ -30,6 +32,8 @@ pub struct Dispatcher {
     http: reqwest::Client,
     retry: RetryPolicy,
     clock: Arc<dyn Clock>,
+    /// Rows sent whose success the store refused to record, with when they were sent, ms.
+    unrecorded: std::sync::Mutex<std::collections::BTreeMap<i64, i64>>,
 }
 
 /// An HTTP client for notifiers (system roots, rustls).
@@ -64,17 +68,33 @@ impl Dispatcher {
         retry: RetryPolicy,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { store, alerting, http, retry, clock }
+        Self { store, alerting, http, retry, clock, unrecorded: Default::default() }
     }
 
     /// Delivers every due row once; returns how many were attempted.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let recorded = self.record_unrecorded().await;
         let now = self.clock.now().as_millisecond();
-        let due = self.store.due(now).await?;
+        let mut due = self.store.due(now).await?;
+        due.retain(|d| !self.unrecorded().contains_key(&d.id));
         for d in &due {
             self.deliver(d).await?;
         }
-        Ok(due.len())
+        recorded.map(|()| due.len())
+    }
+
+    fn unrecorded(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<i64, i64>> {
+        self.unrecorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records the rows sent while the store refused writes.
+    async fn record_unrecorded(&self) -> Result<(), StoreError> {
+        let sent: Vec<(i64, i64)> = self.unrecorded().iter().map(|(id, at)| (*id, *at)).collect();
+        for (id, at) in sent {
+            self.store.mark_sent(id, at).await?;
+            self.unrecorded().remove(&id);
+        }
+        Ok(())
     }
 
     /// When the next row is due, if any.
@@ -99,7 +119,12 @@ impl Dispatcher {
                     self.store.set_thread_root(&d.receiver, &n.incident, event).await?;
                 }
                 tracing::info!(id = d.id, receiver = %d.receiver, title = %n.title, "Notification delivered.");
-                self.store.mark_sent(d.id, now()).await
+                let sent_at = now();
+                let recorded = self.store.mark_sent(d.id, sent_at).await;
+                if recorded.is_err() {
+                    self.unrecorded().insert(d.id, sent_at);
+                }
+                recorded
             }
             Err(error) => {
                 let attempts = d.attempts.saturating_add(1);

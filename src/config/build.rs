@@ -513,6 +513,7 @@ fn service_checks(
             probe: ProbeSpec::Scrape(ScrapeSpec {
                 http: scrape_request(url, Vec::new(), None, file.defaults.scrape_body_limit.0, tls.clone()),
                 families: families.cloned(),
+                sample_limit: sample_limit(None, &file.defaults),
             }),
         };
         for (short, o, _) in &overrides {
@@ -656,7 +657,20 @@ fn scrape_spec(
     ));
     let tls = tls_options(scrape.tls.as_ref(), problems);
     let body_limit = scrape.body_limit.unwrap_or(file.defaults.scrape_body_limit).0;
-    Some(ScrapeSpec { http: scrape_request(url?, headers, bearer?, body_limit, tls), families: families.cloned() })
+    Some(ScrapeSpec {
+        http: scrape_request(url?, headers, bearer?, body_limit, tls),
+        families: families.cloned(),
+        sample_limit: sample_limit(scrape.sample_limit, &file.defaults),
+    })
+}
+
+/// The most samples a scrape keeps: its `sample_limit` (or the default's; `0` is none), and
+/// never more than `series_limit`.
+fn sample_limit(own: Option<usize>, defaults: &super::schema::DefaultsConfig) -> usize {
+    match own.unwrap_or(defaults.sample_limit) {
+        0 => defaults.series_limit,
+        n => n.min(defaults.series_limit),
+    }
 }
 
 pub(super) fn headers(

@@ -3,13 +3,15 @@
 //! the evaluator, which keeps the series windows, evaluates the rules, routes their changes
 //! and commits alert state with the outbox rows in one transaction; the dispatcher delivers;
 //! digests go out on schedule. Alert state is restored from the store at start, so an alert
-//! that fired before a restart still gets its resolve. SIGTERM/SIGINT stop it gracefully.
+//! that fired before a restart still gets its resolve. A store that refuses writes is paged
+//! about without it (`store_alarm`). SIGTERM/SIGINT stop it gracefully.
 
 mod digests;
 mod evaluator;
 mod failpoint;
 mod recorder;
 mod scheduler;
+mod store_alarm;
 mod supervisor;
 
 pub use supervisor::{run, run_until, supervise};
@@ -44,11 +46,16 @@ async fn run_config(
     reload: mpsc::Sender<ReloadRequest>,
     wake: Arc<Notify>,
 ) -> Result<()> {
-    let store = Store::open(&config.store).await.context("cannot open the store")?;
+    let store = Store::open(&config.store).await.context("cannot open the store")?.with_clock(clock.clone());
     let history = Arc::new(History::new(store.clone()));
     let started = clock.now().as_millisecond();
-    if let Some((from, to)) = history.start(started, HEARTBEAT_MS).await? {
-        tracing::info!(from, to, "mxwarden was not running for {} s: recorded as unknown.", (to - from) / 1000);
+    match history.start(started, HEARTBEAT_MS).await {
+        Ok(Some((from, to))) => {
+            tracing::info!(from, to, "mxwarden was not running for {} s: recorded as unknown.", (to - from) / 1000)
+        }
+        Ok(None) => {}
+        // A store that refuses writes (a full disk) is no reason not to monitor: it is paged.
+        Err(e) => tracing::error!(error = %e, "The time mxwarden was not running could not be recorded."),
     }
     let live = Arc::new(Live::new(&config, started));
     let calendar = Arc::new(crate::maintenance::Calendar::new(config.maintenance.clone()));
@@ -90,6 +97,13 @@ async fn run_config(
     let mut tasks = Vec::new();
     if let Some(a) = &alerting {
         let http = crate::dispatch::http_client().map_err(anyhow::Error::msg)?;
+        let alarm = store_alarm::StoreAlarm {
+            store: store.clone(),
+            alerting: a.clone(),
+            http: http.clone(),
+            clock: clock.clone(),
+        };
+        tasks.push(tokio::spawn(alarm.run(stop.clone())));
         let dispatcher = Dispatcher::new(store.clone(), a.clone(), http, a.retry, clock.clone());
         let (wake, stop) = (wake.clone(), stop.clone());
         tasks.push(tokio::spawn(async move { dispatcher.run(wake, stop).await }));

@@ -46,6 +46,9 @@ pub struct ScrapeSpec {
     pub http: HttpSpec,
     /// Metric families to keep (what the rules select); `None` keeps every family.
     pub families: Option<std::collections::BTreeSet<String>>,
+    /// Most samples of those families one scrape keeps (`sample_limit`, at most
+    /// `series_limit`): the first over it fails the scrape.
+    pub sample_limit: usize,
 }
 
 /// An HTTP probe, fully resolved.
@@ -151,6 +154,8 @@ pub struct ScrapeView {
     pub bearer_token: Option<&'static str>,
     /// Body cap.
     pub body_limit: String,
+    /// Most samples kept per scrape.
+    pub sample_limit: usize,
     /// Families kept, or `all`.
     pub families: String,
 }
@@ -224,6 +229,7 @@ impl CheckSpec {
                     url: scrape.http.target.describe(),
                     bearer_token: scrape.http.bearer.as_ref().map(|_| REDACTED),
                     body_limit: crate::units::ByteSize(scrape.http.body_limit).to_string(),
+                    sample_limit: scrape.sample_limit,
                     families: scrape
                         .families
                         .as_ref()

@@ -64,7 +64,7 @@ pub fn router(state: AppState) -> Router {
     );
     Router::new()
         .route("/", get(page::status))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/status", get(api::status))
         .route("/api/v1/alerts", get(api::alerts))
@@ -73,6 +73,24 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
         .merge(maintenance)
+}
+
+/// `GET /healthz`: `200 ok` while the daemon runs and its store takes writes; `503` with the
+/// reason while the store refuses them.
+async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match state.store.health().failure() {
+        None => "ok\n".into_response(),
+        Some(f) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "store failing since {}: {} ({} writes refused)\n",
+                crate::units::utc_second(f.since_ms),
+                f.error,
+                f.refused
+            ),
+        )
+            .into_response(),
+    }
 }
 
 /// Serves until `stop` turns true; requests in flight finish.

@@ -102,46 +102,48 @@ pub async fn start(
     reason: &str,
     now: Millis,
 ) -> Result<AdHocWindow> {
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO maintenance (services, starts_at, ends_at, reason, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(to_json(services).map_err(|e| store.fail(e))?)
-    .bind(starts_at)
-    .bind(ends_at)
-    .bind(reason)
-    .bind(now)
-    .fetch_one(store.pool())
-    .await
-    .map_err(|e| store.fail(e))?;
+    let services_json = to_json(services).map_err(|e| store.fail(e))?;
+    let id: i64 = store
+        .write(async |conn| {
+            sqlx::query_scalar(
+                "INSERT INTO maintenance (services, starts_at, ends_at, reason, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(services_json)
+            .bind(starts_at)
+            .bind(ends_at)
+            .bind(reason)
+            .bind(now)
+            .fetch_one(conn)
+            .await
+        })
+        .await?;
     Ok(AdHocWindow { id, services: services.to_vec(), starts_at, ends_at, reason: reason.to_string() })
 }
 
 /// Ends window `id` at `now` (a window that has not started yet is over too).
 pub async fn end(store: &Store, id: i64, now: Millis) -> Result<Ended> {
-    let mut tx = store.pool().begin().await.map_err(|e| store.fail(e))?;
-    let Some(row) = sqlx::query("SELECT * FROM maintenance WHERE id = ?")
-        .bind(id)
-        .fetch_optional(&mut *tx)
+    store
+        .write(async |conn| {
+            let Some(row) =
+                sqlx::query("SELECT * FROM maintenance WHERE id = ?").bind(id).fetch_optional(&mut *conn).await?
+            else {
+                return Ok(Ended::Unknown);
+            };
+            let mut w = window(&row)?;
+            if w.ends_at <= now {
+                return Ok(Ended::AlreadyOver(w));
+            }
+            w.ends_at = now;
+            w.starts_at = w.starts_at.min(now);
+            sqlx::query("UPDATE maintenance SET ends_at = ?, starts_at = ?, ended_early = 1 WHERE id = ?")
+                .bind(w.ends_at)
+                .bind(w.starts_at)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            Ok(Ended::Now(w))
+        })
         .await
-        .map_err(|e| store.fail(e))?
-    else {
-        return Ok(Ended::Unknown);
-    };
-    let mut w = window(&row).map_err(|e| store.fail(e))?;
-    if w.ends_at <= now {
-        return Ok(Ended::AlreadyOver(w));
-    }
-    w.ends_at = now;
-    w.starts_at = w.starts_at.min(now);
-    sqlx::query("UPDATE maintenance SET ends_at = ?, starts_at = ?, ended_early = 1 WHERE id = ?")
-        .bind(w.ends_at)
-        .bind(w.starts_at)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| store.fail(e))?;
-    tx.commit().await.map_err(|e| store.fail(e))?;
-    Ok(Ended::Now(w))
 }
 
 /// Ad hoc windows not over by `now` (open or to come), by start.
@@ -173,11 +175,11 @@ pub async fn due_reminders(store: &Store, now: Millis, lead_ms: Millis) -> Resul
 
 /// Marks the reminders of `windows` as sent, inside the decision's transaction.
 pub(super) async fn mark_reminded(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::SqliteConnection,
     windows: &[i64],
 ) -> std::result::Result<(), sqlx::Error> {
     for id in windows {
-        sqlx::query("UPDATE maintenance SET reminded = 1 WHERE id = ?").bind(id).execute(&mut **tx).await?;
+        sqlx::query("UPDATE maintenance SET reminded = 1 WHERE id = ?").bind(id).execute(&mut *tx).await?;
     }
     Ok(())
 }
@@ -208,7 +210,7 @@ pub async fn held(store: &Store) -> Result<Vec<Held>> {
 
 /// Records `hold` and forgets `release` (by key), inside the decision's transaction.
 pub(super) async fn write_held(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::SqliteConnection,
     hold: &[Held],
     release: &[(String, String)],
 ) -> std::result::Result<(), sqlx::Error> {
@@ -216,7 +218,7 @@ pub(super) async fn write_held(
         sqlx::query("DELETE FROM held WHERE receiver = ? AND incident = ?")
             .bind(receiver)
             .bind(incident)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
     }
     for h in hold {
@@ -232,7 +234,7 @@ pub(super) async fn write_held(
         .bind(&h.delivery.tier)
         .bind(to_json(&h.delivery.notification)?)
         .bind(h.held_at)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     }
     Ok(())

@@ -6,19 +6,31 @@
 //! in ONE transaction (`commit`), so a crash can never leave a fired alert without its
 //! notification, page twice, or lose a reminder. The dispatcher claims due rows and records
 //! each attempt.
+//!
+//! Every write is one transaction on a connection of its own (`Store::write`), and a
+//! connection whose write failed is closed, never returned to the pool: on a full disk or an
+//! I/O error SQLite ends the transaction itself, sqlx's count of open transactions does not
+//! see it, and the next transaction on that connection became a savepoint that a later error
+//! left open — holding the write lock, so every other connection got "database is locked"
+//! until a restart. Each write's outcome goes to `health`, which `/healthz`, the status page
+//! and the daemon's `MxwardenStoreFailing` page read.
 
+pub mod health;
 pub mod history;
 pub mod maintenance;
 
+pub use health::Health;
 pub use history::History;
 
 use crate::alert::{AlertState, Phase};
+use crate::clock::{Clock, SystemClock};
 use crate::model::Labels;
 use crate::notify::Notification;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +39,35 @@ pub struct StoreError {
     path: String,
     #[source]
     source: sqlx::Error,
+}
+
+impl StoreError {
+    /// What went wrong, in words: the cause SQLite reported (a full disk, an I/O error, a
+    /// lock, …) before its own message.
+    pub fn in_words(&self) -> String {
+        let cause = match &self.source {
+            sqlx::Error::Database(e) => {
+                // SQLite's extended result code; its low byte is the primary code.
+                let code = e.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
+                match code {
+                    13 => Some("the disk is full"),
+                    10 => Some("the disk reported an I/O error"),
+                    5 | 6 => Some("the database is locked by another connection or process"),
+                    8 => Some("the database is read-only (file permissions, or a read-only file system)"),
+                    14 => Some("the database file cannot be opened"),
+                    11 | 26 => Some("the database file is damaged"),
+                    _ => None,
+                }
+            }
+            sqlx::Error::Io(_) => Some("the disk reported an I/O error"),
+            sqlx::Error::PoolTimedOut => Some("no connection to the database came free in time"),
+            _ => None,
+        };
+        match cause {
+            Some(cause) => format!("cannot write {}: {cause} ({})", self.path, self.source),
+            None => format!("cannot write {}: {}", self.path, self.source),
+        }
+    }
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -194,6 +235,23 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> std::resu
 pub struct Store {
     pool: SqlitePool,
     path: String,
+    health: Arc<Health>,
+}
+
+/// A connection inside a write transaction (`Store::write`): closed on drop unless it
+/// committed — whatever SQLite still has open on it goes with it, and the pool opens a fresh
+/// connection in its place.
+struct Writing {
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    committed: bool,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 fn state_parts(state: &AlertState) -> (&'static str, Option<i64>, Option<i64>, Option<i64>) {
@@ -216,6 +274,48 @@ impl Store {
 
     pub(crate) fn fail(&self, source: sqlx::Error) -> StoreError {
         StoreError { path: self.path.clone(), source }
+    }
+
+    /// Whether writes are being refused.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Runs `work` in one write transaction on a connection of its own and reports the outcome
+    /// to `health`. On any error (or if the caller gives up waiting) the connection is closed
+    /// instead of going back to the pool, so the next write starts from a clean one and
+    /// succeeds once the cause (a full disk, an I/O error, a lock) is gone.
+    pub(crate) async fn write<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut SqliteConnection) -> std::result::Result<T, sqlx::Error>,
+    ) -> Result<T> {
+        let outcome = async {
+            let mut w = Writing { conn: self.pool.acquire().await?, committed: false };
+            // IMMEDIATE: the write lock is taken (or waited for) now, not on the first write
+            // after a read, where a busy database could not be waited for.
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *w.conn).await?;
+            let value = work(&mut w.conn).await?;
+            sqlx::query("COMMIT").execute(&mut *w.conn).await?;
+            w.committed = true;
+            Ok(value)
+        };
+        match outcome.await {
+            Ok(value) => {
+                self.health.written();
+                Ok(value)
+            }
+            Err(source) => {
+                let e = self.fail(source);
+                self.health.refused(&e.in_words());
+                Err(e)
+            }
+        }
+    }
+
+    /// Times the store's failures with `clock` (the daemon's) instead of the system's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.health = Arc::new(Health::new(clock));
+        self
     }
 
     /// Opens (creating) the store and applies migrations. A new store is created 0600 (its
@@ -242,7 +342,7 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|source| StoreError { path: shown.clone(), source })?;
-        let store = Self { pool, path: shown };
+        let store = Self { pool, path: shown, health: Arc::new(Health::new(Arc::new(SystemClock))) };
         store.migrate().await?;
         Ok(store)
     }
@@ -306,11 +406,13 @@ impl Store {
         if decisions.iter().all(Decision::is_empty) {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(|e| self.fail(e))?;
-        for decision in decisions {
-            write_decision(&mut tx, decision, now).await.map_err(|e| self.fail(e))?;
-        }
-        tx.commit().await.map_err(|e| self.fail(e))
+        self.write(async |conn| {
+            for decision in decisions {
+                write_decision(conn, decision, now).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Adds deliveries on their own.
@@ -389,44 +491,49 @@ impl Store {
 
     /// Records a successful delivery.
     pub async fn mark_sent(&self, id: i64, now: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
+        self.write(async |conn| {
+            sqlx::query(
+                "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(conn)
+            .await
+            .map(|_| ())
+        })
         .await
-        .map(|_| ())
-        .map_err(|e| self.fail(e))
     }
 
     /// Records a failed attempt: retry at `due_at`, or dead when `dead`.
     pub async fn mark_failed(&self, id: i64, error: &str, due_at: i64, dead: bool) -> Result<()> {
-        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ?, due_at = ?, status = CASE WHEN ? THEN 'dead' ELSE status END WHERE id = ?")
-            .bind(error)
-            .bind(due_at)
-            .bind(dead)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.fail(e))
+        self.write(async |conn| {
+            sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ?, due_at = ?, status = CASE WHEN ? THEN 'dead' ELSE status END WHERE id = ?")
+                .bind(error)
+                .bind(due_at)
+                .bind(dead)
+                .bind(id)
+                .execute(conn)
+                .await
+                .map(|_| ())
+        })
+        .await
     }
 
     /// Queues fallback rows for `id`, once.
     pub async fn queue_fallback(&self, id: i64, fallbacks: &[NewDelivery], now: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(|e| self.fail(e))?;
-        let done = sqlx::query("UPDATE outbox SET fallback_queued = 1 WHERE id = ? AND fallback_queued = 0")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.fail(e))?;
-        if done.rows_affected() == 1 {
-            for d in fallbacks {
-                insert_delivery(&mut tx, d, now).await.map_err(|e| self.fail(e))?;
+        self.write(async |conn| {
+            let done = sqlx::query("UPDATE outbox SET fallback_queued = 1 WHERE id = ? AND fallback_queued = 0")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            if done.rows_affected() == 1 {
+                for d in fallbacks {
+                    insert_delivery(conn, d, now).await?;
+                }
             }
-        }
-        tx.commit().await.map_err(|e| self.fail(e))
+            Ok(())
+        })
+        .await
     }
 
     /// The Matrix event that starts an incident's thread for a receiver.
@@ -441,14 +548,16 @@ impl Store {
 
     /// Remembers an incident's thread root.
     pub async fn set_thread_root(&self, receiver: &str, incident: &str, event_id: &str) -> Result<()> {
-        sqlx::query("INSERT OR IGNORE INTO threads (receiver, incident, event_id) VALUES (?, ?, ?)")
-            .bind(receiver)
-            .bind(incident)
-            .bind(event_id)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.fail(e))
+        self.write(async |conn| {
+            sqlx::query("INSERT OR IGNORE INTO threads (receiver, incident, event_id) VALUES (?, ?, ?)")
+                .bind(receiver)
+                .bind(incident)
+                .bind(event_id)
+                .execute(conn)
+                .await
+                .map(|_| ())
+        })
+        .await
     }
 
     /// Digest items of `tier` recorded in `(from, to]`.
@@ -475,23 +584,21 @@ impl Store {
 
     /// Sets a key/value setting.
     pub async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(key)
-        .bind(value)
-        .execute(&self.pool)
+        self.write(async |conn| {
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(conn)
+            .await
+            .map(|_| ())
+        })
         .await
-        .map(|_| ())
-        .map_err(|e| self.fail(e))
     }
 }
 
-async fn write_decision(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    d: &Decision,
-    now: i64,
-) -> std::result::Result<(), sqlx::Error> {
+async fn write_decision(tx: &mut SqliteConnection, d: &Decision, now: i64) -> std::result::Result<(), sqlx::Error> {
     for a in &d.alerts {
         let (state, active_at, fired_at, notified_at) = state_parts(&a.state);
         sqlx::query(
@@ -510,7 +617,7 @@ async fn write_decision(
         .bind(a.value)
         .bind(to_json(&a.annotations)?)
         .bind(now)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     }
     for delivery in &d.deliveries {
@@ -521,7 +628,7 @@ async fn write_decision(
             .bind(tier)
             .bind(now)
             .bind(to_json(n)?)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
     }
     maintenance::write_held(tx, &d.hold, &d.release).await?;
@@ -532,17 +639,13 @@ async fn write_decision(
         )
         .bind(key)
         .bind(value)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     }
     Ok(())
 }
 
-async fn insert_delivery(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    d: &NewDelivery,
-    now: i64,
-) -> std::result::Result<(), sqlx::Error> {
+async fn insert_delivery(tx: &mut SqliteConnection, d: &NewDelivery, now: i64) -> std::result::Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO outbox (created_at, receiver, tier, incident, payload, due_at, fallback_of) VALUES (?, ?, ?, ?, ?, ?, ?)")
         .bind(now)
         .bind(&d.receiver)
@@ -551,7 +654,7 @@ async fn insert_delivery(
         .bind(to_json(&d.notification)?)
         .bind(now)
         .bind(d.fallback_of)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map(|_| ())
 }

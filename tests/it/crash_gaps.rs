@@ -18,13 +18,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// A target whose `/health` answers 200 or 503, as the test says.
-struct Target {
-    base: String,
+pub struct Target {
+    pub base: String,
     up: Arc<AtomicBool>,
 }
 
 impl Target {
-    fn start() -> Self {
+    pub fn start() -> Self {
         let up = Arc::new(AtomicBool::new(true));
         let flag = up.clone();
         let base = fakes::serve(Router::new().route(
@@ -37,7 +37,7 @@ impl Target {
         Self { base, up }
     }
 
-    fn set(&self, up: bool) {
+    pub fn set(&self, up: bool) {
         self.up.store(up, Ordering::SeqCst);
     }
 }
@@ -114,12 +114,12 @@ alerting:
     )
 }
 
-fn payloads(sink: &fakes::WebhookSink) -> Vec<Value> {
+pub fn payloads(sink: &fakes::WebhookSink) -> Vec<Value> {
     sink.received.lock().unwrap().iter().map(|(_, b)| serde_json::from_slice(b).expect("JSON payload")).collect()
 }
 
 /// Payloads with `status` about alert `name`.
-fn count(sink: &fakes::WebhookSink, status: &str, name: &str) -> usize {
+pub fn count(sink: &fakes::WebhookSink, status: &str, name: &str) -> usize {
     payloads(sink)
         .iter()
         .filter(|p| p["status"] == status)
@@ -187,6 +187,9 @@ fn crash_at_release(point: &str) {
     let daemon = Daemon::start(&file.path, None);
     std::thread::sleep(Duration::from_secs(2));
     maintenance(&file.path, &["start", "web", "--for", "10m", "--reason", "upgrade"]);
+    // A window opened by another process is read at the daemon's next full sweep (every
+    // second here); only then does the outage begin.
+    std::thread::sleep(Duration::from_millis(2_500));
     target.set(false);
     // The page is decided and held: the status shows nothing was sent.
     std::thread::sleep(Duration::from_secs(4));
