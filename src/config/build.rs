@@ -31,6 +31,8 @@ pub struct Origin<'a> {
     pub source: &'a str,
     /// Directory that relative `*_file` paths are resolved against.
     pub base_dir: &'a Path,
+    /// The secrets read from `*_file`s so far, to be hidden like those written inline.
+    pub read_secrets: std::cell::RefCell<Vec<String>>,
 }
 
 impl Origin<'_> {
@@ -236,7 +238,7 @@ pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagno
             topology,
         })
     } else {
-        Err(super::postgres::scrub(file, problems.found))
+        Err(problems.found)
     }
 }
 
@@ -890,6 +892,7 @@ pub(super) fn secret(
                     format!("{} is empty", path.display()),
                 )));
             }
+            origin.read_secrets.borrow_mut().push(trimmed.to_string());
             Ok(Some(SecretString::from(trimmed.to_string())))
         }
         (None, None) => Ok(None),

@@ -234,8 +234,9 @@ pub struct EmailReceiverConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookReceiverConfig {
-    /// Where to POST.
-    pub url: Spanned<String>,
+    /// Where to POST. A secret, like the tokens: webhook URLs usually carry their
+    /// credential in the path, so only the scheme and host are ever shown.
+    pub url: Spanned<SecretString>,
     /// Signs the body: `X-Mxwarden-Signature: sha256=<hex HMAC-SHA256>`.
     #[serde(default)]
     pub hmac_secret: Option<SecretString>,

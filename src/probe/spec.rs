@@ -167,7 +167,7 @@ pub struct HttpView {
     pub url: String,
     /// Method.
     pub method: String,
-    /// Headers; values of `Authorization`-like headers are redacted.
+    /// Headers; values of all but known-harmless headers (Accept, User-Agent, …) are redacted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<String>,
     /// `<redacted>` when a bearer token is set.
@@ -249,14 +249,9 @@ impl CheckSpec {
     }
 }
 
-/// Headers whose values are credentials and never shown.
+/// Headers whose values are never shown: all but the known-harmless ones
+/// (`crate::redact::HARMLESS_HEADERS`), so a credential header with an unusual name
+/// (`X-Auth`) is hidden too.
 pub fn is_sensitive_header(name: &HeaderName) -> bool {
-    let n = name.as_str();
-    n == "authorization"
-        || n == "proxy-authorization"
-        || n == "cookie"
-        || n.contains("token")
-        || n.contains("secret")
-        || n.contains("api-key")
-        || n.contains("apikey")
+    !crate::redact::is_harmless_header(name.as_str())
 }

@@ -24,3 +24,4 @@ mod maintenance;
 mod matrix;
 mod postgres;
 mod presets;
+mod secrets;
