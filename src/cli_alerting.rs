@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 /// `mxwarden run`.
 pub fn run(config: Config) -> Result<Status> {
-    crate::memory::tune_for_a_long_running_process();
     crate::cli::runtime()?.block_on(crate::daemon::run(config, Arc::new(SystemClock)))?;
     Ok(Status::Healthy)
 }

@@ -311,7 +311,6 @@ async fn run_config(
         recorded: Vec::new(),
         beat_at: started,
         pruned_at: 0,
-        trimmed_at: 0,
         backup,
         gate,
         calendar,
@@ -344,8 +343,6 @@ struct Evaluator {
     beat_at: i64,
     /// The last retention run, ms.
     pruned_at: i64,
-    /// When freed memory was last handed back to the system, ms.
-    trimmed_at: i64,
     /// Backups, summarised in the daily digests.
     backup: Option<Arc<crate::backup::BackupPlan>>,
     /// Holds pages during maintenance and dependency outages.
@@ -374,11 +371,6 @@ impl Evaluator {
                     }
                     if let Err(e) = self.digests().await {
                         tracing::error!(error = %e, "Digest failed; retrying next tick.");
-                    }
-                    let now = self.clock.now().as_millisecond();
-                    if now - self.trimmed_at >= 60_000 {
-                        crate::memory::release_free_pages();
-                        self.trimmed_at = now;
                     }
                 }
                 _ = stop.changed() => {

@@ -5,9 +5,8 @@
 //! `check`). The CLI (`cli`) drives the same core that the daemon will.
 //! See `docs/ARCHITECTURE.md` for the whole picture.
 
-// No unsafe code, but for the one allocator call in `memory` (its need is measured in
-// BENCHMARKS.md, "Daemon").
-#![deny(unsafe_code)]
+// No unsafe code: the binary's process tuning (glibc malloc) lives in `main.rs`.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod alert;
@@ -28,7 +27,6 @@ pub use mxwarden_expo as expo;
 pub mod history;
 pub mod live;
 pub mod maintenance;
-pub mod memory;
 pub mod model;
 pub mod mute;
 pub mod notify;
