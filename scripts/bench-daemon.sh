@@ -237,13 +237,14 @@ print(" ".join(pkg["features"].get("default", [])))')
   for i in "${!BINS[@]}"; do
     "${BINS[$i]}" --config "$DIR/v$i.yaml" run >"$DIR/mxw-v$i.log" 2>&1 & VPIDS+=($!); PIDS+=($!)
   done
-  # VmRSS of every variant every 10 s: $DIR/samples holds "seconds variant kB" lines.
+  LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+  # VmRSS and RssAnon of every variant every 10 s: "$DIR/samples" holds "seconds variant kB kB".
   : >"$DIR/samples"
   for ((t = 5; t <= RSS_MINUTES * 60; t += (t == 5 ? 5 : 10))); do
     sleep $(( START + t - $(date +%s) > 0 ? START + t - $(date +%s) : 0 ))
     for i in "${!VPIDS[@]}"; do
       kill -0 "${VPIDS[$i]}" || { echo "variant ${NAMES[$i]} exited early:" >&2; tail -20 "$DIR/mxw-v$i.log" >&2; exit 1; }
-      echo "$t $i $(kib_of "${VPIDS[$i]}" VmRSS)" >>"$DIR/samples"
+      echo "$t $i $(kib_of "${VPIDS[$i]}" VmRSS) $(kib_of "${VPIDS[$i]}" RssAnon)" >>"$DIR/samples"
     done
   done
   checks=$("${BINS[0]}" --config "$DIR/v0.yaml" config show --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["checks"]))')
@@ -252,17 +253,19 @@ print(" ".join(pkg["features"].get("default", [])))')
   echo
   echo "Five services, every preset: $checks checks, $rules rules; Synapse scraped every 15s. Each row is"
   echo "one \`mxwarden run\` with its own store and port, all started together against the same services."
-  echo "VmRSS sampled every 10 s; \"mean, 2nd half\" is the mean of the samples after $((RSS_MINUTES * 30)) s."
+  echo "VmRSS and RssAnon sampled every 10 s; \"2nd half\" is the mean of the samples after $((RSS_MINUTES * 30)) s."
+  echo "Load average at the start: $LOAD_START."
   echo
-  echo "| malloc features | VmRSS 5 s | VmRSS $RSS_MINUTES min | (10^6 B) | mean, 2nd half | VmHWM (peak) | anonymous | file-backed | CPU s |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| malloc features | VmRSS 5 s | VmRSS $RSS_MINUTES min | (10^6 B) | VmRSS, 2nd half | VmHWM (peak) | anonymous $RSS_MINUTES min | anonymous, 2nd half | file-backed | CPU s |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for i in "${!VPIDS[@]}"; do
     p=${VPIDS[$i]}
     awk -v i="$i" -v name="${NAMES[$i]}" -v half="$((RSS_MINUTES * 30))" -v h="$(kib_of "$p" VmHWM)" \
       -v a="$(kib_of "$p" RssAnon)" -v f="$(kib_of "$p" RssFile)" -v c="$(cpu_of "$p")" '
-      $2 == i { if ($1 == 5) first = $3; last = $3; if ($1 > half) { sum += $3; n++ } }
-      END { printf "| %s | %.2f MiB | %.2f MiB | %.2f MB | %.2f MiB | %.2f MiB | %.2f MiB | %.2f MiB | %.2f |\n",
-                   name, first / 1024, last / 1024, last * 1.024 / 1000, sum / n / 1024, h / 1024, a / 1024, f / 1024, c }' \
+      $2 == i { if ($1 == 5) first = $3; last = $3; if ($1 > half) { sum += $3; anon += $4; n++ } }
+      END { printf "| %s | %.2f MiB | %.2f MiB | %.2f MB | %.2f MiB | %.2f MiB | %.2f MiB | %.2f MiB | %.2f MiB | %.2f |\n",
+                   name, first / 1024, last / 1024, last * 1.024 / 1000, sum / n / 1024, h / 1024, a / 1024,
+                   anon / n / 1024, f / 1024, c }' \
       "$DIR/samples"
   done
   echo
