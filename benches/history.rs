@@ -10,7 +10,8 @@
 //! Run: `cargo bench --bench history`. Figures: `BENCHMARKS.md`, "Uptime history". It measures;
 //! it never fails on a figure.
 
-use mxwarden::history::{DAY_MS, History, Resolution};
+use mxwarden::history::{DAY_MS, Resolution};
+use mxwarden::store::History;
 use mxwarden::store::Store;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};

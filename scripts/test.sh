@@ -9,6 +9,6 @@ bash scripts/install-test-deps.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --features mxwarden/failpoints --quiet -- -D warnings
 echo "== cargo test"
-cargo test --workspace --all-targets --quiet 2>&1
+cargo test --workspace --all-targets --features mxwarden/failpoints --quiet 2>&1

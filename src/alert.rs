@@ -1,12 +1,12 @@
 //! The alert state machine, pure: given an alert's previous state, whether its condition holds
 //! now, its policy (`for`, `keep_firing_for`) and the time, return the new state and the
 //! transition to announce, if any. No I/O, no clock: the rule engine calls it on every
-//! evaluation, the notifier (later) acts on the transitions. Semantics are Prometheus's:
+//! evaluation, routing and the gate turn the transitions into notifications; `next_deadline`
+//! tells the evaluator when time alone will change something. Semantics are Prometheus's:
 //! pending until the condition has held for `for`, firing until it has been false for
 //! `keep_firing_for`; a pending alert that stops holding is dropped without a word.
 
-/// Milliseconds since the Unix epoch.
-pub type Millis = i64;
+pub use crate::model::Millis;
 
 /// Where an alert stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,6 +30,61 @@ pub enum AlertState {
         /// When the last notice (firing or reminder) was due; reminders count from here.
         notified_at: Millis,
     },
+}
+
+/// An alert's state by name, as Prometheus names it (`/api/v1/alerts`, the store, the CLI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Condition false.
+    Inactive,
+    /// Condition true, not yet for long enough.
+    Pending,
+    /// Announced.
+    Firing,
+}
+
+impl Phase {
+    /// The name: `inactive`, `pending`, `firing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inactive => "inactive",
+            Self::Pending => "pending",
+            Self::Firing => "firing",
+        }
+    }
+
+    /// The phase of that name.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Inactive, Self::Pending, Self::Firing].into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AlertState {
+    /// Its phase.
+    pub fn phase(&self) -> Phase {
+        match self {
+            Self::Inactive => Phase::Inactive,
+            Self::Pending { .. } => Phase::Pending,
+            Self::Firing { .. } => Phase::Firing,
+        }
+    }
+
+    /// Since when it has been in its phase that people care about: when it started firing,
+    /// or when its condition started holding; 0 when inactive.
+    pub fn since(&self) -> Millis {
+        match *self {
+            Self::Inactive => 0,
+            Self::Pending { active_at } => active_at,
+            Self::Firing { fired_at, .. } => fired_at,
+        }
+    }
 }
 
 /// How long a condition must hold, and how long firing outlasts it.
@@ -80,6 +135,21 @@ pub fn step(prev: AlertState, active: bool, policy: Policy, now: Millis) -> (Ale
                 return (state, Some(Transition::Reminder));
             }
             (AlertState::Firing { active_at, fired_at, false_since, notified_at }, None)
+        }
+    }
+}
+
+/// The next moment at which time alone, with the condition unchanged, would make [`step`]
+/// announce something: a pending alert's `for` running out, a firing alert's
+/// `keep_firing_for` running out, or its next reminder. `None` when nothing is scheduled.
+pub fn next_deadline(state: AlertState, policy: Policy) -> Option<Millis> {
+    match state {
+        AlertState::Inactive => None,
+        AlertState::Pending { active_at } => Some(active_at.saturating_add(policy.hold_ms.max(0))),
+        AlertState::Firing { false_since, notified_at, .. } => {
+            let end = false_since.map(|since| since.saturating_add(policy.keep_firing_ms.max(0)));
+            let remind = (policy.repeat_ms > 0).then(|| notified_at.saturating_add(policy.repeat_ms));
+            [end, remind].into_iter().flatten().min()
         }
     }
 }
@@ -161,5 +231,33 @@ mod tests {
         let (s, _) = step(s, true, p, 2 * M);
         let (s, _) = step(s, true, p, 9 * M);
         assert_eq!(s, AlertState::Firing { active_at: 0, fired_at: 2 * M, false_since: None, notified_at: 2 * M });
+    }
+
+    #[test]
+    fn deadlines_are_when_time_alone_would_announce_something() {
+        let firing =
+            |false_since, notified_at| AlertState::Firing { active_at: 0, fired_at: 0, false_since, notified_at };
+        let p = |hold_ms, keep_firing_ms, repeat_ms| Policy { hold_ms, keep_firing_ms, repeat_ms };
+        let cases = [
+            (AlertState::Inactive, p(5 * M, 0, 0), None, "inactive: nothing scheduled"),
+            (AlertState::Pending { active_at: M }, p(5 * M, 0, 0), Some(6 * M), "pending: `for` runs out"),
+            (firing(None, 0), p(0, 0, 0), None, "firing, condition holds, no repeat"),
+            (firing(None, 2 * M), p(0, 0, 10 * M), Some(12 * M), "the next reminder, from the last notice"),
+            (firing(Some(3 * M), 0), p(0, 5 * M, 0), Some(8 * M), "keep_firing_for runs out"),
+            (firing(Some(3 * M), 0), p(0, 30 * M, 10 * M), Some(10 * M), "whichever comes first"),
+            (AlertState::Pending { active_at: i64::MAX - 1 }, p(i64::MAX, 0, 0), Some(i64::MAX), "saturates"),
+        ];
+        for (state, policy, want, why) in cases {
+            assert_eq!(next_deadline(state, policy), want, "{why}");
+        }
+    }
+
+    #[test]
+    fn phases_have_one_name_each() {
+        for phase in [Phase::Inactive, Phase::Pending, Phase::Firing] {
+            assert_eq!(Phase::parse(phase.as_str()), Some(phase));
+            assert_eq!(serde_json::to_value(phase).unwrap(), phase.as_str());
+        }
+        assert_eq!(Phase::parse("FIRING"), None);
     }
 }

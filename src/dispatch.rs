@@ -1,41 +1,28 @@
 //! Delivers the outbox: claims due rows (the oldest per receiver and incident, so a resolve
 //! never overtakes its firing message), sends each through its receiver, and records the
 //! outcome — sent; retry later with exponential backoff and jitter (or the server's
-//! Retry-After); dead on a permanent error or after a day. A critical whose receivers keep
+//! Retry-After, honoured up to `notify::retry_after::MAX_RETRY_AFTER`, with saturating
+//! arithmetic: no number a server sends can put the due time in the past); dead on a permanent
+//! error or after a day. A critical whose receivers keep
 //! failing (Matrix may be the very thing that is down) is copied to the tier's fallback
 //! receivers once. Matrix sends reuse the row id as transaction id, so a crash between
-//! sending and recording can never post twice.
+//! sending and recording can never post twice. A row sent while the store refuses writes
+//! (a full disk) is remembered as sent and recorded once the store takes writes again, so it
+//! is not sent again every round meanwhile.
 
 use crate::clock::Clock;
-use crate::notify::{Alerting, Kind, Notification, Receiver, SendError};
+use crate::notify::RetryPolicy;
+use crate::notify::{Alerting, Kind, Notification, Receiver, RetryAfter, SendError};
 use crate::store::{Delivery, NewDelivery, Store, StoreError};
 use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Retry timing.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// First retry after this, ms; doubled each time.
-    pub initial_ms: i64,
-    /// Longest wait between attempts, ms.
-    pub max_ms: i64,
-    /// Give up (dead-letter) when a row is older than this, ms.
-    pub give_up_ms: i64,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self { initial_ms: 2_000, max_ms: 300_000, give_up_ms: 86_400_000 }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait before attempt `attempts + 1`, with ±20 % jitter.
-    pub fn backoff(&self, attempts: i64, jitter: f64) -> i64 {
-        let base = self.initial_ms.saturating_mul(1i64 << attempts.clamp(0, 20)).min(self.max_ms);
-        (base as f64 * (0.8 + 0.4 * jitter.clamp(0.0, 1.0))) as i64
-    }
+/// The wait before the next attempt, ms, from `now_ms`: the backoff, or the server's hint when
+/// it asks for longer (a hint is capped, see `RetryAfter::wait_ms`). Never negative.
+pub fn retry_wait(backoff_ms: i64, hint: Option<RetryAfter>, now_ms: i64) -> i64 {
+    let backoff = backoff_ms.max(0);
+    hint.map_or(backoff, |h| h.wait_ms(now_ms).max(backoff))
 }
 
 /// The outbox's delivery loop.
@@ -45,17 +32,14 @@ pub struct Dispatcher {
     http: reqwest::Client,
     retry: RetryPolicy,
     clock: Arc<dyn Clock>,
+    /// Rows sent whose success the store refused to record, with when they were sent, ms.
+    unrecorded: std::sync::Mutex<std::collections::BTreeMap<i64, i64>>,
 }
 
 /// An HTTP client for notifiers (system roots, rustls).
 pub fn http_client() -> Result<reqwest::Client, String> {
     let roots = crate::probe::tls::system_roots();
-    let tls = crate::probe::tls::client_config(&roots, &crate::check::TlsOptions::default())?;
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .user_agent(concat!("mxwarden/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    crate::probe::http::client(&roots, &crate::probe::spec::TlsOptions::default(), true)
 }
 
 /// Sends `n` through `receiver` once. `delivery` identifies the attempt (Matrix txn id,
@@ -84,17 +68,33 @@ impl Dispatcher {
         retry: RetryPolicy,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { store, alerting, http, retry, clock }
+        Self { store, alerting, http, retry, clock, unrecorded: Default::default() }
     }
 
     /// Delivers every due row once; returns how many were attempted.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let recorded = self.record_unrecorded().await;
         let now = self.clock.now().as_millisecond();
-        let due = self.store.due(now).await?;
+        let mut due = self.store.due(now).await?;
+        due.retain(|d| !self.unrecorded().contains_key(&d.id));
         for d in &due {
             self.deliver(d).await?;
         }
-        Ok(due.len())
+        recorded.map(|()| due.len())
+    }
+
+    fn unrecorded(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<i64, i64>> {
+        self.unrecorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records the rows sent while the store refused writes.
+    async fn record_unrecorded(&self) -> Result<(), StoreError> {
+        let sent: Vec<(i64, i64)> = self.unrecorded().iter().map(|(id, at)| (*id, *at)).collect();
+        for (id, at) in sent {
+            self.store.mark_sent(id, at).await?;
+            self.unrecorded().remove(&id);
+        }
+        Ok(())
     }
 
     /// When the next row is due, if any.
@@ -119,20 +119,26 @@ impl Dispatcher {
                     self.store.set_thread_root(&d.receiver, &n.incident, event).await?;
                 }
                 tracing::info!(id = d.id, receiver = %d.receiver, title = %n.title, "Notification delivered.");
-                self.store.mark_sent(d.id, now()).await
+                let sent_at = now();
+                let recorded = self.store.mark_sent(d.id, sent_at).await;
+                if recorded.is_err() {
+                    self.unrecorded().insert(d.id, sent_at);
+                }
+                recorded
             }
             Err(error) => {
-                let attempts = d.attempts + 1;
-                let old = now() - n.created_at > self.retry.give_up_ms;
+                let attempts = d.attempts.saturating_add(1);
+                let old = now().saturating_sub(n.created_at) > self.retry.give_up_ms;
+                let at = now();
                 let (dead, wait) = match &error {
                     SendError::Permanent(_) => (true, 0),
                     SendError::Transient { retry_after, .. } => {
                         let backoff = self.retry.backoff(d.attempts, rand::rng().random::<f64>());
-                        (old, retry_after.map_or(backoff, |r| (r.as_millis() as i64).max(backoff)))
+                        (old, retry_wait(backoff, *retry_after, at))
                     }
                 };
-                tracing::warn!(id = d.id, receiver = %d.receiver, attempts, dead, error = %error, "Notification not delivered.");
-                self.store.mark_failed(d.id, &error.to_string(), now() + wait, dead).await?;
+                tracing::warn!(id = d.id, receiver = %d.receiver, attempts, dead, wait_ms = wait, error = %error, "Notification not delivered.");
+                self.store.mark_failed(d.id, &error.to_string(), at.saturating_add(wait), dead).await?;
                 self.maybe_fall_back(d, attempts, dead).await
             }
         }
@@ -151,16 +157,10 @@ impl Dispatcher {
         n.text = format!("{}\n(sent here because {} failed)", n.text, d.receiver);
         n.html =
             format!("{}<br/><i>(sent here because {} failed)</i>", n.html, crate::notify::html_escape(&d.receiver));
-        let fallbacks: Vec<NewDelivery> = tier
-            .fallback
-            .iter()
-            .map(|r| NewDelivery {
-                receiver: r.clone(),
-                tier: d.tier.clone(),
-                notification: n.clone(),
-                fallback_of: Some(d.id),
-            })
-            .collect();
+        let mut fallbacks = NewDelivery::fan_out(&tier.fallback, &d.tier, &n);
+        for f in &mut fallbacks {
+            f.fallback_of = Some(d.id);
+        }
         tracing::warn!(id = d.id, receiver = %d.receiver, fallback = ?tier.fallback, "Falling back.");
         self.store.queue_fallback(d.id, &fallbacks, self.clock.now().as_millisecond()).await
     }
@@ -176,7 +176,7 @@ impl Dispatcher {
             }
             let now = self.clock.now().as_millisecond();
             let wait = match self.next_due().await {
-                Ok(Some(due)) => Duration::from_millis((due - now).clamp(50, 1_000) as u64),
+                Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now).clamp(50, 1_000) as u64),
                 _ => Duration::from_secs(1),
             };
             tokio::select! {
@@ -193,18 +193,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_with_jitter_and_stops_at_the_cap() {
-        let p = RetryPolicy { initial_ms: 1_000, max_ms: 10_000, give_up_ms: 0 };
+    fn a_servers_hint_lengthens_the_wait_but_never_past_the_cap_or_below_zero() {
+        use std::time::Duration;
+        let cap = crate::notify::retry_after::MAX_RETRY_AFTER.as_millis() as i64;
+        let now = 1_700_000_000_000;
+        let header = |v: &str| RetryAfter::from_header(v);
         let cases = [
-            (0, 0.5, 1_000, "first retry: the initial wait"),
-            (1, 0.5, 2_000, "doubles"),
-            (3, 0.5, 8_000, "keeps doubling"),
-            (10, 0.5, 10_000, "capped"),
-            (0, 0.0, 800, "jitter −20 %"),
-            (0, 1.0, 1_200, "jitter +20 %"),
+            (2_000, None, 2_000, "no hint: the backoff"),
+            (2_000, header("1"), 2_000, "a shorter hint does not hurry the backoff"),
+            (2_000, header("30"), 30_000, "a longer hint is honoured"),
+            (2_000, header("18446744073709551615"), cap, "u64::MAX seconds waits the cap, not -1 ms"),
+            (2_000, header("-5"), 2_000, "a negative header is ignored"),
+            (2_000, header("never"), 2_000, "a non-numeric header is ignored"),
+            (2_000, RetryAfter::from_matrix_ms(&serde_json::json!(u64::MAX)), cap, "retry_after_ms u64::MAX"),
+            (2_000, RetryAfter::from_matrix_ms(&serde_json::json!(i64::MAX)), cap, "retry_after_ms i64::MAX"),
+            (2_000, Some(RetryAfter::Delay(Duration::MAX)), cap, "Duration::MAX"),
+            (2_000, header("Thu, 01 Jan 1970 00:00:00 GMT"), 2_000, "a date in the past: the backoff"),
+            (2_000, header("Thu, 01 Jan 2099 00:00:00 GMT"), cap, "a date far ahead: the cap"),
+            (-5, None, 0, "a negative backoff cannot happen, and would not be used"),
         ];
-        for (attempts, jitter, want, why) in cases {
-            assert_eq!(p.backoff(attempts, jitter), want, "{why}");
+        for (backoff, hint, want, why) in cases {
+            let wait = retry_wait(backoff, hint, now);
+            assert_eq!(wait, want, "{why}");
+            assert!(now.saturating_add(wait) >= now, "{why}: the due time is not in the past");
         }
     }
 }

@@ -4,11 +4,7 @@
 //! 90 rows. Time when mxwarden itself was not running is recorded as a *gap* (from its own
 //! heartbeat) and shown as unknown, never as up; maintenance time counts for neither side.
 //!
-//! The pure part (buckets, uptime arithmetic) is here; the SQL is in `history/sql.rs`.
-
-mod sql;
-
-pub use sql::History;
+//! The pure part (buckets, uptime arithmetic) is here; the SQL is in `store::history`.
 
 /// A result's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -23,7 +19,7 @@ pub enum State {
 }
 
 impl State {
-    fn code(self) -> i64 {
+    pub(crate) fn code(self) -> i64 {
         match self {
             State::Down => 0,
             State::Up => 1,
@@ -31,7 +27,7 @@ impl State {
         }
     }
 
-    fn from_code(code: i64) -> Self {
+    pub(crate) fn from_code(code: i64) -> Self {
         match code {
             1 => State::Up,
             2 => State::Maintenance,
@@ -89,7 +85,7 @@ impl Resolution {
         at_ms.div_euclid(self.width_ms())
     }
 
-    fn code(self) -> i64 {
+    pub(crate) fn code(self) -> i64 {
         match self {
             Resolution::Minute => 1,
             Resolution::Hour => 2,

@@ -1,9 +1,9 @@
 //! What the running daemon knows right now, shared with its HTTP server: the checks it runs
 //! and the latest result of each (with the probe's own samples, for `/metrics`).
 
-use crate::check::{CheckSpec, ProbeSpec};
 use crate::config::Config;
 use crate::model::{Observation, Sample};
+use crate::probe::spec::{CheckSpec, ProbeSpec};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,6 +19,8 @@ pub struct CheckInfo {
     pub kind: &'static str,
     /// How often it runs, ms.
     pub interval_ms: i64,
+    /// A latest result older than this is stale (two intervals and the timeout), ms.
+    pub stale_after_ms: i64,
 }
 
 /// A check's latest result.
@@ -81,6 +83,12 @@ impl Live {
         self.checks.iter().any(|c| c.name == check)
     }
 
+    /// Whether `latest`, the latest result of `check`, is older at `now` than it should be:
+    /// the check has missed its runs (the daemon is stuck or overloaded).
+    pub fn is_stale(check: &CheckInfo, latest: &Latest, now: i64) -> bool {
+        now.saturating_sub(latest.at_ms) > check.stale_after_ms
+    }
+
     /// The latest result of `check`, if it ran.
     pub fn latest(&self, check: &str) -> Option<Latest> {
         self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(check).cloned()
@@ -97,5 +105,21 @@ fn info(spec: &CheckSpec) -> CheckInfo {
             ProbeSpec::Postgres(_) => "postgres",
         },
         interval_ms: spec.interval.as_millis() as i64,
+        stale_after_ms: i64::try_from((2 * spec.interval + spec.timeout).as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_result_is_stale_after_two_missed_runs_and_a_timeout() {
+        let check =
+            CheckInfo { name: "web".into(), service: None, kind: "http", interval_ms: 10_000, stale_after_ms: 25_000 };
+        let latest = Latest { at_ms: 100_000, ok: true, latency_ms: 3, detail: String::new(), samples: Vec::new() };
+        assert!(!Live::is_stale(&check, &latest, 125_000), "two intervals and the timeout: still fresh");
+        assert!(Live::is_stale(&check, &latest, 125_001));
+        assert!(!Live::is_stale(&check, &latest, 0), "a clock behind the result is not staleness");
     }
 }

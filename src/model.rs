@@ -1,10 +1,14 @@
-//! The shared vocabulary: labels, samples, observations, check ids. Probes produce
-//! `Observation`s of `Sample`s named like blackbox_exporter's; the CLI prints them and later
-//! the rule engine judges them.
+//! The shared vocabulary: labels, samples, observations, check ids, service kinds, accepted
+//! HTTP statuses. Probes produce `Observation`s of `Sample`s named like blackbox_exporter's;
+//! the rule engine judges them, the CLI and the status page show them. A leaf: it imports
+//! nothing of ours.
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+
+/// Milliseconds since the Unix epoch: every instant mxwarden stores or compares.
+pub type Millis = i64;
 
 /// A check's unique name, e.g. `synapse/health`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -63,5 +67,105 @@ impl Observation {
     /// The value of the first sample called `name`.
     pub fn sample(&self, name: &str) -> Option<f64> {
         self.samples.iter().find(|s| s.name == name).map(|s| s.value)
+    }
+}
+
+/// The kinds of service mxwarden knows, each with a preset of checks (see `docs/presets.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceKind {
+    /// Synapse homeserver: `/health`, client versions, admin server version, federation, TLS.
+    Synapse,
+    /// Matrix Authentication Service: OIDC discovery, JWKS, `/health` on the internal listener.
+    Mas,
+    /// Vikunja: `/health` and `/api/v1/info`.
+    Vikunja,
+    /// authentik: liveness, readiness and the admin version API.
+    Authentik,
+    /// PostgreSQL: connections, disk, query time, replication, from the server's statistics.
+    Postgres,
+}
+
+impl ServiceKind {
+    /// The kind's name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Synapse => "synapse",
+            Self::Mas => "mas",
+            Self::Vikunja => "vikunja",
+            Self::Authentik => "authentik",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// An accepted status: an exact code (`200`) or a class (`2xx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StatusMatcher {
+    /// Exactly this code.
+    Code(u16),
+    /// Any code of this hundred: `Class(2)` is 200–299.
+    Class(u16),
+}
+
+impl StatusMatcher {
+    /// Whether `code` is accepted.
+    pub fn matches(self, code: u16) -> bool {
+        match self {
+            Self::Code(c) => c == code,
+            Self::Class(c) => code / 100 == c,
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let t = text.trim();
+        if let Some(class) = t.strip_suffix("xx").or_else(|| t.strip_suffix("XX")) {
+            return class.parse().ok().filter(|c| (1..=5).contains(c)).map(Self::Class);
+        }
+        t.parse().ok().filter(|c| (100..=599).contains(c)).map(Self::Code)
+    }
+}
+
+impl std::fmt::Display for StatusMatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Code(c) => write!(f, "{c}"),
+            Self::Class(c) => write!(f, "{c}xx"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusMatcher {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = StatusMatcher;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a status code from 100 to 599 (200) or a class (2xx)")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<StatusMatcher, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<StatusMatcher, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<StatusMatcher, E> {
+                StatusMatcher::parse(text).ok_or_else(|| {
+                    E::custom(format!(
+                        "`{text}` is not a status; expected a code from 100 to 599 (200) or a class (2xx)"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl serde::Serialize for StatusMatcher {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Code(c) => s.serialize_u16(*c),
+            Self::Class(_) => s.collect_str(self),
+        }
     }
 }

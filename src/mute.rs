@@ -5,19 +5,18 @@
 //! meantime sends nothing for maintenance, and its resolve for a dependency (resolves always
 //! flow). Held pages live in the store, so a restart keeps them. Shortly before an ad hoc
 //! window ends, a reminder goes to the critical tier. `decide` is the pure core; `Gate` adds
-//! the store and the calendar.
+//! the calendar and reads the store — it writes nothing: what it decides goes into the
+//! evaluation's one transaction (`store::Decision`), and the gate learns of it once committed.
 
+use crate::alert::Phase;
 use crate::maintenance::calendar::{AdHocWindow, Calendar, Millis};
-use crate::maintenance::store::{self as mstore, Held};
 use crate::notify::{AlertInfo, Kind, Notification, html_escape};
 use crate::rule::AlertStatus;
+use crate::store::maintenance::{self as mstore, Held, HoldReason};
 use crate::store::{NewDelivery, Store, StoreError};
 use crate::topology::{Topology, group};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-
-/// The reason a page is held for maintenance.
-pub const MAINTENANCE: &str = "maintenance";
 
 /// (receiver, incident).
 pub type Key = (String, String);
@@ -49,6 +48,8 @@ pub struct Outcome {
     pub hold: Vec<Held>,
     /// No longer held.
     pub release: Vec<Key>,
+    /// Ad hoc windows whose ending reminder is in `send`.
+    pub reminded: Vec<i64>,
 }
 
 fn service_of(n: &Notification) -> Option<&str> {
@@ -56,11 +57,11 @@ fn service_of(n: &Notification) -> Option<&str> {
 }
 
 /// Why a page of `service` must wait now, if it must.
-fn reason(i: &Inputs<'_>, service: &str) -> Option<String> {
+fn reason(i: &Inputs<'_>, service: &str) -> Option<HoldReason> {
     if (i.in_maintenance)(service) {
-        return Some(MAINTENANCE.to_string());
+        return Some(HoldReason::Maintenance);
     }
-    group::covering(i.topology, service, i.down).map(|d| format!("dependency:{d}"))
+    group::covering(i.topology, service, i.down).map(|d| HoldReason::Dependency(d.to_string()))
 }
 
 /// Decides the fate of this evaluation's `deliveries` and of every page held before.
@@ -79,7 +80,7 @@ pub fn decide(i: &Inputs<'_>, deliveries: Vec<NewDelivery>) -> Outcome {
                 if let Some(h) = i.held.get(&key) {
                     out.release.push(key);
                     // Fired and resolved inside a window: nothing was ever said, say nothing.
-                    if h.reason == MAINTENANCE && h.delivery.notification.kind == Kind::Firing {
+                    if h.reason == HoldReason::Maintenance && h.delivery.notification.kind == Kind::Firing {
                         continue;
                     }
                 }
@@ -118,9 +119,11 @@ pub fn decide(i: &Inputs<'_>, deliveries: Vec<NewDelivery>) -> Outcome {
             Some(reason) => out.hold.push(Held { reason, ..h.clone() }),
             None => {
                 let mut d = h.delivery.clone();
-                let why = match h.reason.strip_prefix("dependency:") {
-                    Some(dep) => format!("held while {} was down; still firing", i.topology.display(dep)),
-                    None => "held during maintenance; still firing now that it is over".to_string(),
+                let why = match &h.reason {
+                    HoldReason::Dependency(dep) => {
+                        format!("held while {} was down; still firing", i.topology.display(dep))
+                    }
+                    HoldReason::Maintenance => "held during maintenance; still firing now that it is over".to_string(),
                 };
                 d.notification.text.push_str(&format!("\n({why})"));
                 d.notification.html.push_str(&format!("<br/><i>({})</i>", html_escape(&why)));
@@ -135,12 +138,10 @@ pub fn decide(i: &Inputs<'_>, deliveries: Vec<NewDelivery>) -> Outcome {
 /// The reminder that ad hoc window `w` ends soon, for each of `receivers`.
 pub fn ending_reminder(w: &AdHocWindow, receivers: &[String], now: Millis) -> Vec<NewDelivery> {
     let services = w.services.join(", ");
-    let left = crate::config::units::HumanDuration(std::time::Duration::from_millis(
+    let left = crate::units::HumanDuration(std::time::Duration::from_millis(
         ((w.ends_at - now).max(0) as u64).div_ceil(60_000) * 60_000,
     ));
-    let end = jiff::Timestamp::from_millisecond(w.ends_at)
-        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_default();
+    let end = crate::units::utc_minute(w.ends_at);
     let title = format!("[MAINTENANCE] window #{} for {services} ends in {left}", w.id);
     let text = format!(
         "{title}\nReason: {}\nIt ends at {end}; then pages flow again, and alerts still firing are sent. \
@@ -176,15 +177,7 @@ pub fn ending_reminder(w: &AdHocWindow, receivers: &[String], now: Millis) -> Ve
         alerts: vec![info],
         created_at: now,
     };
-    receivers
-        .iter()
-        .map(|r| NewDelivery {
-            receiver: r.clone(),
-            tier: "critical".into(),
-            notification: n.clone(),
-            fallback_of: None,
-        })
-        .collect()
+    NewDelivery::fan_out(receivers, "critical", &n)
 }
 
 /// The gate as the daemon runs it.
@@ -195,9 +188,10 @@ pub struct Gate {
     reminder_lead_ms: Millis,
     settle_ms: Millis,
     receivers: Vec<String>,
+    /// What is held, as committed; `None` until read from the store (again after a failed
+    /// commit, so the cache never holds what the store does not).
     held: Option<BTreeMap<Key, Held>>,
     last_down: BTreeMap<String, Millis>,
-    releasing: Vec<Key>,
 }
 
 impl Gate {
@@ -221,49 +215,52 @@ impl Gate {
             receivers,
             held: None,
             last_down: BTreeMap::new(),
-            releasing: Vec::new(),
         }
     }
 
-    /// The calendar it reads (shared with whoever else needs to know about maintenance).
-    pub fn calendar(&self) -> Arc<Calendar> {
-        self.calendar.clone()
+    /// Re-reads the ad hoc windows (opened by the API or by `mxwarden maintenance` in another
+    /// process) into the calendar.
+    pub async fn refresh(&self, now: Millis) -> Result<(), StoreError> {
+        self.calendar.set_ad_hoc(mstore::current(&self.store, now).await?);
+        Ok(())
     }
 
-    /// Passes this evaluation's `deliveries`: returns what to send now (including released
-    /// pages and maintenance reminders) and records what is held. Call [`Gate::committed`]
-    /// once the returned deliveries are in the outbox.
+    /// Decides this evaluation's `deliveries` given every pending and firing alert: what to
+    /// send now (including released pages and, with `remind`, maintenance reminders now due),
+    /// what to hold and what to release. Writes nothing: the caller commits the outcome with
+    /// the evaluation and then calls [`Gate::committed`] (or [`Gate::forget`] if that failed).
     pub async fn pass(
         &mut self,
         deliveries: Vec<NewDelivery>,
         alerts: &[AlertStatus],
         now: Millis,
-    ) -> Result<Vec<NewDelivery>, StoreError> {
-        self.calendar.set_ad_hoc(mstore::current(&self.store, now).await?);
-        let held = match self.held.take() {
+        remind: bool,
+    ) -> Result<Outcome, StoreError> {
+        let held = match &self.held {
             Some(h) => h,
-            None => mstore::held(&self.store).await?.into_iter().map(|h| (h.key(), h)).collect(),
+            None => self.held.insert(mstore::held(&self.store).await?.into_iter().map(|h| (h.key(), h)).collect()),
         };
         let mut failing = BTreeSet::new();
         let mut firing = BTreeSet::new();
         for a in alerts {
             let Some(service) = a.labels.get("service") else { continue };
             failing.insert(service.clone());
-            if a.state == "firing" {
+            if a.state == Phase::Firing {
                 firing.insert(crate::notify::incident_key(&a.labels));
             }
             if a.labels.get("alertname") == self.topology.down_alert(service).as_ref() {
                 self.last_down.insert(service.clone(), now);
             }
         }
-        for held_dep in held.values().filter_map(|h| h.reason.strip_prefix("dependency:")) {
-            // After a restart, a dependency that held pages waits one settle time too.
-            self.last_down.entry(held_dep.to_string()).or_insert(now);
+        for h in held.values() {
+            if let HoldReason::Dependency(dep) = &h.reason {
+                // After a restart, a dependency that held pages waits one settle time too.
+                self.last_down.entry(dep.clone()).or_insert(now);
+            }
         }
-        let settle = self.settle_ms;
-        let down: BTreeSet<String> =
-            self.last_down.iter().filter(|(_, at)| now - **at < settle.max(1)).map(|(s, _)| s.clone()).collect();
-        self.last_down.retain(|_, at| now - *at < settle.max(1));
+        let settle = self.settle_ms.max(1);
+        self.last_down.retain(|_, at| now - *at < settle);
+        let down: BTreeSet<String> = self.last_down.keys().cloned().collect();
         let calendar = self.calendar.clone();
         let in_maintenance = move |s: &str| calendar.in_maintenance(s, now);
         let inputs = Inputs {
@@ -273,40 +270,61 @@ impl Gate {
             failing: &failing,
             firing: &firing,
             topology: &self.topology,
-            held: &held,
+            held,
         };
         let mut out = decide(&inputs, deliveries);
-        if self.reminder_lead_ms > 0 && !self.receivers.is_empty() {
-            for w in mstore::take_reminders(&self.store, now, self.reminder_lead_ms).await? {
+        if remind && self.reminder_lead_ms > 0 && !self.receivers.is_empty() {
+            for w in mstore::due_reminders(&self.store, now, self.reminder_lead_ms).await? {
                 tracing::info!(window = w.id, "Maintenance window ends soon; reminding.");
                 out.send.extend(ending_reminder(&w, &self.receivers, now));
+                out.reminded.push(w.id);
             }
         }
-        let mut held = held;
-        mstore::update_held(&self.store, &out.hold, &[]).await?;
-        for h in out.hold {
-            tracing::info!(incident = %h.delivery.notification.incident, reason = %h.reason, "Page held.");
-            held.insert(h.key(), h);
-        }
-        for key in &out.release {
-            held.remove(key);
-        }
-        self.held = Some(held);
-        self.releasing.extend(out.release);
-        Ok(out.send)
+        Ok(out)
     }
 
-    /// Forgets the pages released by the last [`Gate::pass`], now that they are in the outbox.
-    pub async fn committed(&mut self) -> Result<(), StoreError> {
-        let release = std::mem::take(&mut self.releasing);
-        mstore::update_held(&self.store, &[], &release).await
+    /// Learns that `outcome` is in the store.
+    pub fn committed(&mut self, outcome_hold: &[Held], outcome_release: &[Key]) {
+        let Some(held) = &mut self.held else { return };
+        for h in outcome_hold {
+            tracing::info!(incident = %h.delivery.notification.incident, reason = %h.reason, "Page held.");
+            held.insert(h.key(), h.clone());
+        }
+        for key in outcome_release {
+            held.remove(key);
+        }
+    }
+
+    /// Forgets what it knows of held pages (a commit failed): the next pass reads the store.
+    pub fn forget(&mut self) {
+        self.held = None;
+    }
+
+    /// The next moment time alone changes what the gate decides after `now`: a dependency's
+    /// settle time running out, the end of a maintenance window that holds pages, a window's
+    /// ending reminder.
+    pub fn next_deadline(&self, now: Millis) -> Option<Millis> {
+        let settled = self.last_down.values().map(|at| at.saturating_add(self.settle_ms.max(1)));
+        let window_ends = self
+            .held
+            .iter()
+            .flat_map(|h| h.values())
+            .filter(|h| h.reason == HoldReason::Maintenance)
+            .filter_map(|h| self.calendar.maintenance_end(&h.service, now));
+        let reminders = (self.reminder_lead_ms > 0 && !self.receivers.is_empty())
+            .then(|| self.calendar.ad_hoc())
+            .into_iter()
+            .flatten()
+            .map(|w| w.ends_at.saturating_sub(self.reminder_lead_ms).max(w.starts_at))
+            .filter(|at| *at > now);
+        settled.chain(window_ends).chain(reminders).filter(|at| *at > now).min()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::schema::ServiceKind;
+    use crate::model::ServiceKind;
     use crate::notify::alert_message;
 
     fn topology() -> Topology {

@@ -53,14 +53,7 @@ pub fn route(alerting: Option<&Alerting>, changes: &[Change], now: i64) -> Route
             }
             continue;
         }
-        for receiver in &tier.receivers {
-            routed.deliveries.push(NewDelivery {
-                receiver: receiver.clone(),
-                tier: severity.to_string(),
-                notification: message.clone(),
-                fallback_of: None,
-            });
-        }
+        routed.deliveries.extend(NewDelivery::fan_out(&tier.receivers, severity, &message));
     }
     routed
 }

@@ -113,13 +113,18 @@ impl SeriesStore {
         self.by_target.insert(target.to_string(), now);
     }
 
-    /// A failed scrape of `target` at `t`: every series it produced goes stale.
-    pub fn ingest_failure(&mut self, target: &str, t: i64) {
-        if let Some(before) = self.by_target.remove(target) {
-            for labels in before {
-                self.append(labels, t, stale());
-            }
-        }
+    /// A probe's samples at `t`, as points of the series of `target` (the check): the name
+    /// becomes `__name__`; series the check no longer reports go stale.
+    pub fn ingest_samples(&mut self, target: &str, t: i64, samples: &[crate::model::Sample]) {
+        let points = samples
+            .iter()
+            .map(|s| {
+                let mut labels = s.labels.clone();
+                labels.insert("__name__".into(), s.name.clone());
+                (labels, s.value)
+            })
+            .collect();
+        self.ingest_scrape(target, t, points);
     }
 
     /// Drops points older than the retention and series left empty.
@@ -169,7 +174,7 @@ mod tests {
     fn a_failed_scrape_marks_all_its_series_stale_and_a_later_one_revives_them() {
         let mut s = SeriesStore::new(600_000, 100);
         s.ingest_scrape("t", 0, vec![(l("x", "a"), 1.0)]);
-        s.ingest_failure("t", 15_000);
+        s.ingest_scrape("t", 15_000, vec![]); // a failed scrape reports nothing
         assert!(is_stale(s.iter().next().unwrap().points.back().unwrap().v));
         s.ingest_scrape("t", 30_000, vec![(l("x", "a"), 2.0)]);
         assert_eq!(s.iter().next().unwrap().points.back().unwrap().v, 2.0);

@@ -3,8 +3,8 @@
 
 use super::BackupPlan;
 use super::manifest::{self, Manifest, RunStatus};
-use crate::config::units::human_bytes;
 use crate::notify::{Notification, html_escape};
+use crate::units::human_bytes;
 
 /// The lines for runs that finished in `[from, to)` (ms), given every manifest.
 pub fn lines(manifests: &[Manifest], from: i64, to: i64) -> Vec<String> {

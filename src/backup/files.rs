@@ -119,21 +119,157 @@ pub fn list_tar<R: Read>(input: R) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-/// Unpacks a tar into `dir` (which the caller made sure is empty); entries cannot escape it.
-pub fn unpack_tar<R: Read>(input: R, dir: &Path) -> Result<u64, String> {
+/// An archive entry that was not unpacked, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The entry's name as the archive gives it (control characters escaped).
+    pub name: String,
+    /// Why it was not unpacked: absolute path, `..`, a link leaving the directory, a device …
+    pub reason: String,
+}
+
+/// What an unpack did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unpacked {
+    /// Regular files written.
+    pub files: u64,
+    /// Unsafe entries left out, in archive order.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Why `entry` must not be unpacked under the destination, if it must not. Our own archives
+/// hold relative paths of regular files and directories only; anything else came from
+/// elsewhere and is judged here before the tar crate sees it: absolute paths and `..` (which
+/// the tar crate would quietly re-root or drop), links whose target leaves the directory,
+/// device nodes, FIFOs and unknown entry kinds.
+pub fn unsafe_reason(path: &Path, kind: tar::EntryType, link: Option<&Path>) -> Option<String> {
+    use std::path::Component;
+    if path.as_os_str().is_empty() {
+        return Some("empty name".into());
+    }
+    if path.components().any(|c| matches!(c, Component::RootDir | Component::Prefix(_))) {
+        return Some("absolute path".into());
+    }
+    if path.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Some("`..` in the path".into());
+    }
+    match kind {
+        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::Directory => None,
+        tar::EntryType::Symlink => match link {
+            None => Some("symbolic link without a target".into()),
+            Some(target) if target.is_absolute() => {
+                Some(format!("symbolic link to an absolute path ({})", shown(target)))
+            }
+            Some(target) if !stays_inside(path.parent().unwrap_or(Path::new("")), target) => {
+                Some(format!("symbolic link escaping the directory (to {})", shown(target)))
+            }
+            Some(_) => None,
+        },
+        tar::EntryType::Link => match link {
+            None => Some("hard link without a target".into()),
+            Some(target)
+                if target.is_absolute()
+                    || target.components().any(|c| matches!(c, Component::ParentDir | Component::RootDir)) =>
+            {
+                Some(format!("hard link to outside the directory ({})", shown(target)))
+            }
+            Some(_) => None,
+        },
+        tar::EntryType::Char | tar::EntryType::Block => Some("device node".into()),
+        tar::EntryType::Fifo => Some("named pipe (FIFO)".into()),
+        other => Some(format!("unsupported entry type {}", other.as_byte() as char)),
+    }
+}
+
+fn shown(path: &Path) -> String {
+    crate::text::escape_controls(&path.to_string_lossy()).into_owned()
+}
+
+/// Whether `target`, followed from directory `from` (both relative to the destination), stays
+/// inside the destination, judged by the names alone.
+fn stays_inside(from: &Path, target: &Path) -> bool {
+    use std::path::Component;
+    let mut depth: i64 = from.components().filter(|c| matches!(c, Component::Normal(_))).count() as i64;
+    for c in target.components() {
+        match c {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// Unpacks a tar into `dir` (which the caller made sure is empty). Entries cannot escape it:
+/// unsafe ones are left out and reported (see [`unsafe_reason`]); a symbolic link that,
+/// through the links before it, still resolves outside is removed again and reported. Modes
+/// are kept without the setuid, setgid and sticky bits; owners are not restored.
+pub fn unpack_tar<R: Read>(input: R, dir: &Path) -> Result<Unpacked, String> {
     let mut archive = tar::Archive::new(input);
-    archive.set_preserve_permissions(true);
-    let mut files = 0;
+    let mut done = Unpacked::default();
+    let mut links = Vec::new();
+    let root = dir.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
     for entry in archive.entries().map_err(|e| format!("not a tar archive: {e}"))? {
         let mut entry = entry.map_err(|e| format!("broken tar archive: {e}"))?;
-        let is_file = entry.header().entry_type().is_file();
+        let kind = entry.header().entry_type();
+        let path = entry.path().map_err(|e| format!("broken tar path: {e}"))?.into_owned();
+        let link = entry.link_name().map_err(|e| format!("broken tar link name: {e}"))?.map(|l| l.into_owned());
+        if let Some(reason) = unsafe_reason(&path, kind, link.as_deref()) {
+            done.skipped.push(Skipped { name: shown(&path), reason });
+            continue;
+        }
+        // Only the permission bits: no setuid, setgid or sticky bit from an archive.
+        entry.set_preserve_permissions(false);
         let unpacked = entry.unpack_in(dir).map_err(|e| format!("cannot unpack into {}: {e}", dir.display()))?;
-        if unpacked && is_file {
-            files += 1;
+        if unpacked && kind.is_file() {
+            done.files += 1;
+        }
+        if kind.is_symlink() && unpacked {
+            // At once, so no later entry is written through it; and again at the end, when
+            // every link it may pass through exists.
+            if drop_if_outside(dir, &root, &path, &mut done)? {
+                links.push(path);
+            }
         }
     }
     drain(archive.into_inner())?;
-    Ok(files)
+    for link in links {
+        drop_if_outside(dir, &root, &link, &mut done)?;
+    }
+    Ok(done)
+}
+
+/// Removes the symbolic link `link` (relative to `dir`) when it resolves outside `root` and
+/// reports it; says whether it was kept.
+fn drop_if_outside(dir: &Path, root: &Path, link: &Path, done: &mut Unpacked) -> Result<bool, String> {
+    let at = dir.join(link);
+    if resolves_inside(&at, root) {
+        return Ok(true);
+    }
+    std::fs::remove_file(&at).map_err(|e| format!("cannot remove {}: {e}", at.display()))?;
+    done.skipped.push(Skipped {
+        name: shown(link),
+        reason: "symbolic link resolving outside the directory (through another link)".into(),
+    });
+    Ok(false)
+}
+
+/// Whether the symbolic link `link` points inside `root` (canonical), following every link on
+/// the way. A dangling link counts as inside when its target has no `..` and the nearest
+/// existing directory on its way is inside.
+fn resolves_inside(link: &Path, root: &Path) -> bool {
+    let Ok(target) = std::fs::read_link(link) else { return true };
+    let climbs = target.components().any(|c| matches!(c, std::path::Component::ParentDir));
+    let full = link.parent().unwrap_or(root).join(target);
+    match full.canonicalize() {
+        Ok(real) => real.starts_with(root),
+        Err(_) if climbs => false,
+        Err(_) => full.ancestors().find_map(|p| p.canonicalize().ok()).is_some_and(|p| p.starts_with(root)),
+    }
 }
 
 /// Reads what follows the archive's end (its padding), so the stream is read to its end and
@@ -177,10 +313,116 @@ mod tests {
         assert_eq!(write_tar(&paths, &mut tar).unwrap(), 2);
         assert_eq!(list_tar(&tar[..]).unwrap().len(), 2);
         let out = tempfile::tempdir().unwrap();
-        assert_eq!(unpack_tar(&tar[..], out.path()).unwrap(), 2);
+        assert_eq!(unpack_tar(&tar[..], out.path()).unwrap(), Unpacked { files: 2, skipped: vec![] });
         let back = out.path().join(src.path().strip_prefix("/").unwrap()).join("a.pem");
         assert_eq!(std::fs::read_to_string(back).unwrap(), "A");
         let none = format!("{}/*.key", src.path().display());
         assert!(expand(&[none]).unwrap_err().contains("matches no file"));
+    }
+}
+
+#[cfg(test)]
+mod unsafe_entries {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use tar::EntryType;
+
+    /// A tar entry written byte for byte, so names the tar crate's builder would refuse (absolute,
+    /// `..`) can be crafted.
+    pub(crate) fn raw_entry(out: &mut Vec<u8>, name: &str, kind: EntryType, link: &str, mode: u32, data: &[u8]) {
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+
+    #[test]
+    fn each_kind_of_unsafe_entry_is_named() {
+        let cases: &[(&str, EntryType, Option<&str>, Option<&str>, &str)] = &[
+            ("data/key.pem", EntryType::Regular, None, None, "a plain file"),
+            ("data", EntryType::Directory, None, None, "a directory"),
+            ("/etc/cron.d/evil", EntryType::Regular, None, Some("absolute path"), "absolute"),
+            ("../evil", EntryType::Regular, None, Some("`..` in the path"), "parent"),
+            ("data/../../evil", EntryType::Regular, None, Some("`..` in the path"), "parent in the middle"),
+            ("data/link", EntryType::Symlink, Some("key.pem"), None, "a link beside its target"),
+            ("data/link", EntryType::Symlink, Some("../data/key.pem"), None, "a link up and down again"),
+            ("data/link", EntryType::Symlink, Some("/etc/shadow"), Some("symbolic link to an absolute path"), "abs"),
+            ("data/link", EntryType::Symlink, Some("../../etc"), Some("symbolic link escaping"), "escaping"),
+            ("link", EntryType::Symlink, Some(".."), Some("symbolic link escaping"), "the parent of the root"),
+            ("data/hard", EntryType::Link, Some("data/key.pem"), None, "a hard link inside"),
+            ("data/hard", EntryType::Link, Some("/etc/shadow"), Some("hard link to outside"), "hard, absolute"),
+            ("data/hard", EntryType::Link, Some("../x"), Some("hard link to outside"), "hard, parent"),
+            ("data/null", EntryType::Char, None, Some("device node"), "character device"),
+            ("data/sda", EntryType::Block, None, Some("device node"), "block device"),
+            ("data/pipe", EntryType::Fifo, None, Some("named pipe (FIFO)"), "fifo"),
+            ("data/x", EntryType::new(b'Z'), None, Some("unsupported entry type Z"), "unknown kind"),
+        ];
+        for (path, kind, link, want, why) in cases {
+            let got = unsafe_reason(Path::new(path), *kind, link.map(Path::new));
+            match want {
+                None => assert_eq!(got, None, "{why}"),
+                Some(w) => assert!(got.as_deref().is_some_and(|g| g.starts_with(w)), "{why}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_crafted_archive_unpacks_only_its_safe_entries_without_special_bits() {
+        let mut tar = Vec::new();
+        raw_entry(&mut tar, "data/", EntryType::Directory, "", 0o1777, b"");
+        raw_entry(&mut tar, "data/suid", EntryType::Regular, "", 0o4755, b"#!/bin/sh\n");
+        raw_entry(&mut tar, "data/sgid", EntryType::Regular, "", 0o2640, b"x");
+        raw_entry(&mut tar, "/abs", EntryType::Regular, "", 0o644, b"x");
+        raw_entry(&mut tar, "../up", EntryType::Regular, "", 0o644, b"x");
+        raw_entry(&mut tar, "data/dot", EntryType::Symlink, ".", 0o777, b"");
+        raw_entry(&mut tar, "data/up", EntryType::Symlink, "../../etc", 0o777, b"");
+        // By the names alone `data/dot/..` is `data`, inside; through `dot` it is the root's parent.
+        raw_entry(&mut tar, "data/dot/out", EntryType::Symlink, "../..", 0o777, b"");
+        raw_entry(&mut tar, "data/null", EntryType::Char, "", 0o666, b"");
+        tar.extend_from_slice(&[0; 1024]);
+        let out = tempfile::tempdir().unwrap();
+        let done = unpack_tar(&tar[..], out.path()).unwrap();
+        assert_eq!(done.files, 2, "{done:?}");
+        let reasons: Vec<(&str, &str)> = done.skipped.iter().map(|s| (s.name.as_str(), s.reason.as_str())).collect();
+        assert_eq!(
+            reasons,
+            [
+                ("/abs", "absolute path"),
+                ("../up", "`..` in the path"),
+                ("data/up", "symbolic link escaping the directory (to ../../etc)"),
+                ("data/dot/out", "symbolic link resolving outside the directory (through another link)"),
+                ("data/null", "device node"),
+            ]
+        );
+        let mode = |p: &str| std::fs::symlink_metadata(out.path().join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode("data/suid"), 0o755, "setuid dropped");
+        assert_eq!(mode("data/sgid"), 0o640, "setgid dropped");
+        assert_eq!(mode("data"), 0o777, "sticky dropped");
+        assert!(!out.path().join("abs").exists() && !out.path().parent().unwrap().join("up").exists());
+    }
+
+    #[test]
+    fn a_link_leaving_through_another_link_is_removed_and_reported() {
+        let mut tar = Vec::new();
+        raw_entry(&mut tar, "b", EntryType::Symlink, ".", 0o777, b"");
+        // By the names alone `b/..` is the root; through `b` it is the root's parent.
+        raw_entry(&mut tar, "a", EntryType::Symlink, "b/..", 0o777, b"");
+        raw_entry(&mut tar, "a/escaped", EntryType::Regular, "", 0o644, b"x");
+        tar.extend_from_slice(&[0; 1024]);
+        let parent = tempfile::tempdir().unwrap();
+        let out = parent.path().join("restore");
+        std::fs::create_dir(&out).unwrap();
+        let done = unpack_tar(&tar[..], &out);
+        assert!(!parent.path().join("escaped").exists(), "nothing was written outside: {done:?}");
+        let done = done.unwrap();
+        assert!(done.skipped.iter().any(|s| s.name == "a" && s.reason.contains("resolving outside")), "{done:?}");
+        assert!(std::fs::symlink_metadata(out.join("a")).is_err() || out.join("a").join("escaped").exists());
     }
 }

@@ -4,7 +4,7 @@
 //! [`BackupPlan`]; `run` takes a backup, `verify` reads one back, `restore` puts one back,
 //! `retention` decides what `prune` deletes, `schedule` runs them in the daemon and turns the
 //! manifests into samples, `digest` summarises them for the daily digest. The CLI
-//! (`cli_backup`) and the daemon drive the same functions.
+//! (`cli::backup`) and the daemon drive the same functions.
 
 pub mod digest;
 pub mod files;

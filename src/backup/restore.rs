@@ -184,7 +184,9 @@ pub async fn database<S: Storage>(
     outcome
 }
 
-/// Unpacks file set `set` of `manifest` into `dir` (missing or empty, unless `force`).
+/// Unpacks file set `set` of `manifest` into `dir` (missing or empty, unless `force`; created
+/// 0700 when missing). Unsafe entries are left out and listed in the result (see
+/// `files::unpack_tar`); the caller reports them.
 pub async fn files<S: Storage>(
     storage: &S,
     manifest: &Manifest,
@@ -192,7 +194,7 @@ pub async fn files<S: Storage>(
     identities: &Identities,
     dir: &Path,
     force: bool,
-) -> Result<u64, RestoreError> {
+) -> Result<super::files::Unpacked, RestoreError> {
     let Some(item) = manifest.items.iter().find(|i| i.kind == ItemKind::Files && i.name == set) else {
         let sets: Vec<&str> =
             manifest.items.iter().filter(|i| i.kind == ItemKind::Files).map(|i| i.name.as_str()).collect();
@@ -213,7 +215,8 @@ pub async fn files<S: Storage>(
         )));
     }
     check_sum(storage, &manifest.id, item).await.map_err(RestoreError::Failed)?;
-    std::fs::create_dir_all(dir).map_err(|e| RestoreError::Failed(format!("cannot create {}: {e}", dir.display())))?;
+    crate::private_fs::create_dir_all(dir)
+        .map_err(|e| RestoreError::Failed(format!("cannot create {}: {e}", dir.display())))?;
     let key = format!("{}/{}", manifest.id, item.file);
     let file = storage.open(&key).await.map_err(|e| RestoreError::Failed(e.to_string()))?;
     let mut plain =

@@ -3,7 +3,9 @@
 //! deleted. [`LocalDir`] is a directory: writes go to `KEY.partial`, a commit fsyncs the file,
 //! renames it into place and fsyncs the directory, so a crash never leaves a file that looks
 //! complete. An S3-compatible store maps the same calls onto multipart uploads (commit =
-//! complete), `GetObject`, `ListObjectsV2` and `DeleteObject`.
+//! complete), `GetObject`, `ListObjectsV2` and `DeleteObject`. Local files are created 0600
+//! and directories 0700 (`crate::private_fs`): a backup is nobody else's business, encrypted
+//! or not.
 
 use std::future::Future;
 use std::io;
@@ -125,9 +127,9 @@ impl Storage for LocalDir {
     async fn lock(&self) -> Result<DirLock, StorageError> {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&root).map_err(io_err(format!("cannot create {}", root.display())))?;
+            crate::private_fs::create_dir_all(&root).map_err(io_err(format!("cannot create {}", root.display())))?;
             let path = root.join(".lock");
-            let file = std::fs::OpenOptions::new()
+            let file = crate::private_fs::open_options()
                 .create(true)
                 .truncate(false)
                 .write(true)
@@ -146,10 +148,18 @@ impl Storage for LocalDir {
     async fn create(&self, key: &str) -> Result<tokio::fs::File, StorageError> {
         let path = self.path(key)?;
         if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(io_err(format!("cannot create {}", dir.display())))?;
+            crate::private_fs::create_dir_all_async(dir)
+                .await
+                .map_err(io_err(format!("cannot create {}", dir.display())))?;
         }
         let partial = Self::partial(&path);
-        tokio::fs::File::create(&partial).await.map_err(io_err(format!("cannot create {}", partial.display())))
+        crate::private_fs::open_options_async()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&partial)
+            .await
+            .map_err(io_err(format!("cannot create {}", partial.display())))
     }
 
     async fn commit(&self, key: &str) -> Result<(), StorageError> {

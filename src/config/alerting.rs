@@ -4,12 +4,12 @@
 //! a daily digest at 09:00, info in a weekly digest on Monday 09:00.
 
 use super::build::{Problems, parse_url, secret};
-use super::error::closest;
 use super::schema::{AlertingConfig, ReceiverConfig, TierConfig};
 use crate::notify::email::{EmailReceiver, SmtpTls};
 use crate::notify::matrix::MatrixReceiver;
 use crate::notify::webhook::WebhookReceiver;
 use crate::notify::{Alerting, DigestSchedule, Receiver, Tier, parse_schedule};
+use crate::units::closest;
 use serde_saphyr::{Location, Spanned};
 use std::collections::BTreeMap;
 
@@ -53,9 +53,9 @@ pub(super) fn build(config: &AlertingConfig, problems: &mut Problems<'_>) -> Opt
         };
         tiers.insert(name.to_string(), tier);
     }
-    let defaults = crate::dispatch::RetryPolicy::default();
-    let ms = |d: Option<super::units::HumanDuration>, default: i64| d.map_or(default, |d| d.0.as_millis() as i64);
-    let retry = config.retry.as_ref().map_or(defaults, |r| crate::dispatch::RetryPolicy {
+    let defaults = crate::notify::RetryPolicy::default();
+    let ms = |d: Option<crate::units::HumanDuration>, default: i64| d.map_or(default, |d| d.0.as_millis() as i64);
+    let retry = config.retry.as_ref().map_or(defaults, |r| crate::notify::RetryPolicy {
         initial_ms: ms(r.initial, defaults.initial_ms).max(1),
         max_ms: ms(r.max, defaults.max_ms).max(1),
         give_up_ms: ms(r.give_up_after, defaults.give_up_ms),

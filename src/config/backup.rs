@@ -141,7 +141,7 @@ fn sources(config: &BackupConfig, file: &FileConfig, problems: &mut Problems<'_>
             DatabaseSelection::PerService(map) => {
                 for (service, dbs) in map {
                     if !names.contains(&service.as_str()) {
-                        let hint = super::error::closest(service, names.iter().copied())
+                        let hint = crate::units::closest(service, names.iter().copied())
                             .map(|n| format!("did you mean `{n}`?"));
                         problems.add_with_hint(
                             &sel.referenced,

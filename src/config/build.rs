@@ -3,16 +3,17 @@
 //! reads `*_file` secrets, expands presets and applies overrides. Every problem found is
 //! reported, each with its line.
 
-use super::error::{Diagnostic, closest};
+use super::error::Diagnostic;
 use super::schema::{
     CheckConfig, ExpectConfig, FileConfig, HttpConfig, RuleConfig, ScrapeConfig, ServiceConfig, ServiceKind, TlsConfig,
 };
-use crate::check::{CheckSpec, HttpSpec, ProbeSpec, ScrapeSpec, Target, TlsOptions};
 use crate::model::CheckId;
 use crate::preset::rules as preset_rules;
 use crate::preset::{self, ServiceFacts};
 use crate::probe::expect::{Expect, ExpectPatch, JsonQuery};
+use crate::probe::spec::{CheckSpec, HttpSpec, ProbeSpec, ScrapeSpec, Target, TlsOptions};
 use crate::rule::{AlertRule, RuleDef};
+use crate::units::closest;
 use reqwest::Method;
 use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::SecretString;
@@ -159,7 +160,15 @@ pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagno
             Err(e) => problems.add(&service.referenced, format!("services.{name}"), e.to_string()),
         }
     }
-    for def in crate::preset::media::rules(file) {
+    for def in crate::preset::media::rules(
+        file.services.iter().filter(|(_, s)| s.value.kind == crate::model::ServiceKind::Synapse).map(|(name, s)| {
+            crate::preset::media::MediaFacts {
+                service: name.as_str(),
+                has_admin_token: s.value.admin_token.is_some() || s.value.admin_token_file.is_some(),
+                media_persistent: s.value.media_persistent,
+            }
+        }),
+    ) {
         match AlertRule::compile(def) {
             Ok(rule) => rules.push(rule),
             Err(e) => problems.add(&Location::UNKNOWN, "services", e.to_string()),
@@ -575,8 +584,8 @@ fn scrape_request(
 
 fn apply_override(
     spec: &mut CheckSpec,
-    interval: Option<super::units::HumanDuration>,
-    timeout: Option<super::units::HumanDuration>,
+    interval: Option<crate::units::HumanDuration>,
+    timeout: Option<crate::units::HumanDuration>,
     patch: Option<ExpectPatch>,
 ) {
     if let Some(i) = interval {
@@ -658,7 +667,7 @@ pub(super) fn headers(
     for (name, value) in given {
         match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             (Ok(n), Ok(mut v)) => {
-                v.set_sensitive(crate::check::is_sensitive_header(&n));
+                v.set_sensitive(crate::probe::spec::is_sensitive_header(&n));
                 headers.push((n, v));
             }
             (Err(_), _) => {

@@ -1,6 +1,7 @@
 //! Config errors that say where and what: file, line, column, key path, what was expected,
-//! and a "did you mean" when a key or value is a near miss. Built by `config::load` and
-//! `config::validate`; printed by the CLI, which exits 2.
+//! and a "did you mean" when a key or value is a near miss. Built by `config::load` (what
+//! serde and the YAML parser see) and `config::build` (what they cannot); printed by the CLI,
+//! which exits 2.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -116,34 +117,9 @@ fn snippet(source: &str, line: u64, column: u64) -> Option<String> {
     Some(format!("{pad} |\n{number} | {text}\n{pad} | {indent}^"))
 }
 
-/// The candidate closest to `word`, if it is close enough to be a likely typo.
-pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (c, strsim::jaro_winkler(word, c)))
-        .filter(|(c, score)| *score >= 0.8 || strsim::levenshtein(word, c) <= 2)
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(c, _)| c)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn suggestions_catch_typos_but_not_unrelated_words() {
-        let keys = ["url", "method", "headers", "bearer_token", "expect"];
-        let cases = [
-            ("methd", Some("method"), "one letter dropped"),
-            ("header", Some("headers"), "singular for plural"),
-            ("expcet", Some("expect"), "swapped letters"),
-            ("bearer", Some("bearer_token"), "a prefix"),
-            ("zzzz", None, "nothing alike"),
-        ];
-        for (word, want, why) in cases {
-            assert_eq!(closest(word, keys), want, "{word}: {why}");
-        }
-    }
 
     #[test]
     fn diagnostics_print_file_line_key_hint_and_caret() {

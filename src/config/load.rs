@@ -3,9 +3,10 @@
 //! of every error, and "did you mean" for near-miss keys and values. Pure over its inputs:
 //! the caller passes the text and the environment.
 
-use super::error::{ConfigError, Diagnostic, closest};
+use super::error::{ConfigError, Diagnostic};
 use super::keypath::key_path_at;
 use super::schema::FileConfig;
+use crate::units::closest;
 use std::collections::HashMap;
 use std::path::Path;
 

@@ -3,10 +3,10 @@
 //! for cycles — each problem with its line.
 
 use super::build::Problems;
-use super::error::closest;
 use super::schema::{FileConfig, ServiceKind};
 use crate::maintenance::RecurringWindow;
 use crate::topology::Topology;
+use crate::units::closest;
 use serde_saphyr::Location;
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -12,11 +12,10 @@ pub mod load;
 mod maintenance;
 mod postgres;
 pub mod schema;
-pub mod units;
 
 pub use error::{ConfigError, Diagnostic};
 
-use crate::check::CheckSpec;
+use crate::probe::spec::CheckSpec;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -85,4 +84,15 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
             .clone()
             .map_or_else(|| base_dir.join("mxwarden.db"), |p| if p.is_relative() { base_dir.join(p) } else { p }),
     })
+}
+
+impl Config {
+    /// The services it knows: its `services:` and the `service` of its checks.
+    pub fn known_services(&self) -> std::collections::BTreeSet<String> {
+        self.topology
+            .services()
+            .map(str::to_string)
+            .chain(self.checks.iter().filter_map(|c| c.service.clone()))
+            .collect()
+    }
 }

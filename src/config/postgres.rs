@@ -7,11 +7,11 @@
 use super::build::{Problems, secret};
 use super::error::Diagnostic;
 use super::schema::{FileConfig, OverrideConfig, ServiceConfig};
-use crate::check::{CheckSpec, ProbeSpec};
 use crate::model::CheckId;
 use crate::probe::expect::ExpectPatch;
 use crate::probe::postgres::PostgresSpec;
 use crate::probe::postgres::dsn::PgTarget;
+use crate::probe::spec::{CheckSpec, ProbeSpec};
 use secrecy::ExposeSecret;
 use serde_saphyr::{Location, Spanned};
 use std::collections::BTreeSet;
@@ -50,7 +50,7 @@ pub(super) fn scrub(file: &FileConfig, found: Vec<Diagnostic>) -> Vec<Diagnostic
     secrets.retain(|s| s.trim().len() >= 3);
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len())); // whole DSNs before their parts
     let clean =
-        |text: &str| secrets.iter().fold(text.to_string(), |t, s| t.replace(s.as_str(), crate::check::REDACTED));
+        |text: &str| secrets.iter().fold(text.to_string(), |t, s| t.replace(s.as_str(), crate::redact::REDACTED));
     found
         .into_iter()
         .map(|d| Diagnostic {
@@ -161,7 +161,7 @@ pub(super) fn check(
             format!("{key}.statement_timeout"),
             format!(
                 "must be more than 0 and shorter than the check's timeout ({}), so the server gives up before mxwarden does",
-                super::units::HumanDuration(spec.timeout)
+                crate::units::HumanDuration(spec.timeout)
             ),
         );
     }

@@ -9,8 +9,7 @@ use jiff::{Timestamp, Zoned};
 use serde::Serialize;
 use std::sync::RwLock;
 
-/// Milliseconds since the Unix epoch.
-pub type Millis = i64;
+pub use crate::model::Millis;
 
 /// A window from the config: starts at every match of `cron` (local time in `timezone`) and
 /// lasts `duration_ms`.

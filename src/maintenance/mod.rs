@@ -4,13 +4,10 @@
 //! notification gate (`crate::mute`) holds pages for services in maintenance and sends those
 //! still firing when the window ends.
 
-pub mod api;
 pub mod calendar;
-pub mod store;
 
 pub use calendar::{AdHocWindow, Calendar, Occurrence, RecurringWindow, Source};
 
-use crate::store::{Store, StoreError};
 use serde::Serialize;
 
 /// What `maintenance list` and `GET /api/v1/maintenance` show.
@@ -36,9 +33,7 @@ pub struct Shown {
     pub ends: String,
 }
 
-fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
-}
+use crate::units::rfc3339;
 
 impl From<Occurrence> for Shown {
     fn from(occurrence: Occurrence) -> Self {
@@ -47,14 +42,14 @@ impl From<Occurrence> for Shown {
     }
 }
 
-/// Reads the ad hoc windows into `calendar` and lists what is open at `now` and what comes.
-pub async fn listing(store: &Store, calendar: &Calendar, now: i64) -> Result<Listing, StoreError> {
-    calendar.set_ad_hoc(store::current(store, now).await?);
-    Ok(Listing {
+/// What is open at `now` and what comes, given the ad hoc windows the store holds now.
+pub fn listing(calendar: &Calendar, ad_hoc: Vec<AdHocWindow>, now: i64) -> Listing {
+    calendar.set_ad_hoc(ad_hoc);
+    Listing {
         now: rfc3339(now),
         active: calendar.active(now).into_iter().map(Shown::from).collect(),
         upcoming: calendar.upcoming(now).into_iter().map(Shown::from).collect(),
-    })
+    }
 }
 
 /// A request for an ad hoc window, checked.
@@ -84,14 +79,14 @@ pub fn check_request(
     }
     for s in services {
         if !known.contains(s) {
-            let hint = crate::config::error::closest(s, known.iter().map(String::as_str))
+            let hint = crate::units::closest(s, known.iter().map(String::as_str))
                 .map(|k| format!(" Did you mean `{k}`?"))
                 .unwrap_or_default();
             let names: Vec<&str> = known.iter().map(String::as_str).collect();
             return Err(format!("no service `{s}`.{hint} Services: {}", names.join(", ")));
         }
     }
-    let d = crate::config::units::HumanDuration::parse(duration).map_err(|e| format!("duration: {e}"))?;
+    let d = crate::units::HumanDuration::parse(duration).map_err(|e| format!("duration: {e}"))?;
     let ms = d.0.as_millis() as i64;
     if !(60_000..=7 * 86_400_000).contains(&ms) {
         return Err(format!("duration {d} is out of range; a window lasts from 1m to 7d"));
@@ -110,14 +105,4 @@ pub fn check_request(
         }
     }
     Ok(NewWindow { services: unique, starts_at: now, ends_at: now + ms, reason: reason.to_string() })
-}
-
-/// The services a config knows: its `services:` and the `service` of its checks.
-pub fn known_services(config: &crate::config::Config) -> std::collections::BTreeSet<String> {
-    config
-        .topology
-        .services()
-        .map(str::to_string)
-        .chain(config.checks.iter().filter_map(|c| c.service.clone()))
-        .collect()
 }

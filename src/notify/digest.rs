@@ -44,6 +44,52 @@ pub const INFO_COUNTERS: &[(&str, &str, Option<(&str, &str)>)] = &[
 /// no baseline yet).
 pub type InfoItem = (String, Option<f64>);
 
+/// Joins the firing and resolved items of one incident into one entry each.
+pub fn merge_items(items: Vec<Notification>) -> Vec<AlertInfo> {
+    let mut merged: Vec<AlertInfo> = Vec::new();
+    for n in items {
+        for a in n.alerts {
+            match merged.iter_mut().find(|m| m.labels == a.labels && m.fired_at == a.fired_at) {
+                Some(m) if n.kind == Kind::Resolved => m.resolved_at = a.resolved_at,
+                Some(_) => {}
+                None => merged.push(a),
+            }
+        }
+    }
+    merged
+}
+
+/// Each info counter's total now (summed over its series, stale ones left out), by what it
+/// counts; counters not scraped are absent.
+pub fn counter_totals(series: &crate::series::SeriesStore) -> std::collections::BTreeMap<String, f64> {
+    let mut totals = std::collections::BTreeMap::new();
+    for (what, name, matcher) in INFO_COUNTERS {
+        let values: Vec<f64> = series
+            .named(name)
+            .filter(|s| matcher.is_none_or(|(k, v)| s.labels.get(k).is_some_and(|x| x == v)))
+            .filter_map(|s| s.points.back().map(|p| p.v).filter(|v| !crate::series::is_stale(*v)))
+            .collect();
+        if !values.is_empty() {
+            totals.insert(what.to_string(), values.iter().sum());
+        }
+    }
+    totals
+}
+
+/// The info items of a digest: each counter's total now minus its total at the last digest
+/// (a reset counts from zero; no baseline yet: `None`).
+pub fn info_items(
+    before: &std::collections::BTreeMap<String, f64>,
+    now: &std::collections::BTreeMap<String, f64>,
+) -> Vec<InfoItem> {
+    now.iter()
+        .map(|(what, total)| {
+            let count = before.get(what).map(|b| if total >= b { total - b } else { *total });
+            (what.clone(), count)
+        })
+        .collect()
+}
+
 /// The digest message for a period.
 pub fn compose(
     tier: &str,
@@ -53,9 +99,7 @@ pub fn compose(
     still_open: &[AlertInfo],
     info: &[InfoItem],
 ) -> Notification {
-    let period = |ms: i64| {
-        Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default()
-    };
+    let period = crate::units::utc_minute;
     let title = format!("[DIGEST] {tier}: {} alert(s), {} still open", items.len(), still_open.len());
     let mut text = format!("{title}\nperiod {} – {}\n", period(from), period(to));
     let mut html = format!("<b>{}</b><br/><i>period {} – {}</i>", html_escape(&title), period(from), period(to));
@@ -64,17 +108,19 @@ pub fn compose(
         html.push_str("<p>All quiet: nothing fired in this period. mxwarden is running.</p>");
     }
     let describe = |a: &AlertInfo| {
-        let summary = a.annotations.get("summary").cloned().unwrap_or_default();
+        let summary = crate::text::escape_controls(&super::annotation_shown(
+            a.annotations.get("summary").map_or("", String::as_str),
+            &a.labels,
+        ))
+        .into_owned();
         let lasted = match a.resolved_at {
             Some(end) => format!(
                 "lasted {}",
-                crate::config::units::HumanDuration(std::time::Duration::from_secs(
-                    ((end - a.fired_at).max(0) / 1000) as u64
-                ))
+                crate::units::HumanDuration(std::time::Duration::from_secs(((end - a.fired_at).max(0) / 1000) as u64))
             ),
             None => "still firing".into(),
         };
-        format!("{} — {summary} (since {}, {lasted})", a.name, period(a.fired_at))
+        format!("{} — {summary} (since {}, {lasted})", crate::text::escape_controls(&a.name), period(a.fired_at))
     };
     for (heading, list) in [("Fired in this period", items), ("Still open", still_open)] {
         if list.is_empty() {
@@ -146,5 +192,21 @@ mod tests {
         assert!(n.text.contains("All quiet"), "{}", n.text);
         assert!(n.text.contains("- failed password logins (MAS): 12"), "{}", n.text);
         assert_eq!(n.kind, Kind::Digest);
+    }
+
+    #[test]
+    fn info_counts_are_deltas_and_a_reset_counts_from_zero() {
+        let map = |pairs: &[(&str, f64)]| pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let before = map(&[("logins", 10.0), ("registrations", 50.0)]);
+        let now = map(&[("logins", 14.0), ("registrations", 3.0), ("rejections", 7.0)]);
+        let items = info_items(&before, &now);
+        assert_eq!(
+            items,
+            vec![
+                ("logins".to_string(), Some(4.0)),        // grew by 4
+                ("registrations".to_string(), Some(3.0)), // reset: counts from zero
+                ("rejections".to_string(), None),         // no baseline yet
+            ]
+        );
     }
 }

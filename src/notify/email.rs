@@ -1,8 +1,11 @@
 //! The email receiver: SMTP through lettre with STARTTLS, implicit TLS, or plain for a local
 //! relay; a text and an HTML part; a `Message-ID` derived from the outbox row so mail clients
 //! can fold a retried duplicate. lettre's own classification decides transient vs permanent.
+//! Control characters never reach the mail: the subject is one escaped line, the bodies keep
+//! only their line breaks (`crate::text`).
 
 use super::{Notification, SendError};
+use crate::text::{escape_controls, escape_controls_in_prose};
 use lettre::message::{Mailbox, MultiPart, header};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -58,17 +61,21 @@ impl EmailReceiver {
     pub async fn send(&self, delivery: &str, n: &Notification) -> Result<(), SendError> {
         let mut builder = Message::builder()
             .from(self.from.clone())
-            .subject(n.title.clone())
+            .subject(escape_controls(&n.title))
             .message_id(Some(format!("<mxwarden-{delivery}@{}>", self.from.email.domain())))
             .header(header::MIME_VERSION_1_0);
         for to in &self.to {
             builder = builder.to(to.clone());
         }
         let message = builder
-            .multipart(MultiPart::alternative_plain_html(n.text.clone(), n.html.clone()))
+            .multipart(MultiPart::alternative_plain_html(
+                escape_controls_in_prose(&n.text).into_owned(),
+                escape_controls_in_prose(&n.html).into_owned(),
+            ))
             .map_err(|e| SendError::Permanent(format!("cannot build the email: {e}")))?;
         self.transport()?.send(message).await.map(|_| ()).map_err(|e| {
-            let text = format!("SMTP {}:{}: {e}", self.host, self.port);
+            let why = crate::probe::explain_tls(&e, &self.host).unwrap_or_else(|| e.to_string());
+            let text = format!("SMTP {}:{}: {why}", self.host, self.port);
             if e.is_permanent() { SendError::Permanent(text) } else { SendError::transient(text) }
         })
     }

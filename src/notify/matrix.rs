@@ -3,8 +3,11 @@
 //! accepts an invite), sends `m.room.message` with a plain and an HTML body under a
 //! transaction id derived from the outbox row — so a retry after a crash can never post
 //! twice — and threads every later message of an incident under its first one (`m.thread`).
+//! Answers are read up to `RESPONSE_BODY_LIMIT`; a server's rate limit is honoured up to
+//! `retry_after::MAX_RETRY_AFTER`.
 
-use super::{Notification, SendError};
+use super::{Notification, RetryAfter, SendError};
+use crate::text::escape_controls_in_prose;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -70,9 +73,9 @@ impl MatrixReceiver {
         let room_id = self.room_id(http).await?;
         let mut content = json!({
             "msgtype": self.msgtype,
-            "body": n.text,
+            "body": escape_controls_in_prose(&n.text),
             "format": "org.matrix.custom.html",
-            "formatted_body": n.html,
+            "formatted_body": escape_controls_in_prose(&n.html),
         });
         if let Some(root) = thread_root {
             content["m.relates_to"] = json!({
@@ -106,24 +109,32 @@ impl MatrixReceiver {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let text = response.text().await.unwrap_or_default();
+            .and_then(RetryAfter::from_header);
+        let (text, unread) = match super::read_capped(response).await {
+            Ok((bytes, cut)) => (
+                String::from_utf8_lossy(&bytes).into_owned(),
+                cut.then(|| format!("its answer is over {} KiB and was not read", super::RESPONSE_BODY_LIMIT / 1024)),
+            ),
+            Err(e) => (String::new(), Some(crate::probe::explain_transport(&e, &self.homeserver))),
+        };
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if (200..300).contains(&status) {
-            return Ok(body);
+            return match unread {
+                Some(why) => Err(SendError::transient(format!("could not {what}: {why}"))),
+                None => Ok(body),
+            };
         }
-        let errcode = body.get("errcode").and_then(Value::as_str).unwrap_or("");
-        let error = body.get("error").and_then(Value::as_str).unwrap_or("");
-        let message = format!("could not {what} in {}: {status} {errcode} {error}", self.room).trim_end().to_string();
+        let errcode = body.get("errcode").and_then(Value::as_str).map_or_else(String::new, super::snippet);
+        let error = body.get("error").and_then(Value::as_str).map_or_else(String::new, super::snippet);
+        let mut message =
+            format!("could not {what} in {}: {status} {errcode} {error}", self.room).trim_end().to_string();
+        if let Some(why) = unread {
+            message.push_str(&format!(" ({why})"));
+        }
         Err(match status {
             429 => SendError::Transient {
                 message,
-                retry_after: body
-                    .get("retry_after_ms")
-                    .and_then(Value::as_u64)
-                    .map(Duration::from_millis)
-                    .or(retry_header),
+                retry_after: body.get("retry_after_ms").and_then(RetryAfter::from_matrix_ms).or(retry_header),
             },
             408 | 500..=599 => SendError::Transient { message, retry_after: retry_header },
             _ => SendError::Permanent(message),

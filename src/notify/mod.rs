@@ -6,9 +6,15 @@
 pub mod digest;
 pub mod email;
 pub mod matrix;
+mod retry;
+pub mod retry_after;
 pub mod webhook;
 
+pub use retry::RetryPolicy;
+
 use crate::model::Labels;
+use crate::text::{escape_controls, escape_controls_in_prose};
+pub use retry_after::RetryAfter;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -23,8 +29,8 @@ pub enum SendError {
     Transient {
         /// What happened.
         message: String,
-        /// The server's `Retry-After`, if any.
-        retry_after: Option<Duration>,
+        /// The server's `Retry-After` (or Matrix's `retry_after_ms`), if it sent a usable one.
+        retry_after: Option<RetryAfter>,
     },
     /// Trying again cannot help (bad token, unknown room, rejected address).
     #[error("{0}")]
@@ -36,6 +42,39 @@ impl SendError {
     pub fn transient(message: impl Into<String>) -> Self {
         Self::Transient { message: message.into(), retry_after: None }
     }
+}
+
+/// The most of a receiver's answer that is read: far more than any error a server means to
+/// send (Matrix's JSON errors are a few hundred bytes), small enough that a huge or endless
+/// body from a hostile or broken server costs nothing. The rest is never read; the connection
+/// is closed.
+pub const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
+
+/// Reads at most [`RESPONSE_BODY_LIMIT`] bytes of `response`'s body; the flag says whether
+/// there was more (left unread). A body that trickles forever is bounded by the request's
+/// timeout, which covers the body too.
+pub async fn read_capped(mut response: reqwest::Response) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = RESPONSE_BODY_LIMIT - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
+/// A server's text (an error message, a body) fit for a log line or an outbox row: control
+/// characters escaped, at most 200 characters.
+pub fn snippet(text: &str) -> String {
+    let text = text.trim();
+    let mut cut: String = text.chars().take(200).collect();
+    if cut.len() < text.len() {
+        cut.push('…');
+    }
+    escape_controls(&cut).into_owned()
 }
 
 /// What kind of message.
@@ -158,7 +197,7 @@ pub struct Alerting {
     /// Digest time zone.
     pub timezone: jiff::tz::TimeZone,
     /// Retry timing.
-    pub retry: crate::dispatch::RetryPolicy,
+    pub retry: RetryPolicy,
 }
 
 impl Alerting {
@@ -218,12 +257,31 @@ pub fn incident_key(labels: &Labels) -> String {
     labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
-/// Escapes text for HTML bodies.
+/// Escapes text for HTML bodies: markup characters as entities, control characters (but line
+/// breaks and tabs, which HTML shows as blanks) as visible escapes (`crate::text`).
 pub fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    escape_controls_in_prose(text)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
-/// Builds the message for one alert transition.
+/// A rendered annotation as a message shows it: the rule author's line breaks stay, every
+/// other control character is escaped, and so is every label value holding one wherever the
+/// template put it — so a value a scrape target chose cannot forge a line of the message.
+pub fn annotation_shown(text: &str, labels: &Labels) -> String {
+    let mut shown = text.to_string();
+    for value in labels.values().filter(|v| v.chars().any(crate::text::is_unsafe)) {
+        shown = shown.replace(value.as_str(), &escape_controls(value));
+    }
+    escape_controls_in_prose(&shown).into_owned()
+}
+
+/// Builds the message for one alert transition. Label values (which a scrape target chooses)
+/// and the name are shown with every control character escaped, so a value cannot colour a
+/// terminal, forge a line or reorder the text; the summary keeps its meant line breaks. The
+/// alert itself (`alerts`) keeps the raw values, for the webhook's JSON.
 pub fn alert_message(kind: Kind, alert: AlertInfo, now: i64) -> Notification {
     let tag = match kind {
         Kind::Firing => "FIRING",
@@ -232,36 +290,34 @@ pub fn alert_message(kind: Kind, alert: AlertInfo, now: i64) -> Notification {
         Kind::Digest => "DIGEST",
         Kind::Test => "TEST",
     };
-    let severity = alert.labels.get("severity").cloned().unwrap_or_default();
+    let severity = escape_controls(alert.labels.get("severity").map_or("", String::as_str)).into_owned();
+    let name = escape_controls(&alert.name).into_owned();
     let summary = alert
         .annotations
         .get("summary")
         .or_else(|| alert.annotations.get("description"))
-        .cloned()
+        .map(|s| annotation_shown(s, &alert.labels))
         .unwrap_or_else(|| format!("value {}", crate::rule::template::go_float(alert.value)));
     let shown: Vec<String> = alert
         .labels
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "alertname" | "severity"))
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| format!("{}={}", escape_controls(k), escape_controls(v)))
         .collect();
-    let since = |ms: i64| {
-        jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default()
-    };
+    let since = crate::units::utc_minute;
     let timing = match (kind, alert.resolved_at) {
         (Kind::Resolved, Some(end)) => {
-            let took = crate::config::units::HumanDuration(Duration::from_millis(
-                (end - alert.fired_at).max(0) as u64 / 1000 * 1000,
-            ));
+            let took =
+                crate::units::HumanDuration(Duration::from_millis((end - alert.fired_at).max(0) as u64 / 1000 * 1000));
             format!("firing since {}, resolved after {took}", since(alert.fired_at))
         }
         _ => format!("firing since {}", since(alert.fired_at)),
     };
-    let title = format!("[{tag}] {} ({severity})", alert.name);
+    let title = format!("[{tag}] {name} ({severity})");
     let text = format!("{title}: {summary}\n{}\n{timing}", shown.join(" "));
     let html = format!(
         "<b>[{tag}]</b> <b>{}</b> ({}): {}<br/><code>{}</code><br/><i>{}</i>",
-        html_escape(&alert.name),
+        html_escape(&name),
         html_escape(&severity),
         html_escape(&summary),
         html_escape(&shown.join(" ")),
@@ -326,5 +382,42 @@ mod tests {
         assert!(n.text.contains("synapse is down") && n.text.contains("resolved after 2m5s"), "{}", n.text);
         assert!(n.html.contains("service=&lt;syn&gt;"), "{}", n.html);
         assert_eq!(n.incident, "alertname=SynapseDown,service=<syn>,severity=critical");
+    }
+
+    #[test]
+    fn label_values_from_a_scrape_cannot_write_control_characters_into_a_message() {
+        let hostile = "\x1b[2J\x1b[31mok\rFAKE\n[RESOLVED] all fine\u{202e}";
+        let labels: Labels = [("alertname", "Evil"), ("severity", "critical"), ("victim", hostile)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let alert = AlertInfo {
+            name: "Evil".into(),
+            labels,
+            annotations: [("summary".to_string(), format!("line one\nvictim {hostile}"))].into_iter().collect(),
+            value: 1.0,
+            fired_at: 0,
+            resolved_at: None,
+        };
+        let n = alert_message(Kind::Firing, alert, 0);
+        let shown = "victim=\\x1b[2J\\x1b[31mok\\rFAKE\\n[RESOLVED] all fine\\u{202e}";
+        assert!(n.text.contains(shown), "the label is shown escaped: {}", n.text);
+        assert!(n.html.contains(shown), "in HTML too: {}", n.html);
+        assert!(n.text.starts_with("[FIRING] Evil (critical): line one\nvictim \\x1b[2J"), "{}", n.text);
+        for body in [&n.title, &n.text, &n.html] {
+            assert!(!body.chars().any(|c| c != '\n' && crate::text::is_unsafe(c)), "{body:?}");
+        }
+        assert_eq!(n.text.lines().count(), 4, "summary (its 2 lines), labels, timing — no forged line: {}", n.text);
+        assert_eq!(n.alerts[0].labels["victim"], hostile, "the webhook's JSON keeps the raw value");
+    }
+
+    #[test]
+    fn answers_are_read_up_to_the_cap_and_snippets_are_short_and_clean() {
+        assert_eq!(snippet("  short  "), "short");
+        let long = "é".repeat(500);
+        let cut = snippet(&long);
+        assert_eq!(cut.chars().count(), 201, "200 characters and an ellipsis");
+        assert!(cut.ends_with('…'));
+        assert_eq!(snippet("a\x1b[31mb\nc"), "a\\x1b[31mb\\nc");
     }
 }

@@ -2,8 +2,10 @@
 //! consumes Alertmanager (bridges, chat bots, incident tools) consumes mxwarden too. The body
 //! can be signed with HMAC-SHA256 (`X-Mxwarden-Signature: sha256=<hex>`), and every delivery
 //! carries `X-Mxwarden-Delivery: <outbox id>` so a receiver can drop a retried duplicate.
+//! An error answer is read up to `RESPONSE_BODY_LIMIT` (its start goes into the error); a
+//! success's body is not read at all.
 
-use super::{AlertInfo, Kind, Notification, SendError};
+use super::{AlertInfo, Kind, Notification, RetryAfter, SendError};
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
@@ -23,9 +25,7 @@ pub struct WebhookReceiver {
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_else(|_| "0001-01-01T00:00:00Z".into())
-}
+use crate::units::rfc3339;
 
 fn alert_json(a: &AlertInfo, resolved: bool) -> Value {
     let fingerprint = format!("{:016x}", fnv1a(super::incident_key(&a.labels).as_bytes()));
@@ -104,9 +104,21 @@ impl WebhookReceiver {
         if (200..300).contains(&status) {
             return Ok(());
         }
-        let message = format!("webhook {} answered {status}", self.url);
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(RetryAfter::from_header);
+        let said = match super::read_capped(response).await {
+            Ok((bytes, _)) => super::snippet(&String::from_utf8_lossy(&bytes)),
+            Err(_) => String::new(),
+        };
+        let mut message = format!("webhook {} answered {status}", self.url);
+        if !said.is_empty() {
+            message.push_str(&format!(": {said}"));
+        }
         Err(match status {
-            408 | 429 | 500..=599 => SendError::transient(message),
+            408 | 429 | 500..=599 => SendError::Transient { message, retry_after },
             _ => SendError::Permanent(message),
         })
     }

@@ -3,9 +3,9 @@
 //! database is reachable; the version API needs an API token.
 
 use super::{PresetCheck, ServiceFacts, join, json_has};
-use crate::check::Target;
-use crate::config::schema::StatusMatcher;
+use crate::model::StatusMatcher;
 use crate::probe::expect::Expect;
+use crate::probe::spec::Target;
 
 /// Every check this preset can produce.
 pub const NAMES: &[&str] = &["live", "ready", "version", "tls", "metrics"];

@@ -3,7 +3,7 @@
 //! has failed for `down_after` (default 1m). One alert per service, not one per failing check,
 //! so a dead Synapse pages once.
 
-use crate::config::schema::ServiceKind;
+use crate::model::ServiceKind;
 use crate::rule::RuleDef;
 
 /// The alert name for a kind: `SynapseDown`, `MasDown`, …

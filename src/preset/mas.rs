@@ -4,7 +4,7 @@
 //! answers `ok` after a database round trip.
 
 use super::{PresetCheck, ServiceFacts, get, join, json_has, path};
-use crate::check::Target;
+use crate::probe::spec::Target;
 
 /// Every check this preset can produce.
 pub const NAMES: &[&str] = &["discovery", "jwks", "health", "tls", "metrics"];

@@ -7,19 +7,28 @@
 //!   check reads Synapse's admin media statistics, and the warning fires while users have local
 //!   media ("is it on a persistent disk? say so with `media_persistent: true`").
 
-use super::super::config::schema::{FileConfig, ServiceKind};
 use super::synapse::LOCAL_MEDIA_USERS;
 use crate::rule::RuleDef;
 
+/// What the config says of one synapse service's media store.
+#[derive(Debug, Clone, Copy)]
+pub struct MediaFacts<'a> {
+    /// The service's name.
+    pub service: &'a str,
+    /// Whether it has an admin token (so the `media` check can read the statistics).
+    pub has_admin_token: bool,
+    /// `media_persistent`, as declared.
+    pub media_persistent: Option<bool>,
+}
+
 /// `SynapseMediaEphemeral` for every synapse service that declares `media_persistent: false`,
 /// or has an admin token and declares nothing.
-pub fn rules(file: &FileConfig) -> Vec<RuleDef> {
-    file.services
-        .iter()
-        .filter(|(_, s)| s.value.kind == ServiceKind::Synapse)
-        .filter_map(|(name, s)| {
-            let has_admin_token = s.value.admin_token.is_some() || s.value.admin_token_file.is_some();
-            match s.value.media_persistent {
+pub fn rules<'a>(synapses: impl IntoIterator<Item = MediaFacts<'a>>) -> Vec<RuleDef> {
+    synapses
+        .into_iter()
+        .filter_map(|facts| {
+            let (name, has_admin_token) = (facts.service, facts.has_admin_token);
+            match facts.media_persistent {
                 Some(false) => Some(rule(
                     name,
                     "vector(1)".into(),

@@ -12,9 +12,9 @@ pub mod rules;
 mod synapse;
 mod vikunja;
 
-use crate::check::{JsonSample, Target};
-use crate::config::schema::{ServiceKind, StatusMatcher};
+use crate::model::{ServiceKind, StatusMatcher};
 use crate::probe::expect::{Expect, JsonQuery};
+use crate::probe::spec::{JsonSample, Target};
 use secrecy::SecretString;
 use std::time::Duration;
 use url::Url;

@@ -4,9 +4,9 @@
 //! metric for are listed as `Unavailable`, with the reason, instead of shipping a rule that
 //! can never fire. Metric names and units: `stack-reference.md` §1.3–1.4 (Synapse), §2.5 (MAS).
 
-use crate::config::schema::ServiceKind;
-use crate::config::units::{ByteSize, HumanDuration};
+use crate::model::ServiceKind;
 use crate::rule::RuleDef;
+use crate::units::{ByteSize, HumanDuration};
 use std::collections::BTreeMap;
 
 /// How a threshold is written and what number it becomes.

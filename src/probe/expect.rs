@@ -2,8 +2,8 @@
 //! body, latency, certificate expiry), say in words which expectations failed. No I/O, no
 //! clock reads: `probe::http` gathers the facts and passes `now`.
 
-use crate::config::schema::StatusMatcher;
-use crate::config::units::HumanDuration;
+use crate::model::StatusMatcher;
+use crate::units::HumanDuration;
 use serde::Serialize;
 use serde_json::Value;
 use serde_json_path::JsonPath;

@@ -50,6 +50,11 @@ pub fn transport(error: &reqwest::Error, url: &Url) -> String {
     format!("request to {url} failed: {all}")
 }
 
+/// The first rustls error in `error`'s source chain, described (see `tls::describe`).
+pub fn tls_in_chain(error: &(dyn StdError + 'static), host: &str) -> Option<String> {
+    chain(error).find_map(rustls_error).map(|tls| super::tls::describe(tls, host))
+}
+
 /// The error and all its sources, looking inside `io::Error`s (whose `source()` skips the
 /// wrapped error itself).
 fn chain<'a>(error: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {

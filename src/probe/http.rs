@@ -5,13 +5,33 @@
 
 use super::expect::{ResponseFacts, evaluate, seconds};
 use super::explain;
-use crate::check::{HttpSpec, Target};
-use crate::config::units::{HumanDuration, human_bytes};
+use crate::probe::spec::{HttpSpec, Target};
+use crate::units::{HumanDuration, human_bytes};
 use reqwest::Client;
 use secrecy::ExposeSecret;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 use url::Url;
+
+/// The one way mxwarden builds an HTTP client (probes, notifiers, `mxwarden scrape`): rustls
+/// over `roots` with `tls`'s options, our user agent, the certificate kept for expiry checks,
+/// and up to 10 redirects when `follow_redirects`.
+pub fn client(
+    roots: &rustls::RootCertStore,
+    tls: &crate::probe::spec::TlsOptions,
+    follow_redirects: bool,
+) -> Result<Client, String> {
+    let config = super::tls::client_config(roots, tls)?;
+    let redirects =
+        if follow_redirects { reqwest::redirect::Policy::limited(10) } else { reqwest::redirect::Policy::none() };
+    Client::builder()
+        .tls_backend_preconfigured(config)
+        .tls_info(true)
+        .redirect(redirects)
+        .user_agent(concat!("mxwarden/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
 
 /// A complete response, as far as a probe keeps it.
 #[derive(Debug)]

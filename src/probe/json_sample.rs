@@ -1,8 +1,8 @@
-//! Numbers read out of a JSON answer and reported as samples (`check::JsonSample`), the way
+//! Numbers read out of a JSON answer and reported as samples (`probe::spec::JsonSample`), the way
 //! json_exporter turns a JSON API into metrics: for rules over admin APIs that have no
 //! `/metrics`, such as Synapse's media statistics.
 
-use crate::check::JsonSample;
+use crate::probe::spec::JsonSample;
 
 /// The value of every wanted sample, and a failure in words for each that cannot be read.
 pub fn read(body: &[u8], wanted: &[JsonSample]) -> (Vec<(String, f64)>, Vec<String>) {

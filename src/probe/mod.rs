@@ -9,11 +9,12 @@ pub mod http;
 mod json_sample;
 pub mod postgres;
 pub mod scrape;
+pub mod spec;
 pub mod tls;
 
-use crate::check::{CheckSpec, ProbeSpec, TlsOptions};
 use crate::clock::Clock;
 use crate::model::{Labels, Observation, Sample};
+use crate::probe::spec::{CheckSpec, ProbeSpec, TlsOptions};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,12 @@ use std::sync::{Arc, Mutex};
 /// A transport failure in words (connection refused, DNS, TLS …), for other HTTP users.
 pub fn explain_transport(error: &reqwest::Error, url: &url::Url) -> String {
     explain::transport(error, url)
+}
+
+/// The TLS failure somewhere in `error`'s source chain, in words, if there is one (for the
+/// PostgreSQL and SMTP clients, whose errors wrap rustls's).
+pub fn explain_tls(error: &(dyn std::error::Error + 'static), host: &str) -> Option<String> {
+    explain::tls_in_chain(error, host)
 }
 
 /// Runs checks. Cheap to share; clients are built on first use and reused.
@@ -49,16 +56,7 @@ impl Prober {
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
-        let config = tls::client_config(&self.roots, tls)?;
-        let redirects =
-            if follow_redirects { reqwest::redirect::Policy::limited(10) } else { reqwest::redirect::Policy::none() };
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(config)
-            .tls_info(true)
-            .redirect(redirects)
-            .user_agent(concat!("mxwarden/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let client = http::client(&self.roots, tls, follow_redirects)?;
         clients.insert(key, client.clone());
         Ok(client)
     }
@@ -83,7 +81,7 @@ impl Prober {
         labels
     }
 
-    async fn run_scrape(&self, spec: &CheckSpec, scrape: &crate::check::ScrapeSpec) -> Observation {
+    async fn run_scrape(&self, spec: &CheckSpec, scrape: &crate::probe::spec::ScrapeSpec) -> Observation {
         let at = self.clock.now();
         let result = match self.client(&scrape.http.tls, scrape.http.follow_redirects) {
             Ok(client) => {
@@ -98,7 +96,7 @@ impl Prober {
             },
         };
         let mut labels = Self::base_labels(spec);
-        if let crate::check::Target::Url(url) = &scrape.http.target {
+        if let crate::probe::spec::Target::Url(url) = &scrape.http.target {
             labels.insert("instance".into(), scrape::instance_of(url));
         }
         let ok = result.failure.is_none();
@@ -122,7 +120,7 @@ impl Prober {
         }
     }
 
-    async fn run_http(&self, spec: &CheckSpec, http: &crate::check::HttpSpec) -> Observation {
+    async fn run_http(&self, spec: &CheckSpec, http: &crate::probe::spec::HttpSpec) -> Observation {
         let at = self.clock.now();
         let (outcome, latency) = match self.client(&http.tls, http.follow_redirects) {
             Ok(client) => http::run(http, &client, spec.timeout, || self.clock.now()).await,

@@ -20,8 +20,8 @@ pub mod samples;
 pub mod sql;
 
 use crate::clock::Clock;
-use crate::config::units::{ByteSize, HumanDuration};
 use crate::model::{CheckId, Labels, Observation, Sample};
+use crate::units::{ByteSize, HumanDuration};
 use dsn::PgTarget;
 use samples::{Gathered, PgState, StatementsRead};
 use serde::Serialize;
@@ -425,7 +425,12 @@ pub fn explain_connect(error: &sqlx::Error, target: &PgTarget, database: &str) -
         }
         sqlx::Error::Io(e) => format!("cannot reach {}: {e} ({at})", target.instance()),
         sqlx::Error::Tls(e) => {
-            format!("TLS with {} failed (sslmode={}): {e} ({at})", target.instance(), target.sslmode.as_str())
+            let host = match &target.host {
+                dsn::PgHost::Tcp(h) => h.clone(),
+                dsn::PgHost::Socket(_) => target.instance(),
+            };
+            let why = super::explain_tls(e.as_ref(), &host).unwrap_or_else(|| e.to_string());
+            format!("TLS with {} failed (sslmode={}): {why} ({at})", target.instance(), target.sslmode.as_str())
         }
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();

@@ -5,8 +5,8 @@
 //! `exported_<name>`). Adds `up`, `scrape_duration_seconds` and `scrape_samples_scraped`.
 
 use super::http::{self, Outcome};
-use crate::check::ScrapeSpec;
 use crate::model::{Labels, Sample};
+use crate::probe::spec::ScrapeSpec;
 use std::time::Duration;
 
 /// What a scrape produced.

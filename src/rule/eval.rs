@@ -1,5 +1,5 @@
 //! PromQL evaluation over the in-memory series windows, for the documented subset (see
-//! `docs/rules.md`). Parsed once by `promql-parser`; `rule::validate` rejects anything outside
+//! `docs/rules.md`). Parsed once by `promql-parser`; `AlertRule::compile` rejects anything outside
 //! the subset at config load, so this evaluator never has to guess. Semantics follow
 //! Prometheus 2.x, the version `promtool` on this machine kind carries and our conformance
 //! tests compare against: lookback and range windows are closed at both ends, rates are

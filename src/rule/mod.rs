@@ -1,14 +1,15 @@
 //! Alerting rules in Prometheus's shape (`alert`, `expr`, `for`, `keep_firing_for`, `labels`,
 //! `annotations`), compiled once, validated against the supported PromQL subset, and
 //! evaluated over the series windows. `RuleEngine` keeps each alert's state through
-//! `alert::step`; it is fed by the scrape and probe samples and read by the CLI (and, later,
-//! the notifier). Rules come from the presets and from the config's `rules:` list.
+//! `alert::step`; it is fed by the scrape and probe samples, and read by the daemon's
+//! evaluator (which judges each new result with the rules that read it) and by the CLI. Rules
+//! come from the presets and from the config's `rules:` list.
 
 pub mod eval;
 pub mod functions;
 pub mod template;
 
-use crate::alert::{self, AlertState, Millis, Policy, Transition};
+use crate::alert::{self, AlertState, Millis, Phase, Policy, Transition};
 use crate::model::Labels;
 use crate::series::SeriesStore;
 use eval::{Context, EvalError, Value};
@@ -272,8 +273,8 @@ pub struct AlertStatus {
     pub annotations: BTreeMap<String, String>,
     /// The expression's value.
     pub value: f64,
-    /// `pending` or `firing`.
-    pub state: &'static str,
+    /// Pending or firing.
+    pub state: Phase,
     /// When the condition started holding, ms.
     pub active_at: Millis,
 }
@@ -312,6 +313,8 @@ pub struct Evaluation {
 #[derive(Debug, Default)]
 pub struct RuleEngine {
     rules: Vec<AlertRule>,
+    /// The metric names each rule reads (`None`: it may read any series).
+    reads: Vec<Option<BTreeSet<String>>>,
     states: HashMap<(usize, Labels), Tracked>,
     /// Reminder interval per severity, ms.
     repeat: BTreeMap<String, Millis>,
@@ -327,7 +330,8 @@ struct Tracked {
 impl RuleEngine {
     /// An engine for these rules, every alert inactive.
     pub fn new(rules: Vec<AlertRule>) -> Self {
-        Self { rules, states: HashMap::new(), repeat: BTreeMap::new() }
+        let reads = rules.iter().map(AlertRule::metric_names).collect();
+        Self { rules, reads, states: HashMap::new(), repeat: BTreeMap::new() }
     }
 
     /// Sets the reminder interval for alerts of a severity.
@@ -374,8 +378,73 @@ impl RuleEngine {
 
     /// Evaluates every rule at `t` and advances each alert's state.
     pub fn evaluate(&mut self, store: &SeriesStore, t: Millis) -> Evaluation {
+        self.evaluate_where(store, t, |_| true)
+    }
+
+    /// Evaluates the rules that read any of the metrics `names` (and those that may read any
+    /// series) at `t`: what a new result can change. The rest wait for their own data or
+    /// their deadlines.
+    pub fn evaluate_reading<'a>(
+        &mut self,
+        store: &SeriesStore,
+        t: Millis,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Evaluation {
+        let names: BTreeSet<&str> = names.into_iter().collect();
+        let selected: Vec<bool> = self
+            .reads
+            .iter()
+            .map(|reads| reads.as_ref().is_none_or(|r| r.iter().any(|n| names.contains(n.as_str()))))
+            .collect();
+        self.evaluate_where(store, t, |index| selected[index])
+    }
+
+    /// The policy alert instances of the rule at `index` follow, reminders included.
+    fn policy(&self, index: usize) -> alert::Policy {
+        let rule = &self.rules[index];
+        let mut policy = rule.policy();
+        policy.repeat_ms = rule.def.labels.get("severity").and_then(|s| self.repeat.get(s)).copied().unwrap_or(0);
+        policy
+    }
+
+    /// The next moment at which an alert's state changes with time alone (`for`,
+    /// `keep_firing_for`, reminders); `None` when no alert is waiting for time.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.states
+            .iter()
+            .filter_map(|((index, _), tracked)| alert::next_deadline(tracked.state, self.policy(*index)))
+            .min()
+    }
+
+    /// Every pending and firing alert.
+    pub fn alerts(&self) -> Vec<AlertStatus> {
+        let mut alerts: Vec<AlertStatus> = self
+            .states
+            .iter()
+            .filter_map(|((_, labels), tracked)| {
+                let (state, active_at) = match tracked.state {
+                    AlertState::Pending { active_at } => (Phase::Pending, active_at),
+                    AlertState::Firing { active_at, .. } => (Phase::Firing, active_at),
+                    AlertState::Inactive => return None,
+                };
+                Some(AlertStatus {
+                    labels: labels.clone(),
+                    annotations: tracked.annotations.clone(),
+                    value: tracked.value,
+                    state,
+                    active_at,
+                })
+            })
+            .collect();
+        alerts.sort_by(|a, b| a.labels.cmp(&b.labels));
+        alerts
+    }
+
+    fn evaluate_where(&mut self, store: &SeriesStore, t: Millis, selected: impl Fn(usize) -> bool) -> Evaluation {
         let mut result = Evaluation::default();
-        for (index, rule) in self.rules.iter().enumerate() {
+        for index in (0..self.rules.len()).filter(|i| selected(*i)) {
+            let policy = self.policy(index);
+            let rule = &self.rules[index];
             let active = match rule.instances(store, t) {
                 Ok(a) => a,
                 Err(e) => {
@@ -402,9 +471,6 @@ impl RuleEngine {
                     value: 0.0,
                     annotations: BTreeMap::new(),
                 });
-                let mut policy = rule.policy();
-                policy.repeat_ms =
-                    rule.def.labels.get("severity").and_then(|s| self.repeat.get(s)).copied().unwrap_or(0);
                 let before = tracked.state;
                 let (state, transition) = alert::step(tracked.state, value.is_some(), policy, t);
                 if let Some((v, sample)) = &value {
@@ -428,21 +494,12 @@ impl RuleEngine {
                         fired_at,
                     });
                 }
-                let (name, active_at) = match state {
-                    AlertState::Pending { active_at } => ("pending", active_at),
-                    AlertState::Firing { active_at, .. } => ("firing", active_at),
-                    AlertState::Inactive => continue,
-                };
-                result.alerts.push(AlertStatus {
-                    labels: labels.clone(),
-                    annotations: tracked.annotations.clone(),
-                    value: tracked.value,
-                    state: name,
-                    active_at,
-                });
-                self.states.insert(key, tracked);
+                if state != AlertState::Inactive {
+                    self.states.insert(key, tracked);
+                }
             }
         }
+        result.alerts = self.alerts();
         result
     }
 }
@@ -499,9 +556,9 @@ mod tests {
         let rule = AlertRule::compile(def("mem > 10", 2 * 60_000)).unwrap();
         let s = store(&[(0, 20.0), (1, 20.0), (2, 30.0), (3, 5.0)]);
         let mut engine = RuleEngine::new(vec![rule]);
-        let states: Vec<Vec<&str>> =
+        let states: Vec<Vec<Phase>> =
             (0..4).map(|m| engine.evaluate(&s, m * 60_000).alerts.iter().map(|a| a.state).collect()).collect();
-        assert_eq!(states, [vec!["pending"], vec!["pending"], vec!["firing"], vec![]]);
+        assert_eq!(states, [vec![Phase::Pending], vec![Phase::Pending], vec![Phase::Firing], vec![]]);
         let mut engine = RuleEngine::new(vec![AlertRule::compile(def("mem > 10", 0)).unwrap()]);
         let e = engine.evaluate(&s, 2 * 60_000);
         assert_eq!(e.alerts[0].annotations["summary"], "a at 30");

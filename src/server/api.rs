@@ -1,7 +1,7 @@
 //! The JSON API (`docs/api.md`): status, a check's history, open alerts, and reload.
 
+use super::ReloadRequest;
 use super::{AppState, authorize, error, view};
-use crate::daemon::ReloadRequest;
 use crate::history::{DAY_MS, RAW_RETENTION_MS, Resolution};
 use axum::Json;
 use axum::extract::{Path, Query, State};

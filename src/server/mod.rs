@@ -4,14 +4,14 @@
 //! sends can make a handler panic.
 
 mod api;
+pub mod maintenance;
 mod metrics;
 mod page;
 mod view;
 
 use crate::clock::Clock;
-use crate::daemon::ReloadRequest;
-use crate::history::History;
 use crate::live::Live;
+use crate::store::History;
 use crate::store::Store;
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -21,6 +21,13 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
+
+/// A request to reload the config (SIGHUP, or `POST /api/v1/reload` with a reply channel).
+#[derive(Debug)]
+pub struct ReloadRequest {
+    /// Where the API waits for the outcome: `Err` holds why the new config was refused.
+    pub reply: Option<tokio::sync::oneshot::Sender<std::result::Result<(), String>>>,
+}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -48,7 +55,7 @@ const BODY_LIMIT: usize = 64 * 1024;
 
 /// The routes.
 pub fn router(state: AppState) -> Router {
-    let maintenance = crate::maintenance::api::router(
+    let maintenance = crate::server::maintenance::router(
         state.store.clone(),
         state.admin_token.clone(),
         state.calendar.clone(),
@@ -57,7 +64,7 @@ pub fn router(state: AppState) -> Router {
     );
     Router::new()
         .route("/", get(page::status))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/status", get(api::status))
         .route("/api/v1/alerts", get(api::alerts))
@@ -66,6 +73,24 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
         .merge(maintenance)
+}
+
+/// `GET /healthz`: `200 ok` while the daemon runs and its store takes writes; `503` with the
+/// reason while the store refuses them.
+async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match state.store.health().failure() {
+        None => "ok\n".into_response(),
+        Some(f) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "store failing since {}: {} ({} writes refused)\n",
+                crate::units::utc_second(f.since_ms),
+                f.error,
+                f.refused
+            ),
+        )
+            .into_response(),
+    }
 }
 
 /// Serves until `stop` turns true; requests in flight finish.

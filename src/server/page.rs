@@ -30,7 +30,7 @@ pub async fn status(State(state): State<AppState>) -> Response {
 }
 
 fn when(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default()
+    crate::units::utc_second(ms)
 }
 
 fn percent(v: Option<f64>) -> String {
@@ -86,7 +86,14 @@ pub fn render(s: &view::Status, services: &[String]) -> String {
     let _ =
         write!(out, "<h1>Status</h1><p class=\"muted\">Updated {} · refreshes every 30 s</p>", when(s.generated_ms));
     let down: Vec<&str> = s.checks.iter().filter(|c| c.state == "down").map(|c| c.name.as_str()).collect();
-    if down.is_empty() {
+    if let Some(f) = &s.store_failure {
+        let _ = write!(
+            out,
+            "<div class=\"banner down store\">mxwarden's store refuses writes since {}: {}. What this page shows is stale: every check is unknown until it takes writes again.</div>",
+            when(f.since_ms),
+            esc(&f.error)
+        );
+    } else if down.is_empty() {
         out.push_str("<div class=\"banner up\">All checks are passing</div>");
     } else {
         let _ = write!(out, "<div class=\"banner down\">{} failing: {}</div>", down.len(), esc(&down.join(", ")));
@@ -152,6 +159,7 @@ pub fn render(s: &view::Status, services: &[String]) -> String {
                 ),
                 _ => "<span class=\"muted\">not run yet</span>".into(),
             };
+            let latest = if c.stale { format!("<span class=\"muted\">stale:</span> {latest}") } else { latest };
             let bars: String = c.days.iter().map(bar).collect();
             let _ = write!(
                 out,
@@ -178,6 +186,57 @@ pub fn render(s: &view::Status, services: &[String]) -> String {
         }
         out.push_str("</table>");
     }
-    out.push_str("<p class=\"muted\">Legend: <span class=\"state up\">up</span> <span class=\"state down\">down</span> <span class=\"state maintenance\">maintenance</span> <span class=\"state unknown\">unknown</span> · grey bars: no data or mxwarden not running · JSON: <a href=\"/api/v1/status\">/api/v1/status</a> · <a href=\"/metrics\">/metrics</a></p></body></html>");
+    out.push_str("<p class=\"muted\">Legend: <span class=\"state up\">up</span> <span class=\"state down\">down</span> <span class=\"state maintenance\">maintenance</span> <span class=\"state unknown\">unknown</span> (not run yet, or stale) · grey bars: no data or mxwarden not running · JSON: <a href=\"/api/v1/status\">/api/v1/status</a> · <a href=\"/metrics\">/metrics</a></p></body></html>");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_that_refuses_writes_is_a_banner_and_its_checks_are_stale() {
+        let check = view::CheckStatus {
+            name: "web".into(),
+            service: None,
+            kind: "http",
+            state: "unknown",
+            stale: true,
+            last_run_ms: Some(1_000),
+            latency_ms: Some(3),
+            detail: Some("status 200".into()),
+            uptime_24h: Some(1.0),
+            uptime_30d: None,
+            uptime_90d: None,
+            days: Vec::new(),
+            latency_24h: Vec::new(),
+        };
+        let status = view::Status {
+            generated_ms: 2_000,
+            started_ms: 0,
+            overall: "unknown",
+            store_failure: Some(crate::store::health::Failure {
+                since_ms: 1_500,
+                error: "cannot write <db>: the disk is full".into(),
+                refused: 4,
+            }),
+            checks: vec![check],
+            alerts: Vec::new(),
+            incidents: Vec::new(),
+            maintenance: Vec::new(),
+            upcoming_maintenance: Vec::new(),
+        };
+        let html = render(&status, &[]);
+        assert!(
+            html.contains("refuses writes since 1970-01-01 00:00:01 UTC: cannot write &lt;db&gt;: the disk is full"),
+            "{html}"
+        );
+        assert!(!html.contains("All checks are passing"), "{html}");
+        assert!(
+            html.contains(
+                "<span class=\"state unknown\">unknown</span></td><td><span class=\"muted\">stale:</span> 3 ms"
+            ),
+            "{html}"
+        );
+    }
 }

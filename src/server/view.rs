@@ -3,7 +3,6 @@
 //! view, the history and the store.
 
 use super::AppState;
-use crate::alert::AlertState;
 use crate::history::{self, Bucket, DAY_MS, Resolution};
 use crate::store::StoreError;
 use serde::Serialize;
@@ -18,8 +17,11 @@ pub struct CheckStatus {
     /// `http`, `scrape` or `postgres`.
     pub kind: &'static str,
     /// `up`, `down`, `maintenance` (its service is in a maintenance window now) or `unknown`
-    /// (not run yet).
+    /// (not run yet, or `stale`).
     pub state: &'static str,
+    /// What is shown is older than it should be: the store refuses writes, or the latest
+    /// result is older than two intervals and the timeout. The state is then `unknown`.
+    pub stale: bool,
     /// When it last ran, ms.
     pub last_run_ms: Option<i64>,
     /// Its latency then, ms.
@@ -77,8 +79,10 @@ pub struct Status {
     pub generated_ms: i64,
     /// When the running config started, ms.
     pub started_ms: i64,
-    /// `up` when every check that ran is up, else `down`.
+    /// `unknown` while the store refuses writes; else `down` when a check is down, else `up`.
     pub overall: &'static str,
+    /// Why the store refuses writes, since when; `None` while it takes them.
+    pub store_failure: Option<crate::store::health::Failure>,
     /// Every check.
     pub checks: Vec<CheckStatus>,
     /// Pending and firing alerts.
@@ -99,11 +103,7 @@ pub async fn open_alerts(state: &AppState) -> Result<Vec<OpenAlert>, StoreError>
         .await?
         .into_iter()
         .map(|a| {
-            let (kind, since) = match a.state {
-                AlertState::Firing { fired_at, .. } => ("firing", fired_at),
-                AlertState::Pending { active_at } => ("pending", active_at),
-                AlertState::Inactive => ("inactive", 0),
-            };
+            let (kind, since) = (a.state.phase().as_str(), a.state.since());
             OpenAlert {
                 alert: a.alert,
                 state: kind,
@@ -120,6 +120,7 @@ pub async fn open_alerts(state: &AppState) -> Result<Vec<OpenAlert>, StoreError>
 /// Computes the status now.
 pub async fn status(state: &AppState) -> Result<Status, StoreError> {
     let now = state.clock.now().as_millisecond();
+    let store_failure = state.store.health().failure();
     let mut checks = Vec::new();
     let mut incidents = Vec::new();
     for info in &state.live.checks {
@@ -139,16 +140,20 @@ pub async fn status(state: &AppState) -> Result<Status, StoreError> {
             .collect();
         let raw = state.history.raw(&info.name, now - history::RAW_RETENTION_MS, now + 1).await?;
         incidents.extend(runs_of_failures(&info.name, &raw));
+        let stale =
+            store_failure.is_some() || latest.as_ref().is_some_and(|l| crate::live::Live::is_stale(info, l, now));
         checks.push(CheckStatus {
             name: info.name.clone(),
             service: info.service.clone(),
             kind: info.kind,
             state: match &latest {
+                _ if stale => "unknown",
                 _ if info.service.as_deref().is_some_and(|s| state.calendar.in_maintenance(s, now)) => "maintenance",
                 Some(l) if l.ok => "up",
                 Some(_) => "down",
                 None => "unknown",
             },
+            stale,
             last_run_ms: latest.as_ref().map(|l| l.at_ms),
             latency_ms: latest.as_ref().map(|l| l.latency_ms),
             detail: latest.map(|l| l.detail),
@@ -161,11 +166,18 @@ pub async fn status(state: &AppState) -> Result<Status, StoreError> {
     }
     incidents.sort_by_key(|i| std::cmp::Reverse(i.from_ms));
     incidents.truncate(20);
-    let overall = if checks.iter().any(|c| c.state == "down") { "down" } else { "up" };
+    let overall = if store_failure.is_some() {
+        "unknown"
+    } else if checks.iter().any(|c| c.state == "down") {
+        "down"
+    } else {
+        "up"
+    };
     Ok(Status {
         generated_ms: now,
         started_ms: state.live.started_ms,
         overall,
+        store_failure,
         checks,
         alerts: open_alerts(state).await?,
         incidents,

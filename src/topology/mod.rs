@@ -6,7 +6,7 @@
 
 pub mod group;
 
-use crate::config::schema::ServiceKind;
+use crate::model::ServiceKind;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Services and the services each one needs (direct edges only).

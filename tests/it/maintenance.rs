@@ -6,8 +6,8 @@
 use crate::cli::{config, run};
 use crate::support::fakes;
 use mxwarden::clock::ManualClock;
-use mxwarden::maintenance::store as mstore;
 use mxwarden::store::Store;
+use mxwarden::store::maintenance as mstore;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -106,7 +106,7 @@ impl Daemon {
 
     fn held(&self) -> Vec<(String, String)> {
         let held = self.runtime.block_on(mstore::held(&self.store)).unwrap();
-        held.into_iter().map(|h| (h.delivery.notification.title, h.reason)).collect()
+        held.into_iter().map(|h| (h.delivery.notification.title, h.reason.encode())).collect()
     }
 
     /// Outbox rows, oldest first: (title, text).
@@ -371,7 +371,7 @@ fn the_api_lists_opens_and_ends_windows_with_a_bearer_token() {
     let calendar = Arc::new(mxwarden::maintenance::Calendar::new(vec![window]));
     let clock = Arc::new(ManualClock::new("2026-05-01T12:00:00Z".parse().unwrap()));
     let services = ["synapse".to_string(), "mas".to_string()].into_iter().collect();
-    let router = mxwarden::maintenance::api::router(
+    let router = mxwarden::server::maintenance::router(
         store,
         Some(secrecy::SecretString::from("t0ken")),
         calendar,

@@ -118,16 +118,7 @@ impl Story {
         let observations = self.runtime.block_on(self.prober.run_all(&self.config.checks, 4));
         let t = self.clock.now().as_millisecond();
         for o in &observations {
-            let samples = o
-                .samples
-                .iter()
-                .map(|s| {
-                    let mut labels = s.labels.clone();
-                    labels.insert("__name__".into(), s.name.clone());
-                    (labels, s.value)
-                })
-                .collect();
-            self.series.ingest_scrape(&o.check.0, t, samples);
+            self.series.ingest_samples(&o.check.0, t, &o.samples);
         }
         let evaluation = self.engine.evaluate(&self.series, t);
         self.active = evaluation.alerts.iter().map(|a| a.labels["alertname"].clone()).collect();

@@ -1,6 +1,7 @@
 //! HTTPS servers with generated certificates: one valid (signed by a test CA), one valid but
-//! expiring in 5 days, one expired, one for the wrong host name, one self-signed, and one
-//! signed by a CA nobody trusts. Each answers every request with `200 OK`.
+//! expiring in 5 days, one expired, one for the wrong host name, one self-signed, one
+//! signed by a CA nobody trusts, and one that presents the trusted CA's own certificate as its
+//! own. Each answers every request with `200 OK`.
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,6 +26,8 @@ pub struct TlsServers {
     pub self_signed: String,
     /// Signed by a CA that is not in `ca_file`.
     pub unknown_issuer: String,
+    /// Presents the CA certificate of `ca_file` itself (with its key) as the server's.
+    pub ca_as_leaf: String,
     _dir: tempfile::TempDir,
 }
 
@@ -103,6 +106,7 @@ pub fn start() -> TlsServers {
         expired: signed(&trusted, leaf_params(&ip, -60, -1)),
         wrong_host: signed(&trusted, leaf_params("wrong.example", -1, 90)),
         unknown_issuer: signed(&stranger, leaf_params(&ip, -1, 90)),
+        ca_as_leaf: serve(trusted.der().clone(), trusted.key()),
         self_signed,
         ca_file,
         _dir: dir,

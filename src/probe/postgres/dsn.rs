@@ -136,7 +136,7 @@ impl Parts {
             "application_name" => &mut self.application_name,
             "connect_timeout" => &mut self.connect_timeout,
             other => {
-                let hint = crate::config::error::closest(other, PARAMS.iter().copied())
+                let hint = crate::units::closest(other, PARAMS.iter().copied())
                     .map(|k| format!(" (did you mean `{k}`?)"))
                     .unwrap_or_default();
                 return Err(format!("unknown connection parameter `{other}`{hint}; supported: {}", PARAMS.join(", ")));
@@ -305,7 +305,7 @@ impl PgTarget {
 
     /// [`PgTarget::describe`] for another database of the same server.
     pub fn describe_db(&self, database: &str) -> String {
-        let password = if self.password.is_some() { format!(":{}", crate::check::REDACTED) } else { String::new() };
+        let password = if self.password.is_some() { format!(":{}", crate::redact::REDACTED) } else { String::new() };
         match &self.host {
             PgHost::Tcp(_) => format!(
                 "postgresql://{}{password}@{}/{database}?sslmode={}",

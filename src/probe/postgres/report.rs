@@ -3,7 +3,7 @@
 //! against the plan's disk and the ten largest tables of each database ("High Database Disk
 //! Usage"), the longest and the blocked queries, replication, and the statements that took
 //! the most time. One connection at a time: one per configured database for its tables,
-//! then the DSN's database for everything else. `cli_pg` prints it; its samples feed the rules.
+//! then the DSN's database for everything else. `cli::pg` prints it; its samples feed the rules.
 
 use super::samples::{self, Judged, PgState};
 use super::sql::{self, Table};

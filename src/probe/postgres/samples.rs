@@ -12,8 +12,8 @@
 use super::PostgresSpec;
 use super::forecast::SizeHistory;
 use super::sql::{Cluster, Statement, Table};
-use crate::config::units::human_bytes;
 use crate::model::{Labels, Sample};
+use crate::units::human_bytes;
 use std::collections::{BTreeMap, HashMap};
 
 /// How long a database's table sizes are reused before a poll reads them again.

@@ -253,7 +253,7 @@ pub fn run_ours(s: &Scenario) -> Result<Firing, Stop> {
             for r in &s.rules {
                 firing.entry((at, r.alert.clone())).or_default();
             }
-            for a in evaluation.alerts.iter().filter(|a| a.state == "firing") {
+            for a in evaluation.alerts.iter().filter(|a| a.state == mxwarden::alert::Phase::Firing) {
                 let mut labels = a.labels.clone();
                 let name = labels.remove("alertname").expect("alertname");
                 firing.entry((at, name)).or_default().push(Fired { labels, annotations: a.annotations.clone() });

@@ -5,7 +5,7 @@
 //! service's series must never match.
 
 use super::harness::{MIN, SEC, Scenario};
-use mxwarden::config::schema::ServiceKind;
+use mxwarden::model::ServiceKind;
 use mxwarden::preset;
 use mxwarden::rule::RuleDef;
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,9 +1,10 @@
-//! A runnable check: what `config` builds from the user's checks and the presets, and what
+//! The check spec: what `config` builds from the user's checks and the presets, and what
 //! the probes run. Plain data with secrets kept as `SecretString`; `config show` prints it
 //! through `CheckView`, which redacts them.
 
+use super::expect::Expect;
 use crate::model::CheckId;
-use crate::probe::expect::Expect;
+use crate::redact::REDACTED;
 use reqwest::Method;
 use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::SecretString;
@@ -80,7 +81,7 @@ pub struct JsonSample {
     /// The sample's metric name.
     pub name: String,
     /// Where the number is.
-    pub path: crate::probe::expect::JsonQuery,
+    pub path: super::expect::JsonQuery,
 }
 
 /// The URL of a request: fixed, or read from a JSON document first (OIDC discovery's
@@ -178,7 +179,7 @@ pub struct HttpView {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub insecure_skip_verify: bool,
     /// Expectations.
-    pub expect: crate::probe::expect::ExpectView,
+    pub expect: super::expect::ExpectView,
 }
 
 impl HttpSpec {
@@ -198,7 +199,7 @@ impl HttpSpec {
                 })
                 .collect(),
             bearer_token: self.bearer.as_ref().map(|_| REDACTED),
-            body_limit: crate::config::units::ByteSize(self.body_limit).to_string(),
+            body_limit: crate::units::ByteSize(self.body_limit).to_string(),
             follow_redirects: self.follow_redirects,
             ca_file: self.tls.ca_file.as_ref().map(|p| p.display().to_string()),
             insecure_skip_verify: self.tls.insecure_skip_verify,
@@ -206,9 +207,6 @@ impl HttpSpec {
         }
     }
 }
-
-/// The placeholder printed instead of a secret.
-pub const REDACTED: &str = "<redacted>";
 
 impl CheckSpec {
     /// The printable view, secrets redacted.
@@ -225,7 +223,7 @@ impl CheckSpec {
                 Some(ScrapeView {
                     url: scrape.http.target.describe(),
                     bearer_token: scrape.http.bearer.as_ref().map(|_| REDACTED),
-                    body_limit: crate::config::units::ByteSize(scrape.http.body_limit).to_string(),
+                    body_limit: crate::units::ByteSize(scrape.http.body_limit).to_string(),
                     families: scrape
                         .families
                         .as_ref()
@@ -236,8 +234,8 @@ impl CheckSpec {
         CheckView {
             name: self.id.to_string(),
             service: self.service.clone(),
-            interval: crate::config::units::HumanDuration(self.interval).to_string(),
-            timeout: crate::config::units::HumanDuration(self.timeout).to_string(),
+            interval: crate::units::HumanDuration(self.interval).to_string(),
+            timeout: crate::units::HumanDuration(self.timeout).to_string(),
             http,
             scrape,
             postgres,

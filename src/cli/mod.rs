@@ -2,11 +2,11 @@
 //! subcommand; tables for people, `--json` for programs. Returns a `Status` that `main`
 //! turns into the exit code.
 
-use crate::check::CheckView;
 use crate::clock::SystemClock;
 use crate::config::{self, Config};
 use crate::model::Observation;
 use crate::probe::Prober;
+use crate::probe::spec::CheckView;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
@@ -14,34 +14,16 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Writes to stdout; a reader that went away (`| head`) is not an error.
-pub(crate) fn emit(text: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-}
+mod alerting;
+mod backup;
+mod maintenance;
+pub(crate) mod output;
+mod pg;
+mod rules;
+mod scrape;
 
-/// `println!` that tolerates a closed stdout.
-macro_rules! outln {
-    ($($t:tt)*) => { $crate::cli::emit(&format!("{}\n", format_args!($($t)*))) };
-}
-/// `print!` that tolerates a closed stdout.
-macro_rules! out {
-    ($($t:tt)*) => { $crate::cli::emit(&format!($($t)*)) };
-}
-pub(crate) use {out, outln};
-
-/// How a command ended; the numbers are the exit codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Status {
-    /// Everything checked is fine.
-    Healthy = 0,
-    /// Something checked is not.
-    Unhealthy = 1,
-    /// The config or the command line is wrong, or mxwarden itself failed.
-    Error = 2,
-}
+pub use output::Status;
+pub(crate) use output::{out, outln};
 
 /// mxwarden: the Matrix operator's runbook, made executable.
 #[derive(Debug, Parser)]
@@ -93,7 +75,7 @@ enum Command {
     Rules(RulesCommand),
     /// PostgreSQL diagnosis for `kind: postgres` services.
     #[command(subcommand)]
-    Pg(crate::cli_pg::PgCommand),
+    Pg(crate::cli::pg::PgCommand),
     /// Run continuously: checks on their intervals, rules, notifications, digests.
     Run,
     /// Send notifications by hand.
@@ -116,12 +98,12 @@ enum Command {
     },
     /// Backups: take, list, verify and prune them (see docs/backups.md).
     #[command(subcommand)]
-    Backup(crate::cli_backup::BackupCommand),
+    Backup(crate::cli::backup::BackupCommand),
     /// Put a backup back: a database into a new database, or a file set into a directory.
-    Restore(crate::cli_backup::RestoreArgs),
+    Restore(crate::cli::backup::RestoreArgs),
     /// Maintenance windows: open one now, list them, end one.
     #[command(subcommand)]
-    Maintenance(crate::cli_maintenance::MaintenanceCommand),
+    Maintenance(crate::cli::maintenance::MaintenanceCommand),
     /// Write a commented starter config for the runbook's stack.
     Init {
         /// Where to write it (default: the --config path).
@@ -191,20 +173,20 @@ pub fn main() -> Result<Status> {
         }
         Command::Init { output, force } => init(output.as_deref().unwrap_or(&cli.config), force),
         Command::Scrape { url, families, json, timeout, body_limit } => {
-            crate::cli_scrape::scrape(&url, &families, json, &timeout, &body_limit)
+            crate::cli::scrape::scrape(&url, &families, json, &timeout, &body_limit)
         }
-        Command::Rules(RulesCommand::List { json }) => crate::cli_rules::list(&load(&cli.config)?, json),
-        Command::Rules(RulesCommand::Export) => crate::cli_rules::export(&load(&cli.config)?),
-        Command::Pg(command) => crate::cli_pg::run(&load(&cli.config)?, command),
-        Command::Run => crate::cli_alerting::run(load(&cli.config)?),
+        Command::Rules(RulesCommand::List { json }) => crate::cli::rules::list(&load(&cli.config)?, json),
+        Command::Rules(RulesCommand::Export) => crate::cli::rules::export(&load(&cli.config)?),
+        Command::Pg(command) => crate::cli::pg::run(&load(&cli.config)?, command),
+        Command::Run => crate::cli::alerting::run(load(&cli.config)?),
         Command::Notify(NotifyCommand::Test { receiver }) => {
-            crate::cli_alerting::notify_test(&load(&cli.config)?, &receiver)
+            crate::cli::alerting::notify_test(&load(&cli.config)?, &receiver)
         }
-        Command::Alerts { json } => crate::cli_alerting::alerts(&load(&cli.config)?, json),
-        Command::Outbox { dead, json } => crate::cli_alerting::outbox(&load(&cli.config)?, dead, json),
-        Command::Backup(command) => crate::cli_backup::run(&cli.config, command),
-        Command::Restore(args) => crate::cli_backup::restore(&load(&cli.config)?, args),
-        Command::Maintenance(command) => crate::cli_maintenance::run(&load(&cli.config)?, command),
+        Command::Alerts { json } => crate::cli::alerting::alerts(&load(&cli.config)?, json),
+        Command::Outbox { dead, json } => crate::cli::alerting::outbox(&load(&cli.config)?, dead, json),
+        Command::Backup(command) => crate::cli::backup::run(&cli.config, command),
+        Command::Restore(args) => crate::cli::backup::restore(&load(&cli.config)?, args),
+        Command::Maintenance(command) => crate::cli::maintenance::run(&load(&cli.config)?, command),
     }
 }
 
@@ -244,21 +226,21 @@ fn check(path: &Path, json: bool, names: &[String]) -> Result<Status> {
     let selected = select(&config, names)?;
     let prober = Prober::new(Arc::new(SystemClock));
     let observations = runtime()?.block_on(prober.run_all(&selected, config.defaults.concurrency));
-    let verdicts = crate::cli_rules::judge_now(&config, &observations);
+    let verdicts = crate::cli::rules::judge_now(&config, &observations);
     if json {
         let mut rows: Vec<CheckResult> = observations.iter().map(CheckResult::from).collect();
         rows.extend(verdicts.iter().map(CheckResult::from));
         outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print_table(&observations);
-        crate::cli_rules::print_verdicts(&verdicts);
+        crate::cli::rules::print_verdicts(&verdicts);
     }
     let healthy = observations.iter().all(|o| o.ok) && verdicts.iter().all(|v| v.ok());
     Ok(if healthy { Status::Healthy } else { Status::Unhealthy })
 }
 
 /// The checks named on the command line (by check or service name), or all.
-fn select(config: &Config, names: &[String]) -> Result<Vec<crate::check::CheckSpec>> {
+fn select(config: &Config, names: &[String]) -> Result<Vec<crate::probe::spec::CheckSpec>> {
     if names.is_empty() {
         return Ok(config.checks.clone());
     }
@@ -272,7 +254,7 @@ fn select(config: &Config, names: &[String]) -> Result<Vec<crate::check::CheckSp
             .collect();
         if matching.is_empty() {
             let known: Vec<&str> = config.checks.iter().map(|c| c.id.0.as_str()).collect();
-            let hint = config::error::closest(name, known.iter().copied())
+            let hint = crate::units::closest(name, known.iter().copied())
                 .map(|k| format!(" Did you mean `{k}`?"))
                 .unwrap_or_default();
             bail!(
@@ -282,7 +264,7 @@ fn select(config: &Config, names: &[String]) -> Result<Vec<crate::check::CheckSp
             );
         }
         for spec in matching {
-            if !chosen.iter().any(|c: &crate::check::CheckSpec| c.id == spec.id) {
+            if !chosen.iter().any(|c: &crate::probe::spec::CheckSpec| c.id == spec.id) {
                 chosen.push(spec);
             }
         }
@@ -330,8 +312,8 @@ impl<'a> From<&'a Observation> for CheckResult<'a> {
     }
 }
 
-impl<'a> From<&'a crate::cli_rules::Verdict> for CheckResult<'a> {
-    fn from(v: &'a crate::cli_rules::Verdict) -> Self {
+impl<'a> From<&'a crate::cli::rules::Verdict> for CheckResult<'a> {
+    fn from(v: &'a crate::cli::rules::Verdict) -> Self {
         Self {
             service: v.service.as_deref(),
             check: &v.alert,
@@ -347,20 +329,15 @@ impl<'a> From<&'a crate::cli_rules::Verdict> for CheckResult<'a> {
 }
 
 fn print_table(observations: &[Observation]) {
-    use comfy_table::{ContentArrangement, Table, presets};
-    let mut table = Table::new();
-    table
-        .load_style(presets::NOTHING)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(["SERVICE", "CHECK", "RESULT", "LATENCY", "DETAIL"]);
+    let mut table = crate::cli::output::table(["SERVICE", "CHECK", "RESULT", "LATENCY", "DETAIL"]);
     for o in observations {
-        table.add_row([
+        table.add_row(crate::text::cells([
             o.service.clone().unwrap_or_else(|| "-".into()),
             o.check.0.clone(),
             if o.ok { "ok".into() } else { "FAIL".into() },
             crate::probe::expect::seconds(o.latency),
             o.detail(),
-        ]);
+        ]));
     }
     outln!("{}", table.trim_fmt());
     let failed = observations.iter().filter(|o| !o.ok).count();
@@ -500,10 +477,8 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
                 name: w.name.clone(),
                 services: w.services.clone(),
                 cron: w.cron_text.clone(),
-                duration: crate::config::units::HumanDuration(std::time::Duration::from_millis(
-                    w.duration_ms.max(0) as u64
-                ))
-                .to_string(),
+                duration: crate::units::HumanDuration(std::time::Duration::from_millis(w.duration_ms.max(0) as u64))
+                    .to_string(),
                 timezone: w.timezone.iana_name().unwrap_or("UTC").to_string(),
             })
             .collect(),
@@ -525,7 +500,7 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
             .map(|r| RuleView {
                 alert: r.def.alert.clone(),
                 expr: r.def.expr.clone(),
-                for_: crate::config::units::HumanDuration(std::time::Duration::from_millis(r.def.for_ms.max(0) as u64))
+                for_: crate::units::HumanDuration(std::time::Duration::from_millis(r.def.for_ms.max(0) as u64))
                     .to_string(),
                 labels: r.def.labels.clone(),
                 source: r.def.origin.clone(),
@@ -551,7 +526,7 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
 fn describe_receiver(r: &crate::notify::Receiver) -> String {
     use crate::notify::Receiver;
     match r {
-        Receiver::Matrix(m) => format!("matrix {} in {} (token {})", m.room, m.homeserver, crate::check::REDACTED),
+        Receiver::Matrix(m) => format!("matrix {} in {} (token {})", m.room, m.homeserver, crate::redact::REDACTED),
         Receiver::Email(e) => {
             let to: Vec<String> = e.to.iter().map(ToString::to_string).collect();
             format!("email via {}:{} ({:?}) from {} to {}", e.host, e.port, e.tls, e.from, to.join(", "))
@@ -576,7 +551,7 @@ fn describe_tier(t: &crate::notify::Tier) -> String {
         text.push_str(&format!(", fallback [{}] after {} failures", t.fallback.join(", "), t.fallback_after));
     }
     if t.repeat_ms > 0 {
-        let every = crate::config::units::HumanDuration(std::time::Duration::from_millis(t.repeat_ms as u64));
+        let every = crate::units::HumanDuration(std::time::Duration::from_millis(t.repeat_ms as u64));
         text.push_str(&format!(", reminders every {every}"));
     }
     text

@@ -1,7 +1,8 @@
 //! `mxwarden backup run|list|verify|prune|keygen` and `mxwarden restore`: the backup core
 //! (`backup::*`) for people (tables, progress bars on a terminal) and programs (`--json`).
 //! Exit codes: 0 all good; 1 a backup item failed, a check did not hold, or a restore
-//! failed; 2 a wrong config or command line, or a request refused without changing anything.
+//! failed or skipped unsafe archive entries (each named, with the reason); 2 a wrong config or
+//! command line, or a request refused without changing anything.
 
 use crate::backup::manifest::{self, Manifest, Run, RunStatus};
 use crate::backup::restore::{self, RestoreError};
@@ -10,10 +11,9 @@ use crate::backup::run::{Progress, RunError};
 use crate::backup::{BackupPlan, Storage, pipeline, verify};
 use crate::cli::{Status, outln};
 use crate::config::Config;
-use crate::config::units::human_bytes;
+use crate::units::human_bytes;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use comfy_table::{ContentArrangement, Table, presets};
 use serde::Serialize;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -158,23 +158,17 @@ fn run_now(plan: &BackupPlan, db: Option<&str>, json: bool) -> Result<Status> {
     Ok(if manifest.status == RunStatus::Ok { Status::Healthy } else { Status::Unhealthy })
 }
 
-fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_style(presets::NOTHING).set_content_arrangement(ContentArrangement::Dynamic).set_header(header.to_vec());
-    t
-}
-
 fn print_items(m: &Manifest) {
-    let mut t = table(&["ITEM", "FILE", "SIZE", "RAW", "TIME", "RESULT"]);
+    let mut t = crate::cli::output::table(["ITEM", "FILE", "SIZE", "RAW", "TIME", "RESULT"]);
     for i in &m.items {
-        t.add_row([
+        t.add_row(crate::text::cells([
             i.label(),
             i.file.clone(),
             human_bytes(i.stored_bytes),
             human_bytes(i.raw_bytes),
             format!("{:.1}s", i.duration_seconds),
             i.error.clone().map_or_else(|| "ok".to_string(), |e| format!("FAILED: {e}")),
-        ]);
+        ]));
     }
     outln!("{}", t.trim_fmt());
 }
@@ -191,9 +185,9 @@ fn list(plan: &BackupPlan, json: bool) -> Result<Status> {
     if json {
         outln!("{}", serde_json::to_string_pretty(&done)?);
     } else {
-        let mut t = table(&["ID", "STATUS", "SCOPE", "STARTED", "TIME", "SIZE", "ITEMS"]);
+        let mut t = crate::cli::output::table(["ID", "STATUS", "SCOPE", "STARTED", "TIME", "SIZE", "ITEMS"]);
         for m in &done {
-            t.add_row([
+            t.add_row(crate::text::cells([
                 m.id.clone(),
                 if m.status == RunStatus::Ok { "ok".into() } else { "FAILED".into() },
                 m.scope.clone(),
@@ -201,7 +195,7 @@ fn list(plan: &BackupPlan, json: bool) -> Result<Status> {
                 format!("{:.1}s", m.duration_seconds),
                 human_bytes(m.stored_bytes()),
                 m.items.len().to_string(),
-            ]);
+            ]));
         }
         outln!("{}", t.trim_fmt());
         outln!("{} runs in {}", done.len(), plan.storage.describe());
@@ -250,13 +244,13 @@ fn verify_run(
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        let mut t = table(&["ITEM", "RESULT", "CHECKED"]);
+        let mut t = crate::cli::output::table(["ITEM", "RESULT", "CHECKED"]);
         for i in &report.items {
-            t.add_row([
+            t.add_row(crate::text::cells([
                 i.item.clone(),
                 i.problem.clone().map_or_else(|| "ok".to_string(), |p| format!("FAILED: {p}")),
                 i.passed.join("; "),
-            ]);
+            ]));
         }
         outln!("{}", t.trim_fmt());
         let depth = match (identity.is_some(), restore_test) {
@@ -343,7 +337,7 @@ fn prune(config: &Config, plan: &BackupPlan, apply: bool, json: bool) -> Result<
     if json {
         outln!("{}", serde_json::to_string_pretty(&view)?);
     } else {
-        let mut t = table(&["ID", "STATUS", "DECISION"]);
+        let mut t = crate::cli::output::table(["ID", "STATUS", "DECISION"]);
         for r in &view.runs {
             let why: Vec<String> = r.keep.iter().map(|k| format!("{k:?}").to_lowercase()).collect();
             let decision = if r.delete {
@@ -351,7 +345,7 @@ fn prune(config: &Config, plan: &BackupPlan, apply: bool, json: bool) -> Result<
             } else {
                 format!("keep ({})", why.join(", "))
             };
-            t.add_row([r.id.clone(), r.status.to_string(), decision]);
+            t.add_row(crate::text::cells([r.id.clone(), r.status.to_string(), decision]));
         }
         outln!("{}", t.trim_fmt());
         let n = view.runs.iter().filter(|r| r.delete).count();
@@ -403,6 +397,7 @@ pub fn restore(config: &Config, args: RestoreArgs) -> Result<Status> {
     let identities = pipeline::identities(&args.identity).map_err(anyhow::Error::msg)?;
     let rt = crate::cli::runtime()?;
     let manifest = pick(plan, &rt, Some(&args.id))?;
+    let mut skipped = Vec::new();
     let outcome = match (&args.db, &args.files) {
         (Some(db), _) => rt.block_on(async {
             let item = restore::find_database(&manifest, db, args.service.as_deref())?;
@@ -421,16 +416,35 @@ pub fn restore(config: &Config, args: RestoreArgs) -> Result<Status> {
         }),
         (None, Some(set)) => rt.block_on(async {
             let dir = PathBuf::from(&args.into);
-            restore::files(&plan.storage, &manifest, set, &identities, &dir, args.force)
-                .await
-                .map(|n| format!("restored {n} files of set {set} from run {} into {}", manifest.id, dir.display()))
+            let unpacked = restore::files(&plan.storage, &manifest, set, &identities, &dir, args.force).await?;
+            let done = format!(
+                "restored {} files of set {set} from run {} into {}",
+                unpacked.files,
+                manifest.id,
+                dir.display()
+            );
+            skipped = unpacked.skipped;
+            Ok(done)
         }),
         (None, None) => bail!("say what to restore: --db NAME or --files SET"),
     };
     match outcome {
-        Ok(done) => {
+        Ok(done) if skipped.is_empty() => {
             outln!("{done}");
             Ok(Status::Healthy)
+        }
+        Ok(done) => {
+            // Every unsafe entry is named, and the restore is not a success.
+            outln!("{done}");
+            for s in &skipped {
+                eprintln!("skipped {}: {}", s.name, s.reason);
+            }
+            let (n, entries) = match skipped.len() {
+                1 => (1, "entry of the archive was"),
+                n => (n, "entries of the archive were"),
+            };
+            eprintln!("restore incomplete: {n} unsafe {entries} skipped (listed above)");
+            Ok(Status::Unhealthy)
         }
         Err(RestoreError::Refused(why)) => bail!(why),
         Err(RestoreError::Failed(why)) => {

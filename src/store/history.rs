@@ -1,9 +1,9 @@
-//! The history's SQL over the store's pool: recording (raw row + three rollups per result, one
+//! The uptime history's SQL over the store's pool: recording (raw row + three rollups per result, one
 //! transaction per flush), the heartbeat and gaps, retention, and the reads the status page
 //! and the API make.
 
-use super::{Bucket, DAY_MS, RAW_RETENTION_MS, Resolution, Result as CheckResult, State, covered};
-use crate::store::{Store, StoreError};
+use super::{Store, StoreError};
+use crate::history::{Bucket, DAY_MS, RAW_RETENTION_MS, Resolution, Result as CheckResult, State, covered};
 use sqlx::Row;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -89,11 +89,10 @@ impl History {
     /// SQLite's worker thread; one per result and rollup cost the daemon more CPU per probe
     /// than the probe itself.)
     pub async fn record(&self, results: &[(String, CheckResult)], now: i64) -> Result<()> {
-        let run = async {
-            let mut tx = self.store.pool().begin().await?;
+        let run = async |tx: &mut sqlx::SqliteConnection| {
             let mut rows = Vec::with_capacity(results.len());
             for (check, r) in results {
-                rows.push((self.id(&mut tx, check).await?, r));
+                rows.push((self.id(tx, check).await?, r));
             }
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 let mut insert =
@@ -127,30 +126,32 @@ impl History {
                 );
                 upsert.build().persistent(false).execute(&mut *tx).await?;
             }
-            beat(&mut tx, now).await?;
-            tx.commit().await
+            beat(tx, now).await
         };
-        run.await.map_err(|e| self.store.fail(e))
+        self.store.write(run).await
     }
 
     /// Beats the heartbeat.
     pub async fn heartbeat(&self, now: i64) -> Result<()> {
-        let mut conn = self.store.pool().acquire().await.map_err(|e| self.store.fail(e))?;
-        beat(&mut conn, now).await.map_err(|e| self.store.fail(e))
+        self.store.write(async |conn| beat(conn, now).await).await
     }
 
     /// At start: records the time since the last heartbeat as a gap when it is longer than
     /// two beats (`every_ms`), and beats. Returns the gap recorded.
     pub async fn start(&self, now: i64, every_ms: i64) -> Result<Option<(i64, i64)>> {
         let last = self.store.meta(HEARTBEAT).await?.and_then(|v| v.parse::<i64>().ok());
-        let gap = super::gap_at_start(last, now, every_ms);
+        let gap = crate::history::gap_at_start(last, now, every_ms);
         if let Some((start, end)) = gap {
-            sqlx::query("INSERT OR REPLACE INTO gaps (start, end) VALUES (?, ?)")
-                .bind(start)
-                .bind(end)
-                .execute(self.store.pool())
-                .await
-                .map_err(|e| self.store.fail(e))?;
+            self.store
+                .write(async |conn| {
+                    sqlx::query("INSERT OR REPLACE INTO gaps (start, end) VALUES (?, ?)")
+                        .bind(start)
+                        .bind(end)
+                        .execute(conn)
+                        .await
+                        .map(|_| ())
+                })
+                .await?;
         }
         self.heartbeat(now).await?;
         Ok(gap)
@@ -158,8 +159,7 @@ impl History {
 
     /// Deletes what is past its retention.
     pub async fn prune(&self, now: i64) -> Result<()> {
-        let run = async {
-            let mut tx = self.store.pool().begin().await?;
+        let run = async |tx: &mut sqlx::SqliteConnection| {
             sqlx::query("DELETE FROM results WHERE at < ?").bind(now - RAW_RETENTION_MS).execute(&mut *tx).await?;
             for res in Resolution::ALL {
                 sqlx::query("DELETE FROM rollups WHERE res = ? AND bucket < ?")
@@ -171,10 +171,10 @@ impl History {
             sqlx::query("DELETE FROM gaps WHERE end < ?")
                 .bind(now - Resolution::Day.retention_ms())
                 .execute(&mut *tx)
-                .await?;
-            tx.commit().await
+                .await
+                .map(|_| ())
         };
-        run.await.map_err(|e| self.store.fail(e))
+        self.store.write(run).await
     }
 
     /// Times mxwarden was not running that overlap `[from, to)`.

@@ -4,9 +4,9 @@
 
 use crate::cli::{Status, out, outln};
 use crate::config::Config;
-use crate::config::units::HumanDuration;
-use crate::model::{Labels, Observation};
+use crate::model::Observation;
 use crate::series::SeriesStore;
+use crate::units::HumanDuration;
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -52,11 +52,7 @@ pub fn judge_now(config: &Config, observations: &[Observation]) -> Vec<Verdict> 
     let t = observations.iter().map(|o| o.at.as_millisecond()).max().unwrap_or(0);
     let mut store = SeriesStore::new(i64::MAX / 4, config.defaults.series_limit);
     for o in observations {
-        for s in &o.samples {
-            let mut labels: Labels = s.labels.clone();
-            labels.insert("__name__".into(), s.name.clone());
-            store.append(labels, t, s.value);
-        }
+        store.ingest_samples(&o.check.0, t, &o.samples);
     }
     config
         .rules
@@ -129,19 +125,15 @@ pub fn print_verdicts(verdicts: &[Verdict]) {
     if verdicts.is_empty() {
         return;
     }
-    let mut table = comfy_table::Table::new();
-    table
-        .load_style(comfy_table::presets::NOTHING)
-        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
-        .set_header(["SERVICE", "RULE", "SEVERITY", "NOW", "DETAIL"]);
+    let mut table = crate::cli::output::table(["SERVICE", "RULE", "SEVERITY", "NOW", "DETAIL"]);
     for v in verdicts {
-        table.add_row([
+        table.add_row(crate::text::cells([
             v.service.clone().unwrap_or_else(|| "-".into()),
             v.alert.clone(),
             v.severity.clone(),
             v.state.to_uppercase(),
             v.detail.clone(),
-        ]);
+        ]));
     }
     outln!("\n{}", table.trim_fmt());
     let firing = verdicts.iter().filter(|v| v.state == "would fire").count();
@@ -220,12 +212,9 @@ pub fn list(config: &Config, json: bool) -> Result<Status> {
         return Ok(Status::Healthy);
     }
     let table = |header: &[&str], rows: Vec<Vec<String>>| {
-        let mut t = comfy_table::Table::new();
-        t.load_style(comfy_table::presets::NOTHING)
-            .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
-            .set_header(header.to_vec());
+        let mut t = crate::cli::output::table(header.to_vec());
         for r in rows {
-            t.add_row(r);
+            t.add_row(crate::text::cells(r));
         }
         t.trim_fmt()
     };

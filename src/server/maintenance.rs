@@ -4,9 +4,10 @@
 //! are capped at 16 KiB; every error is JSON (`{"error": "…"}`). The web server merges this
 //! router into its own.
 
-use super::{Calendar, listing, store as mstore};
 use crate::clock::Clock;
+use crate::maintenance::{Calendar, listing};
 use crate::store::Store;
+use crate::store::maintenance as mstore;
 use axum::Router;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -57,7 +58,7 @@ fn authorize(api: &Api, headers: &HeaderMap) -> Option<Response> {
 
 async fn list(State(api): State<Api>) -> Response {
     let now = api.clock.now().as_millisecond();
-    match listing(&api.store, &api.calendar, now).await {
+    match mstore::current(&api.store, now).await.map(|ad_hoc| listing(&api.calendar, ad_hoc, now)) {
         Ok(l) => axum::Json(l).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "Maintenance listing failed.");
@@ -98,7 +99,13 @@ async fn start(
         }
     };
     let now = api.clock.now().as_millisecond();
-    let new = match super::check_request(&request.services, &request.for_, &request.reason, &api.services, now) {
+    let new = match crate::maintenance::check_request(
+        &request.services,
+        &request.for_,
+        &request.reason,
+        &api.services,
+        now,
+    ) {
         Ok(n) => n,
         Err(why) => return error(StatusCode::UNPROCESSABLE_ENTITY, why),
     };

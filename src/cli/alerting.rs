@@ -23,7 +23,7 @@ pub fn notify_test(config: &Config, name: &str) -> Result<Status> {
     };
     let Some(receiver) = alerting.receivers.get(name) else {
         let known: Vec<&str> = alerting.receivers.keys().map(String::as_str).collect();
-        let hint = crate::config::error::closest(name, known.iter().copied())
+        let hint = crate::units::closest(name, known.iter().copied())
             .map(|k| format!(" Did you mean `{k}`?"))
             .unwrap_or_default();
         bail!("no receiver `{name}`.{hint} Receivers: {}", known.join(", "));
@@ -78,7 +78,7 @@ async fn open_store(config: &Config) -> Result<Store> {
 }
 
 fn time(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default()
+    crate::units::utc_second(ms)
 }
 
 /// `mxwarden alerts`: pending and firing alerts from the store.
@@ -90,11 +90,7 @@ pub fn alerts(config: &Config, json: bool) -> Result<Status> {
         })?
         .into_iter()
         .map(|a| {
-            let (state, since) = match a.state {
-                crate::alert::AlertState::Pending { active_at } => ("pending", active_at),
-                crate::alert::AlertState::Firing { fired_at, .. } => ("firing", fired_at),
-                crate::alert::AlertState::Inactive => ("inactive", 0),
-            };
+            let (state, since) = (a.state.phase().as_str(), a.state.since());
             AlertRow {
                 alert: a.alert,
                 state,
@@ -109,10 +105,14 @@ pub fn alerts(config: &Config, json: bool) -> Result<Status> {
     } else if rows.is_empty() {
         outln!("No open alerts.");
     } else {
-        let mut t = comfy_table::Table::new();
-        t.load_style(comfy_table::presets::NOTHING).set_header(["ALERT", "STATE", "SINCE", "SUMMARY"]);
+        let mut t = crate::cli::output::table(["ALERT", "STATE", "SINCE", "SUMMARY"]);
         for r in &rows {
-            t.add_row([r.alert.clone(), r.state.to_uppercase(), r.since.clone(), r.summary.clone()]);
+            t.add_row(crate::text::cells([
+                r.alert.clone(),
+                r.state.to_uppercase(),
+                r.since.clone(),
+                r.summary.clone(),
+            ]));
         }
         outln!("{}", t.trim_fmt());
     }
@@ -159,19 +159,16 @@ pub fn outbox(config: &Config, dead: bool, json: bool) -> Result<Status> {
     } else if rows.is_empty() {
         outln!("{}", if dead { "No dead deliveries." } else { "The outbox is empty." });
     } else {
-        let mut t = comfy_table::Table::new();
-        t.load_style(comfy_table::presets::NOTHING)
-            .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
-            .set_header(["ID", "RECEIVER", "STATUS", "TRIES", "TITLE", "LAST ERROR"]);
+        let mut t = crate::cli::output::table(["ID", "RECEIVER", "STATUS", "TRIES", "TITLE", "LAST ERROR"]);
         for r in &rows {
-            t.add_row([
+            t.add_row(crate::text::cells([
                 r.id.to_string(),
                 r.receiver.clone(),
                 r.status.clone(),
                 r.attempts.to_string(),
                 r.title.clone(),
                 r.last_error.clone().unwrap_or_default(),
-            ]);
+            ]));
         }
         outln!("{}", t.trim_fmt());
     }

@@ -4,17 +4,16 @@
 //! the server cannot be reached, a configured database is missing or a rule would fire, 2 on
 //! a wrong config or command line.
 
-use crate::check::ProbeSpec;
+use crate::cli::rules::Verdict;
 use crate::cli::{Status, outln};
-use crate::cli_rules::Verdict;
 use crate::config::Config;
-use crate::config::units::human_bytes;
 use crate::model::{Labels, Observation, Sample};
 use crate::probe::postgres::PostgresSpec;
 use crate::probe::postgres::report::{self, Count, Report};
+use crate::probe::spec::ProbeSpec;
+use crate::units::human_bytes;
 use anyhow::{Result, bail};
 use clap::Subcommand;
-use comfy_table::{ContentArrangement, Table, presets};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -60,8 +59,8 @@ struct Unreachable<'a> {
 fn pick<'a>(
     config: &'a Config,
     wanted: Option<&str>,
-) -> Result<(&'a str, &'a crate::check::CheckSpec, &'a PostgresSpec)> {
-    let all: Vec<(&str, &crate::check::CheckSpec, &PostgresSpec)> = config
+) -> Result<(&'a str, &'a crate::probe::spec::CheckSpec, &'a PostgresSpec)> {
+    let all: Vec<(&str, &crate::probe::spec::CheckSpec, &PostgresSpec)> = config
         .checks
         .iter()
         .filter_map(|c| match (&c.probe, c.service.as_deref()) {
@@ -130,7 +129,7 @@ fn report_command(config: &Config, wanted: Option<&str>, json: bool) -> Result<S
         failures: report.problems.clone(),
         summary: report.judged.summary.clone(),
     };
-    let alerts: Vec<Verdict> = crate::cli_rules::judge_now(config, std::slice::from_ref(&observation))
+    let alerts: Vec<Verdict> = crate::cli::rules::judge_now(config, std::slice::from_ref(&observation))
         .into_iter()
         .filter(|v| v.service.as_deref() == Some(service))
         .collect();
@@ -139,16 +138,15 @@ fn report_command(config: &Config, wanted: Option<&str>, json: bool) -> Result<S
         outln!("{}", serde_json::to_string_pretty(&Printed { report: &report, alerts })?);
     } else {
         print(&report);
-        crate::cli_rules::print_verdicts(&alerts);
+        crate::cli::rules::print_verdicts(&alerts);
     }
     Ok(if healthy { Status::Healthy } else { Status::Unhealthy })
 }
 
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut t = Table::new();
-    t.load_style(presets::NOTHING).set_content_arrangement(ContentArrangement::Dynamic).set_header(header.to_vec());
+    let mut t = crate::cli::output::table(header.to_vec());
     for r in rows {
-        t.add_row(r);
+        t.add_row(crate::text::cells(r));
     }
     t.trim_fmt().lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
 }
@@ -161,7 +159,7 @@ fn secs(s: Option<f64>) -> String {
     match s {
         None => "-".into(),
         Some(s) if s < 60.0 => format!("{s:.1}s"),
-        Some(s) => crate::config::units::HumanDuration(std::time::Duration::from_secs(s as u64)).to_string(),
+        Some(s) => crate::units::HumanDuration(std::time::Duration::from_secs(s as u64)).to_string(),
     }
 }
 

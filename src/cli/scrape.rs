@@ -2,11 +2,11 @@
 //! cap, TLS naming, gzip) and print what our exposition parser reads from it — the samples
 //! exactly as on the page, without the labels a scrape check adds.
 
-use crate::check::{HttpSpec, Target, TlsOptions};
 use crate::cli::{Status, outln};
-use crate::config::units::{ByteSize, HumanDuration};
 use crate::probe::expect::Expect;
 use crate::probe::http::{self, Outcome};
+use crate::probe::spec::{HttpSpec, Target, TlsOptions};
+use crate::units::{ByteSize, HumanDuration};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
@@ -51,9 +51,7 @@ pub fn scrape(url: &str, families: &[String], json: bool, timeout: &str, body_li
         samples: Vec::new(),
     };
     let roots = crate::probe::tls::system_roots();
-    let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(crate::probe::tls::client_config(&roots, &spec.tls).map_err(anyhow::Error::msg)?)
-        .build()?;
+    let client = http::client(&roots, &spec.tls, spec.follow_redirects).map_err(anyhow::Error::msg)?;
     let (outcome, _) = crate::cli::runtime()?.block_on(http::run(&spec, &client, timeout, jiff::Timestamp::now));
     let body = match outcome {
         Outcome::Failed(why) => bail!("scrape of {url} failed: {why}"),

@@ -4,8 +4,9 @@
 
 use crate::cli::{Status, outln};
 use crate::config::Config;
-use crate::maintenance::{self, Calendar, Shown, Source, store as mstore};
+use crate::maintenance::{self, Calendar, Shown, Source};
 use crate::store::Store;
+use crate::store::maintenance as mstore;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
@@ -49,7 +50,7 @@ pub fn run(config: &Config, command: MaintenanceCommand) -> Result<Status> {
     crate::cli::runtime()?.block_on(async {
         match command {
             MaintenanceCommand::Start { services, for_, reason, json } => {
-                let known = maintenance::known_services(config);
+                let known = config.known_services();
                 let new =
                     maintenance::check_request(&services, &for_, &reason, &known, now).map_err(anyhow::Error::msg)?;
                 let store = Store::open(&config.store)
@@ -67,7 +68,7 @@ pub fn run(config: &Config, command: MaintenanceCommand) -> Result<Status> {
                 let calendar = Calendar::new(config.maintenance.clone());
                 let listing = if config.store.exists() {
                     let store = Store::open(&config.store).await?;
-                    maintenance::listing(&store, &calendar, now).await?
+                    maintenance::listing(&calendar, mstore::current(&store, now).await?, now)
                 } else {
                     maintenance::Listing {
                         now: jiff::Timestamp::from_millisecond(now).map(|t| t.to_string()).unwrap_or_default(),
@@ -111,14 +112,11 @@ pub fn run(config: &Config, command: MaintenanceCommand) -> Result<Status> {
 }
 
 fn time(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default()
+    crate::units::utc_minute(ms)
 }
 
 fn print_listing(listing: &maintenance::Listing) {
-    let mut t = comfy_table::Table::new();
-    t.load_style(comfy_table::presets::NOTHING)
-        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
-        .set_header(["STATE", "WINDOW", "SERVICES", "STARTS", "ENDS", "WHY"]);
+    let mut t = crate::cli::output::table(["STATE", "WINDOW", "SERVICES", "STARTS", "ENDS", "WHY"]);
     let rows = listing.active.iter().map(|s| ("OPEN", s)).chain(listing.upcoming.iter().map(|s| ("next", s)));
     let mut any = false;
     for (state, s) in rows {
@@ -127,14 +125,14 @@ fn print_listing(listing: &maintenance::Listing) {
             Source::Config { name, cron } => (name.clone(), format!("config, cron \"{cron}\"")),
             Source::AdHoc { id, reason } => (format!("#{id}"), reason.clone()),
         };
-        t.add_row([
+        t.add_row(crate::text::cells([
             state.to_string(),
             window,
             s.occurrence.services.join(", "),
             time(s.occurrence.starts_at),
             time(s.occurrence.ends_at),
             why,
-        ]);
+        ]));
     }
     if any {
         outln!("{}", t.trim_fmt());

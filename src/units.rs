@@ -1,4 +1,4 @@
-//! Human-friendly units in the config: durations (`30s`, `5m`, `14d`) and byte sizes
+//! Vocabulary: human-friendly units (and "did you mean" for misspelt names): durations (`30s`, `5m`, `14d`) and byte sizes
 //! (`1MiB`, `450MiB`, `5MB`). Pure parsers, fed by the YAML loader, read by everything that
 //! turns config into runtime values. The duration syntax is Prometheus's, so a `for: 5m`
 //! in a rule and an `interval: 5m` here mean the same thing.
@@ -160,6 +160,36 @@ impl Serialize for ByteSize {
     }
 }
 
+/// The candidate closest to `word`, if it is close enough to be a likely typo.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (c, strsim::jaro_winkler(word, c)))
+        .filter(|(c, score)| *score >= 0.8 || strsim::levenshtein(word, c) <= 2)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(c, _)| c)
+}
+
+/// An instant for people, to the minute: `2026-12-05 04:30 UTC` (empty when out of range).
+pub fn utc_minute(ms: i64) -> String {
+    utc(ms, "%Y-%m-%d %H:%M UTC")
+}
+
+/// An instant for people, to the second: `2026-12-05 04:30:12 UTC` (empty when out of range).
+pub fn utc_second(ms: i64) -> String {
+    utc(ms, "%Y-%m-%d %H:%M:%S UTC")
+}
+
+fn utc(ms: i64, format: &str) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime(format).to_string()).unwrap_or_default()
+}
+
+/// An instant for programs (RFC 3339, UTC); Go's zero time when out of range, as
+/// Alertmanager writes "no end".
+pub fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_else(|_| "0001-01-01T00:00:00Z".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +241,30 @@ mod tests {
         }
         assert_eq!(ByteSize(32 << 20).to_string(), "32MiB");
         assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
+    }
+
+    #[test]
+    fn suggestions_catch_typos_but_not_unrelated_words() {
+        let keys = ["url", "method", "headers", "bearer_token", "expect"];
+        let cases = [
+            ("methd", Some("method"), "one letter dropped"),
+            ("header", Some("headers"), "singular for plural"),
+            ("expcet", Some("expect"), "swapped letters"),
+            ("bearer", Some("bearer_token"), "a prefix"),
+            ("zzzz", None, "nothing alike"),
+        ];
+        for (word, want, why) in cases {
+            assert_eq!(closest(word, keys), want, "{word}: {why}");
+        }
+    }
+
+    #[test]
+    fn instants_print_one_way_for_people_and_one_for_programs() {
+        let ms = 1_764_909_012_345; // 2025-12-05T04:30:12.345Z
+        assert_eq!(utc_minute(ms), "2025-12-05 04:30 UTC");
+        assert_eq!(utc_second(ms), "2025-12-05 04:30:12 UTC");
+        assert_eq!(rfc3339(ms), "2025-12-05T04:30:12.345Z");
+        assert_eq!(utc_minute(i64::MAX), "", "out of range: nothing, not a panic");
+        assert_eq!(rfc3339(i64::MIN), "0001-01-01T00:00:00Z");
     }
 }

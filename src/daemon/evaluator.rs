@@ -1,0 +1,276 @@
+//! The evaluator: the one task that owns alert state. A result is judged as it arrives — the
+//! rules that read its samples are evaluated at once, and a page they decide is committed and
+//! handed to the dispatcher before the next result is looked at. What time alone changes
+//! (`for:`, `keep_firing_for:`, reminders, digests, a maintenance window's end or reminder, a
+//! dependency's settle time) happens at its own deadline, from one next-deadline timer; a full
+//! sweep at least every evaluation period catches the rest (series going stale, range windows
+//! moving, ad hoc windows opened by another process). Every decision — alert states, outbox
+//! rows, held and released pages, reminders marked, digest bookkeeping — is one store
+//! transaction; one the store refused is kept and retried, so nothing decided is lost.
+
+use super::digests::Digests;
+use super::failpoint::{self, Point};
+use super::recorder::Recorder;
+use crate::clock::Clock;
+use crate::live::Live;
+use crate::maintenance::Calendar;
+use crate::model::Observation;
+use crate::mute::Gate;
+use crate::notify::Alerting;
+use crate::rule::{Evaluation, RuleEngine};
+use crate::series::SeriesStore;
+use crate::store::{Decision, Store, StoreError};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, watch};
+
+/// How soon a decision the store refused is tried again, ms.
+const RETRY_MS: i64 = 1_000;
+
+/// Waiting for every check's first result after a start: evaluating before that would resolve
+/// restored alerts for lack of data.
+pub(super) struct WarmUp {
+    /// Checks that have not reported since start.
+    pub(super) unseen: HashSet<String>,
+    /// Until when to wait for them, ms.
+    pub(super) until: i64,
+}
+
+impl WarmUp {
+    fn warming(&self, now: i64) -> bool {
+        !self.unseen.is_empty() && now < self.until
+    }
+}
+
+/// What the evaluator is built from.
+pub(super) struct Parts {
+    pub(super) store: Store,
+    pub(super) engine: RuleEngine,
+    pub(super) series: SeriesStore,
+    pub(super) alerting: Option<Arc<Alerting>>,
+    pub(super) clock: Arc<dyn Clock>,
+    /// Wakes the dispatcher.
+    pub(super) wake: Arc<Notify>,
+    pub(super) warm: WarmUp,
+    pub(super) recorder: Recorder,
+    pub(super) live: Arc<Live>,
+    pub(super) gate: Gate,
+    pub(super) calendar: Arc<Calendar>,
+    pub(super) backup: Option<Arc<crate::backup::BackupPlan>>,
+    /// The longest wait between full sweeps.
+    pub(super) sweep_every: Duration,
+}
+
+/// Owns alert state; see the module docs.
+pub(super) struct Evaluator {
+    store: Store,
+    engine: RuleEngine,
+    series: SeriesStore,
+    alerting: Option<Arc<Alerting>>,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+    warm: WarmUp,
+    recorder: Recorder,
+    live: Arc<Live>,
+    gate: Gate,
+    calendar: Arc<Calendar>,
+    digests: Option<Digests>,
+    sweep_every_ms: i64,
+    /// When the next full sweep is due, ms.
+    sweep_at: i64,
+    /// Decisions the store refused, oldest first, to be committed before anything newer.
+    unsaved: Vec<Decision>,
+}
+
+impl Evaluator {
+    pub(super) fn new(p: Parts) -> Self {
+        let now = p.clock.now().as_millisecond();
+        let digests = p.alerting.clone().map(|a| Digests::new(a, p.backup));
+        let sweep_every_ms = i64::try_from(p.sweep_every.as_millis()).unwrap_or(i64::MAX).max(1);
+        Self {
+            store: p.store,
+            engine: p.engine,
+            series: p.series,
+            alerting: p.alerting,
+            clock: p.clock,
+            wake: p.wake,
+            warm: p.warm,
+            recorder: p.recorder,
+            live: p.live,
+            gate: p.gate,
+            calendar: p.calendar,
+            digests,
+            sweep_every_ms,
+            sweep_at: now,
+            unsaved: Vec::new(),
+        }
+    }
+
+    /// Runs until `stop` turns true or every check's timer is gone.
+    pub(super) async fn run(&mut self, mut rx: mpsc::Receiver<Observation>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let now = self.clock.now().as_millisecond();
+            let wait = Duration::from_millis(u64::try_from(self.next_deadline(now) - now).unwrap_or(0));
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                observation = rx.recv() => {
+                    let Some(first) = observation else { break };
+                    let mut names = BTreeSet::new();
+                    self.ingest(first, &mut names);
+                    // Results that arrived together are judged together.
+                    while let Ok(more) = rx.try_recv() {
+                        self.ingest(more, &mut names);
+                    }
+                    self.on_arrival(&names).await;
+                }
+                _ = tokio::time::sleep(wait) => self.on_deadline().await,
+            }
+        }
+        let now = self.clock.now().as_millisecond();
+        if let Err(e) = self.recorder.flush_all(now).await {
+            tracing::error!(error = %e, "The last results could not be stored.");
+        }
+        if !self.unsaved.is_empty() {
+            self.commit(Decision::default(), now).await;
+        }
+    }
+
+    /// The next moment something is due: a full sweep, an alert's or the gate's deadline, a
+    /// digest, a history write, the end of the warm-up, a retry.
+    fn next_deadline(&self, now: i64) -> i64 {
+        let mut at = self.sweep_at.min(self.recorder.next_deadline());
+        if self.warm.warming(now) {
+            return at.min(self.warm.until);
+        }
+        let deadlines = [
+            self.engine.next_deadline(),
+            self.gate.next_deadline(now),
+            self.digests.as_ref().and_then(Digests::next_deadline),
+            (!self.unsaved.is_empty()).then_some(now + RETRY_MS),
+        ];
+        for d in deadlines.into_iter().flatten() {
+            at = at.min(d);
+        }
+        at
+    }
+
+    /// Takes one result into the series, the status page and the history.
+    fn ingest(&mut self, o: Observation, names: &mut BTreeSet<String>) {
+        self.warm.unseen.remove(&o.check.0);
+        let t = o.at.as_millisecond();
+        let in_maintenance = o.service.as_deref().is_some_and(|s| self.calendar.in_maintenance(s, t));
+        if self.live.has(&o.check.0) {
+            self.recorder.record(&o, in_maintenance);
+            self.live.observe(&o);
+        }
+        if !o.ok {
+            tracing::debug!(check = %o.check, detail = %o.detail(), "Check failed.");
+        }
+        names.extend(o.samples.iter().map(|s| s.name.clone()));
+        self.series.ingest_samples(&o.check.0, t, &o.samples);
+    }
+
+    /// Judges new results at once: the rules that read them.
+    async fn on_arrival(&mut self, names: &BTreeSet<String>) {
+        let now = self.clock.now().as_millisecond();
+        if self.warm.warming(now) {
+            return;
+        }
+        if !self.warm.unseen.is_empty() || self.warm.until > now {
+            // The warm-up just ended: everything is judged once.
+            self.warm = WarmUp { unseen: HashSet::new(), until: now };
+            return self.sweep(now).await;
+        }
+        let evaluation = self.engine.evaluate_reading(&self.series, now, names.iter().map(String::as_str));
+        if evaluation.changes.is_empty() && self.unsaved.is_empty() {
+            return;
+        }
+        self.decide(evaluation, now, false).await;
+    }
+
+    /// Does what is due now: a full sweep (every rule, the gate with fresh windows and
+    /// reminders, digests), and the history's writes.
+    async fn on_deadline(&mut self) {
+        let now = self.clock.now().as_millisecond();
+        if !self.warm.warming(now) {
+            self.sweep(now).await;
+        }
+        if let Err(e) = self.recorder.flush(now).await {
+            tracing::error!(error = %e, "History could not be stored; retrying.");
+        }
+    }
+
+    async fn sweep(&mut self, now: i64) {
+        self.sweep_at = now.saturating_add(self.sweep_every_ms);
+        if let Err(e) = self.gate.refresh(now).await {
+            tracing::error!(error = %e, "Maintenance windows could not be read; using the last known.");
+        }
+        self.series.prune(now);
+        let evaluation = self.engine.evaluate(&self.series, now);
+        self.decide(evaluation, now, true).await;
+    }
+
+    /// Routes an evaluation's changes through the gate into one decision and commits it.
+    /// `full`: also maintenance reminders and digests.
+    async fn decide(&mut self, evaluation: Evaluation, now: i64, full: bool) {
+        for (alert, error) in &evaluation.errors {
+            tracing::warn!(%alert, %error, "Rule could not be evaluated.");
+        }
+        let routed = crate::route::route(self.alerting.as_deref(), &evaluation.changes, now);
+        let outcome = match self.gate.pass(routed.deliveries.clone(), &evaluation.alerts, now, full).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // The gate could not read what is held: page rather than lose a page.
+                tracing::error!(error = %e, "The notification gate could not read the store; sending unfiltered.");
+                crate::mute::Outcome { send: routed.deliveries, ..Default::default() }
+            }
+        };
+        self.gate.committed(&outcome.hold, &outcome.release);
+        let mut decision = Decision {
+            alerts: routed.alerts,
+            deliveries: outcome.send,
+            digest: routed.digest,
+            hold: outcome.hold,
+            release: outcome.release,
+            reminded: outcome.reminded,
+            meta: Vec::new(),
+        };
+        if full
+            && let Some(digests) = &mut self.digests
+            && let Err(e) = digests.collect(&self.store, &self.series, now, &mut decision).await
+        {
+            tracing::error!(error = %e, "Digest could not be prepared; retrying.");
+        }
+        self.commit(decision, now).await;
+    }
+
+    /// Commits `decision` after every earlier one the store refused, in one transaction.
+    async fn commit(&mut self, decision: Decision, now: i64) {
+        if !decision.is_empty() {
+            self.unsaved.push(decision);
+        }
+        if self.unsaved.is_empty() {
+            return;
+        }
+        for d in &self.unsaved {
+            failpoint::check(Point::BeforeCommit, d);
+        }
+        match self.store.commit(&self.unsaved, now).await {
+            Ok(()) => {
+                for d in &self.unsaved {
+                    failpoint::check(Point::AfterCommit, d);
+                }
+                self.unsaved.clear();
+                self.wake.notify_one();
+            }
+            Err(e) => self.refused(e),
+        }
+    }
+
+    fn refused(&mut self, e: StoreError) {
+        let pages: usize = self.unsaved.iter().map(|d| d.deliveries.len()).sum();
+        tracing::error!(error = %e, decisions = self.unsaved.len(), pages, "The store refused a decision; retrying.");
+    }
+}

@@ -1,0 +1,168 @@
+//! `mxwarden run`: the long-running process. One timer per check (first run jittered, at most
+//! `defaults.concurrency` probes at once, each under its hard deadline) feeds observations to
+//! the evaluator, which keeps the series windows, evaluates the rules, routes their changes
+//! and commits alert state with the outbox rows in one transaction; the dispatcher delivers;
+//! digests go out on schedule. Alert state is restored from the store at start, so an alert
+//! that fired before a restart still gets its resolve. A store that refuses writes is paged
+//! about without it (`store_alarm`). SIGTERM/SIGINT stop it gracefully.
+
+mod digests;
+mod evaluator;
+mod failpoint;
+mod recorder;
+mod scheduler;
+mod store_alarm;
+mod supervisor;
+
+pub use supervisor::{run, run_until, supervise};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::live::Live;
+use crate::model::Observation;
+use crate::store::History;
+
+use crate::probe::Prober;
+use crate::rule::RuleEngine;
+use crate::series::SeriesStore;
+use crate::server::ReloadRequest;
+use crate::store::Store;
+use anyhow::{Context, Result};
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+
+/// How often mxwarden records that it is running; silence longer than two beats is a gap,
+/// shown as unknown.
+pub const HEARTBEAT_MS: i64 = 15_000;
+
+/// Runs one config until `stop` turns true.
+async fn run_config(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    stop: watch::Receiver<bool>,
+    reload: mpsc::Sender<ReloadRequest>,
+    wake: Arc<Notify>,
+) -> Result<()> {
+    let store = Store::open(&config.store).await.context("cannot open the store")?.with_clock(clock.clone());
+    let history = Arc::new(History::new(store.clone()));
+    let started = clock.now().as_millisecond();
+    match history.start(started, HEARTBEAT_MS).await {
+        Ok(Some((from, to))) => {
+            tracing::info!(from, to, "mxwarden was not running for {} s: recorded as unknown.", (to - from) / 1000)
+        }
+        Ok(None) => {}
+        // A store that refuses writes (a full disk) is no reason not to monitor: it is paged.
+        Err(e) => tracing::error!(error = %e, "The time mxwarden was not running could not be recorded."),
+    }
+    let live = Arc::new(Live::new(&config, started));
+    let calendar = Arc::new(crate::maintenance::Calendar::new(config.maintenance.clone()));
+    calendar.set_ad_hoc(crate::store::maintenance::current(&store, started).await?);
+    let mut server = None;
+    if let Some(addr) = config.listen {
+        let state = crate::server::AppState {
+            live: live.clone(),
+            history: history.clone(),
+            store: store.clone(),
+            admin_token: config.admin_token.clone(),
+            reload: reload.clone(),
+            clock: clock.clone(),
+            calendar: calendar.clone(),
+            services: config.known_services(),
+        };
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!("Status page on http://{addr}/");
+                server = Some(tokio::spawn(crate::server::serve(listener, state, stop.clone())));
+            }
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "Cannot serve the status page; monitoring goes on without it.")
+            }
+        }
+    }
+    let alerting = config.alerting.clone().map(Arc::new);
+    let mut engine = RuleEngine::new(config.rules.clone());
+    if let Some(a) = &alerting {
+        for (severity, tier) in &a.tiers {
+            engine.set_repeat(severity, tier.repeat_ms);
+        }
+    }
+    let restored = store.alerts().await?;
+    tracing::info!(alerts = restored.len(), store = %config.store.display(), "Restored alert state.");
+    for a in restored {
+        engine.restore(&a.alert, a.labels, a.state, a.value, a.annotations);
+    }
+    let mut tasks = Vec::new();
+    if let Some(a) = &alerting {
+        let http = crate::dispatch::http_client().map_err(anyhow::Error::msg)?;
+        let alarm = store_alarm::StoreAlarm {
+            store: store.clone(),
+            alerting: a.clone(),
+            http: http.clone(),
+            clock: clock.clone(),
+        };
+        tasks.push(tokio::spawn(alarm.run(stop.clone())));
+        let dispatcher = Dispatcher::new(store.clone(), a.clone(), http, a.retry, clock.clone());
+        let (wake, stop) = (wake.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move { dispatcher.run(wake, stop).await }));
+    }
+    let (tx, rx) = mpsc::channel::<Observation>(1024);
+    let prober = Arc::new(Prober::new(clock.clone()));
+    let permits = Arc::new(Semaphore::new(config.defaults.concurrency.max(1)));
+    tasks.extend(scheduler::spawn(&config.checks, prober, permits, tx.clone(), stop.clone()));
+    if let Some(plan) = config.backup.clone() {
+        let every = config.defaults.interval.0;
+        tasks.push(crate::backup::schedule::spawn(plan, tx.clone(), clock.clone(), stop.clone(), every));
+    }
+    drop(tx);
+    // A full sweep at least this often; results are judged as they arrive.
+    let sweep_every = config
+        .checks
+        .iter()
+        .map(|c| c.interval)
+        .min()
+        .unwrap_or(Duration::from_secs(15))
+        .clamp(Duration::from_secs(1), Duration::from_secs(15));
+    let series = SeriesStore::new(engine.retention_ms(), config.defaults.series_limit);
+    // Rules wait for every check's first result (or the slowest check's interval plus
+    // timeout): evaluating before that would resolve restored alerts for lack of data.
+    let grace = config.checks.iter().map(|c| c.interval + c.timeout).max().unwrap_or_default() + Duration::from_secs(5);
+    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    let warm = evaluator::WarmUp {
+        unseen: config.checks.iter().map(|c| c.id.0.clone()).collect(),
+        until: started.saturating_add(grace_ms),
+    };
+    // Pages held for a dependency wait until it has been up for one round of every check.
+    let critical = alerting.as_ref().and_then(|a| a.tiers.get("critical")).map(|t| t.receivers.clone());
+    let gate = crate::mute::Gate::new(
+        store.clone(),
+        calendar.clone(),
+        config.topology.clone(),
+        config.maintenance_reminder_ms,
+        grace_ms,
+        critical.unwrap_or_default(),
+    );
+    let recorder = recorder::Recorder::new(history, i64::try_from(sweep_every.as_millis()).unwrap_or(15_000), started);
+    let mut evaluator = evaluator::Evaluator::new(evaluator::Parts {
+        store,
+        engine,
+        series,
+        alerting,
+        clock,
+        wake,
+        warm,
+        recorder,
+        live,
+        gate,
+        calendar,
+        backup: config.backup.clone(),
+        sweep_every,
+    });
+    evaluator.run(rx, stop).await;
+    for t in tasks.into_iter().chain(server) {
+        let _ = t.await;
+    }
+    Ok(())
+}

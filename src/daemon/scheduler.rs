@@ -1,0 +1,45 @@
+//! The per-check timers: each check runs every `interval`, its first run at a random 100 ms
+//! slot within the interval (at most 5 s) so checks spread out while those sharing a slot wake
+//! the process once; at most `defaults.concurrency` probes run at once, each under its hard
+//! deadline. Observations go to the evaluator.
+
+use crate::model::Observation;
+use crate::probe::Prober;
+use crate::probe::spec::CheckSpec;
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Starts one timer task per check; they end when `stop` turns true or the evaluator is gone.
+pub(super) fn spawn(
+    checks: &[CheckSpec],
+    prober: Arc<Prober>,
+    permits: Arc<Semaphore>,
+    tx: mpsc::Sender<Observation>,
+    stop: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for spec in checks.iter().cloned() {
+        let (tx, prober, permits, mut stop) = (tx.clone(), prober.clone(), permits.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            // First run at a random 100 ms slot within the interval (at most 5 s): checks spread
+            // out, yet those sharing a slot wake the process once.
+            let slots = (spec.interval.as_millis().min(5_000) / 100).max(1) as u64;
+            let jitter = rand::rng().random_range(0..slots) * 100;
+            tokio::select! { _ = tokio::time::sleep(Duration::from_millis(jitter)) => {}, _ = stop.changed() => return }
+            let mut ticker = tokio::time::interval(spec.interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! { _ = ticker.tick() => {}, _ = stop.changed() => return }
+                let Ok(_permit) = permits.acquire().await else { return };
+                let observation = prober.run(&spec).await;
+                if tx.send(observation).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    tasks
+}

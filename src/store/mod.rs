@@ -1,0 +1,660 @@
+//! The embedded store: one SQLite file (WAL) and every SQL statement mxwarden runs on it —
+//! alert state, the notification outbox, Matrix threads, digest items and settings here; the
+//! uptime history (`history`) and maintenance windows with held pages (`maintenance`) in
+//! their submodules; every migration in `MIGRATIONS`. A decision of the evaluator (state
+//! changes, outbox rows, held and released pages, reminders, digest bookkeeping) is written
+//! in ONE transaction (`commit`), so a crash can never leave a fired alert without its
+//! notification, page twice, or lose a reminder. The dispatcher claims due rows and records
+//! each attempt.
+//!
+//! Every write is one transaction on a connection of its own (`Store::write`), and a
+//! connection whose write failed is closed, never returned to the pool: on a full disk or an
+//! I/O error SQLite ends the transaction itself, sqlx's count of open transactions does not
+//! see it, and the next transaction on that connection became a savepoint that a later error
+//! left open — holding the write lock, so every other connection got "database is locked"
+//! until a restart. Each write's outcome goes to `health`, which `/healthz`, the status page
+//! and the daemon's `MxwardenStoreFailing` page read.
+
+pub mod health;
+pub mod history;
+pub mod maintenance;
+
+pub use health::Health;
+pub use history::History;
+
+use crate::alert::{AlertState, Phase};
+use crate::clock::{Clock, SystemClock};
+use crate::model::Labels;
+use crate::notify::Notification;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+#[error("store {path}: {source}")]
+pub struct StoreError {
+    path: String,
+    #[source]
+    source: sqlx::Error,
+}
+
+impl StoreError {
+    /// What went wrong, in words: the cause SQLite reported (a full disk, an I/O error, a
+    /// lock, …) before its own message.
+    pub fn in_words(&self) -> String {
+        let cause = match &self.source {
+            sqlx::Error::Database(e) => {
+                // SQLite's extended result code; its low byte is the primary code.
+                let code = e.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
+                match code {
+                    13 => Some("the disk is full"),
+                    10 => Some("the disk reported an I/O error"),
+                    5 | 6 => Some("the database is locked by another connection or process"),
+                    8 => Some("the database is read-only (file permissions, or a read-only file system)"),
+                    14 => Some("the database file cannot be opened"),
+                    11 | 26 => Some("the database file is damaged"),
+                    _ => None,
+                }
+            }
+            sqlx::Error::Io(_) => Some("the disk reported an I/O error"),
+            sqlx::Error::PoolTimedOut => Some("no connection to the database came free in time"),
+            _ => None,
+        };
+        match cause {
+            Some(cause) => format!("cannot write {}: {cause} ({})", self.path, self.source),
+            None => format!("cannot write {}: {}", self.path, self.source),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// Schema migrations, applied in order, each once.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE alerts (
+        alert TEXT NOT NULL, labels TEXT NOT NULL, state TEXT NOT NULL,
+        active_at INTEGER, fired_at INTEGER, notified_at INTEGER,
+        value REAL NOT NULL, annotations TEXT NOT NULL, updated_at INTEGER NOT NULL,
+        PRIMARY KEY (alert, labels));
+     CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, created_at INTEGER NOT NULL, receiver TEXT NOT NULL,
+        tier TEXT NOT NULL, incident TEXT NOT NULL, payload TEXT NOT NULL, due_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL DEFAULT 'pending',
+        last_error TEXT, sent_at INTEGER, fallback_of INTEGER, fallback_queued INTEGER NOT NULL DEFAULT 0);
+     CREATE INDEX outbox_due ON outbox (status, due_at);
+     CREATE TABLE threads (receiver TEXT NOT NULL, incident TEXT NOT NULL, event_id TEXT NOT NULL,
+        PRIMARY KEY (receiver, incident));
+     CREATE TABLE digest_items (id INTEGER PRIMARY KEY AUTOINCREMENT, tier TEXT NOT NULL,
+        at INTEGER NOT NULL, payload TEXT NOT NULL);
+     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // Uptime history (`history`): compact integer rows, one b-tree each.
+    "CREATE TABLE checks (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+     CREATE TABLE results (check_id INTEGER NOT NULL, at INTEGER NOT NULL, state INTEGER NOT NULL,
+        latency_ms INTEGER NOT NULL, PRIMARY KEY (check_id, at)) WITHOUT ROWID;
+     CREATE TABLE rollups (check_id INTEGER NOT NULL, res INTEGER NOT NULL, bucket INTEGER NOT NULL,
+        up INTEGER NOT NULL, down INTEGER NOT NULL, maintenance INTEGER NOT NULL,
+        latency_sum INTEGER NOT NULL, latency_max INTEGER NOT NULL,
+        PRIMARY KEY (check_id, res, bucket)) WITHOUT ROWID;
+     CREATE TABLE gaps (start INTEGER PRIMARY KEY, end INTEGER NOT NULL) WITHOUT ROWID;",
+    maintenance::MIGRATION,
+];
+
+/// An alert's persisted state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAlert {
+    /// Alert name.
+    pub alert: String,
+    /// Labels.
+    pub labels: Labels,
+    /// State.
+    pub state: AlertState,
+    /// Last value.
+    pub value: f64,
+    /// Rendered annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A row to add to the outbox.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// Receiver name.
+    pub receiver: String,
+    /// Tier (severity).
+    pub tier: String,
+    /// The message.
+    pub notification: Notification,
+    /// The row this is a fallback for.
+    pub fallback_of: Option<i64>,
+}
+
+impl NewDelivery {
+    /// `notification` for each of `receivers`, as `tier`: one outbox row each.
+    pub fn fan_out(receivers: &[String], tier: &str, notification: &Notification) -> Vec<NewDelivery> {
+        receivers
+            .iter()
+            .map(|receiver| NewDelivery {
+                receiver: receiver.clone(),
+                tier: tier.to_string(),
+                notification: notification.clone(),
+                fallback_of: None,
+            })
+            .collect()
+    }
+}
+
+/// An outbox row.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Row id (also the Matrix transaction id and the webhook delivery id).
+    pub id: i64,
+    /// Receiver name.
+    pub receiver: String,
+    /// Tier.
+    pub tier: String,
+    /// The message.
+    pub notification: Notification,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// `pending`, `sent` or `dead`.
+    pub status: String,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// When it is due, ms.
+    pub due_at: i64,
+    /// When it was sent, ms.
+    pub sent_at: Option<i64>,
+    /// Whether its fallback rows were queued.
+    pub fallback_queued: bool,
+    /// The row it is a fallback for.
+    pub fallback_of: Option<i64>,
+}
+
+/// One receiver's outbox figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryStats {
+    /// Receiver name.
+    pub receiver: String,
+    /// Waiting to be sent.
+    pub pending: i64,
+    /// Given up.
+    pub dead: i64,
+    /// Failed attempts, all time.
+    pub failed_attempts: i64,
+}
+
+/// Everything one evaluation decided, written in one transaction: alert state changes, the
+/// outbox rows they cause, digest items, pages held back and released, maintenance reminders
+/// marked as sent, and digest bookkeeping. A crash before the commit leaves none of it, after
+/// it all of it: nothing is paged twice and nothing decided is lost.
+#[derive(Debug, Default, Clone)]
+pub struct Decision {
+    /// Alert state changes.
+    pub alerts: Vec<StoredAlert>,
+    /// Rows for the outbox.
+    pub deliveries: Vec<NewDelivery>,
+    /// Items for the digests, by tier.
+    pub digest: Vec<(String, Notification)>,
+    /// Pages held back (new, or held for another reason now).
+    pub hold: Vec<maintenance::Held>,
+    /// Held pages no longer held, by (receiver, incident).
+    pub release: Vec<(String, String)>,
+    /// Ad hoc maintenance windows whose ending reminder is among the deliveries.
+    pub reminded: Vec<i64>,
+    /// Settings to write (digest bookkeeping).
+    pub meta: Vec<(String, String)>,
+}
+
+impl Decision {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.alerts.is_empty()
+            && self.deliveries.is_empty()
+            && self.digest.is_empty()
+            && self.hold.is_empty()
+            && self.release.is_empty()
+            && self.reminded.is_empty()
+            && self.meta.is_empty()
+    }
+}
+
+/// JSON for a column; an encoding failure is the store's error, never an empty string.
+pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> std::result::Result<String, sqlx::Error> {
+    serde_json::to_string(value).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
+/// A JSON column read back; a row that does not decode is the store's error, never a default.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, sqlx::Error> {
+    serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// The store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    path: String,
+    health: Arc<Health>,
+}
+
+/// A connection inside a write transaction (`Store::write`): closed on drop unless it
+/// committed — whatever SQLite still has open on it goes with it, and the pool opens a fresh
+/// connection in its place.
+struct Writing {
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    committed: bool,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+fn state_parts(state: &AlertState) -> (&'static str, Option<i64>, Option<i64>, Option<i64>) {
+    let name = state.phase().as_str();
+    match *state {
+        AlertState::Inactive => (name, None, None, None),
+        AlertState::Pending { active_at } => (name, Some(active_at), None, None),
+        AlertState::Firing { active_at, fired_at, notified_at, .. } => {
+            (name, Some(active_at), Some(fired_at), Some(notified_at))
+        }
+    }
+}
+
+impl Store {
+    /// The connection pool, for the submodules that keep their own tables (`history`,
+    /// `maintenance`).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub(crate) fn fail(&self, source: sqlx::Error) -> StoreError {
+        StoreError { path: self.path.clone(), source }
+    }
+
+    /// Whether writes are being refused.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Runs `work` in one write transaction on a connection of its own and reports the outcome
+    /// to `health`. On any error (or if the caller gives up waiting) the connection is closed
+    /// instead of going back to the pool, so the next write starts from a clean one and
+    /// succeeds once the cause (a full disk, an I/O error, a lock) is gone.
+    pub(crate) async fn write<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut SqliteConnection) -> std::result::Result<T, sqlx::Error>,
+    ) -> Result<T> {
+        let outcome = async {
+            let mut w = Writing { conn: self.pool.acquire().await?, committed: false };
+            // IMMEDIATE: the write lock is taken (or waited for) now, not on the first write
+            // after a read, where a busy database could not be waited for.
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *w.conn).await?;
+            let value = work(&mut w.conn).await?;
+            sqlx::query("COMMIT").execute(&mut *w.conn).await?;
+            w.committed = true;
+            Ok(value)
+        };
+        match outcome.await {
+            Ok(value) => {
+                self.health.written();
+                Ok(value)
+            }
+            Err(source) => {
+                let e = self.fail(source);
+                self.health.refused(&e.in_words());
+                Err(e)
+            }
+        }
+    }
+
+    /// Times the store's failures with `clock` (the daemon's) instead of the system's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.health = Arc::new(Health::new(clock));
+        self
+    }
+
+    /// Opens (creating) the store and applies migrations. A new store is created 0600 (its
+    /// directory 0700 when that is new too); SQLite gives the WAL and shared-memory files the
+    /// database file's mode.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let shown = path.display().to_string();
+        crate::private_fs::ensure_file(path)
+            .map_err(|e| StoreError { path: shown.clone(), source: sqlx::Error::Io(e) })?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10))
+            // SQLite's default page cache is 2 MiB per connection; the daemon's reads are a few
+            // pages of rollups, so 512 KiB each keeps a months-old store from growing the RSS.
+            .pragma("cache_size", "-512");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            // Each connection is a thread with its own page cache; the ones a burst opened
+            // (a status-page read during a history flush) close again a minute later.
+            .idle_timeout(std::time::Duration::from_secs(60))
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError { path: shown.clone(), source })?;
+        let store = Self { pool, path: shown, health: Arc::new(Health::new(Arc::new(SystemClock))) };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.fail(e))?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.fail(e))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await.map_err(|e| self.fail(e))?;
+            sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+                .bind(i as i64 + 1)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.fail(e))?;
+        }
+        tx.commit().await.map_err(|e| self.fail(e))
+    }
+
+    /// Every pending or firing alert, to restore the rule engine at start.
+    pub async fn alerts(&self) -> Result<Vec<StoredAlert>> {
+        let rows = sqlx::query("SELECT alert, labels, state, active_at, fired_at, notified_at, value, annotations FROM alerts WHERE state <> 'inactive'")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.fail(e))?;
+        rows.into_iter()
+            .map(|r| {
+                let active_at: i64 = r.get::<Option<i64>, _>("active_at").unwrap_or(0);
+                let state = match Phase::parse(r.get::<&str, _>("state")) {
+                    Some(Phase::Pending) => AlertState::Pending { active_at },
+                    Some(Phase::Firing) => AlertState::Firing {
+                        active_at,
+                        fired_at: r.get::<Option<i64>, _>("fired_at").unwrap_or(active_at),
+                        false_since: None,
+                        notified_at: r.get::<Option<i64>, _>("notified_at").unwrap_or(active_at),
+                    },
+                    _ => {
+                        let e = format!("alert state `{}` is not pending or firing", r.get::<&str, _>("state"));
+                        return Err(self.fail(sqlx::Error::Decode(e.into())));
+                    }
+                };
+                Ok(StoredAlert {
+                    alert: r.get("alert"),
+                    labels: from_json(r.get("labels")).map_err(|e| self.fail(e))?,
+                    state,
+                    value: r.get("value"),
+                    annotations: from_json(r.get("annotations")).map_err(|e| self.fail(e))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Writes `decisions`, in order, in one transaction: all of them or none.
+    pub async fn commit(&self, decisions: &[Decision], now: i64) -> Result<()> {
+        if decisions.iter().all(Decision::is_empty) {
+            return Ok(());
+        }
+        self.write(async |conn| {
+            for decision in decisions {
+                write_decision(conn, decision, now).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Adds deliveries on their own.
+    pub async fn enqueue(&self, deliveries: &[NewDelivery], now: i64) -> Result<()> {
+        self.commit(&[Decision { deliveries: deliveries.to_vec(), ..Decision::default() }], now).await
+    }
+
+    fn delivery(&self, r: sqlx::sqlite::SqliteRow) -> Result<Delivery> {
+        Ok(Delivery {
+            id: r.get("id"),
+            receiver: r.get("receiver"),
+            tier: r.get("tier"),
+            notification: from_json(r.get("payload")).map_err(|e| self.fail(e))?,
+            attempts: r.get("attempts"),
+            status: r.get("status"),
+            last_error: r.get("last_error"),
+            due_at: r.get("due_at"),
+            sent_at: r.get("sent_at"),
+            fallback_queued: r.get::<i64, _>("fallback_queued") != 0,
+            fallback_of: r.get("fallback_of"),
+        })
+    }
+
+    /// Pending rows due by `now`, oldest first — only the oldest per (receiver, incident), so a
+    /// resolve never overtakes its firing message.
+    pub async fn due(&self, now: i64) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(
+            "SELECT * FROM outbox o WHERE status = 'pending' AND due_at <= ?
+               AND id = (SELECT MIN(id) FROM outbox p WHERE p.status = 'pending' AND p.receiver = o.receiver AND p.incident = o.incident)
+             ORDER BY id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.fail(e))?;
+        rows.into_iter().map(|r| self.delivery(r)).collect()
+    }
+
+    /// When the next pending row is due, if any.
+    pub async fn next_due(&self) -> Result<Option<i64>> {
+        sqlx::query_scalar("SELECT MIN(due_at) FROM outbox WHERE status = 'pending'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Rows, newest first; only dead ones with `dead_only`.
+    pub async fn outbox(&self, dead_only: bool, limit: i64) -> Result<Vec<Delivery>> {
+        let sql = if dead_only {
+            "SELECT * FROM outbox WHERE status = 'dead' ORDER BY id DESC LIMIT ?"
+        } else {
+            "SELECT * FROM outbox ORDER BY id DESC LIMIT ?"
+        };
+        let rows = sqlx::query(sql).bind(limit).fetch_all(&self.pool).await.map_err(|e| self.fail(e))?;
+        rows.into_iter().map(|r| self.delivery(r)).collect()
+    }
+
+    /// Per receiver: deliveries waiting, dead letters, and failed attempts so far (every
+    /// attempt of a row but the one that succeeded).
+    pub async fn delivery_stats(&self) -> Result<Vec<DeliveryStats>> {
+        let rows = sqlx::query(
+            "SELECT receiver,
+                    SUM(status = 'pending'),
+                    SUM(status = 'dead'),
+                    SUM(attempts - (status = 'sent'))
+             FROM outbox GROUP BY receiver ORDER BY receiver",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.fail(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| DeliveryStats { receiver: r.get(0), pending: r.get(1), dead: r.get(2), failed_attempts: r.get(3) })
+            .collect())
+    }
+
+    /// Records a successful delivery.
+    pub async fn mark_sent(&self, id: i64, now: i64) -> Result<()> {
+        self.write(async |conn| {
+            sqlx::query(
+                "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(conn)
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Records a failed attempt: retry at `due_at`, or dead when `dead`.
+    pub async fn mark_failed(&self, id: i64, error: &str, due_at: i64, dead: bool) -> Result<()> {
+        self.write(async |conn| {
+            sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ?, due_at = ?, status = CASE WHEN ? THEN 'dead' ELSE status END WHERE id = ?")
+                .bind(error)
+                .bind(due_at)
+                .bind(dead)
+                .bind(id)
+                .execute(conn)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    /// Queues fallback rows for `id`, once.
+    pub async fn queue_fallback(&self, id: i64, fallbacks: &[NewDelivery], now: i64) -> Result<()> {
+        self.write(async |conn| {
+            let done = sqlx::query("UPDATE outbox SET fallback_queued = 1 WHERE id = ? AND fallback_queued = 0")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            if done.rows_affected() == 1 {
+                for d in fallbacks {
+                    insert_delivery(conn, d, now).await?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The Matrix event that starts an incident's thread for a receiver.
+    pub async fn thread_root(&self, receiver: &str, incident: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT event_id FROM threads WHERE receiver = ? AND incident = ?")
+            .bind(receiver)
+            .bind(incident)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Remembers an incident's thread root.
+    pub async fn set_thread_root(&self, receiver: &str, incident: &str, event_id: &str) -> Result<()> {
+        self.write(async |conn| {
+            sqlx::query("INSERT OR IGNORE INTO threads (receiver, incident, event_id) VALUES (?, ?, ?)")
+                .bind(receiver)
+                .bind(incident)
+                .bind(event_id)
+                .execute(conn)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    /// Digest items of `tier` recorded in `(from, to]`.
+    pub async fn digest_items(&self, tier: &str, from: i64, to: i64) -> Result<Vec<Notification>> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT payload FROM digest_items WHERE tier = ? AND at > ? AND at <= ? ORDER BY id")
+                .bind(tier)
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.fail(e))?;
+        rows.iter().map(|p| from_json(p).map_err(|e| self.fail(e))).collect()
+    }
+
+    /// A small key/value setting.
+    pub async fn meta(&self, key: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Sets a key/value setting.
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.write(async |conn| {
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(conn)
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+}
+
+async fn write_decision(tx: &mut SqliteConnection, d: &Decision, now: i64) -> std::result::Result<(), sqlx::Error> {
+    for a in &d.alerts {
+        let (state, active_at, fired_at, notified_at) = state_parts(&a.state);
+        sqlx::query(
+            "INSERT INTO alerts (alert, labels, state, active_at, fired_at, notified_at, value, annotations, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (alert, labels) DO UPDATE SET state = excluded.state, active_at = excluded.active_at,
+               fired_at = excluded.fired_at, notified_at = excluded.notified_at, value = excluded.value,
+               annotations = excluded.annotations, updated_at = excluded.updated_at",
+        )
+        .bind(&a.alert)
+        .bind(to_json(&a.labels)?)
+        .bind(state)
+        .bind(active_at)
+        .bind(fired_at)
+        .bind(notified_at)
+        .bind(a.value)
+        .bind(to_json(&a.annotations)?)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for delivery in &d.deliveries {
+        insert_delivery(tx, delivery, now).await?;
+    }
+    for (tier, n) in &d.digest {
+        sqlx::query("INSERT INTO digest_items (tier, at, payload) VALUES (?, ?, ?)")
+            .bind(tier)
+            .bind(now)
+            .bind(to_json(n)?)
+            .execute(&mut *tx)
+            .await?;
+    }
+    maintenance::write_held(tx, &d.hold, &d.release).await?;
+    maintenance::mark_reminded(tx, &d.reminded).await?;
+    for (key, value) in &d.meta {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn insert_delivery(tx: &mut SqliteConnection, d: &NewDelivery, now: i64) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO outbox (created_at, receiver, tier, incident, payload, due_at, fallback_of) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        .bind(now)
+        .bind(&d.receiver)
+        .bind(&d.tier)
+        .bind(&d.notification.incident)
+        .bind(to_json(&d.notification)?)
+        .bind(now)
+        .bind(d.fallback_of)
+        .execute(&mut *tx)
+        .await
+        .map(|_| ())
+}
