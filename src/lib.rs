@@ -16,7 +16,7 @@
 pub mod model; // labels, samples, observations, check ids, service kinds, HTTP status matchers
 pub mod units; // durations, sizes, "did you mean"
 pub mod clock; // where time comes from (a manual clock in tests)
-pub mod redact; // the one marker a secret becomes in output
+pub mod redact; // the marker a secret becomes in output, and the Redactor that puts it there
 pub mod text; // control characters made visible in tables and messages
 pub mod private_fs; // files 0600, directories 0700: the store, backups, restores
 pub use mxwarden_expo as expo; // the Prometheus text / OpenMetrics parser (its own crate)

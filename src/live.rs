@@ -1,5 +1,6 @@
-//! What the running daemon knows right now, shared with its HTTP server: the checks it runs
-//! and the latest result of each (with the probe's own samples, for `/metrics`).
+//! What the running daemon knows right now, shared with its HTTP server: the checks it runs,
+//! the latest result of each (with the probe's own samples, for `/metrics`), and the counters
+//! `/metrics` reports about mxwarden itself (scrapes over their limit, samples it left out).
 
 use crate::config::Config;
 use crate::model::{Observation, Sample};
@@ -7,6 +8,7 @@ use crate::probe::spec::{CheckSpec, ProbeSpec};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A check as the status page lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -49,9 +51,14 @@ pub struct Live {
     /// The services, in name order.
     pub services: Vec<String>,
     latest: Mutex<HashMap<String, Latest>>,
+    /// Scrapes that failed over their sample limit, per check, since this config started.
+    limit_exceeded: Mutex<HashMap<String, u64>>,
+    /// Samples `/metrics` left out for an invalid name or label name, since this config started.
+    invalid_names: AtomicU64,
 }
 
-/// Whether a sample describes the probe itself (exported on `/metrics`).
+/// Whether a sample describes the probe itself (exported on `/metrics`). Only the probe's own
+/// samples are asked: a scraped page's samples are never exported, whatever their names.
 fn is_probe_sample(name: &str) -> bool {
     name.starts_with("probe_") || matches!(name, "up" | "scrape_duration_seconds" | "scrape_samples_scraped" | "pg_up")
 }
@@ -63,11 +70,27 @@ impl Live {
         let mut services: Vec<String> = checks.iter().filter_map(|c| c.service.clone()).collect();
         services.sort();
         services.dedup();
-        Self { started_ms, checks, services, latest: Mutex::new(HashMap::new()) }
+        Self {
+            started_ms,
+            checks,
+            services,
+            latest: Mutex::new(HashMap::new()),
+            limit_exceeded: Mutex::new(HashMap::new()),
+            invalid_names: AtomicU64::new(0),
+        }
     }
 
-    /// Takes in a result.
+    /// Takes in a result: its own samples (never what it scraped), and whether it was a scrape
+    /// over its limit.
     pub fn observe(&self, o: &Observation) {
+        if o.over_limit {
+            *self
+                .limit_exceeded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(o.check.0.clone())
+                .or_default() += 1;
+        }
         let latest = Latest {
             at_ms: o.at.as_millisecond(),
             ok: o.ok,
@@ -81,6 +104,19 @@ impl Live {
     /// Whether `check` is one of the config's checks (backup runs also report observations).
     pub fn has(&self, check: &str) -> bool {
         self.checks.iter().any(|c| c.name == check)
+    }
+
+    /// Scrapes over their sample limit, per check (checks with none left out).
+    pub fn limit_exceeded(&self) -> Vec<(String, u64)> {
+        let counts = self.limit_exceeded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut counts: Vec<(String, u64)> = counts.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        counts.sort();
+        counts
+    }
+
+    /// Counts samples `/metrics` left out for an invalid name; returns the new total.
+    pub fn count_invalid_names(&self, n: u64) -> u64 {
+        self.invalid_names.fetch_add(n, Ordering::Relaxed) + n
     }
 
     /// Whether `latest`, the latest result of `check`, is older at `now` than it should be:

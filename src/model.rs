@@ -49,9 +49,18 @@ pub struct Observation {
     pub ok: bool,
     /// Wall time of the whole probe.
     pub latency: std::time::Duration,
-    /// Samples, blackbox_exporter style: `probe_success`, `probe_duration_seconds`,
-    /// `probe_http_status_code`, `probe_ssl_earliest_cert_expiry`.
+    /// The probe's own samples, blackbox_exporter style: `probe_success`,
+    /// `probe_duration_seconds`, `probe_http_status_code`, `probe_ssl_earliest_cert_expiry`
+    /// (a scrape's `up`, `scrape_*`; a poll's `pg_*`).
     pub samples: Vec<Sample>,
+    /// Samples read from a scraped page (the families the rules read, with `service` and
+    /// `instance`): the rules judge them, but they are the target's, never exported as
+    /// mxwarden's own, whatever they are called.
+    #[serde(skip)]
+    pub scraped: Vec<Sample>,
+    /// The scrape failed because the page had more samples to keep than its limit.
+    #[serde(skip)]
+    pub over_limit: bool,
     /// One sentence per failed expectation, e.g. `status 503 not in [200]`.
     pub failures: Vec<String>,
     /// Facts about a good result, e.g. `status 200`.

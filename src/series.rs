@@ -2,11 +2,13 @@
 //! longest range plus lookback plus `for`). Ingest follows Prometheus: every scrape appends
 //! its samples; a series that a scrape no longer returns, or every series of a failed scrape,
 //! gets a staleness marker, so instant selectors stop seeing it at once instead of five
-//! minutes later. Memory is bounded by a series limit. Fed by the scrape probe, read by the
-//! rule evaluator.
+//! minutes later. Memory is bounded by a series limit, and each series' labels are held once
+//! (shared by the index, the series and the per-target list). Fed by the scrape probe, read by
+//! the rule evaluator.
 
-use crate::model::Labels;
+use crate::model::{Labels, Sample};
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 /// Prometheus's staleness marker: a NaN with this exact bit pattern.
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
@@ -33,8 +35,8 @@ pub struct Point {
 /// A series' labels (`__name__` included) and its recent points, oldest first.
 #[derive(Debug, Clone)]
 pub struct Series {
-    /// Labels, with `__name__`.
-    pub labels: Labels,
+    /// Labels, with `__name__` (shared with the store's index).
+    pub labels: Arc<Labels>,
     /// Points, oldest first.
     pub points: VecDeque<Point>,
 }
@@ -42,9 +44,9 @@ pub struct Series {
 /// All series, with retention and a limit.
 #[derive(Debug)]
 pub struct SeriesStore {
-    series: HashMap<Labels, Series>,
+    series: HashMap<Arc<Labels>, Series>,
     /// Which series each scrape target produced last time, to mark the missing ones stale.
-    by_target: HashMap<String, BTreeSet<Labels>>,
+    by_target: HashMap<String, BTreeSet<Arc<Labels>>>,
     retention_ms: i64,
     limit: usize,
     dropped: u64,
@@ -74,12 +76,17 @@ impl SeriesStore {
 
     /// Appends one point; a new series over the limit is refused (and counted).
     pub fn append(&mut self, labels: Labels, t: i64, v: f64) {
+        self.append_keyed(labels, t, v);
+    }
+
+    /// [`Self::append`], returning the series' shared labels (None when it was refused).
+    fn append_keyed(&mut self, labels: Labels, t: i64, v: f64) -> Option<Arc<Labels>> {
         if let Some(series) = self.series.get_mut(&labels) {
-            if series.points.back().is_some_and(|p| p.t >= t) {
-                return; // out of order or duplicate: Prometheus rejects these too
+            // Out of order or duplicate points are ignored, as Prometheus rejects them.
+            if series.points.back().is_none_or(|p| p.t < t) {
+                series.points.push_back(Point { t, v });
             }
-            series.points.push_back(Point { t, v });
-            return;
+            return Some(series.labels.clone());
         }
         if self.series.len() >= self.limit {
             self.dropped += 1;
@@ -90,41 +97,59 @@ impl SeriesStore {
                     "Series limit reached; new series are dropped. Raise `series_limit` or narrow what rules select."
                 );
             }
-            return;
+            return None;
         }
+        let labels = Arc::new(labels);
         let mut points = VecDeque::new();
         points.push_back(Point { t, v });
-        self.series.insert(labels.clone(), Series { labels, points });
+        self.series.insert(labels.clone(), Series { labels: labels.clone(), points });
+        Some(labels)
     }
 
     /// Ingests one scrape of `target` at `t`: its samples, and staleness markers for the
     /// series it returned last time but not now.
     pub fn ingest_scrape(&mut self, target: &str, t: i64, samples: Vec<(Labels, f64)>) {
-        let now: BTreeSet<Labels> = samples.iter().map(|(l, _)| l.clone()).collect();
-        if let Some(before) = self.by_target.get(target) {
-            let gone: Vec<Labels> = before.difference(&now).cloned().collect();
-            for labels in gone {
-                self.append(labels, t, stale());
+        let mut now = BTreeSet::new();
+        for (labels, v) in samples {
+            if let Some(key) = self.append_keyed(labels, t, v) {
+                now.insert(key);
             }
         }
-        for (labels, v) in samples {
-            self.append(labels, t, v);
+        if let Some(before) = self.by_target.remove(target) {
+            for gone in before.difference(&now) {
+                self.mark_stale(gone, t);
+            }
         }
         self.by_target.insert(target.to_string(), now);
     }
 
     /// A probe's samples at `t`, as points of the series of `target` (the check): the name
     /// becomes `__name__`; series the check no longer reports go stale.
-    pub fn ingest_samples(&mut self, target: &str, t: i64, samples: &[crate::model::Sample]) {
+    pub fn ingest_samples<'a>(&mut self, target: &str, t: i64, samples: impl IntoIterator<Item = &'a Sample>) {
+        self.ingest_owned(target, t, samples.into_iter().cloned());
+    }
+
+    /// [`Self::ingest_samples`] taking the samples, so their labels become the series' own
+    /// without a copy (a scrape's may be thousands).
+    pub fn ingest_owned(&mut self, target: &str, t: i64, samples: impl IntoIterator<Item = Sample>) {
         let points = samples
-            .iter()
+            .into_iter()
             .map(|s| {
-                let mut labels = s.labels.clone();
-                labels.insert("__name__".into(), s.name.clone());
+                let mut labels = s.labels;
+                labels.insert("__name__".into(), s.name);
                 (labels, s.value)
             })
             .collect();
         self.ingest_scrape(target, t, points);
+    }
+
+    /// Appends a staleness marker to a series still held (a pruned one stays gone).
+    fn mark_stale(&mut self, labels: &Labels, t: i64) {
+        if let Some(series) = self.series.get_mut(labels)
+            && series.points.back().is_none_or(|p| p.t < t)
+        {
+            series.points.push_back(Point { t, v: stale() });
+        }
     }
 
     /// Drops points older than the retention and series left empty.
@@ -188,6 +213,18 @@ mod tests {
         s.append(l("x", "a"), 1, 2.0);
         assert_eq!((s.len(), s.dropped()), (1, 1));
         assert_eq!(s.iter().next().unwrap().points.len(), 2);
+    }
+
+    #[test]
+    fn labels_are_held_once_and_refused_series_are_not_tracked() {
+        let mut s = SeriesStore::new(600_000, 1);
+        s.ingest_scrape("t", 0, vec![(l("x", "a"), 1.0), (l("x", "b"), 1.0)]);
+        assert_eq!((s.len(), s.dropped()), (1, 1), "b is over the limit");
+        let a = s.iter().next().unwrap();
+        assert_eq!(Arc::strong_count(&a.labels), 3, "one copy: the index, the series and the target's list share it");
+        s.ingest_scrape("t", 15_000, vec![]);
+        assert_eq!(s.dropped(), 1, "b was never held, so it gets no staleness marker and is not refused again");
+        assert!(is_stale(s.iter().next().unwrap().points.back().unwrap().v), "a went stale");
     }
 
     #[test]

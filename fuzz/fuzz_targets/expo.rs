@@ -1,6 +1,7 @@
 //! Fuzzes the exposition parser: arbitrary bytes (lossy UTF-8) through every entry point and
 //! format. It must never panic or hang, and what it reports must hang together: an error's line
-//! is a line of the page, and every entry point sees the same samples.
+//! is a line of the page, and every entry point sees the same samples (a limited parse: as far
+//! as it goes).
 
 #![no_main]
 
@@ -44,4 +45,20 @@ fuzz_target!(|data: &[u8]| {
         _ => panic!("the filter changed the verdict"),
     }
     assert_eq!(expo::parse_families(&text).is_ok(), all.is_ok());
+    // A limit stops the parse at the first sample over it: never more handed over, the same
+    // samples as far as they go, and over the limit exactly when the whole page has more.
+    let mut handed = 0;
+    let limited = expo::scan_samples(&text, None, 3, |_| handed += 1);
+    assert!(handed <= 3);
+    match (&all, limited) {
+        (Ok(all), Ok(stats)) => {
+            assert_eq!((stats.kept, stats.samples), (all.samples.len(), all.total));
+            assert_eq!(handed, stats.kept);
+        }
+        (Ok(all), Err(expo::ScanError::OverLimit { line, .. })) => {
+            assert!(all.samples.len() > 3 && handed == 3 && line <= lines)
+        }
+        (Ok(_), Err(e)) => panic!("the whole page parses, the limited parse says {e}"),
+        (Err(_), _) => {}
+    }
 });

@@ -98,6 +98,8 @@ async fn observe(plan: &BackupPlan, clock: &dyn Clock) -> Observation {
             samples.iter().filter(|s| s.name == "backup_last_run_success").count()
         ),
         samples,
+        scraped: Vec::new(),
+        over_limit: false,
         failures,
     }
 }

@@ -10,9 +10,9 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::sync::Arc;
 
-/// `mxwarden run`.
-pub fn run(config: Config) -> Result<Status> {
-    crate::cli::runtime()?.block_on(crate::daemon::run(config, Arc::new(SystemClock)))?;
+/// `mxwarden run`; `log_secrets` is the log writer's, which each reloaded config adds to.
+pub fn run(config: Config, log_secrets: crate::redact::Shared) -> Result<Status> {
+    crate::cli::runtime()?.block_on(crate::daemon::run(config, Arc::new(SystemClock), log_secrets))?;
     Ok(Status::Healthy)
 }
 

@@ -164,9 +164,22 @@ pub fn main() -> Result<Status> {
     };
     // The daemon reports what it does (alerts, deliveries) at info; one-shot commands stay quiet.
     let verbose = if matches!(cli.command, Command::Run) { cli.verbose.max(1) } else { cli.verbose };
-    init_logging(verbose);
+    let log_secrets = crate::redact::Shared::default();
+    init_logging(verbose, log_secrets.clone());
+    // The config's secrets reach the log writer before anything can log: as its text shows
+    // them (valid or not), and once loaded with those read from `*_file`s.
+    let config_path = match &cli.command {
+        Command::Config(ConfigCommand::Check { file } | ConfigCommand::Show { file, .. }) => file.as_ref(),
+        _ => None,
+    };
+    log_secrets.add(&config::secrets_of(config_path.unwrap_or(&cli.config)));
+    let load = |path: &Path| -> Result<Config> {
+        let config = load(path)?;
+        log_secrets.add(&config.redactor);
+        Ok(config)
+    };
     match cli.command {
-        Command::Check { json, names } => check(&cli.config, json, &names),
+        Command::Check { json, names } => check(&load(&cli.config)?, json, &names),
         Command::Config(ConfigCommand::Check { file }) => config_check(file.as_deref().unwrap_or(&cli.config)),
         Command::Config(ConfigCommand::Show { file, json }) => {
             config_show(file.as_deref().unwrap_or(&cli.config), json)
@@ -178,7 +191,7 @@ pub fn main() -> Result<Status> {
         Command::Rules(RulesCommand::List { json }) => crate::cli::rules::list(&load(&cli.config)?, json),
         Command::Rules(RulesCommand::Export) => crate::cli::rules::export(&load(&cli.config)?),
         Command::Pg(command) => crate::cli::pg::run(&load(&cli.config)?, command),
-        Command::Run => crate::cli::alerting::run(load(&cli.config)?),
+        Command::Run => crate::cli::alerting::run(load(&cli.config)?, log_secrets.clone()),
         Command::Notify(NotifyCommand::Test { receiver }) => {
             crate::cli::alerting::notify_test(&load(&cli.config)?, &receiver)
         }
@@ -190,7 +203,8 @@ pub fn main() -> Result<Status> {
     }
 }
 
-fn init_logging(verbose: u8) {
+/// Logs go to stderr through `secrets`, so no log line shows a secret of a loaded config.
+fn init_logging(verbose: u8, secrets: crate::redact::Shared) {
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -205,7 +219,7 @@ fn init_logging(verbose: u8) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .with(tracing_subscriber::fmt::layer().with_writer(crate::redact::LogWriter(secrets)).with_target(false))
         .with(filter)
         .try_init();
 }
@@ -221,12 +235,11 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
 }
 
-fn check(path: &Path, json: bool, names: &[String]) -> Result<Status> {
-    let config = load(path)?;
-    let selected = select(&config, names)?;
+fn check(config: &Config, json: bool, names: &[String]) -> Result<Status> {
+    let selected = select(config, names)?;
     let prober = Prober::new(Arc::new(SystemClock));
     let observations = runtime()?.block_on(prober.run_all(&selected, config.defaults.concurrency));
-    let verdicts = crate::cli::rules::judge_now(&config, &observations);
+    let verdicts = crate::cli::rules::judge_now(config, &observations);
     if json {
         let mut rows: Vec<CheckResult> = observations.iter().map(CheckResult::from).collect();
         rows.extend(verdicts.iter().map(CheckResult::from));
@@ -513,6 +526,9 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
         }),
         backup: config.backup.as_deref().map(BackupView::of),
     };
+    // Whatever the views missed (a `${VAR}` value in a URL, a secret pasted into a name) is
+    // hidden here, string by string, before any quoting or line folding could disguise it.
+    let view = Doc::redacted(&view, &config.redactor)?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&view)?);
     } else {
@@ -520,6 +536,107 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
         outln!("{}", yaml.trim_end());
     }
     Ok(Status::Healthy)
+}
+
+/// A JSON document that keeps its keys in order (serde_json's `Value` sorts them), so that
+/// `config show` can redact every string of its view and still print it in the view's order.
+#[derive(Debug)]
+enum Doc {
+    Scalar(serde_json::Value),
+    Text(String),
+    List(Vec<Doc>),
+    Map(Vec<(String, Doc)>),
+}
+
+impl Doc {
+    /// `view` as a document, every string (keys included) passed through `redactor`.
+    fn redacted(view: &impl Serialize, redactor: &crate::redact::Redactor) -> Result<Doc> {
+        let mut doc: Doc = serde_json::from_str(&serde_json::to_string(view)?)?;
+        doc.redact(redactor);
+        Ok(doc)
+    }
+
+    fn redact(&mut self, redactor: &crate::redact::Redactor) {
+        match self {
+            Doc::Scalar(_) => {}
+            Doc::Text(s) => *s = redactor.redact(s).into_owned(),
+            Doc::List(items) => items.iter_mut().for_each(|d| d.redact(redactor)),
+            Doc::Map(entries) => {
+                for (key, value) in entries {
+                    *key = redactor.redact(key).into_owned();
+                    value.redact(redactor);
+                }
+            }
+        }
+    }
+}
+
+impl Serialize for Doc {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self {
+            Doc::Scalar(v) => v.serialize(s),
+            Doc::Text(t) => s.serialize_str(t),
+            Doc::List(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                items.iter().try_for_each(|d| seq.serialize_element(d))?;
+                seq.end()
+            }
+            Doc::Map(entries) => {
+                let mut map = s.serialize_map(Some(entries.len()))?;
+                entries.iter().try_for_each(|(k, v)| map.serialize_entry(k, v))?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Doc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Doc;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Doc, E> {
+                Ok(Doc::Scalar(serde_json::Value::Null))
+            }
+            fn visit_bool<E>(self, v: bool) -> std::result::Result<Doc, E> {
+                Ok(Doc::Scalar(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Doc, E> {
+                Ok(Doc::Scalar(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Doc, E> {
+                Ok(Doc::Scalar(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> std::result::Result<Doc, E> {
+                Ok(Doc::Scalar(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Doc, E> {
+                Ok(Doc::Text(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<Doc, E> {
+                Ok(Doc::Text(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Doc, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Doc::List(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Doc, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Doc::Map(entries))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A receiver in one line, secrets left out.
@@ -532,7 +649,12 @@ fn describe_receiver(r: &crate::notify::Receiver) -> String {
             format!("email via {}:{} ({:?}) from {} to {}", e.host, e.port, e.tls, e.from, to.join(", "))
         }
         Receiver::Webhook(w) => {
-            format!("webhook {}{}", w.url, if w.hmac_secret.is_some() { " (signed)" } else { "" })
+            format!(
+                "webhook {}{} (URL redacted){}",
+                w.shown_url(),
+                crate::redact::REDACTED,
+                if w.hmac_secret.is_some() { ", signed" } else { "" }
+            )
         }
     }
 }
@@ -568,4 +690,38 @@ fn init(path: &Path, force: bool) -> Result<Status> {
     let next = if std::io::stdout().is_terminal() { "\nEdit it, then run: mxwarden check" } else { "" };
     outln!("wrote {}{next}", path.display());
     Ok(Status::Healthy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_show_redacts_every_string_and_keeps_the_order() {
+        #[derive(Serialize)]
+        struct View {
+            name: &'static str,
+            url: &'static str,
+            headers: Vec<&'static str>,
+            limit: u64,
+            off: Option<bool>,
+        }
+        let view = View {
+            name: "zz-first",
+            url: "https://x.example/LEAK-path-1",
+            headers: vec!["x-auth: LEAK-hdr-2", "accept: text/plain"],
+            limit: 5,
+            off: None,
+        };
+        let redactor = crate::redact::Redactor::new(["/LEAK-path-1", "LEAK-hdr-2"]);
+        let doc = Doc::redacted(&view, &redactor).unwrap();
+        let json = serde_json::to_string(&doc).unwrap();
+        assert_eq!(
+            json,
+            r#"{"name":"zz-first","url":"https://x.example<redacted>","headers":["x-auth: <redacted>","accept: text/plain"],"limit":5,"off":null}"#,
+            "the view's order, not sorted keys"
+        );
+        let yaml = serde_saphyr::to_string(&doc).unwrap();
+        assert!(yaml.starts_with("name: zz-first\nurl:"), "{yaml}");
+    }
 }

@@ -126,6 +126,8 @@ fn report_command(config: &Config, wanted: Option<&str>, json: bool) -> Result<S
         ok,
         latency: started.elapsed(),
         samples,
+        scraped: Vec::new(),
+        over_limit: false,
         failures: report.problems.clone(),
         summary: report.judged.summary.clone(),
     };

@@ -52,7 +52,7 @@ pub fn judge_now(config: &Config, observations: &[Observation]) -> Vec<Verdict> 
     let t = observations.iter().map(|o| o.at.as_millisecond()).max().unwrap_or(0);
     let mut store = SeriesStore::new(i64::MAX / 4, config.defaults.series_limit);
     for o in observations {
-        store.ingest_samples(&o.check.0, t, &o.samples);
+        store.ingest_samples(&o.check.0, t, o.samples.iter().chain(&o.scraped));
     }
     config
         .rules

@@ -10,6 +10,7 @@ use crate::notify::matrix::MatrixReceiver;
 use crate::notify::webhook::WebhookReceiver;
 use crate::notify::{Alerting, DigestSchedule, Receiver, Tier, parse_schedule};
 use crate::units::closest;
+use secrecy::ExposeSecret;
 use serde_saphyr::{Location, Spanned};
 use std::collections::BTreeMap;
 
@@ -208,7 +209,8 @@ fn receiver(name: &str, spanned: &Spanned<ReceiverConfig>, problems: &mut Proble
         }));
     }
     let w = r.webhook.as_ref()?;
-    let url = problems.take(parse_url(problems.origin, &w.url, &format!("{key}.webhook.url")));
+    let written = Spanned::new(w.url.value.expose_secret().to_string(), w.url.referenced, w.url.defined);
+    let url = problems.take(parse_url(problems.origin, &written, &format!("{key}.webhook.url")));
     let secret = problems.take(secret(
         problems.origin,
         w.hmac_secret.as_ref(),

@@ -31,6 +31,8 @@ pub struct Origin<'a> {
     pub source: &'a str,
     /// Directory that relative `*_file` paths are resolved against.
     pub base_dir: &'a Path,
+    /// The secrets read from `*_file`s so far, to be hidden like those written inline.
+    pub read_secrets: std::cell::RefCell<Vec<String>>,
 }
 
 impl Origin<'_> {
@@ -213,7 +215,7 @@ pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagno
             topology,
         })
     } else {
-        Err(super::postgres::scrub(file, problems.found))
+        Err(problems.found)
     }
 }
 
@@ -511,6 +513,7 @@ fn service_checks(
             probe: ProbeSpec::Scrape(ScrapeSpec {
                 http: scrape_request(url, Vec::new(), None, file.defaults.scrape_body_limit.0, tls.clone()),
                 families: families.cloned(),
+                sample_limit: sample_limit(None, &file.defaults),
             }),
         };
         for (short, o, _) in &overrides {
@@ -654,7 +657,20 @@ fn scrape_spec(
     ));
     let tls = tls_options(scrape.tls.as_ref(), problems);
     let body_limit = scrape.body_limit.unwrap_or(file.defaults.scrape_body_limit).0;
-    Some(ScrapeSpec { http: scrape_request(url?, headers, bearer?, body_limit, tls), families: families.cloned() })
+    Some(ScrapeSpec {
+        http: scrape_request(url?, headers, bearer?, body_limit, tls),
+        families: families.cloned(),
+        sample_limit: sample_limit(scrape.sample_limit, &file.defaults),
+    })
+}
+
+/// The most samples a scrape keeps: its `sample_limit` (or the default's; `0` is none), and
+/// never more than `series_limit`.
+fn sample_limit(own: Option<usize>, defaults: &super::schema::DefaultsConfig) -> usize {
+    match own.unwrap_or(defaults.sample_limit) {
+        0 => defaults.series_limit,
+        n => n.min(defaults.series_limit),
+    }
 }
 
 pub(super) fn headers(
@@ -853,6 +869,7 @@ pub(super) fn secret(
                     format!("{} is empty", path.display()),
                 )));
             }
+            origin.read_secrets.borrow_mut().push(trimmed.to_string());
             Ok(Some(SecretString::from(trimmed.to_string())))
         }
         (None, None) => Ok(None),

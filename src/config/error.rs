@@ -110,11 +110,16 @@ impl fmt::Display for Diagnostic {
 /// The source line at `line` with a caret under `column`, indented like rustc's output.
 fn snippet(source: &str, line: u64, column: u64) -> Option<String> {
     let text = source.lines().nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+    Some(render_snippet(text, line, column))
+}
+
+/// `text`, shown as line `line`, with a caret under its 1-based character `column`.
+pub(super) fn render_snippet(text: &str, line: u64, column: u64) -> String {
     let number = line.to_string();
     let pad = " ".repeat(number.len());
-    let caret_at = usize::try_from(column.saturating_sub(1)).ok()?;
+    let caret_at = usize::try_from(column.saturating_sub(1)).unwrap_or(usize::MAX);
     let indent: String = text.chars().take(caret_at).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
-    Some(format!("{pad} |\n{number} | {text}\n{pad} | {indent}^"))
+    format!("{pad} |\n{number} | {text}\n{pad} | {indent}^")
 }
 
 #[cfg(test)]

@@ -194,7 +194,7 @@ fn name_length(text: &str) -> usize {
 
 /// Byte offset where a YAML comment starts on this line (or its length): a `#` at the start
 /// or after a blank, outside quotes.
-fn comment_start(line: &str) -> usize {
+pub(super) fn comment_start(line: &str) -> usize {
     let mut quote: Option<u8> = None;
     let mut previous = b' ';
     for (i, &b) in line.as_bytes().iter().enumerate() {

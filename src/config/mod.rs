@@ -1,7 +1,8 @@
 //! Configuration: the `mxwarden.yaml` schema (`schema`), its units (`units`), loading with
 //! environment interpolation and line-accurate errors (`load`), and the step that checks what
 //! serde cannot and expands presets into runnable checks (`build`). The CLI calls [`load`];
-//! everything downstream sees only [`Config`].
+//! everything downstream sees only [`Config`]. The file's secrets (`secrets`) are collected
+//! first, so that no error, and nothing printed from the config, shows one.
 
 mod alerting;
 mod backup;
@@ -12,6 +13,7 @@ pub mod load;
 mod maintenance;
 mod postgres;
 pub mod schema;
+pub mod secrets;
 
 pub use error::{ConfigError, Diagnostic};
 
@@ -50,6 +52,9 @@ pub struct Config {
     pub maintenance_reminder_ms: i64,
     /// Which service needs which (`depends_on:` and the built-in topology).
     pub topology: crate::topology::Topology,
+    /// Every secret of the file (and of the `*_file`s and `${VAR}`s it names), for whatever
+    /// prints something that came from the config.
+    pub redactor: crate::redact::Redactor,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -60,12 +65,34 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     from_source(path, &source, &env)
 }
 
-/// Validates config text as if read from `path`, with `env` as the environment.
+/// The secrets of the config file at `path` as far as its text shows them, valid or not
+/// (no `*_file` is read): for the log writer, before the config is loaded. Nothing when the
+/// file cannot be read.
+pub fn secrets_of(path: &Path) -> crate::redact::Redactor {
+    let Ok(source) = std::fs::read_to_string(path) else { return crate::redact::Redactor::default() };
+    let env: HashMap<String, String> = std::env::vars().collect();
+    secrets::collect(&source, &env).redactor()
+}
+
+/// Validates config text as if read from `path`, with `env` as the environment. An error
+/// shows none of the file's secrets (see `secrets`).
 pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
-    let file = load::parse(path, source, env)?;
+    let mut secrets = secrets::collect(source, env);
+    let clean = |secrets: &secrets::Secrets, e: ConfigError| match e {
+        ConfigError::Invalid(found) => {
+            let redactor = secrets.redactor();
+            ConfigError::Invalid(found.into_iter().map(|d| secrets.clean(source, &redactor, d)).collect())
+        }
+        read @ ConfigError::Read { .. } => read,
+    };
+    let file = load::parse(path, source, env).map_err(|e| clean(&secrets, e))?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    let built = build::build(&file, &build::Origin { path, source, base_dir }).map_err(ConfigError::Invalid)?;
+    let origin = build::Origin { path, source, base_dir, read_secrets: Default::default() };
+    let built = build::build(&file, &origin);
+    secrets.add(origin.read_secrets.take());
+    let built = built.map_err(|found| clean(&secrets, ConfigError::Invalid(found)))?;
     Ok(Config {
+        redactor: secrets.redactor(),
         path: path.to_path_buf(),
         defaults: file.defaults,
         checks: built.checks,

@@ -26,42 +26,6 @@ fn secret_diagnostic(problems: &mut Problems<'_>, location: &Location, key: Stri
     problems.found.push(d);
 }
 
-/// Replaces the services' inline secrets (a DSN, its password, tokens) in diagnostics with
-/// `<redacted>`: written inline in a one-line mapping, a secret sits on the very line another
-/// key's error quotes.
-pub(super) fn scrub(file: &FileConfig, found: Vec<Diagnostic>) -> Vec<Diagnostic> {
-    let mut secrets: Vec<String> = Vec::new();
-    for service in file.services.values() {
-        let s = &service.value;
-        if let Some(dsn) = &s.dsn {
-            let text = dsn.value.expose_secret();
-            secrets.push(text.to_string());
-            if let Ok(url) = url::Url::parse(text.trim()) {
-                secrets.extend(url.password().map(str::to_string));
-            }
-            if let Ok(target) = PgTarget::parse(text) {
-                secrets.extend(target.password.map(|p| p.expose_secret().to_string()));
-            }
-        }
-        for token in [&s.admin_token, &s.api_token].into_iter().flatten() {
-            secrets.push(token.expose_secret().to_string());
-        }
-    }
-    secrets.retain(|s| s.trim().len() >= 3);
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len())); // whole DSNs before their parts
-    let clean =
-        |text: &str| secrets.iter().fold(text.to_string(), |t, s| t.replace(s.as_str(), crate::redact::REDACTED));
-    found
-        .into_iter()
-        .map(|d| Diagnostic {
-            message: clean(&d.message),
-            snippet: d.snippet.as_deref().map(clean),
-            hint: d.hint.as_deref().map(clean),
-            ..d
-        })
-        .collect()
-}
-
 /// The check of one postgres service, or `None` when it is disabled or invalid (the problems
 /// are recorded).
 pub(super) fn check(

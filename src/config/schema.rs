@@ -226,8 +226,9 @@ pub struct EmailReceiverConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookReceiverConfig {
-    /// Where to POST.
-    pub url: Spanned<String>,
+    /// Where to POST. A secret, like the tokens: webhook URLs usually carry their
+    /// credential in the path, so only the scheme and host are ever shown.
+    pub url: Spanned<SecretString>,
     /// Signs the body: `X-Mxwarden-Signature: sha256=<hex HMAC-SHA256>`.
     #[serde(default)]
     pub hmac_secret: Option<SecretString>,
@@ -285,9 +286,17 @@ pub struct DefaultsConfig {
     #[serde(default = "default_scrape_body_limit")]
     pub scrape_body_limit: ByteSize,
     /// Most series kept in memory for rules; new series beyond it are dropped with a
-    /// warning. Default `100000`.
+    /// warning. A scrape never keeps more samples than this either: a page with more samples
+    /// of the families the rules read fails, like one over `sample_limit`. Default `20000`.
     #[serde(default = "default_series_limit")]
     pub series_limit: usize,
+    /// Most samples one scrape keeps (of the families the rules read), as Prometheus's
+    /// `sample_limit`: counted while the page is parsed, and the first sample over it stops
+    /// the parse and fails the scrape (`up` 0, the reason in its detail, counted in
+    /// `mxwarden_scrape_limit_exceeded_total`); nothing of that page is kept. `0` for no
+    /// limit of its own (`series_limit` still applies). Default `10000`.
+    #[serde(default = "default_sample_limit")]
+    pub sample_limit: usize,
 }
 
 impl Default for DefaultsConfig {
@@ -300,6 +309,7 @@ impl Default for DefaultsConfig {
             concurrency: default_concurrency(),
             scrape_body_limit: default_scrape_body_limit(),
             series_limit: default_series_limit(),
+            sample_limit: default_sample_limit(),
         }
     }
 }
@@ -323,7 +333,10 @@ fn default_scrape_body_limit() -> ByteSize {
     ByteSize(32 << 20)
 }
 fn default_series_limit() -> usize {
-    100_000
+    20_000
+}
+fn default_sample_limit() -> usize {
+    10_000
 }
 
 /// One service of the stack. Which keys apply depends on `kind`; a key that does not apply to
@@ -493,6 +506,10 @@ pub struct ScrapeConfig {
     /// Largest page read (overrides `defaults.scrape_body_limit`).
     #[serde(default)]
     pub body_limit: Option<ByteSize>,
+    /// Most samples this scrape keeps (overrides `defaults.sample_limit`; `0` for none of its
+    /// own, `defaults.series_limit` still applies).
+    #[serde(default)]
+    pub sample_limit: Option<usize>,
     /// TLS settings.
     #[serde(default)]
     pub tls: Option<TlsConfig>,

@@ -168,8 +168,13 @@ impl Evaluator {
         if !o.ok {
             tracing::debug!(check = %o.check, detail = %o.detail(), "Check failed.");
         }
-        names.extend(o.samples.iter().map(|s| s.name.clone()));
-        self.series.ingest_samples(&o.check.0, t, &o.samples);
+        // The rules that read any of these names are judged at once: a scrape's samples too.
+        for s in o.samples.iter().chain(&o.scraped) {
+            if !names.contains(&s.name) {
+                names.insert(s.name.clone());
+            }
+        }
+        self.series.ingest_owned(&o.check.0, t, o.samples.into_iter().chain(o.scraped));
     }
 
     /// Judges new results at once: the rules that read them.

@@ -13,8 +13,9 @@ use anyhow::{Context, Result};
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc, watch};
 
-/// Runs until SIGTERM or SIGINT; SIGHUP reloads the config.
-pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<()> {
+/// Runs until SIGTERM or SIGINT; SIGHUP reloads the config. The secrets of every config
+/// loaded are added to `log_secrets` (the log writer's).
+pub async fn run(config: Config, clock: Arc<dyn Clock>, log_secrets: crate::redact::Shared) -> Result<()> {
     let (stop_tx, stop) = watch::channel(false);
     let (reload_tx, reload_rx) = mpsc::channel(4);
     let hup = reload_tx.clone();
@@ -38,26 +39,30 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> Result<()> {
         tracing::info!("Stopping: in-flight deliveries finish, the rest stay queued.");
         let _ = stop_tx.send(true);
     });
-    supervise(config, clock, stop, reload_tx, reload_rx).await
+    supervise(config, clock, stop, reload_tx, reload_rx, log_secrets).await
 }
 
 /// Runs the daemon on `config` until `stop`, restarting it on a new config when a reload
 /// request brings a valid one. An invalid one is refused: the running config stays, and a
 /// critical notification says why (resolved by the next successful reload). Alert state, the
-/// outbox and history live in the store, so a reload loses none of them.
+/// outbox and history live in the store, so a reload loses none of them. The reason for a
+/// refusal (logged, answered, paged) shows no secret of either config.
 pub async fn supervise(
     mut config: Config,
     clock: Arc<dyn Clock>,
     mut stop: watch::Receiver<bool>,
     reload_tx: mpsc::Sender<ReloadRequest>,
     mut reload_rx: mpsc::Receiver<ReloadRequest>,
+    log_secrets: crate::redact::Shared,
 ) -> Result<()> {
     let mut refused = false;
     loop {
+        log_secrets.add(&config.redactor);
         let (inner_stop_tx, inner_stop) = watch::channel(false);
         let path = config.path.clone();
         let store_path = config.store.clone();
         let alerting = config.alerting.clone();
+        let redactor = config.redactor.clone();
         let wake = Arc::new(Notify::new());
         let mut inner = tokio::spawn(run_config(config, clock.clone(), inner_stop, reload_tx.clone(), wake.clone()));
         let next = loop {
@@ -75,7 +80,9 @@ pub async fn supervise(
                         break new;
                     }
                     Err(e) => {
-                        let why = e.to_string();
+                        // The loader hid the new file's secrets; the running config's go too
+                        // (the same token, pasted where the new file's parser cannot see it).
+                        let why = redactor.redact(&e.to_string()).into_owned();
                         tracing::error!(config = %path.display(), error = %why, "New config refused; the running one stays.");
                         let now = clock.now().as_millisecond();
                         if let Err(e) = reload_notice(&store_path, alerting.as_ref(), Kind::Firing, &path, &why, now).await {
@@ -155,5 +162,5 @@ async fn shutdown_signal() {
 /// `ManualClock`); reloads come only through the API.
 pub async fn run_until(config: Config, clock: Arc<dyn Clock>, stop: watch::Receiver<bool>) -> Result<()> {
     let (reload_tx, reload_rx) = mpsc::channel(4);
-    supervise(config, clock, stop, reload_tx, reload_rx).await
+    supervise(config, clock, stop, reload_tx, reload_rx, crate::redact::Shared::default()).await
 }

@@ -97,8 +97,14 @@ impl WebhookReceiver {
         if let Some(secret) = &self.hmac_secret {
             request = request.header("X-Mxwarden-Signature", format!("sha256={}", sign(secret, &body)));
         }
+        // The URL's path and query are its credential: errors (logged, stored in the outbox,
+        // shown by `mxwarden outbox`) name the scheme, host and port only.
+        let shown = self.shown_url();
         let response = request.body(body).send().await.map_err(|e| {
-            SendError::transient(format!("webhook {}: {}", self.url, crate::probe::explain_transport(&e, &self.url)))
+            SendError::transient(format!(
+                "webhook {shown}: {}",
+                crate::probe::explain_transport(&e.without_url(), &shown)
+            ))
         })?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
@@ -113,7 +119,7 @@ impl WebhookReceiver {
             Ok((bytes, _)) => super::snippet(&String::from_utf8_lossy(&bytes)),
             Err(_) => String::new(),
         };
-        let mut message = format!("webhook {} answered {status}", self.url);
+        let mut message = format!("webhook {shown} answered {status}");
         if !said.is_empty() {
             message.push_str(&format!(": {said}"));
         }
@@ -121,6 +127,19 @@ impl WebhookReceiver {
             408 | 429 | 500..=599 => SendError::Transient { message, retry_after },
             _ => SendError::Permanent(message),
         })
+    }
+}
+
+impl WebhookReceiver {
+    /// The URL as messages show it: scheme, host and port, the path left out.
+    pub fn shown_url(&self) -> Url {
+        let mut shown = self.url.clone();
+        shown.set_path("/");
+        shown.set_query(None);
+        shown.set_fragment(None);
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        shown
     }
 }
 
@@ -141,6 +160,19 @@ mod tests {
         // RFC 4231 test case 2.
         let got = sign(&SecretString::from("Jefe"), b"what do ya want for nothing?");
         assert_eq!(got, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
+
+    #[test]
+    fn messages_show_the_url_without_its_credential() {
+        let receiver =
+            |url: &str| WebhookReceiver { url: url.parse().unwrap(), hmac_secret: None, headers: Vec::new() };
+        let cases = [
+            ("https://hooks.example.org/services/T0/B0/XyZ", "https://hooks.example.org/", "a token in the path"),
+            ("http://127.0.0.1:9000/hook?token=abc#x", "http://127.0.0.1:9000/", "in the query, with a port"),
+        ];
+        for (url, shown, why) in cases {
+            assert_eq!(receiver(url).shown_url().as_str(), shown, "{why}");
+        }
     }
 
     #[test]

@@ -87,13 +87,7 @@ impl Prober {
             Ok(client) => {
                 scrape::run(scrape, &client, spec.timeout, spec.service.as_deref(), || self.clock.now()).await
             }
-            Err(why) => scrape::Scraped {
-                samples: Vec::new(),
-                total: 0,
-                failure: Some(why),
-                status: 0,
-                latency: std::time::Duration::ZERO,
-            },
+            Err(why) => scrape::Scraped::failed(why, 0, std::time::Duration::ZERO),
         };
         let mut labels = Self::base_labels(spec);
         if let crate::probe::spec::Target::Url(url) = &scrape.http.target {
@@ -101,13 +95,12 @@ impl Prober {
         }
         let ok = result.failure.is_none();
         let sample = |name: &str, value: f64| Sample { name: name.into(), labels: labels.clone(), value };
-        let mut samples = vec![
+        let samples = vec![
             sample("up", if ok { 1.0 } else { 0.0 }),
             sample("scrape_duration_seconds", result.latency.as_secs_f64()),
             sample("scrape_samples_scraped", result.total as f64),
         ];
         let kept = result.samples.len();
-        samples.extend(result.samples);
         Observation {
             check: spec.id.clone(),
             service: spec.service.clone(),
@@ -115,6 +108,8 @@ impl Prober {
             ok,
             latency: result.latency,
             samples,
+            scraped: result.samples,
+            over_limit: result.over_limit,
             failures: result.failure.into_iter().collect(),
             summary: format!("{} samples, {kept} kept for rules", result.total),
         }
@@ -161,6 +156,8 @@ impl Prober {
             ok,
             latency,
             samples,
+            scraped: Vec::new(),
+            over_limit: false,
             failures,
             summary,
         }

@@ -216,6 +216,8 @@ impl PgChecks {
             ok,
             latency: started.elapsed(),
             samples,
+            scraped: Vec::new(),
+            over_limit: false,
             failures,
             summary,
         };

@@ -46,6 +46,9 @@ pub struct ScrapeSpec {
     pub http: HttpSpec,
     /// Metric families to keep (what the rules select); `None` keeps every family.
     pub families: Option<std::collections::BTreeSet<String>>,
+    /// Most samples of those families one scrape keeps (`sample_limit`, at most
+    /// `series_limit`): the first over it fails the scrape.
+    pub sample_limit: usize,
 }
 
 /// An HTTP probe, fully resolved.
@@ -151,6 +154,8 @@ pub struct ScrapeView {
     pub bearer_token: Option<&'static str>,
     /// Body cap.
     pub body_limit: String,
+    /// Most samples kept per scrape.
+    pub sample_limit: usize,
     /// Families kept, or `all`.
     pub families: String,
 }
@@ -162,7 +167,7 @@ pub struct HttpView {
     pub url: String,
     /// Method.
     pub method: String,
-    /// Headers; values of `Authorization`-like headers are redacted.
+    /// Headers; values of all but known-harmless headers (Accept, User-Agent, …) are redacted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<String>,
     /// `<redacted>` when a bearer token is set.
@@ -224,6 +229,7 @@ impl CheckSpec {
                     url: scrape.http.target.describe(),
                     bearer_token: scrape.http.bearer.as_ref().map(|_| REDACTED),
                     body_limit: crate::units::ByteSize(scrape.http.body_limit).to_string(),
+                    sample_limit: scrape.sample_limit,
                     families: scrape
                         .families
                         .as_ref()
@@ -243,14 +249,9 @@ impl CheckSpec {
     }
 }
 
-/// Headers whose values are credentials and never shown.
+/// Headers whose values are never shown: all but the known-harmless ones
+/// (`crate::redact::HARMLESS_HEADERS`), so a credential header with an unusual name
+/// (`X-Auth`) is hidden too.
 pub fn is_sensitive_header(name: &HeaderName) -> bool {
-    let n = name.as_str();
-    n == "authorization"
-        || n == "proxy-authorization"
-        || n == "cookie"
-        || n.contains("token")
-        || n.contains("secret")
-        || n.contains("api-key")
-        || n.contains("apikey")
+    !crate::redact::is_harmless_header(name.as_str())
 }

@@ -128,7 +128,7 @@ fn select_instant(vs: &VectorSelector, cx: &Context<'_>) -> Vec<Elem> {
         .filter_map(|s| {
             let point = s.points.iter().rev().find(|p| p.t <= at)?;
             (point.t >= at - LOOKBACK_MS && !is_stale(point.v))
-                .then(|| Elem { labels: s.labels.clone(), value: point.v })
+                .then(|| Elem { labels: Labels::clone(&s.labels), value: point.v })
         })
         .collect();
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -143,7 +143,7 @@ fn select_range(ms: &MatrixSelector, cx: &Context<'_>) -> Vec<RangeElem> {
         .filter_map(|s| {
             let points: Vec<Point> =
                 s.points.iter().filter(|p| p.t >= start && p.t <= end && !is_stale(p.v)).copied().collect();
-            (!points.is_empty()).then(|| RangeElem { labels: s.labels.clone(), points })
+            (!points.is_empty()).then(|| RangeElem { labels: Labels::clone(&s.labels), points })
         })
         .collect();
     out.sort_by(|a, b| a.labels.cmp(&b.labels));

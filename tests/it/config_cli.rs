@@ -24,7 +24,11 @@ fn a_mistyped_key_names_line_key_and_the_right_key() {
         r.all()
     );
     assert!(r.stderr.contains("hint: did you mean `admin_token`?"), "{}", r.all());
-    assert!(r.stderr.contains("5 |     admin_tokn: x"), "the snippet shows the line: {}", r.all());
+    assert!(
+        r.stderr.contains("5 |     admin_tokn: <redacted>"),
+        "the snippet shows the line, the value of a near miss of a secret key masked: {}",
+        r.all()
+    );
 }
 
 #[test]

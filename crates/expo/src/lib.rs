@@ -5,13 +5,20 @@
 //! - [`parse`] / [`parse_with`] hand borrowed [`Event`]s to a callback: every sample, `# HELP`,
 //!   `# TYPE` and `# UNIT`. Nothing is allocated per line (one reused label buffer per parse);
 //!   label values arrive still escaped, and [`unescape`] costs only when a value is used.
+//! - [`parse_until`] is the same, but the callback may stop the parse early.
+//! - [`scan_samples`] hands over only the samples a [`FamilyFilter`] allows, and stops with
+//!   [`ScanError::OverLimit`] at the first one over a limit: a caller that owns what it is
+//!   handed owns at most `limit` samples, however long the page. The scrape probe builds its
+//!   samples this way, and `mxwarden scrape` streams its output from it.
 //! - [`parse_samples`] builds owned [`ParsedSample`]s for the families a [`FamilyFilter`]
-//!   allows (all without one) — the scrape probe keeps only what its rules select.
+//!   allows (all without one); [`parse_samples_limited`] the same with a limit.
 //! - [`parse_families`] returns every family's TYPE, HELP and UNIT.
 //!
 //! Malformed input gives an [`ExpoError`] naming the 1-based line and what was expected; the
 //! whole page is rejected, as Prometheus rejects a whole scrape. Nothing panics, every loop
-//! advances, and a line longer than [`MAX_LINE`] is an error.
+//! advances, and a line longer than [`MAX_LINE`] is an error. An error's message quotes the
+//! page only in printable form: control characters are escaped (`\n`, `\x1b`) and a
+//! message is at most [`MAX_MESSAGE`] characters, so it is safe on a terminal or in a page.
 //!
 //! # Format
 //!
@@ -64,9 +71,13 @@
 use memchr::memchr;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
+use std::ops::ControlFlow;
 
 /// Longest line accepted: a defence against garbage, far above any real exposition line.
 pub const MAX_LINE: usize = 1 << 20;
+
+/// Longest error message, in characters: what the page contributes to one is cut to fit.
+pub const MAX_MESSAGE: usize = 300;
 
 /// A parse failure: the page is rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -233,12 +244,14 @@ pub enum Event<'p, 'a> {
 /// Counts from one parse.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ParseStats {
-    /// Sample lines.
+    /// Sample lines (up to where the parse stopped, when it was stopped).
     pub samples: usize,
-    /// Lines read.
+    /// Lines read; when the parse was stopped, the line it stopped at.
     pub lines: usize,
     /// The format the page was read as ([`Format::Auto`] resolved).
     pub format: Format,
+    /// Whether the callback stopped the parse before the end of the page ([`parse_until`]).
+    pub stopped: bool,
 }
 
 /// Parses `text` ([`Format::Auto`]), calling `on` for every sample, HELP, TYPE and UNIT.
@@ -253,6 +266,20 @@ pub fn parse_with<'a>(
     format: Format,
     mut on: impl FnMut(Event<'_, 'a>),
 ) -> Result<ParseStats, ExpoError> {
+    parse_until(text, format, |event| {
+        on(event);
+        ControlFlow::Continue(())
+    })
+}
+
+/// Parses `text` in the given format, calling `on` for every sample, HELP, TYPE and UNIT,
+/// until `on` returns [`ControlFlow::Break`]: then the rest of the page is not read (nor
+/// checked) and [`ParseStats::stopped`] is set.
+pub fn parse_until<'a>(
+    text: &'a str,
+    format: Format,
+    mut on: impl FnMut(Event<'_, 'a>) -> ControlFlow<()>,
+) -> Result<ParseStats, ExpoError> {
     let format = format.resolve(text);
     let mut parser = LineParser { openmetrics: format == Format::OpenMetrics, ..LineParser::default() };
     let bytes = text.as_bytes();
@@ -263,7 +290,7 @@ pub fn parse_with<'a>(
     while pos < bytes.len() {
         let end = memchr(b'\n', &bytes[pos..]).map_or(bytes.len(), |i| pos + i);
         line_no += 1;
-        let err = |message: String| ExpoError { line: line_no, message };
+        let err = |message: String| ExpoError { line: line_no, message: printable_message(&message) };
         if end - pos > MAX_LINE {
             return Err(err(format!("the line is {} bytes long, over the {MAX_LINE}-byte limit", end - pos)));
         }
@@ -278,19 +305,63 @@ pub fn parse_with<'a>(
         if line.as_bytes()[0] == b'#' {
             if parser.openmetrics && line == "# EOF" {
                 eof = true;
-            } else {
-                parser.comment(line, &mut on).map_err(err)?;
+            } else if parser.comment(line, &mut on).map_err(err)?.is_break() {
+                return Ok(ParseStats { samples, lines: line_no, format, stopped: true });
             }
             continue;
         }
         let sample = parser.sample(line).map_err(err)?;
         samples += 1;
-        on(Event::Sample(sample));
+        if on(Event::Sample(sample)).is_break() {
+            return Ok(ParseStats { samples, lines: line_no, format, stopped: true });
+        }
     }
     if parser.openmetrics && !eof {
         return Err(ExpoError { line: line_no, message: "an OpenMetrics page must end with `# EOF`".into() });
     }
-    Ok(ParseStats { samples, lines: line_no, format })
+    Ok(ParseStats { samples, lines: line_no, format, stopped: false })
+}
+
+/// `message` safe to print: control characters (and the Unicode controls that reorder text)
+/// escaped, at most [`MAX_MESSAGE`] characters.
+fn printable_message(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MAX_MESSAGE + 8));
+    for (n, c) in message.chars().enumerate() {
+        if n == MAX_MESSAGE {
+            out.push('…');
+            break;
+        }
+        push_printable(&mut out, c);
+    }
+    out
+}
+
+/// Whether `c` must not reach a terminal or a page raw: the C0 and C1 controls, DEL, the
+/// Unicode line and paragraph separators and the bidirectional formatting characters (the same
+/// set as mxwarden's `text::is_unsafe`; this crate stands alone, so it has its own copy).
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}')
+        || matches!(c, '\u{2066}'..='\u{2069}')
+}
+
+/// Appends `c`, written out as an escape when it is unsafe ([`is_unsafe`]): `\n`, `\r`, `\t`,
+/// `\0`, `\x1b` for the other C0 controls and DEL, `\u{…}` for the rest.
+fn push_printable(out: &mut String, c: char) {
+    use std::fmt::Write;
+    match c {
+        c if !is_unsafe(c) => out.push(c),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\0' => out.push_str("\\0"),
+        c if (c as u32) < 0x80 => {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        }
+        c => {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+    }
 }
 
 /// Trims spaces, tabs and carriage returns from both ends of a line.
@@ -484,14 +555,20 @@ struct LineParser<'a> {
 
 impl<'a> LineParser<'a> {
     /// A `#` line: HELP, TYPE and UNIT are read; anything else is a comment.
-    fn comment(&mut self, line: &'a str, on: &mut impl FnMut(Event<'_, 'a>)) -> Result<(), String> {
+    /// Returns what `on` answered to the event it was given (Continue when none).
+    fn comment(
+        &mut self,
+        line: &'a str,
+        on: &mut impl FnMut(Event<'_, 'a>) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>, String> {
+        const GO_ON: Result<ControlFlow<()>, String> = Ok(ControlFlow::Continue(()));
         let (parts, n) = split_comment(line);
         if n < 2 {
-            return Ok(());
+            return GO_ON;
         }
         let keyword = parts[1];
         if !matches!(keyword, "HELP" | "TYPE" | "UNIT") {
-            return Ok(());
+            return GO_ON;
         }
         if n == 2 {
             return match keyword {
@@ -499,9 +576,9 @@ impl<'a> LineParser<'a> {
                 // `prometheus_client` accepts a bare `# HELP` and ends the current family.
                 "HELP" => {
                     self.current = None;
-                    Ok(())
+                    GO_ON
                 }
-                _ => Ok(()),
+                _ => GO_ON,
             };
         }
         if keyword == "UNIT" {
@@ -509,9 +586,9 @@ impl<'a> LineParser<'a> {
             if n == 4
                 && let Ok(family) = metric_name_token(parts[2])
             {
-                on(Event::Unit { family, unit: parts[3] });
+                return Ok(on(Event::Unit { family, unit: parts[3] }));
             }
-            return Ok(());
+            return GO_ON;
         }
         let family = metric_name_token(parts[2]).map_err(|m| format!("`# {keyword}`: {m}"))?;
         let plain = !parts[2].starts_with('"');
@@ -519,8 +596,7 @@ impl<'a> LineParser<'a> {
             if self.current.is_none_or(|c| c.name != family) {
                 self.current = Some(Current { name: family, kind: MetricType::Untyped, plain });
             }
-            on(Event::Help { family, text: if n == 4 { parts[3] } else { "" } });
-            return Ok(());
+            return Ok(on(Event::Help { family, text: if n == 4 { parts[3] } else { "" } }));
         }
         if n < 4 {
             return Err(format!(
@@ -535,8 +611,7 @@ impl<'a> LineParser<'a> {
             )
         })?;
         self.current = Some(Current { name: family, kind, plain });
-        on(Event::Type { family, kind });
-        Ok(())
+        Ok(on(Event::Type { family, kind }))
     }
 
     /// A sample line (trimmed, not empty, not a comment).
@@ -1071,50 +1146,150 @@ pub struct Parsed {
     pub families: BTreeMap<String, FamilyMeta>,
 }
 
+/// Why [`scan_samples`] or [`parse_samples_limited`] did not read a page to the end.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScanError {
+    /// The page is malformed.
+    #[error(transparent)]
+    Malformed(#[from] ExpoError),
+    /// The page has more samples to keep than the limit: the parse stopped at the first
+    /// sample over it, and what was kept so far should be dropped.
+    #[error("line {line}: more than {limit} samples to keep; the page was not read further")]
+    OverLimit {
+        /// The limit.
+        limit: usize,
+        /// The line of the first sample over it.
+        line: usize,
+    },
+}
+
+/// Counts from a [`scan_samples`] that read the whole page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    /// Sample lines on the page, kept or not.
+    pub samples: usize,
+    /// Samples handed to the callback.
+    pub kept: usize,
+    /// The format the page was read as ([`Format::Auto`] resolved).
+    pub format: Format,
+}
+
+/// Parses a page ([`Format::Auto`]) and calls `keep` with every sample `filter` allows (all
+/// without one), at most `limit` times: the first allowed sample over `limit` stops the parse
+/// with [`ScanError::OverLimit`]. Nothing is allocated per sample, so a caller that owns only
+/// what it is handed owns at most `limit` samples. A sample's labels and name are still
+/// escaped: see [`unescape`].
+pub fn scan_samples<'a>(
+    text: &'a str,
+    filter: Option<&FamilyFilter>,
+    limit: usize,
+    mut keep: impl FnMut(&SampleRef<'_, 'a>),
+) -> Result<ScanStats, ScanError> {
+    let format = Format::Auto.resolve(text);
+    let mut kept = 0;
+    let mut choose = Chooser::new(filter);
+    let stats = parse_until(text, format, |event| {
+        if let Event::Sample(s) = event
+            && choose.keeps(&s)
+        {
+            if kept == limit {
+                return ControlFlow::Break(());
+            }
+            kept += 1;
+            keep(&s);
+        }
+        ControlFlow::Continue(())
+    })?;
+    if stats.stopped {
+        return Err(ScanError::OverLimit { limit, line: stats.lines });
+    }
+    Ok(ScanStats { samples: stats.samples, kept, format })
+}
+
+/// Decides which samples a filter keeps. A family's samples share its name's slice (from the
+/// TYPE line): decide once per family, then per sample name only when the family is not
+/// listed (mostly refused by length alone).
+struct Chooser<'f, 'a> {
+    filter: Option<&'f FamilyFilter>,
+    family: (&'a str, bool),
+}
+
+impl<'f, 'a> Chooser<'f, 'a> {
+    fn new(filter: Option<&'f FamilyFilter>) -> Self {
+        Self { filter, family: ("", false) }
+    }
+
+    #[inline]
+    fn keeps(&mut self, s: &SampleRef<'_, 'a>) -> bool {
+        match self.filter {
+            None => true,
+            Some(f) => {
+                if !std::ptr::eq(s.family, self.family.0) {
+                    self.family = (s.family, f.allows_name(s.family));
+                }
+                self.family.1 || f.allows_name(s.name)
+            }
+        }
+    }
+}
+
 /// Parses a page ([`Format::Auto`]) and keeps the samples `filter` allows (all without one).
 /// The only allocations are the kept samples' own strings and the kept families' metadata.
 pub fn parse_samples(text: &str, filter: Option<&FamilyFilter>) -> Result<Parsed, ExpoError> {
+    parse_samples_limited(text, filter, usize::MAX).map_err(|e| match e {
+        ScanError::Malformed(e) => e,
+        // Unreachable: a page has fewer than usize::MAX lines. Said in words all the same.
+        ScanError::OverLimit { limit, line } => {
+            ExpoError { line, message: format!("more than {limit} samples to keep") }
+        }
+    })
+}
+
+/// [`parse_samples`] keeping at most `limit` samples: the first allowed sample over it stops
+/// the parse with [`ScanError::OverLimit`], so at most `limit` samples are ever owned.
+pub fn parse_samples_limited(text: &str, filter: Option<&FamilyFilter>, limit: usize) -> Result<Parsed, ScanError> {
     let mut out = Parsed::default();
-    // A family's samples share its name's slice (from the TYPE line): decide once per family,
-    // then per sample name only when the family is not listed (mostly refused by length alone).
-    let mut family: (&str, bool) = ("", false);
+    let mut choose = Chooser::new(filter);
     let format = Format::Auto.resolve(text);
-    let stats = parse_with(text, format, |event| match event {
-        Event::Sample(s) => {
-            let keep = match filter {
-                None => true,
-                Some(f) => {
-                    if !std::ptr::eq(s.family, family.0) {
-                        family = (s.family, f.allows_name(s.family));
+    let stats = parse_until(text, format, |event| {
+        match event {
+            Event::Sample(s) => {
+                if choose.keeps(&s) {
+                    if out.samples.len() == limit {
+                        return ControlFlow::Break(());
                     }
-                    family.1 || f.allows_name(s.name)
+                    out.samples.push(ParsedSample::from(&s));
                 }
-            };
-            if keep {
-                out.samples.push(ParsedSample {
-                    name: unescape(s.name).into_owned(),
-                    labels: s
-                        .labels
-                        .iter()
-                        .map(|l| (unescape(l.name).into_owned(), unescape(l.value).into_owned()))
-                        .collect(),
-                    value: s.value,
-                    timestamp_ms: s.timestamp_ms,
-                });
+            }
+            meta => {
+                let family = match meta {
+                    Event::Help { family, .. } | Event::Type { family, .. } | Event::Unit { family, .. } => family,
+                    Event::Sample(_) => return ControlFlow::Continue(()),
+                };
+                if filter.is_none_or(|f| f.allows_name(family)) {
+                    record_meta(&mut out.families, meta, format);
+                }
             }
         }
-        meta => {
-            let family = match meta {
-                Event::Help { family, .. } | Event::Type { family, .. } | Event::Unit { family, .. } => family,
-                Event::Sample(_) => return,
-            };
-            if filter.is_none_or(|f| f.allows_name(family)) {
-                record_meta(&mut out.families, meta, format);
-            }
-        }
+        ControlFlow::Continue(())
     })?;
+    if stats.stopped {
+        return Err(ScanError::OverLimit { limit, line: stats.lines });
+    }
     out.total = stats.samples;
     Ok(out)
+}
+
+impl From<&SampleRef<'_, '_>> for ParsedSample {
+    /// Owns and unescapes a borrowed sample.
+    fn from(s: &SampleRef<'_, '_>) -> Self {
+        ParsedSample {
+            name: unescape(s.name).into_owned(),
+            labels: s.labels.iter().map(|l| (unescape(l.name).into_owned(), unescape(l.value).into_owned())).collect(),
+            value: s.value,
+            timestamp_ms: s.timestamp_ms,
+        }
+    }
 }
 
 /// Every family's TYPE, HELP and UNIT on a page ([`Format::Auto`]), keyed by unescaped name.

@@ -426,6 +426,95 @@ fn over_long_lines_are_refused() {
 }
 
 #[test]
+fn limits_stop_the_parse_at_the_first_kept_sample_over_them() {
+    // Lines: 1 TYPE a, 2 a 1, 3 b 1, 4 a 2, 5 a 3, 6 a malformed line.
+    let page = "# TYPE a gauge\na{i=\"1\"} 1\nb 1\na{i=\"2\"} 2\na{i=\"3\"} 3\n!!! not a sample\n";
+    let only_a = FamilyFilter::new(["a"]);
+    let clean = "# TYPE a gauge\na 1\nb 1\na{i=\"2\"} 2\n";
+    type Want = Result<(usize, usize), (usize, usize)>; // Ok((kept, samples)) or Err((limit, line))
+    let cases: &[(&str, Option<&FamilyFilter>, usize, Want, &str)] = &[
+        (page, Some(&only_a), 2, Err((2, 5)), "the third `a` is over a limit of 2: stop there, before the bad line"),
+        (page, Some(&only_a), 0, Err((0, 2)), "a limit of 0 stops at the first kept sample"),
+        (page, None, 3, Err((3, 5)), "without a filter every sample counts, `b` too"),
+        (clean, Some(&only_a), 2, Ok((2, 3)), "exactly at the limit is fine; `b` is not kept, so not counted"),
+        (clean, None, 3, Ok((3, 3)), "all kept, at the limit"),
+        (clean, Some(&FamilyFilter::new(["zzz"])), 0, Ok((0, 3)), "nothing kept: a limit of 0 never trips"),
+        (clean, Some(&only_a), usize::MAX, Ok((2, 3)), "no limit in practice"),
+    ];
+    for (text, filter, limit, want, why) in cases {
+        let mut handed = 0;
+        let got = scan_samples(text, *filter, *limit, |_| handed += 1);
+        match (got, want) {
+            (Ok(stats), Ok((kept, samples))) => {
+                assert_eq!((stats.kept, stats.samples, handed), (*kept, *samples, *kept), "{why}");
+            }
+            (Err(ScanError::OverLimit { limit: l, line }), Err((want_limit, want_line))) => {
+                assert_eq!((l, line), (*want_limit, *want_line), "{why}");
+                assert_eq!(handed, *limit, "{why}: exactly `limit` samples were handed over");
+            }
+            (got, _) => panic!("{why}: got {got:?}, wanted {want:?}"),
+        }
+        // The owned variant stops at the same place and owns at most `limit` samples.
+        match (parse_samples_limited(text, *filter, *limit), want) {
+            (Ok(p), Ok((kept, samples))) => assert_eq!((p.samples.len(), p.total), (*kept, *samples), "{why}"),
+            (Err(ScanError::OverLimit { line, .. }), Err((_, want_line))) => assert_eq!(line, *want_line, "{why}"),
+            (got, _) => panic!("{why} (owned): got {got:?}"),
+        }
+    }
+    // Without a limit in reach, a malformed page is still an error, naming its line.
+    let e = scan_samples(page, Some(&only_a), 10, |_| {}).unwrap_err();
+    assert_eq!(e, ScanError::Malformed(ExpoError { line: 6, message: "`!!!` is not a metric name".into() }));
+}
+
+#[test]
+fn the_limit_bounds_what_a_huge_page_makes_the_caller_own() {
+    let page: String = (0..200_000).map(|i| format!("x{{i=\"{i}\"}} {i}\n")).collect();
+    let mut owned = Vec::new();
+    let e = scan_samples(&page, Some(&FamilyFilter::new(["x"])), 1000, |s| owned.push(ParsedSample::from(s)));
+    assert_eq!(e, Err(ScanError::OverLimit { limit: 1000, line: 1001 }));
+    assert_eq!(owned.len(), 1000, "never more than the limit");
+    assert_eq!(owned[999].labels, l(&[("i", "999")]), "handed over in page order, unescaped on request");
+}
+
+#[test]
+fn parse_until_stops_where_the_callback_says() {
+    let text = "# HELP a first\n# TYPE a gauge\na 1\n# HELP b second\nb 2\n";
+    let mut seen = Vec::new();
+    let stats = parse_until(text, Format::Auto, |e| {
+        let help = matches!(e, Event::Help { text: "second", .. });
+        seen.push(format!("{e:?}"));
+        if help { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    })
+    .unwrap();
+    assert!(stats.stopped, "stopped on a HELP");
+    assert_eq!((stats.lines, stats.samples, seen.len()), (4, 1, 4), "{seen:?}");
+    let all = parse_until(text, Format::Auto, |_| ControlFlow::Continue(())).unwrap();
+    assert!(!all.stopped);
+    assert_eq!((all.lines, all.samples), (5, 2));
+}
+
+#[test]
+fn error_messages_never_carry_control_characters_from_the_page() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("\u{1b}[2Jx 1\n", "`\\x1b[2Jx` is not a metric name", "an escape sequence before the name"),
+        ("x{a=\"b\"} 1\u{7}\n", "`1\\x07` is not a number", "a bell in the value"),
+        ("x\r{a=\"b\"} 1\n", "`x\\r` is not a metric name", "a carriage return inside a line"),
+        ("x{a=\"b\"} 1 2 \u{202e}evil\n", "unexpected `\\u{202e}evil`", "a right-to-left override"),
+    ];
+    for (text, needle, why) in cases {
+        let e = parse_samples(text, None).unwrap_err();
+        assert!(e.message.contains(needle), "{why}: {e}");
+        assert!(!e.message.chars().any(|c| c.is_control() || c == '\u{202e}'), "{why}: {:?}", e.message);
+    }
+    let long = format!("{} 1\n", "é".repeat(10_000));
+    let e = parse_samples(&long, None).unwrap_err();
+    assert_eq!(e.message.chars().count(), MAX_MESSAGE + 1, "cut to the limit, plus the ellipsis: {e}");
+    assert!(e.message.ends_with('…'));
+    assert_eq!(printable_message("a\tb\u{0}c\u{1f}\u{7f}\u{85}\u{2028}"), "a\\tb\\0c\\x1f\\x7f\\u{85}\\u{2028}");
+    assert_eq!(printable_message("plain ünï ✓"), "plain ünï ✓");
+}
+
+#[test]
 fn the_real_synapse_page_parses_completely() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/synapse-metrics-sample.txt");
     let text = std::fs::read_to_string(path).expect("tests/data holds the real Synapse sample");
@@ -634,6 +723,29 @@ proptest! {
         let meta = parse_families(&text).unwrap();
         for f in &families {
             prop_assert!(meta.contains_key(&f.name), "{} missing", f.name);
+        }
+    }
+
+    #[test]
+    fn a_limit_keeps_a_prefix_of_what_no_limit_keeps(
+        families in proptest::collection::vec(gen_family(), 0..6),
+        limit in 0usize..12,
+    ) {
+        let text = render(&families, false, false);
+        let all = parse_samples(&text, None).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+        let mut handed = Vec::new();
+        match scan_samples(&text, None, limit, |s| handed.push(ParsedSample::from(s))) {
+            Ok(stats) => {
+                prop_assert!(all.samples.len() <= limit);
+                prop_assert_eq!(stats.kept, all.samples.len());
+            }
+            Err(ScanError::OverLimit { .. }) => prop_assert!(all.samples.len() > limit),
+            Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
+        }
+        prop_assert!(handed.len() <= limit);
+        for (got, want) in handed.iter().zip(&all.samples) {
+            prop_assert_eq!((&got.name, &got.labels), (&want.name, &want.labels), "the same samples, in page order");
+            prop_assert!(same_value(got.value, want.value));
         }
     }
 
