@@ -27,9 +27,9 @@ fn main() -> ExitCode {
 /// threshold, after which the next large, short-lived buffers (a 300 KB metrics page, a
 /// rendered status page) come from the heap and leave it fragmented. One arena and a fixed
 /// threshold instead: large buffers get their own mappings and go back to the system when
-/// freed. Measured side by side on the full runbook config (BENCHMARKS.md, "Daemon"): about
-/// 0.4 MiB less anonymous memory, 0.5 MiB less RSS; a `malloc_trim` once a minute on top gave
-/// nothing measurable and is not done.
+/// freed. Measured side by side on the full runbook config (BENCHMARKS.md, "Daemon"): 0.3 to
+/// 0.45 MiB less anonymous memory in four runs; a `malloc_trim` once a minute gave at most
+/// 0.1 MiB and is not done.
 ///
 /// The setting is the cargo feature `mallopt`, on by default, so that
 /// `scripts/bench-daemon.sh malloc` can build the binary without it and measure again. Elsewhere
