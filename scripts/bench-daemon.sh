@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench-daemon.sh [efficiency|rss|all]  — the daemon's benchmarks (issue 6), side by side, one run.
+# bench-daemon.sh [efficiency|rss|all|malloc]  — the daemon's benchmarks (issue 6), side by side, one run.
 #
 # efficiency: HTTP probes per CPU-second against a local target (scripts/lib/fake-services.py),
 #   `mxwarden run` (RATE checks at a 1s interval, results stored, rules evaluated) against
@@ -10,8 +10,13 @@
 #   Synapse on a real PostgreSQL from scripts/demo-stack.sh, scraped every 15s; the postgres
 #   service; an OIDC provider standing in for MAS's discovery; Vikunja and authentik as
 #   documented-shape fakes) — for RSS_MINUTES minutes, then its VmRSS and VmHWM.
+# malloc: the process tuning of src/main.rs measured: one release build per combination of the
+#   package's default features (the glibc malloc settings, each a feature), all of them run side
+#   by side on the full runbook config against the same services for RSS_MINUTES minutes, their
+#   VmRSS sampled every 10 s. Not part of `all`.
 #
-# Environment: RATE (default 100), SECONDS_MEASURED (default 60), RSS_MINUTES (default 10).
+# Environment: RATE (default 100), SECONDS_MEASURED (default 60), RSS_MINUTES (default 10),
+# CARGO_TARGET_DIR (where cargo builds; default ./target).
 # Everything binds 127.0.0.1 and is stopped at the end. Results go to stdout as Markdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,9 +32,12 @@ if ! command -v prometheus-blackbox-exporter >/dev/null; then
   echo "== installing prometheus-blackbox-exporter (Debian)" >&2
   apt-get install -y -q --no-install-recommends prometheus-blackbox-exporter >/dev/null
 fi
-echo "== building mxwarden (release)" >&2
-cargo build --release --quiet
-MXW=$ROOT/target/release/mxwarden
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+MXW=$TARGET/release/mxwarden
+if [ "$WHAT" != malloc ]; then
+  echo "== building mxwarden (release)" >&2
+  cargo build --release --quiet
+fi
 
 DIR=$(mktemp -d /tmp/mxwarden-bench-XXXXXX)
 chmod 755 "$DIR"
@@ -129,8 +137,10 @@ PY
   echo
 fi
 
-if [ "$WHAT" = rss ] || [ "$WHAT" = all ]; then
-  echo "== starting the demo stack (PostgreSQL, Synapse, OIDC provider) for the RSS run" >&2
+# The services of the full runbook config: the demo stack (PostgreSQL, Synapse, OIDC provider)
+# and the documented-shape fakes, once per run.
+start_services() {
+  echo "== starting the demo stack (PostgreSQL, Synapse, OIDC provider)" >&2
   bash scripts/demo-stack.sh start "$DIR/stack" >&2
   STACK=1
   set -a; . "$DIR/stack/stack.env"; set +a
@@ -138,10 +148,13 @@ if [ "$WHAT" = rss ] || [ "$WHAT" = all ]; then
   python3 scripts/lib/fake-services.py "$FP" --authentik-token bench-token & PIDS+=($!)
   wait_http "http://127.0.0.1:$FP/health"
   export AUTHENTIK_TOKEN=bench-token
-  LP=$(free_port)
-  cat >"$DIR/full.yaml" <<YAML
-store: $DIR/full.db
-listen: 127.0.0.1:$LP
+}
+
+# full_config NAME: the full runbook config with a store and a port of its own, as $DIR/NAME.yaml.
+full_config() {
+  cat >"$DIR/$1.yaml" <<YAML
+store: $DIR/$1.db
+listen: 127.0.0.1:$(free_port)
 defaults: { interval: 30s, timeout: 5s }
 services:
   synapse:
@@ -168,6 +181,11 @@ services:
     disk_limit: 256MiB
     databases: [synapse]
 YAML
+}
+
+if [ "$WHAT" = rss ] || [ "$WHAT" = all ]; then
+  start_services
+  full_config full
   "$MXW" --config "$DIR/full.yaml" config check >&2
   "$MXW" --config "$DIR/full.yaml" run >"$DIR/mxw-full.log" 2>&1 & MXW_PID=$!; PIDS+=($MXW_PID)
   sleep 5
@@ -187,6 +205,78 @@ YAML
   awk -v r="$early" 'BEGIN { printf "| 5 s | %.2f MiB | %.2f MB | | | | |\n", r / 1024, r * 1.024 / 1000 }'
   awk -v r="$rss" -v h="$hwm" -v a="$anon" -v f="$file" -v c="$cpu" -v m="$RSS_MINUTES" \
     'BEGIN { printf "| %d min | %.2f MiB | **%.2f MB** | %.2f MiB | %.2f MiB | %.2f MiB | %.2f |\n", m, r / 1024, r * 1.024 / 1000, h / 1024, a / 1024, f / 1024, c }'
+  echo
+fi
+
+if [ "$WHAT" = malloc ]; then
+  # Every combination of the default features (the settings of `allocator` in src/main.rs),
+  # fewest first, so that the last build left in the target directory is the default one.
+  FEATURES=$(cargo metadata --no-deps --format-version 1 | python3 -c '
+import json, sys
+pkg = next(p for p in json.load(sys.stdin)["packages"] if p["name"] == "mxwarden")
+print(" ".join(pkg["features"].get("default", [])))')
+  read -r -a FEATS <<<"$FEATURES"
+  NAMES=(); BINS=()
+  for ((mask = 0; mask < 1 << ${#FEATS[@]}; mask++)); do
+    on=()
+    for i in "${!FEATS[@]}"; do if (( mask >> i & 1 )); then on+=("${FEATS[$i]}"); fi; done
+    list=$(IFS=,; echo "${on[*]}")
+    echo "== building mxwarden (release) with features [${list}]" >&2
+    cargo build --release --quiet -p mxwarden --bin mxwarden --no-default-features ${list:+--features "$list"}
+    cp "$MXW" "$DIR/mxwarden-$mask"
+    if [ -z "$list" ]; then NAMES+=("none"); else NAMES+=("${list//,/ + }"); fi
+    BINS+=("$DIR/mxwarden-$mask")
+  done
+  start_services
+  VPIDS=()
+  for i in "${!BINS[@]}"; do
+    full_config "v$i"
+    "${BINS[$i]}" --config "$DIR/v$i.yaml" config check >/dev/null
+  done
+  START=$(date +%s)
+  for i in "${!BINS[@]}"; do
+    "${BINS[$i]}" --config "$DIR/v$i.yaml" run >"$DIR/mxw-v$i.log" 2>&1 & VPIDS+=($!); PIDS+=($!)
+  done
+  LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+  # VmRSS and RssAnon of every variant every 10 s: "$DIR/samples" holds "seconds variant kB kB".
+  : >"$DIR/samples"
+  for ((t = 5; t <= RSS_MINUTES * 60; t += (t == 5 ? 5 : 10))); do
+    sleep $(( START + t - $(date +%s) > 0 ? START + t - $(date +%s) : 0 ))
+    for i in "${!VPIDS[@]}"; do
+      kill -0 "${VPIDS[$i]}" || { echo "variant ${NAMES[$i]} exited early:" >&2; tail -20 "$DIR/mxw-v$i.log" >&2; exit 1; }
+      echo "$t $i $(kib_of "${VPIDS[$i]}" VmRSS) $(kib_of "${VPIDS[$i]}" RssAnon)" >>"$DIR/samples"
+    done
+  done
+  checks=$("${BINS[0]}" --config "$DIR/v0.yaml" config show --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["checks"]))')
+  rules=$("${BINS[0]}" --config "$DIR/v0.yaml" rules list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["rules"]))')
+  echo "## RSS by malloc setting: ${#BINS[@]} builds side by side on the full runbook config, $RSS_MINUTES minutes"
+  echo
+  echo "Five services, every preset: $checks checks, $rules rules; Synapse scraped every 15s. Each row is"
+  echo "one \`mxwarden run\` with its own store and port, all started together against the same services."
+  echo "VmRSS and RssAnon sampled every 10 s; \"2nd half\" is the mean of the samples after $((RSS_MINUTES * 30)) s."
+  echo "Load average at the start: $LOAD_START."
+  echo
+  echo "| malloc features | VmRSS 5 s | VmRSS $RSS_MINUTES min | (10^6 B) | VmRSS, 2nd half | VmHWM (peak) | anonymous $RSS_MINUTES min | anonymous, 2nd half | file-backed | CPU s |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for i in "${!VPIDS[@]}"; do
+    p=${VPIDS[$i]}
+    awk -v i="$i" -v name="${NAMES[$i]}" -v half="$((RSS_MINUTES * 30))" -v h="$(kib_of "$p" VmHWM)" \
+      -v a="$(kib_of "$p" RssAnon)" -v f="$(kib_of "$p" RssFile)" -v c="$(cpu_of "$p")" '
+      $2 == i { if ($1 == 5) first = $3; last = $3; if ($1 > half) { sum += $3; anon += $4; n++ } }
+      END { printf "| %s | %.2f MiB | %.2f MiB | %.2f MB | %.2f MiB | %.2f MiB | %.2f MiB | %.2f MiB | %.2f MiB | %.2f |\n",
+                   name, first / 1024, last / 1024, last * 1.024 / 1000, sum / n / 1024, h / 1024, a / 1024,
+                   anon / n / 1024, f / 1024, c }' \
+      "$DIR/samples"
+  done
+  echo
+  echo "VmRSS (MiB) each minute:"
+  echo
+  printf '| malloc features |'; for ((m = 1; m <= RSS_MINUTES; m++)); do printf ' %d |' "$m"; done; echo
+  printf '|---|'; for ((m = 1; m <= RSS_MINUTES; m++)); do printf -- '---:|'; done; echo
+  for i in "${!VPIDS[@]}"; do
+    awk -v i="$i" -v name="${NAMES[$i]}" '$2 == i && $1 % 60 == 0 { row = row sprintf(" %.2f |", $3 / 1024) }
+      END { print "| " name " |" row }' "$DIR/samples"
+  done
   echo
 fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

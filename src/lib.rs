@@ -7,9 +7,9 @@
 //! the dispatcher delivers. `tests/it/layout.rs` fails on an import that points down this list
 //! (and names the cycle it would make). See `docs/ARCHITECTURE.md` for the whole picture.
 
-// No unsafe code, but for the process tuning in `memory` (its need is measured in
-// BENCHMARKS.md, "Daemon") and `process` (the open-file limit).
-#![deny(unsafe_code)]
+// No unsafe code: the binary's process tuning (glibc malloc) lives in `main.rs`, and its need
+// is measured in BENCHMARKS.md, "Daemon".
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 // Vocabulary: leaves that import nothing of ours.
@@ -42,8 +42,6 @@ pub mod config; // mxwarden.yaml: schema -> validate -> build into the runtime t
 pub mod live; // what the running daemon knows now, shared with its server
 
 // Drivers.
-pub mod memory; // process tuning (the allocator)
-pub mod process; // process tuning (the open-file limit, raised at start)
 pub mod server; // status page, JSON API (incl. maintenance), /metrics, /healthz
 pub mod daemon; // mxwarden run: supervisor, scheduler, evaluator — wiring, no business logic
 pub mod cli; // one file per command family, a shared output leaf

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 /// `mxwarden run`; `log_secrets` is the log writer's, which each reloaded config adds to.
 pub fn run(config: Config, log_secrets: crate::redact::Shared) -> Result<Status> {
-    crate::memory::tune_for_a_long_running_process();
     crate::cli::runtime()?.block_on(crate::daemon::run(config, Arc::new(SystemClock), log_secrets))?;
     Ok(Status::Healthy)
 }

@@ -92,6 +92,19 @@ impl Limits {
     }
 }
 
+/// The open-file soft limit of this process, from `/proc/self/limits`; `None` where that file
+/// does not exist (not Linux) or says `unlimited`. (The binary raises it to the hard limit at
+/// start; reading it needs no system call, so the library stays free of `unsafe`.)
+pub fn open_file_soft_limit() -> Option<u64> {
+    soft_limit_in(&std::fs::read_to_string("/proc/self/limits").ok()?)
+}
+
+/// The soft open-file limit in the text of a `/proc/PID/limits` file.
+fn soft_limit_in(limits: &str) -> Option<u64> {
+    let line = limits.lines().find_map(|l| l.strip_prefix("Max open files"))?;
+    line.split_whitespace().next()?.parse().ok()
+}
+
 /// The cap in force: the configured one, but never more than the open-file soft limit minus
 /// the reserve (at most half the limit is reserved, so a tiny limit still serves). Without a
 /// known limit, the configured cap.
@@ -418,6 +431,17 @@ mod tests {
     use super::*;
     use axum::routing::get;
     use std::io::{Read, Write};
+
+    #[test]
+    fn the_soft_limit_is_read_from_proc_limits() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max processes             127431               127431               processes \n\
+                    Max open files            1024                 524288               files     \n";
+        assert_eq!(soft_limit_in(text), Some(1024));
+        assert_eq!(soft_limit_in("Max open files            unlimited            unlimited            files\n"), None);
+        assert_eq!(soft_limit_in(""), None);
+        assert!(open_file_soft_limit().is_some_and(|l| l > 0), "this process's own, on Linux");
+    }
 
     #[test]
     fn the_cap_leaves_the_reserve_free() {

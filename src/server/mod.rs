@@ -109,7 +109,7 @@ pub async fn serve(
     max_connections: usize,
     stop: watch::Receiver<bool>,
 ) {
-    let soft = crate::process::fd_limit().map(|l| l.soft);
+    let soft = listener::open_file_soft_limit();
     let cap = connection_cap(max_connections, soft);
     if cap < max_connections {
         tracing::warn!(

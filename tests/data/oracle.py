@@ -1,31 +1,38 @@
-"""The oracle for mxwarden's exposition parser: Python prometheus_client's parser.
+"""The oracle for mxwarden's exposition parser: Python prometheus_client's own parsers.
 
-    python oracle.py FILE...   ->   one JSON line per file: [[name, labels, value, ts_ms], ...]
-
-value is a number, or "NaN" / "+Inf" / "-Inf"; ts_ms is milliseconds or null.
+Reads a JSON list of jobs on stdin, each {"format": "text" | "openmetrics", "text": PAGE}, and
+writes one JSON list of verdicts, in order: {"ok": [[name, [[key, value], ...], repr(value),
+timestamp], ...]} with the samples as prometheus_client reads them, or {"err": "Type: message"}
+when it refuses the page. A timestamp is null, ["s", repr(seconds)] for the 0.0.4 parser's
+float, or ["ns", sec, nsec] for an OpenMetrics Timestamp; values are Python's repr, so nothing
+is rounded on the way. Used by tests/it/expo_oracle.rs, with prometheus_client from
+scripts/install-test-deps.sh (venv-tools).
 """
 import json
-import math
 import sys
 
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
+from prometheus_client.parser import text_string_to_metric_families as text004
 
 
-def value(v):
-    v = float(v)
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    return v
+def timestamp(t):
+    if t is None:
+        return None
+    if hasattr(t, "nsec"):
+        return ["ns", t.sec, t.nsec]
+    return ["s", repr(float(t))]
 
 
-for path in sys.argv[1:]:
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    out = []
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            ts = None if s.timestamp is None else round(float(s.timestamp) * 1000)
-            out.append([s.name, s.labels, value(s.value), ts])
-    print(json.dumps(out))
+out = []
+for job in json.load(sys.stdin):
+    parser = openmetrics if job["format"] == "openmetrics" else text004
+    try:
+        rows = []
+        for family in parser(job["text"]):
+            for s in family.samples:
+                labels = [[k, v] for k, v in s.labels.items()]
+                rows.append([s.name, labels, repr(float(s.value)), timestamp(s.timestamp)])
+        out.append({"ok": rows})
+    except Exception as e:
+        out.append({"err": "%s: %s" % (type(e).__name__, e)})
+json.dump(out, sys.stdout)

@@ -53,11 +53,9 @@ impl LimitedDaemon {
         self.child.try_wait().expect("wait on the daemon").is_none()
     }
 
-    /// The daemon's open-file soft limit, from `/proc/PID/limits`.
+    /// The daemon's open-file soft limit.
     fn soft_limit(&self) -> u64 {
-        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.child.id())).unwrap();
-        let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a Max open files line");
-        line.split_whitespace().nth(3).unwrap().parse().unwrap()
+        open_file_limits(&self.child.id().to_string()).0
     }
 
     /// How many descriptors the daemon has open now.
@@ -75,6 +73,24 @@ impl Drop for LimitedDaemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `(soft, hard)` open-file limits of process `pid` (or `self`), from `/proc/PID/limits`.
+fn open_file_limits(pid: &str) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find_map(|l| l.strip_prefix("Max open files")).expect("a Max open files line");
+    let mut fields = line.split_whitespace().map(|f| f.parse().expect("a number"));
+    (fields.next().unwrap(), fields.next().unwrap())
+}
+
+/// Raises this test process's own soft open-file limit to its hard one (`prlimit --pid`);
+/// returns `(soft, hard)` afterwards.
+fn raise_own_open_file_limit() -> (u64, u64) {
+    let (_, hard) = open_file_limits("self");
+    let pid = std::process::id().to_string();
+    let raised = Command::new("prlimit").args(["--pid", &pid, &format!("--nofile={hard}:{hard}")]).status();
+    assert!(raised.expect("prlimit (util-linux) runs").success(), "prlimit --pid {pid} --nofile={hard}:{hard}");
+    open_file_limits("self")
 }
 
 fn now_ms() -> i64 {
@@ -253,14 +269,14 @@ fn idle_connections_beyond_a_1024_descriptor_limit_do_not_blind_the_probes() {
 #[test]
 fn ten_thousand_idle_connections_leave_probing_and_healthz_unaffected() {
     // This process holds the 10,000 connections: raise our own limit first.
-    let ours = mxwarden::process::raise_fd_limit().expect("the open-file limit");
-    assert!(ours.soft >= 10_500, "holding 10,000 connections needs a hard open-file limit of 10,500 or more: {ours:?}");
+    let (soft, hard) = raise_own_open_file_limit();
+    assert!(soft >= 10_500, "holding 10,000 connections needs a hard open-file limit of 10,500 or more: {soft}:{hard}");
     let port = services::free_port();
     let file = daemon_config(port, &target());
-    let mut daemon = LimitedDaemon::start(&file.path, 1024, ours.hard);
+    let mut daemon = LimitedDaemon::start(&file.path, 1024, hard);
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&base, &daemon);
-    assert_eq!(daemon.soft_limit(), ours.hard, "mxwarden raised its soft limit to the hard one");
+    assert_eq!(daemon.soft_limit(), hard, "mxwarden raised its soft limit to the hard one");
 
     let flood = half_sent(SocketAddr::from(([127, 0, 0, 1], port)), 10_000);
     probing_and_healthz_hold(&base, &mut daemon, flood.len());

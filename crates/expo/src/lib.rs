@@ -44,7 +44,7 @@
 //! `_created` (summary), `_total`, `_created` (counter), `_info` (info). Any other sample is its
 //! own family and ends the current one, as in `prometheus_client`.
 //!
-//! # Strictness, against Python's `prometheus_client` 0.26 (`tests/expo_oracle.rs`)
+//! # Strictness, against Python's `prometheus_client` 0.26 (`tests/it/expo_oracle.rs`)
 //!
 //! On every page both accept, the flattened samples are identical, except that
 //! `prometheus_client` renames a counter sample without `_total` (`# TYPE c counter` / `c 1`

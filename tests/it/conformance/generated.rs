@@ -5,6 +5,7 @@
 //! an explicit many-to-one, and no two outputs differ only in `__name__`: every generated
 //! rule is valid in Prometheus and evaluates without error, and any difference is ours.
 //!
+//! [`classics`] puts the common alert shapes through the same random inputs in every run.
 //! `CONFORMANCE_SEED` and `CONFORMANCE_CASES` pick another seed or more cases, to hunt for
 //! disagreements beyond the fixed set the test suite runs.
 
@@ -312,47 +313,79 @@ const TEMPLATES: &[&str] = &[
     "{{ $value | humanizeDuration }}",
 ];
 
+/// The shapes most alert rules take — a rate, an increase, a sum of rates, a gauge threshold,
+/// an average over time, a max by a label, a delta, a difference with an offset, a count of a
+/// filter, an irate — each in a scenario of its own over random series, with random `for`,
+/// `keep_firing_for` and intervals, so that the common forms are compared in every run
+/// whatever the random grammar draws.
+pub const CLASSICS: [&str; 10] = [
+    "rate(c_total[3m]) > 0.05",
+    "increase(c_total[4m]) >= 5",
+    "sum(rate(c_total[2m])) > 0.1",
+    "g > 4",
+    "avg_over_time(g[3m]) > 3",
+    "max by (job) (g) > 5",
+    "delta(g[3m]) > 1",
+    "g - g offset 1m > 0",
+    "count(g > 2) > 1",
+    "irate(c_total[5m]) > 0.1",
+];
+
+/// The [`CLASSICS`], two to a scenario, with inputs from `seed`.
+pub fn classics(seed: u64) -> Vec<Scenario> {
+    let mut r = Rng::new(seed ^ 0xc1a5_51c5);
+    CLASSICS
+        .chunks(2)
+        .enumerate()
+        .map(|(n, pair)| {
+            scenario(&mut r, &format!("classic-{seed}-{n}"), &format!("Classic{n}"), |_, j| pair[j].into())
+        })
+        .collect()
+}
+
 /// `cases` scenarios from `seed`.
 pub fn scenarios(seed: u64, cases: usize) -> Vec<Scenario> {
     let mut r = Rng::new(seed);
-    (0..cases)
-        .map(|n| {
-            let (interval, eval_interval) =
-                *r.pick(&[(MIN, MIN), (MIN, MIN), (30 * SEC, MIN), (15 * SEC, MIN), (MIN, 30 * SEC)]);
-            let span = m(12);
-            let samples = (span / interval) as usize + 1;
-            let mut s = Scenario::new(&format!("gen-{seed}-{n}"), "generated");
-            for j in 0..2 {
-                let expr = expression(&mut r);
-                let hold = *r.pick(&[0, 0, m(1), m(2), 90 * SEC]);
-                let keep = *r.pick(&[0, 0, 0, m(1), m(3)]);
-                s = s.rule(
-                    rule(&format!("Gen{n}{}", ["a", "b"][j],), &expr)
-                        .hold(hold)
-                        .keep(keep)
-                        .note("v", "{{ $value }}")
-                        .note("s", r.pick::<&str>(TEMPLATES)),
-                );
-            }
-            // g and c_total series start one tick apart, in label order (inst, then job), so
-            // promtool creates them in that order and Prometheus aggregates them in the
-            // order we do (see `Scenario::staggered`). h_bucket needs no order: no group of
-            // its series has more than two members, and adding two floats commutes.
-            let tick = (interval.max(eval_interval) / interval) as usize;
-            let lead = |k: usize, values: String| if k == 0 { values } else { format!("_x{} {values}", k * tick) };
-            for (k, (inst, job)) in [("1", "a"), ("1", "b"), ("2", "a"), ("2", "b")].into_iter().enumerate() {
-                let g = gauge_values(&mut r, samples - k * tick);
-                s = s.series(&format!(r#"g{{job="{job}",inst="{inst}"}}"#), &lead(k, g));
-                let c = counter_values(&mut r, samples - k * tick);
-                s = s.series(&format!(r#"c_total{{job="{job}",inst="{inst}"}}"#), &lead(k, c));
-            }
-            for job in ["a", "b"] {
-                for (sel, values) in histogram(&mut r, job, samples) {
-                    s = s.series(&sel, &values);
-                }
-            }
-            s.intervals(interval, eval_interval)
-                .times(&(0..=span / eval_interval).map(|k| k * eval_interval).collect::<Vec<_>>())
-        })
-        .collect()
+    (0..cases).map(|n| scenario(&mut r, &format!("gen-{seed}-{n}"), &format!("Gen{n}"), |r, _| expression(r))).collect()
+}
+
+/// Two rules, `{alert}a` and `{alert}b`, with expressions from `expr` and random `for`,
+/// `keep_firing_for` and templates, over random series at random intervals.
+fn scenario(r: &mut Rng, name: &str, alert: &str, mut expr: impl FnMut(&mut Rng, usize) -> String) -> Scenario {
+    let (interval, eval_interval) =
+        *r.pick(&[(MIN, MIN), (MIN, MIN), (30 * SEC, MIN), (15 * SEC, MIN), (MIN, 30 * SEC)]);
+    let span = m(12);
+    let samples = (span / interval) as usize + 1;
+    let mut s = Scenario::new(name, "generated");
+    for j in 0..2 {
+        let expr = expr(r, j);
+        let hold = *r.pick(&[0, 0, m(1), m(2), 90 * SEC]);
+        let keep = *r.pick(&[0, 0, 0, m(1), m(3)]);
+        s = s.rule(
+            rule(&format!("{alert}{}", ["a", "b"][j]), &expr)
+                .hold(hold)
+                .keep(keep)
+                .note("v", "{{ $value }}")
+                .note("s", r.pick::<&str>(TEMPLATES)),
+        );
+    }
+    // g and c_total series start one tick apart, in label order (inst, then job), so
+    // promtool creates them in that order and Prometheus aggregates them in the
+    // order we do (see `Scenario::staggered`). h_bucket needs no order: no group of
+    // its series has more than two members, and adding two floats commutes.
+    let tick = (interval.max(eval_interval) / interval) as usize;
+    let lead = |k: usize, values: String| if k == 0 { values } else { format!("_x{} {values}", k * tick) };
+    for (k, (inst, job)) in [("1", "a"), ("1", "b"), ("2", "a"), ("2", "b")].into_iter().enumerate() {
+        let g = gauge_values(r, samples - k * tick);
+        s = s.series(&format!(r#"g{{job="{job}",inst="{inst}"}}"#), &lead(k, g));
+        let c = counter_values(r, samples - k * tick);
+        s = s.series(&format!(r#"c_total{{job="{job}",inst="{inst}"}}"#), &lead(k, c));
+    }
+    for job in ["a", "b"] {
+        for (sel, values) in histogram(r, job, samples) {
+            s = s.series(&sel, &values);
+        }
+    }
+    s.intervals(interval, eval_interval)
+        .times(&(0..=span / eval_interval).map(|k| k * eval_interval).collect::<Vec<_>>())
 }

@@ -1,17 +1,20 @@
-//! Conformance of mxwarden's rule engine with the real Prometheus (`promtool test rules`,
-//! Prometheus 2.42 as Debian ships it).
+//! Conformance of mxwarden's rules with the real Prometheus (`promtool`, Prometheus 2.42 as
+//! Debian ships it).
 //!
 //! Each scenario — rules plus input series in promtool's notation — runs through our
 //! `RuleEngine` tick by tick exactly as promtool drives Prometheus's rule manager (samples at
 //! `i * interval`, one evaluation every `evaluation_interval` from 0). The alerts *we* have
 //! firing at each checked time, with their labels and rendered annotations, become promtool's
-//! `exp_alerts`, including the times where nothing fires; promtool passing means Prometheus
-//! agrees on which alerts fire, when, with which labels and which annotation text (so also
-//! on `$value` to the last bit, as Go prints it, and on Go's number formatting).
+//! `exp_alerts`, including the times where nothing fires; `promtool test rules` passing means
+//! Prometheus agrees on which alerts fire, when, with which labels and which annotation text
+//! (so also on `$value` to the last bit, as Go prints it, and on Go's number formatting).
 //!
+//! * our reading of promtool's input notation (`notation.rs`);
 //! * every preset rule (`presets.rs`), firing and quiet, on real metric names and labels;
 //! * hand-written edge cases (`edges.rs`);
-//! * seeded random rules and series (`generated.rs`; `CONFORMANCE_SEED`, `CONFORMANCE_CASES`).
+//! * the classic alert shapes and seeded random rules and series (`generated.rs`;
+//!   `CONFORMANCE_SEED`, `CONFORMANCE_CASES`);
+//! * the rules file `mxwarden rules export` writes, through `promtool check rules`.
 //!
 //! Each scenario also states what our side must see, so nothing passes vacuously; a few
 //! state instead that a rule's evaluation fails (many-to-many matching, duplicate alert
@@ -27,17 +30,12 @@
 //! same); `histogram_quantile` returns its groups in random order too, so the generator never
 //! feeds its output to an order-sensitive aggregation.
 //!
-//! Run: `cargo test --test conformance`.
+//! Run: `cargo test --test it conformance`.
 
-#[path = "conformance/edges.rs"]
 mod edges;
-#[path = "conformance/generated.rs"]
 mod generated;
-#[path = "conformance/harness.rs"]
 mod harness;
-#[path = "conformance/notation.rs"]
 mod notation;
-#[path = "conformance/presets.rs"]
 mod presets;
 
 use harness::{MIN, check_batch, duration, require_promtool};
@@ -135,7 +133,7 @@ fn every_preset_rule_agrees_with_promtool() {
     let missing: Vec<String> = presets::all_preset_alerts().difference(&covered).cloned().collect();
     assert!(
         missing.is_empty(),
-        "preset rules without a conformance scenario (add one to tests/conformance/presets.rs): {missing:?}"
+        "preset rules without a conformance scenario (add one to tests/it/conformance/presets.rs): {missing:?}"
     );
     for s in &scenarios {
         let fires = s.expects.iter().any(|e| matches!(e, harness::Expect::Fires { .. }));
@@ -159,7 +157,7 @@ fn edge_cases_agree_with_promtool() {
 fn generated_rules_agree_with_promtool() {
     let seed = env_number("CONFORMANCE_SEED", DEFAULT_SEED);
     let cases = env_number("CONFORMANCE_CASES", DEFAULT_CASES);
-    let scenarios = generated::scenarios(seed, cases);
+    let scenarios: Vec<_> = generated::classics(seed).into_iter().chain(generated::scenarios(seed, cases)).collect();
     let mut total = harness::Tally::default();
     let mut reports = Vec::new();
     for (n, batch) in scenarios.chunks(40).enumerate() {
@@ -178,4 +176,35 @@ fn generated_rules_agree_with_promtool() {
         total.firing_checks >= cases * 3 && total.quiet_checks >= cases * 3,
         "seed {seed}: too one-sided to test much: {total:?}"
     );
+}
+
+/// What `mxwarden rules export` writes — preset rules with a threshold override, the `<Kind>Down`
+/// rules and a rule from the config — is a rules file Prometheus loads as it is.
+#[test]
+fn exported_rules_pass_promtool_check_rules() {
+    require_promtool();
+    let file = crate::cli::config(
+        r#"services:
+  synapse: { kind: synapse, url: "http://127.0.0.1:1", metrics_url: "http://127.0.0.1:1/m", thresholds: { memory_warning: 1800MiB } }
+  mas: { kind: mas, url: "http://127.0.0.1:1", metrics_url: "http://127.0.0.1:1/m" }
+  tasks: { kind: vikunja, url: "http://127.0.0.1:1" }
+rules:
+  - alert: SynapseFederationQueueBacklog
+    expr: sum(synapse_federation_transaction_queue_pending_pdus) > 500
+    for: 10m
+    keep_firing_for: 5m
+    labels: { severity: warning }
+    annotations: { summary: "{{ $value }} PDUs waiting to be sent" }
+"#,
+    );
+    let run = crate::cli::run(&["--config", file.path.to_str().unwrap(), "rules", "export"], &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let exported = file.path.with_file_name("rules.yml");
+    std::fs::write(&exported, &run.stdout).unwrap();
+    let check =
+        std::process::Command::new("promtool").arg("check").arg("rules").arg(&exported).output().expect("run promtool");
+    let text = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(check.status.success(), "promtool rejects the export:\n{text}\n{}", run.stdout);
+    assert!(text.contains("SUCCESS: 12 rules found"), "6 Synapse + 2 MAS + 3 Down + 1 config rule: {text}");
+    assert!(run.stdout.contains("> 1887436800"), "the threshold override is in the expression");
 }

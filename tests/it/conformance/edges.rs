@@ -213,7 +213,7 @@ fn aggregation() -> Vec<Scenario> {
         (r#"x{job="b",instance="4"}"#, "1 _ 1.3 0.1"),
     ];
     vec![
-        Scenario::new("aggregations", "sum/avg/min/max/count/group/quantile with by and without, decimal inputs")
+        Scenario::new("aggregations", "sum/avg/min/max/count/group/quantile with by and without, decimal inputs; two aggregates against each other")
             .rule(rule("SumBy", "sum by (job) (x)").note("s", "{{ $labels.job }} {{ $value }}"))
             .rule(rule("SumAll", "sum(x)").note("v", V))
             .rule(rule("CountWithout", "count without (instance) (x)").note("v", V))
@@ -221,6 +221,7 @@ fn aggregation() -> Vec<Scenario> {
             .rule(rule("AvgBy", "avg by (job) (x)").note("v", V))
             .rule(rule("Min", "min(x)").note("v", V))
             .rule(rule("MaxBy", "max by (job) (x)").note("v", V))
+            .rule(rule("Spread", "max(x) - min(x) > 5").note("v", V))
             .rule(rule("Group", "group by (job) (x)").note("v", V))
             .rule(rule("Quantile", "quantile(0.3, x)").note("v", V))
             .rule(rule("Threshold", "sum by (job) (x) > 10"))
@@ -229,7 +230,9 @@ fn aggregation() -> Vec<Scenario> {
             .fires("SumBy", 0, 1)
             .fires("SumBy", 3, 2)
             .fires("Threshold", 2, 1)
-            .quiet("Threshold", 3),
+            .quiet("Threshold", 3)
+            .fires("Spread", 3, 1)
+            .quiet("Spread", 4),
         Scenario::new("stddev-stdvar", "stddev/stdvar aggregations: Prometheus's running (Welford) arithmetic")
             .rule(rule("Stddev", "stddev(x)").note("v", V))
             .rule(rule("Stdvar", "stdvar by (job) (x)").note("v", V))
