@@ -6,7 +6,7 @@
 //! pending until the condition has held for `for`, firing until it has been false for
 //! `keep_firing_for`; a pending alert that stops holding is dropped without a word.
 
-pub use crate::model::Millis;
+pub(crate) use crate::model::Millis;
 
 /// Where an alert stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,7 +46,7 @@ pub enum Phase {
 
 impl Phase {
     /// The name: `inactive`, `pending`, `firing`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Inactive => "inactive",
             Self::Pending => "pending",
@@ -55,7 +55,7 @@ impl Phase {
     }
 
     /// The phase of that name.
-    pub fn parse(name: &str) -> Option<Self> {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
         [Self::Inactive, Self::Pending, Self::Firing].into_iter().find(|p| p.as_str() == name)
     }
 }
@@ -68,7 +68,7 @@ impl std::fmt::Display for Phase {
 
 impl AlertState {
     /// Its phase.
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         match self {
             Self::Inactive => Phase::Inactive,
             Self::Pending { .. } => Phase::Pending,
@@ -78,7 +78,7 @@ impl AlertState {
 
     /// Since when it has been in its phase that people care about: when it started firing,
     /// or when its condition started holding; 0 when inactive.
-    pub fn since(&self) -> Millis {
+    pub(crate) fn since(&self) -> Millis {
         match *self {
             Self::Inactive => 0,
             Self::Pending { active_at } => active_at,
@@ -89,7 +89,7 @@ impl AlertState {
 
 /// How long a condition must hold, and how long firing outlasts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// `for`: time the condition must hold before firing.
     pub hold_ms: Millis,
     /// `keep_firing_for`: time firing continues after the condition stops holding.
@@ -112,7 +112,7 @@ pub enum Transition {
 }
 
 /// One evaluation step.
-pub fn step(prev: AlertState, active: bool, policy: Policy, now: Millis) -> (AlertState, Option<Transition>) {
+pub(crate) fn step(prev: AlertState, active: bool, policy: Policy, now: Millis) -> (AlertState, Option<Transition>) {
     let fire = |active_at| AlertState::Firing { active_at, fired_at: now, false_since: None, notified_at: now };
     match (prev, active) {
         (AlertState::Inactive, false) => (AlertState::Inactive, None),
@@ -142,7 +142,7 @@ pub fn step(prev: AlertState, active: bool, policy: Policy, now: Millis) -> (Ale
 /// The next moment at which time alone, with the condition unchanged, would make [`step`]
 /// announce something: a pending alert's `for` running out, a firing alert's
 /// `keep_firing_for` running out, or its next reminder. `None` when nothing is scheduled.
-pub fn next_deadline(state: AlertState, policy: Policy) -> Option<Millis> {
+pub(crate) fn next_deadline(state: AlertState, policy: Policy) -> Option<Millis> {
     match state {
         AlertState::Inactive => None,
         AlertState::Pending { active_at } => Some(active_at.saturating_add(policy.hold_ms.max(0))),

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 /// The wait before the next attempt, ms, from `now_ms`: the backoff, or the server's hint when
 /// it asks for longer (a hint is capped, see `RetryAfter::wait_ms`). Never negative.
-pub fn retry_wait(backoff_ms: i64, hint: Option<RetryAfter>, now_ms: i64) -> i64 {
+pub(crate) fn retry_wait(backoff_ms: i64, hint: Option<RetryAfter>, now_ms: i64) -> i64 {
     let backoff = backoff_ms.max(0);
     hint.map_or(backoff, |h| h.wait_ms(now_ms).max(backoff))
 }
@@ -44,7 +44,7 @@ pub fn http_client() -> Result<reqwest::Client, String> {
 
 /// Sends `n` through `receiver` once. `delivery` identifies the attempt (Matrix txn id,
 /// webhook delivery id, email Message-ID); `thread_root` threads Matrix messages.
-pub async fn send_once(
+pub(crate) async fn send_once(
     http: &reqwest::Client,
     name: &str,
     receiver: &Receiver,
@@ -98,7 +98,7 @@ impl Dispatcher {
     }
 
     /// When the next row is due, if any.
-    pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
+    pub(crate) async fn next_due(&self) -> Result<Option<i64>, StoreError> {
         self.store.next_due().await
     }
 
@@ -166,7 +166,7 @@ impl Dispatcher {
     }
 
     /// Delivers until `stop` is set; wakes early when `wake` is notified.
-    pub async fn run(&self, wake: Arc<tokio::sync::Notify>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub(crate) async fn run(&self, wake: Arc<tokio::sync::Notify>, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
             if *stop.borrow() {
                 return;

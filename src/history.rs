@@ -60,7 +60,7 @@ pub enum Resolution {
 
 impl Resolution {
     /// All of them, finest first.
-    pub const ALL: [Resolution; 3] = [Resolution::Minute, Resolution::Hour, Resolution::Day];
+    pub(crate) const ALL: [Resolution; 3] = [Resolution::Minute, Resolution::Hour, Resolution::Day];
 
     /// Bucket width, ms.
     pub fn width_ms(self) -> i64 {
@@ -72,7 +72,7 @@ impl Resolution {
     }
 
     /// How long its buckets are kept, ms.
-    pub fn retention_ms(self) -> i64 {
+    pub(crate) fn retention_ms(self) -> i64 {
         match self {
             Resolution::Minute => 14 * DAY_MS,
             Resolution::Hour => 90 * DAY_MS,
@@ -94,7 +94,7 @@ impl Resolution {
     }
 
     /// Its name in the API: `minute`, `hour` or `day`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Resolution::Minute => "minute",
             Resolution::Hour => "hour",
@@ -103,7 +103,7 @@ impl Resolution {
     }
 
     /// Parses `minute`, `hour` or `day`.
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "minute" => Some(Resolution::Minute),
             "hour" => Some(Resolution::Hour),
@@ -116,7 +116,7 @@ impl Resolution {
 /// A day, in ms.
 pub const DAY_MS: i64 = 86_400_000;
 /// How long raw results are kept, ms.
-pub const RAW_RETENTION_MS: i64 = 2 * DAY_MS;
+pub(crate) const RAW_RETENTION_MS: i64 = 2 * DAY_MS;
 
 /// The counts of one bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -139,7 +139,7 @@ pub struct Bucket {
 
 impl Bucket {
     /// Up ÷ (up + down): maintenance and unknown time count for neither; `None` without data.
-    pub fn uptime(&self) -> Option<f64> {
+    pub(crate) fn uptime(&self) -> Option<f64> {
         let judged = self.up + self.down;
         (judged > 0).then(|| self.up as f64 / judged as f64)
     }
@@ -152,7 +152,7 @@ pub fn uptime(buckets: &[Bucket]) -> Option<f64> {
 }
 
 /// The share of `[start, end)` covered by `gaps` (sorted or not, possibly overlapping).
-pub fn covered(start: i64, end: i64, gaps: &[(i64, i64)]) -> f64 {
+pub(crate) fn covered(start: i64, end: i64, gaps: &[(i64, i64)]) -> f64 {
     if end <= start {
         return 0.0;
     }
@@ -173,7 +173,7 @@ pub fn covered(start: i64, end: i64, gaps: &[(i64, i64)]) -> f64 {
 
 /// The gap a start finds: mxwarden's last heartbeat was at `last_beat`, it is `now`, and it
 /// beats every `every_ms`. Silence longer than two beats is a gap; a shorter one is not.
-pub fn gap_at_start(last_beat: Option<i64>, now: i64, every_ms: i64) -> Option<(i64, i64)> {
+pub(crate) fn gap_at_start(last_beat: Option<i64>, now: i64, every_ms: i64) -> Option<(i64, i64)> {
     let last = last_beat?;
     (now - last > 2 * every_ms).then_some((last, now))
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A check as the status page lists it.
 #[derive(Debug, Clone, Serialize)]
-pub struct CheckInfo {
+pub(crate) struct CheckInfo {
     /// `<service>/<check>` or the check's own name.
     pub name: String,
     /// Its service, if any.
@@ -27,7 +27,7 @@ pub struct CheckInfo {
 
 /// A check's latest result.
 #[derive(Debug, Clone, Serialize)]
-pub struct Latest {
+pub(crate) struct Latest {
     /// When it ran, ms.
     pub at_ms: i64,
     /// Whether every expectation held.
@@ -43,7 +43,7 @@ pub struct Latest {
 
 /// The daemon's current view.
 #[derive(Debug)]
-pub struct Live {
+pub(crate) struct Live {
     /// When this config started running, ms.
     pub started_ms: i64,
     /// The checks, in config order.
@@ -65,7 +65,7 @@ fn is_probe_sample(name: &str) -> bool {
 
 impl Live {
     /// The view of `config`, nothing run yet.
-    pub fn new(config: &Config, started_ms: i64) -> Self {
+    pub(crate) fn new(config: &Config, started_ms: i64) -> Self {
         let checks: Vec<CheckInfo> = config.checks.iter().map(info).collect();
         let mut services: Vec<String> = checks.iter().filter_map(|c| c.service.clone()).collect();
         services.sort();
@@ -82,7 +82,7 @@ impl Live {
 
     /// Takes in a result: its own samples (never what it scraped), and whether it was a scrape
     /// over its limit.
-    pub fn observe(&self, o: &Observation) {
+    pub(crate) fn observe(&self, o: &Observation) {
         if o.over_limit {
             *self
                 .limit_exceeded
@@ -102,12 +102,12 @@ impl Live {
     }
 
     /// Whether `check` is one of the config's checks (backup runs also report observations).
-    pub fn has(&self, check: &str) -> bool {
+    pub(crate) fn has(&self, check: &str) -> bool {
         self.checks.iter().any(|c| c.name == check)
     }
 
     /// Scrapes over their sample limit, per check (checks with none left out).
-    pub fn limit_exceeded(&self) -> Vec<(String, u64)> {
+    pub(crate) fn limit_exceeded(&self) -> Vec<(String, u64)> {
         let counts = self.limit_exceeded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut counts: Vec<(String, u64)> = counts.iter().map(|(k, v)| (k.clone(), *v)).collect();
         counts.sort();
@@ -115,18 +115,18 @@ impl Live {
     }
 
     /// Counts samples `/metrics` left out for an invalid name; returns the new total.
-    pub fn count_invalid_names(&self, n: u64) -> u64 {
+    pub(crate) fn count_invalid_names(&self, n: u64) -> u64 {
         self.invalid_names.fetch_add(n, Ordering::Relaxed) + n
     }
 
     /// Whether `latest`, the latest result of `check`, is older at `now` than it should be:
     /// the check has missed its runs (the daemon is stuck or overloaded).
-    pub fn is_stale(check: &CheckInfo, latest: &Latest, now: i64) -> bool {
+    pub(crate) fn is_stale(check: &CheckInfo, latest: &Latest, now: i64) -> bool {
         now.saturating_sub(latest.at_ms) > check.stale_after_ms
     }
 
     /// The latest result of `check`, if it ran.
-    pub fn latest(&self, check: &str) -> Option<Latest> {
+    pub(crate) fn latest(&self, check: &str) -> Option<Latest> {
         self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(check).cloned()
     }
 }

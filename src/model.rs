@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// Milliseconds since the Unix epoch: every instant mxwarden stores or compares.
-pub type Millis = i64;
+pub(crate) type Millis = i64;
 
 /// A check's unique name, e.g. `synapse/health`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -119,7 +119,7 @@ pub enum StatusMatcher {
 
 impl StatusMatcher {
     /// Whether `code` is accepted.
-    pub fn matches(self, code: u16) -> bool {
+    pub(crate) fn matches(self, code: u16) -> bool {
         match self {
             Self::Code(c) => c == code,
             Self::Class(c) => code / 100 == c,

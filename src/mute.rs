@@ -19,10 +19,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// (receiver, incident).
-pub type Key = (String, String);
+pub(crate) type Key = (String, String);
 
 /// What one evaluation's pages meet.
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     /// Now, ms.
     pub now: Millis,
     /// Whether a service is in maintenance now.
@@ -41,7 +41,7 @@ pub struct Inputs<'a> {
 
 /// What to do.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Deliver now.
     pub send: Vec<NewDelivery>,
     /// Hold (new or changed).
@@ -65,7 +65,7 @@ fn reason(i: &Inputs<'_>, service: &str) -> Option<HoldReason> {
 }
 
 /// Decides the fate of this evaluation's `deliveries` and of every page held before.
-pub fn decide(i: &Inputs<'_>, deliveries: Vec<NewDelivery>) -> Outcome {
+pub(crate) fn decide(i: &Inputs<'_>, deliveries: Vec<NewDelivery>) -> Outcome {
     let mut out = Outcome::default();
     let mut touched: BTreeSet<Key> = BTreeSet::new();
     for mut d in deliveries {
@@ -136,7 +136,7 @@ pub fn decide(i: &Inputs<'_>, deliveries: Vec<NewDelivery>) -> Outcome {
 }
 
 /// The reminder that ad hoc window `w` ends soon, for each of `receivers`.
-pub fn ending_reminder(w: &AdHocWindow, receivers: &[String], now: Millis) -> Vec<NewDelivery> {
+pub(crate) fn ending_reminder(w: &AdHocWindow, receivers: &[String], now: Millis) -> Vec<NewDelivery> {
     let services = w.services.join(", ");
     let left = crate::units::HumanDuration(std::time::Duration::from_millis(
         ((w.ends_at - now).max(0) as u64).div_ceil(60_000) * 60_000,
@@ -181,7 +181,7 @@ pub fn ending_reminder(w: &AdHocWindow, receivers: &[String], now: Millis) -> Ve
 }
 
 /// The gate as the daemon runs it.
-pub struct Gate {
+pub(crate) struct Gate {
     store: Store,
     calendar: Arc<Calendar>,
     topology: Topology,
@@ -198,7 +198,7 @@ impl Gate {
     /// A gate over `store`. `settle_ms`: how long a dependency must have been up again before
     /// the pages it held are sent (its dependents' checks need a round to see it back);
     /// `receivers`: where maintenance reminders go (the critical tier's).
-    pub fn new(
+    pub(crate) fn new(
         store: Store,
         calendar: Arc<Calendar>,
         topology: Topology,
@@ -220,7 +220,7 @@ impl Gate {
 
     /// Re-reads the ad hoc windows (opened by the API or by `mxwarden maintenance` in another
     /// process) into the calendar.
-    pub async fn refresh(&self, now: Millis) -> Result<(), StoreError> {
+    pub(crate) async fn refresh(&self, now: Millis) -> Result<(), StoreError> {
         self.calendar.set_ad_hoc(mstore::current(&self.store, now).await?);
         Ok(())
     }
@@ -228,8 +228,8 @@ impl Gate {
     /// Decides this evaluation's `deliveries` given every pending and firing alert: what to
     /// send now (including released pages and, with `remind`, maintenance reminders now due),
     /// what to hold and what to release. Writes nothing: the caller commits the outcome with
-    /// the evaluation and then calls [`Gate::committed`] (or [`Gate::forget`] if that failed).
-    pub async fn pass(
+    /// the evaluation and then calls [`Gate::committed`].
+    pub(crate) async fn pass(
         &mut self,
         deliveries: Vec<NewDelivery>,
         alerts: &[AlertStatus],
@@ -284,7 +284,7 @@ impl Gate {
     }
 
     /// Learns that `outcome` is in the store.
-    pub fn committed(&mut self, outcome_hold: &[Held], outcome_release: &[Key]) {
+    pub(crate) fn committed(&mut self, outcome_hold: &[Held], outcome_release: &[Key]) {
         let Some(held) = &mut self.held else { return };
         for h in outcome_hold {
             tracing::info!(incident = %h.delivery.notification.incident, reason = %h.reason, "Page held.");
@@ -295,15 +295,10 @@ impl Gate {
         }
     }
 
-    /// Forgets what it knows of held pages (a commit failed): the next pass reads the store.
-    pub fn forget(&mut self) {
-        self.held = None;
-    }
-
     /// The next moment time alone changes what the gate decides after `now`: a dependency's
     /// settle time running out, the end of a maintenance window that holds pages, a window's
     /// ending reminder.
-    pub fn next_deadline(&self, now: Millis) -> Option<Millis> {
+    pub(crate) fn next_deadline(&self, now: Millis) -> Option<Millis> {
         let settled = self.last_down.values().map(|at| at.saturating_add(self.settle_ms.max(1)));
         let window_ends = self
             .held

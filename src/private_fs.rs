@@ -8,29 +8,29 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 /// Mode of the files mxwarden creates.
-pub const FILE_MODE: u32 = 0o600;
+pub(crate) const FILE_MODE: u32 = 0o600;
 /// Mode of the directories mxwarden creates.
-pub const DIR_MODE: u32 = 0o700;
+pub(crate) const DIR_MODE: u32 = 0o700;
 
 /// Creates `dir` and any missing parent, each 0700; existing ones are left as they are.
-pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_dir_all(dir: &Path) -> io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
 }
 
 /// Async [`create_dir_all`].
-pub async fn create_dir_all_async(dir: &Path) -> io::Result<()> {
+pub(crate) async fn create_dir_all_async(dir: &Path) -> io::Result<()> {
     tokio::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).await
 }
 
 /// Options that create a file 0600 (or open an existing one, keeping its mode).
-pub fn open_options() -> std::fs::OpenOptions {
+pub(crate) fn open_options() -> std::fs::OpenOptions {
     let mut options = std::fs::OpenOptions::new();
     options.mode(FILE_MODE);
     options
 }
 
 /// Async [`open_options`].
-pub fn open_options_async() -> tokio::fs::OpenOptions {
+pub(crate) fn open_options_async() -> tokio::fs::OpenOptions {
     let mut options = tokio::fs::OpenOptions::new();
     options.mode(FILE_MODE);
     options
@@ -39,7 +39,7 @@ pub fn open_options_async() -> tokio::fs::OpenOptions {
 /// Makes sure the file `path` exists, creating it 0600 (and its directory 0700) when it does
 /// not; an existing file is left untouched. For files another library opens afterwards
 /// (SQLite takes the mode of its WAL and shared-memory files from the database file).
-pub fn ensure_file(path: &Path) -> io::Result<()> {
+pub(crate) fn ensure_file(path: &Path) -> io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         create_dir_all(dir)?;
     }

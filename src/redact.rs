@@ -17,11 +17,11 @@ use std::ops::Range;
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// The placeholder printed instead of a secret.
-pub const REDACTED: &str = "<redacted>";
+pub(crate) const REDACTED: &str = "<redacted>";
 
 /// Secrets shorter than this many characters are not searched for in free text (see the
 /// module documentation).
-pub const MIN_SECRET_LEN: usize = 4;
+pub(crate) const MIN_SECRET_LEN: usize = 4;
 
 /// A set of secret strings, and the one operation on text it exists for: [`Redactor::redact`].
 /// Cheap to clone. Its `Debug` shows how many secrets it holds, never one of them.
@@ -38,9 +38,14 @@ impl std::fmt::Debug for Redactor {
 }
 
 impl Redactor {
+    /// Whether there is nothing to hide.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
     /// A redactor for `secrets`. Each one is also searched for trimmed and as Rust's `{:?}`
     /// (and JSON) would escape it; values shorter than [`MIN_SECRET_LEN`] are left out.
-    pub fn new<S: AsRef<str>>(secrets: impl IntoIterator<Item = S>) -> Self {
+    pub(crate) fn new<S: AsRef<str>>(secrets: impl IntoIterator<Item = S>) -> Self {
         let mut all: Vec<String> = Vec::new();
         for secret in secrets {
             let secret = secret.as_ref();
@@ -59,22 +64,12 @@ impl Redactor {
     }
 
     /// Both sets in one.
-    pub fn union(&self, other: &Redactor) -> Redactor {
+    pub(crate) fn union(&self, other: &Redactor) -> Redactor {
         Redactor::new(self.secrets.iter().chain(other.secrets.iter()))
     }
 
-    /// How many strings are searched for (variants included).
-    pub fn len(&self) -> usize {
-        self.secrets.len()
-    }
-
-    /// Whether there is nothing to hide.
-    pub fn is_empty(&self) -> bool {
-        self.secrets.is_empty()
-    }
-
     /// Where secrets occur in `text`: sorted byte ranges, overlapping ones merged.
-    pub fn find(&self, text: &str) -> Vec<Range<usize>> {
+    pub(crate) fn find(&self, text: &str) -> Vec<Range<usize>> {
         let mut found: Vec<Range<usize>> = Vec::new();
         for secret in self.secrets.iter() {
             found.extend(text.match_indices(secret.as_str()).map(|(at, s)| at..at + s.len()));
@@ -83,14 +78,14 @@ impl Redactor {
     }
 
     /// `text` with every secret replaced by [`REDACTED`]; borrowed when there was none.
-    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+    pub(crate) fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let found = self.find(text);
         if found.is_empty() { Cow::Borrowed(text) } else { Cow::Owned(mask(text, &found)) }
     }
 }
 
 /// Sorts `ranges` and merges those that overlap or touch.
-pub fn merge(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
+pub(crate) fn merge(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
     ranges.retain(|r| r.start < r.end);
     ranges.sort_by_key(|r| (r.start, r.end));
     let mut merged: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
@@ -106,7 +101,7 @@ pub fn merge(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
 /// `text` with each of `ranges` (sorted, disjoint byte ranges, as [`merge`] returns them)
 /// replaced by [`REDACTED`]. A range that does not fall on character boundaries is widened
 /// to them.
-pub fn mask(text: &str, ranges: &[Range<usize>]) -> String {
+pub(crate) fn mask(text: &str, ranges: &[Range<usize>]) -> String {
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
     for r in ranges {
@@ -139,7 +134,7 @@ fn ceil_boundary(text: &str, mut i: usize) -> usize {
 /// Request headers whose values are shown: standard content-negotiation and caching headers
 /// that carry no credentials. Every other header's value is a secret (`X-Auth`, `X-Api-Key`,
 /// `Cookie`, anything a vendor invents), so a new credential header is hidden by default.
-pub const HARMLESS_HEADERS: &[&str] = &[
+pub(crate) const HARMLESS_HEADERS: &[&str] = &[
     "accept",
     "accept-charset",
     "accept-encoding",
@@ -157,7 +152,7 @@ pub const HARMLESS_HEADERS: &[&str] = &[
 ];
 
 /// Whether the value of the header `name` may be shown (see [`HARMLESS_HEADERS`]).
-pub fn is_harmless_header(name: &str) -> bool {
+pub(crate) fn is_harmless_header(name: &str) -> bool {
     HARMLESS_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name.trim()))
 }
 
@@ -169,7 +164,7 @@ pub struct Shared(Arc<RwLock<Redactor>>);
 
 impl Shared {
     /// Adds `more` to the set.
-    pub fn add(&self, more: &Redactor) {
+    pub(crate) fn add(&self, more: &Redactor) {
         if more.is_empty() {
             return;
         }
@@ -178,7 +173,7 @@ impl Shared {
     }
 
     /// The set as it is now.
-    pub fn get(&self) -> Redactor {
+    pub(crate) fn get(&self) -> Redactor {
         self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
@@ -187,10 +182,10 @@ impl Shared {
 /// One writer is made per event and writes the whole line when dropped, so a secret is
 /// never split between two writes.
 #[derive(Clone, Debug)]
-pub struct LogWriter(pub Shared);
+pub(crate) struct LogWriter(pub Shared);
 
 /// One log line being written (see [`LogWriter`]).
-pub struct LogLine {
+pub(crate) struct LogLine {
     redactor: Redactor,
     buffer: Vec<u8>,
 }

@@ -9,7 +9,7 @@ use crate::store::{NewDelivery, StoredAlert};
 
 /// What an evaluation's changes amount to.
 #[derive(Debug, Default)]
-pub struct Routed {
+pub(crate) struct Routed {
     /// New alert states.
     pub alerts: Vec<StoredAlert>,
     /// Messages to send now.
@@ -19,7 +19,7 @@ pub struct Routed {
 }
 
 /// Routes `changes` decided at `now`.
-pub fn route(alerting: Option<&Alerting>, changes: &[Change], now: i64) -> Routed {
+pub(crate) fn route(alerting: Option<&Alerting>, changes: &[Change], now: i64) -> Routed {
     let mut routed = Routed::default();
     for c in changes {
         routed.alerts.push(StoredAlert {

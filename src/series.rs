@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// Prometheus's staleness marker: a NaN with this exact bit pattern.
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+pub(crate) const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 
 /// Whether `value` is a staleness marker (not any NaN: only that exact one).
 pub fn is_stale(value: f64) -> bool {
@@ -25,7 +25,7 @@ pub fn stale() -> f64 {
 
 /// One point: milliseconds since the epoch and a value.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Point {
+pub(crate) struct Point {
     /// Timestamp, ms.
     pub t: i64,
     /// Value (possibly the staleness marker).
@@ -34,7 +34,7 @@ pub struct Point {
 
 /// A series' labels (`__name__` included) and its recent points, oldest first.
 #[derive(Debug, Clone)]
-pub struct Series {
+pub(crate) struct Series {
     /// Labels, with `__name__` (shared with the store's index).
     pub labels: Arc<Labels>,
     /// Points, oldest first.
@@ -54,24 +54,21 @@ pub struct SeriesStore {
 }
 
 impl SeriesStore {
-    /// A store keeping `retention_ms` of history and at most `limit` series.
-    pub fn new(retention_ms: i64, limit: usize) -> Self {
-        Self { series: HashMap::new(), by_target: HashMap::new(), retention_ms, limit, dropped: 0, warned: false }
-    }
-
     /// Number of series held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.series.len()
     }
 
-    /// Whether no series is held.
-    pub fn is_empty(&self) -> bool {
-        self.series.is_empty()
+    /// New series refused because the limit was reached, since start.
+    #[cfg(test)]
+    fn dropped(&self) -> u64 {
+        self.dropped
     }
 
-    /// New series refused because the limit was reached, since start.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
+    /// A store keeping `retention_ms` of history and at most `limit` series.
+    pub fn new(retention_ms: i64, limit: usize) -> Self {
+        Self { series: HashMap::new(), by_target: HashMap::new(), retention_ms, limit, dropped: 0, warned: false }
     }
 
     /// Appends one point; a new series over the limit is refused (and counted).
@@ -108,7 +105,7 @@ impl SeriesStore {
 
     /// Ingests one scrape of `target` at `t`: its samples, and staleness markers for the
     /// series it returned last time but not now.
-    pub fn ingest_scrape(&mut self, target: &str, t: i64, samples: Vec<(Labels, f64)>) {
+    pub(crate) fn ingest_scrape(&mut self, target: &str, t: i64, samples: Vec<(Labels, f64)>) {
         let mut now = BTreeSet::new();
         for (labels, v) in samples {
             if let Some(key) = self.append_keyed(labels, t, v) {
@@ -131,7 +128,7 @@ impl SeriesStore {
 
     /// [`Self::ingest_samples`] taking the samples, so their labels become the series' own
     /// without a copy (a scrape's may be thousands).
-    pub fn ingest_owned(&mut self, target: &str, t: i64, samples: impl IntoIterator<Item = Sample>) {
+    pub(crate) fn ingest_owned(&mut self, target: &str, t: i64, samples: impl IntoIterator<Item = Sample>) {
         let points = samples
             .into_iter()
             .map(|s| {
@@ -153,7 +150,7 @@ impl SeriesStore {
     }
 
     /// Drops points older than the retention and series left empty.
-    pub fn prune(&mut self, now: i64) {
+    pub(crate) fn prune(&mut self, now: i64) {
         let oldest = now - self.retention_ms;
         self.series.retain(|_, s| {
             while s.points.front().is_some_and(|p| p.t < oldest) {
@@ -164,12 +161,12 @@ impl SeriesStore {
     }
 
     /// Every series (for the evaluator to filter with matchers).
-    pub fn iter(&self) -> impl Iterator<Item = &Series> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Series> {
         self.series.values()
     }
 
     /// Series whose `__name__` is `name`.
-    pub fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Series> + 'a {
+    pub(crate) fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Series> + 'a {
         self.series.values().filter(move |s| s.labels.get("__name__").is_some_and(|n| n == name))
     }
 }
@@ -237,7 +234,7 @@ mod tests {
         let first = s.iter().next().unwrap().points.front().unwrap().t;
         assert_eq!(first, 60_000);
         s.prune(10_000_000);
-        assert!(s.is_empty());
+        assert_eq!(s.len(), 0);
     }
 
     #[test]

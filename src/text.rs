@@ -13,7 +13,7 @@ use std::borrow::Cow;
 /// one-character CSI U+009B), the Unicode line and paragraph separators, and the
 /// bidirectional formatting characters (LRM, RLM, ALM, the embeddings, overrides and
 /// isolates) that reorder the text around them.
-pub fn is_unsafe(c: char) -> bool {
+pub(crate) fn is_unsafe(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}')
         || matches!(c, '\u{2066}'..='\u{2069}')
@@ -22,18 +22,18 @@ pub fn is_unsafe(c: char) -> bool {
 /// `text` with every unsafe character (see [`is_unsafe`]) written out as an escape:
 /// `\n`, `\r`, `\t`, `\0`, `\x1b` for the other C0 controls and DEL, `\u{…}` for the rest.
 /// Borrows when there is nothing to escape. For one-line values: labels, names, table cells.
-pub fn escape_controls(text: &str) -> Cow<'_, str> {
+pub(crate) fn escape_controls(text: &str) -> Cow<'_, str> {
     escape_where(text, is_unsafe)
 }
 
 /// Like [`escape_controls`], but keeps line breaks (`\n`) and tabs: for prose whose layout is
 /// meant, such as a rule's description or a message body composed of escaped parts.
-pub fn escape_controls_in_prose(text: &str) -> Cow<'_, str> {
+pub(crate) fn escape_controls_in_prose(text: &str) -> Cow<'_, str> {
     escape_where(text, |c| c != '\n' && c != '\t' && is_unsafe(c))
 }
 
 /// A table row with each cell passed through [`escape_controls`].
-pub fn cells<I, S>(row: I) -> Vec<String>
+pub(crate) fn cells<I, S>(row: I) -> Vec<String>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,

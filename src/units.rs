@@ -15,11 +15,11 @@ pub struct HumanDuration(pub Duration);
 /// What went wrong reading a unit value; the loader adds file, line and key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct UnitError(String);
+pub(crate) struct UnitError(String);
 
 impl HumanDuration {
     /// Parses `30s`, `1h30m`, `14d`; rejects empty input, bare numbers and unknown units.
-    pub fn parse(text: &str) -> Result<Self, UnitError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, UnitError> {
         let expected = || {
             UnitError(format!(
                 "`{text}` is not a duration; expected a number with a unit, like 500ms, 30s, 5m, 1h30m, 14d"
@@ -91,7 +91,7 @@ pub struct ByteSize(pub u64);
 
 impl ByteSize {
     /// Parses binary (`KiB`, `MiB`, `GiB`) and decimal (`kB`, `MB`, `GB`) units, or bare bytes.
-    pub fn parse(text: &str) -> Result<Self, UnitError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, UnitError> {
         let expected = || {
             UnitError(format!(
                 "`{text}` is not a size; expected a number of bytes or a number with a unit, like 512KiB, 1MiB, 450MiB, 5MB"
@@ -134,7 +134,7 @@ impl fmt::Display for ByteSize {
 }
 
 /// Formats a byte count for people: `5.0 MiB`, `312.2 KiB`, `17 B`.
-pub fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     let b = bytes as f64;
     if bytes >= 1 << 30 {
         format!("{:.1} GiB", b / (1u64 << 30) as f64)
@@ -161,7 +161,7 @@ impl Serialize for ByteSize {
 }
 
 /// The candidate closest to `word`, if it is close enough to be a likely typo.
-pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (c, strsim::jaro_winkler(word, c)))
@@ -171,12 +171,12 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 /// An instant for people, to the minute: `2026-12-05 04:30 UTC` (empty when out of range).
-pub fn utc_minute(ms: i64) -> String {
+pub(crate) fn utc_minute(ms: i64) -> String {
     utc(ms, "%Y-%m-%d %H:%M UTC")
 }
 
 /// An instant for people, to the second: `2026-12-05 04:30:12 UTC` (empty when out of range).
-pub fn utc_second(ms: i64) -> String {
+pub(crate) fn utc_second(ms: i64) -> String {
     utc(ms, "%Y-%m-%d %H:%M:%S UTC")
 }
 
@@ -186,7 +186,7 @@ fn utc(ms: i64, format: &str) -> String {
 
 /// An instant for programs (RFC 3339, UTC); Go's zero time when out of range, as
 /// Alertmanager writes "no end".
-pub fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_else(|_| "0001-01-01T00:00:00Z".into())
 }
 

@@ -7,7 +7,7 @@ use crate::notify::{Notification, html_escape};
 use crate::units::human_bytes;
 
 /// The lines for runs that finished in `[from, to)` (ms), given every manifest.
-pub fn lines(manifests: &[Manifest], from: i64, to: i64) -> Vec<String> {
+pub(crate) fn lines(manifests: &[Manifest], from: i64, to: i64) -> Vec<String> {
     let in_period: Vec<&Manifest> =
         manifests.iter().filter(|m| (from..to).contains(&m.finished_at.as_millisecond())).collect();
     let failed: Vec<&Manifest> = in_period.iter().copied().filter(|m| m.status == RunStatus::Failed).collect();
@@ -41,7 +41,7 @@ pub fn lines(manifests: &[Manifest], from: i64, to: i64) -> Vec<String> {
 }
 
 /// Adds the backup lines to a digest.
-pub async fn append(n: &mut Notification, plan: &BackupPlan, from: i64, to: i64) {
+pub(crate) async fn append(n: &mut Notification, plan: &BackupPlan, from: i64, to: i64) {
     let lines = match manifest::manifests(&plan.storage).await {
         Ok(ms) => lines(&ms, from, to),
         Err(e) => vec![format!("cannot read the backups: {e}")],

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Checks a pattern at config time.
-pub fn check_pattern(pattern: &str) -> Result<(), String> {
+pub(crate) fn check_pattern(pattern: &str) -> Result<(), String> {
     let path = Path::new(pattern);
     if !path.is_absolute() {
         return Err(format!("`{pattern}` is not an absolute path; expected e.g. /data/mas/*.pem"));
@@ -24,7 +24,7 @@ pub fn check_pattern(pattern: &str) -> Result<(), String> {
 }
 
 /// Whether `name` matches `pattern` (`*` any run, `?` one character).
-pub fn matches(pattern: &str, name: &str) -> bool {
+pub(crate) fn matches(pattern: &str, name: &str) -> bool {
     let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
     let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
     while ni < n.len() {
@@ -47,7 +47,7 @@ pub fn matches(pattern: &str, name: &str) -> bool {
 }
 
 /// The paths a set's patterns name, sorted; a pattern that matches nothing is an error.
-pub fn expand(patterns: &[String]) -> Result<Vec<PathBuf>, String> {
+pub(crate) fn expand(patterns: &[String]) -> Result<Vec<PathBuf>, String> {
     let mut found = Vec::new();
     for pattern in patterns {
         let path = Path::new(pattern);
@@ -79,7 +79,7 @@ pub fn expand(patterns: &[String]) -> Result<Vec<PathBuf>, String> {
 
 /// Writes a tar of `paths` (directories with their contents) to `out`; returns the number of
 /// files written.
-pub fn write_tar<W: Write>(paths: &[PathBuf], out: W) -> Result<u64, String> {
+pub(crate) fn write_tar<W: Write>(paths: &[PathBuf], out: W) -> Result<u64, String> {
     let mut tar = tar::Builder::new(out);
     tar.follow_symlinks(true);
     for path in paths {
@@ -106,7 +106,7 @@ fn count_files(paths: &[PathBuf]) -> u64 {
 }
 
 /// The files in a tar (directories left out).
-pub fn list_tar<R: Read>(input: R) -> Result<Vec<String>, String> {
+pub(crate) fn list_tar<R: Read>(input: R) -> Result<Vec<String>, String> {
     let mut archive = tar::Archive::new(input);
     let mut names = Vec::new();
     for entry in archive.entries().map_err(|e| format!("not a tar archive: {e}"))? {
@@ -121,7 +121,7 @@ pub fn list_tar<R: Read>(input: R) -> Result<Vec<String>, String> {
 
 /// An archive entry that was not unpacked, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skipped {
+pub(crate) struct Skipped {
     /// The entry's name as the archive gives it (control characters escaped).
     pub name: String,
     /// Why it was not unpacked: absolute path, `..`, a link leaving the directory, a device …
@@ -130,7 +130,7 @@ pub struct Skipped {
 
 /// What an unpack did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Unpacked {
+pub(crate) struct Unpacked {
     /// Regular files written.
     pub files: u64,
     /// Unsafe entries left out, in archive order.
@@ -142,7 +142,7 @@ pub struct Unpacked {
 /// elsewhere and is judged here before the tar crate sees it: absolute paths and `..` (which
 /// the tar crate would quietly re-root or drop), links whose target leaves the directory,
 /// device nodes, FIFOs and unknown entry kinds.
-pub fn unsafe_reason(path: &Path, kind: tar::EntryType, link: Option<&Path>) -> Option<String> {
+pub(crate) fn unsafe_reason(path: &Path, kind: tar::EntryType, link: Option<&Path>) -> Option<String> {
     use std::path::Component;
     if path.as_os_str().is_empty() {
         return Some("empty name".into());
@@ -208,7 +208,7 @@ fn stays_inside(from: &Path, target: &Path) -> bool {
 /// unsafe ones are left out and reported (see [`unsafe_reason`]); a symbolic link that,
 /// through the links before it, still resolves outside is removed again and reported. Modes
 /// are kept without the setuid, setgid and sticky bits; owners are not restored.
-pub fn unpack_tar<R: Read>(input: R, dir: &Path) -> Result<Unpacked, String> {
+pub(crate) fn unpack_tar<R: Read>(input: R, dir: &Path) -> Result<Unpacked, String> {
     let mut archive = tar::Archive::new(input);
     let mut done = Unpacked::default();
     let mut links = Vec::new();

@@ -9,15 +9,15 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The manifest's file name inside a run.
-pub const MANIFEST: &str = "manifest.json";
+pub(crate) const MANIFEST: &str = "manifest.json";
 
 /// The format version written.
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RunStatus {
+pub(crate) enum RunStatus {
     /// Every item was stored.
     Ok,
     /// At least one item failed (the others were stored and can be restored).
@@ -27,7 +27,7 @@ pub enum RunStatus {
 /// What kind of thing an item is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ItemKind {
+pub(crate) enum ItemKind {
     /// A `pg_dump -Fc` of one database.
     Database,
     /// `pg_dumpall --globals-only` of one server (SQL).
@@ -38,7 +38,7 @@ pub enum ItemKind {
 
 /// One stored (or failed) item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Item {
+pub(crate) struct Item {
     /// What it is.
     pub kind: ItemKind,
     /// The postgres service, or `files` for a file set.
@@ -71,19 +71,19 @@ pub struct Item {
 
 impl Item {
     /// The item was stored.
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.error.is_none()
     }
 
     /// `service/name`, for messages.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         format!("{}/{}", self.service, self.name)
     }
 }
 
 /// A run's manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     /// Format version.
     pub format: u32,
     /// The run's id (its directory): the start time, `20261128T020000Z`.
@@ -110,18 +110,18 @@ pub struct Manifest {
 
 impl Manifest {
     /// Sum of the stored bytes.
-    pub fn stored_bytes(&self) -> u64 {
+    pub(crate) fn stored_bytes(&self) -> u64 {
         self.items.iter().map(|i| i.stored_bytes).sum()
     }
 
     /// A full run that stored every item: what retention counts.
-    pub fn complete(&self) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         self.status == RunStatus::Ok && self.scope == "full"
     }
 }
 
 /// Writes the manifest atomically: the last step of a run.
-pub async fn write<S: Storage>(storage: &S, manifest: &Manifest) -> Result<(), StorageError> {
+pub(crate) async fn write<S: Storage>(storage: &S, manifest: &Manifest) -> Result<(), StorageError> {
     let key = format!("{}/{MANIFEST}", manifest.id);
     let text = serde_json::to_vec_pretty(manifest).map_err(|e| StorageError::Io {
         what: "cannot encode the manifest".into(),
@@ -136,15 +136,13 @@ pub async fn write<S: Storage>(storage: &S, manifest: &Manifest) -> Result<(), S
 
 /// A run in storage: its manifest, or why it has none that can be read.
 #[derive(Debug, Clone)]
-pub enum Run {
+pub(crate) enum Run {
     /// A finished run.
     Done(Manifest),
     /// A run directory without a committed manifest: still running, or killed.
     Unfinished {
         /// The run id.
         id: String,
-        /// Its objects.
-        objects: Vec<Object>,
     },
     /// A manifest that cannot be read.
     Unreadable {
@@ -157,7 +155,7 @@ pub enum Run {
 
 impl Run {
     /// The run's id.
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         match self {
             Self::Done(m) => &m.id,
             Self::Unfinished { id, .. } | Self::Unreadable { id, .. } => id,
@@ -166,7 +164,7 @@ impl Run {
 }
 
 /// Every run in storage, oldest first (ids sort by time).
-pub async fn runs<S: Storage>(storage: &S) -> Result<Vec<Run>, StorageError> {
+pub(crate) async fn runs<S: Storage>(storage: &S) -> Result<Vec<Run>, StorageError> {
     let objects = storage.list().await?;
     let mut by_run: std::collections::BTreeMap<String, Vec<Object>> = Default::default();
     for o in objects {
@@ -177,7 +175,7 @@ pub async fn runs<S: Storage>(storage: &S) -> Result<Vec<Run>, StorageError> {
     for (id, objects) in by_run {
         let has_manifest = objects.iter().any(|o| !o.partial && o.key.ends_with(&format!("/{MANIFEST}")));
         if !has_manifest {
-            runs.push(Run::Unfinished { id, objects });
+            runs.push(Run::Unfinished { id });
             continue;
         }
         match read(storage, &id).await {
@@ -189,7 +187,7 @@ pub async fn runs<S: Storage>(storage: &S) -> Result<Vec<Run>, StorageError> {
 }
 
 /// The finished runs, oldest first.
-pub async fn manifests<S: Storage>(storage: &S) -> Result<Vec<Manifest>, StorageError> {
+pub(crate) async fn manifests<S: Storage>(storage: &S) -> Result<Vec<Manifest>, StorageError> {
     Ok(runs(storage)
         .await?
         .into_iter()
@@ -201,7 +199,7 @@ pub async fn manifests<S: Storage>(storage: &S) -> Result<Vec<Manifest>, Storage
 }
 
 /// Reads one run's manifest.
-pub async fn read<S: Storage>(storage: &S, id: &str) -> Result<Manifest, String> {
+pub(crate) async fn read<S: Storage>(storage: &S, id: &str) -> Result<Manifest, String> {
     let key = format!("{id}/{MANIFEST}");
     let mut r = storage.open(&key).await.map_err(|e| e.to_string())?;
     let mut text = Vec::new();

@@ -6,22 +6,22 @@
 //! manifests into samples, `digest` summarises them for the daily digest. The CLI
 //! (`cli::backup`) and the daemon drive the same functions.
 
-pub mod digest;
-pub mod files;
-pub mod manifest;
-pub mod pg;
+pub(crate) mod digest;
+pub(crate) mod files;
+pub(crate) mod manifest;
+pub(crate) mod pg;
 pub mod pipeline;
 pub mod restore;
-pub mod retention;
-pub mod run;
-pub mod schedule;
-pub mod storage;
-pub mod verify;
+pub(crate) mod retention;
+pub(crate) mod run;
+pub(crate) mod schedule;
+pub(crate) mod storage;
+pub(crate) mod verify;
 
 use crate::probe::postgres::dsn::PgTarget;
 use std::path::PathBuf;
 
-pub use storage::{LocalDir, Storage, StorageError};
+pub(crate) use storage::{LocalDir, Storage, StorageError};
 
 /// Everything a backup run needs, validated.
 #[derive(Debug, Clone)]
@@ -88,7 +88,7 @@ pub struct Schedule {
 
 impl Schedule {
     /// The first run time strictly after `after`.
-    pub fn next_after(&self, after: jiff::Timestamp) -> Option<jiff::Timestamp> {
+    pub(crate) fn next_after(&self, after: jiff::Timestamp) -> Option<jiff::Timestamp> {
         let zoned = after.to_zoned(self.timezone.clone());
         self.cron.find_next_occurrence(&zoned, false).ok().map(|z| z.timestamp())
     }
@@ -124,7 +124,7 @@ pub struct PgTools {
 
 impl PgTools {
     /// The tools in `dir`, or by bare name (found on `PATH`).
-    pub fn in_dir(dir: Option<&std::path::Path>) -> Self {
+    pub(crate) fn in_dir(dir: Option<&std::path::Path>) -> Self {
         let at = |name: &str| dir.map_or_else(|| PathBuf::from(name), |d| d.join(name));
         Self { pg_dump: at("pg_dump"), pg_dumpall: at("pg_dumpall"), pg_restore: at("pg_restore") }
     }

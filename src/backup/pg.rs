@@ -15,7 +15,7 @@ use std::time::Duration;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// libpq environment variables for `database` on `target`'s server.
-pub fn env(target: &PgTarget, database: &str) -> Vec<(&'static str, OsString)> {
+pub(crate) fn env(target: &PgTarget, database: &str) -> Vec<(&'static str, OsString)> {
     let mut env: Vec<(&'static str, OsString)> = vec![
         ("PGPORT", target.port.to_string().into()),
         ("PGUSER", target.user.clone().into()),
@@ -53,10 +53,11 @@ pub fn env(target: &PgTarget, database: &str) -> Vec<(&'static str, OsString)> {
 }
 
 /// Variables a caller's environment may hold that would redirect the tools elsewhere.
-pub const CLEARED: &[&str] = &["PGSERVICE", "PGSERVICEFILE", "PGPASSFILE", "PGOPTIONS", "PGHOSTADDR", "PGREQUIRESSL"];
+pub(crate) const CLEARED: &[&str] =
+    &["PGSERVICE", "PGSERVICEFILE", "PGPASSFILE", "PGOPTIONS", "PGHOSTADDR", "PGREQUIRESSL"];
 
 /// A client tool set up for `database`: environment, no password prompt.
-pub fn command(tool: &Path, target: &PgTarget, database: &str) -> tokio::process::Command {
+pub(crate) fn command(tool: &Path, target: &PgTarget, database: &str) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(tool);
     for name in CLEARED {
         c.env_remove(name);
@@ -66,19 +67,19 @@ pub fn command(tool: &Path, target: &PgTarget, database: &str) -> tokio::process
 }
 
 /// The major version in `pg_dump --version` output (`pg_dump (PostgreSQL) 15.8 (Debian …)`).
-pub fn tool_major(version: &str) -> Option<u32> {
+pub(crate) fn tool_major(version: &str) -> Option<u32> {
     let after = version.split(')').nth(1).unwrap_or(version);
     after.split(|c: char| !c.is_ascii_digit()).find(|p| !p.is_empty())?.parse().ok()
 }
 
 /// The server's major version from `server_version_num` (150008 → 15; 90624 → 9).
-pub fn server_major(version_num: u32) -> u32 {
+pub(crate) fn server_major(version_num: u32) -> u32 {
     version_num / 10_000
 }
 
 /// `Err` with what to do when the tool is older than the server (pg_dump refuses newer
 /// servers, and an older one could not read what they have).
-pub fn check_versions(tool: &str, tool_version: &str, server_version_num: u32) -> Result<(), String> {
+pub(crate) fn check_versions(tool: &str, tool_version: &str, server_version_num: u32) -> Result<(), String> {
     let Some(tool_major) = tool_major(tool_version) else {
         return Err(format!("cannot read {tool}'s version from `{}`", tool_version.trim()));
     };
@@ -94,7 +95,7 @@ pub fn check_versions(tool: &str, tool_version: &str, server_version_num: u32) -
 }
 
 /// `TOOL --version`, trimmed.
-pub async fn tool_version(tool: &Path) -> Result<String, String> {
+pub(crate) async fn tool_version(tool: &Path) -> Result<String, String> {
     let out = tokio::process::Command::new(tool)
         .arg("--version")
         .output()
@@ -107,7 +108,7 @@ pub async fn tool_version(tool: &Path) -> Result<String, String> {
 }
 
 /// A connection to `database`.
-pub async fn connect(target: &PgTarget, database: &str) -> Result<PgConnection, String> {
+pub(crate) async fn connect(target: &PgTarget, database: &str) -> Result<PgConnection, String> {
     let options = target.connect_options(database);
     match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
         Ok(Ok(c)) => Ok(c),
@@ -122,7 +123,7 @@ pub async fn connect(target: &PgTarget, database: &str) -> Result<PgConnection, 
 
 /// What the backup needs to know about a server.
 #[derive(Debug, Clone)]
-pub struct ServerFacts {
+pub(crate) struct ServerFacts {
     /// `server_version`.
     pub version: String,
     /// `server_version_num`.
@@ -134,7 +135,7 @@ pub struct ServerFacts {
 }
 
 /// Asks the server for its version, the role's rights and its databases.
-pub async fn facts(conn: &mut PgConnection) -> Result<ServerFacts, String> {
+pub(crate) async fn facts(conn: &mut PgConnection) -> Result<ServerFacts, String> {
     let row = sqlx::query(
         "SELECT current_setting('server_version'), current_setting('server_version_num')::int, \
          (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
@@ -157,12 +158,12 @@ pub async fn facts(conn: &mut PgConnection) -> Result<ServerFacts, String> {
 }
 
 /// `"name"`, quoted as an SQL identifier.
-pub fn ident(name: &str) -> String {
+pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Whether `database` exists.
-pub async fn exists(conn: &mut PgConnection, database: &str) -> Result<bool, String> {
+pub(crate) async fn exists(conn: &mut PgConnection, database: &str) -> Result<bool, String> {
     sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
         .bind(database)
         .fetch_one(conn)
@@ -171,7 +172,7 @@ pub async fn exists(conn: &mut PgConnection, database: &str) -> Result<bool, Str
 }
 
 /// `CREATE DATABASE` from `template0` (what a restore of `pg_dump -Fc` wants).
-pub async fn create(conn: &mut PgConnection, database: &str) -> Result<(), String> {
+pub(crate) async fn create(conn: &mut PgConnection, database: &str) -> Result<(), String> {
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {} TEMPLATE template0", ident(database))))
         .execute(conn)
         .await
@@ -180,7 +181,7 @@ pub async fn create(conn: &mut PgConnection, database: &str) -> Result<(), Strin
 }
 
 /// `DROP DATABASE … WITH (FORCE)`: also when sessions are connected.
-pub async fn drop(conn: &mut PgConnection, database: &str) -> Result<(), String> {
+pub(crate) async fn drop(conn: &mut PgConnection, database: &str) -> Result<(), String> {
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(database))))
         .execute(conn)
         .await
@@ -189,7 +190,7 @@ pub async fn drop(conn: &mut PgConnection, database: &str) -> Result<(), String>
 }
 
 /// Exact row counts of every table (`schema.table` → rows), system schemas left out.
-pub async fn row_counts(conn: &mut PgConnection) -> Result<BTreeMap<String, i64>, String> {
+pub(crate) async fn row_counts(conn: &mut PgConnection) -> Result<BTreeMap<String, i64>, String> {
     let tables = sqlx::query(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
@@ -213,7 +214,7 @@ pub async fn row_counts(conn: &mut PgConnection) -> Result<BTreeMap<String, i64>
 }
 
 /// Closes a connection politely.
-pub async fn close(conn: PgConnection) {
+pub(crate) async fn close(conn: PgConnection) {
     let _ = conn.close().await;
 }
 

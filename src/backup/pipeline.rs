@@ -183,7 +183,7 @@ where
 }
 
 /// Reads age identities (`AGE-SECRET-KEY-1…` lines, `#` comments) from a file.
-pub fn identities(path: &std::path::Path) -> Result<Vec<Box<dyn age::Identity + Send + Sync>>, String> {
+pub(crate) fn identities(path: &std::path::Path) -> Result<Vec<Box<dyn age::Identity + Send + Sync>>, String> {
     let text = std::fs::read(path).map_err(|e| format!("cannot read the identity file {}: {e}", path.display()))?;
     let file = age::IdentityFile::from_buffer(&text[..])
         .map_err(|e| format!("{} is not an age identity file: {e}", path.display()))?;
@@ -195,7 +195,7 @@ pub fn identities(path: &std::path::Path) -> Result<Vec<Box<dyn age::Identity + 
 }
 
 /// Decrypts and decompresses a stored stream. Errors name no key material.
-pub async fn unseal<R>(
+pub(crate) async fn unseal<R>(
     input: R,
     identities: &[Box<dyn age::Identity + Send + Sync>],
 ) -> io::Result<impl AsyncRead + Unpin + Send>
@@ -215,7 +215,7 @@ where
 }
 
 /// SHA-256 (hex) and length of a stream.
-pub async fn hash<R: AsyncRead + Unpin>(mut input: R) -> io::Result<(String, u64)> {
+pub(crate) async fn hash<R: AsyncRead + Unpin>(mut input: R) -> io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// Why a restore did not happen.
 #[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
+pub(crate) enum RestoreError {
     /// The request cannot be served as asked (unknown item, existing target without
     /// `--force`, …): nothing was changed.
     #[error("{0}")]
@@ -26,10 +26,14 @@ pub enum RestoreError {
 }
 
 /// Identities from a file.
-pub type Identities = [Box<dyn age::Identity + Send + Sync>];
+pub(crate) type Identities = [Box<dyn age::Identity + Send + Sync>];
 
 /// The item of `manifest` for database `db` (of `service`, when given).
-pub fn find_database<'a>(manifest: &'a Manifest, db: &str, service: Option<&str>) -> Result<&'a Item, RestoreError> {
+pub(crate) fn find_database<'a>(
+    manifest: &'a Manifest,
+    db: &str,
+    service: Option<&str>,
+) -> Result<&'a Item, RestoreError> {
     let found: Vec<&Item> = manifest
         .items
         .iter()
@@ -63,7 +67,7 @@ pub fn find_database<'a>(manifest: &'a Manifest, db: &str, service: Option<&str>
 }
 
 /// The configured service an item came from.
-pub fn source<'a>(plan: &'a BackupPlan, item: &Item) -> Result<&'a DbSource, RestoreError> {
+pub(crate) fn source<'a>(plan: &'a BackupPlan, item: &Item) -> Result<&'a DbSource, RestoreError> {
     plan.sources.iter().find(|s| s.service == item.service).ok_or_else(|| {
         RestoreError::Refused(format!(
             "the dump is from postgres service `{}`, which is not in the config's backup any more",
@@ -73,7 +77,7 @@ pub fn source<'a>(plan: &'a BackupPlan, item: &Item) -> Result<&'a DbSource, Res
 }
 
 /// Checks the stored file's size and SHA-256 against the manifest.
-pub async fn check_sum<S: Storage>(storage: &S, run: &str, item: &Item) -> Result<(), String> {
+pub(crate) async fn check_sum<S: Storage>(storage: &S, run: &str, item: &Item) -> Result<(), String> {
     let key = format!("{run}/{}", item.file);
     let reader = storage.open(&key).await.map_err(|e| e.to_string())?;
     let (sha, size) = pipeline::hash(reader).await.map_err(|e| format!("cannot read {key}: {e}"))?;
@@ -92,7 +96,7 @@ fn dbname_conninfo(db: &str) -> String {
 }
 
 /// Streams `input` (a plain `pg_dump -Fc` archive) into `pg_restore` against database `into`.
-pub async fn pg_restore<R: AsyncRead + Unpin>(
+pub(crate) async fn pg_restore<R: AsyncRead + Unpin>(
     plan: &BackupPlan,
     source: &DbSource,
     into: &str,
@@ -138,7 +142,7 @@ pub async fn pg_restore<R: AsyncRead + Unpin>(
 
 /// Restores `item` of run `run` into a new database `into` on the item's server.
 #[allow(clippy::too_many_arguments)]
-pub async fn database<S: Storage>(
+pub(crate) async fn database<S: Storage>(
     plan: &BackupPlan,
     storage: &S,
     run: &str,
@@ -187,7 +191,7 @@ pub async fn database<S: Storage>(
 /// Unpacks file set `set` of `manifest` into `dir` (missing or empty, unless `force`; created
 /// 0700 when missing). Unsafe entries are left out and listed in the result (see
 /// `files::unpack_tar`); the caller reports them.
-pub async fn files<S: Storage>(
+pub(crate) async fn files<S: Storage>(
     storage: &S,
     manifest: &Manifest,
     set: &str,

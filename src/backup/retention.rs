@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 /// A run as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunFacts {
+pub(crate) struct RunFacts {
     /// The run id.
     pub id: String,
     /// When it started.
@@ -25,7 +25,7 @@ pub struct RunFacts {
 /// Why a run stays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Keep {
+pub(crate) enum Keep {
     /// The newest complete run.
     Newest,
     /// Newest of its day.
@@ -40,7 +40,7 @@ pub enum Keep {
 
 /// The decision for one run.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// The run id.
     pub id: String,
     /// Why it stays; empty: it goes.
@@ -49,13 +49,14 @@ pub struct Decision {
 
 impl Decision {
     /// It stays.
-    pub fn kept(&self) -> bool {
+    #[cfg(test)]
+    fn kept(&self) -> bool {
         !self.keep.is_empty()
     }
 }
 
 /// Decides every run, in the order given.
-pub fn decide(runs: &[RunFacts], policy: Retention, tz: &TimeZone) -> Vec<Decision> {
+pub(crate) fn decide(runs: &[RunFacts], policy: Retention, tz: &TimeZone) -> Vec<Decision> {
     let mut complete: Vec<&RunFacts> = runs.iter().filter(|r| r.complete).collect();
     complete.sort_by(|a, b| b.at.cmp(&a.at).then(b.id.cmp(&a.id))); // newest first
     let mut keep: std::collections::BTreeMap<&str, BTreeSet<Keep>> = Default::default();

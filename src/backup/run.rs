@@ -14,7 +14,7 @@ use std::time::Instant;
 
 /// Why a run could not even start.
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+pub(crate) enum RunError {
     /// The destination failed (or is locked by another run).
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -24,18 +24,18 @@ pub enum RunError {
 }
 
 /// Progress display: bars on a terminal, nothing otherwise.
-pub struct Progress {
+pub(crate) struct Progress {
     bars: Option<indicatif::MultiProgress>,
 }
 
 impl Progress {
     /// No display (the daemon, or output that is not a terminal).
-    pub fn hidden() -> Self {
+    pub(crate) fn hidden() -> Self {
         Self { bars: None }
     }
 
     /// Bars on stderr.
-    pub fn terminal() -> Self {
+    pub(crate) fn terminal() -> Self {
         Self { bars: Some(indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr())) }
     }
 
@@ -127,7 +127,7 @@ async fn prepare<'a>(plan: &BackupPlan, source: &'a DbSource) -> SourcePlan<'a> 
 }
 
 /// Takes a backup now. `only_db` limits it to one database (no globals, no files).
-pub async fn run<S: Storage>(
+pub(crate) async fn run<S: Storage>(
     plan: &BackupPlan,
     storage: &S,
     only_db: Option<&str>,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// The check id the samples carry.
-pub const CHECK: &str = "backup";
+pub(crate) const CHECK: &str = "backup";
 
 /// Whether the plan still backs up this item (items of removed databases raise no alerts).
 fn configured(plan: &BackupPlan, kind: ItemKind, service: &str, name: &str) -> bool {
@@ -34,7 +34,7 @@ fn configured(plan: &BackupPlan, kind: ItemKind, service: &str, name: &str) -> b
 }
 
 /// The samples for the manifests (oldest first).
-pub fn samples(plan: &BackupPlan, manifests: &[Manifest]) -> Vec<Sample> {
+pub(crate) fn samples(plan: &BackupPlan, manifests: &[Manifest]) -> Vec<Sample> {
     #[derive(Default)]
     struct Seen {
         last_ok: Option<bool>,
@@ -105,7 +105,7 @@ async fn observe(plan: &BackupPlan, clock: &dyn Clock) -> Observation {
 }
 
 /// Runs until `stop`: scheduled backups, and samples every `every`.
-pub fn spawn(
+pub(crate) fn spawn(
     plan: Arc<BackupPlan>,
     tx: mpsc::Sender<Observation>,
     clock: Arc<dyn Clock>,

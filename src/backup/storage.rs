@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A storage problem, with the key or path it concerns.
 #[derive(Debug, thiserror::Error)]
-pub enum StorageError {
+pub(crate) enum StorageError {
     /// An I/O error.
     #[error("{what}: {source}")]
     Io {
@@ -33,7 +33,7 @@ pub enum StorageError {
 
 /// One stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Object {
+pub(crate) struct Object {
     /// `RUN/FILE`.
     pub key: String,
     /// Size in bytes.
@@ -45,7 +45,7 @@ pub struct Object {
 }
 
 /// A place to keep backup files.
-pub trait Storage: Send + Sync {
+pub(crate) trait Storage: Send + Sync {
     /// A stream being written; visible only after [`Storage::commit`].
     type Writer: AsyncWrite + Unpin + Send + 'static;
     /// A stream being read.
@@ -85,12 +85,12 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> StorageError {
 
 impl LocalDir {
     /// Storage in `root` (created on first write).
-    pub fn new(root: PathBuf) -> Self {
+    pub(crate) fn new(root: PathBuf) -> Self {
         Self { root }
     }
 
     /// The directory.
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
@@ -109,7 +109,7 @@ impl LocalDir {
 
 /// The lock of a [`LocalDir`]: an exclusive `flock` on `DIR/.lock`.
 #[derive(Debug)]
-pub struct DirLock(#[allow(dead_code)] std::fs::File);
+pub(crate) struct DirLock(#[allow(dead_code)] std::fs::File);
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The verdict on one item.
 #[derive(Debug, Clone, Serialize)]
-pub struct ItemReport {
+pub(crate) struct ItemReport {
     /// `service/name`.
     pub item: String,
     /// The stored file.
@@ -31,7 +31,7 @@ pub struct ItemReport {
 
 /// A restore test's result.
 #[derive(Debug, Clone, Serialize)]
-pub struct RestoreTest {
+pub(crate) struct RestoreTest {
     /// The scratch database (dropped again).
     pub scratch_database: String,
     /// Tables compared.
@@ -44,7 +44,7 @@ pub struct RestoreTest {
 
 /// The verdict on a run.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// The run.
     pub id: String,
     /// Whether every item passed.
@@ -54,7 +54,7 @@ pub struct Report {
 }
 
 /// Verifies `manifest`'s run.
-pub async fn verify<S: Storage>(
+pub(crate) async fn verify<S: Storage>(
     plan: &BackupPlan,
     storage: &S,
     manifest: &Manifest,

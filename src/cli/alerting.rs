@@ -11,13 +11,13 @@ use serde::Serialize;
 use std::sync::Arc;
 
 /// `mxwarden run`; `log_secrets` is the log writer's, which each reloaded config adds to.
-pub fn run(config: Config, log_secrets: crate::redact::Shared) -> Result<Status> {
+pub(crate) fn run(config: Config, log_secrets: crate::redact::Shared) -> Result<Status> {
     crate::cli::runtime()?.block_on(crate::daemon::run(config, Arc::new(SystemClock), log_secrets))?;
     Ok(Status::Healthy)
 }
 
 /// `mxwarden notify test RECEIVER`: one real message through the receiver, now.
-pub fn notify_test(config: &Config, name: &str) -> Result<Status> {
+pub(crate) fn notify_test(config: &Config, name: &str) -> Result<Status> {
     let Some(alerting) = &config.alerting else {
         bail!("{} has no `alerting:` section, so there is no receiver `{name}`", config.path.display());
     };
@@ -82,7 +82,7 @@ fn time(ms: i64) -> String {
 }
 
 /// `mxwarden alerts`: pending and firing alerts from the store.
-pub fn alerts(config: &Config, json: bool) -> Result<Status> {
+pub(crate) fn alerts(config: &Config, json: bool) -> Result<Status> {
     let rows: Vec<AlertRow> = crate::cli::runtime()?
         .block_on(async {
             let store = open_store(config).await?;
@@ -134,7 +134,7 @@ struct OutboxRow {
 }
 
 /// `mxwarden outbox`: recent deliveries (or only dead ones).
-pub fn outbox(config: &Config, dead: bool, json: bool) -> Result<Status> {
+pub(crate) fn outbox(config: &Config, dead: bool, json: bool) -> Result<Status> {
     let rows: Vec<OutboxRow> = crate::cli::runtime()?
         .block_on(async {
             let store = open_store(config).await?;

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 /// `mxwarden backup …`.
 #[derive(Debug, Subcommand)]
-pub enum BackupCommand {
+pub(crate) enum BackupCommand {
     /// Take a backup now: every configured database, roles and file set (or one database).
     Run {
         /// Only this database (no roles, no file sets).
@@ -72,7 +72,7 @@ pub enum BackupCommand {
 
 /// `mxwarden restore ID (--db NAME | --files SET) --into TARGET`.
 #[derive(Debug, clap::Args)]
-pub struct RestoreArgs {
+pub(crate) struct RestoreArgs {
     /// The run id (see `backup list`), or `latest` for the newest good run.
     pub id: String,
     /// Restore this database's dump.
@@ -109,7 +109,7 @@ fn plan(config: &Config) -> Result<&BackupPlan> {
 }
 
 /// Runs a `backup` subcommand (`keygen` needs no config).
-pub fn run(path: &Path, command: BackupCommand) -> Result<Status> {
+pub(crate) fn run(path: &Path, command: BackupCommand) -> Result<Status> {
     if let BackupCommand::Keygen { output } = &command {
         return keygen(output);
     }
@@ -392,7 +392,7 @@ fn keygen(output: &Path) -> Result<Status> {
 }
 
 /// `mxwarden restore`.
-pub fn restore(config: &Config, args: RestoreArgs) -> Result<Status> {
+pub(crate) fn restore(config: &Config, args: RestoreArgs) -> Result<Status> {
     let plan = plan(config)?;
     let identities = pipeline::identities(&args.identity).map_err(anyhow::Error::msg)?;
     let rt = crate::cli::runtime()?;

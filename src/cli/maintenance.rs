@@ -12,7 +12,7 @@ use clap::Subcommand;
 
 /// The `maintenance` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum MaintenanceCommand {
+pub(crate) enum MaintenanceCommand {
     /// Open an ad hoc window now: checks keep running, pages for these services are held.
     Start {
         /// Services (names under `services:`).
@@ -45,7 +45,7 @@ pub enum MaintenanceCommand {
 }
 
 /// Runs a `maintenance` subcommand.
-pub fn run(config: &Config, command: MaintenanceCommand) -> Result<Status> {
+pub(crate) fn run(config: &Config, command: MaintenanceCommand) -> Result<Status> {
     let now = jiff::Timestamp::now().as_millisecond();
     crate::cli::runtime()?.block_on(async {
         match command {

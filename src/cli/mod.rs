@@ -680,7 +680,7 @@ fn describe_tier(t: &crate::notify::Tier) -> String {
 }
 
 /// The starter config written by `init`.
-pub const STARTER: &str = include_str!("starter.yaml");
+pub(crate) const STARTER: &str = include_str!("starter.yaml");
 
 fn init(path: &Path, force: bool) -> Result<Status> {
     if path.exists() && !force {

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 /// `mxwarden pg …`.
 #[derive(Debug, Subcommand)]
-pub enum PgCommand {
+pub(crate) enum PgCommand {
     /// Connections by state against the limit, database sizes against disk_limit, the ten
     /// largest tables of each database, the longest and blocked queries, replication, the
     /// costliest statements, and the service's rules judged now.
@@ -34,7 +34,7 @@ pub enum PgCommand {
 }
 
 /// Runs a `pg` subcommand.
-pub fn run(config: &Config, command: PgCommand) -> Result<Status> {
+pub(crate) fn run(config: &Config, command: PgCommand) -> Result<Status> {
     match command {
         PgCommand::Report { service, json } => report_command(config, service.as_deref(), json),
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// What one rule says about the current samples.
 #[derive(Debug, Serialize)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// The service, from the alert's labels or the rule's origin.
     pub service: Option<String>,
     /// Alert name.
@@ -30,7 +30,7 @@ pub struct Verdict {
 impl Verdict {
     /// Whether this verdict leaves the stack healthy: only firing critical or warning rules,
     /// and rules that cannot be evaluated, do not.
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         match self.state {
             "would fire" => self.severity == "info",
             "error" => false,
@@ -45,7 +45,7 @@ fn human_ms(ms: i64) -> String {
 
 /// Evaluates every rule once over the samples of `observations` (all taken "now"), ignoring
 /// `for`: what would fire if the condition held long enough.
-pub fn judge_now(config: &Config, observations: &[Observation]) -> Vec<Verdict> {
+pub(crate) fn judge_now(config: &Config, observations: &[Observation]) -> Vec<Verdict> {
     if config.rules.is_empty() {
         return Vec::new();
     }
@@ -121,7 +121,7 @@ fn service_of(origin: &str) -> Option<String> {
 }
 
 /// Prints the rule verdicts under the check table.
-pub fn print_verdicts(verdicts: &[Verdict]) {
+pub(crate) fn print_verdicts(verdicts: &[Verdict]) {
     if verdicts.is_empty() {
         return;
     }
@@ -176,7 +176,7 @@ struct RulesList<'a> {
 }
 
 /// `mxwarden rules list`.
-pub fn list(config: &Config, json: bool) -> Result<Status> {
+pub(crate) fn list(config: &Config, json: bool) -> Result<Status> {
     let list = RulesList {
         rules: config
             .rules
@@ -292,7 +292,7 @@ struct ExportedRule<'a> {
 }
 
 /// `mxwarden rules export`: a Prometheus rule file, one group per source.
-pub fn export(config: &Config) -> Result<Status> {
+pub(crate) fn export(config: &Config) -> Result<Status> {
     let mut groups: Vec<RuleGroup<'_>> = Vec::new();
     for rule in &config.rules {
         let name = format!("mxwarden {}", rule.def.origin);

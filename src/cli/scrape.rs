@@ -72,7 +72,7 @@ fn table_line(s: &SampleRef<'_, '_>) -> String {
 }
 
 /// Runs `mxwarden scrape`.
-pub fn scrape(url: &str, families: &[String], json: bool, timeout: &str, body_limit: &str) -> Result<Status> {
+pub(crate) fn scrape(url: &str, families: &[String], json: bool, timeout: &str, body_limit: &str) -> Result<Status> {
     let url = url::Url::parse(url).with_context(|| format!("`{url}` is not a URL"))?;
     if url.scheme() != "http" && url.scheme() != "https" {
         bail!("`{url}` is not an http(s) URL");

@@ -241,7 +241,7 @@ fn retention(config: &BackupConfig, problems: &mut Problems<'_>, here: &Location
 }
 
 /// Checks one recipient; the message never repeats a private key.
-pub fn parse_recipient(text: &str) -> Result<String, String> {
+pub(crate) fn parse_recipient(text: &str) -> Result<String, String> {
     let text = text.trim();
     if text.to_ascii_uppercase().starts_with("AGE-SECRET-KEY-") {
         return Err("this is an age private key (identity), not a recipient: give its public key (`age1…`, \

@@ -24,7 +24,7 @@ use std::time::Duration;
 use url::Url;
 
 /// Where the config came from, for messages and relative paths.
-pub struct Origin<'a> {
+pub(crate) struct Origin<'a> {
     /// The file.
     pub path: &'a Path,
     /// Its text.
@@ -69,7 +69,7 @@ impl Problems<'_> {
 }
 
 /// What the config expands into.
-pub struct Built {
+pub(crate) struct Built {
     /// Every check.
     pub checks: Vec<CheckSpec>,
     /// Every rule: presets for services with metrics, then the config's.
@@ -95,7 +95,7 @@ pub struct Built {
 }
 
 /// The default `listen`.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
 
 /// `listen:` as an address (`None` for `off`).
 fn listen(file: &FileConfig, problems: &mut Problems<'_>) -> Option<std::net::SocketAddr> {
@@ -120,7 +120,7 @@ fn listen(file: &FileConfig, problems: &mut Problems<'_>) -> Option<std::net::So
 }
 
 /// The default `listen_max_connections` (Prometheus's `--web.max-connections`).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
 /// `listen_max_connections:`, at least 1.
 fn listen_max_connections(file: &FileConfig, problems: &mut Problems<'_>) -> usize {
@@ -139,7 +139,7 @@ fn listen_max_connections(file: &FileConfig, problems: &mut Problems<'_>) -> usi
 }
 
 /// Validates `file` and expands it into checks and rules, or returns every problem found.
-pub fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagnostic>> {
+pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec<Diagnostic>> {
     let mut problems = Problems { origin, found: Vec::new() };
     let mut rules = Vec::new();
     let mut unavailable = Vec::new();

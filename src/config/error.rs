@@ -57,7 +57,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// A diagnostic at `line:column` of `source`, with a snippet of that line.
-    pub fn at(
+    pub(crate) fn at(
         file: &Path,
         source: &str,
         line: u64,
@@ -77,7 +77,7 @@ impl Diagnostic {
     }
 
     /// Adds a hint.
-    pub fn with_hint(mut self, hint: Option<String>) -> Self {
+    pub(crate) fn with_hint(mut self, hint: Option<String>) -> Self {
         self.hint = hint;
         self
     }

@@ -15,7 +15,7 @@ enum Frame {
 /// The path of the node at `line`:`column` (1-indexed, as the parser reports them), or of
 /// the collection holding it when the position is a key; empty at the top or when the text
 /// cannot be parsed up to there.
-pub fn key_path_at(source: &str, line: u64, column: u64) -> String {
+pub(crate) fn key_path_at(source: &str, line: u64, column: u64) -> String {
     let target = (line, column);
     let mut stack: Vec<Frame> = Vec::new();
     for item in Parser::new_from_str(source) {

@@ -16,7 +16,7 @@ use std::path::Path;
 /// `${NAME:-default}` and friends, `$$` for a literal `$`. A bare `$name` stays as written, so
 /// alert templates (`{{ $value }}`, `{{ $labels.x }}`) need no escaping. Values are redacted
 /// back to `${NAME}` in every error message.
-pub fn parse(file: &Path, source: &str, env: &HashMap<String, String>) -> Result<FileConfig, ConfigError> {
+pub(crate) fn parse(file: &Path, source: &str, env: &HashMap<String, String>) -> Result<FileConfig, ConfigError> {
     let unset = unset_references(source, env);
     if !unset.is_empty() {
         return Err(ConfigError::Invalid(

@@ -7,15 +7,15 @@
 mod alerting;
 mod backup;
 mod build;
-pub mod error;
+pub(crate) mod error;
 mod keypath;
-pub mod load;
+pub(crate) mod load;
 mod maintenance;
 mod postgres;
-pub mod schema;
-pub mod secrets;
+pub(crate) mod schema;
+pub(crate) mod secrets;
 
-pub use error::{ConfigError, Diagnostic};
+pub(crate) use error::{ConfigError, Diagnostic};
 
 use crate::probe::spec::CheckSpec;
 use std::collections::HashMap;
@@ -70,7 +70,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// The secrets of the config file at `path` as far as its text shows them, valid or not
 /// (no `*_file` is read): for the log writer, before the config is loaded. Nothing when the
 /// file cannot be read.
-pub fn secrets_of(path: &Path) -> crate::redact::Redactor {
+pub(crate) fn secrets_of(path: &Path) -> crate::redact::Redactor {
     let Ok(source) = std::fs::read_to_string(path) else { return crate::redact::Redactor::default() };
     let env: HashMap<String, String> = std::env::vars().collect();
     secrets::collect(&source, &env).redactor()
@@ -118,7 +118,7 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
 
 impl Config {
     /// The services it knows: its `services:` and the `service` of its checks.
-    pub fn known_services(&self) -> std::collections::BTreeSet<String> {
+    pub(crate) fn known_services(&self) -> std::collections::BTreeSet<String> {
         self.topology
             .services()
             .map(str::to_string)

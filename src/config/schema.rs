@@ -4,7 +4,7 @@
 //! turns them into runnable checks, rules and receivers. Keys are snake_case, durations `30s`,
 //! sizes `1MiB`, secrets `${ENV_VAR}` or a `*_file` twin.
 
-pub use crate::model::{ServiceKind, StatusMatcher};
+pub(crate) use crate::model::{ServiceKind, StatusMatcher};
 use crate::units::{ByteSize, HumanDuration};
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
@@ -15,7 +15,7 @@ use std::path::PathBuf;
 /// The whole configuration file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     /// Values every check inherits unless it sets its own.
     #[serde(default)]
     pub defaults: DefaultsConfig,
@@ -73,7 +73,7 @@ pub struct FileConfig {
 /// One recurring maintenance window.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MaintenanceWindowConfig {
+pub(crate) struct MaintenanceWindowConfig {
     /// A unique name, e.g. `synapse-monthly-update`.
     pub name: Spanned<String>,
     /// The services it covers, by their names under `services:` (or a check's `service`).
@@ -91,7 +91,7 @@ pub struct MaintenanceWindowConfig {
 /// Receivers and tiers.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AlertingConfig {
+pub(crate) struct AlertingConfig {
     /// Named receivers, each one of `matrix`, `email` or `webhook`.
     #[serde(default)]
     pub receivers: BTreeMap<String, Spanned<ReceiverConfig>>,
@@ -110,7 +110,7 @@ pub struct AlertingConfig {
 /// Delivery retries: exponential backoff with ±20 % jitter (or the server's Retry-After).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RetryConfig {
+pub(crate) struct RetryConfig {
     /// First wait; doubled after every failure. Default `2s`.
     #[serde(default)]
     pub initial: Option<HumanDuration>,
@@ -125,7 +125,7 @@ pub struct RetryConfig {
 /// The three tiers.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TiersConfig {
+pub(crate) struct TiersConfig {
     /// `severity: critical`: sent at once, reminders every `repeat`, `fallback` when the
     /// receivers keep failing.
     #[serde(default)]
@@ -141,7 +141,7 @@ pub struct TiersConfig {
 /// One tier.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TierConfig {
+pub(crate) struct TierConfig {
     /// Receivers by name.
     #[serde(default)]
     pub receivers: Vec<String>,
@@ -162,7 +162,7 @@ pub struct TierConfig {
 /// When a digest goes out (local time in `alerting.timezone`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DigestConfig {
+pub(crate) struct DigestConfig {
     /// Every day at `HH:MM`.
     #[serde(default)]
     pub daily: Option<String>,
@@ -174,7 +174,7 @@ pub struct DigestConfig {
 /// A receiver: exactly one of the kinds.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReceiverConfig {
+pub(crate) struct ReceiverConfig {
     /// A Matrix room.
     #[serde(default)]
     pub matrix: Option<MatrixReceiverConfig>,
@@ -189,7 +189,7 @@ pub struct ReceiverConfig {
 /// Posts into a Matrix room as a bot user (the room should be unencrypted).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MatrixReceiverConfig {
+pub(crate) struct MatrixReceiverConfig {
     /// The homeserver's client API base URL, e.g. `https://matrix.example.org`.
     pub homeserver: Spanned<String>,
     /// Room id (`!abc:example.org`) or alias (`#ops:example.org`).
@@ -208,7 +208,7 @@ pub struct MatrixReceiverConfig {
 /// Sends mail through an SMTP server.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EmailReceiverConfig {
+pub(crate) struct EmailReceiverConfig {
     /// `smtp://host:587` (STARTTLS), `smtps://host:465` (TLS), or `smtp://localhost:25` with
     /// `tls: none` for a local relay.
     pub smtp: Spanned<String>,
@@ -233,7 +233,7 @@ pub struct EmailReceiverConfig {
 /// POSTs Alertmanager's webhook payload (version 4).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WebhookReceiverConfig {
+pub(crate) struct WebhookReceiverConfig {
     /// Where to POST. A secret, like the tokens: webhook URLs usually carry their
     /// credential in the path, so only the scheme and host are ever shown.
     pub url: Spanned<SecretString>,
@@ -251,7 +251,7 @@ pub struct WebhookReceiverConfig {
 /// One alerting rule, exactly as in a Prometheus rule file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RuleConfig {
+pub(crate) struct RuleConfig {
     /// Alert name, e.g. `SynapseFederationQueueBacklog`.
     pub alert: String,
     /// PromQL expression over scraped metrics and probe samples (see `docs/rules.md` for
@@ -351,7 +351,7 @@ fn default_sample_limit() -> usize {
 /// the kind is an error, not silently ignored.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServiceConfig {
+pub(crate) struct ServiceConfig {
     /// What the service is: `synapse`, `mas`, `vikunja`, `authentik` or `postgres`.
     pub kind: ServiceKind,
     /// Public base URL, e.g. `https://matrix.example.org`. Preset paths are joined to it.
@@ -461,7 +461,7 @@ pub struct ServiceConfig {
 /// one by one, the others stay.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OverrideConfig {
+pub(crate) struct OverrideConfig {
     /// Interval for this check.
     #[serde(default)]
     pub interval: Option<HumanDuration>,
@@ -476,7 +476,7 @@ pub struct OverrideConfig {
 /// A check written by hand.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CheckConfig {
+pub(crate) struct CheckConfig {
     /// Unique name, shown in output and used as the `check` label.
     pub name: String,
     /// Optional grouping label (`service`), e.g. `web`.
@@ -499,7 +499,7 @@ pub struct CheckConfig {
 /// A Prometheus scrape.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ScrapeConfig {
+pub(crate) struct ScrapeConfig {
     /// The metrics URL.
     pub url: Spanned<String>,
     /// Extra request headers.
@@ -526,7 +526,7 @@ pub struct ScrapeConfig {
 /// An HTTP probe.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HttpConfig {
+pub(crate) struct HttpConfig {
     /// The URL to request (`http` or `https`).
     pub url: Spanned<String>,
     /// HTTP method. Default `GET`.
@@ -561,7 +561,7 @@ pub struct HttpConfig {
 /// Expectations on a response. Every one that is set must hold.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExpectConfig {
+pub(crate) struct ExpectConfig {
     /// Accepted status codes: one (`200`), a list (`[200, 204]`), or classes (`2xx`). Default `2xx`.
     #[serde(default)]
     pub status: Option<OneOrMany<StatusMatcher>>,
@@ -585,7 +585,7 @@ pub struct ExpectConfig {
 /// TLS settings of a probe.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TlsConfig {
+pub(crate) struct TlsConfig {
     /// PEM file with extra CA certificates to trust (a private CA), added to the system roots.
     #[serde(default)]
     pub ca_file: Option<Spanned<PathBuf>>,
@@ -596,7 +596,7 @@ pub struct TlsConfig {
 
 /// One value or a list of values.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OneOrMany<T>(pub Vec<T>);
+pub(crate) struct OneOrMany<T>(pub Vec<T>);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -633,7 +633,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
 /// holds only public keys and can never read its own backups.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BackupConfig {
+pub(crate) struct BackupConfig {
     /// The directory the backups go to, one sub-directory per run (created when missing).
     pub dir: Spanned<PathBuf>,
     /// When the daemon takes a backup: a cron expression (`0 2 * * *` is 02:00 every day),
@@ -683,7 +683,7 @@ pub struct BackupConfig {
 
 /// Which databases to dump (see `backup.databases`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DatabaseSelection {
+pub(crate) enum DatabaseSelection {
     /// `all`.
     All,
     /// `[matrix, mas]`: for the only postgres service.
@@ -694,7 +694,7 @@ pub enum DatabaseSelection {
 
 /// One service's databases: `all` or a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServiceDatabases {
+pub(crate) enum ServiceDatabases {
     /// Every database that accepts connections (templates left out).
     All,
     /// These.
@@ -761,7 +761,7 @@ impl<'de> Deserialize<'de> for DatabaseSelection {
 /// Grandfather-father-son retention: how many daily, weekly and monthly runs are kept.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RetentionConfig {
+pub(crate) struct RetentionConfig {
     /// The newest run of each of the last this many days that have a run. Default `7`.
     #[serde(default)]
     pub daily: Option<u32>,

@@ -23,18 +23,18 @@ use std::ops::Range;
 
 /// Keys whose value is a secret wherever they stand: the name of every `SecretString` field
 /// of the schema (`schema.rs`; a test keeps the two in step).
-pub const SECRET_KEYS: &[&str] =
+pub(crate) const SECRET_KEYS: &[&str] =
     &["access_token", "admin_token", "api_token", "bearer_token", "dsn", "hmac_secret", "password"];
 
 /// Keys whose `url` is a secret: a webhook URL carries its credential in the path.
-pub const SECRET_URL_PARENTS: &[&str] = &["webhook"];
+pub(crate) const SECRET_URL_PARENTS: &[&str] = &["webhook"];
 
 /// Keys holding request headers: every value is a secret unless the header is harmless
 /// ([`redact::is_harmless_header`]).
-pub const HEADER_MAPS: &[&str] = &["headers"];
+pub(crate) const HEADER_MAPS: &[&str] = &["headers"];
 
 /// Whether the value of `key`, in the mapping that is the value of `parent`, is a secret.
-pub fn is_secret_key(parent: Option<&str>, key: &str) -> bool {
+pub(crate) fn is_secret_key(parent: Option<&str>, key: &str) -> bool {
     SECRET_KEYS.contains(&key)
         || (key == "url" && parent.is_some_and(|p| SECRET_URL_PARENTS.contains(&p)))
         || (parent.is_some_and(|p| HEADER_MAPS.contains(&p)) && !redact::is_harmless_header(key))
@@ -43,7 +43,7 @@ pub fn is_secret_key(parent: Option<&str>, key: &str) -> bool {
 /// Whether `key` is a secret key or probably a misspelt one (`access_tokn`, `pasword`,
 /// `X-Auth` under `header:`); such values are masked in error snippets but not collected,
 /// since a near miss is a guess.
-pub fn looks_secret(parent: Option<&str>, key: &str) -> bool {
+pub(crate) fn looks_secret(parent: Option<&str>, key: &str) -> bool {
     const WORDS: &[&str] = &["token", "secret", "passw", "apikey", "api_key", "credential", "dsn"];
     let near = |word: &str, names: &[&str]| names.iter().any(|n| strsim::levenshtein(word, n) <= 2);
     let lower = key.to_ascii_lowercase();
@@ -61,7 +61,7 @@ pub fn looks_secret(parent: Option<&str>, key: &str) -> bool {
 
 /// What [`collect`] found in one config text.
 #[derive(Debug, Default)]
-pub struct Secrets {
+pub(crate) struct Secrets {
     /// Secret values, to be replaced wherever they appear.
     values: Vec<String>,
     /// Byte ranges of the source that hold a secret (or what looks like one), whatever its
@@ -70,7 +70,7 @@ pub struct Secrets {
 }
 
 /// Finds the secrets of `source`, with `${VAR}` taken from `env`.
-pub fn collect(source: &str, env: &HashMap<String, String>) -> Secrets {
+pub(crate) fn collect(source: &str, env: &HashMap<String, String>) -> Secrets {
     let mut found = Secrets::default();
     events(source, &mut found);
     let lines = Lines::new(source);
@@ -89,19 +89,19 @@ pub fn collect(source: &str, env: &HashMap<String, String>) -> Secrets {
 
 impl Secrets {
     /// Adds secrets found elsewhere (files named by `*_file` keys).
-    pub fn add(&mut self, more: impl IntoIterator<Item = String>) {
+    pub(crate) fn add(&mut self, more: impl IntoIterator<Item = String>) {
         self.values.extend(more);
     }
 
     /// Everything to hide in free text.
-    pub fn redactor(&self) -> Redactor {
+    pub(crate) fn redactor(&self) -> Redactor {
         Redactor::new(&self.values)
     }
 
     /// `d` with its secrets hidden: the message, hint and key redacted, and the snippet's
     /// source line re-rendered with every secret (and every value of a key that looks like a
     /// secret one) masked, the caret still under the same character.
-    pub fn clean(&self, source: &str, redactor: &Redactor, d: Diagnostic) -> Diagnostic {
+    pub(crate) fn clean(&self, source: &str, redactor: &Redactor, d: Diagnostic) -> Diagnostic {
         let snippet = match (&d.snippet, d.line) {
             (Some(_), Some(line)) => self.snippet(source, redactor, line, d.column.unwrap_or(0)),
             (Some(s), None) => Some(redactor.redact(s).into_owned()),

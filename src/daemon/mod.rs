@@ -36,7 +36,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
 /// How often mxwarden records that it is running; silence longer than two beats is a gap,
 /// shown as unknown.
-pub const HEARTBEAT_MS: i64 = 15_000;
+pub(crate) const HEARTBEAT_MS: i64 = 15_000;
 
 /// Runs one config until `stop` turns true.
 async fn run_config(

@@ -9,7 +9,7 @@ use jiff::{Timestamp, Zoned};
 use serde::Serialize;
 use std::sync::RwLock;
 
-pub use crate::model::Millis;
+pub(crate) use crate::model::Millis;
 
 /// A window from the config: starts at every match of `cron` (local time in `timezone`) and
 /// lasts `duration_ms`.
@@ -46,14 +46,14 @@ impl RecurringWindow {
     }
 
     /// The first start strictly after `after`.
-    pub fn next_start(&self, after: Millis) -> Option<Millis> {
+    pub(crate) fn next_start(&self, after: Millis) -> Option<Millis> {
         let from = self.zoned(after)?;
         self.cron.find_next_occurrence(&from, false).ok().map(|z| z.timestamp().as_millisecond())
     }
 
     /// The occurrence `[start, end)` that contains `at`, if any: the latest start at or before
     /// `at` gives the longest cover.
-    pub fn occurrence_at(&self, at: Millis) -> Option<(Millis, Millis)> {
+    pub(crate) fn occurrence_at(&self, at: Millis) -> Option<(Millis, Millis)> {
         let now = self.zoned(at)?;
         let start = self.cron.find_previous_occurrence(&now, true).ok()?.timestamp().as_millisecond();
         let end = start.saturating_add(self.duration_ms);
@@ -118,28 +118,29 @@ pub struct Calendar {
 }
 
 impl Calendar {
+    /// The config's windows.
+    #[cfg(test)]
+    fn recurring(&self) -> &[RecurringWindow] {
+        &self.recurring
+    }
+
     /// A calendar of the config's windows, without ad hoc ones yet.
     pub fn new(recurring: Vec<RecurringWindow>) -> Self {
         Self { recurring, ad_hoc: RwLock::new(Vec::new()) }
     }
 
     /// Replaces the ad hoc windows (the daemon calls this after reading the store).
-    pub fn set_ad_hoc(&self, windows: Vec<AdHocWindow>) {
+    pub(crate) fn set_ad_hoc(&self, windows: Vec<AdHocWindow>) {
         *self.ad_hoc.write().unwrap_or_else(std::sync::PoisonError::into_inner) = windows;
     }
 
     /// The ad hoc windows known.
-    pub fn ad_hoc(&self) -> Vec<AdHocWindow> {
+    pub(crate) fn ad_hoc(&self) -> Vec<AdHocWindow> {
         self.ad_hoc.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// The config's windows.
-    pub fn recurring(&self) -> &[RecurringWindow] {
-        &self.recurring
-    }
-
     /// Every window open at `at`.
-    pub fn active(&self, at: Millis) -> Vec<Occurrence> {
+    pub(crate) fn active(&self, at: Millis) -> Vec<Occurrence> {
         let mut open: Vec<Occurrence> = self
             .recurring
             .iter()
@@ -157,13 +158,13 @@ impl Calendar {
     }
 
     /// Whether `service` is in maintenance at `at` (ms).
-    pub fn in_maintenance(&self, service: &str, at_ms: Millis) -> bool {
+    pub(crate) fn in_maintenance(&self, service: &str, at_ms: Millis) -> bool {
         self.active(at_ms).iter().any(|o| o.services.iter().any(|s| s == service))
     }
 
     /// When `service`'s maintenance that is open at `at` ends, following windows that overlap
     /// or touch; `None` when it is not in maintenance.
-    pub fn maintenance_end(&self, service: &str, at: Millis) -> Option<Millis> {
+    pub(crate) fn maintenance_end(&self, service: &str, at: Millis) -> Option<Millis> {
         let mut end = None;
         let mut t = at;
         // Bounded: each step moves past at least one window's end.
@@ -182,7 +183,7 @@ impl Calendar {
 
     /// Occurrences starting after `at`: each recurring window's next one and every future ad
     /// hoc window, soonest first.
-    pub fn upcoming(&self, at: Millis) -> Vec<Occurrence> {
+    pub(crate) fn upcoming(&self, at: Millis) -> Vec<Occurrence> {
         let mut next: Vec<Occurrence> = self
             .recurring
             .iter()

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 /// What `maintenance list` and `GET /api/v1/maintenance` show.
 #[derive(Debug, Clone, Serialize)]
-pub struct Listing {
+pub(crate) struct Listing {
     /// When it was taken (RFC 3339).
     pub now: String,
     /// Windows open now.
@@ -23,7 +23,7 @@ pub struct Listing {
 
 /// One occurrence with readable times.
 #[derive(Debug, Clone, Serialize)]
-pub struct Shown {
+pub(crate) struct Shown {
     /// The occurrence.
     #[serde(flatten)]
     pub occurrence: Occurrence,
@@ -43,7 +43,7 @@ impl From<Occurrence> for Shown {
 }
 
 /// What is open at `now` and what comes, given the ad hoc windows the store holds now.
-pub fn listing(calendar: &Calendar, ad_hoc: Vec<AdHocWindow>, now: i64) -> Listing {
+pub(crate) fn listing(calendar: &Calendar, ad_hoc: Vec<AdHocWindow>, now: i64) -> Listing {
     calendar.set_ad_hoc(ad_hoc);
     Listing {
         now: rfc3339(now),
@@ -54,7 +54,7 @@ pub fn listing(calendar: &Calendar, ad_hoc: Vec<AdHocWindow>, now: i64) -> Listi
 
 /// A request for an ad hoc window, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewWindow {
+pub(crate) struct NewWindow {
     /// Services.
     pub services: Vec<String>,
     /// Start, ms.
@@ -67,7 +67,7 @@ pub struct NewWindow {
 
 /// Checks a request for an ad hoc window starting at `now` (the CLI's and the API's rules):
 /// known services, a duration from 1 minute to 7 days, a reason.
-pub fn check_request(
+pub(crate) fn check_request(
     services: &[String],
     duration: &str,
     reason: &str,

@@ -8,7 +8,7 @@ use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan, Zoned};
 
 /// The first digest time strictly after `after`, in `tz`.
-pub fn next_due(schedule: DigestSchedule, tz: &TimeZone, after: Timestamp) -> Timestamp {
+pub(crate) fn next_due(schedule: DigestSchedule, tz: &TimeZone, after: Timestamp) -> Timestamp {
     let local = after.to_zoned(tz.clone());
     let (hour, minute) = match schedule {
         DigestSchedule::Daily { hour, minute } | DigestSchedule::Weekly { hour, minute, .. } => (hour, minute),
@@ -33,7 +33,7 @@ pub fn next_due(schedule: DigestSchedule, tz: &TimeZone, after: Timestamp) -> Ti
 
 /// The runbook's "review weekly" items, counted from Synapse's and MAS's own counters:
 /// (what, the counter, a label that must match, or none).
-pub const INFO_COUNTERS: &[(&str, &str, Option<(&str, &str)>)] = &[
+pub(crate) const INFO_COUNTERS: &[(&str, &str, Option<(&str, &str)>)] = &[
     ("new registrations (Synapse)", "synapse_user_registrations_total", None),
     ("new registrations (MAS)", "mas_user_password_registration_total", None),
     ("failed password logins (MAS)", "mas_user_password_login_attempt_total", Some(("result", "error"))),
@@ -42,10 +42,10 @@ pub const INFO_COUNTERS: &[(&str, &str, Option<(&str, &str)>)] = &[
 
 /// One counted item for a digest: what, and how many in the period (`None`: not scraped, or
 /// no baseline yet).
-pub type InfoItem = (String, Option<f64>);
+pub(crate) type InfoItem = (String, Option<f64>);
 
 /// Joins the firing and resolved items of one incident into one entry each.
-pub fn merge_items(items: Vec<Notification>) -> Vec<AlertInfo> {
+pub(crate) fn merge_items(items: Vec<Notification>) -> Vec<AlertInfo> {
     let mut merged: Vec<AlertInfo> = Vec::new();
     for n in items {
         for a in n.alerts {
@@ -61,7 +61,7 @@ pub fn merge_items(items: Vec<Notification>) -> Vec<AlertInfo> {
 
 /// Each info counter's total now (summed over its series, stale ones left out), by what it
 /// counts; counters not scraped are absent.
-pub fn counter_totals(series: &crate::series::SeriesStore) -> std::collections::BTreeMap<String, f64> {
+pub(crate) fn counter_totals(series: &crate::series::SeriesStore) -> std::collections::BTreeMap<String, f64> {
     let mut totals = std::collections::BTreeMap::new();
     for (what, name, matcher) in INFO_COUNTERS {
         let values: Vec<f64> = series
@@ -78,7 +78,7 @@ pub fn counter_totals(series: &crate::series::SeriesStore) -> std::collections::
 
 /// The info items of a digest: each counter's total now minus its total at the last digest
 /// (a reset counts from zero; no baseline yet: `None`).
-pub fn info_items(
+pub(crate) fn info_items(
     before: &std::collections::BTreeMap<String, f64>,
     now: &std::collections::BTreeMap<String, f64>,
 ) -> Vec<InfoItem> {
@@ -91,7 +91,7 @@ pub fn info_items(
 }
 
 /// The digest message for a period.
-pub fn compose(
+pub(crate) fn compose(
     tier: &str,
     from: i64,
     to: i64,

@@ -58,7 +58,7 @@ impl EmailReceiver {
     }
 
     /// Sends `n`; `delivery` (the outbox row id) makes the Message-ID.
-    pub async fn send(&self, delivery: &str, n: &Notification) -> Result<(), SendError> {
+    pub(crate) async fn send(&self, delivery: &str, n: &Notification) -> Result<(), SendError> {
         let mut builder = Message::builder()
             .from(self.from.clone())
             .subject(escape_controls(&n.title))

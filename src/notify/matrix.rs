@@ -31,7 +31,7 @@ pub struct MatrixReceiver {
 
 impl MatrixReceiver {
     /// A receiver for `room` on `homeserver`.
-    pub fn new(homeserver: Url, room: String, token: SecretString, msgtype: String) -> Self {
+    pub(crate) fn new(homeserver: Url, room: String, token: SecretString, msgtype: String) -> Self {
         Self { homeserver, room, token, msgtype, room_id: Arc::new(OnceCell::new()) }
     }
 
@@ -63,7 +63,7 @@ impl MatrixReceiver {
 
     /// Sends `n` under transaction `txn`, in the thread of `thread_root` if given; returns the
     /// event id.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         http: &reqwest::Client,
         txn: &str,

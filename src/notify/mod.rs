@@ -3,27 +3,25 @@
 //! when: critical now (with reminders and a fallback receiver), warning into a daily digest,
 //! info into a weekly one. Rows wait in the store's outbox; `dispatch` delivers them.
 
-pub mod digest;
-pub mod email;
-pub mod matrix;
+pub(crate) mod digest;
+pub(crate) mod email;
+pub(crate) mod matrix;
 mod retry;
-pub mod retry_after;
+pub(crate) mod retry_after;
 pub mod webhook;
 
 pub use retry::RetryPolicy;
 
 use crate::model::Labels;
 use crate::text::{escape_controls, escape_controls_in_prose};
-pub use retry_after::RetryAfter;
-use secrecy::SecretString;
+pub(crate) use retry_after::RetryAfter;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use url::Url;
 
 /// Why a delivery failed, and whether trying again can help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
+pub(crate) enum SendError {
     /// Try again later (timeouts, 5xx, 429); `retry_after` when the server said.
     #[error("{message}")]
     Transient {
@@ -39,7 +37,7 @@ pub enum SendError {
 
 impl SendError {
     /// A transient error without a hint.
-    pub fn transient(message: impl Into<String>) -> Self {
+    pub(crate) fn transient(message: impl Into<String>) -> Self {
         Self::Transient { message: message.into(), retry_after: None }
     }
 }
@@ -48,12 +46,12 @@ impl SendError {
 /// send (Matrix's JSON errors are a few hundred bytes), small enough that a huge or endless
 /// body from a hostile or broken server costs nothing. The rest is never read; the connection
 /// is closed.
-pub const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
+pub(crate) const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
 
 /// Reads at most [`RESPONSE_BODY_LIMIT`] bytes of `response`'s body; the flag says whether
 /// there was more (left unread). A body that trickles forever is bounded by the request's
 /// timeout, which covers the body too.
-pub async fn read_capped(mut response: reqwest::Response) -> Result<(Vec<u8>, bool), reqwest::Error> {
+pub(crate) async fn read_capped(mut response: reqwest::Response) -> Result<(Vec<u8>, bool), reqwest::Error> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         let room = RESPONSE_BODY_LIMIT - body.len();
@@ -68,7 +66,7 @@ pub async fn read_capped(mut response: reqwest::Response) -> Result<(Vec<u8>, bo
 
 /// A server's text (an error message, a body) fit for a log line or an outbox row: control
 /// characters escaped, at most 200 characters.
-pub fn snippet(text: &str) -> String {
+pub(crate) fn snippet(text: &str) -> String {
     let text = text.trim();
     let mut cut: String = text.chars().take(200).collect();
     if cut.len() < text.len() {
@@ -142,7 +140,7 @@ pub enum Receiver {
 
 impl Receiver {
     /// `matrix`, `email` or `webhook`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Matrix(_) => "matrix",
             Self::Email(_) => "email",
@@ -202,20 +200,20 @@ pub struct Alerting {
 
 impl Alerting {
     /// The tier for a severity (unknown severities are treated as warnings).
-    pub fn tier(&self, severity: &str) -> Option<&Tier> {
+    pub(crate) fn tier(&self, severity: &str) -> Option<&Tier> {
         self.tiers.get(severity).or_else(|| self.tiers.get("warning"))
     }
 }
 
 /// Parses `HH:MM`.
-pub fn parse_clock(text: &str) -> Option<(i8, i8)> {
+pub(crate) fn parse_clock(text: &str) -> Option<(i8, i8)> {
     let (h, m) = text.trim().split_once(':')?;
     let (h, m): (i8, i8) = (h.parse().ok()?, m.parse().ok()?);
     ((0..24).contains(&h) && (0..60).contains(&m)).then_some((h, m))
 }
 
 /// Parses a digest setting.
-pub fn parse_schedule(daily: Option<&str>, weekly: Option<&str>) -> Result<DigestSchedule, String> {
+pub(crate) fn parse_schedule(daily: Option<&str>, weekly: Option<&str>) -> Result<DigestSchedule, String> {
     match (daily, weekly) {
         (Some(d), None) => parse_clock(d)
             .map(|(hour, minute)| DigestSchedule::Daily { hour, minute })
@@ -243,23 +241,14 @@ pub fn parse_schedule(daily: Option<&str>, weekly: Option<&str>) -> Result<Diges
     }
 }
 
-/// A secret and the URL it goes with, for receivers built from config.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    /// Base URL.
-    pub url: Url,
-    /// Credential.
-    pub secret: Option<SecretString>,
-}
-
 /// The incident key of an alert: its name and sorted labels.
-pub fn incident_key(labels: &Labels) -> String {
+pub(crate) fn incident_key(labels: &Labels) -> String {
     labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 /// Escapes text for HTML bodies: markup characters as entities, control characters (but line
 /// breaks and tabs, which HTML shows as blanks) as visible escapes (`crate::text`).
-pub fn html_escape(text: &str) -> String {
+pub(crate) fn html_escape(text: &str) -> String {
     escape_controls_in_prose(text)
         .replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -270,7 +259,7 @@ pub fn html_escape(text: &str) -> String {
 /// A rendered annotation as a message shows it: the rule author's line breaks stay, every
 /// other control character is escaped, and so is every label value holding one wherever the
 /// template put it — so a value a scrape target chose cannot forge a line of the message.
-pub fn annotation_shown(text: &str, labels: &Labels) -> String {
+pub(crate) fn annotation_shown(text: &str, labels: &Labels) -> String {
     let mut shown = text.to_string();
     for value in labels.values().filter(|v| v.chars().any(crate::text::is_unsafe)) {
         shown = shown.replace(value.as_str(), &escape_controls(value));

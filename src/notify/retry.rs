@@ -20,7 +20,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The wait before attempt `attempts + 1`, with ±20 % jitter.
-    pub fn backoff(&self, attempts: i64, jitter: f64) -> i64 {
+    pub(crate) fn backoff(&self, attempts: i64, jitter: f64) -> i64 {
         let base = self.initial_ms.saturating_mul(1i64 << attempts.clamp(0, 20)).min(self.max_ms);
         (base as f64 * (0.8 + 0.4 * jitter.clamp(0.0, 1.0))) as i64
     }

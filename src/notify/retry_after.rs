@@ -10,11 +10,11 @@ use std::time::Duration;
 /// The longest wait a server can ask for: 15 minutes. Longer requests are treated as this, so
 /// a critical page is retried (and its fallback reached) within a quarter of an hour even when
 /// a rate limiter asks for days; a well-meant limit (seconds to minutes) is honoured in full.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// When a server asked to be tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryAfter {
+pub(crate) enum RetryAfter {
     /// After this long; never more than [`MAX_RETRY_AFTER`].
     Delay(Duration),
     /// At this time (an HTTP date); resolved against the clock when the retry is planned.
@@ -25,7 +25,7 @@ impl RetryAfter {
     /// A `Retry-After` header value: `delay-seconds` (digits only; too many digits for a
     /// number is "a very long time", capped) or an HTTP date (`Wed, 21 Oct 2015 07:28:00 GMT`,
     /// and the other RFC 2822 forms). Anything else — a sign, a fraction, words — is `None`.
-    pub fn from_header(value: &str) -> Option<Self> {
+    pub(crate) fn from_header(value: &str) -> Option<Self> {
         let value = value.trim();
         if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
             let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
@@ -37,7 +37,7 @@ impl RetryAfter {
     /// Matrix's `retry_after_ms` (a JSON number of milliseconds): non-negative integers, and
     /// finite non-negative floats some servers send; capped. Negative, `NaN` or non-numbers
     /// are `None`.
-    pub fn from_matrix_ms(value: &serde_json::Value) -> Option<Self> {
+    pub(crate) fn from_matrix_ms(value: &serde_json::Value) -> Option<Self> {
         let cap = MAX_RETRY_AFTER.as_millis() as u64;
         let ms = match value.as_u64() {
             Some(ms) => ms.min(cap),
@@ -56,7 +56,7 @@ impl RetryAfter {
 
     /// How long to wait from `now_ms` (Unix ms), in ms: 0 for a date in the past, never more
     /// than [`MAX_RETRY_AFTER`], whatever the arithmetic meets.
-    pub fn wait_ms(&self, now_ms: i64) -> i64 {
+    pub(crate) fn wait_ms(&self, now_ms: i64) -> i64 {
         let cap = MAX_RETRY_AFTER.as_millis() as i64;
         match self {
             Self::Delay(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX).clamp(0, cap),

@@ -46,7 +46,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// Alertmanager's webhook payload, version 4.
-pub fn payload(receiver: &str, n: &Notification) -> Value {
+pub(crate) fn payload(receiver: &str, n: &Notification) -> Value {
     let resolved = n.kind == Kind::Resolved;
     let alerts: Vec<Value> = n.alerts.iter().map(|a| alert_json(a, a.resolved_at.is_some() || resolved)).collect();
     let common = |pick: fn(&AlertInfo) -> &std::collections::BTreeMap<String, String>| {
@@ -78,7 +78,7 @@ pub fn payload(receiver: &str, n: &Notification) -> Value {
 
 impl WebhookReceiver {
     /// POSTs the payload for `n`.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         http: &reqwest::Client,
         receiver: &str,
@@ -132,7 +132,7 @@ impl WebhookReceiver {
 
 impl WebhookReceiver {
     /// The URL as messages show it: scheme, host and port, the path left out.
-    pub fn shown_url(&self) -> Url {
+    pub(crate) fn shown_url(&self) -> Url {
         let mut shown = self.url.clone();
         shown.set_path("/");
         shown.set_query(None);

@@ -8,10 +8,10 @@ use crate::probe::expect::Expect;
 use crate::probe::spec::Target;
 
 /// Every check this preset can produce.
-pub const NAMES: &[&str] = &["live", "ready", "version", "tls", "metrics"];
+pub(crate) const NAMES: &[&str] = &["live", "ready", "version", "tls", "metrics"];
 
 /// The checks for one authentik.
-pub fn checks(s: &ServiceFacts) -> Vec<PresetCheck> {
+pub(crate) fn checks(s: &ServiceFacts) -> Vec<PresetCheck> {
     let status_check = |short, url, status| PresetCheck {
         short,
         target: Target::Url(url),

@@ -7,7 +7,7 @@
 use crate::rule::RuleDef;
 
 /// 26 hours: a daily backup missed once, with two hours of slack.
-pub const MISSING_AFTER_SECONDS: i64 = 26 * 3600;
+pub(crate) const MISSING_AFTER_SECONDS: i64 = 26 * 3600;
 
 fn rule(alert: &str, severity: &str, expr: String, summary: &str) -> RuleDef {
     RuleDef {
@@ -27,7 +27,7 @@ fn rule(alert: &str, severity: &str, expr: String, summary: &str) -> RuleDef {
 }
 
 /// The backup rules.
-pub fn rules() -> Vec<RuleDef> {
+pub(crate) fn rules() -> Vec<RuleDef> {
     vec![
         rule(
             "BackupMissing",

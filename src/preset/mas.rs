@@ -7,10 +7,10 @@ use super::{PresetCheck, ServiceFacts, get, join, json_has, path};
 use crate::probe::spec::Target;
 
 /// Every check this preset can produce.
-pub const NAMES: &[&str] = &["discovery", "jwks", "health", "tls", "metrics"];
+pub(crate) const NAMES: &[&str] = &["discovery", "jwks", "health", "tls", "metrics"];
 
 /// The checks for one MAS.
-pub fn checks(s: &ServiceFacts) -> Vec<PresetCheck> {
+pub(crate) fn checks(s: &ServiceFacts) -> Vec<PresetCheck> {
     let discovery_url = join(&s.url, "/.well-known/openid-configuration");
     let mut discovery = json_has(
         "discovery",

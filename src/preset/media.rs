@@ -12,7 +12,7 @@ use crate::rule::RuleDef;
 
 /// What the config says of one synapse service's media store.
 #[derive(Debug, Clone, Copy)]
-pub struct MediaFacts<'a> {
+pub(crate) struct MediaFacts<'a> {
     /// The service's name.
     pub service: &'a str,
     /// Whether it has an admin token (so the `media` check can read the statistics).
@@ -23,7 +23,7 @@ pub struct MediaFacts<'a> {
 
 /// `SynapseMediaEphemeral` for every synapse service that declares `media_persistent: false`,
 /// or has an admin token and declares nothing.
-pub fn rules<'a>(synapses: impl IntoIterator<Item = MediaFacts<'a>>) -> Vec<RuleDef> {
+pub(crate) fn rules<'a>(synapses: impl IntoIterator<Item = MediaFacts<'a>>) -> Vec<RuleDef> {
     synapses
         .into_iter()
         .filter_map(|facts| {

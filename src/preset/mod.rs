@@ -4,7 +4,7 @@
 //! and `overrides`; the probes run them like any other check.
 
 mod authentik;
-pub mod backup;
+pub(crate) mod backup;
 pub mod down;
 mod mas;
 pub mod media;
@@ -21,7 +21,7 @@ use url::Url;
 
 /// A service as the presets need it: URLs parsed, secrets resolved.
 #[derive(Debug, Clone)]
-pub struct ServiceFacts {
+pub(crate) struct ServiceFacts {
     /// The kind.
     pub kind: ServiceKind,
     /// Public base URL.
@@ -44,7 +44,7 @@ pub struct ServiceFacts {
 
 /// One check a preset contributes.
 #[derive(Debug, Clone)]
-pub struct PresetCheck {
+pub(crate) struct PresetCheck {
     /// Short name; the full name is `<service>/<short>`.
     pub short: &'static str,
     /// What it requests.
@@ -59,7 +59,7 @@ pub struct PresetCheck {
 
 /// Every short name a kind can produce (also those that need an optional setting), so
 /// `disable` and `overrides` can be checked even when the check is not generated.
-pub fn check_names(kind: ServiceKind) -> &'static [&'static str] {
+pub(crate) fn check_names(kind: ServiceKind) -> &'static [&'static str] {
     match kind {
         ServiceKind::Synapse => synapse::NAMES,
         ServiceKind::Mas => mas::NAMES,
@@ -71,7 +71,7 @@ pub fn check_names(kind: ServiceKind) -> &'static [&'static str] {
 }
 
 /// The checks a service of this kind gets.
-pub fn checks(service: &ServiceFacts) -> Vec<PresetCheck> {
+pub(crate) fn checks(service: &ServiceFacts) -> Vec<PresetCheck> {
     let mut checks = match service.kind {
         ServiceKind::Synapse => synapse::checks(service),
         ServiceKind::Mas => mas::checks(service),
@@ -101,7 +101,7 @@ fn tls_check(service: &ServiceFacts) -> PresetCheck {
 }
 
 /// `base` with `path` appended to its own path (so a base under a sub-path keeps it).
-pub fn join(base: &Url, path: &str) -> Url {
+pub(crate) fn join(base: &Url, path: &str) -> Url {
     let mut url = base.clone();
     let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
     let joined = format!("{}/{}", base.path().trim_end_matches('/'), path.trim_start_matches('/'));

@@ -153,7 +153,7 @@ const POSTGRES_THRESHOLDS: &[Threshold] = &[
 ];
 
 /// Thresholds a kind's rules accept.
-pub fn thresholds(kind: ServiceKind) -> &'static [Threshold] {
+pub(crate) fn thresholds(kind: ServiceKind) -> &'static [Threshold] {
     match kind {
         ServiceKind::Synapse => SYNAPSE_THRESHOLDS,
         ServiceKind::Mas => MAS_THRESHOLDS,
@@ -163,7 +163,7 @@ pub fn thresholds(kind: ServiceKind) -> &'static [Threshold] {
 }
 
 /// Runbook lines a kind cannot have a rule for.
-pub fn unavailable(kind: ServiceKind) -> &'static [Unavailable] {
+pub(crate) fn unavailable(kind: ServiceKind) -> &'static [Unavailable] {
     match kind {
         ServiceKind::Mas => MAS_UNAVAILABLE,
         _ => &[],
@@ -171,7 +171,7 @@ pub fn unavailable(kind: ServiceKind) -> &'static [Unavailable] {
 }
 
 /// Parses a threshold value written in config.
-pub fn parse_threshold(unit: Unit, text: &str) -> Result<f64, String> {
+pub(crate) fn parse_threshold(unit: Unit, text: &str) -> Result<f64, String> {
     let t = text.trim();
     match unit {
         Unit::Bytes => ByteSize::parse(t).map(|b| b.0 as f64).map_err(|e| e.to_string()),

@@ -8,14 +8,14 @@ use super::{PresetCheck, ServiceFacts, get, join, json_has, json_sample};
 
 /// The sample `media` reports: `total` of Synapse's admin media statistics, the number of
 /// users with media in the local media store.
-pub const LOCAL_MEDIA_USERS: &str = "synapse_admin_local_media_users";
+pub(crate) const LOCAL_MEDIA_USERS: &str = "synapse_admin_local_media_users";
 
 /// Every check this preset can produce.
-pub const NAMES: &[&str] =
+pub(crate) const NAMES: &[&str] =
     &["health", "client-versions", "admin-version", "admin-token", "media", "federation", "tls", "metrics"];
 
 /// The checks for one Synapse.
-pub fn checks(s: &ServiceFacts) -> Vec<PresetCheck> {
+pub(crate) fn checks(s: &ServiceFacts) -> Vec<PresetCheck> {
     let mut checks = vec![
         get("health", join(&s.url, "/health"), 200, Some("OK")),
         json_has("client-versions", join(&s.url, "/_matrix/client/versions"), &["$.versions[0]"]),

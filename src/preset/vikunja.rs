@@ -5,10 +5,10 @@
 use super::{PresetCheck, ServiceFacts, get, join, json_has};
 
 /// Every check this preset can produce.
-pub const NAMES: &[&str] = &["health", "info", "tls", "metrics"];
+pub(crate) const NAMES: &[&str] = &["health", "info", "tls", "metrics"];
 
 /// The checks for one Vikunja.
-pub fn checks(s: &ServiceFacts) -> Vec<PresetCheck> {
+pub(crate) fn checks(s: &ServiceFacts) -> Vec<PresetCheck> {
     vec![
         get("health", join(&s.url, "/health"), 200, Some("OK")),
         json_has("info", join(&s.url, "/api/v1/info"), &["$.version", "$.frontend_url"]),

@@ -20,7 +20,7 @@ pub struct JsonQuery {
 
 impl JsonQuery {
     /// Parses an RFC 9535 JSONPath.
-    pub fn parse(source: &str) -> Result<Self, String> {
+    pub(crate) fn parse(source: &str) -> Result<Self, String> {
         JsonPath::parse(source)
             .map(|path| Self { source: source.to_string(), path })
             .map_err(|e| format!("`{source}` is not a JSONPath (RFC 9535): {e}"))
@@ -46,7 +46,7 @@ pub struct Expect {
 
 /// Replacements for some fields of an `Expect` (a user override of a preset).
 #[derive(Debug, Clone, Default)]
-pub struct ExpectPatch {
+pub(crate) struct ExpectPatch {
     /// Replaces `status`.
     pub status: Option<Vec<StatusMatcher>>,
     /// Replaces `json`.
@@ -63,7 +63,7 @@ pub struct ExpectPatch {
 
 impl Expect {
     /// Applies the fields the patch sets.
-    pub fn apply(&mut self, patch: ExpectPatch) {
+    pub(crate) fn apply(&mut self, patch: ExpectPatch) {
         if let Some(v) = patch.status {
             self.status = v;
         }
@@ -94,12 +94,12 @@ impl Expect {
     }
 
     /// Whether `code` is accepted.
-    pub fn status_ok(&self, code: u16) -> bool {
+    pub(crate) fn status_ok(&self, code: u16) -> bool {
         if self.status.is_empty() { (200..300).contains(&code) } else { self.status.iter().any(|m| m.matches(code)) }
     }
 
     /// A printable view for `config show`.
-    pub fn view(&self) -> ExpectView {
+    pub(crate) fn view(&self) -> ExpectView {
         ExpectView {
             status: if self.status.is_empty() { vec![StatusMatcher::Class(2)] } else { self.status.clone() },
             json: self.json.iter().map(|(q, v)| (q.source.clone(), v.clone())).collect(),
@@ -113,7 +113,7 @@ impl Expect {
 
 /// `Expect` as printed by `config show`.
 #[derive(Debug, Serialize)]
-pub struct ExpectView {
+pub(crate) struct ExpectView {
     /// Accepted statuses.
     pub status: Vec<StatusMatcher>,
     /// JSON equality expectations.
@@ -135,7 +135,7 @@ pub struct ExpectView {
 
 /// What came back, as far as expectations care.
 #[derive(Debug, Clone)]
-pub struct ResponseFacts<'a> {
+pub(crate) struct ResponseFacts<'a> {
     /// HTTP status.
     pub status: u16,
     /// `Location` header of a redirect that was not followed.
@@ -151,7 +151,7 @@ pub struct ResponseFacts<'a> {
 }
 
 /// Every failed expectation, in words. Empty means the response is good.
-pub fn evaluate(expect: &Expect, facts: &ResponseFacts<'_>) -> Vec<String> {
+pub(crate) fn evaluate(expect: &Expect, facts: &ResponseFacts<'_>) -> Vec<String> {
     let mut failures = Vec::new();
     if !expect.status_ok(facts.status) {
         let mut text = format!("status {} not in {}", facts.status, expect.status_list());
@@ -271,7 +271,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// `1.234s` or `87ms`.
-pub fn seconds(d: Duration) -> String {
+pub(crate) fn seconds(d: Duration) -> String {
     if d < Duration::from_secs(1) { format!("{}ms", d.as_millis()) } else { format!("{:.2}s", d.as_secs_f64()) }
 }
 

@@ -6,7 +6,7 @@ use std::error::Error as StdError;
 use url::Url;
 
 /// Explains why a request to `url` failed before a complete response arrived.
-pub fn transport(error: &reqwest::Error, url: &Url) -> String {
+pub(crate) fn transport(error: &reqwest::Error, url: &Url) -> String {
     let host = url.host_str().unwrap_or("?");
     let port = url.port_or_known_default().unwrap_or(0);
     if error.is_redirect() {
@@ -51,7 +51,7 @@ pub fn transport(error: &reqwest::Error, url: &Url) -> String {
 }
 
 /// The first rustls error in `error`'s source chain, described (see `tls::describe`).
-pub fn tls_in_chain(error: &(dyn StdError + 'static), host: &str) -> Option<String> {
+pub(crate) fn tls_in_chain(error: &(dyn StdError + 'static), host: &str) -> Option<String> {
     chain(error).find_map(rustls_error).map(|tls| super::tls::describe(tls, host))
 }
 

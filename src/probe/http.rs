@@ -16,7 +16,7 @@ use url::Url;
 /// The one way mxwarden builds an HTTP client (probes, notifiers, `mxwarden scrape`): rustls
 /// over `roots` with `tls`'s options, our user agent, the certificate kept for expiry checks,
 /// and up to 10 redirects when `follow_redirects`.
-pub fn client(
+pub(crate) fn client(
     roots: &rustls::RootCertStore,
     tls: &crate::probe::spec::TlsOptions,
     follow_redirects: bool,
@@ -35,7 +35,7 @@ pub fn client(
 
 /// A complete response, as far as a probe keeps it.
 #[derive(Debug)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     /// Status code.
     pub status: u16,
     /// `Location` header, if any.
@@ -50,7 +50,7 @@ pub struct Fetched {
 
 /// How a probe run ended.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A response arrived and was judged: the failures, empty when good.
     Judged {
         /// The response.
@@ -72,7 +72,7 @@ enum Phase {
 }
 
 /// Runs `spec` with `client` within `timeout`; `now` is read after the response for expiry.
-pub async fn run(
+pub(crate) async fn run(
     spec: &HttpSpec,
     client: &Client,
     timeout: Duration,

@@ -5,7 +5,7 @@
 use crate::probe::spec::JsonSample;
 
 /// The value of every wanted sample, and a failure in words for each that cannot be read.
-pub fn read(body: &[u8], wanted: &[JsonSample]) -> (Vec<(String, f64)>, Vec<String>) {
+pub(crate) fn read(body: &[u8], wanted: &[JsonSample]) -> (Vec<(String, f64)>, Vec<String>) {
     if wanted.is_empty() {
         return (Vec::new(), Vec::new());
     }

@@ -3,14 +3,14 @@
 //! roots, one HTTP client per distinct TLS/redirect setting), the clock, and the state the
 //! PostgreSQL polls carry from one poll to the next (`postgres`).
 
-pub mod expect;
+pub(crate) mod expect;
 mod explain;
-pub mod http;
+pub(crate) mod http;
 mod json_sample;
 pub mod postgres;
 pub mod scrape;
-pub mod spec;
-pub mod tls;
+pub(crate) mod spec;
+pub(crate) mod tls;
 
 use crate::clock::Clock;
 use crate::model::{Labels, Observation, Sample};
@@ -20,13 +20,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// A transport failure in words (connection refused, DNS, TLS …), for other HTTP users.
-pub fn explain_transport(error: &reqwest::Error, url: &url::Url) -> String {
+pub(crate) fn explain_transport(error: &reqwest::Error, url: &url::Url) -> String {
     explain::transport(error, url)
 }
 
 /// The TLS failure somewhere in `error`'s source chain, in words, if there is one (for the
 /// PostgreSQL and SMTP clients, whose errors wrap rustls's).
-pub fn explain_tls(error: &(dyn std::error::Error + 'static), host: &str) -> Option<String> {
+pub(crate) fn explain_tls(error: &(dyn std::error::Error + 'static), host: &str) -> Option<String> {
     explain::tls_in_chain(error, host)
 }
 
@@ -87,7 +87,7 @@ impl Prober {
             Ok(client) => {
                 scrape::run(scrape, &client, spec.timeout, spec.service.as_deref(), || self.clock.now()).await
             }
-            Err(why) => scrape::Scraped::failed(why, 0, std::time::Duration::ZERO),
+            Err(why) => scrape::Scraped::failed(why, std::time::Duration::ZERO),
         };
         let mut labels = Self::base_labels(spec);
         if let crate::probe::spec::Target::Url(url) = &scrape.http.target {

@@ -14,10 +14,10 @@
 //! [`dsn::PgTarget::describe`], never the text.
 
 pub mod dsn;
-pub mod forecast;
-pub mod report;
-pub mod samples;
-pub mod sql;
+pub(crate) mod forecast;
+pub(crate) mod report;
+pub(crate) mod samples;
+pub(crate) mod sql;
 
 use crate::clock::Clock;
 use crate::model::{CheckId, Labels, Observation, Sample};
@@ -47,12 +47,12 @@ pub struct PostgresSpec {
 
 impl PostgresSpec {
     /// `lock_timeout`: a second, or the statement timeout when that is shorter.
-    pub fn lock_timeout(&self) -> Duration {
+    pub(crate) fn lock_timeout(&self) -> Duration {
         self.statement_timeout.min(Duration::from_secs(1))
     }
 
     /// The printable, secret-free view for `config show`.
-    pub fn view(&self) -> PostgresView {
+    pub(crate) fn view(&self) -> PostgresView {
         PostgresView {
             dsn: self.target.describe(),
             databases: self.databases.clone(),
@@ -66,7 +66,7 @@ impl PostgresSpec {
 
 /// The postgres part of `config show`.
 #[derive(Debug, Serialize)]
-pub struct PostgresView {
+pub(crate) struct PostgresView {
     /// The DSN, password redacted.
     pub dsn: String,
     /// Databases checked.
@@ -106,7 +106,7 @@ pub struct Polled {
 
 /// The per-check states of every postgres check a `Prober` runs.
 #[derive(Default)]
-pub struct PgChecks {
+pub(crate) struct PgChecks {
     checks: Mutex<HashMap<CheckId, Arc<PgCheck>>>,
 }
 
@@ -192,7 +192,7 @@ impl PgChecks {
 
     /// Runs one poll of `spec` (a postgres check) and returns its observation. A poll still
     /// running from an earlier call is not started again: the observation says so.
-    pub async fn run(
+    pub(crate) async fn run(
         &self,
         id: &CheckId,
         service: Option<&str>,
@@ -302,22 +302,8 @@ async fn poll_and_judge(
     Ok(samples::observe(spec, labels, &polled.gathered, &mut polling.state, now_ms))
 }
 
-/// One poll over a connection of its own, closed afterwards. `with_tables` adds the largest
-/// tables of `database`.
-pub async fn poll(
-    spec: &PostgresSpec,
-    database: &str,
-    with_tables: bool,
-    timeout: Duration,
-) -> Result<Polled, PollError> {
-    let mut session = Session::default();
-    let polled = session.poll(spec, database, with_tables, timeout).await;
-    session.close().await;
-    polled
-}
-
 /// The facts, over an open connection to `database`; also the number of statements sent.
-pub async fn gather(
+pub(crate) async fn gather(
     conn: &mut PgConnection,
     spec: &PostgresSpec,
     database: &str,
@@ -355,7 +341,7 @@ pub async fn gather(
 }
 
 /// The `limit` largest tables of the connected database.
-pub async fn tables(
+pub(crate) async fn tables(
     conn: &mut PgConnection,
     spec: &PostgresSpec,
     guard: &str,
@@ -374,7 +360,7 @@ pub async fn tables(
 }
 
 /// Opens one connection to `database` within `timeout` (or the DSN's `connect_timeout`).
-pub async fn connect(target: &PgTarget, database: &str, timeout: Duration) -> Result<PgConnection, PollError> {
+pub(crate) async fn connect(target: &PgTarget, database: &str, timeout: Duration) -> Result<PgConnection, PollError> {
     let limit = target.connect_timeout.map_or(timeout, |t| t.min(timeout));
     let options = target.connect_options(database);
     match tokio::time::timeout(limit, PgConnection::connect_with(&options)).await {
@@ -390,7 +376,7 @@ pub async fn connect(target: &PgTarget, database: &str, timeout: Duration) -> Re
 
 /// Runs `guard` + `select` as one simple query (one round trip, one implicit transaction)
 /// and parses the JSON text of its single row.
-pub async fn json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn json<T: serde::de::DeserializeOwned>(
     conn: &mut PgConnection,
     guard: &str,
     select: &str,
@@ -403,7 +389,7 @@ pub async fn json<T: serde::de::DeserializeOwned>(
 }
 
 /// A query error in words, with the server's SQLSTATE.
-pub fn explain_query(error: &sqlx::Error) -> String {
+pub(crate) fn explain_query(error: &sqlx::Error) -> String {
     match error {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default();
@@ -416,7 +402,7 @@ pub fn explain_query(error: &sqlx::Error) -> String {
 
 /// A connection error in words: refused, TLS, authentication, a missing database, too many
 /// connections. Never contains the password.
-pub fn explain_connect(error: &sqlx::Error, target: &PgTarget, database: &str) -> String {
+pub(crate) fn explain_connect(error: &sqlx::Error, target: &PgTarget, database: &str) -> String {
     let at = target.describe_db(database);
     match error {
         sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {

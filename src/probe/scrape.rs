@@ -16,7 +16,7 @@ use crate::probe::spec::ScrapeSpec;
 use std::time::Duration;
 
 /// What a scrape produced.
-pub struct Scraped {
+pub(crate) struct Scraped {
     /// The page's samples (kept families only), labelled.
     pub samples: Vec<Sample>,
     /// Samples on the page, kept or not (up to where reading stopped, on a failure).
@@ -25,21 +25,19 @@ pub struct Scraped {
     pub failure: Option<String>,
     /// The page had more samples to keep than `sample_limit`.
     pub over_limit: bool,
-    /// HTTP status, 0 when none arrived.
-    pub status: u16,
     /// Wall time.
     pub latency: Duration,
 }
 
 impl Scraped {
     /// A scrape that failed for `why`.
-    pub fn failed(why: String, status: u16, latency: Duration) -> Self {
-        Self { samples: Vec::new(), total: 0, failure: Some(why), over_limit: false, status, latency }
+    pub(crate) fn failed(why: String, latency: Duration) -> Self {
+        Self { samples: Vec::new(), total: 0, failure: Some(why), over_limit: false, latency }
     }
 }
 
 /// Scrapes once.
-pub async fn run(
+pub(crate) async fn run(
     spec: &ScrapeSpec,
     client: &reqwest::Client,
     timeout: Duration,
@@ -48,28 +46,25 @@ pub async fn run(
 ) -> Scraped {
     let (outcome, latency) = http::run(&spec.http, client, timeout, now).await;
     let (response, failures) = match outcome {
-        Outcome::Failed(why) => return Scraped::failed(why, 0, latency),
+        Outcome::Failed(why) => return Scraped::failed(why, latency),
         Outcome::Judged { response, failures } => (response, failures),
     };
-    let status = response.status;
     if let Some(first) = failures.into_iter().next() {
-        return Scraped::failed(first, status, latency);
+        return Scraped::failed(first, latency);
     }
     let text = match std::str::from_utf8(&response.body) {
         Ok(t) => t,
         Err(e) => {
-            return Scraped::failed(format!("metrics page is not UTF-8 (byte {})", e.valid_up_to()), status, latency);
+            return Scraped::failed(format!("metrics page is not UTF-8 (byte {})", e.valid_up_to()), latency);
         }
     };
     let instance = instance_of(&response.url);
     match read(text, spec, service, &instance) {
-        Ok((samples, total)) => Scraped { samples, total, failure: None, over_limit: false, status, latency },
-        Err(e @ ScanError::Malformed(_)) => {
-            Scraped::failed(format!("metrics page {}: {e}", response.url), status, latency)
-        }
+        Ok((samples, total)) => Scraped { samples, total, failure: None, over_limit: false, latency },
+        Err(e @ ScanError::Malformed(_)) => Scraped::failed(format!("metrics page {}: {e}", response.url), latency),
         Err(ScanError::OverLimit { limit, line }) => {
             tracing::warn!(url = %response.url, limit, line, "Scrape over its sample limit; nothing kept.");
-            Scraped { over_limit: true, ..Scraped::failed(over_limit(&response.url, limit, line), status, latency) }
+            Scraped { over_limit: true, ..Scraped::failed(over_limit(&response.url, limit, line), latency) }
         }
     }
 }
@@ -110,7 +105,7 @@ fn read(
 }
 
 /// `host:port` of a URL, as Prometheus's `instance` label.
-pub fn instance_of(url: &url::Url) -> String {
+pub(crate) fn instance_of(url: &url::Url) -> String {
     let host = url.host_str().unwrap_or("");
     match url.port_or_known_default() {
         Some(port) => format!("{host}:{port}"),

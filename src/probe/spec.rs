@@ -104,7 +104,7 @@ pub enum Target {
 
 impl Target {
     /// The URL shown to people: the fixed URL, or `<document> → field`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Self::Url(url) => url.to_string(),
             Self::Discovered { document, field } => format!("{document} → {field}"),
@@ -123,7 +123,7 @@ pub struct TlsOptions {
 
 /// A printable, secret-free view of a check for `config show`.
 #[derive(Debug, Serialize)]
-pub struct CheckView {
+pub(crate) struct CheckView {
     /// Name.
     pub name: String,
     /// Service label.
@@ -146,7 +146,7 @@ pub struct CheckView {
 
 /// The scrape part of `CheckView`.
 #[derive(Debug, Serialize)]
-pub struct ScrapeView {
+pub(crate) struct ScrapeView {
     /// URL.
     pub url: String,
     /// `<redacted>` when a bearer token is set.
@@ -162,7 +162,7 @@ pub struct ScrapeView {
 
 /// The HTTP part of `CheckView`.
 #[derive(Debug, Serialize)]
-pub struct HttpView {
+pub(crate) struct HttpView {
     /// URL (or discovery document and field).
     pub url: String,
     /// Method.
@@ -215,7 +215,7 @@ impl HttpSpec {
 
 impl CheckSpec {
     /// The printable view, secrets redacted.
-    pub fn view(&self) -> CheckView {
+    pub(crate) fn view(&self) -> CheckView {
         let postgres = match &self.probe {
             ProbeSpec::Postgres(pg) => Some(pg.view()),
             _ => None,
@@ -252,6 +252,6 @@ impl CheckSpec {
 /// Headers whose values are never shown: all but the known-harmless ones
 /// (`crate::redact::HARMLESS_HEADERS`), so a credential header with an unusual name
 /// (`X-Auth`) is hidden too.
-pub fn is_sensitive_header(name: &HeaderName) -> bool {
+pub(crate) fn is_sensitive_header(name: &HeaderName) -> bool {
     !crate::redact::is_harmless_header(name.as_str())
 }

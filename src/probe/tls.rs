@@ -11,7 +11,7 @@ use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, Sign
 use std::sync::Arc;
 
 /// The system's trusted roots, loaded once per process run.
-pub fn system_roots() -> RootCertStore {
+pub(crate) fn system_roots() -> RootCertStore {
     let mut roots = RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
     for error in &found.errors {
@@ -23,7 +23,7 @@ pub fn system_roots() -> RootCertStore {
 }
 
 /// The rustls client configuration for `options`.
-pub fn client_config(system: &RootCertStore, options: &TlsOptions) -> Result<rustls::ClientConfig, String> {
+pub(crate) fn client_config(system: &RootCertStore, options: &TlsOptions) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = if options.insecure_skip_verify {
         Arc::new(AcceptAny(provider.clone()))
@@ -58,7 +58,7 @@ pub fn client_config(system: &RootCertStore, options: &TlsOptions) -> Result<rus
 
 /// Marks a certificate that signed itself, so the probe can say so.
 #[derive(Debug)]
-pub struct SelfSigned;
+pub(crate) struct SelfSigned;
 
 impl std::fmt::Display for SelfSigned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -165,7 +165,7 @@ impl ServerCertVerifier for AcceptAny {
 /// (and the certificate checks under it) can report is named here in plain words — never its
 /// Debug text such as `Other(OtherError(CaUsedAsEndEntity))`; the long tail of protocol
 /// details (rustls's `PeerMisbehaved`, `PeerIncompatible`, alerts) is spelled out as words.
-pub fn describe(error: &Error, host: &str) -> String {
+pub(crate) fn describe(error: &Error, host: &str) -> String {
     match error {
         Error::InvalidCertificate(e) => format!("TLS: {}", certificate(e, host)),
         Error::AlertReceived(alert) => format!("TLS: the server refused the handshake ({})", alert_words(alert)),

@@ -17,11 +17,11 @@ use promql_parser::parser::{
 use std::collections::HashMap;
 
 /// How far back an instant selector looks for a sample (Prometheus's default).
-pub const LOOKBACK_MS: i64 = 5 * 60 * 1000;
+pub(crate) const LOOKBACK_MS: i64 = 5 * 60 * 1000;
 
 /// One element of an instant vector.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Elem {
+pub(crate) struct Elem {
     /// Labels (with `__name__` unless an operation dropped it).
     pub labels: Labels,
     /// Value.
@@ -30,7 +30,7 @@ pub struct Elem {
 
 /// One series of a range vector.
 #[derive(Debug, Clone)]
-pub struct RangeElem {
+pub(crate) struct RangeElem {
     /// Labels.
     pub labels: Labels,
     /// Points in the range, oldest first, staleness markers removed.
@@ -39,15 +39,15 @@ pub struct RangeElem {
 
 /// A PromQL value.
 #[derive(Debug, Clone)]
-pub enum Value {
+pub(crate) enum Value {
     /// A number.
     Scalar(f64),
     /// An instant vector.
     Vector(Vec<Elem>),
     /// A range vector.
     Matrix(Vec<RangeElem>),
-    /// A string.
-    String(String),
+    /// A string (its text is never needed: no supported function takes one).
+    String,
 }
 
 /// Why an evaluation failed (e.g. many-to-many matching); the rule yields nothing this time.
@@ -58,7 +58,7 @@ pub struct EvalError(pub String);
 type Result<T> = std::result::Result<T, EvalError>;
 
 /// What an evaluation reads: the series and the evaluation time.
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     /// The series windows.
     pub store: &'a SeriesStore,
     /// Evaluation time, ms.
@@ -66,10 +66,10 @@ pub struct Context<'a> {
 }
 
 /// Evaluates `expr` at `cx.t`.
-pub fn eval(expr: &Expr, cx: &Context<'_>) -> Result<Value> {
+pub(crate) fn eval(expr: &Expr, cx: &Context<'_>) -> Result<Value> {
     match expr {
         Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
-        Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
+        Expr::StringLiteral(_) => Ok(Value::String),
         Expr::Paren(p) => eval(&p.expr, cx),
         Expr::Unary(u) => match eval(&u.expr, cx)? {
             Value::Scalar(v) => Ok(Value::Scalar(-v)),
@@ -102,7 +102,7 @@ fn label<'a>(labels: &'a Labels, name: &str) -> &'a str {
 }
 
 /// Whether a series' labels satisfy a selector's name and matchers.
-pub fn matches(name: Option<&str>, matchers: &Matchers, labels: &Labels) -> bool {
+pub(crate) fn matches(name: Option<&str>, matchers: &Matchers, labels: &Labels) -> bool {
     if let Some(n) = name
         && label(labels, "__name__") != n
     {
@@ -151,13 +151,13 @@ fn select_range(ms: &MatrixSelector, cx: &Context<'_>) -> Vec<RangeElem> {
 }
 
 /// The range `[start, end]` a matrix selector covers at `cx.t`, in ms.
-pub fn range_bounds(ms: &MatrixSelector, cx: &Context<'_>) -> (i64, i64) {
+pub(crate) fn range_bounds(ms: &MatrixSelector, cx: &Context<'_>) -> (i64, i64) {
     let end = cx.t - offset_ms(&ms.vs.offset);
     (end - ms.range.as_millis() as i64, end)
 }
 
 /// Removes `__name__`, as most operations do.
-pub fn drop_name(mut labels: Labels) -> Labels {
+pub(crate) fn drop_name(mut labels: Labels) -> Labels {
     labels.remove("__name__");
     labels
 }
@@ -174,7 +174,7 @@ fn scalar_arg(expr: &Expr, cx: &Context<'_>, what: &str) -> Result<f64> {
 }
 
 /// Evaluates to an instant vector or fails naming what was expected.
-pub fn vector_arg(expr: &Expr, cx: &Context<'_>) -> Result<Vec<Elem>> {
+pub(crate) fn vector_arg(expr: &Expr, cx: &Context<'_>) -> Result<Vec<Elem>> {
     match eval(expr, cx)? {
         Value::Vector(v) => Ok(v),
         _ => Err(EvalError("expected an instant vector".into())),

@@ -15,7 +15,7 @@ type Result<T> = std::result::Result<T, EvalError>;
 type RangeFn<'a> = &'a dyn Fn(&[Point], (i64, i64)) -> Option<f64>;
 
 /// The functions the evaluator implements; anything else is rejected at config load.
-pub const SUPPORTED: &[&str] = &[
+pub(crate) const SUPPORTED: &[&str] = &[
     "rate",
     "irate",
     "increase",
@@ -68,7 +68,7 @@ fn matrix(expr: &Expr, cx: &Context<'_>) -> Result<(Vec<RangeElem>, (i64, i64))>
 }
 
 /// Calls function `name` with `args` at `cx`.
-pub fn call(name: &str, args: &[Box<Expr>], cx: &Context<'_>) -> Result<Value> {
+pub(crate) fn call(name: &str, args: &[Box<Expr>], cx: &Context<'_>) -> Result<Value> {
     let arg = |i: usize| -> Result<&Expr> {
         args.get(i).map(|b| &**b).ok_or_else(|| EvalError(format!("{name}() needs argument {}", i + 1)))
     };
@@ -327,7 +327,7 @@ fn kahan_mean(values: &[f64]) -> f64 {
 }
 
 /// Incremental mean (`avg` aggregation): `mean += v/n - mean/n`, as Prometheus computes it.
-pub fn incremental_mean(values: &[f64]) -> f64 {
+pub(crate) fn incremental_mean(values: &[f64]) -> f64 {
     let mut iter = values.iter();
     let Some(&first) = iter.next() else { return f64::NAN };
     let (mut mean, mut count) = (first, 1.0);
@@ -342,17 +342,17 @@ pub fn incremental_mean(values: &[f64]) -> f64 {
 }
 
 /// Minimum, ignoring NaN unless everything is NaN (as Prometheus).
-pub fn min_of(values: &[f64]) -> f64 {
+pub(crate) fn min_of(values: &[f64]) -> f64 {
     values.iter().copied().fold(f64::NAN, |a, v| if a.is_nan() || v < a { v } else { a })
 }
 
 /// Maximum, ignoring NaN unless everything is NaN.
-pub fn max_of(values: &[f64]) -> f64 {
+pub(crate) fn max_of(values: &[f64]) -> f64 {
     values.iter().copied().fold(f64::NAN, |a, v| if a.is_nan() || v > a { v } else { a })
 }
 
 /// Population variance.
-pub fn stdvar(values: &[f64]) -> f64 {
+pub(crate) fn stdvar(values: &[f64]) -> f64 {
     // Prometheus's running (Welford) form, started from the first value, so the result
     // agrees to the last bit.
     let Some((&first, rest)) = values.split_first() else { return f64::NAN };
@@ -372,7 +372,7 @@ pub fn stdvar(values: &[f64]) -> f64 {
 /// heap sorted best first (`sort.Sort(sort.Reverse(heap))`, an insertion sort for up to 12
 /// elements). So ties, NaN, and the order later aggregations see, all match. Mirrors Go's
 /// `container/heap`.
-pub fn select_k(members: Vec<Elem>, k: usize, top: bool) -> Vec<Elem> {
+pub(crate) fn select_k(members: Vec<Elem>, k: usize, top: bool) -> Vec<Elem> {
     // Go's `Less` of vectorByValueHeap (topk) and vectorByReverseValueHeap (bottomk).
     let less = |a: f64, b: f64| a.is_nan() || if top { a < b } else { a > b };
     let up = |h: &mut Vec<Elem>, mut j: usize| {
@@ -439,7 +439,7 @@ pub fn select_k(members: Vec<Elem>, k: usize, top: bool) -> Vec<Elem> {
 }
 
 /// Ordering with NaN below every number.
-pub fn nan_low_cmp(a: f64, b: f64) -> Ordering {
+pub(crate) fn nan_low_cmp(a: f64, b: f64) -> Ordering {
     match (a.is_nan(), b.is_nan()) {
         (true, true) => Ordering::Equal,
         (true, false) => Ordering::Less,
@@ -449,7 +449,7 @@ pub fn nan_low_cmp(a: f64, b: f64) -> Ordering {
 }
 
 /// Prometheus's φ-quantile with linear interpolation between closest ranks.
-pub fn quantile(q: f64, values: &[f64]) -> f64 {
+pub(crate) fn quantile(q: f64, values: &[f64]) -> f64 {
     if values.is_empty() || q.is_nan() {
         return f64::NAN;
     }

@@ -5,9 +5,9 @@
 //! evaluator (which judges each new result with the rules that read it) and by the CLI. Rules
 //! come from the presets and from the config's `rules:` list.
 
-pub mod eval;
-pub mod functions;
-pub mod template;
+pub(crate) mod eval;
+pub(crate) mod functions;
+pub(crate) mod template;
 
 use crate::alert::{self, AlertState, Millis, Phase, Policy, Transition};
 use crate::model::Labels;
@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use template::Template;
 
 /// The severities the runbook's tiers use.
-pub const SEVERITIES: &[&str] = &["critical", "warning", "info"];
+pub(crate) const SEVERITIES: &[&str] = &["critical", "warning", "info"];
 
 /// A rule as written (in config or by a preset), before compiling.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -100,24 +100,19 @@ impl AlertRule {
     }
 
     /// Metric names the expression selects; `None` when a selector has no name (needs all).
-    pub fn metric_names(&self) -> Option<BTreeSet<String>> {
+    pub(crate) fn metric_names(&self) -> Option<BTreeSet<String>> {
         let mut names = BTreeSet::new();
         names_in(&self.expr, &mut names).then_some(names)
     }
 
     /// How much history the expression reads back from the evaluation time, ms.
-    pub fn lookback_ms(&self) -> Millis {
+    pub(crate) fn lookback_ms(&self) -> Millis {
         reach(&self.expr) + eval::LOOKBACK_MS
     }
 
     /// The alert instances whose condition holds at `t`: labels (series labels without the
-    /// name, plus the rule's labels and `alertname`) and value.
-    pub fn active(&self, store: &SeriesStore, t: Millis) -> Result<Vec<(Labels, f64)>, EvalError> {
-        Ok(self.instances(store, t)?.into_iter().map(|i| (i.labels, i.value)).collect())
-    }
-
-    /// Like `active`, with each instance's sample labels (what its templates see).
-    pub fn instances(&self, store: &SeriesStore, t: Millis) -> Result<Vec<Instance>, EvalError> {
+    /// name, plus the rule's labels and `alertname`), value, and the sample labels its templates see.
+    pub(crate) fn instances(&self, store: &SeriesStore, t: Millis) -> Result<Vec<Instance>, EvalError> {
         let elems = match eval::eval(&self.expr, &Context { store, t })? {
             Value::Vector(v) => v,
             Value::Scalar(v) => vec![eval::Elem { labels: Labels::new(), value: v }],
@@ -151,7 +146,7 @@ impl AlertRule {
 
     /// The annotations for one instance, from its sample's labels (not the alert's: the
     /// rule's own labels and `alertname` are not visible to templates, as in Prometheus).
-    pub fn annotate(&self, sample: &Labels, value: f64) -> BTreeMap<String, String> {
+    pub(crate) fn annotate(&self, sample: &Labels, value: f64) -> BTreeMap<String, String> {
         self.annotations.iter().map(|(k, t)| (k.clone(), t.render(sample, value))).collect()
     }
 
@@ -255,7 +250,7 @@ fn reach(expr: &Expr) -> Millis {
 
 /// One alert instance of an evaluation.
 #[derive(Debug, Clone)]
-pub struct Instance {
+pub(crate) struct Instance {
     /// The alert's labels (with the rule's labels and `alertname`).
     pub labels: Labels,
     /// The expression's value.
@@ -335,12 +330,12 @@ impl RuleEngine {
     }
 
     /// Sets the reminder interval for alerts of a severity.
-    pub fn set_repeat(&mut self, severity: &str, repeat_ms: Millis) {
+    pub(crate) fn set_repeat(&mut self, severity: &str, repeat_ms: Millis) {
         self.repeat.insert(severity.to_string(), repeat_ms);
     }
 
     /// Restores an alert's state (after a restart); unknown rules are ignored.
-    pub fn restore(
+    pub(crate) fn restore(
         &mut self,
         alert: &str,
         labels: Labels,
@@ -353,11 +348,6 @@ impl RuleEngine {
         }
     }
 
-    /// The rules.
-    pub fn rules(&self) -> &[AlertRule] {
-        &self.rules
-    }
-
     /// History the rules need: the longest reach plus the longest `for`, ms.
     pub fn retention_ms(&self) -> Millis {
         self.rules
@@ -365,15 +355,6 @@ impl RuleEngine {
             .map(|r| r.lookback_ms() + r.def.for_ms.max(r.def.keep_firing_for_ms))
             .max()
             .unwrap_or(eval::LOOKBACK_MS)
-    }
-
-    /// Metric names any rule selects; `None` when some rule needs every series.
-    pub fn metric_names(&self) -> Option<BTreeSet<String>> {
-        let mut all = BTreeSet::new();
-        for r in &self.rules {
-            all.extend(r.metric_names()?);
-        }
-        Some(all)
     }
 
     /// Evaluates every rule at `t` and advances each alert's state.
@@ -384,7 +365,7 @@ impl RuleEngine {
     /// Evaluates the rules that read any of the metrics `names` (and those that may read any
     /// series) at `t`: what a new result can change. The rest wait for their own data or
     /// their deadlines.
-    pub fn evaluate_reading<'a>(
+    pub(crate) fn evaluate_reading<'a>(
         &mut self,
         store: &SeriesStore,
         t: Millis,
@@ -409,7 +390,7 @@ impl RuleEngine {
 
     /// The next moment at which an alert's state changes with time alone (`for`,
     /// `keep_firing_for`, reminders); `None` when no alert is waiting for time.
-    pub fn next_deadline(&self) -> Option<Millis> {
+    pub(crate) fn next_deadline(&self) -> Option<Millis> {
         self.states
             .iter()
             .filter_map(|((index, _), tracked)| alert::next_deadline(tracked.state, self.policy(*index)))
@@ -417,7 +398,7 @@ impl RuleEngine {
     }
 
     /// Every pending and firing alert.
-    pub fn alerts(&self) -> Vec<AlertStatus> {
+    pub(crate) fn alerts(&self) -> Vec<AlertStatus> {
         let mut alerts: Vec<AlertStatus> = self
             .states
             .iter()

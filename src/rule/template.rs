@@ -9,7 +9,7 @@ use std::fmt::Write;
 
 /// A compiled template.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Template {
+pub(crate) struct Template {
     source: String,
     parts: Vec<Part>,
 }
@@ -48,7 +48,7 @@ const FUNCTIONS: &[&str] =
 
 impl Template {
     /// Compiles `source`, or says what is wrong with it.
-    pub fn parse(source: &str) -> Result<Self, String> {
+    pub(crate) fn parse(source: &str) -> Result<Self, String> {
         let mut parts = Vec::new();
         let mut rest = source;
         let mut trim_next = false;
@@ -83,13 +83,8 @@ impl Template {
         Ok(Self { source: source.to_string(), parts })
     }
 
-    /// The text it was compiled from.
-    pub fn source(&self) -> &str {
-        &self.source
-    }
-
     /// Renders with the alert's labels and value.
-    pub fn render(&self, labels: &Labels, value: f64) -> String {
+    pub(crate) fn render(&self, labels: &Labels, value: f64) -> String {
         let mut out = String::new();
         for part in &self.parts {
             match part {
@@ -239,7 +234,7 @@ fn display(d: &Data) -> String {
 
 /// Go's `%v` for a float64: shortest digits; exponent form when the decimal exponent is
 /// below -4 or at least 6 (strconv's `'g'` with shortest precision), so `1e+06`.
-pub fn go_float(v: f64) -> String {
+pub(crate) fn go_float(v: f64) -> String {
     if v.is_nan() {
         return "NaN".into();
     }
@@ -262,7 +257,7 @@ fn go_exponent(rust: &str) -> String {
 }
 
 /// Go's `%.{prec}g`.
-pub fn go_g(v: f64, prec: usize) -> String {
+pub(crate) fn go_g(v: f64, prec: usize) -> String {
     if v.is_nan() {
         return "NaN".into();
     }
@@ -287,7 +282,7 @@ fn trim_zeros(s: &str) -> &str {
 }
 
 /// Prometheus's `humanize`: SI prefixes, 4 significant digits.
-pub fn humanize(v: f64) -> String {
+pub(crate) fn humanize(v: f64) -> String {
     if v == 0.0 || v.is_nan() || v.is_infinite() {
         return go_g(v, 4);
     }
@@ -315,7 +310,7 @@ pub fn humanize(v: f64) -> String {
 }
 
 /// Prometheus's `humanize1024`: binary prefixes.
-pub fn humanize1024(v: f64) -> String {
+pub(crate) fn humanize1024(v: f64) -> String {
     if v.abs() <= 1.0 || v.is_nan() || v.is_infinite() {
         return go_g(v, 4);
     }
@@ -332,7 +327,7 @@ pub fn humanize1024(v: f64) -> String {
 }
 
 /// Prometheus's `humanizeDuration` (seconds in, `1d 2h 3m 4s` out).
-pub fn humanize_duration(v: f64) -> String {
+pub(crate) fn humanize_duration(v: f64) -> String {
     if v.is_nan() || v.is_infinite() {
         return go_g(v, 4);
     }

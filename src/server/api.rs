@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use std::time::Duration;
 
 /// `GET /api/v1/status`.
-pub async fn status(State(state): State<AppState>) -> Response {
+pub(crate) async fn status(State(state): State<AppState>) -> Response {
     match view::status(&state).await {
         Ok(s) => Json(s).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -18,7 +18,7 @@ pub async fn status(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /api/v1/alerts`.
-pub async fn alerts(State(state): State<AppState>) -> Response {
+pub(crate) async fn alerts(State(state): State<AppState>) -> Response {
     match view::open_alerts(&state).await {
         Ok(a) => Json(a).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -28,7 +28,11 @@ pub async fn alerts(State(state): State<AppState>) -> Response {
 /// `GET /api/v1/checks/{name}/history`: names contain `/` (`synapse/health`), so the route
 /// takes the rest of the path. The query string is parsed by `query::parse` into a bounded
 /// plan; anything else is a `400` with the reason.
-pub async fn history(State(state): State<AppState>, Path(path): Path<String>, RawQuery(q): RawQuery) -> Response {
+pub(crate) async fn history(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
     let Some(name) = path.strip_suffix("/history") else {
         return error(StatusCode::NOT_FOUND, "expected /api/v1/checks/{name}/history");
     };
@@ -70,7 +74,7 @@ pub async fn history(State(state): State<AppState>, Path(path): Path<String>, Ra
 
 /// `POST /api/v1/reload` (token): reloads the config file; 422 with the reasons when the new
 /// one is invalid (the running one stays).
-pub async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(crate) async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(refused) = authorize(&headers, state.admin_token.as_ref()) {
         return *refused;
     }

@@ -38,17 +38,17 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 /// Descriptors the server never takes: for probes, the store, notifications and backups.
-pub const FD_RESERVE: u64 = 256;
+pub(crate) const FD_RESERVE: u64 = 256;
 /// How long a connection may take to send a complete request head, counted from when it
 /// opened or its previous response ended (so also how long an idle keep-alive lasts).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a response may make no write progress before its connection is closed.
-pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a request's handler may run, reading its body included (a reload waits up to
 /// 30 s for the daemon).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest request head (request line and headers) read; hyper answers `431` beyond it.
-pub const MAX_HEAD: usize = 16 * 1024;
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// How long requests in flight may finish when the server stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How often a full server looks again for a connection to close when none was idle.
@@ -60,7 +60,7 @@ const LISTEN_BACKLOG: u32 = 1024;
 
 /// Binds the server's socket: `SO_REUSEADDR` (a reload binds the same address again at once)
 /// and an accept queue of 1,024.
-pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
@@ -69,7 +69,7 @@ pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
 
 /// How the server bounds its connections: [`Limits::new`] gives the cap and the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Most connections open at once.
     pub max_connections: usize,
     /// See [`HEADER_READ_TIMEOUT`].
@@ -82,7 +82,7 @@ pub struct Limits {
 
 impl Limits {
     /// `max_connections` with the default timeouts.
-    pub fn new(max_connections: usize) -> Self {
+    pub(crate) fn new(max_connections: usize) -> Self {
         Self {
             max_connections: max_connections.max(1),
             header_read_timeout: HEADER_READ_TIMEOUT,
@@ -95,7 +95,7 @@ impl Limits {
 /// The open-file soft limit of this process, from `/proc/self/limits`; `None` where that file
 /// does not exist (not Linux) or says `unlimited`. (The binary raises it to the hard limit at
 /// start; reading it needs no system call, so the library stays free of `unsafe`.)
-pub fn open_file_soft_limit() -> Option<u64> {
+pub(crate) fn open_file_soft_limit() -> Option<u64> {
     soft_limit_in(&std::fs::read_to_string("/proc/self/limits").ok()?)
 }
 
@@ -108,7 +108,7 @@ fn soft_limit_in(limits: &str) -> Option<u64> {
 /// The cap in force: the configured one, but never more than the open-file soft limit minus
 /// the reserve (at most half the limit is reserved, so a tiny limit still serves). Without a
 /// known limit, the configured cap.
-pub fn connection_cap(configured: usize, soft_limit: Option<u64>) -> usize {
+pub(crate) fn connection_cap(configured: usize, soft_limit: Option<u64>) -> usize {
     let Some(soft) = soft_limit else { return configured.max(1) };
     let room = soft - FD_RESERVE.min(soft / 2);
     configured.min(usize::try_from(room).unwrap_or(usize::MAX)).max(1)
@@ -220,7 +220,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Accepts connections on `listener` and serves `app` on them within `limits`, until `stop`
 /// turns true; then lets requests in flight finish (for up to 10 s).
-pub async fn run(listener: TcpListener, app: Router, limits: Limits, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn run(listener: TcpListener, app: Router, limits: Limits, mut stop: watch::Receiver<bool>) {
     let cap = limits.max_connections;
     let slots = Arc::new(Semaphore::new(cap));
     let registry = Arc::new(Registry::new());

@@ -9,12 +9,10 @@ mod listener;
 pub mod maintenance;
 mod metrics;
 mod page;
-pub mod query;
+pub(crate) mod query;
 mod view;
 
-pub use listener::{
-    FD_RESERVE, HEADER_READ_TIMEOUT, Limits, MAX_HEAD, REQUEST_TIMEOUT, WRITE_STALL_TIMEOUT, bind, connection_cap,
-};
+pub(crate) use listener::{Limits, bind, connection_cap};
 
 use crate::clock::Clock;
 use crate::live::Live;
@@ -38,7 +36,7 @@ pub struct ReloadRequest {
 
 /// What the handlers share.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     /// The daemon's current view.
     pub live: Arc<Live>,
     /// Uptime history.
@@ -61,7 +59,7 @@ pub struct AppState {
 const BODY_LIMIT: usize = 64 * 1024;
 
 /// The routes.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let maintenance = crate::server::maintenance::router(
         state.store.clone(),
         state.admin_token.clone(),
@@ -103,7 +101,7 @@ async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) ->
 /// Serves until `stop` turns true; requests in flight finish. At most `max_connections`
 /// connections at once (`listen_max_connections`), fewer when the open-file limit leaves less
 /// room after [`FD_RESERVE`].
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     max_connections: usize,

@@ -22,7 +22,7 @@ table{border-collapse:collapse;width:100%;font-size:.9rem}td,th{padding:.35rem .
 .muted{color:#57606a;font-size:.8rem}.detail{max-width:28rem;word-break:break-word}svg{display:block}";
 
 /// `GET /`.
-pub async fn status(State(state): State<AppState>) -> Response {
+pub(crate) async fn status(State(state): State<AppState>) -> Response {
     match view::status(&state).await {
         Ok(s) => ([(header::CACHE_CONTROL, "no-store")], Html(render(&s, &state.live.services))).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("status unavailable: {e}")).into_response(),
@@ -77,7 +77,7 @@ fn chart(points: &[Option<f64>]) -> String {
 }
 
 /// The page.
-pub fn render(s: &view::Status, services: &[String]) -> String {
+pub(crate) fn render(s: &view::Status, services: &[String]) -> String {
     let mut out = String::with_capacity(32 * 1024);
     let _ = write!(
         out,

@@ -16,13 +16,13 @@
 use crate::history::{DAY_MS, RAW_RETENTION_MS, Resolution};
 
 /// Earliest time a query may name: 1970-01-01T00:00:00Z, ms. Nothing is recorded before it.
-pub const MIN_MS: i64 = 0;
+pub(crate) const MIN_MS: i64 = 0;
 /// Latest time a query may name: 9999-12-31T23:59:59.999Z, ms (the end of four-digit years).
-pub const MAX_MS: i64 = 253_402_300_799_999;
+pub(crate) const MAX_MS: i64 = 253_402_300_799_999;
 /// Most buckets one request may ask for: 14 days of minutes.
-pub const MAX_BUCKETS: i64 = 20_160;
+pub(crate) const MAX_BUCKETS: i64 = 20_160;
 /// Most raw results one request returns (`limit`'s default and ceiling).
-pub const MAX_RESULTS: u32 = 20_160;
+pub(crate) const MAX_RESULTS: u32 = 20_160;
 /// How far back `from` defaults for `hour` and `day`.
 const DEFAULT_SPAN_MS: i64 = 90 * DAY_MS;
 /// The parameters there are.
@@ -32,31 +32,31 @@ const ECHO: usize = 40;
 
 /// A time range `[from, to)` in ms since the epoch, with `MIN_MS <= from < to <= MAX_MS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Range {
+pub(crate) struct Range {
     from: i64,
     to: i64,
 }
 
 impl Range {
     /// The range, if it is non-empty and within `MIN_MS..=MAX_MS`.
-    pub fn new(from: i64, to: i64) -> Option<Self> {
+    pub(crate) fn new(from: i64, to: i64) -> Option<Self> {
         (MIN_MS <= from && from < to && to <= MAX_MS).then_some(Self { from, to })
     }
 
     /// Start, inclusive, ms.
-    pub fn start_ms(self) -> i64 {
+    pub(crate) fn start_ms(self) -> i64 {
         self.from
     }
 
     /// End, exclusive, ms.
-    pub fn end_ms(self) -> i64 {
+    pub(crate) fn end_ms(self) -> i64 {
         self.to
     }
 }
 
 /// What a valid history request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// Raw results in `range`, oldest first, at most `limit` of them.
     Raw {
         /// The times.
@@ -76,7 +76,8 @@ pub enum Plan {
 impl Plan {
     /// The first and last bucket numbers of a rollup plan (`None` for raw); their distance is
     /// below [`MAX_BUCKETS`].
-    pub fn buckets(&self) -> Option<(i64, i64)> {
+    #[cfg(test)]
+    fn buckets(&self) -> Option<(i64, i64)> {
         match *self {
             Plan::Raw { .. } => None,
             Plan::Rollup { resolution, range } => {
@@ -88,7 +89,7 @@ impl Plan {
 
 /// Why a query was refused (each is a `400`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueryError {
+pub(crate) enum QueryError {
     /// A parameter the API does not have.
     #[error("unknown parameter `{0}`; the parameters are resolution, from, to and limit")]
     Unknown(String),
@@ -149,7 +150,7 @@ struct Given {
 
 /// Parses the raw (still percent-encoded) query string of a history request, `None` when the
 /// URL has none. `now_ms` is the current time; `to` defaults to just after it.
-pub fn parse(query: Option<&str>, now_ms: i64) -> Result<Plan, QueryError> {
+pub(crate) fn parse(query: Option<&str>, now_ms: i64) -> Result<Plan, QueryError> {
     let mut given = Given::default();
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         let slot = match key.as_ref() {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 /// One check's status.
 #[derive(Debug, Serialize)]
-pub struct CheckStatus {
+pub(crate) struct CheckStatus {
     /// Name.
     pub name: String,
     /// Service.
@@ -44,7 +44,7 @@ pub struct CheckStatus {
 
 /// An open alert.
 #[derive(Debug, Serialize)]
-pub struct OpenAlert {
+pub(crate) struct OpenAlert {
     /// Alert name.
     pub alert: String,
     /// `pending` or `firing`.
@@ -63,7 +63,7 @@ pub struct OpenAlert {
 
 /// A stretch of failed results of one check (from the last 48 hours of raw results).
 #[derive(Debug, Serialize)]
-pub struct Incident {
+pub(crate) struct Incident {
     /// Check.
     pub check: String,
     /// First failed result, ms.
@@ -74,7 +74,7 @@ pub struct Incident {
 
 /// The whole status.
 #[derive(Debug, Serialize)]
-pub struct Status {
+pub(crate) struct Status {
     /// When this was computed, ms.
     pub generated_ms: i64,
     /// When the running config started, ms.
@@ -96,7 +96,7 @@ pub struct Status {
 }
 
 /// Open alerts from the store.
-pub async fn open_alerts(state: &AppState) -> Result<Vec<OpenAlert>, StoreError> {
+pub(crate) async fn open_alerts(state: &AppState) -> Result<Vec<OpenAlert>, StoreError> {
     Ok(state
         .store
         .alerts()
@@ -118,7 +118,7 @@ pub async fn open_alerts(state: &AppState) -> Result<Vec<OpenAlert>, StoreError>
 }
 
 /// Computes the status now.
-pub async fn status(state: &AppState) -> Result<Status, StoreError> {
+pub(crate) async fn status(state: &AppState) -> Result<Status, StoreError> {
     let now = state.clock.now().as_millisecond();
     let store_failure = state.store.health().failure();
     let mut checks = Vec::new();

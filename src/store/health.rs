@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Writes in a row that must succeed before a failure is over.
-pub const WRITES_TO_HEAL: u32 = 3;
+pub(crate) const WRITES_TO_HEAL: u32 = 3;
 
 /// The store refusing writes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -45,7 +45,7 @@ impl std::fmt::Debug for Health {
 
 impl Health {
     /// Healthy, with failures timed by `clock`.
-    pub fn new(clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
         Self { clock, state: watch::Sender::new(State::default()) }
     }
 
@@ -55,7 +55,7 @@ impl Health {
     }
 
     /// Records a refused write (`error` in words).
-    pub fn refused(&self, error: &str) {
+    pub(crate) fn refused(&self, error: &str) {
         let now = self.clock.now().as_millisecond();
         self.state.send_if_modified(|s| {
             s.streak = 0;
@@ -74,7 +74,7 @@ impl Health {
     }
 
     /// Records a write that succeeded.
-    pub fn written(&self) {
+    pub(crate) fn written(&self) {
         self.state.send_if_modified(|s| {
             if s.failure.is_none() {
                 return false;
@@ -89,19 +89,19 @@ impl Health {
     }
 
     /// Follows the failure as it starts and ends (not each refused write).
-    pub fn subscribe(&self) -> Changes {
+    pub(crate) fn subscribe(&self) -> Changes {
         Changes(self.state.subscribe())
     }
 }
 
 /// A failure's start and end, as they happen (see `Health::subscribe`).
 #[derive(Debug)]
-pub struct Changes(watch::Receiver<State>);
+pub(crate) struct Changes(watch::Receiver<State>);
 
 impl Changes {
     /// Waits for the next start or end, and returns the failure then (`None`: over). `Err`
     /// when the store is gone.
-    pub async fn changed(&mut self) -> Result<Option<Failure>, watch::error::RecvError> {
+    pub(crate) async fn changed(&mut self) -> Result<Option<Failure>, watch::error::RecvError> {
         self.0.changed().await?;
         Ok(self.0.borrow_and_update().failure.clone())
     }

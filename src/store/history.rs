@@ -132,13 +132,13 @@ impl History {
     }
 
     /// Beats the heartbeat.
-    pub async fn heartbeat(&self, now: i64) -> Result<()> {
+    pub(crate) async fn heartbeat(&self, now: i64) -> Result<()> {
         self.store.write(async |conn| beat(conn, now).await).await
     }
 
     /// At start: records the time since the last heartbeat as a gap when it is longer than
     /// two beats (`every_ms`), and beats. Returns the gap recorded.
-    pub async fn start(&self, now: i64, every_ms: i64) -> Result<Option<(i64, i64)>> {
+    pub(crate) async fn start(&self, now: i64, every_ms: i64) -> Result<Option<(i64, i64)>> {
         let last = self.store.meta(HEARTBEAT).await?.and_then(|v| v.parse::<i64>().ok());
         let gap = crate::history::gap_at_start(last, now, every_ms);
         if let Some((start, end)) = gap {
@@ -158,7 +158,7 @@ impl History {
     }
 
     /// Deletes what is past its retention.
-    pub async fn prune(&self, now: i64) -> Result<()> {
+    pub(crate) async fn prune(&self, now: i64) -> Result<()> {
         let run = async |tx: &mut sqlx::SqliteConnection| {
             sqlx::query("DELETE FROM results WHERE at < ?").bind(now - RAW_RETENTION_MS).execute(&mut *tx).await?;
             for res in Resolution::ALL {
@@ -178,7 +178,7 @@ impl History {
     }
 
     /// Times mxwarden was not running that overlap `[from, to)`.
-    pub async fn gaps(&self, from: i64, to: i64) -> Result<Vec<(i64, i64)>> {
+    pub(crate) async fn gaps(&self, from: i64, to: i64) -> Result<Vec<(i64, i64)>> {
         let rows = sqlx::query("SELECT start, end FROM gaps WHERE end > ? AND start < ? ORDER BY start")
             .bind(from)
             .bind(to)
@@ -208,7 +208,13 @@ impl History {
 
     /// At most `limit` raw results of `check` in `[from, to)`, oldest first, and whether more
     /// follow (the API's paged `resolution=raw`).
-    pub async fn raw_page(&self, check: &str, from: i64, to: i64, limit: u32) -> Result<(Vec<CheckResult>, bool)> {
+    pub(crate) async fn raw_page(
+        &self,
+        check: &str,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<(Vec<CheckResult>, bool)> {
         let Some(id) = self.known_id(check).await? else { return Ok((Vec::new(), false)) };
         let rows = sqlx::query(
             "SELECT at, state, latency_ms FROM results WHERE check_id = ? AND at >= ? AND at < ? ORDER BY at LIMIT ?",

@@ -7,7 +7,7 @@ use crate::maintenance::calendar::{AdHocWindow, Millis};
 use sqlx::Row;
 
 /// This module's migration, appended to the store's list.
-pub const MIGRATION: &str = "CREATE TABLE maintenance (
+pub(crate) const MIGRATION: &str = "CREATE TABLE maintenance (
         id INTEGER PRIMARY KEY AUTOINCREMENT, services TEXT NOT NULL, starts_at INTEGER NOT NULL,
         ends_at INTEGER NOT NULL, reason TEXT NOT NULL, created_at INTEGER NOT NULL,
         ended_early INTEGER NOT NULL DEFAULT 0, reminded INTEGER NOT NULL DEFAULT 0);
@@ -37,7 +37,7 @@ impl HoldReason {
     }
 
     /// Read back from the store.
-    pub fn decode(text: &str) -> Option<Self> {
+    pub(crate) fn decode(text: &str) -> Option<Self> {
         match text.split_once(':') {
             None if text == "maintenance" => Some(Self::Maintenance),
             Some(("dependency", service)) if !service.is_empty() => Some(Self::Dependency(service.to_string())),
@@ -67,14 +67,14 @@ pub struct Held {
 
 impl Held {
     /// (receiver, incident): one held notification per incident and receiver.
-    pub fn key(&self) -> (String, String) {
+    pub(crate) fn key(&self) -> (String, String) {
         (self.delivery.receiver.clone(), self.delivery.notification.incident.clone())
     }
 }
 
 /// What `end` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ended {
+pub(crate) enum Ended {
     /// The window was open (or not yet started) and is now over.
     Now(AdHocWindow),
     /// The window had already ended.
@@ -121,7 +121,7 @@ pub async fn start(
 }
 
 /// Ends window `id` at `now` (a window that has not started yet is over too).
-pub async fn end(store: &Store, id: i64, now: Millis) -> Result<Ended> {
+pub(crate) async fn end(store: &Store, id: i64, now: Millis) -> Result<Ended> {
     store
         .write(async |conn| {
             let Some(row) =
@@ -147,7 +147,7 @@ pub async fn end(store: &Store, id: i64, now: Millis) -> Result<Ended> {
 }
 
 /// Ad hoc windows not over by `now` (open or to come), by start.
-pub async fn current(store: &Store, now: Millis) -> Result<Vec<AdHocWindow>> {
+pub(crate) async fn current(store: &Store, now: Millis) -> Result<Vec<AdHocWindow>> {
     let rows = sqlx::query("SELECT * FROM maintenance WHERE ends_at > ? ORDER BY starts_at, id")
         .bind(now)
         .fetch_all(store.pool())
@@ -159,7 +159,7 @@ pub async fn current(store: &Store, now: Millis) -> Result<Vec<AdHocWindow>> {
 /// Open windows ending within `lead_ms` of `now` whose reminder has not gone out. The
 /// reminder is marked as sent (`Decision::reminded`) in the transaction that queues it, so it
 /// goes out exactly once.
-pub async fn due_reminders(store: &Store, now: Millis, lead_ms: Millis) -> Result<Vec<AdHocWindow>> {
+pub(crate) async fn due_reminders(store: &Store, now: Millis, lead_ms: Millis) -> Result<Vec<AdHocWindow>> {
     let rows = sqlx::query(
         "SELECT * FROM maintenance WHERE reminded = 0 AND starts_at <= ? AND ends_at > ? AND ends_at - ? <= ? ORDER BY id",
     )

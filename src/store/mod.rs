@@ -15,11 +15,11 @@
 //! until a restart. Each write's outcome goes to `health`, which `/healthz`, the status page
 //! and the daemon's `MxwardenStoreFailing` page read.
 
-pub mod health;
-pub mod history;
+pub(crate) mod health;
+pub(crate) mod history;
 pub mod maintenance;
 
-pub use health::Health;
+pub(crate) use health::Health;
 pub use history::History;
 
 use crate::alert::{AlertState, Phase};
@@ -174,7 +174,7 @@ pub struct Delivery {
 
 /// One receiver's outbox figures.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DeliveryStats {
+pub(crate) struct DeliveryStats {
     /// Receiver name.
     pub receiver: String,
     /// Waiting to be sent.
@@ -190,7 +190,7 @@ pub struct DeliveryStats {
 /// marked as sent, and digest bookkeeping. A crash before the commit leaves none of it, after
 /// it all of it: nothing is paged twice and nothing decided is lost.
 #[derive(Debug, Default, Clone)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// Alert state changes.
     pub alerts: Vec<StoredAlert>,
     /// Rows for the outbox.
@@ -209,7 +209,7 @@ pub struct Decision {
 
 impl Decision {
     /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.alerts.is_empty()
             && self.deliveries.is_empty()
             && self.digest.is_empty()
@@ -313,7 +313,7 @@ impl Store {
     }
 
     /// Times the store's failures with `clock` (the daemon's) instead of the system's.
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.health = Arc::new(Health::new(clock));
         self
     }
@@ -402,7 +402,7 @@ impl Store {
     }
 
     /// Writes `decisions`, in order, in one transaction: all of them or none.
-    pub async fn commit(&self, decisions: &[Decision], now: i64) -> Result<()> {
+    pub(crate) async fn commit(&self, decisions: &[Decision], now: i64) -> Result<()> {
         if decisions.iter().all(Decision::is_empty) {
             return Ok(());
         }
@@ -438,7 +438,7 @@ impl Store {
 
     /// Pending rows due by `now`, oldest first — only the oldest per (receiver, incident), so a
     /// resolve never overtakes its firing message.
-    pub async fn due(&self, now: i64) -> Result<Vec<Delivery>> {
+    pub(crate) async fn due(&self, now: i64) -> Result<Vec<Delivery>> {
         let rows = sqlx::query(
             "SELECT * FROM outbox o WHERE status = 'pending' AND due_at <= ?
                AND id = (SELECT MIN(id) FROM outbox p WHERE p.status = 'pending' AND p.receiver = o.receiver AND p.incident = o.incident)
@@ -452,7 +452,7 @@ impl Store {
     }
 
     /// When the next pending row is due, if any.
-    pub async fn next_due(&self) -> Result<Option<i64>> {
+    pub(crate) async fn next_due(&self) -> Result<Option<i64>> {
         sqlx::query_scalar("SELECT MIN(due_at) FROM outbox WHERE status = 'pending'")
             .fetch_one(&self.pool)
             .await
@@ -472,7 +472,7 @@ impl Store {
 
     /// Per receiver: deliveries waiting, dead letters, and failed attempts so far (every
     /// attempt of a row but the one that succeeded).
-    pub async fn delivery_stats(&self) -> Result<Vec<DeliveryStats>> {
+    pub(crate) async fn delivery_stats(&self) -> Result<Vec<DeliveryStats>> {
         let rows = sqlx::query(
             "SELECT receiver,
                     SUM(status = 'pending'),
@@ -490,7 +490,7 @@ impl Store {
     }
 
     /// Records a successful delivery.
-    pub async fn mark_sent(&self, id: i64, now: i64) -> Result<()> {
+    pub(crate) async fn mark_sent(&self, id: i64, now: i64) -> Result<()> {
         self.write(async |conn| {
             sqlx::query(
                 "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
@@ -505,7 +505,7 @@ impl Store {
     }
 
     /// Records a failed attempt: retry at `due_at`, or dead when `dead`.
-    pub async fn mark_failed(&self, id: i64, error: &str, due_at: i64, dead: bool) -> Result<()> {
+    pub(crate) async fn mark_failed(&self, id: i64, error: &str, due_at: i64, dead: bool) -> Result<()> {
         self.write(async |conn| {
             sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ?, due_at = ?, status = CASE WHEN ? THEN 'dead' ELSE status END WHERE id = ?")
                 .bind(error)
@@ -520,7 +520,7 @@ impl Store {
     }
 
     /// Queues fallback rows for `id`, once.
-    pub async fn queue_fallback(&self, id: i64, fallbacks: &[NewDelivery], now: i64) -> Result<()> {
+    pub(crate) async fn queue_fallback(&self, id: i64, fallbacks: &[NewDelivery], now: i64) -> Result<()> {
         self.write(async |conn| {
             let done = sqlx::query("UPDATE outbox SET fallback_queued = 1 WHERE id = ? AND fallback_queued = 0")
                 .bind(id)
@@ -537,7 +537,7 @@ impl Store {
     }
 
     /// The Matrix event that starts an incident's thread for a receiver.
-    pub async fn thread_root(&self, receiver: &str, incident: &str) -> Result<Option<String>> {
+    pub(crate) async fn thread_root(&self, receiver: &str, incident: &str) -> Result<Option<String>> {
         sqlx::query_scalar("SELECT event_id FROM threads WHERE receiver = ? AND incident = ?")
             .bind(receiver)
             .bind(incident)
@@ -547,7 +547,7 @@ impl Store {
     }
 
     /// Remembers an incident's thread root.
-    pub async fn set_thread_root(&self, receiver: &str, incident: &str, event_id: &str) -> Result<()> {
+    pub(crate) async fn set_thread_root(&self, receiver: &str, incident: &str, event_id: &str) -> Result<()> {
         self.write(async |conn| {
             sqlx::query("INSERT OR IGNORE INTO threads (receiver, incident, event_id) VALUES (?, ?, ?)")
                 .bind(receiver)
@@ -561,7 +561,7 @@ impl Store {
     }
 
     /// Digest items of `tier` recorded in `(from, to]`.
-    pub async fn digest_items(&self, tier: &str, from: i64, to: i64) -> Result<Vec<Notification>> {
+    pub(crate) async fn digest_items(&self, tier: &str, from: i64, to: i64) -> Result<Vec<Notification>> {
         let rows: Vec<String> =
             sqlx::query_scalar("SELECT payload FROM digest_items WHERE tier = ? AND at > ? AND at <= ? ORDER BY id")
                 .bind(tier)
@@ -574,7 +574,7 @@ impl Store {
     }
 
     /// A small key/value setting.
-    pub async fn meta(&self, key: &str) -> Result<Option<String>> {
+    pub(crate) async fn meta(&self, key: &str) -> Result<Option<String>> {
         sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
             .bind(key)
             .fetch_optional(&self.pool)

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 /// The upstream service whose outage explains an alert of `service`, given the services that
 /// are `down` now: the root cause when several are (PostgreSQL rather than MAS when both are
 /// down and MAS needs PostgreSQL). `None` when nothing `service` needs is down.
-pub fn covering(topology: &Topology, service: &str, down: &BTreeSet<String>) -> Option<String> {
+pub(crate) fn covering(topology: &Topology, service: &str, down: &BTreeSet<String>) -> Option<String> {
     let upstream = topology.upstream(service);
     let mut candidates: Vec<&String> = upstream.iter().filter(|s| down.contains(*s)).collect();
     candidates.sort_by_key(|s| (topology.upstream(s).iter().filter(|u| down.contains(*u)).count(), s.as_str()));
@@ -18,13 +18,13 @@ pub fn covering(topology: &Topology, service: &str, down: &BTreeSet<String>) -> 
 }
 
 /// Whether `n` is `service`'s own down alert (`PostgresDown` for a postgres service).
-pub fn is_down_alert(topology: &Topology, service: &str, n: &Notification) -> bool {
+pub(crate) fn is_down_alert(topology: &Topology, service: &str, n: &Notification) -> bool {
     let Some(name) = topology.down_alert(service) else { return false };
     n.alerts.first().is_some_and(|a| a.name == name)
 }
 
 /// The headline: `PostgreSQL down — affects authentik, mas, synapse, vikunja`.
-pub fn headline(topology: &Topology, service: &str, affected: &BTreeSet<String>) -> String {
+pub(crate) fn headline(topology: &Topology, service: &str, affected: &BTreeSet<String>) -> String {
     let names: Vec<&str> = affected.iter().map(String::as_str).collect();
     format!("{} down — affects {}", topology.display(service), names.join(", "))
 }
@@ -32,7 +32,12 @@ pub fn headline(topology: &Topology, service: &str, affected: &BTreeSet<String>)
 /// Turns `service`'s down page into the group page: the headline as its title and summary,
 /// the affected services in an `affects` annotation, and which of them fail now. Pages of a
 /// service nothing depends on are returned unchanged.
-pub fn group_page(topology: &Topology, service: &str, n: Notification, failing: &BTreeSet<String>) -> Notification {
+pub(crate) fn group_page(
+    topology: &Topology,
+    service: &str,
+    n: Notification,
+    failing: &BTreeSet<String>,
+) -> Notification {
     let affected = topology.downstream(service);
     if affected.is_empty() || !matches!(n.kind, Kind::Firing | Kind::Reminder) {
         return n;

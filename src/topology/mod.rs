@@ -4,7 +4,7 @@
 //! cycles); the notification gate (`crate::mute`) asks it whose outage explains an alert, and
 //! `group` turns that into one page.
 
-pub mod group;
+pub(crate) mod group;
 
 use crate::model::ServiceKind;
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,7 +18,7 @@ pub struct Topology {
 
 /// The kinds a kind needs, by the runbook: every app keeps its data in PostgreSQL, and
 /// Synapse's logins go through MAS.
-pub fn builtin_needs(kind: ServiceKind) -> &'static [ServiceKind] {
+pub(crate) fn builtin_needs(kind: ServiceKind) -> &'static [ServiceKind] {
     match kind {
         ServiceKind::Synapse => &[ServiceKind::Postgres, ServiceKind::Mas],
         ServiceKind::Mas | ServiceKind::Vikunja | ServiceKind::Authentik => &[ServiceKind::Postgres],
@@ -27,7 +27,7 @@ pub fn builtin_needs(kind: ServiceKind) -> &'static [ServiceKind] {
 }
 
 /// A kind's name for people: `PostgreSQL`, `Synapse`, `MAS`, …
-pub fn display_kind(kind: ServiceKind) -> &'static str {
+pub(crate) fn display_kind(kind: ServiceKind) -> &'static str {
     match kind {
         ServiceKind::Synapse => "Synapse",
         ServiceKind::Mas => "MAS",
@@ -39,7 +39,7 @@ pub fn display_kind(kind: ServiceKind) -> &'static str {
 
 impl Topology {
     /// A topology from explicit edges.
-    pub fn new(kinds: BTreeMap<String, ServiceKind>, needs: BTreeMap<String, BTreeSet<String>>) -> Self {
+    pub(crate) fn new(kinds: BTreeMap<String, ServiceKind>, needs: BTreeMap<String, BTreeSet<String>>) -> Self {
         Self { kinds, needs }
     }
 
@@ -70,7 +70,7 @@ impl Topology {
     /// The built-in edges for `service` among `kinds`: each needed kind, when exactly one
     /// service of it is configured (with two PostgreSQL servers, which one is meant is the
     /// operator's to say).
-    pub fn builtin_for(service: &str, kinds: &BTreeMap<String, ServiceKind>) -> BTreeSet<String> {
+    pub(crate) fn builtin_for(service: &str, kinds: &BTreeMap<String, ServiceKind>) -> BTreeSet<String> {
         let Some(kind) = kinds.get(service) else { return BTreeSet::new() };
         builtin_needs(*kind)
             .iter()
@@ -85,12 +85,12 @@ impl Topology {
     }
 
     /// The services `service` needs directly.
-    pub fn needs(&self, service: &str) -> impl Iterator<Item = &str> {
+    pub(crate) fn needs(&self, service: &str) -> impl Iterator<Item = &str> {
         self.needs.get(service).into_iter().flatten().map(String::as_str)
     }
 
     /// Everything `service` needs, directly or through others.
-    pub fn upstream(&self, service: &str) -> BTreeSet<String> {
+    pub(crate) fn upstream(&self, service: &str) -> BTreeSet<String> {
         let mut seen = BTreeSet::new();
         let mut todo: Vec<&str> = self.needs(service).collect();
         while let Some(s) = todo.pop() {
@@ -103,28 +103,28 @@ impl Topology {
     }
 
     /// Everything that needs `service`, directly or through others.
-    pub fn downstream(&self, service: &str) -> BTreeSet<String> {
+    pub(crate) fn downstream(&self, service: &str) -> BTreeSet<String> {
         self.needs.keys().filter(|s| s.as_str() != service && self.upstream(s).contains(service)).cloned().collect()
     }
 
     /// Every configured service.
-    pub fn services(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn services(&self) -> impl Iterator<Item = &str> {
         self.kinds.keys().map(String::as_str)
     }
 
     /// The kind of a configured service.
-    pub fn kind(&self, service: &str) -> Option<ServiceKind> {
+    pub(crate) fn kind(&self, service: &str) -> Option<ServiceKind> {
         self.kinds.get(service).copied()
     }
 
     /// The name of `service`'s down alert (`PostgresDown`), if it is a configured service.
-    pub fn down_alert(&self, service: &str) -> Option<String> {
+    pub(crate) fn down_alert(&self, service: &str) -> Option<String> {
         self.kind(service).map(crate::preset::down::alert_name)
     }
 
     /// `service` as a page names it: `PostgreSQL` when the service is named after its kind,
     /// `db (PostgreSQL)` otherwise.
-    pub fn display(&self, service: &str) -> String {
+    pub(crate) fn display(&self, service: &str) -> String {
         match self.kind(service) {
             Some(k) if k.as_str() == service => display_kind(k).to_string(),
             Some(k) => format!("{service} ({})", display_kind(k)),
@@ -133,7 +133,7 @@ impl Topology {
     }
 
     /// A cycle in `needs`, as the services along it (first repeated at the end), if any.
-    pub fn find_cycle(needs: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    pub(crate) fn find_cycle(needs: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
         fn visit(
             s: &str,
             needs: &BTreeMap<String, BTreeSet<String>>,

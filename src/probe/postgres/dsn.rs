@@ -42,7 +42,7 @@ impl SslMode {
     }
 
     /// The name as written in a DSN.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Disable => "disable",
             Self::Prefer => "prefer",
@@ -283,13 +283,13 @@ impl PgTarget {
     }
 
     /// Sets the password from `password_file`.
-    pub fn with_password(mut self, password: SecretString) -> Self {
+    pub(crate) fn with_password(mut self, password: SecretString) -> Self {
         self.password = Some(password);
         self
     }
 
     /// `host:port` (or the socket path), for messages and the `instance` label.
-    pub fn instance(&self) -> String {
+    pub(crate) fn instance(&self) -> String {
         match &self.host {
             PgHost::Tcp(h) if h.contains(':') => format!("[{h}]:{}", self.port),
             PgHost::Tcp(h) => format!("{h}:{}", self.port),
@@ -299,12 +299,12 @@ impl PgTarget {
 
     /// The DSN for people, password redacted:
     /// `postgresql://monitor:<redacted>@db:5432/matrix?sslmode=require`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         self.describe_db(&self.database)
     }
 
     /// [`PgTarget::describe`] for another database of the same server.
-    pub fn describe_db(&self, database: &str) -> String {
+    pub(crate) fn describe_db(&self, database: &str) -> String {
         let password = if self.password.is_some() { format!(":{}", crate::redact::REDACTED) } else { String::new() };
         match &self.host {
             PgHost::Tcp(_) => format!(
@@ -321,7 +321,7 @@ impl PgTarget {
 
     /// sqlx options for `database` on this server. Like libpq, what the DSN leaves unset
     /// (`PGPASSWORD`, `PGSSLROOTCERT`, `PGOPTIONS`) may come from the environment.
-    pub fn connect_options(&self, database: &str) -> PgConnectOptions {
+    pub(crate) fn connect_options(&self, database: &str) -> PgConnectOptions {
         let mut options = PgConnectOptions::new_without_pgpass()
             .port(self.port)
             .username(&self.user)

@@ -7,21 +7,21 @@
 use std::collections::VecDeque;
 
 /// How far back the trend looks.
-pub const WINDOW_MS: i64 = 24 * 3_600_000;
+pub(crate) const WINDOW_MS: i64 = 24 * 3_600_000;
 /// The shortest history a forecast is made from: less than this is noise (autovacuum, WAL).
-pub const MIN_SPAN_MS: i64 = 3_600_000;
+pub(crate) const MIN_SPAN_MS: i64 = 3_600_000;
 /// One point per this long; a later poll in the same slot replaces it.
 const SLOT_MS: i64 = 60_000;
 
 /// Disk use over time.
 #[derive(Debug, Clone, Default)]
-pub struct SizeHistory {
+pub(crate) struct SizeHistory {
     points: VecDeque<(i64, f64)>,
 }
 
 /// What the trend says.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Forecast {
+pub(crate) struct Forecast {
     /// Growth, bytes per day (negative when shrinking).
     pub bytes_per_day: f64,
     /// Days until `used` reaches the limit at that growth: 0 when already there, +Inf when
@@ -30,8 +30,14 @@ pub struct Forecast {
 }
 
 impl SizeHistory {
+    /// Points held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.points.len()
+    }
+
     /// Records the use seen at `t_ms`, forgetting points older than the window.
-    pub fn record(&mut self, t_ms: i64, bytes: f64) {
+    pub(crate) fn record(&mut self, t_ms: i64, bytes: f64) {
         if let Some(last) = self.points.back_mut() {
             if t_ms < last.0 {
                 return; // a clock step back: keep the history monotonic
@@ -48,26 +54,16 @@ impl SizeHistory {
     }
 
     /// How long the history spans, ms.
-    pub fn span_ms(&self) -> i64 {
+    pub(crate) fn span_ms(&self) -> i64 {
         match (self.points.front(), self.points.back()) {
             (Some(first), Some(last)) => last.0 - first.0,
             _ => 0,
         }
     }
 
-    /// Points held.
-    pub fn len(&self) -> usize {
-        self.points.len()
-    }
-
-    /// Whether nothing was recorded yet.
-    pub fn is_empty(&self) -> bool {
-        self.points.is_empty()
-    }
-
     /// The forecast against `limit` for the latest use, or `None` while the history spans
     /// less than [`MIN_SPAN_MS`].
-    pub fn forecast(&self, limit: f64) -> Option<Forecast> {
+    pub(crate) fn forecast(&self, limit: f64) -> Option<Forecast> {
         if self.span_ms() < MIN_SPAN_MS || self.points.len() < 2 {
             return None;
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// The whole report. `--json` prints exactly this.
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// The service's name.
     pub service: String,
     /// The DSN, password redacted.
@@ -48,7 +48,7 @@ pub struct Report {
 
 /// The server and who we are on it.
 #[derive(Debug, Serialize)]
-pub struct Server {
+pub(crate) struct Server {
     /// Version, e.g. `15.18`.
     pub version: String,
     /// `primary` or `replica`.
@@ -65,7 +65,7 @@ pub struct Server {
 
 /// A count per key.
 #[derive(Debug, Serialize)]
-pub struct Count {
+pub(crate) struct Count {
     /// State, database or application.
     pub name: String,
     /// Sessions.
@@ -74,7 +74,7 @@ pub struct Count {
 
 /// Client connections.
 #[derive(Debug, Serialize)]
-pub struct Connections {
+pub(crate) struct Connections {
     /// Client sessions (this report's own included), what `max_connections` limits.
     pub total: u64,
     /// `max_connections`.
@@ -95,7 +95,7 @@ pub struct Connections {
 
 /// One database.
 #[derive(Debug, Serialize)]
-pub struct DatabaseRow {
+pub(crate) struct DatabaseRow {
     /// Name.
     pub name: String,
     /// `pg_database_size`, when readable.
@@ -114,7 +114,7 @@ pub struct DatabaseRow {
 
 /// Disk use.
 #[derive(Debug, Serialize)]
-pub struct Disk {
+pub(crate) struct Disk {
     /// Sum of the database sizes.
     pub databases_bytes: u64,
     /// WAL on disk (needs `pg_monitor`).
@@ -129,7 +129,7 @@ pub struct Disk {
 
 /// The largest tables of one database.
 #[derive(Debug, Serialize)]
-pub struct DatabaseTables {
+pub(crate) struct DatabaseTables {
     /// Database.
     pub database: String,
     /// Largest first.
@@ -141,7 +141,7 @@ pub struct DatabaseTables {
 
 /// A session in a transaction or running a query.
 #[derive(Debug, Deserialize, Serialize)]
-pub struct Session {
+pub(crate) struct Session {
     /// Backend pid.
     pub pid: i64,
     /// Database.
@@ -166,7 +166,7 @@ pub struct Session {
 
 /// A session waiting for a lock.
 #[derive(Debug, Deserialize, Serialize)]
-pub struct Blocked {
+pub(crate) struct Blocked {
     /// Backend pid.
     pub pid: i64,
     /// Database.
@@ -183,7 +183,7 @@ pub struct Blocked {
 
 /// Replication.
 #[derive(Debug, Serialize)]
-pub struct Replication {
+pub(crate) struct Replication {
     /// `primary` or `replica`.
     pub role: &'static str,
     /// On a replica: lag and replay state.
@@ -198,7 +198,7 @@ pub struct Replication {
 
 /// `pg_stat_statements`, cumulative since its last reset.
 #[derive(Debug, Default, Serialize)]
-pub struct Statements {
+pub(crate) struct Statements {
     /// Whether it could be read in the DSN's database.
     pub available: bool,
     /// Why not, or what the figures mean.
@@ -211,7 +211,7 @@ pub struct Statements {
 
 /// One statement.
 #[derive(Debug, Deserialize, Serialize)]
-pub struct TopStatement {
+pub(crate) struct TopStatement {
     /// Database.
     pub datname: Option<String>,
     /// Executions.
@@ -271,7 +271,7 @@ struct StatementsAnswer {
 }
 
 /// Gathers the report for `service`; its samples carry `labels`.
-pub async fn gather(
+pub(crate) async fn gather(
     service: &str,
     spec: &PostgresSpec,
     labels: &Labels,

@@ -17,7 +17,7 @@ use crate::units::human_bytes;
 use std::collections::{BTreeMap, HashMap};
 
 /// How long a database's table sizes are reused before a poll reads them again.
-pub const TABLES_REFRESH_MS: i64 = 10 * 60_000;
+pub(crate) const TABLES_REFRESH_MS: i64 = 10 * 60_000;
 /// The configured databases are first visited one a minute after the first poll, so the
 /// first polls stay at home and give `pg_stat_statements` its first delta.
 const FIRST_VISIT_STEP_MS: i64 = 60_000;
@@ -76,7 +76,7 @@ impl Snapshot {
 
 /// Statement time in one database over the interval between two reads.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DbQueryTime {
+pub(crate) struct DbQueryTime {
     /// Database.
     pub datname: String,
     /// Statements executed in the interval.
@@ -90,7 +90,7 @@ pub struct DbQueryTime {
 
 /// Query time between two reads of `pg_stat_statements`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct QueryTime {
+pub(crate) struct QueryTime {
     /// When the later read happened, ms.
     pub at_ms: i64,
     /// The interval, s.
@@ -142,7 +142,7 @@ fn query_time(before: &Snapshot, now: &Snapshot, names: &HashMap<i64, String>) -
 
 /// What the probe keeps between polls of one check.
 #[derive(Debug, Default)]
-pub struct PgState {
+pub(crate) struct PgState {
     /// The largest tables per database: when read (ms) and what.
     pub tables: BTreeMap<String, (i64, Result<Vec<Table>, String>)>,
     /// Databases that accepted connections at the last poll.
@@ -161,7 +161,7 @@ impl PgState {
     /// The database the next poll connects to: the first of the home database and the
     /// configured ones (that exist) whose table sizes are due, else home. One database per
     /// poll keeps a poll at one connection.
-    pub fn next_database(&self, spec: &PostgresSpec, now_ms: i64) -> String {
+    pub(crate) fn next_database(&self, spec: &PostgresSpec, now_ms: i64) -> String {
         let home = &spec.target.database;
         if self.tables_due(home, now_ms) {
             return home.clone();
@@ -181,14 +181,14 @@ impl PgState {
     }
 
     /// Whether the table sizes of `db` are due.
-    pub fn tables_due(&self, db: &str, now_ms: i64) -> bool {
+    pub(crate) fn tables_due(&self, db: &str, now_ms: i64) -> bool {
         self.tables.get(db).is_none_or(|(at, _)| now_ms - at >= TABLES_REFRESH_MS)
     }
 }
 
 /// A judged poll.
 #[derive(Debug, Clone, Default)]
-pub struct Judged {
+pub(crate) struct Judged {
     /// The samples (without `pg_up`, `probe_success` and `probe_duration_seconds`).
     pub samples: Vec<Sample>,
     /// Why the check fails, if it does.
@@ -221,7 +221,7 @@ fn percent(ratio: f64) -> String {
 }
 
 /// Judges one poll; updates `state` (statements snapshot, tables, size history).
-pub fn observe(spec: &PostgresSpec, base: &Labels, g: &Gathered, state: &mut PgState, now_ms: i64) -> Judged {
+pub(crate) fn observe(spec: &PostgresSpec, base: &Labels, g: &Gathered, state: &mut PgState, now_ms: i64) -> Judged {
     let c = &g.cluster;
     state.first_poll_ms.get_or_insert(now_ms);
     let mut out = Out { base, samples: Vec::new() };

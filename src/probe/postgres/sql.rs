@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// The limits every statement runs under.
-pub fn guard(statement_timeout: Duration, lock_timeout: Duration) -> String {
+pub(crate) fn guard(statement_timeout: Duration, lock_timeout: Duration) -> String {
     format!(
         "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}; SET LOCAL transaction_read_only = on; ",
         statement_timeout.as_millis().max(1),
@@ -22,7 +22,7 @@ pub fn guard(statement_timeout: Duration, lock_timeout: Duration) -> String {
 /// The cluster facts: settings, privileges, sessions, databases, locks, WAL, replication.
 /// Visible from any database. `pg_current_wal_lsn()` is only evaluated on a primary (CASE),
 /// and every privileged function is behind `pg_has_role` or `has_database_privilege`.
-pub const CLUSTER: &str = r#"
+pub(crate) const CLUSTER: &str = r#"
 SELECT json_build_object(
   'server_version_num', current_setting('server_version_num')::int,
   'server_version', current_setting('server_version'),
@@ -76,12 +76,12 @@ SELECT json_build_object(
 
 /// WAL on disk. A separate statement: `pg_ls_waldir()` needs `pg_monitor` (or superuser),
 /// and PostgreSQL checks EXECUTE when it plans the statement, so a CASE cannot guard it.
-pub const WAL: &str = "SELECT json_build_object('bytes', (SELECT sum(size) FROM pg_ls_waldir()))::text";
+pub(crate) const WAL: &str = "SELECT json_build_object('bytes', (SELECT sum(size) FROM pg_ls_waldir()))::text";
 
 /// `pg_stat_statements` without query texts (`showtext => false` skips reading the texts
 /// file), top-level statements only, for the extension `version` (1.8 renamed `total_time`,
 /// 1.9 added `toplevel`).
-pub fn statements(version: &str) -> String {
+pub(crate) fn statements(version: &str) -> String {
     let (major, minor) = version
         .split_once('.')
         .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
@@ -97,7 +97,7 @@ pub fn statements(version: &str) -> String {
 /// The `limit` largest tables of the connected database (heap + TOAST + indexes), as in the
 /// runbook's "High Database Disk Usage". `pg_total_relation_size` takes an ACCESS SHARE lock
 /// per table: `lock_timeout` keeps a VACUUM FULL from holding the poll.
-pub fn tables(limit: usize) -> String {
+pub(crate) fn tables(limit: usize) -> String {
     format!(
         r#"SELECT coalesce(json_agg(t), '[]')::text FROM (
   SELECT n.nspname AS schema, c.relname AS name,
@@ -184,7 +184,7 @@ pub struct Activity {
 impl Activity {
     /// A client session: a client backend, or a hidden session attached to a database
     /// (background processes have no database; hidden rows have no backend type).
-    pub fn is_client(&self) -> bool {
+    pub(crate) fn is_client(&self) -> bool {
         match self.backend_type.as_deref() {
             Some(t) => t == "client backend",
             None => self.datname.is_some(),
