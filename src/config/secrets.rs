@@ -777,7 +777,7 @@ mod tests {
         let mut rename: Option<String> = None;
         for line in include_str!("schema.rs").lines() {
             let line = line.trim();
-            if let Some(rest) = line.strip_prefix("pub struct ") {
+            if let Some(rest) = line.strip_prefix("pub struct ").or_else(|| line.strip_prefix("pub(crate) struct ")) {
                 if let Some(name) = rest.strip_suffix(" {") {
                     current = Some((name.to_string(), Vec::new()));
                 }
