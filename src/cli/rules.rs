@@ -21,10 +21,39 @@ pub(crate) struct Verdict {
     pub alert: String,
     /// Its severity.
     pub severity: String,
-    /// `would fire`, `quiet`, `no data` or `error`.
-    pub state: &'static str,
+    /// What the rule says now.
+    pub state: Judgement,
     /// Why, in words.
     pub detail: String,
+}
+
+/// What a rule says about the current samples, as `check` and `rules list` print it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) enum Judgement {
+    /// Its condition holds now (`for` ignored).
+    #[serde(rename = "would fire")]
+    WouldFire,
+    /// Its condition does not hold.
+    #[serde(rename = "quiet")]
+    Quiet,
+    /// Nothing it reads was reported.
+    #[serde(rename = "no data")]
+    NoData,
+    /// It could not be evaluated.
+    #[serde(rename = "error")]
+    Error,
+}
+
+impl Judgement {
+    /// As printed: `would fire`, `quiet`, `no data`, `error`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::WouldFire => "would fire",
+            Self::Quiet => "quiet",
+            Self::NoData => "no data",
+            Self::Error => "error",
+        }
+    }
 }
 
 impl Verdict {
@@ -32,9 +61,9 @@ impl Verdict {
     /// and rules that cannot be evaluated, do not.
     pub(crate) fn ok(&self) -> bool {
         match self.state {
-            "would fire" => self.severity == "info",
-            "error" => false,
-            _ => true,
+            Judgement::WouldFire => self.severity == "info",
+            Judgement::Error => false,
+            Judgement::Quiet | Judgement::NoData => true,
         }
     }
 }
@@ -64,11 +93,11 @@ pub(crate) fn judge_now(config: &Config, observations: &[Observation]) -> Vec<Ve
                 service: service_of(&def.origin),
                 alert: def.alert.clone(),
                 severity,
-                state: "quiet",
+                state: Judgement::Quiet,
                 detail: String::new(),
             };
             match rule.instances(&store, t) {
-                Err(e) => Verdict { state: "error", detail: format!("evaluation failed: {e}"), ..base },
+                Err(e) => Verdict { state: Judgement::Error, detail: format!("evaluation failed: {e}"), ..base },
                 Ok(active) if !active.is_empty() => {
                     let (labels, value) = (&active[0].labels, &active[0].value);
                     let annotations = rule.annotate(&active[0].sample, *value);
@@ -81,7 +110,7 @@ pub(crate) fn judge_now(config: &Config, observations: &[Observation]) -> Vec<Ve
                     };
                     Verdict {
                         service: labels.get("service").cloned().or(base.service.clone()),
-                        state: "would fire",
+                        state: Judgement::WouldFire,
                         detail: format!("{summary}{more}{hold}"),
                         ..base
                     }
@@ -104,7 +133,7 @@ pub(crate) fn judge_now(config: &Config, observations: &[Observation]) -> Vec<Ve
                         // A preset rule may say why its samples can be absent (`no_data`).
                         let why = def.annotations.get("no_data").map(|w| format!(": {w}")).unwrap_or_default();
                         Verdict {
-                            state: "no data",
+                            state: Judgement::NoData,
                             detail: format!("no samples of {}{why}", missing.join(", ")),
                             ..base
                         }
@@ -131,12 +160,12 @@ pub(crate) fn print_verdicts(verdicts: &[Verdict]) {
             v.service.clone().unwrap_or_else(|| "-".into()),
             v.alert.clone(),
             v.severity.clone(),
-            v.state.to_uppercase(),
+            v.state.as_str().to_uppercase(),
             v.detail.clone(),
         ]));
     }
     outln!("\n{}", table.trim_fmt());
-    let firing = verdicts.iter().filter(|v| v.state == "would fire").count();
+    let firing = verdicts.iter().filter(|v| v.state == Judgement::WouldFire).count();
     outln!("{} rules: {firing} would fire", verdicts.len());
 }
 
