@@ -228,7 +228,7 @@ impl Gate {
     /// Decides this evaluation's `deliveries` given every pending and firing alert: what to
     /// send now (including released pages and, with `remind`, maintenance reminders now due),
     /// what to hold and what to release. Writes nothing: the caller commits the outcome with
-    /// the evaluation and then calls [`Gate::committed`].
+    /// the evaluation and then calls [`Gate::decided`].
     pub(crate) async fn pass(
         &mut self,
         deliveries: Vec<NewDelivery>,
@@ -283,8 +283,9 @@ impl Gate {
         Ok(out)
     }
 
-    /// Learns that `outcome` is in the store.
-    pub(crate) fn committed(&mut self, outcome_hold: &[Held], outcome_release: &[Key]) {
+    /// Learns what a pass decided. The cache follows decisions, not commits: a decision the
+    /// store refuses is kept by the evaluator and committed later, so it stands either way.
+    pub(crate) fn decided(&mut self, outcome_hold: &[Held], outcome_release: &[Key]) {
         let Some(held) = &mut self.held else { return };
         for h in outcome_hold {
             tracing::info!(incident = %h.delivery.notification.incident, reason = %h.reason, "Page held.");

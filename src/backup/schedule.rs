@@ -220,15 +220,7 @@ mod tests {
         let rules = crate::preset::backup::rules().into_iter().map(|d| AlertRule::compile(d).unwrap()).collect();
         let mut engine = RuleEngine::new(rules);
         let mut series = SeriesStore::new(engine.retention_ms(), 1000);
-        let samples = samples(&plan(), manifests)
-            .into_iter()
-            .map(|s| {
-                let mut labels = s.labels;
-                labels.insert("__name__".into(), s.name);
-                (labels, s.value)
-            })
-            .collect();
-        series.ingest_scrape(CHECK, now * 1000, samples);
+        series.ingest_owned(CHECK, now * 1000, samples(&plan(), manifests));
         let mut out: Vec<String> = engine
             .evaluate(&series, now * 1000)
             .changes

@@ -232,7 +232,7 @@ impl Evaluator {
                 crate::mute::Outcome { send: routed.deliveries, ..Default::default() }
             }
         };
-        self.gate.committed(&outcome.hold, &outcome.release);
+        self.gate.decided(&outcome.hold, &outcome.release);
         let mut decision = Decision {
             alerts: routed.alerts,
             deliveries: outcome.send,
