@@ -12,6 +12,7 @@ mod keypath;
 pub(crate) mod load;
 mod maintenance;
 mod postgres;
+mod render;
 pub(crate) mod schema;
 pub(crate) mod secrets;
 
@@ -57,6 +58,8 @@ pub struct Config {
     /// Every secret of the file (and of the `*_file`s and `${VAR}`s it names), for whatever
     /// prints something that came from the config.
     pub redactor: crate::redact::Redactor,
+    /// Render's API (`render:`), if configured.
+    pub render: Option<std::sync::Arc<crate::probe::render::RenderApi>>,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -109,6 +112,7 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         maintenance: built.maintenance,
         maintenance_reminder_ms: file.maintenance_reminder.map_or(300_000, |d| d.0.as_millis() as i64),
         topology: built.topology,
+        render: built.render,
         store: file
             .store
             .clone()
