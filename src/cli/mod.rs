@@ -19,6 +19,7 @@ mod backup;
 mod maintenance;
 pub(crate) mod output;
 mod pg;
+mod render;
 mod rules;
 mod scrape;
 
@@ -104,6 +105,9 @@ enum Command {
     /// Maintenance windows: open one now, list them, end one.
     #[command(subcommand)]
     Maintenance(crate::cli::maintenance::MaintenanceCommand),
+    /// Render, the platform: linked services' status, deploys, events, logs, restarts.
+    #[command(subcommand)]
+    Render(crate::cli::render::RenderCommand),
     /// Write a commented starter config for the runbook's stack.
     Init {
         /// Where to write it (default: the --config path).
@@ -200,6 +204,7 @@ pub fn main() -> Result<Status> {
         Command::Backup(command) => crate::cli::backup::run(&cli.config, command),
         Command::Restore(args) => crate::cli::backup::restore(&load(&cli.config)?, args),
         Command::Maintenance(command) => crate::cli::maintenance::run(&load(&cli.config)?, command),
+        Command::Render(command) => crate::cli::render::run(&load(&cli.config)?, command),
     }
 }
 
