@@ -18,6 +18,9 @@ use std::time::Duration;
 /// The default `render.interval`.
 pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 
+/// The most `render.requests_per_minute` may be: the higher GET limit Render has documented.
+const MAX_REQUESTS_PER_MINUTE: u32 = 400;
+
 /// The shortest deadline of one poll (about eight calls, and a 429's wait).
 const MIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -61,7 +64,23 @@ pub(super) fn api(file: &FileConfig, problems: &mut Problems<'_>) -> Option<Arc<
         }
         Some(i) => i.value.0,
     };
-    Some(Arc::new(RenderApi { url: url?, key: key?, owner_id, interval }))
+    let requests_per_minute = match &r.requests_per_minute {
+        None => crate::render::RenderClient::default_budget(),
+        Some(n) if (1..=MAX_REQUESTS_PER_MINUTE).contains(&n.value) => n.value,
+        Some(n) => {
+            problems.add(
+                &n.referenced,
+                "render.requests_per_minute",
+                format!(
+                    "expected 1 to {MAX_REQUESTS_PER_MINUTE} (the higher GET limit Render has documented), got {}; the default is {}",
+                    n.value,
+                    crate::render::RenderClient::default_budget()
+                ),
+            );
+            crate::render::RenderClient::default_budget()
+        }
+    };
+    Some(Arc::new(RenderApi { url: url?, key: key?, owner_id, interval, requests_per_minute }))
 }
 
 /// Whether `file` has `render:` (even an invalid one, whose problems are reported there).
@@ -176,6 +195,8 @@ mod tests {
         }
         let e = load("services:\n  s: { kind: synapse, url: \"https://m.example.org\", render: srv-abc }\n").unwrap_err();
         assert!(e.contains("mxwarden.yaml:2:") && e.contains("top-level `render:`"), "{e}");
+        let e = load("render: { api_key: k, requests_per_minute: 1000 }\n").unwrap_err();
+        assert!(e.contains("mxwarden.yaml:1:") && e.contains("render.requests_per_minute: expected 1 to 400"), "{e}");
         let e = load("render: { api_url: \"http://127.0.0.1:9/v1\" }\n").unwrap_err();
         assert!(e.contains("mxwarden.yaml:1:") && e.contains("render.api_key"), "{e}");
         let e = load(&format!(

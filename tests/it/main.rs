@@ -24,4 +24,5 @@ mod maintenance;
 mod matrix;
 mod postgres;
 mod presets;
+mod render;
 mod secrets;
