@@ -714,28 +714,9 @@ pub(crate) async fn maintenance_occurrences(config: &Config) -> (Vec<crate::main
         }
     };
     let ids: Vec<String> = all.iter().map(|l| l.id.clone()).collect();
+    let names = all.iter().map(|l| (l.id.clone(), l.name.clone())).collect();
     match client.maintenance(&ids).await {
-        Ok(list) => {
-            for m in list {
-                let at = m
-                    .scheduled_at
-                    .as_deref()
-                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                    .map_or(0, |t| t.as_millisecond());
-                let service = all.iter().find(|l| l.id == m.resource_id).map_or(m.resource_id.clone(), |l| l.name.clone());
-                let o = crate::maintenance::Occurrence {
-                    source: crate::maintenance::Source::Render { id: m.id, kind: m.kind, state: m.state.clone() },
-                    services: vec![service],
-                    starts_at: at,
-                    ends_at: at,
-                };
-                match m.state.as_str() {
-                    "in_progress" => active.push(o),
-                    "scheduled" | "user_fix_required" => upcoming.push(o),
-                    _ => {}
-                }
-            }
-        }
+        Ok(list) => (active, upcoming) = crate::maintenance::deploys::render_maintenance(list, &names),
         Err(e) => eprintln!("Render maintenance not shown: {e}"),
     }
     (active, upcoming)

@@ -101,7 +101,7 @@ pub(crate) struct RenderConfig {
     /// process together. Default `60`: 60 % of the lower GET limit Render has documented
     /// (100/min; another snapshot says 400), leaving the rest to the dashboard, Render's CLI
     /// and deploy scripts that share the key. At most `400`. One poll costs 8 requests for a
-    /// service and 7 for a database (`docs/render.md`).
+    /// service or a database (`docs/render.md`).
     #[serde(default)]
     pub requests_per_minute: Option<Spanned<u32>>,
 }

@@ -8,9 +8,10 @@
 //! last log lines — lives in a per-check state owned by the `Prober`. The check emits
 //! `render_up`, never `probe_success`: Render's API being down is not the service being down.
 //!
-//! Calls per poll: 8 for a service (service, newest deploy, events, five metrics), 7 for a
-//! database (database, recovery, disk usage, four metrics), plus one log read per new OOM kill
-//! or failed deploy. Every client shares one request budget (`client::BUDGET_SHARE_PERCENT`).
+//! Calls per poll: 8 for a service (service, newest deploy, events, five metrics; 7 on the
+//! first poll, which only marks where events start), 8 for a database (database, recovery,
+//! disk usage, five metrics), plus one log read per new OOM kill or failed deploy. Every
+//! check of one API and key shares one request budget (`render.requests_per_minute`).
 
 use crate::clock::Clock;
 use crate::model::{CheckId, Labels, Observation, Sample};

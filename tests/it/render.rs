@@ -314,11 +314,19 @@ fn mas_at_96_percent_of_its_memory_pages_render_memory_critical() {
     let render = fake();
     render.demo_stack();
     render.set_memory("srv-mas00000000000000", "srv-mas00000000000000-inst1", 0.96 * 512e6, 512e6);
+    render.with(|w| {
+        w.maintenance.push(serde_json::json!({"id": "mrn-upgrade1", "resourceId": "srv-mas00000000000000", "type": "host_upgrade", "scheduledAt": "2099-01-01T03:00:00Z", "state": "scheduled"}));
+    });
     let vikunja = switchable_vikunja(Arc::new(AtomicBool::new(true)));
     let mas = fakes::mas_health(true);
     let sink = fakes::webhook_sink();
-    let file = config(&story_config(&render.api_url, &vikunja, &mas, &sink.url));
+    let port = crate::support::services::free_port();
+    let text = format!("listen: 127.0.0.1:{port}\n{}", story_config(&render.api_url, &vikunja, &mas, &sink.url));
+    let file = config(&text);
     let d = Daemon::start(&file.path);
+    let (status, page) = crate::support::services::http_get(&format!("http://127.0.0.1:{port}/")).expect("the status page");
+    assert_eq!(status, 200);
+    assert!(page.contains("Render maintenance mrn-upgrade1: host_upgrade (scheduled)"), "Render's own maintenance is shown: {page}");
     d.advance(3 * 60);
     let pages = wait_hooks(&d, &sink, "RenderMemoryCritical", 1, 30);
     assert!(pages[0].1.starts_with("mas instance srv-mas00000000000000-inst1 uses 96%"), "{}", pages[0].1);
@@ -494,6 +502,15 @@ fn render_status_reports_suspension_deploys_memory_and_the_real_disk() {
     let out = run(&["--config", p, "maintenance", "list", "--json"], &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("\"source\": \"render\"") && out.stdout.contains("postgres_upgrade"), "{}", out.stdout);
+
+    // What one poll costs: 7 calls for a service's first poll (8 later, with the events since
+    // the one before) and 8 for a database; nothing else.
+    let before = render.requests().len();
+    let out = run(&["--config", p, "check", "synapse/render", "postgres/render"], &[]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let calls: Vec<String> = render.requests()[before..].to_vec();
+    let of = |id: &str| calls.iter().filter(|c| c.contains(id)).count();
+    assert_eq!((of("srv-synapse0000000000"), of("dpg-postgres0000000000"), calls.len()), (7, 8, 15), "{calls:#?}");
 
     // A disk_limit that contradicts Render's disk is refused by the check, with the reason.
     let file = config(&format!(
