@@ -154,7 +154,8 @@ pub fn render_maintenance(
 ) -> (Vec<super::Occurrence>, Vec<super::Occurrence>) {
     let (mut active, mut upcoming) = (Vec::new(), Vec::new());
     for m in runs {
-        let at = m.scheduled_at.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok()).map_or(0, |t| t.as_millisecond());
+        let at =
+            m.scheduled_at.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok()).map_or(0, |t| t.as_millisecond());
         let service = names.get(&m.resource_id).cloned().unwrap_or_else(|| m.resource_id.clone());
         let state = m.state.clone();
         let o = super::Occurrence {
@@ -193,7 +194,8 @@ mod tests {
     }
 
     fn render(at: i64, status: &str) -> Observation {
-        let in_progress = crate::render::model::DeployPhase::of(status) == crate::render::model::DeployPhase::InProgress;
+        let in_progress =
+            crate::render::model::DeployPhase::of(status) == crate::render::model::DeployPhase::InProgress;
         let s = |name: &str, labels: &[(&str, &str)], value: f64| Sample {
             name: name.into(),
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),

@@ -161,18 +161,13 @@ fn hooks(sink: &fakes::WebhookSink) -> Vec<(String, String, String)> {
         .flat_map(|(_, body)| {
             let p: serde_json::Value = serde_json::from_slice(body).unwrap();
             let status = p["status"].as_str().unwrap_or_default().to_string();
-            p["alerts"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .map(move |a| {
-                    (
-                        status.clone(),
-                        a["labels"]["alertname"].as_str().unwrap_or_default().to_string(),
-                        a["annotations"]["summary"].as_str().unwrap_or_default().to_string(),
-                    )
-                })
+            p["alerts"].as_array().cloned().unwrap_or_default().into_iter().map(move |a| {
+                (
+                    status.clone(),
+                    a["labels"]["alertname"].as_str().unwrap_or_default().to_string(),
+                    a["annotations"]["summary"].as_str().unwrap_or_default().to_string(),
+                )
+            })
         })
         .collect()
 }
@@ -224,9 +219,21 @@ fn an_oom_kill_pages_once_with_its_log_lines_and_resolves() {
 
     let at = d.now().to_string();
     for i in 0..14 {
-        render.push_log("srv-vikunja0000000000", "srv-vikunja0000000000-inst1", "info", &format!("request {i} ok"), &at);
+        render.push_log(
+            "srv-vikunja0000000000",
+            "srv-vikunja0000000000-inst1",
+            "info",
+            &format!("request {i} ok"),
+            &at,
+        );
     }
-    render.push_log("srv-vikunja0000000000", "srv-vikunja0000000000-inst1", "error", "fatal error: runtime: out of memory", &at);
+    render.push_log(
+        "srv-vikunja0000000000",
+        "srv-vikunja0000000000-inst1",
+        "error",
+        "fatal error: runtime: out of memory",
+        &at,
+    );
     render.push_log("srv-vikunja0000000000", "srv-other-inst", "error", "a line of another instance", &at);
     render.push_event(
         "srv-vikunja0000000000",
@@ -241,7 +248,10 @@ fn an_oom_kill_pages_once_with_its_log_lines_and_resolves() {
     assert!(summary.contains("memory just before: 114.4 MiB"), "the memory before the kill: {summary}");
     assert!(summary.contains("fatal error: runtime: out of memory"), "the last log lines: {summary}");
     assert!(!summary.contains("another instance"), "only that instance's lines: {summary}");
-    assert!(!summary.contains("request 0 ok") && summary.contains("request 13 ok"), "bounded to the last lines: {summary}");
+    assert!(
+        !summary.contains("request 0 ok") && summary.contains("request 13 ok"),
+        "bounded to the last lines: {summary}"
+    );
 
     d.advance(11 * 60);
     let pages = wait_hooks(&d, &sink, "RenderServiceOOMKilled", 2, 30);
@@ -261,11 +271,20 @@ fn a_failed_deploy_pages_at_once_naming_it() {
     let d = Daemon::start(&file.path);
     let dep = render.push_deploy("srv-vikunja0000000000", "build_in_progress", "new_commit", "0badc0de1234abcd");
     d.seconds(4); // the render poll sees it in progress
-    render.push_log("srv-vikunja0000000000", "srv-vikunja0000000000-inst1", "error", "go: build failed", &d.now().to_string());
+    render.push_log(
+        "srv-vikunja0000000000",
+        "srv-vikunja0000000000-inst1",
+        "error",
+        "go: build failed",
+        &d.now().to_string(),
+    );
     render.set_deploy_status("srv-vikunja0000000000", &dep, "build_failed");
     let pages = wait_hooks(&d, &sink, "RenderDeployFailed", 1, 20);
     let summary = &pages[0].1;
-    assert!(summary.contains(&dep) && summary.contains("0badc0de1234") && summary.contains("build_failed"), "{summary}");
+    assert!(
+        summary.contains(&dep) && summary.contains("0badc0de1234") && summary.contains("build_failed"),
+        "{summary}"
+    );
     assert!(summary.contains("go: build failed"), "the build's last lines: {summary}");
     assert!(d.held().is_empty(), "a failed deploy ends its window: nothing held");
 }
@@ -324,9 +343,13 @@ fn mas_at_96_percent_of_its_memory_pages_render_memory_critical() {
     let text = format!("listen: 127.0.0.1:{port}\n{}", story_config(&render.api_url, &vikunja, &mas, &sink.url));
     let file = config(&text);
     let d = Daemon::start(&file.path);
-    let (status, page) = crate::support::services::http_get(&format!("http://127.0.0.1:{port}/")).expect("the status page");
+    let (status, page) =
+        crate::support::services::http_get(&format!("http://127.0.0.1:{port}/")).expect("the status page");
     assert_eq!(status, 200);
-    assert!(page.contains("Render maintenance mrn-upgrade1: host_upgrade (scheduled)"), "Render's own maintenance is shown: {page}");
+    assert!(
+        page.contains("Render maintenance mrn-upgrade1: host_upgrade (scheduled)"),
+        "Render's own maintenance is shown: {page}"
+    );
     d.advance(3 * 60);
     let pages = wait_hooks(&d, &sink, "RenderMemoryCritical", 1, 30);
     assert!(pages[0].1.starts_with("mas instance srv-mas00000000000000-inst1 uses 96%"), "{}", pages[0].1);
@@ -397,7 +420,10 @@ fn a_bad_key_is_a_clear_error_and_the_key_is_never_shown() {
     // A server that echoes the Authorization header back in its error: masked.
     let echo = fakes::serve(axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
         let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(serde_json::json!({"id": "x", "message": format!("bad auth {auth}")})))
+        (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({"id": "x", "message": format!("bad auth {auth}")})),
+        )
     }));
     let c = client(&format!("{echo}/v1"), wrong, Duration::from_secs(5));
     let e = fakes::runtime().block_on(c.service("srv-abc")).unwrap_err().to_string();
@@ -416,7 +442,10 @@ fn two_hundred_fifty_services_are_read_over_three_pages() {
     assert_eq!(services[249].id, "srv-bulk0249");
     let pages: Vec<String> = render.requests().into_iter().filter(|r| r.starts_with("GET /v1/services?")).collect();
     assert_eq!(pages.len(), 3, "{pages:?}");
-    assert!(pages[1].contains("cursor=cur-99") && pages[2].contains("cursor=cur-199"), "the last item's cursor: {pages:?}");
+    assert!(
+        pages[1].contains("cursor=cur-99") && pages[2].contains("cursor=cur-199"),
+        "the last item's cursor: {pages:?}"
+    );
     assert!(pages.iter().all(|p| p.contains("limit=100")), "{pages:?}");
 
     let file = config(&format!("render: {{ api_key: \"{KEY}\", api_url: \"{}\" }}\n", render.api_url));
@@ -452,7 +481,10 @@ fn deploys_are_triggered_followed_and_rolled_back() {
     assert_eq!(listed.len(), 4, "the first, the image, the rollback, the last");
     assert_eq!(rt.block_on(c.cancel_deploy(id, &listed[0].id)).unwrap().status, "canceled");
     let e = rt.block_on(c.deploy(id, "dep-nope")).unwrap_err();
-    assert_eq!(e.to_string(), "Render knows no deploy `dep-nope` (404): check the id (`mxwarden render discover` lists them)");
+    assert_eq!(
+        e.to_string(),
+        "Render knows no deploy `dep-nope` (404): check the id (`mxwarden render discover` lists them)"
+    );
     let e = rt.block_on(c.deploys("srv-unknown", 1)).unwrap_err();
     assert!(e.to_string().contains("no service `srv-unknown`"), "{e}");
 
@@ -525,10 +557,10 @@ fn render_status_reports_suspension_deploys_memory_and_the_real_disk() {
 #[test]
 fn hostile_answers_are_bounded_with_clear_errors() {
     use axum::routing::get;
-    let huge = fakes::serve(axum::Router::new().route(
-        "/v1/services/{id}",
-        get(|| async { "[".to_string() + &"0,".repeat(3 << 20) + "0]" }),
-    ));
+    let huge = fakes::serve(
+        axum::Router::new()
+            .route("/v1/services/{id}", get(|| async { "[".to_string() + &"0,".repeat(3 << 20) + "0]" })),
+    );
     let c = client(&format!("{huge}/v1"), KEY, Duration::from_secs(10));
     let e = fakes::runtime().block_on(c.service("srv-a")).unwrap_err().to_string();
     assert!(e.contains("over 4194304 bytes"), "{e}");
@@ -543,11 +575,14 @@ fn hostile_answers_are_bounded_with_clear_errors() {
     let c = client(&format!("{silent}/v1"), KEY, Duration::from_secs(1));
     let started = Instant::now();
     let e = fakes::runtime().block_on(c.service("srv-a")).unwrap_err().to_string();
-    assert!(e.contains("did not answer") && started.elapsed() < Duration::from_secs(3), "{e} after {:?}", started.elapsed());
-
-    let malformed = fakes::serve(
-        axum::Router::new().route("/v1/services", get(|| async { r#"[{"cursor":"x","nothing":{}}]"# })),
+    assert!(
+        e.contains("did not answer") && started.elapsed() < Duration::from_secs(3),
+        "{e} after {:?}",
+        started.elapsed()
     );
+
+    let malformed =
+        fakes::serve(axum::Router::new().route("/v1/services", get(|| async { r#"[{"cursor":"x","nothing":{}}]"# })));
     let c = client(&format!("{malformed}/v1"), KEY, Duration::from_secs(5));
     let e = fakes::runtime().block_on(c.services(None)).unwrap_err().to_string();
     assert!(e.contains("not the documented JSON") && e.contains("no `service`"), "{e}");
