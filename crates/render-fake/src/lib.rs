@@ -303,12 +303,12 @@ fn with_headers(mut r: Response) -> Response {
 }
 
 /// The gate of every API call: records it, checks the key, plays a 429 when told to.
-fn gate(world: &Shared, headers: &HeaderMap, what: String) -> Result<(), Response> {
+fn gate(world: &Shared, headers: &HeaderMap, what: String) -> Result<(), Box<Response>> {
     let mut w = world.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     w.requests.push(what);
     let expected = format!("Bearer {}", w.key);
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
-        return Err(with_headers(error(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")));
+        return Err(Box::new(with_headers(error(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"))));
     }
     if w.rate_limited > 0 {
         w.rate_limited -= 1;
@@ -318,7 +318,7 @@ fn gate(world: &Shared, headers: &HeaderMap, what: String) -> Result<(), Respons
         h.insert("ratelimit-limit", HeaderValue::from_static("100"));
         h.insert("ratelimit-remaining", HeaderValue::from_static("0"));
         h.insert("ratelimit-reset", HeaderValue::from(w.retry_after));
-        return Err(r);
+        return Err(Box::new(r));
     }
     Ok(())
 }
@@ -363,7 +363,7 @@ async fn api(
         None => format!("{method} /v1/{path}"),
     };
     if let Err(r) = gate(&world, &headers, what) {
-        return r;
+        return *r;
     }
     let q = query(&raw);
     let parts: Vec<&str> = path.split('/').collect();
