@@ -219,9 +219,21 @@ fn init_logging(verbose: u8, secrets: crate::redact::Shared) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(crate::redact::LogWriter(secrets)).with_target(false))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(crate::redact::LogWriter(secrets))
+                .with_target(false)
+                .with_ansi(colour_logs()),
+        )
         .with(filter)
         .try_init();
+}
+
+/// Colours only for a person at a terminal: a log file, a journal or a pipe gets plain text,
+/// and `NO_COLOR` (https://no-color.org) turns them off everywhere.
+fn colour_logs() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 pub(crate) fn load(path: &Path) -> Result<Config> {
