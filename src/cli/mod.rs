@@ -382,6 +382,8 @@ struct ShowView {
     store: String,
     /// `off` or the address.
     listen: String,
+    /// Most connections the server holds at once.
+    listen_max_connections: usize,
     /// Whether API writes are enabled (the token itself is never shown).
     admin_token: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -479,6 +481,9 @@ struct DefaultsView {
     body_limit: String,
     follow_redirects: bool,
     concurrency: usize,
+    scrape_body_limit: String,
+    series_limit: usize,
+    sample_limit: usize,
 }
 
 fn config_show(path: &Path, json: bool) -> Result<Status> {
@@ -491,9 +496,13 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
             body_limit: d.body_limit.to_string(),
             follow_redirects: d.follow_redirects,
             concurrency: d.concurrency,
+            scrape_body_limit: d.scrape_body_limit.to_string(),
+            series_limit: d.series_limit,
+            sample_limit: d.sample_limit,
         },
         store: config.store.display().to_string(),
         listen: config.listen.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        listen_max_connections: config.listen_max_connections,
         admin_token: if config.admin_token.is_some() { "<redacted>" } else { "none (API read-only)" },
         maintenance: config
             .maintenance
