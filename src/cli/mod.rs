@@ -402,6 +402,9 @@ struct ShowView {
     alerting: Option<AlertingView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     backup: Option<BackupView>,
+    /// Render's API (the key redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    render: Option<serde_json::Value>,
 }
 
 /// The backup plan as `config show` prints it: no connection strings or passwords (the
@@ -533,6 +536,15 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
             })
             .collect(),
         checks: config.checks.iter().map(|c| c.view()).collect(),
+        render: config.render.as_ref().map(|r| {
+            serde_json::json!({
+                "api_url": r.url.as_str(),
+                "api_key": crate::redact::REDACTED,
+                "owner_id": r.owner_id,
+                "interval": crate::units::HumanDuration(r.interval).to_string(),
+                "requests_per_minute": r.requests_per_minute,
+            })
+        }),
         rules: config
             .rules
             .iter()

@@ -466,9 +466,11 @@ pub(crate) struct ServiceConfig {
     /// writing it into `dsn`.
     #[serde(default)]
     pub password_file: Option<Spanned<PathBuf>>,
-    /// postgres: the plan's disk, e.g. `256MiB` (Render Basic) or `1GiB`. Disk usage (database
-    /// sizes, plus WAL when the role has `pg_monitor`) and the days-until-full forecast are
-    /// measured against it. Without it there is no disk rule.
+    /// postgres: the disk's size, e.g. `15GB`. Disk usage (database sizes, plus WAL when the
+    /// role has `pg_monitor`) and the days-until-full forecast are measured against it.
+    /// Without it there is no such disk rule. Optional for a database linked to Render
+    /// (`render: dpg-…`), which takes its real disk from Render's API and is refused when
+    /// this contradicts it: a plan like `basic_256mb` names the memory, not the disk.
     #[serde(default)]
     pub disk_limit: Option<ByteSize>,
     /// postgres: the stack's databases, e.g. `[matrix, mas, vikunja, authentik]`. Each must

@@ -416,6 +416,9 @@ fn a_bad_key_is_a_clear_error_and_the_key_is_never_shown() {
         }
     }
     assert!(render.requests().iter().all(|r| !r.contains(wrong)), "the key never travels in a URL");
+    let shown = run(&["--config", p, "config", "show", "--json"], &env);
+    let v: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!((v["render"]["api_key"].as_str(), v["render"]["requests_per_minute"].as_u64()), (Some("<redacted>"), Some(60)));
 
     // A server that echoes the Authorization header back in its error: masked.
     let echo = fakes::serve(axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
