@@ -418,7 +418,10 @@ fn a_bad_key_is_a_clear_error_and_the_key_is_never_shown() {
     assert!(render.requests().iter().all(|r| !r.contains(wrong)), "the key never travels in a URL");
     let shown = run(&["--config", p, "config", "show", "--json"], &env);
     let v: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
-    assert_eq!((v["render"]["api_key"].as_str(), v["render"]["requests_per_minute"].as_u64()), (Some("<redacted>"), Some(60)));
+    assert_eq!(
+        (v["render"]["api_key"].as_str(), v["render"]["requests_per_minute"].as_u64()),
+        (Some("<redacted>"), Some(60))
+    );
 
     // A server that echoes the Authorization header back in its error: masked.
     let echo = fakes::serve(axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
@@ -601,4 +604,90 @@ fn hostile_answers_are_bounded_with_clear_errors() {
     let c = client_with_budget(&format!("{endless}/v1"), KEY, Duration::from_secs(30), 1_000);
     let e = fakes::runtime().block_on(c.owners()).unwrap_err().to_string();
     assert!(e.contains("more than 100 pages"), "{e}");
+}
+
+fn tls() -> Arc<rustls::ClientConfig> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Arc::new(
+        rustls::ClientConfig::builder().with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth(),
+    )
+}
+
+#[test]
+fn the_log_stream_delivers_new_lines_and_refuses_a_bad_key() {
+    let render = fake();
+    render.demo_stack();
+    let id = "srv-synapse0000000000";
+    let query = mxwarden::render::client::LogQuery {
+        owner_id: "tea-fake000001".into(),
+        resources: vec![id.into()],
+        ..Default::default()
+    };
+    let rt = fakes::runtime();
+    let c = client(&render.api_url, KEY, Duration::from_secs(5));
+    let mut stream = rt.block_on(c.subscribe_logs(&query, tls())).expect("the stream opens");
+    render.push_log("srv-other", "srv-other-inst1", "info", "not this service", &jiff::Timestamp::now().to_string());
+    render.push_log(
+        id,
+        &format!("{id}-inst1"),
+        "error",
+        "MemoryError while persisting events",
+        &jiff::Timestamp::now().to_string(),
+    );
+    let line = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), stream.next()).await })
+        .expect("a line within 5 s")
+        .expect("open")
+        .expect("a log line");
+    assert_eq!((line.message.as_str(), line.label("level")), ("MemoryError while persisting events", Some("error")));
+    assert!(
+        render
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("GET /v1/logs/subscribe?ownerId=tea-fake000001&resource=srv-synapse"))
+    );
+
+    let bad = client(&render.api_url, "rnd_wrong", Duration::from_secs(5));
+    let e = rt.block_on(bad.subscribe_logs(&query, tls())).unwrap_err();
+    assert_eq!(e, mxwarden::render::RenderError::Unauthorized);
+
+    // `render logs --follow`: the history, then what the stream brings, until stopped.
+    let file = config(&format!(
+        "render: {{ api_key: \"{KEY}\", api_url: \"{}\" }}\nservices:\n  synapse: {{ kind: synapse, url: \"http://127.0.0.1:9\", render: {id} }}\n",
+        render.api_url
+    ));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mxwarden"))
+        .args(["--config", file.path.to_str().unwrap(), "render", "logs", "synapse", "--follow", "--grep", "memory"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10)).expect("the history line");
+    assert!(first.contains("MemoryError while persisting events"), "{first}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Two subscriptions above, the CLI's is the third.
+    while render.requests().iter().filter(|r| r.contains("logs/subscribe")).count() < 3 {
+        assert!(Instant::now() < deadline, "the CLI subscribes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    render.push_log(
+        id,
+        &format!("{id}-inst1"),
+        "warning",
+        "memory at 91% \u{1b}[31m",
+        &jiff::Timestamp::now().to_string(),
+    );
+    let next = rx.recv_timeout(Duration::from_secs(10)).expect("the streamed line");
+    assert!(next.contains("memory at 91%") && !next.contains('\u{1b}'), "{next}");
+    let _ = child.kill();
+    let _ = child.wait();
 }
