@@ -307,7 +307,7 @@ fn select(config: &Config, names: &[String]) -> Result<Vec<crate::probe::spec::C
 struct CheckResult<'a> {
     service: Option<&'a str>,
     check: &'a str,
-    /// `http`, `scrape`, `postgres` or `rule`.
+    /// `http`, `scrape`, `postgres`, `render` or `rule`.
     kind: &'static str,
     ok: bool,
     latency_ms: u64,
@@ -326,6 +326,8 @@ impl<'a> From<&'a Observation> for CheckResult<'a> {
                 "postgres"
             } else if o.sample("up").is_some() {
                 "scrape"
+            } else if o.sample("render_up").is_some() {
+                "render"
             } else {
                 "http"
             },

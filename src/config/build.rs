@@ -149,7 +149,14 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
     for (name, service) in &file.services {
         if let Some(defs) = service_rules(name, service, &mut problems) {
             let kind = service.value.kind;
-            unavailable.extend(preset_rules::unavailable(kind).iter().map(|u| (name.clone(), u)));
+            // A service linked to Render has its memory judged from Render's metrics.
+            let on_render = service.value.render.is_some();
+            unavailable.extend(
+                preset_rules::unavailable(kind)
+                    .iter()
+                    .filter(|u| !(on_render && u.alert.ends_with("MemoryHigh")))
+                    .map(|u| (name.clone(), u)),
+            );
             thresholds.extend(
                 preset_rules::thresholds(kind)
                     .iter()

@@ -386,6 +386,7 @@ fn repeated_429s_are_waited_out_as_the_headers_ask_and_the_result_is_whole() {
     let out = run(&["--config", file.path.to_str().unwrap(), "check", "mas/render", "--json"], &[]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("deploy dep-fake") && out.stdout.contains("\"ok\": true"), "{}", out.stdout);
+    assert!(out.stdout.contains("\"kind\": \"render\""), "{}", out.stdout);
 }
 
 #[test]
@@ -646,6 +647,12 @@ fn the_log_stream_delivers_new_lines_and_refuses_a_bad_key() {
             .iter()
             .any(|r| r.starts_with("GET /v1/logs/subscribe?ownerId=tea-fake000001&resource=srv-synapse"))
     );
+
+    // A frame over 1 MiB ends the stream with an error, not with memory.
+    render.push_log(id, &format!("{id}-inst1"), "info", &"x".repeat(2 << 20), &jiff::Timestamp::now().to_string());
+    let huge =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), stream.next()).await }).expect("within 5 s");
+    assert!(matches!(&huge, Some(Err(e)) if e.to_string().contains("the log stream broke")), "{huge:?}");
 
     let bad = client(&render.api_url, "rnd_wrong", Duration::from_secs(5));
     let e = rt.block_on(bad.subscribe_logs(&query, tls())).unwrap_err();
