@@ -698,3 +698,33 @@ fn the_log_stream_delivers_new_lines_and_refuses_a_bad_key() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_crash_loop_and_a_suspension_by_billing_page_but_a_user_s_suspension_does_not() {
+    let render = fake();
+    render.demo_stack();
+    let vikunja = switchable_vikunja(Arc::new(AtomicBool::new(true)));
+    let mas = fakes::mas_health(true);
+    let sink = fakes::webhook_sink();
+    let file = config(&story_config(&render.api_url, &vikunja, &mas, &sink.url));
+    let d = Daemon::start(&file.path);
+    for exit in [1, 137, 1] {
+        d.seconds(1);
+        render.push_event(
+            "srv-vikunja0000000000",
+            "server_failed",
+            serde_json::json!({"instanceID": "srv-vikunja0000000000-inst1", "reason": {"evicted": false, "nonZeroExit": exit}}),
+            &d.now().to_string(),
+        );
+    }
+    let pages = wait_hooks(&d, &sink, "RenderServiceCrashLooping", 1, 30);
+    assert!(pages[0].1.starts_with("vikunja failed 3 times in 15 minutes"), "{}", pages[0].1);
+    assert!(hooks_named(&sink, "RenderServiceOOMKilled").is_empty(), "exits are no OOM kills");
+
+    render.suspend("srv-mas00000000000000", &["user"]);
+    d.seconds(5);
+    render.suspend("srv-vikunja0000000000", &["billing"]);
+    let pages = wait_hooks(&d, &sink, "RenderServiceSuspended", 1, 30);
+    assert_eq!(pages.len(), 1, "only the critical one pages: {pages:?}");
+    assert_eq!(pages[0].1, "vikunja is suspended on Render by billing");
+}
