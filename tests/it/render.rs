@@ -501,6 +501,9 @@ fn deploys_are_triggered_followed_and_rolled_back() {
         render.api_url
     ));
     let p = file.path.to_str().unwrap();
+    let out = run(&["--config", p, "render", "deploys", "srv-x/../owners\u{1b}[2J"], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("no service `srv-x/../owners\\x1b[2J` is linked"), "named, escaped: {}", out.stderr);
     let out = run(&["--config", p, "render", "restart", "synapse"], &[]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("pass --yes"), "{}", out.stderr);
