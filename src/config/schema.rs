@@ -494,6 +494,14 @@ pub(crate) struct CheckConfig {
     /// A Prometheus metrics endpoint to scrape; its samples feed the rules.
     #[serde(default)]
     pub scrape: Option<ScrapeConfig>,
+    /// Whether the check pages when it fails: `CheckFailing` (critical) once it has failed
+    /// for `down_after`. Default `true`; a rule under `rules:` that reads the check's
+    /// `probe_success` (or `up`) replaces it. `false` records the check without paging.
+    #[serde(default)]
+    pub alert: Option<bool>,
+    /// How long the check must keep failing before `CheckFailing` fires. Default `1m`.
+    #[serde(default)]
+    pub down_after: Option<HumanDuration>,
 }
 
 /// A Prometheus scrape.
