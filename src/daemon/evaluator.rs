@@ -60,6 +60,8 @@ pub(super) struct Parts {
     pub(super) backup: Option<Arc<crate::backup::BackupPlan>>,
     /// The longest wait between full sweeps.
     pub(super) sweep_every: Duration,
+    /// Woken after a commit with critical pages: their diagnoses follow (`followup`).
+    pub(super) diagnosis: Arc<Notify>,
 }
 
 /// Owns alert state; see the module docs.
@@ -81,6 +83,7 @@ pub(super) struct Evaluator {
     sweep_at: i64,
     /// Decisions the store refused, oldest first, to be committed before anything newer.
     unsaved: Vec<Decision>,
+    diagnosis: Arc<Notify>,
 }
 
 impl Evaluator {
@@ -104,6 +107,7 @@ impl Evaluator {
             sweep_every_ms,
             sweep_at: now,
             unsaved: Vec::new(),
+            diagnosis: p.diagnosis,
         }
     }
 
@@ -252,7 +256,12 @@ impl Evaluator {
     }
 
     /// Commits `decision` after every earlier one the store refused, in one transaction.
-    async fn commit(&mut self, decision: Decision, now: i64) {
+    async fn commit(&mut self, mut decision: Decision, now: i64) {
+        if let Some(alerting) = &self.alerting {
+            // A critical page's diagnosis is decided with it, in the same transaction.
+            let marks = super::followup::marks(&decision, alerting);
+            decision.meta.extend(marks);
+        }
         if !decision.is_empty() {
             self.unsaved.push(decision);
         }
@@ -269,6 +278,7 @@ impl Evaluator {
                 }
                 self.unsaved.clear();
                 self.wake.notify_one();
+                self.diagnosis.notify_one();
             }
             Err(e) => self.refused(e),
         }

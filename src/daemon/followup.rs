@@ -1,0 +1,203 @@
+//! A diagnosis follows every critical page. The page's decision also records a pending
+//! follow-up (`store::followup`, same transaction), so once a page is decided its follow-up
+//! cannot be lost: this task runs the playbooks that explain the alert (`diagnose::Topic::
+//! for_alert`) in the background, bounded by [`DEADLINE`], and queues the findings for the
+//! page's Matrix receivers — the dispatcher threads them under the page, after it — and for
+//! the fallback receivers when those carried the page. The page itself never waits for it. A
+//! playbook that fails says so in one line of the follow-up. Pending follow-ups left by a
+//! restart run at start; ones older than [`STALE_MS`] are dropped with a log line.
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::diagnose::{self, Topic};
+use crate::notify::{AlertInfo, Alerting, Kind, Notification, Receiver};
+use crate::store::followup::PREFIX;
+use crate::store::{Decision, NewDelivery, Store};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, watch};
+
+/// How long a diagnosis may take.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A pending follow-up older than this (mxwarden was down meanwhile) is dropped, ms.
+const STALE_MS: i64 = 3_600_000;
+
+/// How often the pending list is read again without a signal (after a refused write).
+const RESCAN: Duration = Duration::from_secs(15);
+
+/// What a pending follow-up remembers of its page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Pending {
+    incident: String,
+    alert: AlertInfo,
+    /// The page's Matrix receivers.
+    receivers: Vec<String>,
+    /// When the page was decided, ms.
+    created_at: i64,
+}
+
+/// The settings that mark a follow-up due for each critical page in `decision` that went to a
+/// Matrix receiver (pure: the evaluator adds them to the decision before committing it).
+pub(super) fn marks(decision: &Decision, alerting: &Alerting) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut pages: Vec<Pending> = Vec::new();
+    for d in &decision.deliveries {
+        let n = &d.notification;
+        if n.kind != Kind::Firing || d.tier != "critical" || d.fallback_of.is_some() {
+            continue;
+        }
+        if !matches!(alerting.receivers.get(&d.receiver), Some(Receiver::Matrix(_))) {
+            continue;
+        }
+        let Some(alert) = n.alerts.first() else { continue };
+        match pages.iter_mut().find(|p| p.incident == n.incident) {
+            Some(p) => p.receivers.push(d.receiver.clone()),
+            None => pages.push(Pending {
+                incident: n.incident.clone(),
+                alert: alert.clone(),
+                receivers: vec![d.receiver.clone()],
+                created_at: n.created_at,
+            }),
+        }
+    }
+    for p in pages {
+        if let Ok(json) = serde_json::to_string(&p) {
+            out.push((format!("{PREFIX}{}:{}", p.created_at, p.incident), json));
+        }
+    }
+    out
+}
+
+/// The follow-up task.
+pub(super) struct FollowUps {
+    pub(super) store: Store,
+    pub(super) config: Arc<Config>,
+    pub(super) clock: Arc<dyn Clock>,
+    /// Wakes the dispatcher once rows are queued.
+    pub(super) wake: Arc<Notify>,
+    /// Woken by the evaluator after a commit that marked follow-ups.
+    pub(super) signal: Arc<Notify>,
+}
+
+impl FollowUps {
+    /// Runs until `stop`.
+    pub(super) async fn run(self, mut stop: watch::Receiver<bool>) {
+        let this = Arc::new(self);
+        let mut running: HashSet<String> = HashSet::new();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+        loop {
+            match this.store.pending_followups().await {
+                Ok(list) => {
+                    for (key, value) in list {
+                        if running.insert(key.clone()) {
+                            let (job, done) = (this.clone(), done_tx.clone());
+                            tokio::spawn(async move {
+                                job.follow_up(&key, &value).await;
+                                let _ = done.send(key);
+                            });
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "Pending diagnoses could not be read; trying again."),
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = this.signal.notified() => {}
+                Some(key) = done_rx.recv() => { running.remove(&key); }
+                _ = tokio::time::sleep(RESCAN) => {}
+            }
+        }
+    }
+
+    /// Runs one follow-up and queues it; on a refused write the setting stays and the next
+    /// scan tries again.
+    async fn follow_up(&self, key: &str, value: &str) {
+        let now = || self.clock.now().as_millisecond();
+        let pending: Pending = match serde_json::from_str(value) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "A pending diagnosis could not be read; dropped.");
+                let _ = self.store.finish_followup(key, &[], &[], now()).await;
+                return;
+            }
+        };
+        if now().saturating_sub(pending.created_at) > STALE_MS {
+            tracing::info!(alert = %pending.alert.name, "A diagnosis left by a restart is over an hour old; dropped.");
+            let _ = self.store.finish_followup(key, &[], &[], now()).await;
+            return;
+        }
+        let topics: Vec<Topic> =
+            Topic::for_alert(&pending.alert.name).into_iter().filter(|t| t.possible(&self.config)).collect();
+        if topics.is_empty() {
+            tracing::debug!(alert = %pending.alert.name, "No playbook explains this alert; no diagnosis follows.");
+            let _ = self.store.finish_followup(key, &[], &[], now()).await;
+            return;
+        }
+        let body = match tokio::time::timeout(DEADLINE + Duration::from_secs(1), diagnose::run(&self.config, &topics, DEADLINE)).await {
+            Ok(report) => diagnose::render_text(&report),
+            Err(_) => format!("The diagnosis did not finish within {} s.", DEADLINE.as_secs()),
+        };
+        let body = self.config.redactor.redact(&body).into_owned();
+        let n = message(&pending, &topics, &body, now());
+        let primary = NewDelivery::fan_out(&pending.receivers, "critical", &n);
+        let fallback = match self.store.fallback_receivers(&pending.incident, pending.created_at).await {
+            Ok(list) => {
+                let extra: Vec<String> = list.into_iter().filter(|r| !pending.receivers.contains(r)).collect();
+                NewDelivery::fan_out(&extra, "critical", &n)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not tell whether the page fell back; the diagnosis goes to the page's receivers.");
+                Vec::new()
+            }
+        };
+        match self.store.finish_followup(key, &primary, &fallback, now()).await {
+            Ok(()) => {
+                tracing::info!(alert = %pending.alert.name, receivers = primary.len() + fallback.len(), "Diagnosis queued.");
+                self.wake.notify_one();
+            }
+            Err(e) => tracing::warn!(error = %e, "The diagnosis could not be queued; it runs again."),
+        }
+    }
+}
+
+/// The follow-up message: plain text, and the same text preformatted in HTML.
+fn message(p: &Pending, topics: &[Topic], body: &str, now: i64) -> Notification {
+    let service = p.alert.labels.get("service").map(String::as_str).unwrap_or_default();
+    let names: Vec<&str> = topics.iter().map(|t| t.name()).collect();
+    let title = crate::text::escape_controls(&format!("[DIAGNOSIS] {} {service} ({})", p.alert.name, names.join(", ")))
+        .into_owned();
+    Notification {
+        kind: Kind::Diagnosis,
+        incident: p.incident.clone(),
+        text: format!("{title}\n{body}"),
+        html: format!("<b>{}</b><pre>{}</pre>", crate::notify::html_escape(&title), crate::notify::html_escape(body)),
+        title,
+        alerts: vec![p.alert.clone()],
+        created_at: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_diagnosis_message_keeps_the_incident_and_escapes() {
+        let alert = AlertInfo {
+            name: "SynapseDown".into(),
+            labels: [("service".to_string(), "syn\u{1b}[2J".to_string())].into_iter().collect(),
+            annotations: Default::default(),
+            value: 0.0,
+            fired_at: 1,
+            resolved_at: None,
+        };
+        let p = Pending { incident: "i".into(), alert, receivers: vec!["room".into()], created_at: 1 };
+        let n = message(&p, &[Topic::SynapseOom], "== synapse-oom\n<b>x</b>", 5);
+        assert_eq!((n.kind, n.incident.as_str()), (Kind::Diagnosis, "i"), "same incident: same thread");
+        assert!(!n.title.contains('\u{1b}'), "{}", n.title);
+        assert!(n.html.contains("&lt;b&gt;x"), "{}", n.html);
+    }
+}
