@@ -62,6 +62,8 @@ pub(super) struct Parts {
     pub(super) sweep_every: Duration,
     /// Woken after a commit with critical pages: their diagnoses follow (`followup`).
     pub(super) diagnosis: Arc<Notify>,
+    /// The host of each HTTPS check, for the daily digest's certificates.
+    pub(super) certificates: std::collections::BTreeMap<String, String>,
 }
 
 /// Owns alert state; see the module docs.
@@ -89,7 +91,7 @@ pub(super) struct Evaluator {
 impl Evaluator {
     pub(super) fn new(p: Parts) -> Self {
         let now = p.clock.now().as_millisecond();
-        let digests = p.alerting.clone().map(|a| Digests::new(a, p.backup));
+        let digests = p.alerting.clone().map(|a| Digests::new(a, p.backup, p.certificates));
         let sweep_every_ms = i64::try_from(p.sweep_every.as_millis()).unwrap_or(i64::MAX).max(1);
         Self {
             store: p.store,

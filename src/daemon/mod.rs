@@ -173,10 +173,26 @@ async fn run_config(
         backup: config.backup.clone(),
         sweep_every,
         diagnosis,
+        certificates: certificate_hosts(&config.checks),
     });
     evaluator.run(rx, stop).await;
     for t in tasks.into_iter().chain(server) {
         let _ = t.await;
     }
     Ok(())
+}
+
+/// The host each HTTPS check connects to, by check name.
+fn certificate_hosts(checks: &[crate::probe::spec::CheckSpec]) -> std::collections::BTreeMap<String, String> {
+    use crate::probe::spec::{ProbeSpec, Target};
+    checks
+        .iter()
+        .filter_map(|c| match &c.probe {
+            ProbeSpec::Http(h) => match &h.target {
+                Target::Url(u) if u.scheme() == "https" => Some((c.id.0.clone(), u.host_str()?.to_string())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }

@@ -3,6 +3,7 @@
 //! when: critical now (with reminders and a fallback receiver), warning into a daily digest,
 //! info into a weekly one. Rows wait in the store's outbox; `dispatch` delivers them.
 
+pub(crate) mod certs;
 pub(crate) mod digest;
 pub(crate) mod email;
 pub(crate) mod matrix;
