@@ -1,7 +1,8 @@
 //! `synapse-oom` — the runbook's "Synapse Out of Memory": Synapse's resident memory now and
 //! its trend over two scrapes, against the configured thresholds; its biggest caches
-//! (`synapse_util_caches_cache_size` by name); a recent restart (`process_start_time_seconds`
-//! is the start of the running process); whether `/health` answers. Reads the service's
+//! (`synapse_util_caches_cache_size` by name); a restart within the hour
+//! (`process_start_time_seconds`, evidence beside high memory, not a finding of its own: a
+//! deploy restarts too); when the metrics do not answer, whether `/health` does. Reads the service's
 //! `metrics_url` and `url`; needs no token.
 
 use super::web::{Cx, join};
@@ -128,29 +129,18 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
     if !biggest.is_empty() {
         seen.push(format!("biggest caches: {}", biggest.join(", ")));
     }
+    if let Some(up) = uptime.filter(|u| *u < RECENT_RESTART_S) {
+        // A restart alone is no finding (a deploy restarts too); beside high memory it is
+        // the runbook's first symptom.
+        seen.push(format!("process started {:.0} min ago (process_start_time_seconds): a restart", up / 60.0));
+    }
     if rss >= warning {
         notes.found(Finding {
             severity: if rss >= critical { Severity::Critical } else { Severity::Warning },
             title: format!("{name}: Synapse uses {} of memory", human_bytes(rss as u64)),
-            seen: seen.clone(),
-            why: "past the plan's memory the platform kills Synapse: restarts, 502/503s, slow answers".into(),
-            fix: vec![cache_fix.clone(), plan_fix.into()],
-            runbook: runbook::SYNAPSE_OOM,
-        });
-    }
-    if let Some(up) = uptime.filter(|u| *u < RECENT_RESTART_S) {
-        let mut seen = seen;
-        seen.push(format!("process started {:.0} min ago (process_start_time_seconds)", up / 60.0));
-        notes.found(Finding {
-            severity: Severity::Warning,
-            title: format!("{name}: Synapse restarted {:.0} min ago", up / 60.0),
             seen,
-            why: "a restart nobody asked for is the runbook's first symptom of running out of memory".into(),
-            fix: vec![
-                "check the platform's events for an out-of-memory kill at that time (Render: Events)".into(),
-                cache_fix,
-                plan_fix.into(),
-            ],
+            why: "past the plan's memory the platform kills Synapse: restarts, 502/503s, slow answers".into(),
+            fix: vec![cache_fix, plan_fix.into()],
             runbook: runbook::SYNAPSE_OOM,
         });
     }

@@ -56,6 +56,6 @@ mod tests {
     fn lines_say_days_left_or_ago() {
         assert_eq!(line("matrix.example.org", 23.7), "matrix.example.org: certificate expires in 23 days");
         assert_eq!(line("old.example.org", -2.0), "old.example.org: certificate expired 2 days ago");
-        assert_eq!(line("bad\u{1b}[31m", 1.0), "bad\\u{1b}[31m: certificate expires in 1 days");
+        assert_eq!(line("bad\u{1b}[31m", 1.0), "bad\\x1b[31m: certificate expires in 1 days");
     }
 }
