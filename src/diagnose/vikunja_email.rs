@@ -33,8 +33,9 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
         .services
         .iter()
         .filter(|s| s.kind == ServiceKind::Mas)
-        .flat_map(|s| [s.url.as_ref().and_then(|u| u.host_str().map(str::to_string)), s.issuer.clone()])
+        .flat_map(|s| [s.url.clone(), s.issuer.as_deref().and_then(|i| url::Url::parse(i).ok())])
         .flatten()
+        .map(|u| u.origin().ascii_serialization())
         .collect();
     for p in providers.iter().take(MAX_PROVIDERS) {
         let key = text(&p["key"]);
@@ -87,7 +88,7 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
             claims.join(", "),
             scopes.join(", ")
         ));
-        let is_mas = mas_hosts.iter().any(|h| auth_url.contains(h.as_str()));
+        let is_mas = mas_hosts.contains(&issuer.origin().ascii_serialization());
         if !claims.iter().any(|c| c == "email") {
             let mut fix = vec![
                 "make authentik Vikunja's provider: in Vikunja's config, `auth.openid.providers.authentik: { name: authentik, authurl: \"https://auth.example.org/application/o/vikunja/\", clientid: …, clientsecret: …, scope: \"openid email profile\" }`; register the redirect URI `https://<vikunja>/auth/openid/authentik` in authentik".to_string(),
@@ -96,14 +97,23 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
             if is_mas {
                 fix.push("the runbook's \"MAS patch\" (solutions-55jz) does not exist: MAS removed the email claim from userinfo in v0.13.0 and returns only `sub` and `username`".into());
             }
+            // A provider that lists its claims without `email` cannot deliver one; one that
+            // lists none (the field is optional) does not say it can. MAS lists them, and
+            // `email` is not among them.
+            let listed = doc.get("claims_supported").is_some();
             notes.found(Finding {
-                severity: Severity::Critical,
+                severity: if listed || is_mas { Severity::Critical } else { Severity::Warning },
                 title: format!(
-                    "Vikunja provider `{key}` cannot deliver an email address{}",
+                    "Vikunja provider `{key}` {} an email address{}",
+                    if listed { "cannot deliver" } else { "does not announce" },
                     if is_mas { " (it is MAS)" } else { "" }
                 ),
                 seen: vec![
-                    format!("{discovery_url}: claims_supported [{}] has no `email`", claims.join(", ")),
+                    if listed {
+                        format!("{discovery_url}: claims_supported [{}] has no `email`", claims.join(", "))
+                    } else {
+                        format!("{discovery_url}: no claims_supported at all")
+                    },
                     format!("Vikunja asks for scope `{scope}`"),
                 ],
                 why: "Vikunja needs an email to create the account: without one it refuses the login with error 1019 (HTTP 412, \"No email address available\")".into(),
