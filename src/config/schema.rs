@@ -430,7 +430,8 @@ pub(crate) struct ServiceConfig {
     /// writing it into `dsn`.
     #[serde(default)]
     pub password_file: Option<Spanned<PathBuf>>,
-    /// postgres: the plan's disk, e.g. `256MiB` (Render Basic) or `1GiB`. Disk usage (database
+    /// postgres: the database's disk, e.g. `1GiB` (Render sizes it apart from the plan: `basic_256mb`
+    /// names 256 MB of RAM, not the disk). Disk usage (database
     /// sizes, plus WAL when the role has `pg_monitor`) and the days-until-full forecast are
     /// measured against it. Without it there is no disk rule.
     #[serde(default)]
