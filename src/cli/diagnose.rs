@@ -215,4 +215,3 @@ fn purge_media(
     }
     Ok(Status::Healthy)
 }
-

@@ -136,7 +136,12 @@ impl FollowUps {
             let _ = self.store.finish_followup(key, &[], &[], now()).await;
             return;
         }
-        let body = match tokio::time::timeout(DEADLINE + Duration::from_secs(1), diagnose::run(&self.config, &topics, DEADLINE)).await {
+        let body = match tokio::time::timeout(
+            DEADLINE + Duration::from_secs(1),
+            diagnose::run(&self.config, &topics, DEADLINE),
+        )
+        .await
+        {
             Ok(report) => diagnose::render_text(&report),
             Err(_) => format!("The diagnosis did not finish within {} s.", DEADLINE.as_secs()),
         };

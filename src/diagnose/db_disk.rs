@@ -22,16 +22,26 @@ const REMOTE_MEDIA_NOTABLE: u64 = 100 << 20;
 
 /// Synapse's tables that usually grow largest, and what to do about each.
 const SUSPECTS: &[(&str, &str)] = &[
-    ("state_groups_state", "room state history: purge old history of big rooms (`POST /_synapse/admin/v1/purge_history/<room_id>`) or run synapse_auto_compressor"),
-    ("event_json", "event bodies: purge history of rooms nobody reads, or delete abandoned rooms (`DELETE /_synapse/admin/v2/rooms/<room_id>`)"),
+    (
+        "state_groups_state",
+        "room state history: purge old history of big rooms (`POST /_synapse/admin/v1/purge_history/<room_id>`) or run synapse_auto_compressor",
+    ),
+    (
+        "event_json",
+        "event bodies: purge history of rooms nobody reads, or delete abandoned rooms (`DELETE /_synapse/admin/v2/rooms/<room_id>`)",
+    ),
     ("events", "events: as event_json"),
     ("event_edges", "the event graph: as event_json"),
-    ("device_lists_", "device list changes: remove stale devices (`POST /_synapse/admin/v2/users/<user>/delete_devices`)"),
+    (
+        "device_lists_",
+        "device list changes: remove stale devices (`POST /_synapse/admin/v2/users/<user>/delete_devices`)",
+    ),
 ];
 
 pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
     let pg_service = cx.service(ServiceKind::Postgres).ok_or("no postgres service")?;
-    let pg = pg_service.postgres.as_ref().ok_or_else(|| format!("{}: its postgres check is disabled", pg_service.name))?;
+    let pg =
+        pg_service.postgres.as_ref().ok_or_else(|| format!("{}: its postgres check is disabled", pg_service.name))?;
     let (database, mut conn) = synapse_database(cx).await?;
     let sizes = sqlx::query(
         "SELECT datname, pg_database_size(datname)::bigint AS bytes FROM pg_database
@@ -40,8 +50,10 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
     .fetch_all(&mut conn)
     .await
     .map_err(|e| crate::probe::postgres::explain_query(&e))?;
-    let sizes: Vec<(String, u64)> =
-        sizes.iter().map(|r| (r.get::<String, _>("datname"), u64::try_from(r.get::<i64, _>("bytes")).unwrap_or(0))).collect();
+    let sizes: Vec<(String, u64)> = sizes
+        .iter()
+        .map(|r| (r.get::<String, _>("datname"), u64::try_from(r.get::<i64, _>("bytes")).unwrap_or(0)))
+        .collect();
     let total: u64 = sizes.iter().map(|(_, b)| *b).sum();
     let listed: Vec<String> = sizes.iter().take(6).map(|(d, b)| format!("{d} {}", human_bytes(*b))).collect();
     notes.saw(format!("databases: {} (total {})", listed.join(", "), human_bytes(total)));
@@ -55,8 +67,10 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
     .await
     .map_err(|e| crate::probe::postgres::explain_query(&e))?;
     let _ = sqlx::Connection::close(conn).await;
-    let tables: Vec<(String, u64)> =
-        tables.iter().map(|r| (r.get::<String, _>("name"), u64::try_from(r.get::<i64, _>("bytes")).unwrap_or(0))).collect();
+    let tables: Vec<(String, u64)> = tables
+        .iter()
+        .map(|r| (r.get::<String, _>("name"), u64::try_from(r.get::<i64, _>("bytes")).unwrap_or(0)))
+        .collect();
     let shown: Vec<String> = tables.iter().take(5).map(|(t, b)| format!("{t} {}", human_bytes(*b))).collect();
     notes.saw(format!("largest tables of `{database}`: {}", shown.join(", ")));
     let media = match cx.service(ServiceKind::Synapse) {
@@ -79,7 +93,10 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
     let suspects: Vec<String> = tables
         .iter()
         .filter_map(|(t, b)| {
-            SUSPECTS.iter().find(|(s, _)| t == s || (s.ends_with('_') && t.starts_with(s))).map(|(_, fix)| format!("{t} ({}): {fix}", human_bytes(*b)))
+            SUSPECTS
+                .iter()
+                .find(|(s, _)| t == s || (s.ends_with('_') && t.starts_with(s)))
+                .map(|(_, fix)| format!("{t} ({}): {fix}", human_bytes(*b)))
         })
         .take(3)
         .collect();

@@ -20,7 +20,8 @@ const CONNECTIONS_WARNING: f64 = 0.8;
 
 pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
     let pg_service = cx.service(ServiceKind::Postgres).ok_or("no postgres service")?;
-    let pg = pg_service.postgres.as_ref().ok_or_else(|| format!("{}: its postgres check is disabled", pg_service.name))?;
+    let pg =
+        pg_service.postgres.as_ref().ok_or_else(|| format!("{}: its postgres check is disabled", pg_service.name))?;
     let timeout = Duration::from_secs(10);
     let server = pg.target.instance();
     match connect(&pg.target, MAS_DATABASE, timeout).await {
@@ -53,7 +54,8 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
                 seen: vec![crate::text::escape_controls(&e.0).into_owned()],
                 why: "MAS answers logins with a 500 while it cannot reach its database".into(),
                 fix: vec![
-                    "check `DATABASE_URL` (host, port, user, password, sslmode) against the database's connection info".into(),
+                    "check `DATABASE_URL` (host, port, user, password, sslmode) against the database's connection info"
+                        .into(),
                     "check that the database server is running (Render: the database's status page)".into(),
                 ],
                 runbook: runbook::MAS_DB,
@@ -85,8 +87,10 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
     .await
     .map_err(|e| crate::probe::postgres::explain_query(&e))?;
     let _ = sqlx::Connection::close(conn).await;
-    let by: Vec<String> =
-        rows.iter().map(|r| format!("{}/{}: {}", r.get::<String, _>("db"), r.get::<String, _>("app"), r.get::<i32, _>("n"))).collect();
+    let by: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{}/{}: {}", r.get::<String, _>("db"), r.get::<String, _>("app"), r.get::<i32, _>("n")))
+        .collect();
     let ratio = f64::from(clients) / f64::from(usable);
     notes.saw(format!(
         "{server}: {clients} client connections of {usable} usable (max_connections {max} − {reserved} reserved), {:.0} %",
@@ -102,7 +106,10 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
         notes.found(Finding {
             severity: if clients >= usable { Severity::Critical } else { Severity::Warning },
             title: format!("{server}: {clients} of {usable} usable connections in use"),
-            seen: vec![format!("max_connections {max}, reserved {reserved}"), format!("by database/application: {}", by.join(", "))],
+            seen: vec![
+                format!("max_connections {max}, reserved {reserved}"),
+                format!("by database/application: {}", by.join(", ")),
+            ],
             why: "when they are all taken MAS gets \"too many connections\" and logins fail".into(),
             fix: vec![
                 "lower the pools: Synapse `database.args.cp_max`, MAS `database.max_connections`".into(),
@@ -114,7 +121,9 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
     if let Some(mas) = cx.service(ServiceKind::Mas) {
         match &mas.health_url {
             Some(url) => match cx.get(url, &mas.tls, None).await {
-                Ok(a) if a.status == 200 => notes.saw(format!("{}: MAS /health answered 200 (its database round trip works)", mas.name)),
+                Ok(a) if a.status == 200 => {
+                    notes.saw(format!("{}: MAS /health answered 200 (its database round trip works)", mas.name))
+                }
                 Ok(a) => notes.found(Finding {
                     severity: Severity::Critical,
                     title: format!("{}: MAS /health answers {}", mas.name, a.status),

@@ -63,7 +63,8 @@ pub(crate) enum Topic {
 
 impl Topic {
     /// Every playbook, in the runbook's order.
-    pub(crate) const ALL: [Topic; 5] = [Topic::SynapseOom, Topic::MasDb, Topic::Oidc, Topic::VikunjaEmail, Topic::DbDisk];
+    pub(crate) const ALL: [Topic; 5] =
+        [Topic::SynapseOom, Topic::MasDb, Topic::Oidc, Topic::VikunjaEmail, Topic::DbDisk];
 
     /// Its name on the command line.
     pub(crate) fn name(self) -> &'static str {
@@ -249,7 +250,13 @@ pub(crate) async fn run(config: &Config, topics: &[Topic], deadline: Duration) -
             return Report {
                 playbooks: topics
                     .iter()
-                    .map(|t| Outcome { topic: *t, checked: Vec::new(), findings: Vec::new(), failed: Some(why.clone()), took_ms: 0 })
+                    .map(|t| Outcome {
+                        topic: *t,
+                        checked: Vec::new(),
+                        findings: Vec::new(),
+                        failed: Some(why.clone()),
+                        took_ms: 0,
+                    })
                     .collect(),
             };
         }
@@ -393,6 +400,9 @@ mod tests {
         assert!(Report { playbooks: vec![outcome(vec![f.clone()], None)] }.has_findings(), "a finding");
         assert!(Report { playbooks: vec![outcome(vec![], Some("timeout".into()))] }.has_findings(), "a failure");
         let text = render_text(&Report { playbooks: vec![outcome(vec![f], Some("late".into()))] });
-        assert!(text.contains("playbook failed: late") && text.contains("[WARNING] t") && text.contains("fix: x"), "{text}");
+        assert!(
+            text.contains("playbook failed: late") && text.contains("[WARNING] t") && text.contains("fix: x"),
+            "{text}"
+        );
     }
 }

@@ -74,7 +74,8 @@ pub(crate) async fn media_stats(cx: &Cx<'_>, synapse: &ServiceTarget) -> MediaSt
                             files = files.saturating_add(u["media_count"].as_u64().unwrap_or(0));
                             bytes = bytes.saturating_add(u["media_length"].as_u64().unwrap_or(0));
                         }
-                        match j["next_token"].as_u64().or_else(|| j["next_token"].as_str().and_then(|s| s.parse().ok())) {
+                        match j["next_token"].as_u64().or_else(|| j["next_token"].as_str().and_then(|s| s.parse().ok()))
+                        {
                             Some(next) if next > from => from = next,
                             _ => {
                                 complete = true;
@@ -83,7 +84,11 @@ pub(crate) async fn media_stats(cx: &Cx<'_>, synapse: &ServiceTarget) -> MediaSt
                         }
                     }
                     Ok(a) => {
-                        stats.unavailable.push(format!("local media: the admin API answered {} {}", a.status, a.snippet()));
+                        stats.unavailable.push(format!(
+                            "local media: the admin API answered {} {}",
+                            a.status,
+                            a.snippet()
+                        ));
                         break;
                     }
                     Err(e) => {
@@ -128,7 +133,9 @@ pub(crate) async fn media_stats(cx: &Cx<'_>, synapse: &ServiceTarget) -> MediaSt
                             Err(e) => stats.unavailable.push(format!("remote media: {}", crate::probe::postgres::explain_query(&e))),
                         }
                     } else {
-                        stats.unavailable.push("remote media: the database has no remote_media_cache table (is it Synapse's?)".into());
+                        stats.unavailable.push(
+                            "remote media: the database has no remote_media_cache table (is it Synapse's?)".into(),
+                        );
                     }
                 }
                 Err(e) => stats.unavailable.push(format!("database: {}", crate::probe::postgres::explain_query(&e))),
@@ -143,19 +150,15 @@ pub(crate) async fn media_stats(cx: &Cx<'_>, synapse: &ServiceTarget) -> MediaSt
 /// A connection to Synapse's database: `matrix` or `synapse` among the postgres service's
 /// `databases`, else its first one.
 pub(crate) async fn synapse_database(cx: &Cx<'_>) -> Result<(String, sqlx::PgConnection), String> {
-    let pg = cx
-        .config
-        .services
-        .iter()
-        .find_map(|s| s.postgres.as_ref())
-        .ok_or("no postgres service in the config")?;
+    let pg = cx.config.services.iter().find_map(|s| s.postgres.as_ref()).ok_or("no postgres service in the config")?;
     let database = ["matrix", "synapse"]
         .into_iter()
         .find(|d| pg.databases.iter().any(|x| x == d))
         .map(str::to_string)
         .or_else(|| pg.databases.first().cloned())
         .unwrap_or_else(|| pg.target.database.clone());
-    let conn = crate::probe::postgres::connect(&pg.target, &database, Duration::from_secs(10)).await.map_err(|e| e.0)?;
+    let conn =
+        crate::probe::postgres::connect(&pg.target, &database, Duration::from_secs(10)).await.map_err(|e| e.0)?;
     Ok((database, conn))
 }
 
@@ -168,9 +171,8 @@ pub(crate) async fn purge_media_cache(cx: &Cx<'_>, synapse: &ServiceTarget, befo
         .as_ref()
         .ok_or_else(|| format!("services.{} needs admin_token to purge media", synapse.name))?;
     let endpoint = join(url, &format!("/_synapse/admin/v1/purge_media_cache?before_ts={before_ms}"));
-    let a = cx
-        .request(reqwest::Method::POST, &endpoint, &synapse.tls, Some(token), Some(&serde_json::json!({})))
-        .await?;
+    let a =
+        cx.request(reqwest::Method::POST, &endpoint, &synapse.tls, Some(token), Some(&serde_json::json!({}))).await?;
     if a.status != 200 {
         return Err(format!("Synapse answered {} {}", a.status, a.snippet()));
     }

@@ -57,7 +57,8 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
         let text = service.thresholds.get(key).map_or(t.default, String::as_str);
         parse_threshold(Unit::Bytes, text).ok()
     };
-    let (warning, critical) = (limit("memory_warning").unwrap_or(f64::MAX), limit("memory_critical").unwrap_or(f64::MAX));
+    let (warning, critical) =
+        (limit("memory_warning").unwrap_or(f64::MAX), limit("memory_critical").unwrap_or(f64::MAX));
     let first = match scrape_once().await {
         Ok(s) => s,
         Err(why) => {
@@ -85,7 +86,8 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
             return Ok(());
         }
     };
-    let rss = value(&first, "process_resident_memory_bytes").ok_or("the metrics page has no process_resident_memory_bytes")?;
+    let rss = value(&first, "process_resident_memory_bytes")
+        .ok_or("the metrics page has no process_resident_memory_bytes")?;
     notes.saw(format!(
         "{name}: resident memory {} (warning {}, critical {})",
         human_bytes(rss as u64),
@@ -122,7 +124,12 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
         None => "homeserver.yaml: `caches: { global_factor: 0.25 }` (default 0.5); restart Synapse".to_string(),
     };
     let plan_fix = "long term: a plan with more memory (Render Standard: 2 GB), then raise `thresholds: { memory_warning, memory_critical }` to match";
-    let mut seen = vec![format!("resident memory {} (memory_warning {}, memory_critical {})", human_bytes(rss as u64), human_bytes(warning as u64), human_bytes(critical as u64))];
+    let mut seen = vec![format!(
+        "resident memory {} (memory_warning {}, memory_critical {})",
+        human_bytes(rss as u64),
+        human_bytes(warning as u64),
+        human_bytes(critical as u64)
+    )];
     if let Some(t) = trend {
         seen.push(format!("trend {:+.1} MiB/min", t / 1_048_576.0));
     }

@@ -61,7 +61,9 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
                     title: format!("Vikunja provider `{key}`: discovery answers {}", a.status),
                     seen: vec![format!("GET {discovery_url}: {} {}", a.status, a.snippet())],
                     why: "Vikunja cannot start a login with this provider".into(),
-                    fix: vec![format!("check `auth.openid.providers.{key}.authurl` (the issuer; discovery lives under it)")],
+                    fix: vec![format!(
+                        "check `auth.openid.providers.{key}.authurl` (the issuer; discovery lives under it)"
+                    )],
                     runbook: runbook::VIKUNJA_EMAIL,
                 });
                 continue;
@@ -79,7 +81,10 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
             }
         };
         let list = |field: &str| -> Vec<String> {
-            doc[field].as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).take(100).collect()).unwrap_or_default()
+            doc[field]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).take(100).collect())
+                .unwrap_or_default()
         };
         let claims = list("claims_supported");
         let scopes = list("scopes_supported");
@@ -125,8 +130,12 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
                 severity: Severity::Warning,
                 title: format!("Vikunja provider `{key}` does not ask for the `email` scope"),
                 seen: vec![format!("scope `{scope}`"), format!("the provider supports: [{}]", scopes.join(", "))],
-                why: "without the scope the provider leaves the email out and Vikunja refuses the login with error 1019".into(),
-                fix: vec![format!("set `auth.openid.providers.{key}.scope: \"openid email profile\"` in Vikunja's config")],
+                why:
+                    "without the scope the provider leaves the email out and Vikunja refuses the login with error 1019"
+                        .into(),
+                fix: vec![format!(
+                    "set `auth.openid.providers.{key}.scope: \"openid email profile\"` in Vikunja's config"
+                )],
                 runbook: runbook::VIKUNJA_EMAIL,
             });
         }

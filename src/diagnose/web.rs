@@ -73,7 +73,12 @@ impl<'a> Cx<'a> {
     }
 
     /// `GET url` with the service's TLS settings and an optional bearer token.
-    pub(crate) async fn get(&self, url: &Url, tls: &TlsOptions, bearer: Option<&SecretString>) -> Result<Answer, String> {
+    pub(crate) async fn get(
+        &self,
+        url: &Url,
+        tls: &TlsOptions,
+        bearer: Option<&SecretString>,
+    ) -> Result<Answer, String> {
         self.request(reqwest::Method::GET, url, tls, bearer, None).await
     }
 
@@ -109,7 +114,8 @@ pub(crate) async fn request(
         req = req.json(b);
     }
     let sent = jiff::Timestamp::now();
-    let mut response = req.send().await.map_err(|e| format!("{shown}: {}", crate::probe::explain_transport(&e, url)))?;
+    let mut response =
+        req.send().await.map_err(|e| format!("{shown}: {}", crate::probe::explain_transport(&e, url)))?;
     let arrived = jiff::Timestamp::now();
     let half = arrived.duration_since(sent) / 2;
     let midpoint = sent.checked_add(half).unwrap_or(arrived);

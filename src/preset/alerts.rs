@@ -11,12 +11,20 @@ use crate::model::ServiceKind;
 use crate::rule::RuleDef;
 
 /// Days left under which `CertificateExpiringSoon` is critical instead of a warning.
-pub(crate) const CERT_CRITICAL_DAYS: f64 = 3.0;
+pub const CERT_CRITICAL_DAYS: f64 = 3.0;
 
 /// The share of 5xx answers over which `SynapseHighErrorRate` warns (the runbook's 5 %).
-pub(crate) const ERROR_RATE_WARNING: f64 = 0.05;
+pub const ERROR_RATE_WARNING: f64 = 0.05;
 
-fn def(alert: &str, severity: &str, for_ms: i64, expr: String, summary: String, runbook: &str, origin: String) -> RuleDef {
+fn def(
+    alert: &str,
+    severity: &str,
+    for_ms: i64,
+    expr: String,
+    summary: String,
+    runbook: &str,
+    origin: String,
+) -> RuleDef {
     RuleDef {
         alert: alert.to_string(),
         expr,
@@ -33,8 +41,9 @@ fn def(alert: &str, severity: &str, for_ms: i64, expr: String, summary: String, 
 /// `CertificateExpiringSoon` for one service's `tls` check: a warning while the certificate
 /// of `host` expires within `valid_for_days` (the service's `cert_valid_for`), critical under
 /// [`CERT_CRITICAL_DAYS`]. The value is the days left.
-pub(crate) fn certificate(service: &str, host: &str, valid_for_days: f64) -> Vec<RuleDef> {
-    let days = format!("(probe_ssl_earliest_cert_expiry{{service=\"{service}\",check=\"{service}/tls\"}} - time()) / 86400");
+pub fn certificate(service: &str, host: &str, valid_for_days: f64) -> Vec<RuleDef> {
+    let days =
+        format!("(probe_ssl_earliest_cert_expiry{{service=\"{service}\",check=\"{service}/tls\"}} - time()) / 86400");
     let summary = format!("{host}: certificate expires in {{{{ $value | printf \"%.1f\" }}}} days");
     let origin = format!("preset tls for {service}");
     let runbook = "Maintenance Windows: certificate renewal (automatic on Render) has not happened";
@@ -47,8 +56,15 @@ pub(crate) fn certificate(service: &str, host: &str, valid_for_days: f64) -> Vec
         runbook,
         origin.clone(),
     );
-    let mut critical =
-        def("CertificateExpiringSoon", "critical", 0, format!("{days} < {}", num(CERT_CRITICAL_DAYS)), summary, runbook, origin);
+    let mut critical = def(
+        "CertificateExpiringSoon",
+        "critical",
+        0,
+        format!("{days} < {}", num(CERT_CRITICAL_DAYS)),
+        summary,
+        runbook,
+        origin,
+    );
     for d in [&mut warning, &mut critical] {
         d.labels.insert("host".to_string(), host.to_string());
     }
@@ -58,14 +74,16 @@ pub(crate) fn certificate(service: &str, host: &str, valid_for_days: f64) -> Vec
 /// `AdminTokenInvalid` for a service's token check (`check`, e.g. `synapse/admin-token`):
 /// the server answers but refuses the token (401 or 403). A server that does not answer is
 /// `<Kind>Down`'s business, not this one's.
-pub(crate) fn admin_token(service: &str, check: &str, after_ms: i64) -> RuleDef {
+pub fn admin_token(service: &str, check: &str, after_ms: i64) -> RuleDef {
     let status = format!("probe_http_status_code{{service=\"{service}\",check=\"{check}\"}}");
     def(
         "AdminTokenInvalid",
         "warning",
         after_ms,
         format!("{status} == 401 or {status} == 403"),
-        format!("{service}: the token of {check} is refused (HTTP {{{{ $value }}}}); issue a new one and update the config"),
+        format!(
+            "{service}: the token of {check} is refused (HTTP {{{{ $value }}}}); issue a new one and update the config"
+        ),
         "Alerting Strategy: an invalid admin token is not an outage",
         format!("preset for {service}"),
     )
@@ -73,7 +91,7 @@ pub(crate) fn admin_token(service: &str, check: &str, after_ms: i64) -> RuleDef 
 
 /// `SynapseHighErrorRate`: 5xx answers as a share of all answers over 5 minutes, above the
 /// runbook's 5 %, for 5 minutes.
-pub(crate) fn synapse_error_rate(service: &str) -> RuleDef {
+pub fn synapse_error_rate(service: &str) -> RuleDef {
     let rate = |code: &str| {
         format!("sum by (service) (rate(synapse_http_server_responses_total{{service=\"{service}\"{code}}}[5m]))")
     };
@@ -90,7 +108,7 @@ pub(crate) fn synapse_error_rate(service: &str) -> RuleDef {
 
 /// `CheckFailing` for a check written under `checks:`: critical once it has failed for
 /// `after_ms` (`up` for a scrape, `probe_success` otherwise).
-pub(crate) fn check_failing(check: &str, scrape: bool, after_ms: i64) -> RuleDef {
+pub fn check_failing(check: &str, scrape: bool, after_ms: i64) -> RuleDef {
     let metric = if scrape { "up" } else { "probe_success" };
     let quoted = check.replace('\\', "\\\\").replace('"', "\\\"");
     def(

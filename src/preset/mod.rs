@@ -3,7 +3,7 @@
 //! runbook). `config::build` asks a preset for its checks and applies the user's `disable`
 //! and `overrides`; the probes run them like any other check.
 
-pub(crate) mod alerts;
+pub mod alerts;
 mod authentik;
 pub(crate) mod backup;
 pub mod down;

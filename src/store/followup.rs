@@ -51,7 +51,10 @@ impl Store {
                 let id: i64 = sqlx::query_scalar("SELECT last_insert_rowid()").fetch_one(&mut *conn).await?;
                 first.get_or_insert(id);
                 if !fallback.is_empty() {
-                    sqlx::query("UPDATE outbox SET fallback_queued = 1 WHERE id = ?").bind(id).execute(&mut *conn).await?;
+                    sqlx::query("UPDATE outbox SET fallback_queued = 1 WHERE id = ?")
+                        .bind(id)
+                        .execute(&mut *conn)
+                        .await?;
                 }
             }
             for d in fallback {

@@ -123,7 +123,8 @@ fn a_healthy_stack_finds_nothing_and_exits_0_and_wrong_topics_exit_2() {
     let r = diagnose(&file, &[], &[("T", token)]);
     assert_eq!(r.code, 0, "healthy: {}", r.all());
     let report = r.json();
-    let names: Vec<&str> = report["playbooks"].as_array().unwrap().iter().map(|p| p["topic"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        report["playbooks"].as_array().unwrap().iter().map(|p| p["topic"].as_str().unwrap()).collect();
     assert_eq!(names, ["synapse-oom", "vikunja-email", "db-disk"], "every playbook the config makes possible");
     assert!(findings(&r.json()).is_empty(), "{}", r.stdout);
     let checked = r.json()["playbooks"][0]["checked"].to_string();
@@ -152,7 +153,8 @@ fn purge_media_dry_run_calls_nothing_and_yes_calls_synapse_with_before_ts() {
     let token = s.synapse.admin_token.as_str();
     let path = file.path.to_str().unwrap();
     let thirty_days_ago = || jiff::Timestamp::now().as_millisecond() - 30 * 86_400_000;
-    let dry = run(&["--config", path, "synapse", "purge-media", "--before", "30d", "--dry-run", "--json"], &[("T", token)]);
+    let dry =
+        run(&["--config", path, "synapse", "purge-media", "--before", "30d", "--dry-run", "--json"], &[("T", token)]);
     assert_eq!(dry.code, 0, "{}", dry.all());
     assert_eq!(proxy.hits.load(std::sync::atomic::Ordering::SeqCst), 0, "a dry run calls nothing");
     let j = dry.json();
@@ -212,7 +214,11 @@ fn an_expiring_certificate_warns_and_does_not_count_as_synapse_down() {
     let firing: Vec<&&&Value> = cert.iter().filter(|x| x["ok"] == false).collect();
     assert_eq!(firing.len(), 1, "5 days left: the warning only, not the critical under 3 days: {}", r.stdout);
     let detail = firing[0]["detail"].as_str().unwrap();
-    assert!(detail.contains("127.0.0.1: certificate expires in 4.") || detail.contains("127.0.0.1: certificate expires in 5"), "host and days: {detail}");
+    assert!(
+        detail.contains("127.0.0.1: certificate expires in 4.")
+            || detail.contains("127.0.0.1: certificate expires in 5"),
+        "host and days: {detail}"
+    );
     let listed = run(&["--config", file.path.to_str().unwrap(), "rules", "list", "--json"], &[]);
     assert!(listed.stdout.contains("CertificateExpiringSoon"), "{}", listed.all());
 }
@@ -227,7 +233,10 @@ fn firing(sink: &fakes::WebhookSink) -> Vec<(String, String)> {
         .filter(|p| p["status"] == "firing")
         .flat_map(|p| p["alerts"].as_array().cloned().unwrap_or_default())
         .map(|a| {
-            (a["labels"]["alertname"].as_str().unwrap_or("").to_string(), a["labels"]["check"].as_str().unwrap_or("").to_string())
+            (
+                a["labels"]["alertname"].as_str().unwrap_or("").to_string(),
+                a["labels"]["check"].as_str().unwrap_or("").to_string(),
+            )
         })
         .collect()
 }
@@ -314,4 +323,51 @@ alerting:
     std::thread::sleep(Duration::from_secs(2));
     let all = matrix::messages(&s.synapse.base_url, &s.synapse.admin_token, &room);
     assert_eq!(all.iter().filter(|e| body(e).starts_with("[DIAGNOSIS]")).count(), 1, "one diagnosis per page");
+}
+
+#[test]
+fn hostile_answers_are_bounded_escaped_and_never_hang_a_playbook() {
+    use axum::routing::get;
+    let base = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let b = base.clone();
+    let url = fakes::serve(
+        axum::Router::new()
+            .route(
+                "/api/v1/info",
+                get(move || {
+                    let b = b.get().cloned().unwrap_or_default();
+                    async move {
+                        let providers: Vec<Value> = (0..5000)
+                            .map(|i| {
+                                serde_json::json!({"key": format!("p{i}\u{1b}[2J"), "auth_url": format!("{b}/p/{i}"),
+                                                   "scope": "openid"})
+                            })
+                            .collect();
+                        axum::Json(
+                            serde_json::json!({"auth": {"openid_connect": {"enabled": true, "providers": providers}}}),
+                        )
+                    }
+                }),
+            )
+            .route("/p/{i}/.well-known/openid-configuration", get(|| async { "x".repeat(5 * 1000 * 1000) })),
+    );
+    base.set(url.clone()).unwrap();
+    let hostile = fakes::hostile();
+    let file = config(&format!(
+        "services:\n  vikunja: {{ kind: vikunja, url: \"{url}\" }}\n  mas: {{ kind: mas, url: \"http://{}\" }}\n",
+        hostile.silent
+    ));
+    let started = Instant::now();
+    let r = diagnose(&file, &["vikunja-email", "oidc"], &[]);
+    assert!(started.elapsed() < Duration::from_secs(35), "bounded: {:?}", started.elapsed());
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(!r.stdout.contains('\u{1b}'), "no raw escape reaches the terminal");
+    let report = r.json();
+    let vikunja = &report["playbooks"].as_array().unwrap().iter().find(|p| p["topic"] == "vikunja-email").unwrap();
+    let found = vikunja["findings"].as_array().unwrap();
+    assert_eq!(found.len(), 10, "at most ten providers are looked at: {}", r.stdout);
+    assert!(found[0]["seen"][0].as_str().unwrap().contains("over 1024 KiB"), "a 5 MB answer is not read: {}", found[0]);
+    assert!(found[0]["title"].as_str().unwrap().contains("\\x1b[2J"), "the name is shown escaped: {}", found[0]);
+    let oidc = report["playbooks"].as_array().unwrap().iter().find(|p| p["topic"] == "oidc").unwrap();
+    assert_eq!(oidc["findings"][0]["title"], "MAS discovery does not answer", "a silent server: {oidc}");
 }
