@@ -38,6 +38,23 @@ const SUSPECTS: &[(&str, &str)] = &[
     ),
 ];
 
+/// A forecast under this many days is a finding (PostgresDiskFullSoon's default).
+const FULL_SOON_DAYS: f64 = 14.0;
+
+/// The running daemon's forecast for `service` (`pg_disk_days_until_full` on its `/metrics`),
+/// if a daemon with this config's `listen` address answers.
+async fn days_until_full(cx: &Cx<'_>, service: &str) -> Option<f64> {
+    let addr = cx.config.listen?;
+    let url = url::Url::parse(&format!("http://{addr}/metrics")).ok()?;
+    let answer = cx.get(&url, &crate::probe::spec::TlsOptions::default(), None).await.ok()?;
+    let text = String::from_utf8_lossy(&answer.body);
+    let wanted = format!("service=\"{service}\"");
+    text.lines()
+        .filter(|l| l.starts_with("pg_disk_days_until_full{") && l.contains(&wanted))
+        .find_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .filter(|d| d.is_finite())
+}
+
 pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
     let pg_service = cx.service(ServiceKind::Postgres).ok_or("no postgres service")?;
     let pg =
@@ -104,6 +121,31 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
         Some(limit) => {
             let ratio = total as f64 / limit.max(1) as f64;
             notes.saw(format!("disk: {} of disk_limit {} ({:.0} %)", human_bytes(total), human_bytes(limit), ratio * 100.0));
+            match days_until_full(cx, &pg_service.name).await {
+                Some(days) => {
+                    notes.saw(format!("days until full at the current growth: {days:.1} (the daemon's forecast)"));
+                    if days < FULL_SOON_DAYS {
+                        let mut fix = Vec::new();
+                        if remote > 0 {
+                            fix.push(purge.clone());
+                        }
+                        fix.extend(suspects.iter().cloned());
+                        fix.push("or a database plan with a bigger disk, then raise `disk_limit`".into());
+                        notes.found(Finding {
+                            severity: Severity::Warning,
+                            title: format!("{}: the disk is full in {days:.1} days at the current growth", pg_service.name),
+                            seen: vec![
+                                format!("{} of disk_limit {} ({:.0} %)", human_bytes(total), human_bytes(limit), ratio * 100.0),
+                                format!("largest tables of `{database}`: {}", shown.join(", ")),
+                            ],
+                            why: "a full disk stops PostgreSQL from writing: Synapse, MAS and Vikunja all stop".into(),
+                            fix,
+                            runbook: runbook::DB_DISK,
+                        });
+                    }
+                }
+                None => notes.saw("days until full: not known (needs `mxwarden run` with its status page, polling for an hour)"),
+            }
             if ratio >= WARNING {
                 let mut fix = Vec::new();
                 if remote > 0 {
