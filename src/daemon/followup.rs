@@ -3,7 +3,7 @@
 //! cannot be lost: this task runs the playbooks that explain the alert (`diagnose::Topic::
 //! for_alert`) in the background, bounded by [`DEADLINE`], and queues the findings for the
 //! page's Matrix receivers — the dispatcher threads them under the page, after it — and for
-//! the fallback receivers when those carried the page. The page itself never waits for it. A
+//! the fallback receivers (Matrix or email, not webhooks) when those carried the page. The page itself never waits for it. A
 //! playbook that fails says so in one line of the follow-up. Pending follow-ups left by a
 //! restart run at start; ones older than [`STALE_MS`] are dropped with a log line.
 
@@ -150,7 +150,16 @@ impl FollowUps {
         let primary = NewDelivery::fan_out(&pending.receivers, "critical", &n);
         let fallback = match self.store.fallback_receivers(&pending.incident, pending.created_at).await {
             Ok(list) => {
-                let extra: Vec<String> = list.into_iter().filter(|r| !pending.receivers.contains(r)).collect();
+                // A webhook would read the follow-up as another firing alert: people's
+                // channels only.
+                let webhook = |r: &String| {
+                    self.config
+                        .alerting
+                        .as_ref()
+                        .is_some_and(|a| matches!(a.receivers.get(r), Some(Receiver::Webhook(_)) | None))
+                };
+                let extra: Vec<String> =
+                    list.into_iter().filter(|r| !pending.receivers.contains(r) && !webhook(r)).collect();
                 NewDelivery::fan_out(&extra, "critical", &n)
             }
             Err(e) => {

@@ -313,7 +313,9 @@ alerting:
             .into_iter()
             .find(|e| body(e).starts_with("[DIAGNOSIS] SynapseDown"))
     });
-    assert!(paged_at.elapsed() < Duration::from_secs(30), "within 30 s of the page: {:?}", paged_at.elapsed());
+    let after = paged_at.elapsed();
+    eprintln!("the diagnosis arrived {} ms after the page was seen in the room", after.as_millis());
+    assert!(after < Duration::from_secs(30), "within 30 s of the page: {after:?}");
     let relation = &follow["content"]["m.relates_to"];
     assert_eq!(relation["rel_type"], "m.thread", "{relation}");
     assert_eq!(relation["event_id"], page["event_id"], "in the page's thread");
@@ -370,4 +372,72 @@ fn hostile_answers_are_bounded_escaped_and_never_hang_a_playbook() {
     assert!(found[0]["title"].as_str().unwrap().contains("\\x1b[2J"), "the name is shown escaped: {}", found[0]);
     let oidc = report["playbooks"].as_array().unwrap().iter().find(|p| p["topic"] == "oidc").unwrap();
     assert_eq!(oidc["findings"][0]["title"], "MAS discovery does not answer", "a silent server: {oidc}");
+}
+
+#[test]
+fn db_disk_measures_the_databases_against_disk_limit_and_names_the_largest_tables() {
+    let s = services::shared();
+    let file = config(&format!(
+        "listen: off\nservices:\n  synapse: {{ kind: synapse, url: \"{}\", admin_token: \"${{T}}\" }}\n  db: {{ kind: postgres, dsn: \"{}\", databases: [synapse], disk_limit: 8MiB }}\n",
+        s.synapse.base_url,
+        s.pg.dsn("postgres")
+    ));
+    let token = s.synapse.admin_token.as_str();
+    let r = diagnose(&file, &["db-disk"], &[("T", token)]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let found = findings(&r.json());
+    let f = found
+        .iter()
+        .find(|f| f["title"].as_str().unwrap().contains("% of the disk"))
+        .unwrap_or_else(|| panic!("no disk finding: {}", r.stdout));
+    assert_eq!(f["severity"], "critical", "a real Synapse database is far over 8 MiB");
+    assert!(f["seen"][0].as_str().unwrap().contains("of disk_limit 8.0 MiB"), "{f}");
+    assert!(f["seen"][2].as_str().unwrap().contains("largest tables of `synapse`"), "{f}");
+    assert!(f["fix"].to_string().contains("bigger disk"), "{f}");
+    let checked = r.json()["playbooks"][0]["checked"].to_string();
+    assert!(
+        checked.contains("remote media cache: 0 files") && checked.contains("days until full: not known"),
+        "{checked}"
+    );
+    assert!(!r.all().contains(token));
+}
+
+#[test]
+fn when_the_fallback_carried_the_page_the_diagnosis_goes_there_too() {
+    let s = services::shared();
+    let mut watched = services::Synapse::start_sqlite();
+    let room = matrix::create_room(&s.synapse.base_url, &s.synapse.admin_token, "ops-unreachable");
+    let mail = crate::support::smtp::SmtpSink::start();
+    let file = config(&format!(
+        r#"defaults: {{ interval: 1s, timeout: 2s }}
+store: ./state.db
+listen: off
+services:
+  synapse: {{ kind: synapse, url: "{}", metrics_url: "{}", down_after: 2s }}
+alerting:
+  retry: {{ initial: 300ms }}
+  receivers:
+    ops-room: {{ matrix: {{ homeserver: "{}", room: "{room}", access_token: not-a-valid-token }} }}
+    oncall-mail: {{ email: {{ smtp: "smtp://127.0.0.1:{}", tls: none, from: "mxwarden@example.org", to: ["oncall@example.org"] }} }}
+  tiers:
+    critical: {{ receivers: [ops-room], fallback: [oncall-mail], fallback_after: 1 }}
+"#,
+        watched.base_url, watched.metrics_url, s.synapse.base_url, mail.port
+    ));
+    let _daemon = Daemon::start(&file.path);
+    let log = file.path.with_extension("log");
+    std::thread::sleep(Duration::from_secs(3));
+    watched.stop();
+    let mails = wait_for("the page and its diagnosis by email", Duration::from_secs(60), &log, || {
+        let m = mail.messages();
+        (m.iter().any(|x| x.contains("Subject: [FIRING] SynapseDown"))
+            && m.iter().any(|x| x.contains("[DIAGNOSIS] SynapseDown")))
+        .then_some(m)
+    });
+    let diagnosis = mails.iter().find(|x| x.contains("[DIAGNOSIS] SynapseDown")).unwrap();
+    assert!(diagnosis.contains("metrics do not answer"), "{diagnosis}");
+    std::thread::sleep(Duration::from_secs(3));
+    let again = mail.messages();
+    assert_eq!(again.iter().filter(|x| x.contains("[DIAGNOSIS] SynapseDown")).count(), 1, "once: {again:?}");
+    assert!(matrix::messages(&s.synapse.base_url, &s.synapse.admin_token, &room).is_empty(), "the room got nothing");
 }
