@@ -198,6 +198,84 @@ fn message(p: &Pending, topics: &[Topic], body: &str, now: i64) -> Notification 
 mod tests {
     use super::*;
 
+    fn alerting() -> Alerting {
+        let room = crate::notify::matrix::MatrixReceiver::new(
+            url::Url::parse("http://hs.example").unwrap(),
+            "!r:hs".into(),
+            "t".into(),
+            "m.notice".into(),
+        );
+        let hook = crate::notify::webhook::WebhookReceiver {
+            url: url::Url::parse("http://hook.example").unwrap(),
+            hmac_secret: None,
+            headers: Vec::new(),
+        };
+        Alerting {
+            receivers: [("room".to_string(), Receiver::Matrix(room)), ("hook".to_string(), Receiver::Webhook(hook))]
+                .into_iter()
+                .collect(),
+            tiers: Default::default(),
+            timezone: jiff::tz::TimeZone::UTC,
+            retry: Default::default(),
+        }
+    }
+
+    fn delivery(receiver: &str, tier: &str, kind: Kind, incident: &str, fallback_of: Option<i64>) -> NewDelivery {
+        let alert = AlertInfo {
+            name: "SynapseDown".into(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            value: 0.0,
+            fired_at: 7,
+            resolved_at: None,
+        };
+        NewDelivery {
+            receiver: receiver.into(),
+            tier: tier.into(),
+            notification: Notification {
+                kind,
+                incident: incident.into(),
+                title: String::new(),
+                text: String::new(),
+                html: String::new(),
+                alerts: vec![alert],
+                created_at: 7,
+            },
+            fallback_of,
+        }
+    }
+
+    #[test]
+    fn only_critical_pages_to_a_matrix_room_mark_a_follow_up() {
+        let cases: &[(&str, &str, Kind, Option<i64>, bool, &str)] = &[
+            ("room", "critical", Kind::Firing, None, true, "a critical page in a room"),
+            ("hook", "critical", Kind::Firing, None, false, "a webhook has no thread"),
+            ("room", "warning", Kind::Firing, None, false, "warnings go to the digest"),
+            ("room", "critical", Kind::Resolved, None, false, "a resolve needs no diagnosis"),
+            ("room", "critical", Kind::Reminder, None, false, "a reminder had its diagnosis"),
+            ("room", "critical", Kind::Firing, Some(3), false, "a fallback copy is not a new page"),
+        ];
+        for (receiver, tier, kind, fallback_of, want, why) in cases {
+            let d = Decision {
+                deliveries: vec![delivery(receiver, tier, *kind, "i", *fallback_of)],
+                ..Decision::default()
+            };
+            assert_eq!(!marks(&d, &alerting()).is_empty(), *want, "{why}");
+        }
+        let two = Decision {
+            deliveries: vec![
+                delivery("room", "critical", Kind::Firing, "i", None),
+                delivery("hook", "critical", Kind::Firing, "i", None),
+            ],
+            ..Decision::default()
+        };
+        let m = marks(&two, &alerting());
+        assert_eq!(m.len(), 1, "one follow-up per incident");
+        assert!(m[0].0.starts_with(PREFIX) && m[0].0.ends_with(":i"), "{}", m[0].0);
+        let p: Pending = serde_json::from_str(&m[0].1).unwrap();
+        assert_eq!(p.receivers, ["room"], "the page's Matrix receivers only");
+    }
+
     #[test]
     fn a_diagnosis_message_keeps_the_incident_and_escapes() {
         let alert = AlertInfo {

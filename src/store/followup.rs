@@ -68,3 +68,61 @@ impl Store {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::{Kind, Notification};
+    use crate::store::Decision;
+
+    fn row(receiver: &str, kind: Kind, fallback_of: Option<i64>) -> NewDelivery {
+        NewDelivery {
+            receiver: receiver.into(),
+            tier: "critical".into(),
+            notification: Notification {
+                kind,
+                incident: "inc".into(),
+                title: "t".into(),
+                text: String::new(),
+                html: String::new(),
+                alerts: Vec::new(),
+                created_at: 1_000,
+            },
+            fallback_of,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follow_up_is_pending_with_its_page_and_queued_in_one_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        let page = Decision {
+            deliveries: vec![row("room", Kind::Firing, None)],
+            meta: vec![(format!("{PREFIX}1000:inc"), "{}".into()), ("digest:warning:last".into(), "5".into())],
+            ..Decision::default()
+        };
+        store.commit(&[page], 1_000).await.unwrap();
+        assert_eq!(store.pending_followups().await.unwrap(), [(format!("{PREFIX}1000:inc"), "{}".to_string())]);
+        let first = store.due(1_000).await.unwrap()[0].id;
+        store.queue_fallback(first, &[row("mail", Kind::Firing, Some(first))], 1_100).await.unwrap();
+        assert_eq!(store.fallback_receivers("inc", 1_000).await.unwrap(), ["mail"], "the page fell back");
+        assert!(store.fallback_receivers("inc", 2_000).await.unwrap().is_empty(), "not an older incident's");
+        store
+            .finish_followup(
+                &format!("{PREFIX}1000:inc"),
+                &[row("room", Kind::Diagnosis, None)],
+                &[row("mail", Kind::Diagnosis, None)],
+                1_200,
+            )
+            .await
+            .unwrap();
+        assert!(store.pending_followups().await.unwrap().is_empty(), "queued: no longer pending");
+        let rows = store.outbox(false, 10).await.unwrap();
+        let diagnosis: Vec<_> = rows.iter().filter(|d| d.notification.kind == Kind::Diagnosis).collect();
+        assert_eq!(diagnosis.len(), 2, "{rows:?}");
+        let primary = diagnosis.iter().find(|d| d.receiver == "room").unwrap();
+        let copy = diagnosis.iter().find(|d| d.receiver == "mail").unwrap();
+        assert!(primary.fallback_queued, "a failing room does not copy it to the fallback again");
+        assert_eq!(copy.fallback_of, Some(primary.id), "the copy never falls back itself");
+    }
+}
