@@ -1,5 +1,6 @@
 //! `synapse-oom` — the runbook's "Synapse Out of Memory": Synapse's resident memory now and
-//! its trend over two scrapes, against the configured thresholds; its biggest caches
+//! its trend over two scrapes, against the configured thresholds; how often `/health` went
+//! down in the last day (the store's uptime history, when `mxwarden run` keeps one); its biggest caches
 //! (`synapse_util_caches_cache_size` by name); a restart within the hour
 //! (`process_start_time_seconds`, evidence beside high memory, not a finding of its own: a
 //! deploy restarts too); when the metrics do not answer, whether `/health` does. Reads the service's
@@ -59,6 +60,16 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
     };
     let (warning, critical) =
         (limit("memory_warning").unwrap_or(f64::MAX), limit("memory_critical").unwrap_or(f64::MAX));
+    let history = match outages(cx, &format!("{name}/health")).await {
+        Some((n, minutes)) => {
+            let line = format!(
+                "{name}/health went down {n} time(s) in the last 24 h, {minutes} min in all (the store's history)"
+            );
+            notes.saw(line.clone());
+            Some(line)
+        }
+        None => None,
+    };
     let first = match scrape_once().await {
         Ok(s) => s,
         Err(why) => {
@@ -72,7 +83,10 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
             notes.found(Finding {
                 severity: Severity::Critical,
                 title: format!("{name}: Synapse's metrics do not answer"),
-                seen: vec![format!("scrape of {}: {why}", crate::text::escape_controls(&spec_url(&spec))), health],
+                seen: [format!("scrape of {}: {why}", crate::text::escape_controls(&spec_url(&spec))), health]
+                    .into_iter()
+                    .chain(history.clone())
+                    .collect(),
                 why: "a Synapse that was killed for running out of memory answers nothing until it has restarted".into(),
                 fix: vec![
                     "look at the platform's events for an out-of-memory kill (Render: the service's Events, \"Out of memory\")".into(),
@@ -136,6 +150,7 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
     if !biggest.is_empty() {
         seen.push(format!("biggest caches: {}", biggest.join(", ")));
     }
+    seen.extend(history);
     if let Some(up) = uptime.filter(|u| *u < RECENT_RESTART_S) {
         // A restart alone is no finding (a deploy restarts too); beside high memory it is
         // the runbook's first symptom.
@@ -153,6 +168,35 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// How often `check` went down in the last day, and for how long, from the store's uptime
+/// history (`mxwarden run` keeps it): (outages, minutes down). `None` without a store.
+async fn outages(cx: &Cx<'_>, check: &str) -> Option<(usize, i64)> {
+    if !cx.config.store.is_file() {
+        return None;
+    }
+    let store = crate::store::Store::open(&cx.config.store).await.ok()?;
+    let history = crate::store::History::new(store);
+    let now = jiff::Timestamp::now().as_millisecond();
+    let results = history.raw(check, now - DAY_MS, now).await.ok()?;
+    let mut outages = 0;
+    let mut down_ms = 0;
+    let mut previous: Option<&crate::history::Result> = None;
+    for r in &results {
+        let down = r.state == crate::history::State::Down;
+        if down && previous.is_none_or(|p| p.state != crate::history::State::Down) {
+            outages += 1;
+        }
+        if let Some(p) = previous.filter(|p| p.state == crate::history::State::Down) {
+            down_ms += r.at_ms - p.at_ms;
+        }
+        previous = Some(r);
+    }
+    Some((outages, down_ms / 60_000))
+}
+
+/// A day, ms.
+const DAY_MS: i64 = 86_400_000;
 
 fn value(samples: &[Sample], name: &str) -> Option<f64> {
     samples.iter().find(|s| s.name == name).map(|s| s.value)

@@ -322,6 +322,7 @@ alerting:
     let text = body(&follow);
     assert!(text.contains("synapse-oom") && text.contains("Synapse's metrics do not answer"), "{text}");
     assert!(text.contains("fix:") && text.contains("caches.global_factor"), "{text}");
+    assert!(text.contains("synapse/health went down") && text.contains("the store's history"), "{text}");
     std::thread::sleep(Duration::from_secs(2));
     let all = matrix::messages(&s.synapse.base_url, &s.synapse.admin_token, &room);
     assert_eq!(all.iter().filter(|e| body(e).starts_with("[DIAGNOSIS]")).count(), 1, "one diagnosis per page");
