@@ -19,7 +19,7 @@ const FAMILIES: &[&str] = &[
     "process_resident_memory_bytes",
     "process_start_time_seconds",
     "synapse_util_caches_cache_size",
-    "synapse_util_caches_cache",
+    "synapse_util_caches_cache_max_size",
 ];
 
 /// How long apart the two scrapes of the trend are.
@@ -114,15 +114,28 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
         notes.saw(format!("{name}: memory trend {:+.1} MiB/min over {} s", per_min / 1_048_576.0, TREND_GAP.as_secs()));
         per_min
     });
+    let max_of = |cache: &str| {
+        first
+            .iter()
+            .find(|s| {
+                s.name == "synapse_util_caches_cache_max_size" && s.labels.get("name").is_some_and(|n| n == cache)
+            })
+            .map(|s| s.value)
+    };
     let mut caches: Vec<(String, f64)> = first
         .iter()
-        .filter(|s| s.name == "synapse_util_caches_cache_size" || s.name == "synapse_util_caches_cache")
+        .filter(|s| s.name == "synapse_util_caches_cache_size")
         .filter_map(|s| Some((s.labels.get("name")?.clone(), s.value)))
         .collect();
     caches.sort_by(|a, b| b.1.total_cmp(&a.1));
-    caches.dedup_by(|a, b| a.0 == b.0);
     caches.truncate(5);
-    let biggest: Vec<String> = caches.iter().map(|(n, v)| format!("{n}: {v:.0} entries")).collect();
+    let biggest: Vec<String> = caches
+        .iter()
+        .map(|(n, v)| match max_of(n) {
+            Some(max) => format!("{n}: {v:.0} of {max:.0} entries"),
+            None => format!("{n}: {v:.0} entries"),
+        })
+        .collect();
     if !biggest.is_empty() {
         notes.saw(format!("{name}: biggest caches {}", biggest.join(", ")));
     }

@@ -442,3 +442,26 @@ alerting:
     assert_eq!(again.iter().filter(|x| x.contains("[DIAGNOSIS] SynapseDown")).count(), 1, "once: {again:?}");
     assert!(matrix::messages(&s.synapse.base_url, &s.synapse.admin_token, &room).is_empty(), "the room got nothing");
 }
+
+#[test]
+fn synapse_oom_over_the_thresholds_names_the_memory_the_biggest_caches_and_the_cache_factors() {
+    let s = services::shared();
+    let file = config(&format!(
+        "listen: off\nservices:\n  synapse: {{ kind: synapse, url: \"{}\", metrics_url: \"{}\", thresholds: {{ memory_warning: 1MiB, memory_critical: 2MiB }} }}\n",
+        s.synapse.base_url, s.synapse.metrics_url
+    ));
+    let r = diagnose(&file, &["synapse-oom"], &[]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let found = findings(&r.json());
+    assert_eq!(found.len(), 1, "{}", r.stdout);
+    let f = &found[0];
+    assert_eq!(f["severity"], "critical", "over memory_critical");
+    let seen = f["seen"].to_string();
+    assert!(seen.contains("resident memory") && seen.contains("memory_critical 2.0 MiB"), "{seen}");
+    assert!(seen.contains("biggest caches:") && seen.contains(" entries"), "the caches by name: {seen}");
+    assert!(seen.contains("trend"), "two scrapes: {seen}");
+    let fix = f["fix"].to_string();
+    assert!(fix.contains("global_factor") && fix.contains("per_cache_factors"), "{fix}");
+    assert!(fix.contains("memory_warning, memory_critical"), "raise the thresholds with the plan: {fix}");
+    assert_eq!(f["runbook"], "Common Issues: Synapse Out of Memory");
+}
