@@ -85,7 +85,7 @@ pub fn admin_token(service: &str, check: &str, after_ms: i64) -> RuleDef {
             "{service}: the token of {check} is refused (HTTP {{{{ $value }}}}); issue a new one and update the config"
         ),
         "Alerting Strategy: an invalid admin token is not an outage",
-        format!("preset for {service}"),
+        format!("preset token for {service}"),
     )
 }
 
@@ -118,7 +118,7 @@ pub fn check_failing(check: &str, scrape: bool, after_ms: i64) -> RuleDef {
         format!("{metric}{{check=\"{quoted}\"}} == 0"),
         "check {{ $labels.check }} fails".to_string(),
         "Critical Alerts: a check under checks: fails",
-        "config checks".to_string(),
+        format!("check {check}"),
     )
 }
 
