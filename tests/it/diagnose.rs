@@ -465,3 +465,23 @@ fn synapse_oom_over_the_thresholds_names_the_memory_the_biggest_caches_and_the_c
     assert!(fix.contains("memory_warning, memory_critical"), "raise the thresholds with the plan: {fix}");
     assert_eq!(f["runbook"], "Common Issues: Synapse Out of Memory");
 }
+
+#[test]
+fn a_purge_synapse_refuses_exits_1_with_its_answer_and_never_the_token() {
+    let s = services::shared();
+    let proxy = fakes::fault_proxy(s.synapse.base_url.clone(), "purge_media_cache", vec![fakes::Fault::Status(500)]);
+    let file = config(&format!(
+        "services:\n  synapse: {{ kind: synapse, url: \"{}\", admin_token: \"${{T}}\" }}\n",
+        proxy.base
+    ));
+    let token = s.synapse.admin_token.as_str();
+    let path = file.path.to_str().unwrap();
+    let r = run(&["--config", path, "synapse", "purge-media", "--before", "7d", "--yes"], &[("T", token)]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("purge-media failed: Synapse answered 500"), "{}", r.all());
+    assert_eq!(proxy.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(!r.all().contains(token), "the token never shows");
+    let stats = run(&["--config", path, "synapse", "media-stats"], &[("T", token)]);
+    assert_eq!(stats.code, 0, "local media is read, the rest is named as not read: {}", stats.all());
+    assert!(stats.stdout.contains("not read: remote media and database size: no postgres service"), "{}", stats.all());
+}
