@@ -1,7 +1,8 @@
 //! `synapse-oom` — the runbook's "Synapse Out of Memory": Synapse's resident memory now and
 //! its trend over two scrapes, against the configured thresholds; how often `/health` went
 //! down in the last day (the store's uptime history, when `mxwarden run` keeps one); its biggest caches
-//! (`synapse_util_caches_cache_size` by name); a restart within the hour
+//! (`synapse_util_caches_cache_size` by name); a restart between the two scrapes (a finding:
+//! the start time changed); a restart within the hour
 //! (`process_start_time_seconds`, evidence beside high memory, not a finding of its own: a
 //! deploy restarts too); when the metrics do not answer, whether `/health` does. Reads the service's
 //! `metrics_url` and `url`; needs no token.
@@ -109,11 +110,41 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
         human_bytes(critical as u64)
     ));
     tokio::time::sleep(TREND_GAP).await;
-    let trend = scrape_once().await.ok().and_then(|s| value(&s, "process_resident_memory_bytes")).map(|later| {
-        let per_min = (later - rss) / TREND_GAP.as_secs_f64() * 60.0;
-        notes.saw(format!("{name}: memory trend {:+.1} MiB/min over {} s", per_min / 1_048_576.0, TREND_GAP.as_secs()));
-        per_min
-    });
+    let second = scrape_once().await.ok();
+    let started = |samples: &[Sample]| value(samples, "process_start_time_seconds");
+    let restarted_meanwhile = match (&second, started(&first)) {
+        (Some(later), Some(before)) => started(later).is_some_and(|after| after != before),
+        _ => false,
+    };
+    // Across a restart the two readings are two processes: no trend.
+    let trend =
+        second.as_deref().filter(|_| !restarted_meanwhile).and_then(|s| value(s, "process_resident_memory_bytes")).map(
+            |later| {
+                let per_min = (later - rss) / TREND_GAP.as_secs_f64() * 60.0;
+                notes.saw(format!(
+                    "{name}: memory trend {:+.1} MiB/min over {} s",
+                    per_min / 1_048_576.0,
+                    TREND_GAP.as_secs()
+                ));
+                per_min
+            },
+        );
+    if restarted_meanwhile {
+        notes.found(Finding {
+            severity: Severity::Critical,
+            title: format!("{name}: Synapse restarted while it was being diagnosed"),
+            seen: vec![format!(
+                "process_start_time_seconds changed between two scrapes {} s apart",
+                TREND_GAP.as_secs()
+            )],
+            why: "a process that restarts on its own is the runbook's first symptom of running out of memory".into(),
+            fix: vec![
+                "check the platform's events for an out-of-memory kill (Render: Events)".into(),
+                "homeserver.yaml: lower `caches.global_factor` (default 0.5, e.g. 0.25); long term a plan with more memory".into(),
+            ],
+            runbook: runbook::SYNAPSE_OOM,
+        });
+    }
     let max_of = |cache: &str| {
         first
             .iter()
