@@ -43,7 +43,7 @@ pub(crate) struct Probed {
     pub created: bool,
 }
 
-/// Creates and removes `.mxwarden-doctor-<pid>` in `dir` (or its nearest existing parent).
+/// Creates and removes `.mxwarden-doctor-<pid>-<random>` in `dir` (or its nearest existing parent).
 async fn probe_dir(dir: PathBuf) -> Result<Probed, ErrorKind> {
     tokio::task::spawn_blocking(move || {
         let mut at = dir.as_path();
@@ -58,7 +58,8 @@ async fn probe_dir(dir: PathBuf) -> Result<Probed, ErrorKind> {
         if !at.is_dir() {
             return Err(ErrorKind::NotADirectory);
         }
-        let probe = at.join(format!(".mxwarden-doctor-{}", std::process::id()));
+        // Unique per call: the store and the backup may share a directory, probed at once.
+        let probe = at.join(format!(".mxwarden-doctor-{}-{:016x}", std::process::id(), rand::random::<u64>()));
         let written = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

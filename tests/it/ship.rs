@@ -1,0 +1,415 @@
+//! Shipping mxwarden: `init --discover` against the real Synapse (alone, and with MAS's
+//! discovery served by the OIDC provider behind a thin MAS-shaped front), `doctor` on a healthy
+//! setup and on one where every credential is broken in its own way, completions and man
+//! pages, the systemd unit under `systemd-analyze verify`, and the binary as PID 1 (the
+//! container engine cannot run on this machine: docs/deploy.md).
+
+use crate::cli::{config, run};
+use crate::support::{fakes, services, smtp::SmtpSink};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// Creates a room as `token` with `initial_state`; returns its id.
+fn create_room(base: &str, token: &str, initial_state: Value) -> String {
+    fakes::runtime().block_on(async {
+        let r: Value = client()
+            .post(format!("{base}/_matrix/client/v3/createRoom"))
+            .bearer_auth(token)
+            .json(&json!({"preset": "private_chat", "initial_state": initial_state}))
+            .send()
+            .await
+            .expect("createRoom")
+            .json()
+            .await
+            .expect("createRoom JSON");
+        r["room_id"].as_str().unwrap_or_else(|| panic!("no room_id in {r}")).to_string()
+    })
+}
+
+/// `init --discover URL` into a fresh directory, then `config check` and `check --json`.
+fn discover_then_check(url: &str) -> (String, crate::cli::Run) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mxwarden.yaml");
+    let p = path.to_str().unwrap();
+    let init = run(&["--config", p, "init", "--discover", url], &[]);
+    assert_eq!(init.code, 0, "{}", init.all());
+    for needed in ["/.well-known/matrix/client", "/_matrix/client/versions", "/_matrix/client/v1/auth_metadata"] {
+        assert!(init.stdout.contains(needed), "the request to {needed} is listed:\n{}", init.all());
+    }
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    let checked = run(&["--config", p, "config", "check", "--json"], &[]);
+    assert_eq!(checked.code, 0, "config check accepts it:\n{}\n{yaml}", checked.all());
+    assert_eq!(checked.json()["valid"], true);
+    let again = run(&["--config", p, "init", "--discover", url], &[]);
+    assert_eq!(again.code, 2, "no overwrite without --force: {}", again.all());
+    assert!(again.stderr.contains("--force"), "{}", again.all());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), yaml, "the file is untouched");
+    let check = run(&["--config", p, "check", "--json"], &[]);
+    (yaml, check)
+}
+
+#[test]
+fn init_discover_writes_a_config_that_checks_against_the_real_synapse() {
+    let s = services::shared();
+    let (yaml, check) = discover_then_check(&s.synapse.base_url);
+    assert!(yaml.contains(&format!("url: \"{}\"", s.synapse.base_url)), "{yaml}");
+    assert!(yaml.contains("federation_url:"), "the federation endpoint was found:\n{yaml}");
+    assert!(yaml.contains("# admin_token: \"${SYNAPSE_ADMIN_TOKEN}\""), "a placeholder for the token:\n{yaml}");
+    assert!(yaml.contains("# No MAS"), "no auth_metadata, no MAS:\n{yaml}");
+    assert_eq!(check.code, 0, "check passes:\n{}\n{yaml}", check.all());
+    let rows = check.json();
+    let checks: Vec<&str> = rows.as_array().unwrap().iter().filter_map(|r| r["check"].as_str()).collect();
+    for c in ["synapse/health", "synapse/client-versions", "synapse/admin-version", "synapse/federation"] {
+        assert!(checks.contains(&c), "{c} in {checks:?}");
+    }
+}
+
+#[test]
+fn init_discover_finds_mas_through_synapses_auth_metadata() {
+    let s = services::shared();
+    // Synapse validates MAS's metadata more strictly than the OIDC provider's discovery
+    // provides (it needs `account_management_uri`); this front adds it, as MAS serves it.
+    let (status, body) = services::http_get(&format!("{}/.well-known/openid-configuration", s.oidc.issuer)).unwrap();
+    assert_eq!(status, 200);
+    let mut doc: Value = serde_json::from_str(&body).unwrap();
+    doc["account_management_uri"] = json!(format!("{}/account/", s.oidc.issuer));
+    let front = fakes::serve(axum::Router::new().route(
+        "/.well-known/openid-configuration",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc) }
+        }),
+    ));
+    let synapse = services::Synapse::start_with_mas(&format!("{front}/"), "mas-shared-secret-0123456789abcdef");
+    let (yaml, check) = discover_then_check(&synapse.base_url);
+    assert!(yaml.contains("kind: mas"), "{yaml}");
+    assert!(yaml.contains(&format!("issuer: \"{}\"", s.oidc.issuer)), "the issuer, confirmed by its discovery:\n{yaml}");
+    assert_eq!(check.code, 0, "check passes:\n{}\n{yaml}", check.all());
+    let rows = check.json();
+    let ok = |name: &str| rows.as_array().unwrap().iter().any(|r| r["check"] == name && r["ok"] == true);
+    assert!(ok("mas/discovery") && ok("mas/jwks"), "MAS's checks ran against the OIDC provider: {rows}");
+}
+
+#[test]
+fn init_discover_refuses_what_is_not_a_homeserver() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.yaml");
+    let hostile = fakes::hostile();
+    let r = run(&["--config", path.to_str().unwrap(), "init", "--discover", &hostile.base], &[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("no Matrix homeserver"), "{}", r.all());
+    assert!(!path.exists(), "nothing written");
+    let r = run(&["--config", path.to_str().unwrap(), "init", "--discover", "ftp://x"], &[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+}
+
+/// The pieces both doctor configs share.
+struct DoctorSetup {
+    dir: tempfile::TempDir,
+    smtp: SmtpSink,
+    sink: fakes::WebhookSink,
+    recipient: String,
+}
+
+impl DoctorSetup {
+    fn new() -> Self {
+        let s = services::shared();
+        static ONCE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+        let mut done = ONCE.lock().unwrap_or_else(|p| p.into_inner());
+        let exists = s.pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'doctor_ok'");
+        if exists == "0" {
+            s.pg.psql("postgres", "CREATE DATABASE doctor_ok");
+        }
+        s.pg.psql("doctor_ok", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+        s.pg.psql(
+            "postgres",
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'doctor_plain') THEN \
+             CREATE ROLE doctor_plain LOGIN; END IF; END $$",
+        );
+        *done = true;
+        drop(done);
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            smtp: SmtpSink::start(),
+            sink: fakes::webhook_sink(),
+            recipient: age::x25519::Identity::generate().to_public().to_string(),
+        }
+    }
+
+    fn config(&self, synapse_token_var: &str, room: &str, role: &str, pg_bin: &Path, backup_dir: &Path) -> String {
+        let s = services::shared();
+        format!(
+            "store: {store}\n\
+             services:\n  synapse:\n    kind: synapse\n    url: {base}\n    admin_token: \"${{{synapse_token_var}}}\"\n\
+             \x20 postgres:\n    kind: postgres\n    dsn: \"postgresql://{role}@127.0.0.1:{port}/doctor_ok\"\n\
+             alerting:\n  receivers:\n\
+             \x20   ops-room: {{ matrix: {{ homeserver: {base}, room: \"{room}\", access_token: \"${{DOCTOR_GOOD}}\" }} }}\n\
+             \x20   mail: {{ email: {{ smtp: \"smtp://127.0.0.1:{smtp}\", tls: none, from: \"mxwarden@example.org\", to: [\"oncall@example.org\"] }} }}\n\
+             \x20   hook: {{ webhook: {{ url: \"{hook}\" }} }}\n\
+             \x20 tiers:\n    critical: {{ receivers: [ops-room, mail, hook] }}\n\
+             backup:\n  dir: {backup}\n  pg_bin_dir: {pg_bin}\n  encrypt_to: [\"{recipient}\"]\n",
+            store = self.dir.path().join("state/mxwarden.db").display(),
+            base = s.synapse.base_url,
+            port = s.pg.port,
+            smtp = self.smtp.port,
+            hook = self.sink.url,
+            backup = backup_dir.display(),
+            pg_bin = pg_bin.display(),
+            recipient = self.recipient,
+        )
+    }
+}
+
+fn finding<'a>(report: &'a Value, area: &str, check: &str) -> &'a Value {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["area"] == area && f["check"] == check)
+        .unwrap_or_else(|| panic!("no {area}/{check} finding in {report:#}"))
+}
+
+#[test]
+fn doctor_is_clean_on_a_healthy_setup() {
+    let s = services::shared();
+    let setup = DoctorSetup::new();
+    let room = create_room(&s.synapse.base_url, &s.synapse.admin_token, json!([]));
+    let text = setup.config(
+        "DOCTOR_GOOD",
+        &room,
+        "postgres",
+        Path::new("/usr/lib/postgresql/15/bin"),
+        &setup.dir.path().join("backups"),
+    );
+    let file = config(&text);
+    let env = [("DOCTOR_GOOD", s.synapse.admin_token.as_str())];
+    let r = run(&["--config", file.path.to_str().unwrap(), "doctor", "--json"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let report = r.json();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["failed"], 0, "{report:#}");
+    for (area, check) in [
+        ("synapse", "admin token"),
+        ("matrix", "token"),
+        ("matrix", "joined"),
+        ("matrix", "room not encrypted"),
+        ("matrix", "may post"),
+        ("smtp", "smtp login"),
+        ("webhook", "reachable"),
+        ("postgres", "pg_monitor"),
+        ("postgres", "pg_stat_statements"),
+        ("backup", "pg_dump version"),
+        ("backup", "writable"),
+        ("backup", "age recipients"),
+        ("store", "writable"),
+        ("clock", "clock skew"),
+    ] {
+        assert_eq!(finding(&report, area, check)["outcome"], "pass", "{area}/{check}: {report:#}");
+    }
+    assert!(setup.smtp.messages().is_empty(), "no mail was sent");
+    assert!(setup.sink.received.lock().unwrap().is_empty(), "nothing was delivered to the webhook");
+    assert!(crate::matrix::messages(&s.synapse.base_url, &s.synapse.admin_token, &room).is_empty(), "nothing posted");
+    // The table for people: one line per finding and the summary.
+    let table = run(&["--config", file.path.to_str().unwrap(), "doctor"], &env);
+    assert_eq!(table.code, 0, "{}", table.all());
+    assert!(table.stdout.contains("0 failed"), "{}", table.all());
+    assert!(!table.stdout.contains(&s.synapse.admin_token), "no token in the output");
+    // --quiet: the exit status only.
+    let quiet = run(&["--quiet", "--config", file.path.to_str().unwrap(), "doctor"], &env);
+    assert_eq!((quiet.code, quiet.stdout.as_str()), (0, ""), "{}", quiet.all());
+}
+
+/// A read-only tmpfs on a temporary directory (unmounted on drop): root writes anywhere
+/// else, so this is how a directory is made unwritable for the test.
+struct ReadOnlyMount(tempfile::TempDir);
+
+impl ReadOnlyMount {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(out.status.success(), "mount -o ro tmpfs failed (these tests need root): {}", String::from_utf8_lossy(&out.stderr));
+        Self(dir)
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn doctor_names_each_broken_credential_with_its_fix() {
+    let s = services::shared();
+    let setup = DoctorSetup::new();
+    let encrypted = create_room(
+        &s.synapse.base_url,
+        &s.synapse.admin_token,
+        json!([{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]),
+    );
+    // A pg_dump that is too old for the server (PostgreSQL 15).
+    let old_bin = setup.dir.path().join("old-pg-bin");
+    std::fs::create_dir_all(&old_bin).unwrap();
+    let fake = old_bin.join("pg_dump");
+    std::fs::write(&fake, "#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n").unwrap();
+    Command::new("chmod").arg("755").arg(&fake).status().unwrap();
+    let readonly = ReadOnlyMount::new();
+    let text = setup.config("DOCTOR_WRONG", &encrypted, "doctor_plain", &old_bin, &readonly.0.path().join("backups"));
+    let file = config(&text);
+    let wrong = "syt_bW9ub2l0b3I_wrongwrongwrong_0abc12";
+    let env = [("DOCTOR_GOOD", s.synapse.admin_token.as_str()), ("DOCTOR_WRONG", wrong)];
+    let r = run(&["--config", file.path.to_str().unwrap(), "doctor", "--json"], &env);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(!r.stdout.contains(wrong) && !r.stderr.contains(wrong), "the wrong token is never shown");
+    let report = r.json();
+    let cases = [
+        ("synapse", "admin token", "log in as a server admin again", "a wrong admin token"),
+        ("matrix", "room not encrypted", "create a new room without encryption", "an encrypted room"),
+        ("postgres", "pg_monitor", "GRANT pg_monitor TO \"doctor_plain\";", "a role without pg_monitor"),
+        ("backup", "pg_dump version", "postgresql-client-15", "an old pg_dump"),
+        ("backup", "writable", "ReadWritePaths=", "an unwritable backup directory"),
+    ];
+    for (area, check, fix, why) in cases {
+        let f = finding(&report, area, check);
+        assert_eq!(f["outcome"], "fail", "{why}: {f:#}");
+        let shown = f["fix"].as_str().unwrap_or_default();
+        assert!(shown.contains(fix), "{why}: the fix {shown:?} should say {fix:?}");
+    }
+    assert_eq!(finding(&report, "matrix", "token")["outcome"], "pass", "the receiver's own token is fine");
+    assert_eq!(report["failed"], 5, "exactly the five broken things: {report:#}");
+}
+
+#[test]
+fn completions_and_man_pages_generate() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let r = run(&["completions", shell], &[]);
+        assert_eq!(r.code, 0, "{shell}: {}", r.all());
+        assert!(r.stdout.contains("doctor") && r.stdout.contains("--discover"), "{shell} knows the commands");
+    }
+    let bash = run(&["completions", "bash"], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("mxwarden.bash");
+    std::fs::write(&script, &bash.stdout).unwrap();
+    let syntax = Command::new("bash").arg("-n").arg(&script).output().unwrap();
+    assert!(syntax.status.success(), "bash -n: {}", String::from_utf8_lossy(&syntax.stderr));
+    let man = run(&["man"], &[]);
+    assert_eq!(man.code, 0, "{}", man.all());
+    assert!(man.stdout.starts_with(".ie") || man.stdout.contains(".TH mxwarden 1"), "roff: {}", &man.stdout[..200.min(man.stdout.len())]);
+    assert!(man.stdout.contains("doctor"), "the page lists the commands");
+    let pages = dir.path().join("man");
+    let r = run(&["man", "--dir", pages.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for page in ["mxwarden.1", "mxwarden-doctor.1", "mxwarden-init.1", "mxwarden-completions.1"] {
+        assert!(pages.join(page).is_file(), "{page} written: {:?}", std::fs::read_dir(&pages).unwrap().collect::<Vec<_>>());
+    }
+    let rendered = Command::new("man").arg("-l").arg(pages.join("mxwarden-doctor.1")).env("MANPAGER", "cat").output();
+    if let Ok(out) = rendered {
+        if out.status.success() {
+            assert!(String::from_utf8_lossy(&out.stdout).contains("doctor"), "man renders it");
+        }
+    }
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let analyze = Command::new("systemd-analyze").arg("--version").output();
+    assert!(
+        analyze.is_ok_and(|o| o.status.success()),
+        "systemd-analyze is missing: run scripts/install-test-deps.sh (it installs the systemd package)"
+    );
+    let unit = std::fs::read_to_string(services::repo().join("deploy/mxwarden.service")).unwrap();
+    for needed in ["DynamicUser=yes", "ProtectSystem=strict", "StateDirectory=mxwarden", "NoNewPrivileges=yes", "RestrictAddressFamilies=", "ExecReload=/bin/kill -HUP $MAINPID"] {
+        assert!(unit.contains(needed), "{needed} in the unit");
+    }
+    // verify checks that ExecStart's binary exists: point it at the one under test.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mxwarden.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/mxwarden", env!("CARGO_BIN_EXE_mxwarden"))).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let security = Command::new("systemd-analyze").args(["security", "--offline=yes", "--threshold=30"]).arg(&path).output().unwrap();
+    assert!(security.status.success(), "exposure above 3.0: {}", String::from_utf8_lossy(&security.stdout));
+}
+
+/// `mxwarden run` as PID 1 of a new PID namespace (as in a container): SIGHUP reloads, SIGTERM
+/// ends it with exit 0 — PID 1 gets no default signal actions from the kernel, so this only
+/// works because mxwarden handles them itself.
+#[test]
+fn as_pid_1_it_reloads_on_sighup_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = services::free_port();
+    let file = dir.path().join("mxwarden.yaml");
+    std::fs::write(
+        &file,
+        format!("listen: 127.0.0.1:{port}\nstore: {}\nchecks: []\n", dir.path().join("m.db").display()),
+    )
+    .unwrap();
+    let log = dir.path().join("log");
+    let mut child = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "--"])
+        .arg(env!("CARGO_BIN_EXE_mxwarden"))
+        .args(["--config", file.to_str().unwrap(), "run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("unshare --pid --fork (util-linux)");
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !services::http_get(&healthz).is_some_and(|(s, _)| s == 200) {
+        assert!(Instant::now() < deadline, "no /healthz: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The process whose parent is unshare is mxwarden, PID 1 in its namespace.
+    let pid = children_of(child.id()).into_iter().next().expect("mxwarden under unshare");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert!(nspid.trim_end().ends_with("\t1") || nspid.split_whitespace().last() == Some("1"), "PID 1 inside: {nspid}");
+    let kill = |sig: &str| assert!(Command::new("kill").args(["-s", sig, &pid.to_string()]).status().unwrap().success());
+    kill("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("reload") {
+        assert!(Instant::now() < deadline, "SIGHUP reloads: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The reload restarts the server on the new config: /healthz answers again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !services::http_get(&healthz).is_some_and(|(s, _)| s == 200) {
+        assert!(Instant::now() < deadline, "serving after the reload: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP did not end it");
+    kill("TERM");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "SIGTERM ends PID 1: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "exit 0 on SIGTERM: {}", std::fs::read_to_string(&log).unwrap_or_default());
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
