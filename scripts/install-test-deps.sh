@@ -29,8 +29,9 @@ apt_want[postgresql-15]=/usr/lib/postgresql/15/bin/initdb
 apt_want[postgresql-client-15]=/usr/lib/postgresql/15/bin/psql
 apt_want[prometheus]=/usr/bin/promtool
 apt_want[chromium]=/usr/bin/chromium
+apt_want[systemd]=/usr/bin/systemd-analyze   # `systemd-analyze verify` of deploy/mxwarden.service
 missing=()
-for pkg in postgresql-15 postgresql-client-15 prometheus chromium; do
+for pkg in postgresql-15 postgresql-client-15 prometheus chromium systemd; do
   if [ -x "${apt_want[$pkg]}" ]; then
     say "found   $pkg (${apt_want[$pkg]})"
   else
