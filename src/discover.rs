@@ -142,11 +142,12 @@ pub(crate) fn federation_candidates(input: &Url, base: &Url, delegated: Option<&
     };
     if let Some(server) = delegated {
         let server = server.trim();
-        let with_port = if server.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !server.ends_with(']') {
-            server.to_string()
-        } else {
-            format!("{server}:8448")
-        };
+        let with_port =
+            if server.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !server.ends_with(']') {
+                server.to_string()
+            } else {
+                format!("{server}:8448")
+            };
         push(Url::parse(&format!("https://{with_port}/")).ok().filter(|u| u.path() == "/" && u.query().is_none()));
     }
     push(Some(origin(base)));
@@ -237,34 +238,46 @@ pub fn render(found: &Found, today: &str) -> String {
         Some(v) => format!("Synapse {}", comment(v)),
         None => "a homeserver (Synapse's admin API did not answer: a proxy may hide it)".to_string(),
     };
-    line(&mut y, &format!("  # {synapse}; client API versions up to {}.", comment(found.versions.last().map_or("?", |v| v))));
+    line(
+        &mut y,
+        &format!("  # {synapse}; client API versions up to {}.", comment(found.versions.last().map_or("?", |v| v))),
+    );
     line(&mut y, "  synapse:");
     line(&mut y, "    kind: synapse");
     line(&mut y, &format!("    url: {}", quoted(found.base_url.trim_end_matches('/'))));
     match &found.federation_url {
-        Some(f) => line(&mut y, &format!("    federation_url: {}          # answered /_matrix/federation/v1/version", quoted(f))),
-        None => line(&mut y, "    # federation_url: https://matrix.example.org:8448  # no federation endpoint answered"),
+        Some(f) => line(
+            &mut y,
+            &format!("    federation_url: {}          # answered /_matrix/federation/v1/version", quoted(f)),
+        ),
+        None => {
+            line(&mut y, "    # federation_url: https://matrix.example.org:8448  # no federation endpoint answered")
+        }
     }
-    line(&mut y, "    # admin_token: \"${SYNAPSE_ADMIN_TOKEN}\"  # a server admin's token: proves it, reads media statistics");
+    line(
+        &mut y,
+        "    # admin_token: \"${SYNAPSE_ADMIN_TOKEN}\"  # a server admin's token: proves it, reads media statistics",
+    );
     line(&mut y, "    # metrics_url: http://127.0.0.1:9000/_synapse/metrics  # enables the runbook's metric rules");
     line(&mut y, "");
     match &found.issuer {
-        Some(issuer) => {
-            let how = if found.issuer_confirmed {
-                "its discovery document names the same issuer"
-            } else {
-                "its discovery document did NOT answer with this issuer: check before relying on it"
-            };
-            line(&mut y, &format!("  # MAS, the homeserver's OAuth 2.0 issuer ({how})."));
+        Some(issuer) if found.issuer_confirmed => {
+            line(&mut y, "  # MAS, the homeserver's OAuth 2.0 issuer (its discovery document names the same issuer).");
             line(&mut y, "  mas:");
             line(&mut y, "    kind: mas");
             line(&mut y, &format!("    url: {}", quoted(issuer)));
-            if found.issuer_confirmed {
-                line(&mut y, &format!("    issuer: {}", quoted(issuer)));
-            } else {
-                line(&mut y, &format!("    # issuer: {}", quoted(issuer)));
-            }
+            line(&mut y, &format!("    issuer: {}", quoted(issuer)));
             line(&mut y, "    # health_url: http://mas.internal:8081/health  # MAS's internal listener");
+        }
+        Some(issuer) => {
+            // Named by the homeserver but not confirmed by the issuer itself: left for the
+            // operator to check rather than written as a check that may never pass.
+            line(&mut y, "  # The homeserver names this OAuth 2.0 issuer (MAS), but its discovery document did not");
+            line(&mut y, "  # answer with the same issuer: check it, then uncomment.");
+            line(&mut y, "  # mas:");
+            line(&mut y, "  #   kind: mas");
+            line(&mut y, &format!("  #   url: {}", quoted(issuer)));
+            line(&mut y, &format!("  #   issuer: {}", quoted(issuer)));
         }
         None => {
             line(&mut y, "  # No MAS: the homeserver has no auth_metadata (it handles logins itself).");
@@ -306,7 +319,10 @@ mod tests {
             federation_url: Some("https://matrix.example.org:8448".into()),
             issuer: Some("https://auth.example.org/".into()),
             issuer_confirmed: true,
-            requests: vec![Request { url: "https://example.org/.well-known/matrix/client".into(), outcome: "200".into() }],
+            requests: vec![Request {
+                url: "https://example.org/.well-known/matrix/client".into(),
+                outcome: "200".into(),
+            }],
         }
     }
 
@@ -334,7 +350,10 @@ mod tests {
         let yaml = render(&f, "2026-12-05");
         assert!(yaml.contains("#   GET https://example.org/.well-known/matrix/client -> 200"), "{yaml}");
         for l in yaml.lines() {
-            assert!(!l.starts_with("  admin_token") && !l.starts_with("  evil") && !l.starts_with("services: {}"), "injected: {l}");
+            assert!(
+                !l.starts_with("  admin_token") && !l.starts_with("  evil") && !l.starts_with("services: {}"),
+                "injected: {l}"
+            );
         }
         let doc: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
         assert_eq!(doc["services"]["mas"]["url"], "https://a.example/\"\n  evil: 1", "quoted, not interpreted");
@@ -350,6 +369,14 @@ mod tests {
         assert!(yaml.contains("# federation_url:"), "{yaml}");
         assert!(yaml.contains("# No MAS"), "{yaml}");
         assert!(!yaml.lines().any(|l| l.trim_start().starts_with("admin_token")), "no live token line");
+        let mut unconfirmed = found();
+        unconfirmed.issuer_confirmed = false;
+        let yaml = render(&unconfirmed, "2026-12-05");
+        assert!(
+            yaml.contains("  #   url: \"https://auth.example.org/\""),
+            "an unconfirmed issuer stays commented:\n{yaml}"
+        );
+        assert!(!yaml.contains("\n  mas:"), "{yaml}");
         let with = render(&found(), "2026-12-05");
         assert!(with.contains("    issuer: \"https://auth.example.org/\""), "{with}");
         assert!(with.contains("    federation_url: \"https://matrix.example.org:8448\""), "{with}");

@@ -40,13 +40,7 @@ pub(crate) fn doctor(config: &Config, json: bool) -> Result<Status> {
     } else {
         let mut table = super::output::table(["AREA", "SUBJECT", "CHECK", "RESULT", "DETAIL"]);
         for f in &findings {
-            table.add_row(crate::text::cells([
-                f.area.name(),
-                &f.subject,
-                f.check,
-                f.outcome.word(),
-                &f.detail,
-            ]));
+            table.add_row(crate::text::cells([f.area.name(), &f.subject, f.check, f.outcome.word(), &f.detail]));
             if let Some(fix) = &f.fix {
                 table.add_row(crate::text::cells(["", "", "", "", &format!("fix: {fix}")]));
             }

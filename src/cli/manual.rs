@@ -24,7 +24,8 @@ pub(crate) fn man(command: clap::Command, dir: Option<&Path>) -> Result<Status> 
         }
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            clap_mangen::generate_to(command, dir).with_context(|| format!("cannot write man pages to {}", dir.display()))?;
+            clap_mangen::generate_to(command, dir)
+                .with_context(|| format!("cannot write man pages to {}", dir.display()))?;
             outln!("wrote man pages to {}", dir.display());
         }
     }

@@ -109,7 +109,13 @@ mod tests {
         let date = Some("Sat, 05 Dec 2026 07:18:52 GMT");
         let cases = [
             (date, at + 300, at + 310, Outcome::Pass, "in step"),
-            (date, at + 2_900, at + 2_950, Outcome::Pass, "2.4 s behind the truncated Date is within 2 s of its midpoint"),
+            (
+                date,
+                at + 2_900,
+                at + 2_950,
+                Outcome::Pass,
+                "2.4 s behind the truncated Date is within 2 s of its midpoint",
+            ),
             (date, at - 1_900, at - 1_850, Outcome::Pass, "1.9 s ahead of the truncated Date, within the slack"),
             (date, at + 10_000, at + 10_010, Outcome::Fail, "10 s ahead"),
             (date, at - 4_000, at - 3_990, Outcome::Fail, "4 s behind"),

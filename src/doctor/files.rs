@@ -96,7 +96,9 @@ pub(crate) fn judge_writable(area: Area, subject: &str, path: &Path, probed: &Re
         Err(ErrorKind::NotADirectory) => {
             fail(format!("{shown} (or a parent) is a file, not a directory"), "point the setting at a directory".into())
         }
-        Err(ErrorKind::StorageFull) => fail(format!("the disk of {shown} is full"), "free space or grow the disk".into()),
+        Err(ErrorKind::StorageFull) => {
+            fail(format!("the disk of {shown} is full"), "free space or grow the disk".into())
+        }
         Err(kind) => fail(format!("cannot write to {shown}: {kind}"), "check the path and its permissions".into()),
     }
 }

@@ -40,11 +40,11 @@ pub(crate) async fn check(http: &reqwest::Client, name: &str, r: &MatrixReceiver
         seen.alias = Some(get(api(&["directory", "room", &r.room])).await);
     }
     seen.joined = Some(get(api(&["joined_rooms"])).await);
-    if let Some(room_id) = room_id(&r.room, &seen) {
-        if joined(&room_id, &seen) {
-            seen.encryption = Some(get(api(&["rooms", &room_id, "state", "m.room.encryption", ""])).await);
-            seen.power_levels = Some(get(api(&["rooms", &room_id, "state", "m.room.power_levels", ""])).await);
-        }
+    if let Some(room_id) = room_id(&r.room, &seen)
+        && joined(&room_id, &seen)
+    {
+        seen.encryption = Some(get(api(&["rooms", &room_id, "state", "m.room.encryption", ""])).await);
+        seen.power_levels = Some(get(api(&["rooms", &room_id, "state", "m.room.power_levels", ""])).await);
     }
     findings = judge(name, &r.room, &seen);
     findings
@@ -81,7 +81,11 @@ pub(crate) fn judge(name: &str, room: &str, seen: &Seen) -> Vec<Finding> {
         Answer::Http(200, body) => match body.get("user_id").and_then(Value::as_str) {
             Some(user) => crate::text::escape_controls(user).into_owned(),
             None => {
-                out.push(fail("token", "whoami answered without a user_id".into(), "check `homeserver`: it must be the client API's base URL".into()));
+                out.push(fail(
+                    "token",
+                    "whoami answered without a user_id".into(),
+                    "check `homeserver`: it must be the client API's base URL".into(),
+                ));
                 return out;
             }
         },
@@ -96,7 +100,11 @@ pub(crate) fn judge(name: &str, room: &str, seen: &Seen) -> Vec<Finding> {
             return out;
         }
         other => {
-            out.push(fail("token", format!("whoami: {}", other.describe()), "check `homeserver` and that it is up".into()));
+            out.push(fail(
+                "token",
+                format!("whoami: {}", other.describe()),
+                "check `homeserver` and that it is up".into(),
+            ));
             return out;
         }
     };
@@ -117,7 +125,11 @@ pub(crate) fn judge(name: &str, room: &str, seen: &Seen) -> Vec<Finding> {
             }
             other => {
                 let what = other.as_ref().map_or_else(|| "not asked".to_string(), Answer::describe);
-                out.push(fail("room exists", format!("resolving {room_shown}: {what}"), "check `room` and `homeserver`".into()));
+                out.push(fail(
+                    "room exists",
+                    format!("resolving {room_shown}: {what}"),
+                    "check `room` and `homeserver`".into(),
+                ));
                 return out;
             }
         }

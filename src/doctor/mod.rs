@@ -224,7 +224,11 @@ impl Answer {
 }
 
 /// GET (or another method) with a bearer token; the body read up to the notifiers' cap.
-pub(crate) async fn call(request: reqwest::RequestBuilder, token: Option<&secrecy::SecretString>, url: &url::Url) -> Answer {
+pub(crate) async fn call(
+    request: reqwest::RequestBuilder,
+    token: Option<&secrecy::SecretString>,
+    url: &url::Url,
+) -> Answer {
     use secrecy::ExposeSecret as _;
     let request = match token {
         Some(t) => request.bearer_auth(t.expose_secret()),
@@ -235,7 +239,9 @@ pub(crate) async fn call(request: reqwest::RequestBuilder, token: Option<&secrec
         Ok(response) => {
             let status = response.status().as_u16();
             match crate::notify::read_capped(response).await {
-                Ok((bytes, _)) => Answer::Http(status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)),
+                Ok((bytes, _)) => {
+                    Answer::Http(status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+                }
                 Err(e) => Answer::Unreachable(crate::probe::explain_transport(&e, url)),
             }
         }

@@ -108,7 +108,9 @@ pub(crate) fn judge_role(service: &str, f: &RoleFacts) -> Vec<Finding> {
             Area::Postgres,
             service,
             "pg_monitor",
-            format!("{role} is neither a superuser nor a member of pg_monitor: pg_stat_activity hides other roles' sessions"),
+            format!(
+                "{role} is neither a superuser nor a member of pg_monitor: pg_stat_activity hides other roles' sessions"
+            ),
             format!("as a superuser: GRANT pg_monitor TO {role};"),
         )
     };
@@ -179,7 +181,9 @@ pub(crate) fn judge_pg_dump(
             let major = crate::backup::pg::server_major(server);
             fail(
                 format!("{}: {why}", crate::text::escape_controls(version)),
-                format!("install postgresql-client-{major} and set `backup.pg_bin_dir: /usr/lib/postgresql/{major}/bin`"),
+                format!(
+                    "install postgresql-client-{major} and set `backup.pg_bin_dir: /usr/lib/postgresql/{major}/bin`"
+                ),
             )
         }
     }
@@ -207,7 +211,8 @@ mod tests {
         let plain = RoleFacts { pg_monitor: false, read_all_stats: false, ..facts() };
         let stats_only = RoleFacts { pg_monitor: false, ..facts() };
         let superuser = RoleFacts { superuser: true, pg_monitor: false, read_all_stats: false, ..facts() };
-        let not_loaded = RoleFacts { statements_read: Err("must be loaded via shared_preload_libraries".into()), ..facts() };
+        let not_loaded =
+            RoleFacts { statements_read: Err("must be loaded via shared_preload_libraries".into()), ..facts() };
         let missing = RoleFacts { statements: None, ..facts() };
         let cases = [
             (facts(), [Outcome::Pass, Outcome::Pass], "", "pg_monitor and the extension"),

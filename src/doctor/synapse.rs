@@ -19,11 +19,17 @@ pub(crate) async fn check_all(http: &reqwest::Client, config: &Config) -> Vec<Fi
         }
         let (Target::Url(url), Some(token)) = (&h.target, &h.bearer) else { continue };
         let Some(base) = base_of(url) else { continue };
-        let whoami = call(http.get(endpoint(&base, &["_matrix", "client", "v3", "account", "whoami"])), Some(token), &base).await;
+        let whoami =
+            call(http.get(endpoint(&base, &["_matrix", "client", "v3", "account", "whoami"])), Some(token), &base)
+                .await;
         let admin = match user_of(&whoami) {
             Some(user) => Some(
-                call(http.get(endpoint(&base, &["_synapse", "admin", "v1", "users", user, "admin"])), Some(token), &base)
-                    .await,
+                call(
+                    http.get(endpoint(&base, &["_synapse", "admin", "v1", "users", user, "admin"])),
+                    Some(token),
+                    &base,
+                )
+                .await,
             ),
             None => None,
         };
@@ -99,11 +105,29 @@ mod tests {
     fn verdicts() {
         let me = Answer::Http(200, json!({"user_id": "@admin:hs"}));
         let cases: Vec<(Answer, Option<Answer>, bool, &str, &str)> = vec![
-            (me.clone(), Some(Answer::Http(200, json!({"admin": true}))), true, "server admin", "an admin's valid token"),
-            (me.clone(), Some(Answer::Http(403, json!({"errcode": "M_FORBIDDEN"}))), false, "synadm user modify --admin @admin:hs", "a user's token: how to promote"),
+            (
+                me.clone(),
+                Some(Answer::Http(200, json!({"admin": true}))),
+                true,
+                "server admin",
+                "an admin's valid token",
+            ),
+            (
+                me.clone(),
+                Some(Answer::Http(403, json!({"errcode": "M_FORBIDDEN"}))),
+                false,
+                "synadm user modify --admin @admin:hs",
+                "a user's token: how to promote",
+            ),
             (me.clone(), Some(Answer::Http(200, json!({"admin": false}))), false, "not a server admin", "admin false"),
             (me, Some(Answer::Http(404, Value::Null)), false, "reverse proxy", "admin API hidden by a proxy"),
-            (Answer::Http(401, json!({"errcode": "M_UNKNOWN_TOKEN"})), None, false, "log in as a server admin again", "a wrong token"),
+            (
+                Answer::Http(401, json!({"errcode": "M_UNKNOWN_TOKEN"})),
+                None,
+                false,
+                "log in as a server admin again",
+                "a wrong token",
+            ),
             (Answer::Unreachable("connection refused".into()), None, false, "Synapse is up", "down"),
             (Answer::Http(502, Value::Null), None, false, "client API", "a proxy's error page"),
         ];

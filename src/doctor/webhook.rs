@@ -13,7 +13,7 @@ pub(crate) async fn check(http: &reqwest::Client, name: &str, w: &WebhookReceive
         Ok(response) => Ok(response.status().as_u16()),
         Err(e) => Err(crate::probe::explain_transport(&e, &w.url)),
     };
-    judge(name, &w.shown_url().to_string(), &answer)
+    judge(name, w.shown_url().as_ref(), &answer)
 }
 
 /// The verdict (pure): `shown` is the URL without secrets.
