@@ -312,7 +312,6 @@ fn completions_and_man_pages_generate() {
     assert!(syntax.status.success(), "bash -n: {}", String::from_utf8_lossy(&syntax.stderr));
     let man = run(&["man"], &[]);
     assert_eq!(man.code, 0, "{}", man.all());
-    assert!(
     assert!(man.stdout.contains("\n.TH mxwarden 1 ") && man.stdout.contains("\n.SH NAME\n"), "roff: {}", man.stdout);
     assert!(man.stdout.contains("doctor"), "the page lists the commands");
     let pages = dir.path().join("man");
