@@ -50,11 +50,12 @@ pub(crate) fn doctor(config: &Config, json: bool) -> Result<Status> {
         } else {
             outln!("{}", table.trim_fmt());
         }
+        let warnings = count(Outcome::Warn);
         outln!(
-            "{} findings: {} ok, {} warnings, {} failed",
+            "{} findings: {} ok, {warnings} {}, {} failed",
             findings.len(),
             count(Outcome::Pass),
-            count(Outcome::Warn),
+            if warnings == 1 { "warning" } else { "warnings" },
             count(Outcome::Fail)
         );
     }

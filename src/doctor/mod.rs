@@ -143,8 +143,8 @@ pub fn healthy(findings: &[Finding]) -> bool {
 }
 
 /// Runs every check the config calls for, areas side by side, and returns the findings in a
-/// fixed order (the config's order within each area). `secrets` redacts any secret a server
-/// might echo back into a detail.
+/// fixed order (the config's order within each area). The config's redactor hides any secret a
+/// server might echo back into a detail or fix.
 pub async fn run(config: &Config) -> Vec<Finding> {
     let http = match crate::dispatch::http_client() {
         Ok(http) => http,
