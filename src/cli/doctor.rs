@@ -24,7 +24,17 @@ struct Printed<'a> {
 
 /// Runs the doctor and prints its findings.
 pub(crate) fn doctor(config: &Config, json: bool) -> Result<Status> {
+    // A spinner on a terminal: a silent server can take the doctor up to its 10 s deadline.
+    use std::io::IsTerminal as _;
+    let spinner = if std::io::stderr().is_terminal() && !json && !super::output::quiet() {
+        let s = indicatif::ProgressBar::new_spinner().with_message("proving credentials and permissions…");
+        s.enable_steady_tick(std::time::Duration::from_millis(100));
+        s
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let findings = super::runtime()?.block_on(crate::doctor::run(config));
+    spinner.finish_and_clear();
     let count = |o: Outcome| findings.iter().filter(|f| f.outcome == o).count();
     let ok = crate::doctor::healthy(&findings);
     if json {

@@ -9,10 +9,15 @@ pub(crate) fn set_quiet(quiet: bool) {
     QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether `--quiet` was given (progress on stderr stays hidden too).
+pub(crate) fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Writes to stdout (unless `--quiet`); a reader that went away (`| head`) is not an error.
 pub(crate) fn emit(text: &str) {
     use std::io::Write;
-    if QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+    if quiet() {
         return;
     }
     let mut out = std::io::stdout().lock();

@@ -15,6 +15,8 @@ pub(crate) enum Stop {
     Connect(String),
     /// The TLS handshake (STARTTLS or implicit) failed.
     Tls(String),
+    /// STARTTLS is required (the default) and the server does not offer it.
+    NoStartTls(String),
     /// The server refused the credentials (a 5xx answer to AUTH).
     Auth(String),
     /// Anything else the server answered.
@@ -33,6 +35,8 @@ pub(crate) async fn check(name: &str, e: &EmailReceiver) -> Finding {
                 let why = crate::probe::explain_tls(&err, &e.host).unwrap_or_else(|| err.to_string());
                 if err.is_tls() {
                     Stop::Tls(why)
+                } else if err.is_client() && why.contains("STARTTLS") {
+                    Stop::NoStartTls(why)
                 } else if err.is_permanent() && e.username.is_some() {
                     Stop::Auth(why)
                 } else if err.is_timeout() || err.is_client() || !err.is_response() {
@@ -69,6 +73,11 @@ pub(crate) fn judge(name: &str, e: &EmailReceiver, stop: &Stop) -> Finding {
             format!("{server}: TLS ({tls}) failed: {why}"),
             "use smtps:// for port 465 and smtp:// (STARTTLS) for 587; check the server's certificate name",
         ),
+        Stop::NoStartTls(why) => fail(
+            format!("{server}: {why}"),
+            "the server offers no STARTTLS on this port: use its implicit-TLS port (smtps://host:465), or \
+             `tls: none` only for a relay on the same host or a private network",
+        ),
         Stop::Auth(why) => fail(
             format!("{server}: the server refused the login: {why}"),
             "check `username` and the password variable; providers often need an app password for SMTP",
@@ -97,6 +106,7 @@ mod tests {
             (Stop::Connect("refused".into()), false, "port", "nothing listens"),
             (Stop::Tls("certificate for other.example".into()), false, "certificate name", "TLS"),
             (Stop::Auth("535 bad credentials".into()), false, "app password", "a wrong password"),
+            (Stop::NoStartTls("STARTTLS is not supported".into()), false, "offers no STARTTLS", "a plain server"),
         ];
         for (stop, ok, needle, why) in cases {
             let f = judge("mail", &receiver, &stop);

@@ -536,3 +536,31 @@ fn doctor_bounds_huge_and_silent_servers() {
         assert!(f["fix"].as_str().is_some_and(|x| !x.is_empty()), "{subject} has a fix: {f:#}");
     }
 }
+
+#[test]
+fn doctor_names_a_missing_starttls_and_a_refused_connection() {
+    let sink = SmtpSink::start();
+    let closed = services::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let file = config(&format!(
+        "store: {}\nchecks: []\nalerting:\n  receivers:\n\
+         \x20   no-tls: {{ email: {{ smtp: \"smtp://127.0.0.1:{}\", from: \"m@example.org\", to: [\"o@example.org\"] }} }}\n\
+         \x20   closed: {{ email: {{ smtp: \"smtp://127.0.0.1:{closed}\", tls: none, from: \"m@example.org\", to: [\"o@example.org\"] }} }}\n\
+         \x20 tiers:\n    critical: {{ receivers: [no-tls, closed] }}\n",
+        dir.path().join("m.db").display(),
+        sink.port,
+    ));
+    let r = run(&["--config", file.path.to_str().unwrap(), "doctor", "--json"], &[]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let report = r.json();
+    let fix_of = |subject: &str| {
+        let f = report["findings"].as_array().unwrap().iter().find(|f| f["subject"] == subject).unwrap().clone();
+        assert_eq!(f["outcome"], "fail", "{subject}: {f:#}");
+        format!("{} | {}", f["detail"], f["fix"])
+    };
+    let no_tls = fix_of("no-tls");
+    assert!(no_tls.contains("offers no STARTTLS on this port"), "the server offers no STARTTLS: {no_tls}");
+    let closed = fix_of("closed");
+    assert!(closed.contains("host and port"), "nothing listens: {closed}");
+    assert!(sink.messages().is_empty(), "no mail sent");
+}
