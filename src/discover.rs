@@ -66,7 +66,10 @@ pub enum DiscoverError {
 
 /// Asks the homeserver at `input` what it is, recording each request.
 pub async fn discover(input: &str) -> Result<Found, DiscoverError> {
-    let input_url = Url::parse(input.trim())
+    // `matrix.example.org` means https://matrix.example.org, as clients read it.
+    let input = input.trim();
+    let with_scheme = if input.contains("://") { input.to_string() } else { format!("https://{input}") };
+    let input_url = Url::parse(&with_scheme)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
         .ok_or_else(|| DiscoverError::BadUrl(crate::text::escape_controls(input).into_owned()))?;
