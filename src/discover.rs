@@ -17,7 +17,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One request made, and what came of it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Request {
+pub(crate) struct Request {
     /// `GET <url>`.
     pub url: String,
     /// `200`, `404 M_UNRECOGNIZED`, `connection refused`, …
@@ -26,7 +26,7 @@ pub struct Request {
 
 /// What discovery found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Found {
+pub(crate) struct Found {
     /// The URL given.
     pub input: String,
     /// The client API's base URL (`m.homeserver.base_url`, or the URL given).
@@ -47,7 +47,7 @@ pub struct Found {
 
 /// Why discovery could not produce a config.
 #[derive(Debug, thiserror::Error)]
-pub enum DiscoverError {
+pub(crate) enum DiscoverError {
     /// The URL is not an http(s) URL.
     #[error("`{0}` is not an http(s) URL (e.g. https://matrix.example.org)")]
     BadUrl(String),
@@ -65,7 +65,7 @@ pub enum DiscoverError {
 }
 
 /// Asks the homeserver at `input` what it is, recording each request.
-pub async fn discover(input: &str) -> Result<Found, DiscoverError> {
+pub(crate) async fn discover(input: &str) -> Result<Found, DiscoverError> {
     // `matrix.example.org` means https://matrix.example.org, as clients read it.
     let input = input.trim();
     let with_scheme = if input.contains("://") { input.to_string() } else { format!("https://{input}") };
@@ -214,7 +214,7 @@ fn comment(s: &str) -> String {
 }
 
 /// The starter config for what was found (pure).
-pub fn render(found: &Found, today: &str) -> String {
+pub(crate) fn render(found: &Found, today: &str) -> String {
     let mut y = String::new();
     let line = |y: &mut String, s: &str| {
         y.push_str(s);

@@ -25,7 +25,7 @@ pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a finding concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Proven to work.
     Pass,
     /// Works, but something the config implies is missing (the exit status stays 0).
@@ -48,7 +48,7 @@ impl Outcome {
 /// Which part of the config a finding is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Area {
+pub(crate) enum Area {
     /// A Synapse service's `admin_token`.
     Synapse,
     /// A Matrix receiver.
@@ -85,7 +85,7 @@ impl Area {
 
 /// One proven (or disproven) fact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
+pub(crate) struct Finding {
     /// The area.
     pub area: Area,
     /// What was checked: a service, a receiver, a path (never a secret).
@@ -138,14 +138,14 @@ impl Finding {
 }
 
 /// Whether a list of findings is healthy: no failure (warnings allowed).
-pub fn healthy(findings: &[Finding]) -> bool {
+pub(crate) fn healthy(findings: &[Finding]) -> bool {
     findings.iter().all(|f| f.outcome != Outcome::Fail)
 }
 
 /// Runs every check the config calls for, areas side by side, and returns the findings in a
 /// fixed order (the config's order within each area). The config's redactor hides any secret a
 /// server might echo back into a detail or fix.
-pub async fn run(config: &Config) -> Vec<Finding> {
+pub(crate) async fn run(config: &Config) -> Vec<Finding> {
     let http = match crate::dispatch::http_client() {
         Ok(http) => http,
         Err(e) => {
