@@ -69,6 +69,34 @@ fn init_discover_writes_a_config_that_checks_against_the_real_synapse() {
     for c in ["synapse/health", "synapse/client-versions", "synapse/admin-version", "synapse/federation"] {
         assert!(checks.contains(&c), "{c} in {checks:?}");
     }
+    // --json: what was found, the config written all the same (over the old one: --force).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("again.yaml");
+    std::fs::write(&path, "old").unwrap();
+    let r =
+        run(&["--config", path.to_str().unwrap(), "init", "--discover", &s.synapse.base_url, "--force", "--json"], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let found = r.json();
+    assert_eq!(found["base_url"], format!("{}/", s.synapse.base_url), "{found:#}");
+    assert!(found["synapse_version"].as_str().is_some_and(|v| !v.is_empty()), "{found:#}");
+    assert_eq!(found["issuer"], Value::Null, "{found:#}");
+    let requests = found["requests"].as_array().unwrap();
+    assert!(requests.iter().all(|q| q["url"].is_string() && q["outcome"].is_string()), "{found:#}");
+    assert!(requests.iter().any(|q| q["outcome"] == "404 M_UNRECOGNIZED"), "auth_metadata's answer: {found:#}");
+    assert_ne!(std::fs::read_to_string(&path).unwrap(), "old", "--force overwrote it");
+}
+
+#[test]
+fn config_check_json_says_valid_or_why_not() {
+    let bad = config("services:\n  synapse:\n    kind: synapse\n    url: https://hs.example\n    interval: soon\n");
+    let r = run(&["--config", bad.path.to_str().unwrap(), "config", "check", "--json"], &[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    let doc = r.json();
+    assert_eq!(doc["valid"], false, "{doc:#}");
+    assert!(doc["error"].as_str().is_some_and(|e| e.contains("mxwarden.yaml:5")), "file and line: {doc:#}");
+    let quiet = run(&["-q", "--config", bad.path.to_str().unwrap(), "config", "check"], &[]);
+    assert_eq!((quiet.code, quiet.stdout.as_str()), (2, ""), "{}", quiet.all());
+    assert!(quiet.stderr.contains("mxwarden.yaml:5"), "errors still reach stderr: {}", quiet.all());
 }
 
 #[test]
