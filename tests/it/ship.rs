@@ -592,3 +592,82 @@ fn doctor_names_a_missing_starttls_and_a_refused_connection() {
     assert!(closed.contains("host and port"), "nothing listens: {closed}");
     assert!(sink.messages().is_empty(), "no mail sent");
 }
+
+/// An SMTP server that requires STARTTLS (with a certificate from a test CA) and then AUTH
+/// with one user and password (aiosmtpd, the same package as the mail sink).
+const STARTTLS_AUTH_SERVER: &str = r#"
+import pathlib, signal, ssl, sys
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+port, cert, key, user, password, out = sys.argv[1:7]
+ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ctx.load_cert_chain(cert, key)
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == user and auth_data.password.decode() == password
+    return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        (pathlib.Path(out) / "sent.eml").write_bytes(envelope.content)
+        return "250 OK"
+c = Controller(Handler(), hostname="127.0.0.1", port=int(port), tls_context=ctx, require_starttls=True,
+               authenticator=authenticator, auth_require_tls=True)
+c.start()
+print("ready", flush=True)
+signal.sigwait({signal.SIGTERM, signal.SIGINT})
+c.stop()
+"#;
+
+#[test]
+fn doctor_proves_starttls_and_the_smtp_login_and_names_a_wrong_password() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.subject_alt_names = vec![SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into())];
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &ca).unwrap();
+    let (ca_pem, cert_pem, key_pem) =
+        (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert_pem, cert.pem()).unwrap();
+    std::fs::write(&key_pem, key.serialize_pem()).unwrap();
+    let script = dir.path().join("smtp.py");
+    std::fs::write(&script, STARTTLS_AUTH_SERVER).unwrap();
+    let port = services::free_port();
+    let mut cmd = Command::new(services::cache().join("venv-tools/bin/python"));
+    cmd.arg(&script)
+        .arg(port.to_string())
+        .args([&cert_pem, &key_pem])
+        .args(["mxwarden", "right-password-0123"])
+        .arg(dir.path());
+    let server = services::Service::spawn("smtp-starttls-auth", dir.path().join("smtp.log"), "TERM", &cmd);
+    server.wait_until(Duration::from_secs(30), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let file = config(&format!(
+        "store: {}\nchecks: []\nalerting:\n  receivers:\n\
+         \x20   mail: {{ email: {{ smtp: \"smtp://127.0.0.1:{port}\", from: \"m@example.org\", to: [\"o@example.org\"], username: mxwarden, password: \"${{SMTP_PW}}\" }} }}\n\
+         \x20 tiers:\n    critical: {{ receivers: [mail] }}\n",
+        dir.path().join("m.db").display(),
+    ));
+    let ca = ca_pem.to_str().unwrap();
+    let doctor = |password: &str| {
+        let r = run(
+            &["--config", file.path.to_str().unwrap(), "doctor", "--json"],
+            &[("SMTP_PW", password), ("SSL_CERT_FILE", ca)],
+        );
+        assert!(!r.stdout.contains(password) && !r.stderr.contains(password), "no password shown: {}", r.all());
+        r
+    };
+    let good = doctor("right-password-0123");
+    assert_eq!(good.code, 0, "{}", good.all());
+    let f = finding(&good.json(), "smtp", "smtp login").clone();
+    assert!(f["detail"].as_str().unwrap().contains("STARTTLS, logged in"), "{f:#}");
+    let bad = doctor("wrong-password-4567");
+    assert_eq!(bad.code, 1, "{}", bad.all());
+    let f = finding(&bad.json(), "smtp", "smtp login").clone();
+    assert_eq!(f["outcome"], "fail", "{f:#}");
+    assert!(f["fix"].as_str().unwrap().contains("app password"), "the login is named: {f:#}");
+    assert!(!dir.path().join("sent.eml").exists(), "no mail was sent");
+    drop(server);
+}
