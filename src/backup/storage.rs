@@ -89,11 +89,6 @@ impl LocalDir {
         Self { root }
     }
 
-    /// The directory.
-    pub(crate) fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn path(&self, key: &str) -> Result<PathBuf, StorageError> {
         let ok = key.split('/').count() == 2
             && key.split('/').all(|p| !p.is_empty() && p != "." && p != ".." && !p.starts_with('.'));
@@ -115,6 +110,27 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Takes an exclusive `flock` on `path` (creating `dir` first); `Busy(what)` when held.
+pub(crate) async fn flock(dir: &Path, path: &Path, what: &str) -> Result<DirLock, StorageError> {
+    let (root, path, what) = (dir.to_path_buf(), path.to_path_buf(), what.to_string());
+    tokio::task::spawn_blocking(move || {
+        crate::private_fs::create_dir_all(&root).map_err(io_err(format!("cannot create {}", root.display())))?;
+        let file = crate::private_fs::open_options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(format!("cannot open {}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Busy(what)),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_err(format!("cannot lock {}", path.display()))(e)),
+        }
+    })
+    .await
+    .map_err(|e| io_err("lock task")(io::Error::other(e)))?
+}
+
 impl Storage for LocalDir {
     type Writer = tokio::fs::File;
     type Reader = tokio::fs::File;
@@ -125,24 +141,7 @@ impl Storage for LocalDir {
     }
 
     async fn lock(&self) -> Result<DirLock, StorageError> {
-        let root = self.root.clone();
-        tokio::task::spawn_blocking(move || {
-            crate::private_fs::create_dir_all(&root).map_err(io_err(format!("cannot create {}", root.display())))?;
-            let path = root.join(".lock");
-            let file = crate::private_fs::open_options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(io_err(format!("cannot open {}", path.display())))?;
-            match file.try_lock() {
-                Ok(()) => Ok(DirLock(file)),
-                Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Busy(root.display().to_string())),
-                Err(std::fs::TryLockError::Error(e)) => Err(io_err(format!("cannot lock {}", path.display()))(e)),
-            }
-        })
-        .await
-        .map_err(|e| io_err("lock task")(io::Error::other(e)))?
+        flock(&self.root, &self.root.join(".lock"), &self.root.display().to_string()).await
     }
 
     async fn create(&self, key: &str) -> Result<tokio::fs::File, StorageError> {

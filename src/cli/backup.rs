@@ -127,13 +127,21 @@ pub(crate) fn run(path: &Path, command: BackupCommand) -> Result<Status> {
 
 fn run_now(plan: &BackupPlan, db: Option<&str>, json: bool) -> Result<Status> {
     let progress = if std::io::stderr().is_terminal() && !json { Progress::terminal() } else { Progress::hidden() };
-    let result = crate::cli::runtime()?.block_on(crate::backup::run::run(
-        plan,
-        &plan.storage,
-        db,
-        &progress,
-        jiff::Timestamp::now(),
-    ));
+    let result = crate::cli::runtime()?.block_on(async {
+        // SIGINT or SIGTERM stop the run: its unfinished uploads are aborted before exiting,
+        // so a bucket keeps no orphaned parts (a directory, no `.partial` file is committed).
+        let run = crate::backup::run::run(plan, &plan.storage, db, &progress, jiff::Timestamp::now());
+        let outcome = tokio::select! {
+            r = run => Some(r),
+            () = interrupted() => None,
+        };
+        plan.storage.settle().await;
+        outcome
+    });
+    let Some(result) = result else {
+        eprintln!("backup interrupted: nothing of this run is listed as good; its unfinished uploads were aborted");
+        return Ok(Status::Unhealthy);
+    };
     let manifest = match result {
         Ok(m) => m,
         Err(RunError::Usage(e)) => bail!(e),
@@ -156,6 +164,20 @@ fn run_now(plan: &BackupPlan, db: Option<&str>, json: bool) -> Result<Status> {
         );
     }
     Ok(if manifest.status == RunStatus::Ok { Status::Healthy } else { Status::Unhealthy })
+}
+
+/// Resolves at the first SIGINT or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 fn print_items(m: &Manifest) {
