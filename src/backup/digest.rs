@@ -85,6 +85,7 @@ mod tests {
                 server_version: None,
                 tool_version: None,
                 entries: None,
+                row_counts: None,
                 error: error.map(str::to_string),
             }],
         }

@@ -64,6 +64,11 @@ pub(crate) struct Item {
     /// Files in the archive, for file sets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries: Option<u64>,
+    /// Exact rows per table (`schema.table`) in the dump's snapshot, for database items:
+    /// what the restore drill compares a restored copy with. Absent when they could not be
+    /// counted (the dump is still good).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_counts: Option<std::collections::BTreeMap<String, i64>>,
     /// Why the item failed; `None` when it was stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

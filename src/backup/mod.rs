@@ -7,6 +7,7 @@
 //! (`cli::backup`) and the daemon drive the same functions.
 
 pub(crate) mod digest;
+pub(crate) mod drill;
 pub(crate) mod files;
 pub(crate) mod manifest;
 pub(crate) mod pg;
@@ -39,6 +40,8 @@ pub struct BackupPlan {
     pub schedule: Option<Schedule>,
     /// When the daemon runs a restore drill, if at all.
     pub drill: Option<Schedule>,
+    /// The age identity file the drill decrypts with (`backup.drill_identity_file`).
+    pub drill_identity: Option<PathBuf>,
     /// How many runs `prune` keeps.
     pub retention: Retention,
     /// zstd level.

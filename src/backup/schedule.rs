@@ -157,16 +157,19 @@ pub(crate) fn spawn(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backup::manifest::{Item, RunStatus};
     use crate::backup::{DbSource, LocalDir, PgTools, Retention};
     use crate::rule::{AlertRule, RuleEngine};
     use crate::series::SeriesStore;
 
-    fn plan() -> BackupPlan {
+    /// A plan for unit tests: one postgres service, nothing reachable.
+    pub(crate) fn plan() -> BackupPlan {
         BackupPlan {
-            storage: LocalDir::new("/nonexistent".into()),
+            storage: crate::backup::Store::Dir(LocalDir::new("/nonexistent".into())),
+            drill: None,
+            drill_identity: None,
             sources: vec![DbSource {
                 service: "postgres".into(),
                 target: crate::probe::postgres::dsn::PgTarget::parse("postgresql://u@h/postgres").unwrap(),
@@ -209,6 +212,7 @@ mod tests {
                     server_version: None,
                     tool_version: None,
                     entries: None,
+                    row_counts: None,
                     error: (!ok).then(|| "pg_dump failed".to_string()),
                 })
                 .collect(),

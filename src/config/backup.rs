@@ -55,10 +55,30 @@ pub(super) fn build(
             problems.add(&d.referenced, "backup.pg_bin_dir", format!("{} holds no pg_dump", path.display()));
         }
     }
+    let drill_identity = match (&drill, &config.drill_identity_file) {
+        (Some(_), None) => {
+            let at = config.drill.as_ref().map_or(here, |d| d.referenced);
+            problems.add(
+                &at,
+                "backup.drill_identity_file",
+                "the drill decrypts backups to restore them: set `drill_identity_file` (an age identity file)",
+            );
+            None
+        }
+        (_, Some(f)) => {
+            let path = problems.origin.resolve(&f.value);
+            if let Err(e) = crate::backup::pipeline::identities(&path) {
+                problems.add(&f.referenced, "backup.drill_identity_file", e);
+            }
+            Some(path)
+        }
+        (None, None) => None,
+    };
     let storage = storage?;
     (problems.found.len() == before).then(|| BackupPlan {
         storage,
         drill,
+        drill_identity,
         sources,
         files,
         schedule,

@@ -715,6 +715,11 @@ pub(crate) struct BackupConfig {
     /// drops the scratch database. `mxwarden backup drill` runs one now.
     #[serde(default)]
     pub drill: Option<Spanned<String>>,
+    /// The age identity file (private key) the daemon's drill decrypts with; needed with
+    /// `drill`. A host holding it can read its backups: keep it readable by mxwarden only,
+    /// or leave `drill` unset and run `mxwarden backup drill --identity FILE` elsewhere.
+    #[serde(default)]
+    pub drill_identity_file: Option<Spanned<PathBuf>>,
 }
 
 /// Which databases to dump (see `backup.databases`).
