@@ -107,6 +107,9 @@ impl std::fmt::Debug for S3Store {
 impl S3Store {
     /// The client for `config` (no request is made yet).
     pub(crate) fn new(config: S3Config) -> Result<Self, String> {
+        // reqwest is built without a bundled TLS provider: the binary installs ring at start;
+        // make sure of it here too (a no-op when one is installed), as building panics without.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let retry = object_store::RetryConfig {
             backoff: object_store::BackoffConfig {
                 init_backoff: Duration::from_millis(200),

@@ -103,6 +103,9 @@ impl Digests {
             if let (Some(plan), DigestSchedule::Daily { .. }) = (&self.backup, schedule) {
                 crate::backup::digest::append(&mut message, plan, last, due).await;
             }
+            if let (Some(plan), DigestSchedule::Weekly { .. }) = (&self.backup, schedule) {
+                crate::backup::digest::append_drills(&mut message, plan, last, due).await;
+            }
             tracing::info!(tier = %tier_name, items = fired.len(), open = open.len(), "Digest due.");
             decision.deliveries.extend(NewDelivery::fan_out(&tier.receivers, tier_name, &message));
             let totals = serde_json::to_string(&totals).map_err(|e| store.fail(sqlx::Error::Encode(Box::new(e))))?;

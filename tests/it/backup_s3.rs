@@ -280,3 +280,59 @@ fn dir_and_to_together_are_refused_with_file_line_and_key() {
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains(":2:") && r.stderr.contains("not a bucket name"), "{}", r.all());
 }
+
+#[test]
+fn the_restore_drill_passes_on_a_real_cluster_and_fails_when_a_tables_rows_differ() {
+    let pg = cluster_with_data();
+    let s = Setup::new(Some(&pg), "  databases: [matrix, mas]\n  drill: \"0 4 1 * *\"\n");
+    // The daemon's drill reads the identity from the config.
+    let text = std::fs::read_to_string(&s.file.path).unwrap()
+        + &format!("  drill_identity_file: {}\n", s.identity_file.display());
+    std::fs::write(&s.file.path, text).unwrap();
+    let r = run(&["config", "check", s.file.path.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+
+    let r = s.mx(&["backup", "drill"]);
+    assert_eq!(r.code, 2, "nothing to drill yet: {}", r.all());
+    assert!(r.stderr.contains("no good backup"), "{}", r.all());
+    let r = s.mx(&["backup", "run", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+
+    let r = s.mx(&["backup", "drill", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let report = r.json();
+    assert_eq!(report["ok"], true, "{}", r.stdout);
+    let dbs = report["databases"].as_array().unwrap();
+    let names: Vec<&str> = dbs.iter().map(|d| d["database"].as_str().unwrap()).collect();
+    assert_eq!(names, ["matrix", "mas"], "{}", r.stdout);
+    assert_eq!(dbs[0]["rows"], 5000 + 12345, "{}", r.stdout);
+    assert_eq!(dbs[0]["tables"], 3, "{}", r.stdout);
+    assert_eq!(dbs[1]["rows"], 777, "{}", r.stdout);
+    for d in dbs {
+        let scratch = d["scratch"].as_str().unwrap();
+        assert_eq!(
+            pg.psql("postgres", &format!("SELECT count(*) FROM pg_database WHERE datname = '{scratch}'")),
+            "0",
+            "{scratch} was dropped"
+        );
+    }
+    let stored = s.s3.objects(BUCKET, PREFIX);
+    assert!(stored.contains(&format!("{id}/drill.json")), "the outcome is kept with the run: {stored:?}");
+
+    // The manifest says the dump had one room more than the restored copy has.
+    let manifest_path = s.prefix_dir().join(&id).join("manifest.json");
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let matrix = manifest["items"].as_array_mut().unwrap().iter_mut().find(|i| i["name"] == "matrix").unwrap();
+    assert_eq!(matrix["row_counts"]["public.rooms"], 5000);
+    matrix["row_counts"]["public.rooms"] = 5001.into();
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+
+    let r = s.mx(&["backup", "drill"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("public.rooms: restored 5000, at dump time 5001"), "{}", r.all());
+    assert!(r.stdout.contains("restore drill FAILED"), "{}", r.all());
+    let drill: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.prefix_dir().join(&id).join("drill.json")).unwrap()).unwrap();
+    assert_eq!(drill["ok"], false, "the failure is recorded for the rules: {drill}");
+}
