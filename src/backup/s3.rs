@@ -135,7 +135,7 @@ impl S3Store {
             .with_virtual_hosted_style_request(!config.path_style)
             .with_retry(retry)
             .with_client_options(client);
-        if let Some(e) = &config.endpoint {
+        if let Some(e) = bucket_endpoint(&config)? {
             builder = builder.with_endpoint(e);
         }
         let config = Arc::new(config);
@@ -193,6 +193,25 @@ impl S3Store {
             tracing::warn!(key = %key, error = %scrub(&self.config, &e.to_string()), "Cannot abort an upload.");
         }
     }
+}
+
+/// The base URL `object_store` is given for a service other than AWS: the endpoint itself
+/// for path-style requests (it appends the bucket), or the bucket's own host name
+/// (`https://BUCKET.ENDPOINT-HOST`) for virtual-hosted ones, which it takes as is.
+fn bucket_endpoint(config: &S3Config) -> Result<Option<String>, String> {
+    let Some(endpoint) = &config.endpoint else { return Ok(None) };
+    if config.path_style {
+        return Ok(Some(endpoint.clone()));
+    }
+    let mut url = url::Url::parse(endpoint).map_err(|e| format!("endpoint `{endpoint}`: {e}"))?;
+    if !matches!(url.host(), Some(url::Host::Domain(_))) {
+        return Err(format!(
+            "endpoint `{endpoint}` is an IP address, which cannot carry the bucket's name: set `path_style: true`"
+        ));
+    }
+    let host = url.host_str().ok_or_else(|| format!("endpoint `{endpoint}` has no host"))?.to_string();
+    url.set_host(Some(&format!("{}.{host}", config.bucket))).map_err(|e| format!("endpoint `{endpoint}`: {e}"))?;
+    Ok(Some(url.as_str().trim_end_matches('/').to_string()))
 }
 
 /// Removes the secret key (and anything after `Signature=`/`Credential=`) from a message.
@@ -510,6 +529,25 @@ mod tests {
             assert_eq!(scrub(&c, input), want, "{why}");
         }
         assert!(!format!("{c:?}").contains("wJalr"), "Debug hides the secret");
+    }
+
+    #[test]
+    fn the_bucket_goes_into_the_host_name_unless_path_style() {
+        let with = |endpoint: Option<&str>, path_style: bool| {
+            bucket_endpoint(&S3Config { endpoint: endpoint.map(str::to_string), path_style, ..config("secret-1234") })
+                .unwrap()
+        };
+        let b2 = "https://s3.eu-central-003.backblazeb2.com";
+        assert_eq!(with(Some(b2), false).as_deref(), Some("https://b.s3.eu-central-003.backblazeb2.com"), "B2");
+        assert_eq!(with(Some(b2), true).as_deref(), Some(b2), "path style: object_store appends the bucket");
+        assert_eq!(with(Some("http://127.0.0.1:9000"), true).as_deref(), Some("http://127.0.0.1:9000"), "MinIO");
+        assert_eq!(with(None, false), None, "AWS: object_store builds it from the region");
+        let ip = bucket_endpoint(&S3Config {
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            path_style: false,
+            ..config("secret-1234")
+        });
+        assert!(ip.is_err_and(|e| e.contains("path_style: true")), "an IP cannot be virtual-hosted");
     }
 
     #[test]
