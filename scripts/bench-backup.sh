@@ -150,7 +150,8 @@ def plain():
         rclone = ("rclone rcat --s3-chunk-size 8M --s3-upload-concurrency 2 --s3-upload-cutoff 8M "
                   "bench:bench/plain/bench.dump.zst")
         r = measured(["bash", "-c", f"set -o pipefail; {pgbin}/pg_dump -Fc -Z0 -d bench | zstd -{level} -q -c | {rclone}"],
-                     env=dict(env, RCLONE_CONFIG_BENCH_TYPE="s3", RCLONE_CONFIG_BENCH_PROVIDER="Other",
+                     # AWS_CA_BUNDLE (set on some machines) makes rclone's AWS SDK refuse its own HTTP transport.
+                     env=dict({k: v for k, v in env.items() if k != "AWS_CA_BUNDLE"}, RCLONE_CONFIG_BENCH_TYPE="s3", RCLONE_CONFIG_BENCH_PROVIDER="Other",
                               RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="BENCHKEY",
                               RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="bench-secret-key",
                               RCLONE_CONFIG_BENCH_ENDPOINT=f"http://127.0.0.1:{s3port}",

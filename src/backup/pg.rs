@@ -236,6 +236,9 @@ impl Snapshot {
             sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL statement_timeout = '{COUNT_TIMEOUT}'")))
                 .execute(&mut conn)
                 .await?;
+            // One process counts, beside the one pg_dump reads with: parallel workers would
+            // take the cores the dump and its compression need (BENCHMARKS.md, "Backups to S3").
+            sqlx::query("SET LOCAL max_parallel_workers_per_gather = 0").execute(&mut conn).await?;
             sqlx::query_scalar::<_, String>("SELECT pg_export_snapshot()").fetch_one(&mut conn).await
         }
         .await;

@@ -336,3 +336,88 @@ fn the_restore_drill_passes_on_a_real_cluster_and_fails_when_a_tables_rows_diffe
         serde_json::from_slice(&std::fs::read(s.prefix_dir().join(&id).join("drill.json")).unwrap()).unwrap();
     assert_eq!(drill["ok"], false, "the failure is recorded for the rules: {drill}");
 }
+
+impl Setup {
+    /// Points the config at `endpoint` instead of the server itself.
+    fn through(&self, endpoint: &str) {
+        let text = std::fs::read_to_string(&self.file.path).unwrap().replace(&self.s3.endpoint(), endpoint);
+        std::fs::write(&self.file.path, text).unwrap();
+    }
+}
+
+#[test]
+fn a_part_cut_off_mid_upload_is_retried_and_the_backup_is_whole() {
+    let pg = PgCluster::start();
+    big_database(&pg, "big", 250_000);
+    let s = Setup::new(Some(&pg), "  databases: [big]\n  globals: false\n");
+    let proxy = s.s3.proxy(crate::support::s3::ProxyFaults {
+        cut_target: Some("partNumber=2".into()),
+        cut: 1,
+        refuse_writes: None,
+    });
+    s.through(&proxy.endpoint);
+    let r = s.mx(&["backup", "run", "--json"]);
+    assert_eq!(r.code, 0, "the cut part was sent again: {}", r.all());
+    assert_eq!(proxy.cuts.load(std::sync::atomic::Ordering::SeqCst), 1, "one part was cut off");
+    assert!(s.s3.unfinished_uploads().is_empty(), "{:?}", s.s3.unfinished_uploads());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let r = s.mx(&["backup", "verify", &id, "--identity", s.identity()]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = s.mx(&["restore", &id, "--db", "big", "--into", "big_back", "--identity", s.identity()]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        pg.psql("big_back", "SELECT md5(string_agg(body, '' ORDER BY id)) FROM blobs"),
+        pg.psql("big", "SELECT md5(string_agg(body, '' ORDER BY id)) FROM blobs"),
+        "the same rows"
+    );
+}
+
+#[test]
+fn a_refusing_bucket_fails_the_run_with_its_reason_and_leaves_earlier_backups_alone() {
+    let pg = cluster_with_data();
+    let s = Setup::new(Some(&pg), "  databases: [matrix, mas]\n");
+    let r = s.mx(&["backup", "run", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let first = r.json()["id"].as_str().unwrap().to_string();
+    let before = s.s3.objects(BUCKET, PREFIX);
+
+    let proxy = s.s3.proxy(crate::support::s3::ProxyFaults {
+        refuse_writes: Some((403, "QuotaExceeded".into(), "The bucket is over its storage quota".into())),
+        ..Default::default()
+    });
+    s.through(&proxy.endpoint);
+    let r = s.mx(&["backup", "run"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.all().contains("QuotaExceeded") && r.all().contains("over its storage quota"), "the server's reason: {}", r.all());
+    assert!(r.all().contains(&format!("s3://{BUCKET}/{PREFIX}")), "{}", r.all());
+    s.no_secret(&r);
+    assert!(proxy.refused.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert_eq!(s.s3.objects(BUCKET, PREFIX), before, "nothing in the bucket changed");
+    assert!(s.s3.unfinished_uploads().is_empty(), "{:?}", s.s3.unfinished_uploads());
+    let r = s.mx(&["backup", "list", "--json"]);
+    let listed: Vec<String> =
+        r.json().as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(listed, [first.clone()], "the earlier backup is still there: {}", r.all());
+    let r = s.mx(&["backup", "verify", &first, "--identity", s.identity()]);
+    assert_eq!(r.code, 0, "and still good: {}", r.all());
+}
+
+#[test]
+fn a_broken_line_beside_the_secret_key_shows_no_secret() {
+    let secret = "LEAKs3-secret-5e6f7a";
+    for broken in [
+        format!("  secret_access_keyx: \"{secret}\"\n"),  // a misspelt key
+        format!("  secret_access_key: [\"{secret}\"]\n"), // a wrong type
+        format!("  secret_access_key: \"{secret}\n"),     // an unterminated quote
+    ] {
+        let file = config(&format!(
+            "backup:\n  to: \"s3://bucket-a/x\"\n  endpoint: http://127.0.0.1:1\n  path_style: true\n  access_key_id: AKID\n{broken}  \
+             encrypt_to: [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n  files: {{ k: [\"/etc/hostname\"] }}\n"
+        ));
+        for args in [&["config", "check", file.path.to_str().unwrap()][..], &["-vv", "config", "show", "--config", file.path.to_str().unwrap()][..]] {
+            let r = run(args, &[]);
+            assert_eq!(r.code, 2, "{broken}: {}", r.all());
+            assert!(!r.all().contains(&secret[4..]), "{broken}: the secret was shown: {}", r.all());
+        }
+    }
+}

@@ -106,3 +106,147 @@ impl S3Server {
         out
     }
 }
+
+/// What an [`S3Proxy`] does to the requests it sees.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyFaults {
+    /// Requests whose request line contains this are cut off mid-body (the connection is
+    /// dropped after half the body reached the server), `cut` times.
+    pub cut_target: Option<String>,
+    /// How many more requests to cut.
+    pub cut: usize,
+    /// Answer every `PUT` and `POST` with this S3 error (status, code, message) instead of
+    /// forwarding: a full or refusing bucket. Reads still reach the server.
+    pub refuse_writes: Option<(u16, String, String)>,
+}
+
+/// A TCP proxy in front of an [`S3Server`] that reads each request's head and body, and
+/// either forwards it (one upstream connection per request, `Connection: close`, so the
+/// answer is piped back as it comes), cuts it off, or refuses it. Signatures stay valid: the
+/// request's `Host` header is forwarded untouched and only the unsigned `Connection` header
+/// is changed.
+pub struct S3Proxy {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The faults still to inject.
+    pub faults: std::sync::Arc<std::sync::Mutex<ProxyFaults>>,
+    /// Requests cut off so far.
+    pub cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Requests refused so far.
+    pub refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl S3Server {
+    /// Starts an [`S3Proxy`] to this server.
+    pub fn proxy(&self, faults: ProxyFaults) -> S3Proxy {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = format!("127.0.0.1:{}", self.port);
+        let faults = std::sync::Arc::new(std::sync::Mutex::new(faults));
+        let cuts = std::sync::Arc::new(AtomicUsize::new(0));
+        let refused = std::sync::Arc::new(AtomicUsize::new(0));
+        let rt = super::fakes::runtime();
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (f, c, r) = (faults.clone(), cuts.clone(), refused.clone());
+        rt.spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let (upstream, f, c, r) = (upstream.clone(), f.clone(), c.clone(), r.clone());
+                tokio::spawn(async move {
+                    loop {
+                        // The request head.
+                        let mut head = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n") {
+                            match client.read(&mut byte).await {
+                                Ok(1) => head.push(byte[0]),
+                                _ => return,
+                            }
+                            if head.len() > 64 * 1024 {
+                                return;
+                            }
+                        }
+                        let text = String::from_utf8_lossy(&head).into_owned();
+                        let line = text.lines().next().unwrap_or_default().to_string();
+                        let length: usize = text
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                            })
+                            .unwrap_or(0);
+                        let mut body = vec![0u8; length];
+                        if client.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        let (cut, refuse) = {
+                            let mut faults = f.lock().unwrap();
+                            let cut = faults.cut > 0
+                                && faults.cut_target.as_deref().is_some_and(|t| line.contains(t));
+                            if cut {
+                                faults.cut -= 1;
+                            }
+                            let write = line.starts_with("PUT ") || line.starts_with("POST ");
+                            (cut, faults.refuse_writes.clone().filter(|_| write))
+                        };
+                        if let Some((status, code, message)) = refuse {
+                            r.fetch_add(1, Ordering::SeqCst);
+                            let xml = format!(
+                                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+                            );
+                            let answer = format!(
+                                "HTTP/1.1 {status} Refused\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\r\n{xml}",
+                                xml.len()
+                            );
+                            if client.write_all(answer.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                        let mut rewritten: Vec<String> = text
+                            .split("\r\n")
+                            .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:"))
+                            .map(str::to_string)
+                            .collect();
+                        rewritten.push("connection: close".into());
+                        let head = format!("{}\r\n\r\n", rewritten.join("\r\n"));
+                        if server.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        if cut {
+                            c.fetch_add(1, Ordering::SeqCst);
+                            let _ = server.write_all(&body[..body.len() / 2]).await;
+                            return; // both connections dropped mid-request
+                        }
+                        if server.write_all(&body).await.is_err() {
+                            return;
+                        }
+                        // The answer's head, marked `connection: close` for the client too,
+                        // then the rest until the server closes (it was told to).
+                        let mut answer = Vec::new();
+                        while !answer.ends_with(b"\r\n\r\n") {
+                            match server.read(&mut byte).await {
+                                Ok(1) => answer.push(byte[0]),
+                                _ => return,
+                            }
+                        }
+                        let answer = String::from_utf8_lossy(&answer).into_owned();
+                        let mut lines: Vec<&str> = answer
+                            .split("\r\n")
+                            .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:"))
+                            .collect();
+                        lines.push("connection: close");
+                        if client.write_all(format!("{}\r\n\r\n", lines.join("\r\n")).as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let _ = tokio::io::copy(&mut server, &mut client).await;
+                        let _ = client.shutdown().await;
+                        return;
+                    }
+                });
+            }
+        });
+        S3Proxy { endpoint: format!("http://{addr}"), faults, cuts, refused }
+    }
+}
