@@ -174,13 +174,18 @@ pub(crate) async fn drill<S: Storage>(
         }
     }
     if chosen.is_empty() {
-        return Err(format!("no good backup of any database in {}; take one with `mxwarden backup run`", storage.describe()));
+        return Err(format!(
+            "no good backup of any database in {}; take one with `mxwarden backup run`",
+            storage.describe()
+        ));
     }
     let mut databases = Vec::new();
     for (m, item) in &chosen {
         let d = drill_one(plan, storage, m, item, identities).await;
         match &d.problem {
-            None => tracing::info!(database = %item.label(), run = %m.id, tables = d.tables, rows = d.rows, "Restore drill passed."),
+            None => {
+                tracing::info!(database = %item.label(), run = %m.id, tables = d.tables, rows = d.rows, "Restore drill passed.")
+            }
             Some(p) => tracing::warn!(database = %item.label(), run = %m.id, problem = %p, "Restore drill failed."),
         }
         databases.push(d);
@@ -262,7 +267,9 @@ pub(crate) fn digest_lines(plan: &BackupPlan, reports: &[DrillReport], from: i64
                     "restore drill {}: {}/{} from run {} passed ({} tables, {} rows)",
                     r.at, d.service, d.database, d.run, d.tables, d.rows
                 ),
-                Some(p) => format!("restore drill {}: {}/{} from run {} FAILED: {p}", r.at, d.service, d.database, d.run),
+                Some(p) => {
+                    format!("restore drill {}: {}/{} from run {} FAILED: {p}", r.at, d.service, d.database, d.run)
+                }
             });
         }
     }
@@ -297,12 +304,14 @@ mod tests {
         let plan = crate::backup::schedule::tests::plan();
         let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
         let report = |t: &str, ok: bool| DrillReport { at: at(t), ok, databases: Vec::new() };
-        let reports =
-            [report("2026-01-01T04:00:00Z", true), report("2026-02-01T04:00:00Z", false)];
+        let reports = [report("2026-01-01T04:00:00Z", true), report("2026-02-01T04:00:00Z", false)];
         let s = samples(&plan, &reports, &[]);
         let get = |n: &str| s.iter().find(|x| x.name == n).map(|x| x.value);
         assert_eq!(get("backup_drill_last_run_success"), Some(0.0), "the newest failed");
-        assert_eq!(get("backup_drill_last_success_timestamp_seconds"), Some(at("2026-01-01T04:00:00Z").as_second() as f64));
+        assert_eq!(
+            get("backup_drill_last_success_timestamp_seconds"),
+            Some(at("2026-01-01T04:00:00Z").as_second() as f64)
+        );
         assert!(samples(&plan, &[], &[]).is_empty(), "no drill configured, none ran: nothing");
     }
 }

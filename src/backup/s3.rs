@@ -158,12 +158,16 @@ impl S3Store {
         if !ok {
             return Err(StorageError::BadKey(key.to_string()));
         }
-        let full = if self.config.prefix.is_empty() { key.to_string() } else { format!("{}/{key}", self.config.prefix) };
+        let full =
+            if self.config.prefix.is_empty() { key.to_string() } else { format!("{}/{key}", self.config.prefix) };
         ObjectPath::parse(&full).map_err(|_| StorageError::BadKey(key.to_string()))
     }
 
     fn error(&self, what: String, e: impl std::fmt::Display) -> StorageError {
-        StorageError::Io { what: format!("{}: {what}", self.url()), source: io::Error::other(scrub(&self.config, &e.to_string())) }
+        StorageError::Io {
+            what: format!("{}: {what}", self.url()),
+            source: io::Error::other(scrub(&self.config, &e.to_string())),
+        }
     }
 
     /// Waits until every upload that was abandoned has been aborted (call before exiting).
@@ -221,7 +225,8 @@ pub(crate) fn scrub(config: &S3Config, text: &str) -> String {
     for marker in ["X-Amz-Signature=", "Signature="] {
         while let Some(at) = out.find(marker) {
             let start = at + marker.len();
-            let end = out[start..].find(|c: char| c == ',' || c == '&' || c.is_whitespace()).map_or(out.len(), |e| start + e);
+            let end =
+                out[start..].find(|c: char| c == ',' || c == '&' || c.is_whitespace()).map_or(out.len(), |e| start + e);
             out.replace_range(at..end, "[signature]");
         }
     }
@@ -267,7 +272,9 @@ impl AsyncWrite for S3Writer {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if this.buf.len() >= PART {
-            ready!(this.poll_send(cx, |w| Msg::Part(Bytes::from(std::mem::replace(&mut w.buf, Vec::with_capacity(PART))))))?;
+            ready!(
+                this.poll_send(cx, |w| Msg::Part(Bytes::from(std::mem::replace(&mut w.buf, Vec::with_capacity(PART)))))
+            )?;
         }
         let n = data.len().min(PART - this.buf.len());
         this.buf.extend_from_slice(&data[..n]);
@@ -334,7 +341,10 @@ async fn upload(
                     }
                     if up.is_none() {
                         up = Some(
-                            store.put_multipart(&path).await.map_err(|e| format!("cannot start uploading {key}: {e}"))?,
+                            store
+                                .put_multipart(&path)
+                                .await
+                                .map_err(|e| format!("cannot start uploading {key}: {e}"))?,
                         );
                     }
                     let Some(u) = up.as_mut() else { return Err("internal: no upload".into()) };
@@ -394,10 +404,7 @@ async fn upload(
 }
 
 /// A stored object, streamed.
-pub type S3Reader = tokio_util::io::StreamReader<
-    futures::stream::BoxStream<'static, io::Result<Bytes>>,
-    Bytes,
->;
+pub type S3Reader = tokio_util::io::StreamReader<futures::stream::BoxStream<'static, io::Result<Bytes>>, Bytes>;
 
 impl Storage for S3Store {
     type Writer = S3Writer;
@@ -432,7 +439,13 @@ impl Storage for S3Store {
             }
             r
         });
-        Ok(S3Writer { buf: Vec::with_capacity(PART), tx: PollSender::new(tx), finish_sent: false, done: Some(done), failed })
+        Ok(S3Writer {
+            buf: Vec::with_capacity(PART),
+            tx: PollSender::new(tx),
+            finish_sent: false,
+            done: Some(done),
+            failed,
+        })
     }
 
     async fn commit(&self, key: &str) -> Result<(), StorageError> {
@@ -441,7 +454,10 @@ impl Storage for S3Store {
         match taken {
             None => Err(self.error(format!("cannot commit {key}"), "nothing was written")),
             Some(Pending::Small(bytes)) => {
-                self.store.put(&path, PutPayload::from(bytes)).await.map_err(|e| self.error(format!("cannot store {key}"), e))?;
+                self.store
+                    .put(&path, PutPayload::from(bytes))
+                    .await
+                    .map_err(|e| self.error(format!("cannot store {key}"), e))?;
                 Ok(())
             }
             Some(Pending::Multipart(mut up)) => match up.complete().await {
@@ -458,10 +474,8 @@ impl Storage for S3Store {
         let path = self.path(key)?;
         let got = self.store.get(&path).await.map_err(|e| self.error(format!("cannot open {key}"), e))?;
         let config = self.config.clone();
-        let stream = got
-            .into_stream()
-            .map(move |r| r.map_err(|e| io::Error::other(scrub(&config, &e.to_string()))))
-            .boxed();
+        let stream =
+            got.into_stream().map(move |r| r.map_err(|e| io::Error::other(scrub(&config, &e.to_string())))).boxed();
         Ok(tokio_util::io::StreamReader::new(stream))
     }
 
@@ -484,7 +498,9 @@ impl Storage for S3Store {
                 modified: meta.last_modified.timestamp(),
             });
             if objects.len() > MAX_LISTED {
-                return Err(self.error("cannot list".into(), format!("more than {MAX_LISTED} objects under the prefix")));
+                return Err(
+                    self.error("cannot list".into(), format!("more than {MAX_LISTED} objects under the prefix"))
+                );
             }
         }
         objects.sort_by(|a, b| a.key.cmp(&b.key));
@@ -522,7 +538,11 @@ mod tests {
         let c = config("wJalrXUtnFEMI/K7MDENG");
         let cases = [
             ("bad key wJalrXUtnFEMI/K7MDENG here", "bad key [secret] here", "the secret itself"),
-            ("Authorization: AWS4 Credential=AKID/x, Signature=abcdef0123 end", "Authorization: AWS4 Credential=AKID/x, [signature] end", "a header"),
+            (
+                "Authorization: AWS4 Credential=AKID/x, Signature=abcdef0123 end",
+                "Authorization: AWS4 Credential=AKID/x, [signature] end",
+                "a header",
+            ),
             ("https://h/k?X-Amz-Signature=ff00&x=1", "https://h/k?[signature]&x=1", "a presigned URL"),
         ];
         for (input, want, why) in cases {

@@ -83,7 +83,12 @@ pub(crate) fn samples(plan: &BackupPlan, manifests: &[Manifest]) -> Vec<Sample> 
 /// the run could not start): `backup_last_run_success` is 0 for every item, as after a failed
 /// run, until a newer run writes a manifest. Items that never had one get a sample too, named
 /// after the plan, so `BackupFailed` fires even for a first run into a refusing bucket.
-pub(crate) fn failed_attempt(plan: &BackupPlan, manifests: &[Manifest], samples: &mut Vec<Sample>, failed_at: jiff::Timestamp) {
+pub(crate) fn failed_attempt(
+    plan: &BackupPlan,
+    manifests: &[Manifest],
+    samples: &mut Vec<Sample>,
+    failed_at: jiff::Timestamp,
+) {
     if manifests.last().is_some_and(|m| m.started_at >= failed_at) {
         return;
     }

@@ -138,7 +138,9 @@ pub(crate) fn run(path: &Path, command: BackupCommand) -> Result<Status> {
 
 fn drill(plan: &BackupPlan, identity: Option<&Path>, json: bool) -> Result<Status> {
     let Some(path) = identity.or(plan.drill_identity.as_deref()) else {
-        bail!("the drill decrypts the backups: give the age identity with --identity FILE (or backup.drill_identity_file)");
+        bail!(
+            "the drill decrypts the backups: give the age identity with --identity FILE (or backup.drill_identity_file)"
+        );
     };
     let identities = pipeline::identities(path).map_err(anyhow::Error::msg)?;
     let rt = crate::cli::runtime()?;

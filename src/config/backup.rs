@@ -359,7 +359,11 @@ fn destination(config: &BackupConfig, problems: &mut Problems<'_>, here: &Locati
     if let Some(d) = dir {
         for (key, at) in s3_keys {
             if let Some(at) = at {
-                problems.add(at, format!("backup.{key}"), "only used with `backup.to` (a bucket); `backup.dir` is a directory");
+                problems.add(
+                    at,
+                    format!("backup.{key}"),
+                    "only used with `backup.to` (a bucket); `backup.dir` is a directory",
+                );
             }
         }
         let path = problems.origin.resolve(&d.value);
@@ -380,7 +384,13 @@ fn destination(config: &BackupConfig, problems: &mut Problems<'_>, here: &Locati
     let endpoint = match &config.endpoint {
         None => None,
         Some(e) => match url::Url::parse(e.value.trim()) {
-            Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() && u.username().is_empty() && u.password().is_none() && u.query().is_none() => {
+            Ok(u)
+                if matches!(u.scheme(), "https" | "http")
+                    && u.host_str().is_some()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+                    && u.query().is_none() =>
+            {
                 Some(e.value.trim().trim_end_matches('/').to_string())
             }
             _ => {
@@ -396,12 +406,21 @@ fn destination(config: &BackupConfig, problems: &mut Problems<'_>, here: &Locati
     let region = config.region.as_ref().map_or_else(|| "us-east-1".to_string(), |r| r.value.trim().to_string());
     if region.is_empty() || !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         let at = config.region.as_ref().map_or(*here, |r| r.referenced);
-        problems.add(&at, "backup.region", format!("`{region}` is not a region; expected e.g. us-east-1, eu-central-003 or auto"));
+        problems.add(
+            &at,
+            "backup.region",
+            format!("`{region}` is not a region; expected e.g. us-east-1, eu-central-003 or auto"),
+        );
         return None;
     }
-    let Some(key_id) = config.access_key_id.as_ref().map(|k| k.value.trim().to_string()).filter(|k| !k.is_empty()) else {
+    let Some(key_id) = config.access_key_id.as_ref().map(|k| k.value.trim().to_string()).filter(|k| !k.is_empty())
+    else {
         let at = config.access_key_id.as_ref().map_or(to.referenced, |k| k.referenced);
-        problems.add(&at, "backup.access_key_id", "a bucket needs an access key: set `access_key_id` and `secret_access_key` (or `secret_access_key_file`)");
+        problems.add(
+            &at,
+            "backup.access_key_id",
+            "a bucket needs an access key: set `access_key_id` and `secret_access_key` (or `secret_access_key_file`)",
+        );
         return None;
     };
     let secret = match secret(
@@ -413,7 +432,11 @@ fn destination(config: &BackupConfig, problems: &mut Problems<'_>, here: &Locati
     ) {
         Ok(Some(s)) => s,
         Ok(None) => {
-            problems.add(here, "backup.secret_access_key", "a bucket needs the secret key: set `secret_access_key` or `secret_access_key_file`");
+            problems.add(
+                here,
+                "backup.secret_access_key",
+                "a bucket needs the secret key: set `secret_access_key` or `secret_access_key_file`",
+            );
             return None;
         }
         Err(d) => {
@@ -456,11 +479,12 @@ pub(crate) fn parse_bucket_url(text: &str) -> Result<(String, String), String> {
         ));
     }
     let prefix = prefix.trim_matches('/');
-    if prefix.split('/').any(|p| p.is_empty() || p == "." || p == ".." || p.starts_with('.'))
-        && !prefix.is_empty()
+    if prefix.split('/').any(|p| p.is_empty() || p == "." || p == ".." || p.starts_with('.')) && !prefix.is_empty()
         || prefix.chars().any(|c| c.is_control() || matches!(c, '?' | '#' | '\\' | '*'))
     {
-        return Err(format!("`{prefix}` is not a usable key prefix (empty, `.` or `..` parts, or `?#*\\`); {expected}"));
+        return Err(format!(
+            "`{prefix}` is not a usable key prefix (empty, `.` or `..` parts, or `?#*\\`); {expected}"
+        ));
     }
     Ok((bucket.to_string(), prefix.to_string()))
 }

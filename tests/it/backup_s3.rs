@@ -124,7 +124,7 @@ fn run_list_verify_restore_round_trip_through_the_bucket_with_equal_rows() {
     let r = s.mx(&["backup", "list", "--json"]);
     assert_eq!(r.code, 0, "{}", r.all());
     let listed: Vec<String> = r.json().as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().into()).collect();
-    assert_eq!(listed, [id.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&id));
     let r = s.mx(&["backup", "list"]);
     assert!(r.stdout.contains(&format!("s3://{BUCKET}/{PREFIX}")), "{}", r.all());
 
@@ -388,7 +388,11 @@ fn a_refusing_bucket_fails_the_run_with_its_reason_and_leaves_earlier_backups_al
     s.through(&proxy.endpoint);
     let r = s.mx(&["backup", "run"]);
     assert_eq!(r.code, 1, "{}", r.all());
-    assert!(r.all().contains("QuotaExceeded") && r.all().contains("over its storage quota"), "the server's reason: {}", r.all());
+    assert!(
+        r.all().contains("QuotaExceeded") && r.all().contains("over its storage quota"),
+        "the server's reason: {}",
+        r.all()
+    );
     assert!(r.all().contains(&format!("s3://{BUCKET}/{PREFIX}")), "{}", r.all());
     s.no_secret(&r);
     assert!(proxy.refused.load(std::sync::atomic::Ordering::SeqCst) > 0);
@@ -397,7 +401,7 @@ fn a_refusing_bucket_fails_the_run_with_its_reason_and_leaves_earlier_backups_al
     let r = s.mx(&["backup", "list", "--json"]);
     let listed: Vec<String> =
         r.json().as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
-    assert_eq!(listed, [first.clone()], "the earlier backup is still there: {}", r.all());
+    assert_eq!(listed, std::slice::from_ref(&first), "the earlier backup is still there: {}", r.all());
     let r = s.mx(&["backup", "verify", &first, "--identity", s.identity()]);
     assert_eq!(r.code, 0, "and still good: {}", r.all());
 }
@@ -414,7 +418,10 @@ fn a_broken_line_beside_the_secret_key_shows_no_secret() {
             "backup:\n  to: \"s3://bucket-a/x\"\n  endpoint: http://127.0.0.1:1\n  path_style: true\n  access_key_id: AKID\n{broken}  \
              encrypt_to: [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n  files: {{ k: [\"/etc/hostname\"] }}\n"
         ));
-        for args in [&["config", "check", file.path.to_str().unwrap()][..], &["-vv", "config", "show", "--config", file.path.to_str().unwrap()][..]] {
+        for args in [
+            &["config", "check", file.path.to_str().unwrap()][..],
+            &["-vv", "config", "show", "--config", file.path.to_str().unwrap()][..],
+        ] {
             let r = run(args, &[]);
             assert_eq!(r.code, 2, "{broken}: {}", r.all());
             assert!(!r.all().contains(&secret[4..]), "{broken}: the secret was shown: {}", r.all());

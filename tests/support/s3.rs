@@ -26,9 +26,8 @@ pub struct S3Server {
 
 /// The `s3s-fs` binary: on `PATH`, or in cargo's bin directory.
 fn binary() -> PathBuf {
-    let on_path = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p).map(|d| d.join("s3s-fs")).find(|c| c.is_file())
-    });
+    let on_path = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("s3s-fs")).find(|c| c.is_file()));
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
