@@ -57,7 +57,7 @@ pub(crate) async fn append(n: &mut Notification, plan: &BackupPlan, from: i64, t
 
 /// Adds the restore drills to a (weekly) digest.
 pub(crate) async fn append_drills(n: &mut Notification, plan: &BackupPlan, from: i64, to: i64) {
-    let lines = match super::drill::reports(&plan.storage).await {
+    let lines = match super::drill::reports(&plan.storage, None).await {
         Ok(reports) => super::drill::digest_lines(plan, &reports, from, to),
         Err(e) => vec![format!("cannot read the restore drills: {e}")],
     };

@@ -10,7 +10,7 @@
 
 use super::manifest::{self, ItemKind, Manifest};
 use super::restore::{self, Identities};
-use super::storage::Storage;
+use super::storage::{ObjectCache, Storage};
 use super::{BackupPlan, pg};
 use crate::model::{Labels, Sample};
 use serde::{Deserialize, Serialize};
@@ -213,17 +213,33 @@ async fn write<S: Storage>(storage: &S, run: &str, report: &DrillReport) -> Resu
     storage.commit(&key).await.map_err(|e| e.to_string())
 }
 
-/// Every drill outcome stored, oldest first (a run's own file holds its newest drill).
-pub(crate) async fn reports<S: Storage>(storage: &S) -> Result<Vec<DrillReport>, String> {
+/// Every drill outcome stored, oldest first (a run's own file holds its newest drill); only
+/// those not in `cache` already are read.
+pub(crate) async fn reports<S: Storage>(
+    storage: &S,
+    cache: Option<&ObjectCache<DrillReport>>,
+) -> Result<Vec<DrillReport>, String> {
     let objects = storage.list().await.map_err(|e| e.to_string())?;
+    if let Some(c) = cache {
+        c.keep_only(&objects);
+    }
     let mut out = Vec::new();
     for o in objects.iter().filter(|o| !o.partial && o.key.ends_with(&format!("/{DRILL}"))) {
+        if let Some(d) = cache.and_then(|c| c.get(o)) {
+            out.push(d);
+            continue;
+        }
         let mut r = storage.open(&o.key).await.map_err(|e| e.to_string())?;
         let mut text = Vec::new();
         // A drill report is small; a huge one is not ours.
         (&mut r).take(4 << 20).read_to_end(&mut text).await.map_err(|e| format!("cannot read {}: {e}", o.key))?;
         match serde_json::from_slice::<DrillReport>(&text) {
-            Ok(d) => out.push(d),
+            Ok(d) => {
+                if let Some(c) = cache {
+                    c.put(o, d.clone());
+                }
+                out.push(d)
+            }
             Err(e) => tracing::warn!(key = %o.key, error = %e, "Unreadable drill report skipped."),
         }
     }

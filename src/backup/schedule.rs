@@ -120,16 +120,29 @@ pub(crate) fn failed_attempt(
     }
 }
 
-async fn observe(plan: &BackupPlan, clock: &dyn Clock, failed_at: Option<jiff::Timestamp>) -> Observation {
+/// What the daemon keeps of the storage between ticks, so each tick lists the runs but reads
+/// only new manifests and drill reports.
+#[derive(Default)]
+struct Caches {
+    manifests: super::storage::ObjectCache<Manifest>,
+    drills: super::storage::ObjectCache<super::drill::DrillReport>,
+}
+
+async fn observe(
+    plan: &BackupPlan,
+    clock: &dyn Clock,
+    failed_at: Option<jiff::Timestamp>,
+    caches: &Caches,
+) -> Observation {
     let at = clock.now();
     let started = std::time::Instant::now();
-    let (mut samples, mut failures) = match manifest::manifests(&plan.storage).await {
+    let (mut samples, mut failures) = match manifest::manifests_cached(&plan.storage, Some(&caches.manifests)).await {
         Ok(ms) => {
             let mut out = samples(plan, &ms);
             if let Some(t) = failed_at {
                 failed_attempt(plan, &ms, &mut out, t);
             }
-            match super::drill::reports(&plan.storage).await {
+            match super::drill::reports(&plan.storage, Some(&caches.drills)).await {
                 Ok(reports) => out.extend(super::drill::samples(plan, &reports, &ms)),
                 Err(e) => tracing::warn!(error = %e, "Cannot read the drill reports."),
             }
@@ -185,6 +198,7 @@ pub(crate) fn spawn(
             tracing::info!(schedule = %s.expression, next = %n, "Restore drills scheduled.");
         }
         let mut drilling: Option<tokio::task::JoinHandle<()>> = None;
+        let caches = Caches::default();
         loop {
             let wait = next.map_or(Duration::from_secs(3600), |n| {
                 let ms = n.as_millisecond() - clock.now().as_millisecond();
@@ -196,7 +210,7 @@ pub(crate) fn spawn(
             });
             tokio::select! {
                 _ = ticker.tick() => {
-                    if tx.send(observe(&plan, clock.as_ref(), failed(&failed_at)).await).await.is_err() { return }
+                    if tx.send(observe(&plan, clock.as_ref(), failed(&failed_at), &caches).await).await.is_err() { return }
                 }
                 _ = tokio::time::sleep(wait_drill), if next_drill.is_some() => {
                     let now = clock.now();
@@ -219,7 +233,7 @@ pub(crate) fn spawn(
                 }
                 _ = async { if let Some(r) = drilling.as_mut() { let _ = r.await; } }, if drilling.is_some() => {
                     drilling = None;
-                    if tx.send(observe(&plan, clock.as_ref(), failed(&failed_at)).await).await.is_err() { return }
+                    if tx.send(observe(&plan, clock.as_ref(), failed(&failed_at), &caches).await).await.is_err() { return }
                 }
                 _ = tokio::time::sleep(wait), if next.is_some() => {
                     let now = clock.now();
@@ -242,7 +256,7 @@ pub(crate) fn spawn(
                 }
                 _ = async { if let Some(r) = running.as_mut() { let _ = r.await; } }, if running.is_some() => {
                     running = None;
-                    if tx.send(observe(&plan, clock.as_ref(), failed(&failed_at)).await).await.is_err() { return }
+                    if tx.send(observe(&plan, clock.as_ref(), failed(&failed_at), &caches).await).await.is_err() { return }
                 }
                 _ = stop.changed() => {
                     if let Some(r) = running.take() { r.abort(); }
