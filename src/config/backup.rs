@@ -12,6 +12,7 @@ use crate::probe::postgres::dsn::PgTarget;
 use secrecy::ExposeSecret;
 use serde_saphyr::{Location, Spanned};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// Builds the plan, or records why not.
 pub(super) fn build(
@@ -55,16 +56,29 @@ pub(super) fn build(
             problems.add(&d.referenced, "backup.pg_bin_dir", format!("{} holds no pg_dump", path.display()));
         }
     }
+    // The identity may also come from the environment, as for `backup drill --identity`.
+    let from_env = std::env::var_os("MXWARDEN_BACKUP_IDENTITY").filter(|v| !v.is_empty()).map(PathBuf::from);
     let drill_identity = match (&drill, &config.drill_identity_file) {
-        (Some(_), None) => {
-            let at = config.drill.as_ref().map_or(here, |d| d.referenced);
-            problems.add(
-                &at,
-                "backup.drill_identity_file",
-                "the drill decrypts backups to restore them: set `drill_identity_file` (an age identity file)",
-            );
-            None
-        }
+        (Some(_), None) => match from_env {
+            Some(path) => match crate::backup::pipeline::identities(&path) {
+                Ok(_) => Some(path),
+                Err(e) => {
+                    let at = config.drill.as_ref().map_or(here, |d| d.referenced);
+                    problems.add(&at, "backup.drill", format!("MXWARDEN_BACKUP_IDENTITY: {e}"));
+                    None
+                }
+            },
+            None => {
+                let at = config.drill.as_ref().map_or(here, |d| d.referenced);
+                problems.add(
+                    &at,
+                    "backup.drill",
+                    "the drill decrypts backups to restore them: set `drill_identity_file` (an age identity \
+                     file) or the environment variable MXWARDEN_BACKUP_IDENTITY",
+                );
+                None
+            }
+        },
         (_, Some(f)) => {
             let path = problems.origin.resolve(&f.value);
             if let Err(e) = crate::backup::pipeline::identities(&path) {

@@ -716,7 +716,7 @@ pub(crate) struct BackupConfig {
     #[serde(default)]
     pub drill: Option<Spanned<String>>,
     /// The age identity file (private key) the daemon's drill decrypts with; needed with
-    /// `drill`. A host holding it can read its backups: keep it readable by mxwarden only,
+    /// `drill` unless the environment variable `MXWARDEN_BACKUP_IDENTITY` names one. A host holding it can read its backups: keep it readable by mxwarden only,
     /// or leave `drill` unset and run `mxwarden backup drill --identity FILE` elsewhere.
     #[serde(default)]
     pub drill_identity_file: Option<Spanned<PathBuf>>,

@@ -279,6 +279,15 @@ fn dir_and_to_together_are_refused_with_file_line_and_key() {
     let r = run(&["config", "check", file.path.to_str().unwrap()], &[]);
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains(":2:") && r.stderr.contains("not a bucket name"), "{}", r.all());
+    let file = config(
+        "backup:\n  to: \"s3://bucket-a/x\"\n  access_key_id: AKID\n  secret_access_key: \"s3cr3t-value\"\n  \
+         drill: \"0 4 1 * *\"\n  encrypt_to: [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n  \
+         files: { k: [\"/etc/hostname\"] }\n",
+    );
+    let r = run(&["config", "check", file.path.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains(":5:") && r.stderr.contains("backup.drill: the drill decrypts"), "{}", r.all());
+    assert!(!r.all().contains("s3cr3t-value"), "{}", r.all());
 }
 
 #[test]
