@@ -2,10 +2,14 @@
 //! through the real binary and a real PostgreSQL 15: `backup run` → `list` → `verify` →
 //! `restore` round-trips databases with equal row counts in multipart uploads; a run
 //! stopped by SIGTERM mid-upload leaves no listed run and no unfinished multipart upload; a
+//! part cut off mid-upload (a TCP proxy drops the connection) is sent again; a bucket that
+//! refuses writes fails the run with its own reason and leaves the earlier runs alone; a
 //! flipped byte in the bucket fails `verify`; `prune` over a faked calendar deletes exactly
 //! the expired runs in the bucket; wrong credentials fail with the bucket named and no
-//! secret; `to:` with `dir:` is refused with file, line and key; the restore drill passes on
-//! a real cluster and fails when a table's rows differ from the manifest's counts.
+//! secret; `to:` with `dir:` is refused with file, line and key, and a broken line beside the
+//! secret key shows no secret; the restore drill passes on a real cluster and fails when a
+//! table's rows differ from the manifest's counts, from the CLI and on the daemon's schedule
+//! (`BackupDrillFailed` fires).
 
 use super::backup::{PG_BIN, cluster_with_data, count, fake_run, flip};
 use crate::cli::{ConfigFile, Run, config, run};
@@ -436,4 +440,68 @@ fn a_broken_line_beside_the_secret_key_shows_no_secret() {
             assert!(!r.all().contains(&secret[4..]), "{broken}: the secret was shown: {}", r.all());
         }
     }
+}
+
+#[test]
+fn the_daemon_drills_on_schedule_and_fires_backup_drill_failed_when_rows_differ() {
+    let pg = cluster_with_data();
+    let s = Setup::new(Some(&pg), "  databases: [mas]\n  globals: false\n  drill: \"*/3 * * * * *\"\n");
+    let text = std::fs::read_to_string(&s.file.path).unwrap();
+    std::fs::write(&s.file.path, format!("{text}  drill_identity_file: {}\n", s.identity())).unwrap();
+    let r = s.mx(&["backup", "run", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    // The manifest says the dump had one session more than a restore gives.
+    let manifest_path = s.prefix_dir().join(&id).join("manifest.json");
+    let text = std::fs::read_to_string(&manifest_path).unwrap();
+    assert!(text.contains("\"public.sessions\": 777"), "{text}");
+    std::fs::write(&manifest_path, text.replace("\"public.sessions\": 777", "\"public.sessions\": 778")).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(&s.file.path).unwrap();
+    std::fs::write(
+        &s.file.path,
+        format!("defaults: {{ interval: 1s }}\nstore: {}\n{text}", dir.path().join("state.db").display(),),
+    )
+    .unwrap();
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_mxwarden"))
+        .args(["--config", s.file.path.to_str().unwrap(), "run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("daemon.err")).unwrap())
+        .spawn()
+        .expect("start mxwarden run");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let fired = loop {
+        let r = s.mx(&["alerts", "--json"]);
+        if r.code <= 1
+            && !r.stdout.is_empty()
+            && let Some(a) = r
+                .json()
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["alert"] == "BackupDrillFailed" && x["state"] == "firing").cloned())
+        {
+            break a;
+        }
+        if Instant::now() > deadline {
+            let _ = daemon.kill();
+            let err = std::fs::read_to_string(dir.path().join("daemon.err")).unwrap_or_default();
+            panic!("BackupDrillFailed never fired: {}\ndaemon:\n{err}", r.all());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let _ = std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
+    let _ = daemon.wait();
+    assert_eq!(fired["labels"]["severity"], "critical", "{fired}");
+    let drill: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.prefix_dir().join(&id).join("drill.json")).unwrap()).unwrap();
+    assert_eq!(drill["ok"], false, "{drill}");
+    assert!(
+        drill["databases"][0]["problem"].as_str().unwrap().contains("public.sessions: restored 777, at dump time 778"),
+        "{drill}"
+    );
+    assert_eq!(
+        pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'mxwarden_drill_%'"),
+        "0",
+        "no scratch database left behind"
+    );
 }
