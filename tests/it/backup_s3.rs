@@ -9,7 +9,8 @@
 //! secret; `to:` with `dir:` is refused with file, line and key, and a broken line beside the
 //! secret key shows no secret; the restore drill passes on a real cluster and fails when a
 //! table's rows differ from the manifest's counts, from the CLI and on the daemon's schedule
-//! (`BackupDrillFailed` fires).
+//! (`BackupDrillFailed` fires); the daemon fires `BackupFailed` when the bucket refuses every
+//! write, though no manifest could be written.
 
 use super::backup::{PG_BIN, cluster_with_data, count, fake_run, flip};
 use crate::cli::{ConfigFile, Run, config, run};
@@ -504,4 +505,61 @@ fn the_daemon_drills_on_schedule_and_fires_backup_drill_failed_when_rows_differ(
         "0",
         "no scratch database left behind"
     );
+}
+
+#[test]
+fn the_daemon_fires_backup_failed_when_the_bucket_refuses_every_write() {
+    let pg = cluster_with_data();
+    let s = Setup::new(Some(&pg), "  databases: [mas]\n  globals: false\n  schedule: \"*/2 * * * * *\"\n");
+    let proxy = s.s3.proxy(crate::support::s3::ProxyFaults {
+        refuse_writes: Some((403, "AccessDenied".into(), "Access Denied".into())),
+        ..Default::default()
+    });
+    s.through(&proxy.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(&s.file.path).unwrap();
+    std::fs::write(
+        &s.file.path,
+        format!("defaults: {{ interval: 1s }}\nstore: {}\n{text}", dir.path().join("state.db").display()),
+    )
+    .unwrap();
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_mxwarden"))
+        .args(["--config", s.file.path.to_str().unwrap(), "run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("daemon.err")).unwrap())
+        .spawn()
+        .expect("start mxwarden run");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let fired = loop {
+        let r = s.mx(&["alerts", "--json"]);
+        if r.code <= 1
+            && !r.stdout.is_empty()
+            && let Some(a) = r.json().as_array().and_then(|a| {
+                a.iter()
+                    .find(|x| {
+                        x["alert"] == "BackupFailed" && x["state"] == "firing" && x["labels"]["database"] == "mas"
+                    })
+                    .cloned()
+            })
+        {
+            break a;
+        }
+        if Instant::now() > deadline {
+            let _ = daemon.kill();
+            let err = std::fs::read_to_string(dir.path().join("daemon.err")).unwrap_or_default();
+            panic!("BackupFailed never fired: {}\ndaemon:\n{err}", r.all());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let _ = std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
+    let _ = daemon.wait();
+    assert_eq!(
+        fired["labels"]["severity"], "critical",
+        "a first run that stored nothing still names the item: {fired}"
+    );
+    assert!(proxy.refused.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    let err = std::fs::read_to_string(dir.path().join("daemon.err")).unwrap_or_default();
+    assert!(err.contains("AccessDenied"), "the server's reason is logged: {err}");
+    assert!(!err.contains(&s.s3.secret_key), "{err}");
+    assert!(s.s3.unfinished_uploads().is_empty(), "{:?}", s.s3.unfinished_uploads());
 }
