@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 mod alerting;
 mod backup;
+mod diagnose;
 mod maintenance;
 pub(crate) mod output;
 mod pg;
@@ -104,6 +105,19 @@ enum Command {
     /// Maintenance windows: open one now, list them, end one.
     #[command(subcommand)]
     Maintenance(crate::cli::maintenance::MaintenanceCommand),
+    /// The runbook's common issues, diagnosed: each finding with what was seen, why it
+    /// matters, the fix and the runbook section. Topics: synapse-oom, mas-db, oidc,
+    /// vikunja-email, db-disk; default every one the config makes possible.
+    Diagnose {
+        /// Playbooks to run (default: all the config allows).
+        topics: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Synapse's media: statistics, and purging the remote media cache.
+    #[command(subcommand)]
+    Synapse(crate::cli::diagnose::SynapseCommand),
     /// Write a commented starter config for the runbook's stack.
     Init {
         /// Where to write it (default: the --config path).
@@ -200,6 +214,8 @@ pub fn main() -> Result<Status> {
         Command::Backup(command) => crate::cli::backup::run(&cli.config, command),
         Command::Restore(args) => crate::cli::backup::restore(&load(&cli.config)?, args),
         Command::Maintenance(command) => crate::cli::maintenance::run(&load(&cli.config)?, command),
+        Command::Diagnose { topics, json } => crate::cli::diagnose::diagnose(&load(&cli.config)?, &topics, json),
+        Command::Synapse(command) => crate::cli::diagnose::synapse(&load(&cli.config)?, command),
     }
 }
 
