@@ -496,7 +496,7 @@ impl BackupView {
     fn of(plan: &crate::backup::BackupPlan) -> Self {
         use crate::backup::DbChoice;
         Self {
-            dir: plan.storage.root().display().to_string(),
+            dir: crate::backup::Storage::describe(&plan.storage),
             databases: plan
                 .sources
                 .iter()

@@ -11,11 +11,59 @@ use std::path::{Path, PathBuf};
 /// The backup plan's directory and recipients.
 pub(crate) async fn backup(config: &Config) -> Vec<Finding> {
     let Some(plan) = &config.backup else { return Vec::new() };
-    let dir = plan.storage.root().to_path_buf();
-    let probed = probe_dir(dir.clone()).await;
-    let mut out = vec![judge_writable(Area::Backup, "backup.dir", &dir, &probed)];
+    let mut out = match &plan.storage {
+        crate::backup::Store::Dir(local) => {
+            let dir = local.root().to_path_buf();
+            let probed = probe_dir(dir.clone()).await;
+            vec![judge_writable(Area::Backup, "backup.dir", &dir, &probed)]
+        }
+        crate::backup::Store::S3(bucket) => vec![probe_bucket(bucket).await],
+    };
     out.push(judge_recipients(&plan.recipients));
     out
+}
+
+/// Writes, commits and deletes a small object under the bucket's prefix: the credentials, the
+/// endpoint and the bucket's policy all allow what a backup run does. The errors are the
+/// storage's, already free of the secret key.
+async fn probe_bucket(bucket: &crate::backup::s3::S3Store) -> Finding {
+    use crate::backup::Storage as _;
+    use tokio::io::AsyncWriteExt as _;
+    let shown = bucket.url();
+    let key = format!("mxwarden-doctor/probe-{}", std::process::id());
+    let attempt = async {
+        let mut writer = bucket.create(&key).await?;
+        writer.write_all(b"mxwarden doctor: a write probe, deleted at once\n").await.map_err(|source| {
+            crate::backup::StorageError::Io { what: format!("{shown}: cannot write {key}"), source }
+        })?;
+        writer.shutdown().await.map_err(|source| crate::backup::StorageError::Io {
+            what: format!("{shown}: cannot write {key}"),
+            source,
+        })?;
+        bucket.commit(&key).await?;
+        bucket.delete(&key).await
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(60), attempt).await {
+        Ok(Ok(())) => {
+            Finding::pass(Area::Backup, "backup.to", "writable", format!("{shown} takes a write and a delete"))
+        }
+        Ok(Err(e)) => Finding::fail(
+            Area::Backup,
+            "backup.to",
+            "writable",
+            format!("{e}"),
+            "check backup.endpoint, region, the bucket's name and that the key may PutObject, multipart upload and \
+             DeleteObject on the prefix"
+                .to_string(),
+        ),
+        Err(_) => Finding::fail(
+            Area::Backup,
+            "backup.to",
+            "writable",
+            format!("{shown} did not answer a write within 60 s"),
+            "check backup.endpoint and that this host can reach it".to_string(),
+        ),
+    }
 }
 
 /// The store's directory and, if it exists, the file itself.
