@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 mod alerting;
 mod backup;
+mod control;
 mod maintenance;
 pub(crate) mod output;
 mod pg;
@@ -104,6 +105,15 @@ enum Command {
     /// Maintenance windows: open one now, list them, end one.
     #[command(subcommand)]
     Maintenance(crate::cli::maintenance::MaintenanceCommand),
+    /// Commands accepted from the control room (`control:`): who, when, what, and the outcome.
+    Audit {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// How many, newest first.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Write a commented starter config for the runbook's stack.
     Init {
         /// Where to write it (default: the --config path).
@@ -117,10 +127,15 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum NotifyCommand {
-    /// Send a real test message through a receiver: exit 0 delivered, 1 not (with the reason).
+    /// Send a real test message through a receiver (or into the control room with
+    /// `--control`): exit 0 delivered, 1 not (with the reason).
     Test {
         /// The receiver's name under `alerting.receivers`.
-        receiver: String,
+        #[arg(required_unless_present = "control")]
+        receiver: Option<String>,
+        /// Test the control room (`control:`) instead: joined, not encrypted, a message posted.
+        #[arg(long, conflicts_with = "receiver")]
+        control: bool,
     },
 }
 
@@ -192,9 +207,13 @@ pub fn main() -> Result<Status> {
         Command::Rules(RulesCommand::Export) => crate::cli::rules::export(&load(&cli.config)?),
         Command::Pg(command) => crate::cli::pg::run(&load(&cli.config)?, command),
         Command::Run => crate::cli::alerting::run(load(&cli.config)?, log_secrets.clone()),
-        Command::Notify(NotifyCommand::Test { receiver }) => {
+        Command::Notify(NotifyCommand::Test { receiver: Some(receiver), .. }) => {
             crate::cli::alerting::notify_test(&load(&cli.config)?, &receiver)
         }
+        Command::Notify(NotifyCommand::Test { receiver: None, .. }) => {
+            crate::cli::control::control_test(&load(&cli.config)?)
+        }
+        Command::Audit { json, limit } => crate::cli::control::audit(&load(&cli.config)?, json, limit),
         Command::Alerts { json } => crate::cli::alerting::alerts(&load(&cli.config)?, json),
         Command::Outbox { dead, json } => crate::cli::alerting::outbox(&load(&cli.config)?, dead, json),
         Command::Backup(command) => crate::cli::backup::run(&cli.config, command),
@@ -305,7 +324,9 @@ impl<'a> From<&'a Observation> for CheckResult<'a> {
         Self {
             service: o.service.as_deref(),
             check: &o.check.0,
-            kind: if o.sample("pg_up").is_some() {
+            kind: if o.sample("matrix_canary_success").is_some() {
+                "matrix_canary"
+            } else if o.sample("pg_up").is_some() {
                 "postgres"
             } else if o.sample("up").is_some() {
                 "scrape"

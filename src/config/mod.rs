@@ -7,6 +7,7 @@
 mod alerting;
 mod backup;
 mod build;
+mod control;
 pub(crate) mod error;
 mod keypath;
 pub(crate) mod load;
@@ -15,6 +16,7 @@ mod postgres;
 pub(crate) mod schema;
 pub(crate) mod secrets;
 
+pub use control::{ControlSettings, HeartbeatSettings};
 pub(crate) use error::{ConfigError, Diagnostic};
 
 use crate::probe::spec::CheckSpec;
@@ -57,6 +59,10 @@ pub struct Config {
     /// Every secret of the file (and of the `*_file`s and `${VAR}`s it names), for whatever
     /// prints something that came from the config.
     pub redactor: crate::redact::Redactor,
+    /// The control room (`control:`), if configured.
+    pub control: Option<ControlSettings>,
+    /// The dead man's switch (`heartbeat:`), if configured.
+    pub heartbeat: Option<HeartbeatSettings>,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -109,6 +115,8 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         maintenance: built.maintenance,
         maintenance_reminder_ms: file.maintenance_reminder.map_or(300_000, |d| d.0.as_millis() as i64),
         topology: built.topology,
+        control: built.control,
+        heartbeat: built.heartbeat,
         store: file
             .store
             .clone()

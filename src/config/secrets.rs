@@ -26,8 +26,8 @@ use std::ops::Range;
 pub(crate) const SECRET_KEYS: &[&str] =
     &["access_token", "admin_token", "api_token", "bearer_token", "dsn", "hmac_secret", "password"];
 
-/// Keys whose `url` is a secret: a webhook URL carries its credential in the path.
-pub(crate) const SECRET_URL_PARENTS: &[&str] = &["webhook"];
+/// Keys whose `url` is a secret: a webhook or heartbeat URL carries its credential in the path.
+pub(crate) const SECRET_URL_PARENTS: &[&str] = &["webhook", "heartbeat"];
 
 /// Keys holding request headers: every value is a secret unless the header is harmless
 /// ([`redact::is_harmless_header`]).

@@ -1,6 +1,7 @@
 //! The Matrix receiver: client-server API v3 with the access token in the `Authorization`
 //! header only (never in a URL). Joins the room once (which also resolves an alias and
-//! accepts an invite), sends `m.room.message` with a plain and an HTML body under a
+//! accepts an invite; a room with `m.room.encryption` set is refused, as mxwarden does not do
+//! end-to-end encryption), sends `m.room.message` with a plain and an HTML body under a
 //! transaction id derived from the outbox row — so a retry after a crash can never post
 //! twice — and threads every later message of an incident under its first one (`m.thread`).
 //! Answers are read up to `RESPONSE_BODY_LIMIT`; a server's rate limit is honoured up to
@@ -52,10 +53,25 @@ impl MatrixReceiver {
             .get_or_try_init(|| async {
                 let url = self.endpoint(&["join", &self.room]);
                 let body = self.call(http.post(url).json(&json!({})), "join the room").await?;
-                body.get("room_id")
+                let room_id = body
+                    .get("room_id")
                     .and_then(Value::as_str)
                     .map(str::to_string)
-                    .ok_or_else(|| SendError::transient("join answered without a room_id"))
+                    .ok_or_else(|| SendError::transient("join answered without a room_id"))?;
+                // mxwarden does not do end-to-end encryption: an encrypted room is refused.
+                let client = crate::probe::matrix::MatrixClient::new(
+                    self.homeserver.clone(),
+                    self.token.clone(),
+                    http.clone(),
+                );
+                match client.encrypted(&room_id, Duration::from_secs(30)).await {
+                    Ok(false) => Ok(room_id),
+                    Ok(true) => Err(SendError::Permanent(crate::probe::matrix::encrypted_refusal(
+                        "the receiver's",
+                        &escape_controls_in_prose(&self.room),
+                    ))),
+                    Err(e) => Err(SendError::transient(format!("could not read the room's encryption state: {e}"))),
+                }
             })
             .await
             .cloned()

@@ -5,6 +5,7 @@
 
 mod authentik;
 pub(crate) mod backup;
+pub(crate) mod canary;
 pub mod down;
 mod mas;
 pub mod media;
