@@ -47,6 +47,13 @@ pub(crate) fn is_user_id(text: &str) -> bool {
         && text.chars().all(|c| !c.is_whitespace() && !c.is_control())
 }
 
+/// Whether `text` looks like a room id (`!opaque`, with `:server` before room version 12) or
+/// an alias (`#name:server`): no blanks or controls, at most 255 bytes.
+pub(crate) fn is_room(text: &str) -> bool {
+    let clean = text.len() <= 255 && text.len() > 1 && text.chars().all(|c| !c.is_whitespace() && !c.is_control());
+    clean && (text.starts_with('!') || (text.starts_with('#') && text.contains(':')))
+}
+
 /// The first Matrix receiver's homeserver and token (receivers in name order).
 fn first_matrix(alerting: Option<&Alerting>) -> Option<(Url, SecretString)> {
     alerting?.receivers.values().find_map(|r| match r {
@@ -64,7 +71,7 @@ pub(super) fn control(
     let c = &spanned.value;
     let here = spanned.referenced;
     let room = c.room.value.trim();
-    if !(room.starts_with('!') || room.starts_with('#')) || !room.contains(':') || room.len() > 255 {
+    if !is_room(room) {
         problems.add(
             &c.room.referenced,
             "control.room",
@@ -158,8 +165,8 @@ pub(super) fn canary(
         here,
     ));
     let room = c.room.trim();
-    if !(room.starts_with('!') || room.starts_with('#')) || !room.contains(':') || room.len() > 255 {
-        problems.add(here, format!("{key}.room"), format!("`{room}` is not a room id or alias"));
+    if !is_room(room) {
+        problems.add(here, format!("{key}.room"), format!("`{room}` is not a room id (`!abc`) or alias (`#canary:example.org`)"));
     }
     let token = match token {
         Some(Some(t)) => Some(t),
@@ -214,5 +221,15 @@ mod tests {
             assert!(!is_user_id(bad), "{bad:?}");
         }
         assert!(!is_user_id(&format!("@{}:x", "a".repeat(300))), "over 255 bytes");
+    }
+
+    #[test]
+    fn rooms_are_ids_of_any_version_or_aliases() {
+        for ok in ["!abc:example.org", "!qdv0PN_ZVu9IW1WDXfIbeGHvz_H0N5qTIKHZWsSiu24", "#ops:example.org"] {
+            assert!(is_room(ok), "{ok}");
+        }
+        for bad in ["ops", "#ops", "!", "! a", "#a b:x", "!a\n"] {
+            assert!(!is_room(bad), "{bad:?}");
+        }
     }
 }

@@ -163,6 +163,7 @@ impl Follower {
             }
         };
         tracing::info!(room = %room, bot = %me, "Following the control room.");
+        let room = crate::text::escape_controls(&room).into_owned();
         let filter = room_filter(&room_id, TIMELINE_LIMIT);
         let mut since = match cstore::since(&self.parts.store, &me).await {
             Ok(s) => s,
@@ -199,6 +200,9 @@ impl Follower {
             if let Err(e) = cstore::set_since(&self.parts.store, &me, &next).await {
                 // Claimed commands are not run again, so resuming from the old token is safe.
                 tracing::error!(error = %e, "The control room's position could not be stored.");
+            }
+            if since.is_none() {
+                tracing::info!(room = %room, "First start in the control room: commands from now on are obeyed.");
             }
             since = Some(next);
         }
