@@ -60,6 +60,22 @@ pub(crate) fn audit(config: &Config, json: bool, limit: u32) -> Result<Status> {
     Ok(Status::Healthy)
 }
 
+/// `control:` as `config show` prints it.
+pub(crate) fn describe_control(c: &crate::config::ControlSettings) -> String {
+    let users: Vec<&str> = c.allowed_users.iter().map(String::as_str).collect();
+    format!("room {} on {}, commands from {}, token <redacted>", c.room, c.homeserver, users.join(", "))
+}
+
+/// `heartbeat:` as `config show` prints it: scheme and host only.
+pub(crate) fn describe_heartbeat(h: &crate::config::HeartbeatSettings) -> String {
+    use secrecy::ExposeSecret;
+    let shown = url::Url::parse(h.url.expose_secret())
+        .map(|u| format!("{}://{}/<redacted>", u.scheme(), u.host_str().unwrap_or_default()))
+        .unwrap_or_else(|_| "<redacted>".into());
+    let method = if h.post { "POST" } else { "GET" };
+    format!("{method} {shown} every {}", crate::units::HumanDuration(h.every))
+}
+
 /// `mxwarden notify test --control`.
 pub(crate) fn control_test(config: &Config) -> Result<Status> {
     let Some(control) = &config.control else {

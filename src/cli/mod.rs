@@ -404,6 +404,12 @@ struct ShowView {
     alerting: Option<AlertingView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     backup: Option<BackupView>,
+    /// The control room (token redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    control: Option<String>,
+    /// The heartbeat (the URL's path, its credential, left out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heartbeat: Option<String>,
 }
 
 /// The backup plan as `config show` prints it: no connection strings or passwords (the
@@ -546,6 +552,8 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
             timezone: a.timezone.iana_name().unwrap_or("UTC").to_string(),
         }),
         backup: config.backup.as_deref().map(BackupView::of),
+        control: config.control.as_ref().map(crate::cli::control::describe_control),
+        heartbeat: config.heartbeat.as_ref().map(crate::cli::control::describe_heartbeat),
     };
     // Whatever the views missed (a `${VAR}` value in a URL, a secret pasted into a name) is
     // hidden here, string by string, before any quoting or line folding could disguise it.

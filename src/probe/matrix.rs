@@ -79,6 +79,19 @@ impl MatrixClient {
         Self { homeserver, token, http }
     }
 
+    /// A transport failure in words, naming the homeserver but never the request's URL (a
+    /// `/sync` URL carries a long filter).
+    fn transport(&self, e: reqwest::Error, timeout: Duration) -> MatrixError {
+        let host = self.homeserver.host_str().unwrap_or("?");
+        if e.is_timeout() {
+            return MatrixError::Transport(format!(
+                "{host} did not answer within {}",
+                crate::units::HumanDuration(Duration::from_millis(timeout.as_millis().try_into().unwrap_or(u64::MAX)))
+            ));
+        }
+        MatrixError::Transport(super::explain_transport(&e.without_url(), &self.homeserver))
+    }
+
     fn endpoint(&self, segments: &[&str]) -> Url {
         let mut url = self.homeserver.clone();
         if let Ok(mut path) = url.path_segments_mut() {
@@ -109,10 +122,7 @@ impl MatrixClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| MatrixError::Transport(super::explain_transport(&e, &self.homeserver)))?;
+        let mut response = request.send().await.map_err(|e| self.transport(e, timeout))?;
         let status = response.status().as_u16();
         let mut bytes = Vec::new();
         let mut cut = false;
@@ -126,7 +136,7 @@ impl MatrixClient {
                     bytes.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
-                Err(e) => return Err(MatrixError::Transport(super::explain_transport(&e, &self.homeserver))),
+                Err(e) => return Err(self.transport(e, timeout)),
             }
         }
         if cut {

@@ -409,3 +409,105 @@ checks:
     assert!(text.contains("Heartbeat withheld"), "{text}");
     assert!(!text.contains("f00dfeed-secret"), "the ping URL's credential is never logged:\n{text}");
 }
+
+#[test]
+fn hostile_commands_from_an_allowed_user_are_refused_with_a_reason_and_change_nothing() {
+    let s = services::shared();
+    let base = &s.synapse.base_url;
+    let bot = &s.synapse.admin_token;
+    let alice = s.synapse.register("ops-alice", "ops-alice-pass");
+    let page_room = create_room(base, bot, "pages", json!([]));
+    let control_room = create_room(base, bot, "control", json!([]));
+    join(base, &alice, &control_room);
+    let flag = switch(Arc::new(AtomicBool::new(true)));
+    let file = config(&control_config(base, &flag, &page_room, &control_room, bot));
+    let path = file.path.to_str().unwrap().to_string();
+    let log = file.path.with_extension("log");
+    let _daemon = Daemon::start(&file.path);
+    wait_for("the follower's first position", Duration::from_secs(30), &log, || {
+        std::fs::read_to_string(&log).ok()?.contains("commands from now on are obeyed").then_some(())
+    });
+    let answered = |event: &str| {
+        let r = replies_to(&messages(base, bot, &control_room), event);
+        (!r.is_empty()).then_some(r)
+    };
+    let huge = format!("!silence synapse 1h {}", "x".repeat(5_000));
+    let cases: Vec<(String, &str)> = vec![
+        ("!silence nosuchservice 1h".into(), "no service `nosuchservice`"),
+        ("!silence synapse 8d".into(), "out of range"),
+        ("!silence synapse 0s".into(), "out of range"),
+        ("!silence synapse 18446744073709551616h".into(), "is not a duration"),
+        ("!silence ../../etc/passwd 1h".into(), "is not a service name"),
+        ("!silence synapse 1h \u{1b}[2Jcleared".into(), "control character"),
+        (huge, "at most 4096 bytes"),
+        ("!end 999999".into(), "no window 999999"),
+        ("!end 1; DROP TABLE maintenance".into(), "one id only"),
+        ("!ack ffffff".into(), "no open alert has id ffffff"),
+        ("!rm -rf /".into(), "no command `!rm`"),
+        ("!silense synapse 1h".into(), "Did you mean `!silence`?"),
+    ];
+    for (body, expected) in &cases {
+        let event = say(base, &alice, &control_room, body);
+        let reply = wait_for(&format!("the answer to {expected}"), Duration::from_secs(30), &log, || answered(&event));
+        assert!(reply[0].starts_with("Not done:") && reply[0].contains(expected), "{body:.60}: {reply:?}");
+        assert!(!reply[0].contains('\u{1b}'), "control characters never echoed: {reply:?}");
+    }
+    let windows = run(&["--config", &path, "maintenance", "list", "--json"], &[]).json();
+    assert!(windows["active"].as_array().unwrap().is_empty(), "nothing was opened: {windows}");
+    let audit = run(&["--config", &path, "audit", "--json"], &[]).json();
+    let commands: Vec<&str> = audit.as_array().unwrap().iter().map(|r| r["command"].as_str().unwrap()).collect();
+    // Parsed commands are audited with their refusal; unparsable ones are answered only.
+    assert_eq!(commands, vec!["!ack ffffff", "!end 999999", "!silence nosuchservice 1h"], "{audit}");
+    assert!(audit[2]["outcome"].as_str().unwrap().contains("no service"), "{audit}");
+}
+
+/// A homeserver that lets the canary join and send, and then answers `/sync` as `mode` says:
+/// 0 a 5 MB body, 1 not JSON, 2 the first sync at once and the long-poll never (silent).
+fn hostile_homeserver(mode: u8) -> String {
+    use axum::routing::{get, post, put};
+    let sync = move |axum::extract::RawQuery(query): axum::extract::RawQuery| async move {
+        match mode {
+            0 => format!("{{\"next_batch\": \"s1\", \"pad\": \"{}\"}}", "x".repeat(5_000_000)),
+            1 => "{\"next_batch\": ".to_string(),
+            _ if !query.unwrap_or_default().contains("since=") => "{\"next_batch\": \"s0\"}".to_string(),
+            _ => {
+                tokio::time::sleep(Duration::from_secs(3_600)).await;
+                String::new()
+            }
+        }
+    };
+    fakes::serve(
+        axum::Router::new()
+            .route("/_matrix/client/v3/account/whoami", get(|| async { axum::Json(json!({"user_id": "@bot:evil"})) }))
+            .route("/_matrix/client/v3/join/{room}", post(|| async { axum::Json(json!({"room_id": "!r"})) }))
+            .route(
+                "/_matrix/client/v3/rooms/{room}/send/{kind}/{txn}",
+                put(|| async { axum::Json(json!({"event_id": "$e"})) }),
+            )
+            .route("/_matrix/client/v3/sync", get(sync)),
+    )
+}
+
+#[test]
+fn a_hostile_homeserver_fails_the_canary_round_within_its_timeout() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let prober = mxwarden::probe::Prober::new(Arc::new(mxwarden::clock::SystemClock));
+    for (mode, expected) in [(0, "over 4096 KiB"), (1, "not JSON"), (2, "did not answer within")] {
+        let base = hostile_homeserver(mode);
+        let file = config(&format!(
+            "defaults: {{ interval: 1s, timeout: 3s }}\nchecks:\n  - name: canary\n    matrix_canary: {{ homeserver: \"{base}\", room: \"#c:evil\", access_token: \"tok-secret-1\" }}\n"
+        ));
+        let cfg = mxwarden::config::load(&file.path).unwrap_or_else(|e| panic!("{e}"));
+        let started = Instant::now();
+        let o = rt.block_on(prober.run(&cfg.checks[0]));
+        let took = started.elapsed();
+        assert!(!o.ok, "mode {mode}");
+        assert_eq!(o.sample("matrix_canary_success"), Some(0.0));
+        assert_eq!(o.sample("matrix_canary_latency_seconds"), None, "no latency without a sighting");
+        let detail = o.detail();
+        assert!(detail.contains(expected), "mode {mode}: {detail}");
+        assert!(!detail.contains("tok-secret-1") && !detail.contains("filter="), "no token, no URL: {detail}");
+        assert!(took < Duration::from_secs(5), "mode {mode}: bounded by the 3 s timeout, took {took:?}");
+    }
+}
