@@ -90,12 +90,20 @@ pub(super) fn control(
             problems.add(
                 &user.referenced,
                 format!("control.allowed_users[{i}]"),
-                format!("`{}` is not a Matrix user id; expected e.g. @admin:example.org", crate::text::escape_controls(u)),
+                format!(
+                    "`{}` is not a Matrix user id; expected e.g. @admin:example.org",
+                    crate::text::escape_controls(u)
+                ),
             );
         }
     }
-    let token =
-        problems.take(secret(problems.origin, c.access_token.as_ref(), c.access_token_file.as_ref(), "control.access_token", &here));
+    let token = problems.take(secret(
+        problems.origin,
+        c.access_token.as_ref(),
+        c.access_token_file.as_ref(),
+        "control.access_token",
+        &here,
+    ));
     let homeserver = match &c.homeserver {
         Some(h) => problems.take(parse_url(problems.origin, h, "control.homeserver")),
         None => None,
@@ -122,7 +130,11 @@ pub(super) fn heartbeat(spanned: &Spanned<HeartbeatConfig>, problems: &mut Probl
     let url_ok = match Url::parse(&text) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty()) => true,
         Ok(u) => {
-            problems.add(&h.url.referenced, "heartbeat.url", format!("uses scheme `{}`; expected http or https", u.scheme()));
+            problems.add(
+                &h.url.referenced,
+                "heartbeat.url",
+                format!("uses scheme `{}`; expected http or https", u.scheme()),
+            );
             false
         }
         // The URL is a secret: its text is not repeated.
@@ -166,7 +178,11 @@ pub(super) fn canary(
     ));
     let room = c.room.trim();
     if !is_room(room) {
-        problems.add(here, format!("{key}.room"), format!("`{room}` is not a room id (`!abc`) or alias (`#canary:example.org`)"));
+        problems.add(
+            here,
+            format!("{key}.room"),
+            format!("`{room}` is not a room id (`!abc`) or alias (`#canary:example.org`)"),
+        );
     }
     let token = match token {
         Some(Some(t)) => Some(t),

@@ -83,15 +83,30 @@ pub(crate) struct Command {
 /// Every command, in `!help` order. Adding one is one entry here (and its handler).
 pub(crate) const COMMANDS: &[Command] = &[
     Command {
-        spec: Spec { name: "status", shape: Shape::Nothing, usage: "!status", help: "checks, firing alerts, open windows, evaluation health" },
+        spec: Spec {
+            name: "status",
+            shape: Shape::Nothing,
+            usage: "!status",
+            help: "checks, firing alerts, open windows, evaluation health",
+        },
         run: |cx, _| Box::pin(handlers::status(cx)),
     },
     Command {
-        spec: Spec { name: "alerts", shape: Shape::Nothing, usage: "!alerts", help: "open alerts with their ids (for !ack)" },
+        spec: Spec {
+            name: "alerts",
+            shape: Shape::Nothing,
+            usage: "!alerts",
+            help: "open alerts with their ids (for !ack)",
+        },
         run: |cx, _| Box::pin(handlers::alerts(cx)),
     },
     Command {
-        spec: Spec { name: "ack", shape: Shape::Id, usage: "!ack ID", help: "acknowledge a firing alert: its reminders stop (the resolve is still sent)" },
+        spec: Spec {
+            name: "ack",
+            shape: Shape::Id,
+            usage: "!ack ID",
+            help: "acknowledge a firing alert: its reminders stop (the resolve is still sent)",
+        },
         run: |cx, args| Box::pin(handlers::ack(cx, args)),
     },
     Command {
@@ -117,11 +132,21 @@ pub(crate) const COMMANDS: &[Command] = &[
         run: |cx, args| Box::pin(handlers::end(cx, args)),
     },
     Command {
-        spec: Spec { name: "backup", shape: Shape::Nothing, usage: "!backup", help: "take a backup now; the result follows in this thread" },
+        spec: Spec {
+            name: "backup",
+            shape: Shape::Nothing,
+            usage: "!backup",
+            help: "take a backup now; the result follows in this thread",
+        },
         run: |cx, _| Box::pin(handlers::backup(cx)),
     },
     Command {
-        spec: Spec { name: "help", shape: Shape::OptionalWord, usage: "!help [command]", help: "this list, or one command's usage" },
+        spec: Spec {
+            name: "help",
+            shape: Shape::OptionalWord,
+            usage: "!help [command]",
+            help: "this list, or one command's usage",
+        },
         run: |_, args| Box::pin(std::future::ready(handlers::help(args))),
     },
 ];
@@ -170,9 +195,14 @@ mod handlers {
             failing.len()
         )];
         if !failing.is_empty() {
-            let shown: Vec<String> = failing.iter().take(10).map(|f| crate::text::escape_controls(f).into_owned()).collect();
+            let shown: Vec<String> =
+                failing.iter().take(10).map(|f| crate::text::escape_controls(f).into_owned()).collect();
             let more = failing.len().saturating_sub(10);
-            lines.push(format!("failing: {}{}", shown.join(", "), if more > 0 { format!(" and {more} more") } else { String::new() }));
+            lines.push(format!(
+                "failing: {}{}",
+                shown.join(", "),
+                if more > 0 { format!(" and {more} more") } else { String::new() }
+            ));
         }
         match cx.store.alerts().await {
             Ok(alerts) => {
@@ -215,13 +245,15 @@ mod handlers {
         for a in alerts.iter().take(30) {
             let id = alert_id(&crate::notify::incident_key(&a.labels));
             let service = a.labels.get("service").map(|s| format!(" {s}")).unwrap_or_default();
-            lines.push(crate::text::escape_controls(&format!(
-                "{id} {} {}{service} since {}",
-                a.state.phase().as_str().to_uppercase(),
-                a.alert,
-                crate::units::utc_minute(a.state.since())
-            ))
-            .into_owned());
+            lines.push(
+                crate::text::escape_controls(&format!(
+                    "{id} {} {}{service} since {}",
+                    a.state.phase().as_str().to_uppercase(),
+                    a.alert,
+                    crate::units::utc_minute(a.state.since())
+                ))
+                .into_owned(),
+            );
         }
         if alerts.len() > 30 {
             lines.push(format!("… and {} more (`mxwarden alerts` shows all)", alerts.len() - 30));
@@ -267,7 +299,9 @@ mod handlers {
     }
 
     pub(super) async fn open_window(cx: &Ctx, args: &Args, kind: WindowKind) -> Reply {
-        let Args::Window { service, written, reason, .. } = args else { return Reply::no("give a service and a duration") };
+        let Args::Window { service, written, reason, .. } = args else {
+            return Reply::no("give a service and a duration");
+        };
         let word = match kind {
             WindowKind::Silence => "silence",
             WindowKind::Maintenance => "maintenance",
@@ -278,10 +312,11 @@ mod handlers {
             WindowKind::Maintenance => format!("{why} (by {})", cx.sender),
         };
         let t = now(cx);
-        let new = match crate::maintenance::check_request(std::slice::from_ref(service), written, &stored, &cx.services, t) {
-            Ok(n) => n,
-            Err(why) => return Reply::no(why),
-        };
+        let new =
+            match crate::maintenance::check_request(std::slice::from_ref(service), written, &stored, &cx.services, t) {
+                Ok(n) => n,
+                Err(why) => return Reply::no(why),
+            };
         let window = match mstore::start(&cx.store, &new.services, new.starts_at, new.ends_at, &new.reason, t).await {
             Ok(w) => w,
             Err(e) => return store_failed(&e),
@@ -319,7 +354,11 @@ mod handlers {
         match outcome {
             mstore::Ended::Now(w) => {
                 tracing::info!(window = w.id, by = %cx.sender, "Window ended from the control room.");
-                Reply::ok(format!("Window {} ({}) ended; pages still firing are sent now.", w.id, w.services.join(", ")))
+                Reply::ok(format!(
+                    "Window {} ({}) ended; pages still firing are sent now.",
+                    w.id,
+                    w.services.join(", ")
+                ))
             }
             mstore::Ended::AlreadyOver(w) => Reply::no(format!("window {} is already over", w.id)),
             mstore::Ended::Unknown => Reply::no(format!("no window {number}")),
@@ -338,7 +377,13 @@ mod handlers {
             let text = match crate::backup::run::run(&plan, &plan.storage, None, &progress, at).await {
                 Ok(m) => {
                     let bytes: u64 = m.items.iter().map(|i| i.stored_bytes).sum();
-                    format!("Backup {} finished: {:?}, {} items, {} stored.", m.id, m.status, m.items.len(), crate::units::ByteSize(bytes))
+                    format!(
+                        "Backup {} finished: {:?}, {} items, {} stored.",
+                        m.id,
+                        m.status,
+                        m.items.len(),
+                        crate::units::ByteSize(bytes)
+                    )
                 }
                 Err(e) => format!("Backup could not run: {e}"),
             };

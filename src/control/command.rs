@@ -264,7 +264,12 @@ mod tests {
             ("  !STATUS  ", "status", Args::Nothing, "case and blanks"),
             ("!ack 3f9a2c", "ack", Args::Id("3f9a2c".into()), "an id"),
             ("!silence synapse 2h", "silence", window("synapse", "2h", 7_200, None), "no reason"),
-            ("!silence synapse 2h disk   swap\tnow", "silence", window("synapse", "2h", 7_200, Some("disk swap now")), "reason words joined"),
+            (
+                "!silence synapse 2h disk   swap\tnow",
+                "silence",
+                window("synapse", "2h", 7_200, Some("disk swap now")),
+                "reason words joined",
+            ),
             ("!silence synapse 1m x", "silence", window("synapse", "1m", 60, Some("x")), "the shortest window"),
             ("!silence synapse 7d x", "silence", window("synapse", "7d", 604_800, Some("x")), "the longest window"),
             ("!silence synapse 1h30m", "silence", window("synapse", "1h30m", 5_400, None), "compound duration"),

@@ -245,8 +245,12 @@ impl Follower {
             }
             Err(e) => {
                 tracing::error!(error = %e, "A control-room command could not be recorded; not run.");
-                post_in_thread(&thread, m.event_id, "Not done: the command could not be recorded (the store refuses writes).")
-                    .await;
+                post_in_thread(
+                    &thread,
+                    m.event_id,
+                    "Not done: the command could not be recorded (the store refuses writes).",
+                )
+                .await;
                 return;
             }
         }

@@ -36,7 +36,9 @@ pub(super) async fn refuse_encrypted(config: &Config, http: &reqwest::Client) ->
         match asked.await {
             Ok(true) => return Err(encrypted_refusal(&what, &shown)),
             Ok(false) => {}
-            Err(e) => tracing::warn!(room = %shown, error = %e, "Could not check whether a Matrix room is encrypted; checking again before using it."),
+            Err(e) => {
+                tracing::warn!(room = %shown, error = %e, "Could not check whether a Matrix room is encrypted; checking again before using it.")
+            }
         }
     }
     Ok(())

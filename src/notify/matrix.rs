@@ -59,11 +59,8 @@ impl MatrixReceiver {
                     .map(str::to_string)
                     .ok_or_else(|| SendError::transient("join answered without a room_id"))?;
                 // mxwarden does not do end-to-end encryption: an encrypted room is refused.
-                let client = crate::probe::matrix::MatrixClient::new(
-                    self.homeserver.clone(),
-                    self.token.clone(),
-                    http.clone(),
-                );
+                let client =
+                    crate::probe::matrix::MatrixClient::new(self.homeserver.clone(), self.token.clone(), http.clone());
                 match client.encrypted(&room_id, Duration::from_secs(30)).await {
                     Ok(false) => Ok(room_id),
                     Ok(true) => Err(SendError::Permanent(crate::probe::matrix::encrypted_refusal(

@@ -117,8 +117,11 @@ impl MatrixClient {
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
-        let mut request =
-            self.http.request(method, url).bearer_auth(self.token.expose_secret()).timeout(timeout.max(Duration::from_millis(1)));
+        let mut request = self
+            .http
+            .request(method, url)
+            .bearer_auth(self.token.expose_secret())
+            .timeout(timeout.max(Duration::from_millis(1)));
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -171,7 +174,14 @@ impl MatrixClient {
     /// Whether the room has `m.room.encryption` state (the account must be in the room).
     pub(crate) async fn encrypted(&self, room_id: &str, timeout: Duration) -> Result<bool, MatrixError> {
         match self
-            .call(reqwest::Method::GET, &["rooms", room_id, "state", "m.room.encryption", ""], &[], None, timeout, SMALL_BODY)
+            .call(
+                reqwest::Method::GET,
+                &["rooms", room_id, "state", "m.room.encryption", ""],
+                &[],
+                None,
+                timeout,
+                SMALL_BODY,
+            )
             .await
         {
             Ok(content) => Ok(content.get("algorithm").is_some() || content.as_object().is_some_and(|o| !o.is_empty())),
@@ -279,7 +289,8 @@ mod tests {
 
     #[test]
     fn timeline_reads_only_the_room_asked_for_and_tolerates_garbage() {
-        let sync = json!({"next_batch": "s1", "rooms": {"join": {"!a:x": {"timeline": {"events": [{"event_id": "$1"}]}}}}});
+        let sync =
+            json!({"next_batch": "s1", "rooms": {"join": {"!a:x": {"timeline": {"events": [{"event_id": "$1"}]}}}}});
         assert_eq!(timeline(&sync, "!a:x").len(), 1);
         assert!(timeline(&sync, "!b:x").is_empty(), "another room");
         assert!(timeline(&json!({"rooms": {"join": {"!a:x": {"timeline": {"events": 5}}}}}), "!a:x").is_empty());

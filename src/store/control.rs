@@ -163,7 +163,10 @@ mod tests {
         finish(&store, "$b", "window 1 opened").await.unwrap();
         let rows = audit(&store, 10).await.unwrap();
         assert_eq!(rows.len(), 2);
-        assert_eq!((rows[0].event_id.as_str(), rows[0].done, rows[0].outcome.as_str()), ("$b", true, "window 1 opened"));
+        assert_eq!(
+            (rows[0].event_id.as_str(), rows[0].done, rows[0].outcome.as_str()),
+            ("$b", true, "window 1 opened")
+        );
         assert_eq!((rows[1].event_id.as_str(), rows[1].done), ("$a", false));
         assert_eq!(since(&store, "@bot:x").await.unwrap(), None);
         set_since(&store, "@bot:x", "s72_1").await.unwrap();
@@ -177,7 +180,8 @@ mod tests {
         let store = Store::open(&dir.path().join("s.db")).await.unwrap();
         ack(&store, "alertname=X", 5, "@admin:x", 10).await.unwrap();
         ack(&store, "alertname=X", 5, "@admin:x", 11).await.unwrap();
-        let asked = vec![("alertname=X".to_string(), 5), ("alertname=X".to_string(), 6), ("alertname=Y".to_string(), 5)];
+        let asked =
+            vec![("alertname=X".to_string(), 5), ("alertname=X".to_string(), 6), ("alertname=Y".to_string(), 5)];
         let hit = acked(&store, &asked).await.unwrap();
         assert_eq!(hit.len(), 1, "the same incident firing again later is not acknowledged");
         assert!(hit.contains(&("alertname=X".to_string(), 5)));

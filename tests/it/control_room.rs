@@ -44,7 +44,8 @@ fn create_room(base: &str, token: &str, name: &str, initial_state: Value) -> Str
 
 fn join(base: &str, token: &str, room: &str) {
     fakes::runtime().block_on(async {
-        let r = client().post(url(base, &["join", room])).bearer_auth(token).json(&json!({})).send().await.expect("join");
+        let r =
+            client().post(url(base, &["join", room])).bearer_auth(token).json(&json!({})).send().await.expect("join");
         assert!(r.status().is_success(), "join {room}: {}", r.text().await.unwrap_or_default());
     });
 }
@@ -78,7 +79,9 @@ fn messages(base: &str, token: &str, room: &str) -> Vec<Value> {
 fn replies_to(events: &[Value], event: &str) -> Vec<String> {
     events
         .iter()
-        .filter(|e| e["content"]["m.relates_to"]["rel_type"] == "m.thread" && e["content"]["m.relates_to"]["event_id"] == event)
+        .filter(|e| {
+            e["content"]["m.relates_to"]["rel_type"] == "m.thread" && e["content"]["m.relates_to"]["event_id"] == event
+        })
         .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_string())
         .collect()
 }
@@ -158,10 +161,7 @@ fn a_stopped_synapse_fails_the_canary_and_pages_matrix_canary_failing_after_two_
     let rows = wait_for("MatrixCanaryFailing to fire", Duration::from_secs(40), &log, || {
         let r = alerts();
         let rows = r.json();
-        rows.as_array()?
-            .iter()
-            .any(|a| a["alert"] == "MatrixCanaryFailing" && a["state"] == "firing")
-            .then_some(rows)
+        rows.as_array()?.iter().any(|a| a["alert"] == "MatrixCanaryFailing" && a["state"] == "firing").then_some(rows)
     });
     let firing = rows.as_array().unwrap().iter().find(|a| a["alert"] == "MatrixCanaryFailing").unwrap().clone();
     assert_eq!(firing["labels"]["severity"], "critical", "{firing}");
@@ -250,8 +250,12 @@ fn an_allowed_users_silence_holds_the_next_page_and_is_audited_while_others_are_
     assert!(text.contains("not allowed") && text.contains("@ops-mallory:localhost"), "logged:\n{text}");
     let audit = run(&["--config", &path, "audit", "--json"], &[]);
     let rows = audit.json();
-    let commands: Vec<(&str, &str)> =
-        rows.as_array().unwrap().iter().map(|r| (r["sender"].as_str().unwrap(), r["command"].as_str().unwrap())).collect();
+    let commands: Vec<(&str, &str)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["sender"].as_str().unwrap(), r["command"].as_str().unwrap()))
+        .collect();
     assert_eq!(
         commands,
         vec![("@ops-alice:localhost", "!silence synapse 1h"), ("@ops-alice:localhost", "!status")],
@@ -261,7 +265,11 @@ fn an_allowed_users_silence_holds_the_next_page_and_is_audited_while_others_are_
     assert_eq!(rows[0]["done"], true);
     assert!(rows[0]["outcome"].as_str().unwrap().contains("Silenced synapse"), "{rows}");
     let table = run(&["--config", &path, "audit"], &[]);
-    assert!(table.stdout.contains("!silence synapse 1h") && table.stdout.contains("@ops-alice:localhost"), "{}", table.all());
+    assert!(
+        table.stdout.contains("!silence synapse 1h") && table.stdout.contains("@ops-alice:localhost"),
+        "{}",
+        table.all()
+    );
 
     // The next page of synapse is held, not sent.
     up.store(false, Ordering::SeqCst);
@@ -280,7 +288,8 @@ fn an_allowed_users_silence_holds_the_next_page_and_is_audited_while_others_are_
     daemon.kill9();
     let maintenance = say(base, &alice, &control_room, "!maintenance synapse 30m db upgrade");
     let _daemon = Daemon::start(&file.path);
-    let reply = wait_for("the answer to the command sent while down", Duration::from_secs(40), &log, || answered(&maintenance));
+    let reply =
+        wait_for("the answer to the command sent while down", Duration::from_secs(40), &log, || answered(&maintenance));
     assert!(reply[0].starts_with("Maintenance for synapse until"), "{reply:?}");
     let again = say(base, &alice, &control_room, "!help");
     let help = wait_for("the answer to !help", Duration::from_secs(30), &log, || answered(&again));
@@ -300,7 +309,8 @@ fn encrypted_rooms_are_refused_at_start_and_by_notify_test() {
     let s = services::shared();
     let base = &s.synapse.base_url;
     let bot = &s.synapse.admin_token;
-    let encryption = json!([{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]);
+    let encryption =
+        json!([{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]);
     let secret_room = create_room(base, bot, "encrypted", encryption);
     let plain_room = create_room(base, bot, "plain", json!([]));
     let file = config(&format!(
@@ -318,7 +328,11 @@ control: {{ room: "{secret_room}", allowed_users: ["@ops-alice:localhost"] }}
     let path = file.path.to_str().unwrap();
     let r = run(&["--config", path, "notify", "test", "ops"], &[]);
     assert_eq!(r.code, 1, "{}", r.all());
-    assert!(r.stderr.contains("end-to-end encrypted") && r.stderr.contains("create a new room with encryption off"), "{}", r.all());
+    assert!(
+        r.stderr.contains("end-to-end encrypted") && r.stderr.contains("create a new room with encryption off"),
+        "{}",
+        r.all()
+    );
     let r = run(&["--config", path, "notify", "test", "--control"], &[]);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("end-to-end encrypted"), "{}", r.all());
