@@ -1,7 +1,9 @@
 //! The control room's follower: one task that long-polls `/sync` for the control room's
 //! messages, from a `since` token kept in the store (so a restart resumes where it stopped:
 //! nothing missed, nothing run twice — each command is claimed by its event id before it
-//! runs). On its very first start it begins at "now": old messages are never run. Commands
+//! runs). On its very first start it begins at "now": old messages are never run. When more
+//! happened than one answer holds (a `limited` timeline, after a long downtime), the messages
+//! in between are fetched back through `/messages` first (at most `GAP_PAGES` pages). Commands
 //! from users not in `allowed_users` are ignored and logged; parse errors are answered; each
 //! accepted command is audited with who and when and answered in a thread on it. Transient
 //! failures back off from 1 s to 1 min; an encrypted room is refused.
@@ -12,7 +14,7 @@ use crate::clock::Clock;
 use crate::config::ControlSettings;
 use crate::live::Live;
 use crate::maintenance::Calendar;
-use crate::probe::matrix::{MatrixClient, encrypted_refusal, next_batch, room_filter, timeline};
+use crate::probe::matrix::{MatrixClient, encrypted_refusal, gap, next_batch, room_filter, timeline};
 use crate::store::Store;
 use crate::store::control as cstore;
 use serde_json::{Value, json};
@@ -27,6 +29,8 @@ const POLL: Duration = Duration::from_secs(30);
 const TIMELINE_LIMIT: u32 = 100;
 /// Ordinary calls' deadline.
 const CALL: Duration = Duration::from_secs(30);
+/// The most pages (of `TIMELINE_LIMIT` messages) fetched back to fill a `/sync` gap.
+const GAP_PAGES: usize = 20;
 
 /// What the follower needs from the daemon.
 pub(crate) struct Parts {
@@ -73,6 +77,40 @@ pub(crate) async fn post_in_thread(thread: &Thread, key: &str, text: &str) {
     if let Err(e) = thread.client.send(&thread.room_id, &txn, &content, CALL).await {
         tracing::warn!(error = %e, "Reply to a control-room command could not be sent.");
     }
+}
+
+/// The room's messages between `since` (the last answer's token) and `from` (a limited
+/// timeline's `prev_batch`), oldest first, at most `GAP_PAGES` pages; what is older than that
+/// is logged as skipped.
+async fn fill_gap(client: &MatrixClient, room_id: &str, from: &str, since: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut token = from.to_string();
+    for _ in 0..GAP_PAGES {
+        match client.messages_back(room_id, &token, since, TIMELINE_LIMIT, CALL).await {
+            Ok((chunk, next)) => {
+                let empty = chunk.is_empty();
+                events.extend(chunk);
+                match next {
+                    Some(next) if !empty => token = next,
+                    _ => {
+                        events.reverse();
+                        return events;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Control-room messages missed in a gap could not be fetched; they are skipped.");
+                events.reverse();
+                return events;
+            }
+        }
+    }
+    tracing::warn!(
+        pages = GAP_PAGES,
+        "More control-room messages were missed than are fetched back; older ones are skipped."
+    );
+    events.reverse();
+    events
 }
 
 /// A command message worth looking at: its event id, sender, body and thread root.
@@ -191,7 +229,15 @@ impl Follower {
             };
             backoff = Duration::from_secs(1);
             let (answer, next) = sync;
-            if since.is_some() {
+            if let Some(old) = &since {
+                // More happened than one answer holds (mxwarden was down a while): the
+                // messages in between are fetched back first, oldest first.
+                if let Some(from) = gap(&answer, &room_id) {
+                    let missed = fill_gap(&client, &room_id, &from, old).await;
+                    for m in messages(&missed, &me) {
+                        self.handle(&client, &room_id, &m).await;
+                    }
+                }
                 let events = timeline(&answer, &room_id);
                 for m in messages(events, &me) {
                     self.handle(&client, &room_id, &m).await;

@@ -218,6 +218,26 @@ impl MatrixClient {
             .map(|_| ())
     }
 
+    /// One page of a room's messages, newest first, from `from` back to `to` (`GET
+    /// /rooms/{id}/messages?dir=b`): the events and the token of the next page, if any.
+    pub(crate) async fn messages_back(
+        &self,
+        room_id: &str,
+        from: &str,
+        to: &str,
+        limit: u32,
+        timeout: Duration,
+    ) -> Result<(Vec<Value>, Option<String>), MatrixError> {
+        let limit = limit.to_string();
+        let filter = json!({ "types": ["m.room.message"] }).to_string();
+        let query = [("dir", "b"), ("from", from), ("to", to), ("limit", limit.as_str()), ("filter", filter.as_str())];
+        let body =
+            self.call(reqwest::Method::GET, &["rooms", room_id, "messages"], &query, None, timeout, SYNC_BODY).await?;
+        let chunk = body.get("chunk").and_then(Value::as_array).cloned().unwrap_or_default();
+        let end = body.get("end").and_then(Value::as_str).filter(|e| !e.is_empty() && e.len() <= 4096 && *e != from);
+        Ok((chunk, end.map(str::to_string)))
+    }
+
     /// One `/sync`: from `since` (none: the first), with the inline `filter`, waiting up to
     /// `wait` for news; the whole request within `wait` plus `slack`.
     pub(crate) async fn sync(
@@ -272,6 +292,16 @@ pub(crate) fn next_batch(sync: &Value) -> Result<String, MatrixError> {
     })
 }
 
+/// When the `/sync` answer's timeline of `room_id` is `limited` (events between the last
+/// answer and these were left out), the token to page back from.
+pub(crate) fn gap(sync: &Value, room_id: &str) -> Option<String> {
+    let t = sync.get("rooms")?.get("join")?.get(room_id)?.get("timeline")?;
+    if t.get("limited").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    t.get("prev_batch").and_then(Value::as_str).filter(|p| !p.is_empty() && p.len() <= 4096).map(str::to_string)
+}
+
 /// The timeline events of `room_id` in a `/sync` answer (none when the room is not in it).
 pub(crate) fn timeline<'a>(sync: &'a Value, room_id: &str) -> &'a [Value] {
     sync.get("rooms")
@@ -298,6 +328,18 @@ mod tests {
         assert_eq!(next_batch(&sync).unwrap(), "s1");
         assert!(next_batch(&json!({"next_batch": ""})).is_err(), "empty");
         assert!(next_batch(&json!({"next_batch": 5})).is_err(), "not a string");
+    }
+
+    #[test]
+    fn a_gap_is_a_limited_timeline_with_a_token() {
+        let limited =
+            json!({"rooms": {"join": {"!a": {"timeline": {"limited": true, "prev_batch": "t1", "events": []}}}}});
+        assert_eq!(gap(&limited, "!a").as_deref(), Some("t1"));
+        assert_eq!(gap(&limited, "!b"), None, "another room");
+        let whole = json!({"rooms": {"join": {"!a": {"timeline": {"limited": false, "prev_batch": "t1"}}}}});
+        assert_eq!(gap(&whole, "!a"), None);
+        let no_token = json!({"rooms": {"join": {"!a": {"timeline": {"limited": true}}}}});
+        assert_eq!(gap(&no_token, "!a"), None);
     }
 
     #[test]

@@ -525,3 +525,107 @@ fn a_hostile_homeserver_fails_the_canary_round_within_its_timeout() {
         assert!(took < Duration::from_secs(5), "mode {mode}: bounded by the 3 s timeout, took {took:?}");
     }
 }
+
+#[test]
+fn ack_stops_the_reminders_of_a_firing_alert_and_its_resolve_still_comes() {
+    let s = services::shared();
+    let base = &s.synapse.base_url;
+    let bot = &s.synapse.admin_token;
+    let alice = s.synapse.register("ops-alice", "ops-alice-pass");
+    let page_room = create_room(base, bot, "pages", json!([]));
+    let control_room = create_room(base, bot, "control", json!([]));
+    join(base, &alice, &control_room);
+    let up = Arc::new(AtomicBool::new(false));
+    let flag = switch(up.clone());
+    let text = control_config(base, &flag, &page_room, &control_room, bot)
+        .replace("critical: { receivers: [ops] }", "critical: { receivers: [ops], repeat: 2s }");
+    let file = config(&text);
+    let log = file.path.with_extension("log");
+    let _daemon = Daemon::start(&file.path);
+    let bodies = || -> Vec<String> {
+        messages(base, bot, &page_room)
+            .iter()
+            .map(|e| e["content"]["body"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let count = |tag: &str| bodies().iter().filter(|b| b.starts_with(tag)).count();
+    wait_for("reminders", Duration::from_secs(40), &log, || (count("[STILL FIRING]") >= 2).then_some(()));
+    let answered = |event: &str| {
+        let r = replies_to(&messages(base, bot, &control_room), event);
+        (!r.is_empty()).then_some(r)
+    };
+    let list = say(base, &alice, &control_room, "!alerts");
+    let reply = wait_for("the answer to !alerts", Duration::from_secs(30), &log, || answered(&list));
+    let line = reply[0].lines().find(|l| l.contains("SynapseTestPage")).unwrap_or_else(|| panic!("{reply:?}"));
+    let id = line.split_whitespace().next().unwrap().to_string();
+    assert!(line.contains("FIRING") && id.len() == 6, "{line}");
+    let ack = say(base, &alice, &control_room, &format!("!ack {id}"));
+    let reply = wait_for("the answer to !ack", Duration::from_secs(30), &log, || answered(&ack));
+    assert!(reply[0].starts_with("Acknowledged SynapseTestPage"), "{reply:?}");
+    // A reminder already decided may still be on its way; after that, none.
+    std::thread::sleep(Duration::from_secs(3));
+    let after_ack = count("[STILL FIRING]");
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(count("[STILL FIRING]"), after_ack, "no reminders after the ack: {:?}", bodies());
+    up.store(true, Ordering::SeqCst);
+    wait_for("the resolve", Duration::from_secs(30), &log, || (count("[RESOLVED]") == 1).then_some(()));
+    assert_eq!(count("[FIRING]"), 1, "{:?}", bodies());
+}
+
+#[test]
+fn a_command_buried_under_many_messages_while_mxwarden_was_down_still_runs_once() {
+    let s = services::shared();
+    let base = &s.synapse.base_url;
+    let bot = &s.synapse.admin_token;
+    let alice = s.synapse.register("ops-alice", "ops-alice-pass");
+    let page_room = create_room(base, bot, "pages", json!([]));
+    let control_room = create_room(base, bot, "control", json!([]));
+    join(base, &alice, &control_room);
+    let flag = switch(Arc::new(AtomicBool::new(true)));
+    let file = config(&control_config(base, &flag, &page_room, &control_room, bot));
+    let path = file.path.to_str().unwrap().to_string();
+    let log = file.path.with_extension("log");
+    let mut daemon = Daemon::start(&file.path);
+    wait_for("the follower's first position", Duration::from_secs(30), &log, || {
+        std::fs::read_to_string(&log).ok()?.contains("commands from now on are obeyed").then_some(())
+    });
+    daemon.kill9();
+    // While it is down: the command, then more chatter than one /sync answer holds (100).
+    let buried = say(base, &alice, &control_room, "!maintenance synapse 30m buried");
+    for i in 0..130 {
+        say(base, &alice, &control_room, &format!("chatter {i}"));
+    }
+    let _daemon = Daemon::start(&file.path);
+    let answer = wait_for("the answer to the buried command", Duration::from_secs(40), &log, || {
+        let r = replies_to(&messages_all(base, bot, &control_room), &buried);
+        (!r.is_empty()).then_some(r)
+    });
+    assert!(answer[0].starts_with("Maintenance for synapse until"), "{answer:?}");
+    let rows = run(&["--config", &path, "audit", "--json"], &[]).json();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "run once: {rows}");
+    assert_eq!(rows[0]["command"], "!maintenance synapse 30m buried");
+}
+
+/// Every `m.room.message` of the room, paging back through all of it.
+fn messages_all(base: &str, token: &str, room: &str) -> Vec<Value> {
+    fakes::runtime().block_on(async {
+        let mut out = Vec::new();
+        let mut from: Option<String> = None;
+        for _ in 0..20 {
+            let mut u = url(base, &["rooms", room, "messages"]);
+            u.query_pairs_mut().append_pair("dir", "b").append_pair("limit", "100");
+            if let Some(f) = &from {
+                u.query_pairs_mut().append_pair("from", f);
+            }
+            let r: Value = client().get(u).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            let chunk = r["chunk"].as_array().cloned().unwrap_or_default();
+            out.extend(chunk.into_iter().filter(|e| e["type"] == "m.room.message"));
+            match r["end"].as_str() {
+                Some(end) => from = Some(end.to_string()),
+                None => break,
+            }
+        }
+        out.reverse();
+        out
+    })
+}
