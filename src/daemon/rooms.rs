@@ -2,7 +2,8 @@
 //! receiver's room or the control room with `m.room.encryption` set refuses the start, with a
 //! message saying so and what to do. A homeserver that cannot be asked now (it is down: that
 //! is what mxwarden is for) does not stop monitoring; the receiver checks again before its
-//! first message, and the control room's follower before it reads.
+//! first message, and the control room's follower before it reads. A reload naming an
+//! encrypted room is refused like an invalid file: the running config stays.
 
 use crate::config::Config;
 use crate::notify::Receiver;
@@ -42,4 +43,13 @@ pub(super) async fn refuse_encrypted(config: &Config, http: &reqwest::Client) ->
         }
     }
     Ok(())
+}
+
+/// The config at `path` for a reload: valid, and none of its rooms encrypted (a reload that
+/// names an encrypted room is refused like an invalid file; the running config stays).
+pub(super) async fn load_for_reload(path: &std::path::Path) -> Result<Config, String> {
+    let config = crate::config::load(path).map_err(|e| e.to_string())?;
+    let http = crate::dispatch::http_client()?;
+    refuse_encrypted(&config, &http).await?;
+    Ok(config)
 }

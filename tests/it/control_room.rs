@@ -629,3 +629,34 @@ fn messages_all(base: &str, token: &str, room: &str) -> Vec<Value> {
         out
     })
 }
+
+#[test]
+fn a_reload_naming_an_encrypted_room_is_refused_and_the_running_config_stays() {
+    let s = services::shared();
+    let base = &s.synapse.base_url;
+    let bot = &s.synapse.admin_token;
+    let encryption =
+        json!([{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]);
+    let secret_room = create_room(base, bot, "encrypted", encryption);
+    let page_room = create_room(base, bot, "pages", json!([]));
+    let control_room = create_room(base, bot, "control", json!([]));
+    let flag = switch(Arc::new(AtomicBool::new(true)));
+    let port = services::free_port();
+    let good = control_config(base, &flag, &page_room, &control_room, bot)
+        .replace("listen: off", &format!("listen: 127.0.0.1:{port}\nadmin_token: reload-token-1"));
+    let file = config(&good);
+    let log = file.path.with_extension("log");
+    let _daemon = Daemon::start(&file.path);
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    wait_for("the daemon to serve", Duration::from_secs(30), &log, || {
+        services::http_get(&healthz).filter(|(c, _)| *c == 200)
+    });
+    std::fs::write(&file.path, good.replace(&control_room, &secret_room)).unwrap();
+    let reload = format!("http://127.0.0.1:{port}/api/v1/reload");
+    let (code, body) = services::http_request("POST", &reload, &[("Authorization", "Bearer reload-token-1")])
+        .expect("the daemon answers");
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("end-to-end encrypted") && body.contains("the control"), "{body}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(services::http_get(&healthz).map(|r| r.0), Some(200), "the running config stays");
+}
