@@ -2,8 +2,11 @@
 //! round trip (latency measured, the canary messages redacted), a stopped Synapse paging
 //! `MatrixCanaryFailing`, commands from the allowed user taking effect (a `!silence` holds the
 //! next page, and is in the audit) while another user's are ignored, a restart that neither
-//! misses nor re-runs a command, encrypted rooms refused, and the heartbeat that stops when
-//! the evaluation loop is blocked (the `failpoints` feature's `stall` point).
+//! misses nor re-runs a command (even one buried under more than a `/sync` answer holds),
+//! `!ack` stopping reminders, `!backup` reporting in its thread, hostile commands and a hostile
+//! homeserver, encrypted rooms refused (at start, on reload, by `notify test`), and the
+//! heartbeat that stops when the evaluation loop is blocked (the `failpoints` feature's
+//! `stall` point).
 
 use crate::alerting::{Daemon, wait_for};
 use crate::cli::{config, run};
@@ -659,4 +662,43 @@ fn a_reload_naming_an_encrypted_room_is_refused_and_the_running_config_stays() {
     assert!(body.contains("end-to-end encrypted") && body.contains("the control"), "{body}");
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(services::http_get(&healthz).map(|r| r.0), Some(200), "the running config stays");
+}
+
+#[test]
+fn backup_from_the_control_room_runs_and_reports_in_the_thread() {
+    let s = services::shared();
+    let base = &s.synapse.base_url;
+    let bot = &s.synapse.admin_token;
+    let alice = s.synapse.register("ops-alice", "ops-alice-pass");
+    let page_room = create_room(base, bot, "pages", json!([]));
+    let control_room = create_room(base, bot, "control", json!([]));
+    join(base, &alice, &control_room);
+    let flag = switch(Arc::new(AtomicBool::new(true)));
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("signing.key"), "ed25519 a_test key-material").unwrap();
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    let backup = format!(
+        "backup:\n  dir: {}\n  files: {{ keys: [\"{}\"] }}\n  encrypt_to: [\"{recipient}\"]\n",
+        dir.path().join("backups").display(),
+        keys.display()
+    );
+    let file = config(&format!("{}{backup}", control_config(base, &flag, &page_room, &control_room, bot)));
+    let path = file.path.to_str().unwrap().to_string();
+    let log = file.path.with_extension("log");
+    let _daemon = Daemon::start(&file.path);
+    wait_for("the follower's first position", Duration::from_secs(30), &log, || {
+        std::fs::read_to_string(&log).ok()?.contains("commands from now on are obeyed").then_some(())
+    });
+    let command = say(base, &alice, &control_room, "!backup");
+    let replies = wait_for("the backup's result in the thread", Duration::from_secs(60), &log, || {
+        let r = replies_to(&messages(base, bot, &control_room), &command);
+        (r.len() >= 2).then_some(r)
+    });
+    assert_eq!(replies[0], "Backup started; the result follows in this thread.");
+    assert!(replies[1].starts_with("Backup ") && replies[1].contains("finished: Ok, 1 items"), "{replies:?}");
+    let list = run(&["--config", &path, "backup", "list", "--json"], &[]);
+    assert_eq!(list.code, 0, "{}", list.all());
+    assert_eq!(list.json().as_array().map(Vec::len), Some(1), "one run on disk: {}", list.stdout);
 }
