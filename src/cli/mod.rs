@@ -238,9 +238,21 @@ fn init_logging(verbose: u8, secrets: crate::redact::Shared) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(crate::redact::LogWriter(secrets)).with_target(false))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(crate::redact::LogWriter(secrets))
+                .with_target(false)
+                .with_ansi(colour_logs()),
+        )
         .with(filter)
         .try_init();
+}
+
+/// Colours only for a person at a terminal: a log file, a journal or a pipe gets plain text,
+/// and `NO_COLOR` (https://no-color.org) turns them off everywhere.
+fn colour_logs() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 pub(crate) fn load(path: &Path) -> Result<Config> {
@@ -391,6 +403,8 @@ struct ShowView {
     store: String,
     /// `off` or the address.
     listen: String,
+    /// Most connections the server holds at once.
+    listen_max_connections: usize,
     /// Whether API writes are enabled (the token itself is never shown).
     admin_token: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -494,6 +508,9 @@ struct DefaultsView {
     body_limit: String,
     follow_redirects: bool,
     concurrency: usize,
+    scrape_body_limit: String,
+    series_limit: usize,
+    sample_limit: usize,
 }
 
 fn config_show(path: &Path, json: bool) -> Result<Status> {
@@ -506,9 +523,13 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
             body_limit: d.body_limit.to_string(),
             follow_redirects: d.follow_redirects,
             concurrency: d.concurrency,
+            scrape_body_limit: d.scrape_body_limit.to_string(),
+            series_limit: d.series_limit,
+            sample_limit: d.sample_limit,
         },
         store: config.store.display().to_string(),
         listen: config.listen.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        listen_max_connections: config.listen_max_connections,
         admin_token: if config.admin_token.is_some() { "<redacted>" } else { "none (API read-only)" },
         maintenance: config
             .maintenance

@@ -76,6 +76,11 @@ services:
     assert_eq!(shown.code, 0, "{}", shown.all());
     assert_eq!(shown.json()["listen"], format!("127.0.0.1:{port}"));
     assert_eq!(shown.json()["admin_token"], "<redacted>");
+    // The limits in force are shown with their defaults, not only when set.
+    assert_eq!(shown.json()["listen_max_connections"], 512);
+    let defaults = &shown.json()["defaults"];
+    assert_eq!((defaults["series_limit"].as_u64(), defaults["sample_limit"].as_u64()), (Some(20_000), Some(10_000)));
+    assert_eq!(defaults["scrape_body_limit"], "32MiB");
     assert!(!shown.stdout.contains(TOKEN), "config show never prints the token");
     assert!(shown.json().get("depends_on").is_none(), "no postgres and no mas here: nothing to depend on");
     let names: Vec<String> =
