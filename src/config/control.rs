@@ -75,7 +75,7 @@ pub(super) fn control(
         problems.add(
             &c.room.referenced,
             "control.room",
-            format!("`{room}` is not a room id (`!abc:example.org`) or alias (`#ops:example.org`)"),
+            format!("`{room}` is not a room id (`!abc`) or alias (`#ops:example.org`)"),
         );
     }
     if c.allowed_users.is_empty() {

@@ -702,3 +702,42 @@ fn backup_from_the_control_room_runs_and_reports_in_the_thread() {
     assert_eq!(list.code, 0, "{}", list.all());
     assert_eq!(list.json().as_array().map(Vec::len), Some(1), "one run on disk: {}", list.stdout);
 }
+
+#[test]
+fn config_errors_in_control_heartbeat_and_canary_name_the_line_and_key() {
+    let file = config(
+        r#"control:
+  room: ops
+  allowed_users: ["admin", "@ok:example.org"]
+heartbeat:
+  url: "ftp://hc-ping.com/LEAKuuid-1234"
+  every: 0s
+  method: DELETE
+checks:
+  - name: canary
+    matrix_canary: { homeserver: "https://matrix.example.org", room: "canary" }
+  - name: both
+    http: { url: "https://example.org/" }
+    matrix_canary: { homeserver: "https://matrix.example.org", room: "!r", access_token: "t" }
+"#,
+    );
+    let r = run(&["--config", file.path.to_str().unwrap(), "config", "check"], &[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    for expected in [
+        "mxwarden.yaml:2:9: control.room",
+        "mxwarden.yaml:3:19: control.allowed_users[0]",
+        "`admin` is not a Matrix user id",
+        "control: needs a bot",
+        "mxwarden.yaml:5:8: heartbeat.url",
+        "uses scheme `ftp`",
+        "heartbeat.every",
+        "out of range; expected 1s to 1d",
+        "heartbeat.method",
+        "checks[0].matrix_canary.room",
+        "checks[0].matrix_canary.access_token: the sending account's token is required",
+        "checks[1]: a check has one probe",
+    ] {
+        assert!(r.stderr.contains(expected), "missing {expected:?} in:\n{}", r.stderr);
+    }
+    assert!(!r.all().contains("LEAKuuid-1234"), "the heartbeat URL is a secret: {}", r.all());
+}
