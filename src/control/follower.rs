@@ -312,7 +312,11 @@ impl Follower {
             sender: m.sender.to_string(),
             thread: thread.clone(),
         };
-        let reply: Reply = (COMMANDS[parsed.index].run)(&cx, &parsed.args).await;
+        // The parser's table is `COMMANDS`' declarations, in order.
+        let reply: Reply = match COMMANDS.get(parsed.index) {
+            Some(command) => (command.run)(&cx, &parsed.args).await,
+            None => Reply { text: format!("`!{}` has no handler", parsed.name), ok: false },
+        };
         let text = if reply.ok { reply.text.clone() } else { format!("Not done: {}", reply.text) };
         post_in_thread(&thread, m.event_id, &text).await;
         let outcome: String = text.chars().take(500).collect();

@@ -410,12 +410,13 @@ checks:
     let (code, body) = wait_for("/healthz to say the loop stalled", Duration::from_secs(20), &log, || {
         services::http_get(&healthz).filter(|(code, _)| *code == 503)
     });
+    let noticed = blocked.elapsed();
     assert_eq!(code, 503);
     assert!(body.contains("evaluation stalled"), "{body}");
     let stopped_at = count();
     std::thread::sleep(Duration::from_secs(4));
     assert!(count() <= stopped_at + 1, "no pings while the loop is blocked: {} then {}", stopped_at, count());
-    eprintln!("heartbeat withheld {:.1?} after the evaluation loop was blocked", blocked.elapsed());
+    eprintln!("/healthz said 503 and the heartbeat stopped {noticed:.1?} after the evaluation loop was blocked");
 
     // Unblocked, the pings come back.
     std::fs::remove_file(&stall).unwrap();
