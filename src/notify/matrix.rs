@@ -28,12 +28,21 @@ pub struct MatrixReceiver {
     /// `m.notice` or `m.text`.
     pub msgtype: String,
     room_id: Arc<OnceCell<String>>,
+    /// Whether the room is known not to be encrypted.
+    unencrypted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl MatrixReceiver {
     /// A receiver for `room` on `homeserver`.
     pub(crate) fn new(homeserver: Url, room: String, token: SecretString, msgtype: String) -> Self {
-        Self { homeserver, room, token, msgtype, room_id: Arc::new(OnceCell::new()) }
+        Self {
+            homeserver,
+            room,
+            token,
+            msgtype,
+            room_id: Arc::new(OnceCell::new()),
+            unencrypted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
     }
 
     fn endpoint(&self, segments: &[&str]) -> Url {
@@ -53,25 +62,38 @@ impl MatrixReceiver {
             .get_or_try_init(|| async {
                 let url = self.endpoint(&["join", &self.room]);
                 let body = self.call(http.post(url).json(&json!({})), "join the room").await?;
-                let room_id = body
-                    .get("room_id")
+                body.get("room_id")
                     .and_then(Value::as_str)
                     .map(str::to_string)
-                    .ok_or_else(|| SendError::transient("join answered without a room_id"))?;
-                // mxwarden does not do end-to-end encryption: an encrypted room is refused.
-                let client =
-                    crate::probe::matrix::MatrixClient::new(self.homeserver.clone(), self.token.clone(), http.clone());
-                match client.encrypted(&room_id, Duration::from_secs(30)).await {
-                    Ok(false) => Ok(room_id),
-                    Ok(true) => Err(SendError::Permanent(crate::probe::matrix::encrypted_refusal(
-                        "the receiver's",
-                        &escape_controls_in_prose(&self.room),
-                    ))),
-                    Err(e) => Err(SendError::transient(format!("could not read the room's encryption state: {e}"))),
-                }
+                    .ok_or_else(|| SendError::transient("join answered without a room_id"))
             })
             .await
             .cloned()
+    }
+
+    /// mxwarden does not do end-to-end encryption: an encrypted room is refused (a permanent
+    /// error saying what to do). A room whose state cannot be read now is not held against the
+    /// page: it is sent, and the state is asked again next time.
+    async fn refuse_encrypted(&self, http: &reqwest::Client, room_id: &str) -> Result<(), SendError> {
+        use std::sync::atomic::Ordering;
+        if self.unencrypted.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let client = crate::probe::matrix::MatrixClient::new(self.homeserver.clone(), self.token.clone(), http.clone());
+        match client.encrypted(room_id, Duration::from_secs(30)).await {
+            Ok(false) => {
+                self.unencrypted.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(true) => Err(SendError::Permanent(crate::probe::matrix::encrypted_refusal(
+                "the receiver's",
+                &escape_controls_in_prose(&self.room),
+            ))),
+            Err(e) => {
+                tracing::debug!(room = %escape_controls_in_prose(&self.room), error = %e, "The room's encryption state could not be read; sending anyway.");
+                Ok(())
+            }
+        }
     }
 
     /// Sends `n` under transaction `txn`, in the thread of `thread_root` if given; returns the
@@ -84,6 +106,7 @@ impl MatrixReceiver {
         thread_root: Option<&str>,
     ) -> Result<String, SendError> {
         let room_id = self.room_id(http).await?;
+        self.refuse_encrypted(http, &room_id).await?;
         let mut content = json!({
             "msgtype": self.msgtype,
             "body": escape_controls_in_prose(&n.text),

@@ -23,7 +23,7 @@ pub(crate) enum MatrixError {
     #[error("{0}")]
     Transport(String),
     /// The server answered with an error status.
-    #[error("{status} {errcode} {error}")]
+    #[error("{}", describe_status(*status, errcode, error))]
     Status {
         /// HTTP status.
         status: u16,
@@ -35,6 +35,15 @@ pub(crate) enum MatrixError {
     /// A 2xx answer that is not what the API promises (not JSON, a field missing, too big).
     #[error("{0}")]
     Malformed(String),
+}
+
+/// `404 M_NOT_FOUND Room not found`, without blanks for what the server left out.
+fn describe_status(status: u16, errcode: &str, error: &str) -> String {
+    [status.to_string(), errcode.to_string(), error.to_string()]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl MatrixError {
