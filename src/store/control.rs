@@ -21,21 +21,21 @@ type Result<T> = std::result::Result<T, StoreError>;
 
 /// One accepted command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AuditEntry {
+pub(crate) struct AuditEntry {
     /// The command's Matrix event id.
-    pub event_id: String,
+    pub(crate) event_id: String,
     /// When it was accepted, ms.
-    pub at: i64,
+    pub(crate) at: i64,
     /// Who gave it.
-    pub sender: String,
+    pub(crate) sender: String,
     /// The room it came from.
-    pub room: String,
+    pub(crate) room: String,
     /// The command as parsed (`!silence synapse 1h deploy`).
-    pub command: String,
+    pub(crate) command: String,
     /// What it did, or why it failed; empty while it runs (or if the process died running it).
-    pub outcome: String,
+    pub(crate) outcome: String,
     /// Whether it finished.
-    pub done: bool,
+    pub(crate) done: bool,
 }
 
 /// The meta key of the follower's `/sync` token for bot `user`.
@@ -96,7 +96,7 @@ pub(crate) async fn finish(store: &Store, event_id: &str, outcome: &str) -> Resu
 }
 
 /// The newest `limit` accepted commands, newest first.
-pub async fn audit(store: &Store, limit: i64) -> Result<Vec<AuditEntry>> {
+pub(crate) async fn audit(store: &Store, limit: i64) -> Result<Vec<AuditEntry>> {
     let rows = sqlx::query("SELECT * FROM control_audit ORDER BY at DESC, rowid DESC LIMIT ?")
         .bind(limit)
         .fetch_all(store.pool())

@@ -15,7 +15,7 @@
 //! until a restart. Each write's outcome goes to `health`, which `/healthz`, the status page
 //! and the daemon's `MxwardenStoreFailing` page read.
 
-pub mod control;
+pub(crate) mod control;
 pub(crate) mod health;
 pub(crate) mod history;
 pub mod maintenance;
