@@ -40,6 +40,7 @@ pub mod dispatch; // outbox -> notifiers: backoff, dead letters, fallback
 pub mod backup; // encrypted pg_dump and file-set backups, verify, restore, retention
 pub mod config; // mxwarden.yaml: schema -> validate -> build into the runtime types above
 pub mod live; // what the running daemon knows now, shared with its server
+pub(crate) mod diagnose; // the runbook's common issues as playbooks: findings with evidence and fixes
 pub(crate) mod watchdog; // is mxwarden still judging? the evaluator's pulse and the store's health
 pub(crate) mod control; // the ops room as a control room: commands, their audit, the /sync follower
 

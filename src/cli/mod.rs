@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 mod alerting;
 mod backup;
+mod diagnose;
 mod control;
 mod maintenance;
 pub(crate) mod output;
@@ -105,6 +106,19 @@ enum Command {
     /// Maintenance windows: open one now, list them, end one.
     #[command(subcommand)]
     Maintenance(crate::cli::maintenance::MaintenanceCommand),
+    /// The runbook's common issues, diagnosed: each finding with what was seen, why it
+    /// matters, the fix and the runbook section. Topics: synapse-oom, mas-db, oidc,
+    /// vikunja-email, db-disk; default every one the config makes possible.
+    Diagnose {
+        /// Playbooks to run (default: all the config allows).
+        topics: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Synapse's media: statistics, and purging the remote media cache.
+    #[command(subcommand)]
+    Synapse(crate::cli::diagnose::SynapseCommand),
     /// Commands accepted from the control room (`control:`): who, when, what, and the outcome.
     Audit {
         /// Print JSON.
@@ -219,6 +233,8 @@ pub fn main() -> Result<Status> {
         Command::Backup(command) => crate::cli::backup::run(&cli.config, command),
         Command::Restore(args) => crate::cli::backup::restore(&load(&cli.config)?, args),
         Command::Maintenance(command) => crate::cli::maintenance::run(&load(&cli.config)?, command),
+        Command::Diagnose { topics, json } => crate::cli::diagnose::diagnose(&load(&cli.config)?, &topics, json),
+        Command::Synapse(command) => crate::cli::diagnose::synapse(&load(&cli.config)?, command),
     }
 }
 

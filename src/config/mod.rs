@@ -15,6 +15,7 @@ mod maintenance;
 mod postgres;
 pub(crate) mod schema;
 pub(crate) mod secrets;
+pub(crate) mod targets;
 
 pub use control::{ControlSettings, HeartbeatSettings};
 pub(crate) use error::{ConfigError, Diagnostic};
@@ -59,6 +60,8 @@ pub struct Config {
     /// Every secret of the file (and of the `*_file`s and `${VAR}`s it names), for whatever
     /// prints something that came from the config.
     pub redactor: crate::redact::Redactor,
+    /// Each service's URLs, token, TLS and database, for the diagnosis playbooks.
+    pub(crate) services: Vec<targets::ServiceTarget>,
     /// The control room (`control:`), if configured.
     pub control: Option<ControlSettings>,
     /// The dead man's switch (`heartbeat:`), if configured.
@@ -97,9 +100,11 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let origin = build::Origin { path, source, base_dir, read_secrets: Default::default() };
     let built = build::build(&file, &origin);
+    let services = built.as_ref().map(|b| targets::targets(&file, &origin, &b.checks)).unwrap_or_default();
     secrets.add(origin.read_secrets.take());
     let built = built.map_err(|found| clean(&secrets, ConfigError::Invalid(found)))?;
     Ok(Config {
+        services,
         redactor: secrets.redactor(),
         path: path.to_path_buf(),
         defaults: file.defaults,

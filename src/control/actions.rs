@@ -63,6 +63,8 @@ pub(crate) struct Ctx {
     pub backup: Option<Arc<crate::backup::BackupPlan>>,
     /// Whether evaluation is healthy.
     pub watchdog: Arc<crate::watchdog::Watchdog>,
+    /// The running config (for the diagnosis playbooks).
+    pub config: Arc<crate::config::Config>,
     /// Who gave the command.
     pub sender: String,
     /// The command's thread.
@@ -139,6 +141,15 @@ pub(crate) const COMMANDS: &[Command] = &[
             help: "take a backup now; the result follows in this thread",
         },
         run: |cx, _| Box::pin(handlers::backup(cx)),
+    },
+    Command {
+        spec: Spec {
+            name: "diagnose",
+            shape: Shape::OptionalWord,
+            usage: "!diagnose [topic]",
+            help: "run the runbook's playbooks (synapse-oom, mas-db, oidc, vikunja-email, db-disk); findings follow in this thread",
+        },
+        run: |cx, args| Box::pin(handlers::diagnose(cx, args)),
     },
     Command {
         spec: Spec {
@@ -393,6 +404,37 @@ mod handlers {
         Reply::ok("Backup started; the result follows in this thread.")
     }
 
+    pub(super) async fn diagnose(cx: &Ctx, args: &Args) -> Reply {
+        let asked: Vec<String> = match args {
+            Args::Word(Some(topic)) => vec![topic.clone()],
+            _ => Vec::new(),
+        };
+        let topics = match crate::diagnose::select(&cx.config, &asked) {
+            Ok(t) if t.is_empty() => return Reply::no("no playbook can run with this config"),
+            Ok(t) => t,
+            Err(e) => return Reply::no(e.to_string()),
+        };
+        let names: Vec<&str> = topics.iter().map(|t| t.name()).collect();
+        let (config, thread, by) = (cx.config.clone(), cx.thread.clone(), cx.sender.clone());
+        let key = format!("diagnose-{}", cx.clock.now().as_millisecond());
+        tokio::spawn(async move {
+            let deadline = std::time::Duration::from_secs(30);
+            let body = match tokio::time::timeout(
+                deadline + std::time::Duration::from_secs(1),
+                crate::diagnose::run(&config, &topics, deadline),
+            )
+            .await
+            {
+                Ok(report) => crate::diagnose::render_text(&report),
+                Err(_) => format!("The diagnosis did not finish within {} s.", deadline.as_secs()),
+            };
+            let body = config.redactor.redact(&body).into_owned();
+            tracing::info!(by = %by, "Diagnosis from the control room done.");
+            super::super::follower::post_in_thread(&thread, &key, &body).await;
+        });
+        Reply::ok(format!("Diagnosing {}; the findings follow in this thread.", names.join(", ")))
+    }
+
     pub(super) fn help(args: &Args) -> Reply {
         if let Args::Word(Some(name)) = args {
             return match COMMANDS.iter().find(|c| c.spec.name == name) {
@@ -410,7 +452,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_table_has_unique_names_every_one_parseable_and_no_diagnose_yet() {
+    fn the_table_has_unique_names_and_every_command_of_the_issue() {
         let specs = specs();
         let names: BTreeSet<&str> = specs.iter().map(|s| s.name).collect();
         assert_eq!(names.len(), specs.len(), "unique names");
@@ -418,10 +460,9 @@ mod tests {
             assert!(s.usage.starts_with(&format!("!{}", s.name)), "{}: usage names the command", s.name);
             assert!(!s.help.is_empty());
         }
-        for name in ["status", "alerts", "ack", "silence", "maintenance", "end", "backup", "help"] {
+        for name in ["status", "alerts", "ack", "silence", "maintenance", "end", "backup", "diagnose", "help"] {
             assert!(names.contains(name), "{name}");
         }
-        assert!(!names.contains("diagnose"), "not offered before it exists");
     }
 
     #[test]

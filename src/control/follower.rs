@@ -50,6 +50,8 @@ pub(crate) struct Parts {
     pub(crate) backup: Option<Arc<crate::backup::BackupPlan>>,
     /// Evaluation health.
     pub(crate) watchdog: Arc<crate::watchdog::Watchdog>,
+    /// The running config (for `!diagnose`).
+    pub(crate) config: Arc<crate::config::Config>,
     /// HTTP client.
     pub(crate) http: reqwest::Client,
 }
@@ -309,6 +311,7 @@ impl Follower {
             clock: self.parts.clock.clone(),
             backup: self.parts.backup.clone(),
             watchdog: self.parts.watchdog.clone(),
+            config: self.parts.config.clone(),
             sender: m.sender.to_string(),
             thread: thread.clone(),
         };

@@ -60,6 +60,10 @@ pub(super) struct Parts {
     pub(super) backup: Option<Arc<crate::backup::BackupPlan>>,
     /// The longest wait between full sweeps.
     pub(super) sweep_every: Duration,
+    /// Woken after a commit with critical pages: their diagnoses follow (`followup`).
+    pub(super) diagnosis: Arc<Notify>,
+    /// The host of each HTTPS check, for the daily digest's certificates.
+    pub(super) certificates: std::collections::BTreeMap<String, String>,
     /// Beaten on every turn of the loop (`/healthz`, the heartbeat).
     pub(super) watchdog: Arc<crate::watchdog::Watchdog>,
 }
@@ -83,13 +87,14 @@ pub(super) struct Evaluator {
     sweep_at: i64,
     /// Decisions the store refused, oldest first, to be committed before anything newer.
     unsaved: Vec<Decision>,
+    diagnosis: Arc<Notify>,
     watchdog: Arc<crate::watchdog::Watchdog>,
 }
 
 impl Evaluator {
     pub(super) fn new(p: Parts) -> Self {
         let now = p.clock.now().as_millisecond();
-        let digests = p.alerting.clone().map(|a| Digests::new(a, p.backup));
+        let digests = p.alerting.clone().map(|a| Digests::new(a, p.backup, p.certificates));
         let sweep_every_ms = i64::try_from(p.sweep_every.as_millis()).unwrap_or(i64::MAX).max(1);
         Self {
             store: p.store,
@@ -107,6 +112,7 @@ impl Evaluator {
             sweep_every_ms,
             sweep_at: now,
             unsaved: Vec::new(),
+            diagnosis: p.diagnosis,
             watchdog: p.watchdog,
         }
     }
@@ -281,7 +287,12 @@ impl Evaluator {
     }
 
     /// Commits `decision` after every earlier one the store refused, in one transaction.
-    async fn commit(&mut self, decision: Decision, now: i64) {
+    async fn commit(&mut self, mut decision: Decision, now: i64) {
+        if let Some(alerting) = &self.alerting {
+            // A critical page's diagnosis is decided with it, in the same transaction.
+            let marks = super::followup::marks(&decision, alerting);
+            decision.meta.extend(marks);
+        }
         if !decision.is_empty() {
             self.unsaved.push(decision);
         }
@@ -298,6 +309,7 @@ impl Evaluator {
                 }
                 self.unsaved.clear();
                 self.wake.notify_one();
+                self.diagnosis.notify_one();
             }
             Err(e) => self.refused(e),
         }

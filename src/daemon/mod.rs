@@ -9,6 +9,7 @@
 mod digests;
 mod evaluator;
 mod failpoint;
+mod followup;
 mod heartbeat;
 mod recorder;
 mod rooms;
@@ -48,6 +49,7 @@ async fn run_config(
     reload: mpsc::Sender<ReloadRequest>,
     wake: Arc<Notify>,
 ) -> Result<()> {
+    let config = Arc::new(config);
     let store = Store::open(&config.store).await.context("cannot open the store")?.with_clock(clock.clone());
     let history = Arc::new(History::new(store.clone()));
     let started = clock.now().as_millisecond();
@@ -102,6 +104,8 @@ async fn run_config(
         engine.restore(&a.alert, a.labels, a.state, a.value, a.annotations);
     }
     let mut tasks = Vec::new();
+    // Woken after a commit that decided critical pages: their diagnoses follow.
+    let diagnosis = Arc::new(Notify::new());
     if let Some(a) = &alerting {
         let http = crate::dispatch::http_client().map_err(anyhow::Error::msg)?;
         let alarm = store_alarm::StoreAlarm {
@@ -111,6 +115,14 @@ async fn run_config(
             clock: clock.clone(),
         };
         tasks.push(tokio::spawn(alarm.run(stop.clone())));
+        let followups = followup::FollowUps {
+            store: store.clone(),
+            config: config.clone(),
+            clock: clock.clone(),
+            wake: wake.clone(),
+            signal: diagnosis.clone(),
+        };
+        tasks.push(tokio::spawn(followups.run(stop.clone())));
         let dispatcher = Dispatcher::new(store.clone(), a.clone(), http, a.retry, clock.clone());
         let (wake, stop) = (wake.clone(), stop.clone());
         tasks.push(tokio::spawn(async move { dispatcher.run(wake, stop).await }));
@@ -125,6 +137,7 @@ async fn run_config(
             clock: clock.clone(),
             backup: config.backup.clone(),
             watchdog: watchdog.clone(),
+            config: config.clone(),
             http: http.clone(),
         });
         tasks.push(tokio::spawn(follower.run(stop.clone())));
@@ -177,6 +190,8 @@ async fn run_config(
         calendar,
         backup: config.backup.clone(),
         sweep_every,
+        diagnosis,
+        certificates: certificate_hosts(&config.checks),
         watchdog,
     });
     evaluator.run(rx, stop).await;
@@ -184,6 +199,21 @@ async fn run_config(
         let _ = t.await;
     }
     Ok(())
+}
+
+/// The host each HTTPS check connects to, by check name.
+fn certificate_hosts(checks: &[crate::probe::spec::CheckSpec]) -> std::collections::BTreeMap<String, String> {
+    use crate::probe::spec::{ProbeSpec, Target};
+    checks
+        .iter()
+        .filter_map(|c| match &c.probe {
+            ProbeSpec::Http(h) => match &h.target {
+                Target::Url(u) if u.scheme() == "https" => Some((c.id.0.clone(), u.host_str()?.to_string())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 /// The longest wait between the evaluator's full sweeps: the shortest check interval, from 1 s

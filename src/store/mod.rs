@@ -19,6 +19,7 @@ pub(crate) mod control;
 pub(crate) mod health;
 pub(crate) mod history;
 pub mod maintenance;
+pub(crate) mod followup;
 
 pub(crate) use health::Health;
 pub use history::History;

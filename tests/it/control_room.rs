@@ -296,7 +296,10 @@ fn an_allowed_users_silence_holds_the_next_page_and_is_audited_while_others_are_
     assert!(reply[0].starts_with("Maintenance for synapse until"), "{reply:?}");
     let again = say(base, &alice, &control_room, "!help");
     let help = wait_for("the answer to !help", Duration::from_secs(30), &log, || answered(&again));
-    assert!(help[0].contains("!silence SERVICE DURATION [reason]") && !help[0].contains("diagnose"), "{help:?}");
+    assert!(
+        help[0].contains("!silence SERVICE DURATION [reason]") && help[0].contains("!diagnose [topic]"),
+        "{help:?}"
+    );
     let rows = run(&["--config", &path, "audit", "--json"], &[]).json();
     let commands: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["command"].as_str().unwrap()).collect();
     assert_eq!(commands, vec!["!help", "!maintenance synapse 30m db upgrade", "!silence synapse 1h", "!status"]);
@@ -741,4 +744,38 @@ checks:
         assert!(r.stderr.contains(expected), "missing {expected:?} in:\n{}", r.stderr);
     }
     assert!(!r.all().contains("LEAKuuid-1234"), "the heartbeat URL is a secret: {}", r.all());
+}
+
+#[test]
+fn diagnose_from_the_control_room_posts_the_findings_in_the_thread() {
+    let s = services::shared();
+    let base = &s.synapse.base_url;
+    let bot = &s.synapse.admin_token;
+    let alice = s.synapse.register("ops-alice", "ops-alice-pass");
+    let page_room = create_room(base, bot, "pages", json!([]));
+    let control_room = create_room(base, bot, "control", json!([]));
+    join(base, &alice, &control_room);
+    let flag = switch(Arc::new(AtomicBool::new(true)));
+    let services = format!(
+        "services:\n  synapse:\n    kind: synapse\n    url: {base}\n    metrics_url: {}\n",
+        s.synapse.metrics_url
+    );
+    let file = config(&format!("{}{services}", control_config(base, &flag, &page_room, &control_room, bot)));
+    let log = file.path.with_extension("log");
+    let _daemon = Daemon::start(&file.path);
+    wait_for("the follower's first position", Duration::from_secs(30), &log, || {
+        std::fs::read_to_string(&log).ok()?.contains("commands from now on are obeyed").then_some(())
+    });
+    let answered = |event: &str, n: usize| {
+        let r = replies_to(&messages(base, bot, &control_room), event);
+        (r.len() >= n).then_some(r)
+    };
+    let unknown = say(base, &alice, &control_room, "!diagnose nope");
+    let reply = wait_for("the refusal", Duration::from_secs(30), &log, || answered(&unknown, 1));
+    assert!(reply[0].starts_with("Not done: no playbook `nope`"), "{reply:?}");
+    let command = say(base, &alice, &control_room, "!diagnose synapse-oom");
+    let replies = wait_for("the diagnosis in the thread", Duration::from_secs(60), &log, || answered(&command, 2));
+    assert_eq!(replies[0], "Diagnosing synapse-oom; the findings follow in this thread.");
+    assert!(replies[1].contains("synapse-oom"), "the report names its playbook: {replies:?}");
+    assert!(!replies[1].contains(bot.as_str()), "no token in the report");
 }

@@ -13,6 +13,7 @@ mod conformance;
 mod control_room;
 mod daemon;
 mod dependencies;
+mod diagnose;
 mod expo_oracle;
 mod failures;
 mod harness_selftest;
