@@ -6,6 +6,7 @@ mod support;
 
 mod alerting;
 mod backup;
+mod backup_s3;
 mod cli;
 mod config_cli;
 mod crash_gaps;
@@ -27,3 +28,4 @@ mod matrix;
 mod postgres;
 mod presets;
 mod secrets;
+mod ship;
