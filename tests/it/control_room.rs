@@ -779,3 +779,51 @@ fn diagnose_from_the_control_room_posts_the_findings_in_the_thread() {
     assert!(replies[1].contains("synapse-oom"), "the report names its playbook: {replies:?}");
     assert!(!replies[1].contains(bot.as_str()), "no token in the report");
 }
+
+#[test]
+fn doctor_proves_the_control_rooms_bot_and_the_canarys_accounts() {
+    let s = services::shared();
+    let base = &s.synapse.base_url;
+    let bot = &s.synapse.admin_token;
+    let reader = s.synapse.register("canary-reader", "canary-reader-pass");
+    let control_room = create_room(base, bot, "control", json!([]));
+    let canary_room = create_room(base, bot, "canary", json!([]));
+    let encryption =
+        json!([{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]);
+    let secret_room = create_room(base, bot, "encrypted", encryption);
+    join(base, &reader, &secret_room);
+    let file = config(&format!(
+        r#"store: ./state.db
+listen: off
+control: {{ room: "{control_room}", allowed_users: ["@ops-alice:localhost"], homeserver: "{base}", access_token: "{bot}" }}
+checks:
+  - name: canary
+    matrix_canary:
+      homeserver: "{base}"
+      room: "{canary_room}"
+      access_token: "{bot}"
+      reader: {{ access_token: "{reader}" }}
+  - name: canary-enc
+    matrix_canary: {{ homeserver: "{base}", room: "{secret_room}", access_token: "{reader}" }}
+"#
+    ));
+    let r = run(&["--config", file.path.to_str().unwrap(), "doctor", "--json"], &[]);
+    let report = r.json();
+    let outcome = |subject: &str, check: &str| -> String {
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["area"] == "matrix" && f["subject"] == subject && f["check"] == check)
+            .map(|f| f["outcome"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_else(|| panic!("no {subject}/{check} in {report:#}"))
+    };
+    assert_eq!(outcome("control room", "token"), "pass", "{report:#}");
+    assert_eq!(outcome("control room", "joined"), "pass", "{report:#}");
+    assert_eq!(outcome("control room", "room not encrypted"), "pass", "{report:#}");
+    assert_eq!(outcome("canary sender", "token"), "pass", "{report:#}");
+    assert_eq!(outcome("canary reader", "token"), "pass", "{report:#}");
+    assert_eq!(outcome("canary-enc sender", "room not encrypted"), "fail", "{report:#}");
+    assert_eq!(r.code, 1, "a failed finding: {}", r.all());
+    assert!(!r.all().contains(bot.as_str()) && !r.all().contains(reader.as_str()), "no token shown");
+}
