@@ -7,6 +7,7 @@
 mod alerting;
 mod backup;
 mod build;
+mod control;
 pub(crate) mod error;
 mod keypath;
 pub(crate) mod load;
@@ -17,6 +18,7 @@ pub(crate) mod schema;
 pub(crate) mod secrets;
 pub(crate) mod targets;
 
+pub use control::{ControlSettings, HeartbeatSettings};
 pub(crate) use error::{ConfigError, Diagnostic};
 
 use crate::probe::spec::CheckSpec;
@@ -63,6 +65,10 @@ pub struct Config {
     pub render: Option<std::sync::Arc<crate::probe::render::RenderApi>>,
     /// Each service's URLs, token, TLS and database, for the diagnosis playbooks.
     pub(crate) services: Vec<targets::ServiceTarget>,
+    /// The control room (`control:`), if configured.
+    pub control: Option<ControlSettings>,
+    /// The dead man's switch (`heartbeat:`), if configured.
+    pub heartbeat: Option<HeartbeatSettings>,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -118,6 +124,8 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         maintenance_reminder_ms: file.maintenance_reminder.map_or(300_000, |d| d.0.as_millis() as i64),
         topology: built.topology,
         render: built.render,
+        control: built.control,
+        heartbeat: built.heartbeat,
         store: file
             .store
             .clone()
