@@ -25,6 +25,11 @@ pub(crate) const MAX_BYTES: u64 = 512 << 10;
 /// Longest object path or upload id accepted in an entry.
 const MAX_FIELD: usize = 1024;
 
+/// A field of an entry as we write them: not empty, bounded, nothing a terminal would act on.
+fn field_ok(f: &str) -> bool {
+    !f.is_empty() && f.len() <= MAX_FIELD && !f.chars().any(crate::text::is_unsafe)
+}
+
 /// Why the journal cannot be read or written.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum JournalError {
@@ -153,12 +158,8 @@ impl Journal {
             Some(format!("version {} is not 1", contents.version))
         } else if contents.uploads.len() > MAX_ENTRIES {
             Some(format!("{} entries, more than {MAX_ENTRIES}", contents.uploads.len()))
-        } else if contents
-            .uploads
-            .iter()
-            .any(|e| [&e.store, &e.path, &e.upload_id].iter().any(|f| f.is_empty() || f.len() > MAX_FIELD))
-        {
-            Some(format!("an entry with an empty field or one longer than {MAX_FIELD} bytes"))
+        } else if contents.uploads.iter().any(|e| [&e.store, &e.path, &e.upload_id].iter().any(|f| !field_ok(f))) {
+            Some(format!("an entry with a field empty, longer than {MAX_FIELD} bytes or with control characters"))
         } else {
             None
         };
@@ -255,7 +256,12 @@ mod tests {
             ),
             (
                 b"{\"version\":1,\"uploads\":[{\"store\":\"\",\"path\":\"p\",\"upload_id\":\"i\"}]}".to_vec(),
-                "empty field",
+                "field empty",
+            ),
+            (
+                b"{\"version\":1,\"uploads\":[{\"store\":\"s\",\"path\":\"p\\u001b[2J\",\"upload_id\":\"i\"}]}"
+                    .to_vec(),
+                "control characters",
             ),
             (vec![b' '; MAX_BYTES as usize + 1], "larger than"),
         ];
