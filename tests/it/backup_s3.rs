@@ -184,6 +184,7 @@ fn a_run_stopped_mid_upload_aborts_its_upload_and_lists_nothing() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert_eq!(s.s3.unfinished_uploads(), Vec::<String>::new(), "the multipart upload was aborted");
+    assert_eq!(journals(&s), Vec::<PathBuf>::new(), "and forgotten in the journal");
 
     let r = s.mx(&["backup", "list", "--json"]);
     assert_eq!(r.code, 0, "{}", r.all());
