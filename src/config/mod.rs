@@ -7,6 +7,7 @@
 mod alerting;
 mod backup;
 mod build;
+mod control;
 pub(crate) mod error;
 mod keypath;
 pub(crate) mod load;
@@ -16,6 +17,7 @@ pub(crate) mod schema;
 pub(crate) mod secrets;
 pub(crate) mod targets;
 
+pub use control::{ControlSettings, HeartbeatSettings};
 pub(crate) use error::{ConfigError, Diagnostic};
 
 use crate::probe::spec::CheckSpec;
@@ -60,6 +62,10 @@ pub struct Config {
     pub redactor: crate::redact::Redactor,
     /// Each service's URLs, token, TLS and database, for the diagnosis playbooks.
     pub(crate) services: Vec<targets::ServiceTarget>,
+    /// The control room (`control:`), if configured.
+    pub control: Option<ControlSettings>,
+    /// The dead man's switch (`heartbeat:`), if configured.
+    pub heartbeat: Option<HeartbeatSettings>,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -114,6 +120,8 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         maintenance: built.maintenance,
         maintenance_reminder_ms: file.maintenance_reminder.map_or(300_000, |d| d.0.as_millis() as i64),
         topology: built.topology,
+        control: built.control,
+        heartbeat: built.heartbeat,
         store: file
             .store
             .clone()

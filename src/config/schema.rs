@@ -68,6 +68,50 @@ pub(crate) struct FileConfig {
     /// reminder goes to the critical tier's receivers. Default `5m`; `0s` sends none.
     #[serde(default)]
     pub maintenance_reminder: Option<HumanDuration>,
+    /// The ops room as a control room: commands (`!status`, `!silence synapse 2h reason`, …)
+    /// from the allowed users, answered in a thread (see `docs/control-room.md`).
+    #[serde(default)]
+    pub control: Option<Spanned<ControlConfig>>,
+    /// A dead man's switch watching mxwarden itself: a URL pinged while evaluation is healthy
+    /// (Healthchecks.io, Uptime Kuma push monitors, UptimeRobot heartbeats).
+    #[serde(default)]
+    pub heartbeat: Option<Spanned<HeartbeatConfig>>,
+}
+
+/// `control:`: the room mxwarden takes commands from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ControlConfig {
+    /// Room id (`!abc:example.org`) or alias (`#ops:example.org`); must not be encrypted.
+    pub room: Spanned<String>,
+    /// Matrix user ids whose commands are obeyed, e.g. `["@admin:example.org"]`. Commands
+    /// from anyone else are ignored and logged.
+    pub allowed_users: Vec<Spanned<String>>,
+    /// The bot's homeserver. Default: the first Matrix receiver's (by name).
+    #[serde(default)]
+    pub homeserver: Option<Spanned<String>>,
+    /// The bot's access token. Default: the first Matrix receiver's (by name).
+    #[serde(default)]
+    pub access_token: Option<SecretString>,
+    /// Read `access_token` from this file instead.
+    #[serde(default)]
+    pub access_token_file: Option<Spanned<PathBuf>>,
+}
+
+/// `heartbeat:`: the outside watcher's ping URL and how often to ping it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeartbeatConfig {
+    /// The ping URL, e.g. `"https://hc-ping.com/${HC_UUID}"`. A secret: such URLs carry
+    /// their credential in the path, so only the scheme and host are ever shown.
+    pub url: Spanned<SecretString>,
+    /// How often to ping while evaluation is healthy, e.g. `1m` (default). Set the watcher's
+    /// period to this and its grace to a few periods.
+    #[serde(default)]
+    pub every: Option<Spanned<HumanDuration>>,
+    /// `GET` (default) or `POST`.
+    #[serde(default)]
+    pub method: Option<Spanned<String>>,
 }
 
 /// One recurring maintenance window.
@@ -503,6 +547,48 @@ pub(crate) struct CheckConfig {
     /// How long the check must keep failing before `CheckFailing` fires. Default `1m`.
     #[serde(default)]
     pub down_after: Option<HumanDuration>,
+    /// A Matrix round trip: a tagged `m.notice` sent into a room must be seen through `/sync`.
+    #[serde(default)]
+    pub matrix_canary: Option<MatrixCanaryConfig>,
+}
+
+/// A Matrix canary: one account sends, another (or the same) must see the message.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MatrixCanaryConfig {
+    /// The sender's homeserver, e.g. `https://matrix.example.org`.
+    pub homeserver: Spanned<String>,
+    /// The canary room: id or alias; both accounts join it (an invite is accepted). Must
+    /// not be encrypted.
+    pub room: String,
+    /// The sending account's access token.
+    #[serde(default)]
+    pub access_token: Option<SecretString>,
+    /// Read `access_token` from this file instead.
+    #[serde(default)]
+    pub access_token_file: Option<Spanned<PathBuf>>,
+    /// The account that must see the message. Default: the sender itself. On another
+    /// homeserver, the round measures federation too.
+    #[serde(default)]
+    pub reader: Option<CanaryReaderConfig>,
+    /// A round slower than this is slow (`MatrixCanarySlow`, a warning). Default `10s`.
+    #[serde(default)]
+    pub slow_after: Option<HumanDuration>,
+}
+
+/// The canary's reading account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CanaryReaderConfig {
+    /// Its homeserver. Default: the sender's.
+    #[serde(default)]
+    pub homeserver: Option<Spanned<String>>,
+    /// Its access token.
+    #[serde(default)]
+    pub access_token: Option<SecretString>,
+    /// Read `access_token` from this file instead.
+    #[serde(default)]
+    pub access_token_file: Option<Spanned<PathBuf>>,
 }
 
 /// A Prometheus scrape.

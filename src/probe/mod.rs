@@ -3,10 +3,12 @@
 //! roots, one HTTP client per distinct TLS/redirect setting), the clock, and the state the
 //! PostgreSQL polls carry from one poll to the next (`postgres`).
 
+pub mod canary;
 pub(crate) mod expect;
 mod explain;
 pub(crate) mod http;
 mod json_sample;
+pub(crate) mod matrix;
 pub mod postgres;
 pub mod scrape;
 pub(crate) mod spec;
@@ -37,6 +39,8 @@ pub struct Prober {
     clock: Arc<dyn Clock>,
     /// Per-check state of the PostgreSQL polls (snapshots, size history, the running poll).
     postgres: postgres::PgChecks,
+    /// Per-check state of the Matrix canaries (the `/sync` token, messages left to redact).
+    canaries: canary::Canaries,
 }
 
 impl Prober {
@@ -47,6 +51,7 @@ impl Prober {
             clients: Mutex::new(HashMap::new()),
             clock,
             postgres: postgres::PgChecks::default(),
+            canaries: canary::Canaries::default(),
         }
     }
 
@@ -69,6 +74,7 @@ impl Prober {
             ProbeSpec::Postgres(pg) => {
                 self.postgres.run(&spec.id, spec.service.as_deref(), pg, spec.timeout, self.clock.clone()).await
             }
+            ProbeSpec::MatrixCanary(canary) => self.run_canary(spec, canary).await,
         }
     }
 
@@ -79,6 +85,25 @@ impl Prober {
             labels.insert("service".into(), service.clone());
         }
         labels
+    }
+
+    async fn run_canary(&self, spec: &CheckSpec, canary: &canary::CanarySpec) -> Observation {
+        let at = self.clock.now();
+        match self.client(&TlsOptions::default(), false) {
+            Ok(client) => self.canaries.run(&spec.id, spec.service.as_deref(), canary, spec.timeout, client, at).await,
+            Err(why) => Observation {
+                check: spec.id.clone(),
+                service: spec.service.clone(),
+                at,
+                ok: false,
+                latency: std::time::Duration::ZERO,
+                samples: Vec::new(),
+                scraped: Vec::new(),
+                over_limit: false,
+                failures: vec![why],
+                summary: String::new(),
+            },
+        }
     }
 
     async fn run_scrape(&self, spec: &CheckSpec, scrape: &crate::probe::spec::ScrapeSpec) -> Observation {
