@@ -89,6 +89,8 @@ pub enum Kind {
     Digest,
     /// `mxwarden notify test`.
     Test,
+    /// A notice that is no alert: an update's announcement and its end (`mxwarden update`).
+    Notice,
 }
 
 /// One alert as a message shows it.
@@ -278,6 +280,7 @@ pub fn alert_message(kind: Kind, alert: AlertInfo, now: i64) -> Notification {
         Kind::Resolved => "RESOLVED",
         Kind::Digest => "DIGEST",
         Kind::Test => "TEST",
+        Kind::Notice => "NOTICE",
     };
     let severity = escape_controls(alert.labels.get("severity").map_or("", String::as_str)).into_owned();
     let name = escape_controls(&alert.name).into_owned();

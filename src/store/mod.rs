@@ -18,6 +18,7 @@
 pub(crate) mod health;
 pub(crate) mod history;
 pub mod maintenance;
+pub mod updates;
 
 pub(crate) use health::Health;
 pub use history::History;
@@ -100,6 +101,7 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (check_id, res, bucket)) WITHOUT ROWID;
      CREATE TABLE gaps (start INTEGER PRIMARY KEY, end INTEGER NOT NULL) WITHOUT ROWID;",
     maintenance::MIGRATION,
+    updates::MIGRATION,
 ];
 
 /// An alert's persisted state.

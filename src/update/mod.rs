@@ -1,0 +1,174 @@
+//! `mxwarden update`: the runbook's "Update Procedure" orchestrated — preflight, announce,
+//! backup, deploy, verify, and on failure rollback, verify again and page — with every step's
+//! start, end and outcome in the store (`store::updates`) before the next begins, so a crash
+//! resumes to a correct end. `plan` is the pure decision after each outcome; `command` runs a
+//! configured deploy or rollback command with a timeout and bounded output; `version` reads
+//! the version a service reports and compares it with the one asked for; `run` executes the
+//! steps. `config` builds a [`Target`] per service with `deploy:`; the CLI (`cli::update`) and
+//! the API (`POST /api/v1/updates`) drive the same executor.
+
+pub(crate) mod command;
+pub mod plan;
+pub(crate) mod run;
+pub(crate) mod version;
+
+use crate::model::ServiceKind;
+use crate::probe::spec::CheckSpec;
+use crate::rule::AlertRule;
+use secrecy::SecretString;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use plan::{Ending, Outcome, Step};
+
+/// A command to run (`deploy.command`, `deploy.rollback.command`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// Program and arguments; `{to}` and `{from}` in an argument become the version asked for
+    /// and the version before.
+    pub argv: Vec<String>,
+    /// How long it may run before it is killed (with its process group) and counted failed.
+    pub timeout: Duration,
+}
+
+/// How a service is deployed and rolled back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deployer {
+    /// A command on this host (any platform that is not Render).
+    Command {
+        /// Deploys the version asked for.
+        deploy: CommandSpec,
+        /// Puts the version before back; `None`: a failed deploy cannot be undone, which the
+        /// preflight reports.
+        rollback: Option<CommandSpec>,
+    },
+}
+
+/// What `verify` asks of the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifySpec {
+    /// Rounds of all the service's checks passing in a row. Default 3.
+    pub rounds: u32,
+    /// Between rounds. Default 10s.
+    pub interval: Duration,
+    /// Longest wait for those rounds. Default 5m.
+    pub timeout: Duration,
+}
+
+impl Default for VerifySpec {
+    fn default() -> Self {
+        Self { rounds: 3, interval: Duration::from_secs(10), timeout: Duration::from_secs(300) }
+    }
+}
+
+/// A service's `deploy:` section, built.
+#[derive(Debug, Clone)]
+pub struct DeploySpec {
+    /// How.
+    pub deployer: Deployer,
+    /// The proof afterwards.
+    pub verify: VerifySpec,
+    /// The maintenance window's length (the announcement's "how long"). Default 15m.
+    pub window: Duration,
+    /// Longest backup before the update. Default 1h.
+    pub backup_timeout: Duration,
+}
+
+/// Where the service says what it is: its base URL and what its kind needs.
+#[derive(Debug, Clone)]
+pub struct ServiceAccess {
+    /// The service's kind.
+    pub kind: ServiceKind,
+    /// Its public base URL.
+    pub url: Option<url::Url>,
+    /// Synapse's federation listener, when not on `url`.
+    pub federation_url: Option<url::Url>,
+    /// A token for the version endpoint (authentik's API token), if configured.
+    pub token: Option<SecretString>,
+}
+
+/// Everything an update of one service needs, taken from the config.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The service's name.
+    pub service: String,
+    /// How to reach it.
+    pub access: ServiceAccess,
+    /// Its `deploy:` section.
+    pub deploy: DeploySpec,
+    /// Its checks.
+    pub checks: Vec<CheckSpec>,
+    /// The checks of the services it needs.
+    pub dependency_checks: Vec<CheckSpec>,
+    /// The services it needs.
+    pub upstream: BTreeSet<String>,
+    /// The services that need it (covered by the window too).
+    pub dependents: BTreeSet<String>,
+    /// Every rule (those about this service are judged).
+    pub rules: Vec<AlertRule>,
+    /// Where the announcements and the page go.
+    pub alerting: Option<Arc<crate::notify::Alerting>>,
+    /// The backup plan.
+    pub backup: Option<Arc<crate::backup::BackupPlan>>,
+    /// How many checks run at once.
+    pub concurrency: usize,
+    /// The series limit for judging rules.
+    pub series_limit: usize,
+    /// The config's secrets, masked in command output and evidence.
+    pub redactor: crate::redact::Redactor,
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    /// The service.
+    pub service: String,
+    /// The image (`ghcr.io/element-hq/synapse:v1.140.0`) or commit to deploy.
+    pub to: String,
+    /// The version the service must report afterwards; default: from the image tag.
+    pub expect_version: Option<String>,
+    /// Why (goes into the announcement).
+    pub reason: String,
+    /// Go on after a failed preflight.
+    pub force: bool,
+    /// Skip the backup, for this reason.
+    pub no_backup: Option<String>,
+}
+
+impl Request {
+    /// The planner's options.
+    pub fn options(&self) -> plan::Options {
+        plan::Options { force: self.force, no_backup: self.no_backup.is_some() }
+    }
+
+    /// The version to expect: `--expect-version`, else the tag of the image asked for.
+    pub fn expected_version(&self) -> Option<String> {
+        self.expect_version.clone().or_else(|| version::from_image(&self.to))
+    }
+
+    /// Checks what the CLI and the API both accept: a target without control characters or
+    /// spaces, a reason, `--no-backup` with a reason.
+    pub fn check(&self) -> Result<(), String> {
+        let to = self.to.trim();
+        if to.is_empty() || to.len() > 300 || to.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err("--to needs an image reference or commit (no spaces, at most 300 bytes)".into());
+        }
+        for (what, text) in [("--reason", Some(&self.reason)), ("--no-backup", self.no_backup.as_ref())] {
+            if let Some(text) = text {
+                if text.trim().is_empty() {
+                    return Err(format!("{what} needs a reason (it is announced and recorded)"));
+                }
+                if text.len() > 500 {
+                    return Err(format!("{what}: the reason is longer than 500 bytes"));
+                }
+            }
+        }
+        if let Some(v) = &self.expect_version
+            && (v.is_empty() || v.len() > 100 || v.chars().any(|c| c.is_control() || c.is_whitespace()))
+        {
+            return Err("--expect-version needs a version such as 1.140.0".into());
+        }
+        Ok(())
+    }
+}
