@@ -21,6 +21,7 @@ pub(crate) mod output;
 mod pg;
 mod rules;
 mod scrape;
+mod update;
 
 pub use output::Status;
 pub(crate) use output::{out, outln};
@@ -104,6 +105,18 @@ enum Command {
     /// Maintenance windows: open one now, list them, end one.
     #[command(subcommand)]
     Maintenance(crate::cli::maintenance::MaintenanceCommand),
+    /// Update a service the runbook's way: preflight, announce, back up, deploy, verify; roll
+    /// back and page on failure (see docs/update.md).
+    Update(crate::cli::update::UpdateArgs),
+    /// Every update with each step's times and outcome.
+    Updates {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Show at most this many, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
     /// Write a commented starter config for the runbook's stack.
     Init {
         /// Where to write it (default: the --config path).
@@ -200,6 +213,8 @@ pub fn main() -> Result<Status> {
         Command::Backup(command) => crate::cli::backup::run(&cli.config, command),
         Command::Restore(args) => crate::cli::backup::restore(&load(&cli.config)?, args),
         Command::Maintenance(command) => crate::cli::maintenance::run(&load(&cli.config)?, command),
+        Command::Update(args) => crate::cli::update::update(&load(&cli.config)?, args),
+        Command::Updates { json, limit } => crate::cli::update::list(&load(&cli.config)?, json, limit),
     }
 }
 

@@ -92,6 +92,8 @@ pub(crate) struct Built {
     pub maintenance: Vec<crate::maintenance::RecurringWindow>,
     /// Which service needs which.
     pub topology: crate::topology::Topology,
+    /// Each service's `deploy:` (for `mxwarden update`).
+    pub deploys: super::deploy::Deploys,
 }
 
 /// The default `listen`.
@@ -220,6 +222,7 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
     }
     let maintenance = super::maintenance::windows(file, &mut problems);
     let topology = super::maintenance::topology(file, &mut problems);
+    let deploys = super::deploy::build(file, &mut problems);
     let families = families_needed(&rules);
     let mut checks = checks(file, &mut problems, families.as_ref());
     checks.sort_by_key(|c| matches!(c.probe, ProbeSpec::Scrape(_)));
@@ -236,6 +239,7 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
             backup,
             maintenance,
             topology,
+            deploys,
         })
     } else {
         Err(problems.found)

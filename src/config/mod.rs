@@ -7,6 +7,7 @@
 mod alerting;
 mod backup;
 mod build;
+mod deploy;
 pub(crate) mod error;
 mod keypath;
 pub(crate) mod load;
@@ -57,6 +58,8 @@ pub struct Config {
     /// Every secret of the file (and of the `*_file`s and `${VAR}`s it names), for whatever
     /// prints something that came from the config.
     pub redactor: crate::redact::Redactor,
+    /// Each service's `deploy:` (how `mxwarden update` deploys it) and how to reach it.
+    pub deploys: std::collections::BTreeMap<String, (crate::update::DeploySpec, crate::update::ServiceAccess)>,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -109,6 +112,7 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         maintenance: built.maintenance,
         maintenance_reminder_ms: file.maintenance_reminder.map_or(300_000, |d| d.0.as_millis() as i64),
         topology: built.topology,
+        deploys: built.deploys,
         store: file
             .store
             .clone()
@@ -124,5 +128,40 @@ impl Config {
             .map(str::to_string)
             .chain(self.checks.iter().filter_map(|c| c.service.clone()))
             .collect()
+    }
+
+    /// What `mxwarden update SERVICE` needs of this config: the service's `deploy:`, checks,
+    /// dependencies, dependents, rules, receivers and backup plan.
+    pub(crate) fn update_target(&self, service: &str) -> Result<crate::update::Target, String> {
+        let Some((deploy, access)) = self.deploys.get(service) else {
+            let known = self.known_services();
+            if !known.contains(service) {
+                let hint = crate::units::closest(service, known.iter().map(String::as_str))
+                    .map(|k| format!(" Did you mean `{k}`?"))
+                    .unwrap_or_default();
+                return Err(format!("no service `{service}` in {}.{hint}", self.path.display()));
+            }
+            return Err(format!(
+                "services.{service} has no `deploy:` in {}: say how to deploy it, e.g. deploy: {{ command: [\"/usr/local/bin/deploy-{service}\", \"{{to}}\"], rollback: {{ command: [\"/usr/local/bin/deploy-{service}\", \"{{from}}\"] }} }}",
+                self.path.display()
+            ));
+        };
+        let upstream = self.topology.upstream(service);
+        let of = |s: &str| self.checks.iter().filter(|c| c.service.as_deref() == Some(s)).cloned().collect::<Vec<_>>();
+        Ok(crate::update::Target {
+            service: service.to_string(),
+            access: access.clone(),
+            deploy: deploy.clone(),
+            checks: of(service),
+            dependency_checks: upstream.iter().flat_map(|u| of(u)).collect(),
+            dependents: self.topology.downstream(service),
+            upstream,
+            rules: self.rules.clone(),
+            alerting: self.alerting.clone().map(std::sync::Arc::new),
+            backup: self.backup.clone(),
+            concurrency: self.defaults.concurrency,
+            series_limit: self.defaults.series_limit,
+            redactor: self.redactor.clone(),
+        })
     }
 }

@@ -455,6 +455,10 @@ pub(crate) struct ServiceConfig {
     /// (each when exactly one service of that kind is configured). `[]` means none.
     #[serde(default)]
     pub depends_on: Option<Vec<Spanned<String>>>,
+    /// How `mxwarden update` deploys this service, rolls it back and proves it healthy:
+    /// `{ command: [...], rollback: { command: [...] }, verify: { rounds: 3 } }` (docs/update.md).
+    #[serde(default)]
+    pub deploy: Option<Spanned<super::deploy::DeployConfig>>,
 }
 
 /// Changes to one preset check. Every field is optional; `expect` fields replace the preset's

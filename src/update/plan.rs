@@ -191,9 +191,9 @@ pub fn result_of(history: &[(Step, Outcome)]) -> Ending {
         }
         return Ending::RollbackFailed;
     }
-    match outcome(Step::Preflight) {
-        Some(Outcome::Failed | Outcome::Interrupted) | None => return Ending::Refused,
-        _ => {}
+    // A failed preflight followed by an announcement was overridden (`--force`).
+    if !ok(outcome(Step::Preflight)) && outcome(Step::Announce).is_none() {
+        return Ending::Refused;
     }
     if !ok(outcome(Step::Announce)) || !ok(outcome(Step::Backup)) {
         return Ending::Aborted;
