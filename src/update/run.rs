@@ -688,11 +688,23 @@ impl Updater {
         let mut annotations = std::collections::BTreeMap::new();
         annotations.insert(
             "summary".into(),
-            format!("Update #{} of {} to {} failed at {step}; {rollback}", row.id, t.service, row.target),
+            format!(
+                "Update #{} of {} to {} failed at {step} ({}); {rollback}",
+                row.id,
+                t.service,
+                row.target,
+                bounded(first_line(&evidence), 300)
+            ),
         );
         annotations.insert("description".into(), format!("Evidence ({step}): {}", bounded(&evidence, 2_000)));
         let alert = AlertInfo { name: "UpdateFailed".into(), labels, annotations, value: 1.0, fired_at: now, resolved_at: None };
-        let n = crate::notify::alert_message(Kind::Firing, alert, now);
+        let mut n = crate::notify::alert_message(Kind::Firing, alert, now);
+        let evidence = bounded(&evidence, 2_000);
+        n.text.push_str(&format!("\nEvidence ({step}): {evidence}"));
+        n.html.push_str(&format!(
+            "<br/>Evidence ({step}):<pre>{}</pre>",
+            crate::notify::html_escape(&crate::text::escape_controls_in_prose(&evidence))
+        ));
         let receivers: Vec<String> = t
             .alerting
             .as_ref()

@@ -25,3 +25,4 @@ mod matrix;
 mod postgres;
 mod presets;
 mod secrets;
+mod update;

@@ -1,0 +1,376 @@
+//! `mxwarden update` against a real local Synapse whose deploy is a command: the deploy
+//! command stops Synapse and starts it again with a changed config (`max_upload_size`), the
+//! rollback command starts it with the config before. Proven by Synapse's own answers (health,
+//! its reported version, the media config that shows the change) and by the messages read
+//! back from the ops room on that same Synapse. Also: a version that does not verify is
+//! rolled back and pages `UpdateFailed` once; `kill -9` during the deploy, then `--resume`,
+//! rolls back to a correct end; a second update of the service while one is unfinished is
+//! refused; `--dry-run` changes nothing.
+
+use crate::cli::{ConfigFile, Run, config, run};
+use crate::support::services::{Synapse, http_get, http_get_with, repo, venv_bin};
+use secrecy::ExposeSecret;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A Synapse that the deploy and rollback scripts own: started daemonized (pid file), so a
+/// script can stop it and start it again with another config.
+struct DeployedSynapse {
+    synapse: Synapse,
+    scripts: tempfile::TempDir,
+}
+
+impl DeployedSynapse {
+    fn start() -> Self {
+        let mut synapse = Synapse::start_sqlite();
+        synapse.stop(); // from here on the scripts run it
+        let scripts = tempfile::tempdir().expect("temp dir");
+        let me = Self { synapse, scripts };
+        me.write_script("start.sh", &me.start_script(false));
+        me.write_script("deploy.sh", &me.start_script(true));
+        me.write_script("rollback.sh", &me.start_script(false));
+        me.write_script(
+            "slow-deploy.sh",
+            &format!("#!/bin/bash\necho $$ >{dir}/slow.pid\ntouch {dir}/slow.started\nexec sleep 600\n", dir = me.dir().display()),
+        );
+        let r = std::process::Command::new(me.script("start.sh")).output().expect("run start.sh");
+        assert!(r.status.success(), "start.sh: {}{}", String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&r.stderr));
+        me
+    }
+
+    fn dir(&self) -> &Path {
+        &self.synapse.dir
+    }
+
+    fn script(&self, name: &str) -> PathBuf {
+        self.scripts.path().join(name)
+    }
+
+    fn write_script(&self, name: &str, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.script(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// Stops a running Synapse (pid file), sets or removes `max_upload_size: 7M`, starts it
+    /// daemonized and waits until `/health` says OK.
+    fn start_script(&self, changed: bool) -> String {
+        let python = venv_bin("venv-synapse", "python").display().to_string();
+        let dir = self.dir().display().to_string();
+        let change = if changed { format!("echo 'max_upload_size: 7M' >>{dir}/homeserver.yaml") } else { String::new() };
+        format!(
+            r#"#!/bin/bash
+set -eu
+echo "deploying ${{MXWARDEN_UPDATE_TO:-initial}} (from ${{MXWARDEN_UPDATE_FROM:-?}})"
+if [ -f {dir}/homeserver.pid ]; then
+  pid=$(cat {dir}/homeserver.pid)
+  kill "$pid" 2>/dev/null || true
+  for i in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+fi
+sed -i '/^max_upload_size:/d' {dir}/homeserver.yaml
+{change}
+cd {dir}
+{python} -m synapse.app.homeserver -c {dir}/homeserver.yaml --daemonize
+for i in $(seq 1 600); do
+  if [ "$(curl -s -m 2 http://127.0.0.1:{port}/health || true)" = OK ]; then echo deployed; exit 0; fi
+  sleep 0.1
+done
+echo "synapse did not come up" >&2
+exit 1
+"#,
+            port = self.synapse.port,
+        )
+    }
+
+    /// The upload limit Synapse announces now, bytes.
+    fn upload_size(&self) -> i64 {
+        let url = format!("{}/_matrix/client/v1/media/config", self.synapse.base_url);
+        let auth = format!("Bearer {}", self.synapse.admin_token);
+        let (status, body) = http_get_with(&url, &[("Authorization", &auth)]).expect("media config");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["m.upload.size"].as_i64().unwrap_or_else(|| panic!("no m.upload.size in {body}"))
+    }
+
+    /// The version Synapse reports over federation.
+    fn version(&self) -> String {
+        let (status, body) =
+            http_get(&format!("{}/_matrix/federation/v1/version", self.synapse.base_url)).expect("version");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["server"]["version"].as_str().expect("a version").split_whitespace().next().unwrap().to_string()
+    }
+
+    fn healthy(&self) -> bool {
+        http_get(&format!("{}/health", self.synapse.base_url)).is_some_and(|(s, b)| s == 200 && b == "OK")
+    }
+}
+
+impl Drop for DeployedSynapse {
+    fn drop(&mut self) {
+        for pid_file in ["homeserver.pid", "slow.pid"] {
+            if let Ok(pid) = std::fs::read_to_string(self.dir().join(pid_file)) {
+                let _ = std::process::Command::new("kill").args(["-9", pid.trim()]).stderr(std::process::Stdio::null()).status();
+            }
+        }
+    }
+}
+
+/// The update's config: the Synapse with its deploy commands, the ops room on it, backups of
+/// its signing key (encrypted to a key made here, read back with it).
+struct Setup {
+    s: DeployedSynapse,
+    room: String,
+    file: ConfigFile,
+    identity: PathBuf,
+    backups: PathBuf,
+    _keys: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(deploy_script: &str) -> Self {
+        let s = DeployedSynapse::start();
+        let room = crate::matrix::create_room(&s.synapse.base_url, &s.synapse.admin_token, "ops");
+        let keys = tempfile::tempdir().unwrap();
+        let id = age::x25519::Identity::generate();
+        let identity = keys.path().join("identity.txt");
+        std::fs::write(&identity, format!("{}\n", id.to_string().expose_secret())).unwrap();
+        let backups = keys.path().join("backups");
+        let file = config(&format!(
+            r#"defaults: {{ interval: 1s, timeout: 5s }}
+store: ./mxwarden.db
+listen: off
+services:
+  synapse:
+    kind: synapse
+    url: "{base}"
+    admin_token: "${{T}}"
+    deploy:
+      command: ["{deploy}"]
+      timeout: 2m
+      rollback: {{ command: ["{rollback}"], timeout: 2m }}
+      verify: {{ rounds: 3, interval: 500ms, timeout: 60s }}
+      window: 10m
+alerting:
+  receivers:
+    ops-room: {{ matrix: {{ homeserver: "{base}", room: "{room}", access_token: "${{T}}" }} }}
+  tiers:
+    critical: {{ receivers: [ops-room] }}
+backup:
+  dir: "{backups}"
+  files:
+    synapse-signing-key: ["{dir}/localhost.signing.key"]
+  encrypt_to: ["{recipient}"]
+"#,
+            base = s.synapse.base_url,
+            deploy = s.script(deploy_script).display(),
+            rollback = s.script("rollback.sh").display(),
+            dir = s.dir().display(),
+            backups = backups.display(),
+            recipient = id.to_public(),
+        ));
+        Self { s, room, file, identity, backups, _keys: keys }
+    }
+
+    fn mxwarden(&self, args: &[&str]) -> Run {
+        let path = self.file.path.to_str().unwrap();
+        let mut all = vec!["--config", path];
+        all.extend_from_slice(args);
+        let identity = self.identity.to_str().unwrap();
+        run(&all, &[("T", self.s.synapse.admin_token.as_str()), ("MXWARDEN_BACKUP_IDENTITY", identity)])
+    }
+
+    fn updates(&self) -> serde_json::Value {
+        let r = self.mxwarden(&["updates", "--json"]);
+        assert_eq!(r.code, 0, "{}", r.all());
+        r.json()
+    }
+
+    /// The room's message bodies, oldest first.
+    fn room(&self) -> Vec<String> {
+        crate::matrix::messages(&self.s.synapse.base_url, &self.s.synapse.admin_token, &self.room)
+            .iter()
+            .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    fn open_windows(&self) -> serde_json::Value {
+        let r = self.mxwarden(&["maintenance", "list", "--json"]);
+        assert_eq!(r.code, 0, "{}", r.all());
+        r.json()["active"].clone()
+    }
+}
+
+fn steps(update: &serde_json::Value) -> Vec<(String, String)> {
+    update["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap().to_string(), s["outcome"].as_str().unwrap_or("running").to_string()))
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+#[test]
+fn a_command_deploy_updates_a_real_synapse_and_a_version_that_does_not_verify_is_rolled_back_and_paged() {
+    let setup = Setup::new("deploy.sh");
+    let version = setup.s.version();
+    let default_upload = setup.s.upload_size();
+    assert_ne!(default_upload, 7 * 1024 * 1024, "the test needs a default other than 7M");
+    let image = format!("ghcr.io/element-hq/synapse:v{version}");
+
+    // A dry run prints every call and changes nothing: no store, no window, no message.
+    let dry = setup.mxwarden(&["update", "synapse", "--to", &image, "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.all());
+    for call in ["deploy.sh", "rollback.sh", "GET the reported version; it must be", "maintenance window", "ops-room (Matrix"] {
+        assert!(dry.stdout.contains(call), "the plan names `{call}`: {}", dry.all());
+    }
+    assert!(!setup.file.path.with_file_name("mxwarden.db").exists(), "a dry run creates no store");
+    assert!(setup.room().is_empty(), "a dry run tells nobody: {:?}", setup.room());
+    assert!(!setup.backups.exists(), "a dry run takes no backup");
+
+    // The update: deployed with the changed config, verified by the real Synapse.
+    let r = setup.mxwarden(&["update", "synapse", "--to", &image, "--reason", "monthly update", "--yes", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let record = r.json();
+    assert_eq!(record["state"], "succeeded", "{}", r.all());
+    assert_eq!(
+        steps(&record),
+        pairs(&[
+            ("preflight", "ok"),
+            ("announce", "ok"),
+            ("backup", "ok"),
+            ("deploy", "ok"),
+            ("verify", "ok"),
+            ("finish", "ok")
+        ])
+    );
+    for s in record["steps"].as_array().unwrap() {
+        assert!(s["ended_at"].as_i64() >= s["started_at"].as_i64(), "each step has its start and end: {s}");
+    }
+    assert_eq!(setup.s.upload_size(), 7 * 1024 * 1024, "the deploy's config change is live");
+    assert!(setup.s.healthy());
+    let verify = &record["steps"][4]["detail"];
+    assert!(verify.as_str().unwrap().contains(&format!("reports version {version}")), "{verify}");
+    assert!(verify.as_str().unwrap().contains("passed 3 rounds in a row"), "{verify}");
+    assert!(r.stderr.contains("deploy: ok"), "timestamped lines off a terminal: {}", r.stderr);
+    // A verified backup exists; the window is over; the room was told before and after.
+    let backup_id = record["facts"]["backup_id"].as_str().expect("the backup run is recorded");
+    assert!(setup.backups.join(backup_id).join("manifest.json").is_file());
+    assert!(record["steps"][2]["detail"].as_str().unwrap().contains("decrypted and read back"), "{record}");
+    assert_eq!(setup.open_windows(), serde_json::json!([]), "the update's window has ended");
+    let room = setup.room();
+    assert!(room.iter().any(|m| m.starts_with(&format!("Updating synapse to {image}")) && m.contains("monthly update")), "{room:?}");
+    assert!(room.iter().any(|m| m.starts_with(&format!("Updated synapse to {image} in"))), "{room:?}");
+
+    // A version the deploy does not bring: verify fails, the rollback puts the config back,
+    // verify-rollback passes, one UpdateFailed page names the step and the evidence.
+    let wrong = "ghcr.io/element-hq/synapse:v0.0.1";
+    let r = setup.mxwarden(&["update", "synapse", "--to", wrong, "--yes", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let record = r.json();
+    assert_eq!(record["state"], "rolled-back", "{}", r.all());
+    assert_eq!(
+        steps(&record),
+        pairs(&[
+            ("preflight", "ok"),
+            ("announce", "ok"),
+            ("backup", "ok"),
+            ("deploy", "ok"),
+            ("verify", "failed"),
+            ("rollback", "ok"),
+            ("verify-rollback", "ok"),
+            ("page", "ok"),
+            ("finish", "ok")
+        ])
+    );
+    assert!(record["steps"][4]["detail"].as_str().unwrap().contains(&format!("reports version {version}, not 0.0.1")));
+    assert_eq!(setup.s.upload_size(), default_upload, "the rollback's config is live again");
+    let room = setup.room();
+    let pages: Vec<&String> = room.iter().filter(|m| m.contains("UpdateFailed")).collect();
+    assert_eq!(pages.len(), 1, "one page: {room:?}");
+    assert!(pages[0].contains("failed at verify") && pages[0].contains("rolled back and verified"), "{}", pages[0]);
+    assert!(pages[0].contains("not 0.0.1"), "the evidence is in the page: {}", pages[0]);
+    assert!(room.iter().any(|m| m.starts_with("Update of synapse to") && m.contains("rolled back")), "{room:?}");
+    assert_eq!(setup.open_windows(), serde_json::json!([]));
+
+    // Both are on the record, newest first.
+    let all = setup.updates();
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    assert_eq!(all[0]["state"], "rolled-back");
+    assert_eq!(all[1]["state"], "succeeded");
+    let table = setup.mxwarden(&["updates"]);
+    assert!(table.stdout.contains("ROLLED-BACK") && table.stdout.contains("verify-rollback"), "{}", table.all());
+}
+
+#[test]
+fn kill_9_during_the_deploy_then_resume_rolls_back_to_a_correct_end_and_a_second_update_is_refused_meanwhile() {
+    let setup = Setup::new("slow-deploy.sh");
+    let image = format!("ghcr.io/element-hq/synapse:v{}", setup.s.version());
+    let path = setup.file.path.to_str().unwrap().to_string();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mxwarden"))
+        .args(["--config", &path, "update", "synapse", "--to", &image, "--yes"])
+        .env("T", &setup.s.synapse.admin_token)
+        .env("MXWARDEN_BACKUP_IDENTITY", &setup.identity)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start mxwarden update");
+    let started = setup.s.dir().join("slow.started");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the deploy never started");
+        assert!(child.try_wait().unwrap().is_none(), "mxwarden ended before its deploy: {:?}", child.try_wait());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // kill -9, as a crash or an OOM kill would: no cleanup of any kind.
+    let killed = std::process::Command::new("kill").args(["-9", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let _ = child.wait();
+    if let Ok(pid) = std::fs::read_to_string(setup.s.dir().join("slow.pid")) {
+        let _ = std::process::Command::new("kill").args(["-9", pid.trim()]).stderr(std::process::Stdio::null()).status();
+    }
+    let record = &setup.updates()[0];
+    assert_eq!(record["state"], "running");
+    assert_eq!(steps(record).last().unwrap(), &("deploy".to_string(), "running".to_string()), "{record}");
+
+    // While it is unfinished, another update of the service is refused and changes nothing.
+    let again = setup.mxwarden(&["update", "synapse", "--to", &image, "--yes"]);
+    assert_eq!(again.code, 2, "{}", again.all());
+    assert!(again.stderr.contains("already has an unfinished update"), "{}", again.all());
+    assert_eq!(setup.updates().as_array().unwrap().len(), 1);
+
+    // --resume: the deploy was in flight and is unverified, so it is rolled back.
+    let r = setup.mxwarden(&["update", "--resume", "--json"]);
+    assert_eq!(r.code, 1, "rolled back is not a success: {}", r.all());
+    let record = r.json();
+    assert_eq!(record["state"], "rolled-back", "{}", r.all());
+    assert_eq!(
+        steps(&record),
+        pairs(&[
+            ("preflight", "ok"),
+            ("announce", "ok"),
+            ("backup", "ok"),
+            ("deploy", "interrupted"),
+            ("rollback", "ok"),
+            ("verify-rollback", "ok"),
+            ("page", "ok"),
+            ("finish", "ok")
+        ])
+    );
+    assert!(setup.s.healthy());
+    assert_eq!(setup.open_windows(), serde_json::json!([]), "the window opened before the crash has ended");
+    let room = setup.room();
+    assert_eq!(room.iter().filter(|m| m.starts_with("Updating synapse")).count(), 1, "{room:?}");
+    let pages: Vec<&String> = room.iter().filter(|m| m.contains("UpdateFailed")).collect();
+    assert_eq!(pages.len(), 1, "{room:?}");
+    assert!(pages[0].contains("failed at deploy"), "{}", pages[0]);
+    // Nothing is left to resume.
+    let none = setup.mxwarden(&["update", "--resume"]);
+    assert_eq!(none.code, 2, "{}", none.all());
+    let _ = repo();
+}
