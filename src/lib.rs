@@ -20,6 +20,7 @@ pub mod redact; // the marker a secret becomes in output, and the Redactor that 
 pub mod text; // control characters made visible in tables and messages
 pub mod private_fs; // files 0600, directories 0700: the store, backups, restores
 pub use mxwarden_expo as expo; // the Prometheus text / OpenMetrics parser (its own crate)
+pub mod render; // Render's API: typed model and rate-limited client (the platform's view)
 
 // The data path, in order.
 pub mod probe; // check specs, and the probes that turn them into observations

@@ -139,6 +139,7 @@ fn info(spec: &CheckSpec) -> CheckInfo {
             ProbeSpec::Http(_) => "http",
             ProbeSpec::Scrape(_) => "scrape",
             ProbeSpec::Postgres(_) => "postgres",
+            ProbeSpec::Render(_) => "render",
         },
         interval_ms: spec.interval.as_millis() as i64,
         stale_after_ms: i64::try_from((2 * spec.interval + spec.timeout).as_millis()).unwrap_or(i64::MAX),

@@ -66,7 +66,7 @@ pub(crate) fn run(config: &Config, command: MaintenanceCommand) -> Result<Status
             }
             MaintenanceCommand::List { json } => {
                 let calendar = Calendar::new(config.maintenance.clone());
-                let listing = if config.store.exists() {
+                let mut listing = if config.store.exists() {
                     let store = Store::open(&config.store).await?;
                     maintenance::listing(&calendar, mstore::current(&store, now).await?, now)
                 } else {
@@ -76,6 +76,9 @@ pub(crate) fn run(config: &Config, command: MaintenanceCommand) -> Result<Status
                         upcoming: calendar.upcoming(now).into_iter().map(Shown::from).collect(),
                     }
                 };
+                let (active, upcoming) = crate::cli::render::maintenance_occurrences(config).await;
+                listing.active.extend(active.into_iter().map(Shown::from));
+                listing.upcoming.extend(upcoming.into_iter().map(Shown::from));
                 if json {
                     outln!("{}", serde_json::to_string_pretty(&listing)?);
                 } else {
@@ -124,6 +127,8 @@ fn print_listing(listing: &maintenance::Listing) {
         let (window, why) = match &s.occurrence.source {
             Source::Config { name, cron } => (name.clone(), format!("config, cron \"{cron}\"")),
             Source::AdHoc { id, reason } => (format!("#{id}"), reason.clone()),
+            Source::Deploy { service, deploy } => (deploy.clone(), format!("Render deploy of {service}")),
+            Source::Render { id, kind, state } => (id.clone(), format!("Render maintenance: {kind} ({state})")),
         };
         t.add_row(crate::text::cells([
             state.to_string(),

@@ -19,6 +19,7 @@ mod backup;
 mod maintenance;
 pub(crate) mod output;
 mod pg;
+mod render;
 mod rules;
 mod scrape;
 mod update;
@@ -117,6 +118,9 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// Render, the platform: linked services' status, deploys, events, logs, restarts.
+    #[command(subcommand)]
+    Render(crate::cli::render::RenderCommand),
     /// Write a commented starter config for the runbook's stack.
     Init {
         /// Where to write it (default: the --config path).
@@ -215,6 +219,7 @@ pub fn main() -> Result<Status> {
         Command::Maintenance(command) => crate::cli::maintenance::run(&load(&cli.config)?, command),
         Command::Update(args) => crate::cli::update::update(&load(&cli.config)?, args),
         Command::Updates { json, limit } => crate::cli::update::list(&load(&cli.config)?, json, limit),
+        Command::Render(command) => crate::cli::render::run(&load(&cli.config)?, command),
     }
 }
 

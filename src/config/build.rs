@@ -94,6 +94,8 @@ pub(crate) struct Built {
     pub topology: crate::topology::Topology,
     /// Each service's `deploy:` (for `mxwarden update`).
     pub deploys: super::deploy::Deploys,
+    /// Render's API, if configured.
+    pub render: Option<std::sync::Arc<crate::probe::render::RenderApi>>,
 }
 
 /// The default `listen`.
@@ -223,8 +225,19 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
     let maintenance = super::maintenance::windows(file, &mut problems);
     let topology = super::maintenance::topology(file, &mut problems);
     let deploys = super::deploy::build(file, &mut problems);
+    let render = super::render::api(file, &mut problems);
+    let render_checks = super::render::checks(file, render.as_ref(), &mut problems);
+    if !render_checks.is_empty() {
+        for def in crate::preset::render::rules() {
+            match AlertRule::compile(def) {
+                Ok(rule) => rules.push(rule),
+                Err(e) => problems.add(&Location::UNKNOWN, "render", e.to_string()),
+            }
+        }
+    }
     let families = families_needed(&rules);
     let mut checks = checks(file, &mut problems, families.as_ref());
+    checks.extend(render_checks);
     checks.sort_by_key(|c| matches!(c.probe, ProbeSpec::Scrape(_)));
     if problems.found.is_empty() {
         Ok(Built {
@@ -240,6 +253,7 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
             maintenance,
             topology,
             deploys,
+            render,
         })
     } else {
         Err(problems.found)

@@ -13,6 +13,7 @@ mod keypath;
 pub(crate) mod load;
 mod maintenance;
 mod postgres;
+mod render;
 pub(crate) mod schema;
 pub(crate) mod secrets;
 
@@ -60,6 +61,8 @@ pub struct Config {
     pub redactor: crate::redact::Redactor,
     /// Each service's `deploy:` (how `mxwarden update` deploys it) and how to reach it.
     pub deploys: std::collections::BTreeMap<String, (crate::update::DeploySpec, crate::update::ServiceAccess)>,
+    /// Render's API (`render:`), if configured.
+    pub render: Option<std::sync::Arc<crate::probe::render::RenderApi>>,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -113,6 +116,7 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         maintenance_reminder_ms: file.maintenance_reminder.map_or(300_000, |d| d.0.as_millis() as i64),
         topology: built.topology,
         deploys: built.deploys,
+        render: built.render,
         store: file
             .store
             .clone()

@@ -68,6 +68,35 @@ pub(crate) struct FileConfig {
     /// reminder goes to the critical tier's receivers. Default `5m`; `0s` sends none.
     #[serde(default)]
     pub maintenance_reminder: Option<HumanDuration>,
+    /// Render, the platform the stack runs on: deploys, restarts and OOM kills, suspensions,
+    /// memory and CPU against the plan, the database's real disk, logs (`docs/render.md`).
+    /// Each service names its Render id with `render: srv-…` (`dpg-…` for postgres).
+    #[serde(default)]
+    pub render: Option<Spanned<RenderConfig>>,
+}
+
+/// `render:`: how to reach Render's API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RenderConfig {
+    /// An API key (Account settings → API keys), usually `"${RENDER_API_KEY}"`. Sent only as
+    /// a bearer token; never logged or shown.
+    #[serde(default)]
+    pub api_key: Option<SecretString>,
+    /// Read `api_key` from this file instead (trailing newline removed).
+    #[serde(default)]
+    pub api_key_file: Option<Spanned<PathBuf>>,
+    /// The API's base URL. Default `https://api.render.com/v1`.
+    #[serde(default)]
+    pub api_url: Option<Spanned<String>>,
+    /// The workspace (`tea-…` or `usr-…`) `mxwarden render discover` lists. Default: every
+    /// workspace the key reaches. Logs are read with each service's own workspace.
+    #[serde(default)]
+    pub owner_id: Option<Spanned<String>>,
+    /// How often each linked service is polled. Default `60s`; at least `30s` (Render's
+    /// metrics have one point a minute, and the API has a rate limit: `docs/render.md`).
+    #[serde(default)]
+    pub interval: Option<Spanned<HumanDuration>>,
 }
 
 /// One recurring maintenance window.
@@ -459,6 +488,12 @@ pub(crate) struct ServiceConfig {
     /// `{ command: [...], rollback: { command: [...] }, verify: { rounds: 3 } }` (docs/update.md).
     #[serde(default)]
     pub deploy: Option<Spanned<super::deploy::DeployConfig>>,
+    /// The service's Render id: `srv-…` (`dpg-…` for a `postgres` service), as `mxwarden
+    /// render discover` prints it. Adds the check `<service>/render` (deploys, OOM kills,
+    /// suspension, memory and CPU against the plan; a database's real disk) and the Render
+    /// preset rules. Needs the top-level `render:`.
+    #[serde(default)]
+    pub render: Option<Spanned<String>>,
 }
 
 /// Changes to one preset check. Every field is optional; `expect` fields replace the preset's

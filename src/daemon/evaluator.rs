@@ -60,6 +60,8 @@ pub(super) struct Parts {
     pub(super) backup: Option<Arc<crate::backup::BackupPlan>>,
     /// The longest wait between full sweeps.
     pub(super) sweep_every: Duration,
+    /// Render deploys in progress: expected downtime.
+    pub(super) deploys: crate::maintenance::deploys::DeployWindows,
 }
 
 /// Owns alert state; see the module docs.
@@ -81,6 +83,9 @@ pub(super) struct Evaluator {
     sweep_at: i64,
     /// Decisions the store refused, oldest first, to be committed before anything newer.
     unsaved: Vec<Decision>,
+    /// Render deploys in progress, and whether a window opened or closed since the last sweep.
+    deploys: crate::maintenance::deploys::DeployWindows,
+    deploys_changed: bool,
 }
 
 impl Evaluator {
@@ -104,6 +109,8 @@ impl Evaluator {
             sweep_every_ms,
             sweep_at: now,
             unsaved: Vec::new(),
+            deploys: p.deploys,
+            deploys_changed: false,
         }
     }
 
@@ -160,6 +167,10 @@ impl Evaluator {
     fn ingest(&mut self, o: Observation, names: &mut BTreeSet<String>) {
         self.warm.unseen.remove(&o.check.0);
         let t = o.at.as_millisecond();
+        if self.deploys.observe(&o) | self.deploys.expire(t) {
+            self.calendar.set_deploys(self.deploys.windows());
+            self.deploys_changed = true;
+        }
         let in_maintenance = o.service.as_deref().is_some_and(|s| self.calendar.in_maintenance(s, t));
         if self.live.has(&o.check.0) {
             self.recorder.record(&o, in_maintenance);
@@ -186,6 +197,10 @@ impl Evaluator {
         if !self.warm.unseen.is_empty() || self.warm.until > now {
             // The warm-up just ended: everything is judged once.
             self.warm = WarmUp { unseen: HashSet::new(), until: now };
+            return self.sweep(now).await;
+        }
+        if std::mem::take(&mut self.deploys_changed) {
+            // A deploy window opened or closed: the gate decides again (held pages released).
             return self.sweep(now).await;
         }
         let evaluation = self.engine.evaluate_reading(&self.series, now, names.iter().map(String::as_str));

@@ -160,10 +160,32 @@ async fn run_config(
         calendar,
         backup: config.backup.clone(),
         sweep_every,
+        deploys: deploy_windows(&config),
     });
     evaluator.run(rx, stop).await;
     for t in tasks.into_iter().chain(server) {
         let _ = t.await;
     }
     Ok(())
+}
+
+/// The deploy windows of the services linked to Render: each covers the service and the
+/// services that need it, and ends after one round of the service's other checks.
+fn deploy_windows(config: &Config) -> crate::maintenance::deploys::DeployWindows {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut covers = BTreeMap::new();
+    let mut checks: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for c in &config.checks {
+        let Some(service) = &c.service else { continue };
+        if let crate::probe::spec::ProbeSpec::Render(r) = &c.probe {
+            if r.kind == crate::render::ResourceKind::Service {
+                let mut over = vec![service.clone()];
+                over.extend(config.topology.downstream(service));
+                covers.insert(service.clone(), over);
+            }
+        } else {
+            checks.entry(service.clone()).or_default().insert(c.id.0.clone());
+        }
+    }
+    crate::maintenance::deploys::DeployWindows::new(covers, checks)
 }

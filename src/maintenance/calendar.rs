@@ -94,6 +94,22 @@ pub enum Source {
         /// Why.
         reason: String,
     },
+    /// A Render deploy in progress (`maintenance::deploys`).
+    Deploy {
+        /// The deploying service.
+        service: String,
+        /// The deploy (`dep-…`).
+        deploy: String,
+    },
+    /// Maintenance Render itself schedules (`GET /maintenance`); shown, never holding pages.
+    Render {
+        /// `mrn-…`.
+        id: String,
+        /// What Render does.
+        kind: String,
+        /// `scheduled`, `in_progress`, …
+        state: String,
+    },
 }
 
 /// One occurrence of a window.
@@ -115,6 +131,8 @@ pub struct Occurrence {
 pub struct Calendar {
     recurring: Vec<RecurringWindow>,
     ad_hoc: RwLock<Vec<AdHocWindow>>,
+    /// Render deploys in progress (set by the evaluator).
+    deploys: RwLock<Vec<super::deploys::DeployWindow>>,
 }
 
 impl Calendar {
@@ -126,7 +144,12 @@ impl Calendar {
 
     /// A calendar of the config's windows, without ad hoc ones yet.
     pub fn new(recurring: Vec<RecurringWindow>) -> Self {
-        Self { recurring, ad_hoc: RwLock::new(Vec::new()) }
+        Self { recurring, ad_hoc: RwLock::new(Vec::new()), deploys: RwLock::new(Vec::new()) }
+    }
+
+    /// Replaces the deploy windows (the evaluator calls this when one opens or closes).
+    pub(crate) fn set_deploys(&self, windows: Vec<super::deploys::DeployWindow>) {
+        *self.deploys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = windows;
     }
 
     /// Replaces the ad hoc windows (the daemon calls this after reading the store).
@@ -154,6 +177,13 @@ impl Calendar {
             })
             .collect();
         open.extend(self.ad_hoc().into_iter().filter(|w| w.starts_at <= at && at < w.ends_at).map(ad_hoc_occurrence));
+        let deploys = self.deploys.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.extend(deploys.iter().filter(|w| w.starts_at <= at && at < w.ends_at).map(|w| Occurrence {
+            source: Source::Deploy { service: w.service.clone(), deploy: w.deploy.clone() },
+            services: w.services.clone(),
+            starts_at: w.starts_at,
+            ends_at: w.ends_at,
+        }));
         open
     }
 

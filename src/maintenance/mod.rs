@@ -5,6 +5,7 @@
 //! still firing when the window ends.
 
 pub mod calendar;
+pub mod deploys;
 
 pub use calendar::{AdHocWindow, Calendar, Occurrence, RecurringWindow, Source};
 

@@ -8,6 +8,7 @@ pub(crate) mod backup;
 pub mod down;
 mod mas;
 pub mod media;
+pub mod render;
 pub mod rules;
 mod synapse;
 mod vikunja;

@@ -8,6 +8,7 @@ mod explain;
 pub(crate) mod http;
 mod json_sample;
 pub mod postgres;
+pub mod render;
 pub mod scrape;
 pub(crate) mod spec;
 pub(crate) mod tls;
@@ -37,6 +38,8 @@ pub struct Prober {
     clock: Arc<dyn Clock>,
     /// Per-check state of the PostgreSQL polls (snapshots, size history, the running poll).
     postgres: postgres::PgChecks,
+    /// Render clients (one request budget per API and key) and per-check state.
+    render: render::RenderChecks,
 }
 
 impl Prober {
@@ -47,6 +50,7 @@ impl Prober {
             clients: Mutex::new(HashMap::new()),
             clock,
             postgres: postgres::PgChecks::default(),
+            render: render::RenderChecks::default(),
         }
     }
 
@@ -69,7 +73,34 @@ impl Prober {
             ProbeSpec::Postgres(pg) => {
                 self.postgres.run(&spec.id, spec.service.as_deref(), pg, spec.timeout, self.clock.clone()).await
             }
+            ProbeSpec::Render(r) => match self.render_client(&r.api, spec.timeout) {
+                Ok(client) => {
+                    self.render.run(&spec.id, spec.service.as_deref(), r, client, spec.timeout, self.clock.clone()).await
+                }
+                Err(why) => Observation {
+                    check: spec.id.clone(),
+                    service: spec.service.clone(),
+                    at: self.clock.now(),
+                    ok: false,
+                    latency: std::time::Duration::ZERO,
+                    samples: Vec::new(),
+                    scraped: Vec::new(),
+                    over_limit: false,
+                    failures: vec![why],
+                    summary: String::new(),
+                },
+            },
         }
+    }
+
+    /// The client of Render's API `api` (one per API and key, so every check shares one
+    /// request budget); `deadline` bounds each call.
+    pub(crate) fn render_client(
+        &self,
+        api: &render::RenderApi,
+        deadline: std::time::Duration,
+    ) -> Result<Arc<crate::render::RenderClient>, String> {
+        self.render.client(api, || self.client(&TlsOptions::default(), false), deadline)
     }
 
     fn base_labels(spec: &CheckSpec) -> Labels {

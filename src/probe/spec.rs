@@ -37,6 +37,8 @@ pub enum ProbeSpec {
     Scrape(ScrapeSpec),
     /// A poll of a PostgreSQL server (`kind: postgres`).
     Postgres(crate::probe::postgres::PostgresSpec),
+    /// A poll of Render's API for a linked service (`render: srv-…` / `dpg-…`).
+    Render(crate::probe::render::RenderSpec),
 }
 
 /// A scrape: an HTTP GET of a metrics page (any 2xx) whose samples feed the rules.
@@ -142,6 +144,9 @@ pub(crate) struct CheckView {
     /// The PostgreSQL poll (DSN redacted).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub postgres: Option<crate::probe::postgres::PostgresView>,
+    /// The Render poll (API key redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub render: Option<crate::probe::render::RenderView>,
 }
 
 /// The scrape part of `CheckView`.
@@ -220,8 +225,12 @@ impl CheckSpec {
             ProbeSpec::Postgres(pg) => Some(pg.view()),
             _ => None,
         };
+        let render = match &self.probe {
+            ProbeSpec::Render(r) => Some(r.view()),
+            _ => None,
+        };
         let (http, scrape) = match &self.probe {
-            ProbeSpec::Postgres(_) => (None, None),
+            ProbeSpec::Postgres(_) | ProbeSpec::Render(_) => (None, None),
             ProbeSpec::Http(http) => (Some(http.view()), None),
             ProbeSpec::Scrape(scrape) => (
                 None,
@@ -245,6 +254,7 @@ impl CheckSpec {
             http,
             scrape,
             postgres,
+            render,
         }
     }
 }

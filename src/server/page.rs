@@ -107,6 +107,12 @@ pub(crate) fn render(s: &view::Status, services: &[String]) -> String {
             let name = match &o.source {
                 crate::maintenance::calendar::Source::Config { name, cron } => format!("{name} ({cron})"),
                 crate::maintenance::calendar::Source::AdHoc { id, reason } => format!("#{id}: {reason}"),
+                crate::maintenance::calendar::Source::Deploy { service, deploy } => {
+                    format!("Render deploy {deploy} of {service}")
+                }
+                crate::maintenance::calendar::Source::Render { id, kind, state } => {
+                    format!("Render maintenance {id}: {kind} ({state})")
+                }
             };
             let badge =
                 if when_ == "now" { "<span class=\"state maintenance\">in maintenance</span>" } else { "upcoming" };
