@@ -103,11 +103,8 @@ pub(crate) fn update(config: &Config, args: UpdateArgs) -> Result<Status> {
 
 async fn resume(config: &Config, id: i64, args: &UpdateArgs) -> Result<Status> {
     let store = open_store(config).await?;
-    let row = if id > 0 {
-        updates::get(&store, id).await?
-    } else {
-        updates::list(&store, true, 1).await?.into_iter().next()
-    };
+    let row =
+        if id > 0 { updates::get(&store, id).await? } else { updates::list(&store, true, 1).await?.into_iter().next() };
     let Some(row) = row else {
         eprintln!("{}", if id > 0 { format!("no update #{id}") } else { "no unfinished update to resume".into() });
         return Ok(Status::Error);
@@ -174,9 +171,8 @@ pub(crate) fn dry_run(config: &Config, target: &Target, request: &Request) -> St
     let t = target;
     out.push(format!("Plan: update {} to {} (dry run: nothing is changed)", t.service, request.to));
     out.push(format!("why: {}", request.reason));
-    let checks = |list: &[crate::probe::spec::CheckSpec]| {
-        list.iter().map(|c| c.id.0.clone()).collect::<Vec<_>>().join(", ")
-    };
+    let checks =
+        |list: &[crate::probe::spec::CheckSpec]| list.iter().map(|c| c.id.0.clone()).collect::<Vec<_>>().join(", ");
     let receivers: Vec<String> = t
         .alerting
         .as_ref()
@@ -200,11 +196,15 @@ pub(crate) fn dry_run(config: &Config, target: &Target, request: &Request) -> St
         let calls: Vec<String> = match step {
             Step::Preflight => vec![
                 format!("run checks once: {}", checks(&[t.checks.clone(), t.dependency_checks.clone()].concat())),
-                format!("read open critical alerts for {} from {}", {
-                    let mut s = vec![t.service.clone()];
-                    s.extend(t.upstream.iter().cloned());
-                    s.join(", ")
-                }, config.store.display()),
+                format!(
+                    "read open critical alerts for {} from {}",
+                    {
+                        let mut s = vec![t.service.clone()];
+                        s.extend(t.upstream.iter().cloned());
+                        s.join(", ")
+                    },
+                    config.store.display()
+                ),
                 match (&t.backup, request.no_backup.is_some()) {
                     (_, true) => "backup destination: not needed (--no-backup)".into(),
                     (Some(p), false) => format!("write and remove a probe file in {}", p.storage.root().display()),
@@ -222,7 +222,10 @@ pub(crate) fn dry_run(config: &Config, target: &Target, request: &Request) -> St
                 if matrix.is_empty() {
                     "no Matrix receiver in the critical tier: nobody is told".into()
                 } else {
-                    format!("send the announcement to {}", matrix.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+                    format!(
+                        "send the announcement to {}",
+                        matrix.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    )
                 },
             ],
             Step::Backup if outcome == Outcome::Skipped => {
@@ -256,16 +259,16 @@ pub(crate) fn dry_run(config: &Config, target: &Target, request: &Request) -> St
                 },
                 match t.access.kind {
                     crate::model::ServiceKind::Synapse => {
-                        "GET /_matrix/client/v1/auth_metadata and its JWKS (or /_matrix/client/v3/login without MAS)".into()
+                        "GET /_matrix/client/v1/auth_metadata and its JWKS (or /_matrix/client/v3/login without MAS)"
+                            .into()
                     }
                     crate::model::ServiceKind::Mas => "GET /.well-known/openid-configuration and its JWKS".into(),
                     _ => "no login path for this kind".into(),
                 },
             ],
-            Step::Finish => vec![
-                "end the maintenance window".into(),
-                "tell the ops room how it ended and how long it took".into(),
-            ],
+            Step::Finish => {
+                vec!["end the maintenance window".into(), "tell the ops room how it ended and how long it took".into()]
+            }
             _ => Vec::new(),
         };
         out.push(format!("{}. {step}", i + 1));
@@ -295,6 +298,21 @@ fn deployer_line(t: &Target, what: &str) -> String {
                 None => "no rollback command configured: a failed deploy cannot be undone".into(),
             },
             other => other.to_string(),
+        },
+        Deployer::Render { api, service_id, timeout } => match what {
+            "deploy" => format!(
+                "POST {}/services/{service_id}/deploys {{\"imageUrl\" or \"commitId\": --to}}, then GET …/deploys/ID until live (at most {})",
+                api.url.as_str().trim_end_matches('/'),
+                crate::units::HumanDuration(*timeout)
+            ),
+            "rollback" => format!(
+                "POST {}/services/{service_id}/rollback {{\"deployId\": the deploy live before}}, then follow it to live",
+                api.url.as_str().trim_end_matches('/')
+            ),
+            _ => format!(
+                "GET {}/services/{service_id} and its deploys (a live deploy to return to)",
+                api.url.as_str().trim_end_matches('/')
+            ),
         },
     }
 }
@@ -384,7 +402,9 @@ pub(crate) fn list(config: &Config, json: bool, limit: i64) -> Result<Status> {
 }
 
 fn print_row(row: &UpdateRow) {
-    let time = |ms: i64| jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
+    let time = |ms: i64| {
+        jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()
+    };
     outln!(
         "#{} {} → {}  {}  started {} UTC by {}  ({})",
         row.id,

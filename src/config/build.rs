@@ -224,8 +224,8 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
     }
     let maintenance = super::maintenance::windows(file, &mut problems);
     let topology = super::maintenance::topology(file, &mut problems);
-    let deploys = super::deploy::build(file, &mut problems);
     let render = super::render::api(file, &mut problems);
+    let deploys = super::deploy::build(file, render.as_ref(), &mut problems);
     let render_checks = super::render::checks(file, render.as_ref(), &mut problems);
     if !render_checks.is_empty() {
         for def in crate::preset::render::rules() {

@@ -6,7 +6,7 @@
 use super::build::{Problems, secret};
 use super::schema::FileConfig;
 use crate::units::HumanDuration;
-use crate::update::{CommandSpec, Deployer, DeploySpec, ServiceAccess, VerifySpec};
+use crate::update::{CommandSpec, DeploySpec, Deployer, ServiceAccess, VerifySpec};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
@@ -25,10 +25,13 @@ pub(crate) struct DeployConfig {
     /// `MXWARDEN_UPDATE_FROM`, `MXWARDEN_UPDATE_ID`. Exit 0 means deployed.
     #[serde(default)]
     pub command: Option<Spanned<Vec<String>>>,
-    /// `true`: deploy through Render's API (the service's `render: srv-…`). Not in this build.
+    /// `true`: deploy through Render's API — the service's `render: srv-…` and the top-level
+    /// `render:` key. `--to` is an image (`ghcr.io/…:v1.2.3`) or a commit; the rollback is
+    /// Render's rollback to the deploy that was live before.
     #[serde(default)]
     pub render: Option<Spanned<bool>>,
-    /// Longest the deploy command may run (killed with its children after). Default `15m`.
+    /// Longest the deploy command may run (killed with its children after), or the Render
+    /// deploy may take to go live. Default `15m`.
     #[serde(default)]
     pub timeout: Option<Spanned<HumanDuration>>,
     /// How to put the version before back: `{ command: [...], timeout: 15m }`. Without it a
@@ -96,7 +99,12 @@ fn duration(
     v.value.0
 }
 
-fn command(problems: &mut Problems<'_>, argv: &Spanned<Vec<String>>, key: String, timeout: Duration) -> Option<CommandSpec> {
+fn command(
+    problems: &mut Problems<'_>,
+    argv: &Spanned<Vec<String>>,
+    key: String,
+    timeout: Duration,
+) -> Option<CommandSpec> {
     match argv.value.first() {
         None => {
             problems.add(&argv.referenced, key, "the command is empty; expected [program, arguments…]");
@@ -111,7 +119,11 @@ fn command(problems: &mut Problems<'_>, argv: &Spanned<Vec<String>>, key: String
 }
 
 /// Builds every service's `deploy:`.
-pub(super) fn build(file: &FileConfig, problems: &mut Problems<'_>) -> Deploys {
+pub(super) fn build(
+    file: &FileConfig,
+    render: Option<&std::sync::Arc<crate::probe::render::RenderApi>>,
+    problems: &mut Problems<'_>,
+) -> Deploys {
     let mut out = Deploys::new();
     for (name, service) in &file.services {
         let Some(spanned) = &service.value.deploy else { continue };
@@ -129,14 +141,38 @@ pub(super) fn build(file: &FileConfig, problems: &mut Problems<'_>) -> Deploys {
                 });
                 deploy.map(|deploy| Deployer::Command { deploy, rollback })
             }
-            (None, Some(render)) => {
+            (None, Some(flag)) if !flag.value => {
                 problems.add(
-                    &render.referenced,
+                    &flag.referenced,
                     key("render"),
-                    "deploys through Render need the Render integration (`render:` and the service's `render: srv-…`), which this build does not have; use `command: [...]`",
+                    "`render: false` deploys nothing; give `command: [...]` or leave `deploy:` out",
                 );
                 None
             }
+            (None, Some(flag)) => match (render, service.value.render.as_ref()) {
+                (Some(api), Some(id))
+                    if crate::render::ResourceKind::of(id.value.trim())
+                        == Some(crate::render::ResourceKind::Service) =>
+                {
+                    Some(Deployer::Render { api: api.clone(), service_id: id.value.trim().to_string(), timeout })
+                }
+                (None, _) => {
+                    problems.add(
+                        &flag.referenced,
+                        key("render"),
+                        "deploys through Render need the top-level `render: { api_key: … }`",
+                    );
+                    None
+                }
+                (Some(_), _) => {
+                    problems.add(
+                        &flag.referenced,
+                        key("render"),
+                        format!("deploys through Render need the service's Render id: services.{name}.render: srv-… (`mxwarden render discover` prints it)"),
+                    );
+                    None
+                }
+            },
             (Some(_), Some(render)) => {
                 problems.add(&render.referenced, key("render"), "give either `command` or `render`, not both");
                 None
@@ -168,7 +204,13 @@ pub(super) fn build(file: &FileConfig, problems: &mut Problems<'_>) -> Deploys {
                 Duration::from_secs(10),
                 (Duration::from_millis(100), Duration::from_secs(3600)),
             ),
-            timeout: duration(problems, v.and_then(|v| v.timeout.as_ref()), key("verify.timeout"), Duration::from_secs(300), long),
+            timeout: duration(
+                problems,
+                v.and_then(|v| v.timeout.as_ref()),
+                key("verify.timeout"),
+                Duration::from_secs(300),
+                long,
+            ),
         };
         let window = duration(
             problems,

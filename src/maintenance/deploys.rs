@@ -166,7 +166,8 @@ mod tests {
     }
 
     fn render(at: i64, status: &str) -> Observation {
-        let in_progress = crate::render::model::DeployPhase::of(status) == crate::render::model::DeployPhase::InProgress;
+        let in_progress =
+            crate::render::model::DeployPhase::of(status) == crate::render::model::DeployPhase::InProgress;
         let s = |name: &str, labels: &[(&str, &str)], value: f64| Sample {
             name: name.into(),
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),

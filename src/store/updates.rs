@@ -198,14 +198,16 @@ pub struct StepEnd {
 pub async fn step_ended(store: &Store, id: i64, seq: i64, end: &StepEnd, at: i64) -> Result<()> {
     store
         .write(async |conn| {
-            sqlx::query("UPDATE update_steps SET ended_at = ?, outcome = ?, detail = ? WHERE update_id = ? AND seq = ?")
-                .bind(at)
-                .bind(&end.outcome)
-                .bind(&end.detail)
-                .bind(id)
-                .bind(seq)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "UPDATE update_steps SET ended_at = ?, outcome = ?, detail = ? WHERE update_id = ? AND seq = ?",
+            )
+            .bind(at)
+            .bind(&end.outcome)
+            .bind(&end.detail)
+            .bind(id)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await?;
             if !end.facts.is_empty() {
                 let text: String =
                     sqlx::query_scalar("SELECT facts FROM updates WHERE id = ?").bind(id).fetch_one(&mut *conn).await?;

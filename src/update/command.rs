@@ -195,7 +195,10 @@ mod tests {
     #[tokio::test]
     async fn facts_reach_the_command_and_its_output_is_kept() {
         let r = crate::redact::Redactor::new(["hunter2"]);
-        let s = spec(r#"echo "to=$1 env=$MXWARDEN_UPDATE_TO from=$MXWARDEN_UPDATE_FROM id=$MXWARDEN_UPDATE_ID"; echo hunter2 >&2; exit 3"#, 10_000);
+        let s = spec(
+            r#"echo "to=$1 env=$MXWARDEN_UPDATE_TO from=$MXWARDEN_UPDATE_FROM id=$MXWARDEN_UPDATE_ID"; echo hunter2 >&2; exit 3"#,
+            10_000,
+        );
         let f = run(&s, &facts(), &r).await.unwrap();
         assert_eq!(f.code, Some(3));
         assert!(!f.ok());
@@ -214,9 +217,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_flood_of_output_is_bounded_to_its_end() {
-        let f = run(&spec("head -c 5000000 /dev/zero | tr '\\0' x; echo; echo the-end", 20_000), &facts(), &Default::default())
-            .await
-            .unwrap();
+        let f = run(
+            &spec("head -c 5000000 /dev/zero | tr '\\0' x; echo; echo the-end", 20_000),
+            &facts(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
         assert!(f.ok());
         assert!(f.output.len() <= KEEP + 64, "kept {} bytes", f.output.len());
         assert!(f.output.trim_end().ends_with("the-end"));

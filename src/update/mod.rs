@@ -9,6 +9,7 @@
 
 pub(crate) mod command;
 pub mod plan;
+pub(crate) mod render;
 pub(crate) mod run;
 pub(crate) mod version;
 
@@ -33,7 +34,7 @@ pub struct CommandSpec {
 }
 
 /// How a service is deployed and rolled back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Deployer {
     /// A command on this host (any platform that is not Render).
     Command {
@@ -42,6 +43,16 @@ pub enum Deployer {
         /// Puts the version before back; `None`: a failed deploy cannot be undone, which the
         /// preflight reports.
         rollback: Option<CommandSpec>,
+    },
+    /// Render: the API's deploy trigger, followed to `live` (or failure) through the deploy and
+    /// event APIs; the rollback is Render's, to the deploy live before.
+    Render {
+        /// The API and its key.
+        api: Arc<crate::probe::render::RenderApi>,
+        /// The Render service id (`srv-…`).
+        service_id: String,
+        /// Longest a deploy (or rollback) may take to go live.
+        timeout: Duration,
     },
 }
 

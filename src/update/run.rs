@@ -258,6 +258,7 @@ impl Updater {
                 Step::Rollback => rollback.as_ref().map_or(Duration::from_secs(60), |r| r.timeout),
                 _ => deploy.timeout,
             },
+            super::Deployer::Render { timeout, .. } => *timeout,
         };
         match step {
             Step::Preflight => Duration::from_secs(120),
@@ -291,6 +292,7 @@ impl Updater {
         let t = &self.target;
         let mut findings: Vec<String> = Vec::new();
         let mut passed: Vec<String> = Vec::new();
+        let mut live_deploy: Option<String> = None;
         let prober = crate::probe::Prober::new(self.clock.clone());
         let mut checks = t.checks.clone();
         checks.extend(t.dependency_checks.iter().cloned());
@@ -322,7 +324,9 @@ impl Updater {
         }
         if request.no_backup.is_none() {
             match &t.backup {
-                None => findings.push("no `backup:` section: nothing to back up to (or pass --no-backup REASON)".into()),
+                None => {
+                    findings.push("no `backup:` section: nothing to back up to (or pass --no-backup REASON)".into())
+                }
                 Some(plan) => match writable(plan.storage.root()) {
                     Ok(()) => passed.push(format!("backup destination {} writable", plan.storage.root().display())),
                     Err(e) => findings.push(e),
@@ -344,8 +348,21 @@ impl Updater {
                     }
                 }
             }
+            super::Deployer::Render { api, service_id, .. } => {
+                let client = super::render::client(api, self.http.clone());
+                match super::render::live_deploy(&client, service_id).await {
+                    Ok((deploy, source)) => {
+                        passed.push(format!("Render: {service_id} answers, live deploy {deploy} ({source})"));
+                        live_deploy = Some(deploy);
+                    }
+                    Err(e) => findings.push(format!("Render: {e}")),
+                }
+            }
         }
         let mut done_facts = Map::new();
+        if let Some(deploy) = live_deploy {
+            done_facts.insert("previous_deploy".into(), deploy.into());
+        }
         match version::fetch(&self.http, &t.access).await {
             Ok(Some(v)) => {
                 passed.push(format!("reports version {v}"));
@@ -355,8 +372,7 @@ impl Updater {
             Err(e) => passed.push(format!("version unknown: {e}")),
         }
         let mut done = if findings.is_empty() {
-            Done::new(Outcome::Ok, format!("{} and what it needs are healthy", t.service))
-                .detail(passed.join("\n"))
+            Done::new(Outcome::Ok, format!("{} and what it needs are healthy", t.service)).detail(passed.join("\n"))
         } else {
             let forced = if request.force { " (going on: --force)" } else { "" };
             Done::new(Outcome::Failed, format!("{}{forced}", findings.join("; "))).detail(format!(
@@ -433,8 +449,13 @@ impl Updater {
             row.id
         );
         let done = match self.tell(&format!("update-{}-announce", row.id), &title, &text).await {
-            Ok(0) => Done::new(Outcome::Ok, format!("window #{window} open ({}); no Matrix receiver to tell", services.join(", "))),
-            Ok(n) => Done::new(Outcome::Ok, format!("told {n} room(s); window #{window} open for {}", services.join(", "))),
+            Ok(0) => Done::new(
+                Outcome::Ok,
+                format!("window #{window} open ({}); no Matrix receiver to tell", services.join(", ")),
+            ),
+            Ok(n) => {
+                Done::new(Outcome::Ok, format!("told {n} room(s); window #{window} open for {}", services.join(", ")))
+            }
             Err(e) => Done::new(Outcome::Failed, format!("the ops room was not told: {e}")),
         };
         done.fact("window_id", window)
@@ -454,11 +475,8 @@ impl Updater {
             Ok(m) => m,
             Err(e) => return Done::new(Outcome::Failed, format!("backup did not run: {e}")),
         };
-        let failed: Vec<String> = manifest
-            .items
-            .iter()
-            .filter_map(|i| i.error.as_ref().map(|e| format!("{}: {e}", i.label())))
-            .collect();
+        let failed: Vec<String> =
+            manifest.items.iter().filter_map(|i| i.error.as_ref().map(|e| format!("{}: {e}", i.label()))).collect();
         if !failed.is_empty() {
             return Done::new(Outcome::Failed, format!("backup {} failed: {}", manifest.id, failed.join("; ")))
                 .fact("backup_id", manifest.id.clone());
@@ -473,8 +491,11 @@ impl Updater {
         let report = crate::backup::verify::verify(plan, &plan.storage, &manifest, identities.as_deref(), false).await;
         let depth = if identities.is_some() { "checksums, decrypted and read back" } else { "checksums" };
         if report.ok {
-            Done::new(Outcome::Ok, format!("backup {} of {} items verified ({depth})", manifest.id, manifest.items.len()))
-                .fact("backup_id", manifest.id.clone())
+            Done::new(
+                Outcome::Ok,
+                format!("backup {} of {} items verified ({depth})", manifest.id, manifest.items.len()),
+            )
+            .fact("backup_id", manifest.id.clone())
         } else {
             let problems: Vec<String> =
                 report.items.iter().filter_map(|i| i.problem.as_ref().map(|p| format!("{}: {p}", i.item))).collect();
@@ -513,6 +534,24 @@ impl Updater {
                     }
                 }
             }
+            super::Deployer::Render { api, service_id, timeout } => {
+                let client = super::render::client(api, self.http.clone());
+                let poll = t.deploy.verify.interval.min(Duration::from_secs(2));
+                let followed = match step {
+                    Step::Rollback => match row.facts.get("previous_deploy").and_then(Value::as_str) {
+                        Some(back) => super::render::rollback(&client, service_id, back, *timeout, poll).await,
+                        None => return Done::new(Outcome::Failed, "no deploy live before the update is recorded"),
+                    },
+                    _ => super::render::deploy(&client, service_id, &row.target, *timeout, poll).await,
+                };
+                let outcome = if followed.ok { Outcome::Ok } else { Outcome::Failed };
+                let key = if step == Step::Rollback { "rollback_deploy" } else { "deploy_id" };
+                let mut done = Done::new(outcome, followed.line).detail(followed.detail);
+                if let Some(id) = followed.deploy_id {
+                    done = done.fact(key, id);
+                }
+                done
+            }
         }
     }
 
@@ -542,10 +581,8 @@ impl Updater {
                 last_failure = failing.join("; ");
             }
             if streak >= spec.rounds {
-                evidence.push(format!(
-                    "{} check(s) passed {streak} rounds in a row ({rounds} rounds run)",
-                    t.checks.len()
-                ));
+                evidence
+                    .push(format!("{} check(s) passed {streak} rounds in a row ({rounds} rounds run)", t.checks.len()));
                 break;
             }
             if Instant::now() + spec.interval > deadline {
@@ -597,7 +634,11 @@ impl Updater {
         if problems.is_empty() {
             Done::new(Outcome::Ok, evidence.join("; "))
         } else {
-            Done::new(Outcome::Failed, problems.join("; ")).detail(format!("{}\nalso: {}", problems.join("\n"), evidence.join("; ")))
+            Done::new(Outcome::Failed, problems.join("; ")).detail(format!(
+                "{}\nalso: {}",
+                problems.join("\n"),
+                evidence.join("; ")
+            ))
         }
     }
 
@@ -626,7 +667,10 @@ impl Updater {
                 let (status, meta, url) = get(join("/_matrix/client/v1/auth_metadata")?).await?;
                 if status == 200 {
                     let keys = keys_ok(get(jwks(&meta)?).await?)?;
-                    Ok(Some(format!("login path: auth metadata (issuer {}), JWKS with {keys} keys", meta["issuer"].as_str().unwrap_or("?"))))
+                    Ok(Some(format!(
+                        "login path: auth metadata (issuer {}), JWKS with {keys} keys",
+                        meta["issuer"].as_str().unwrap_or("?")
+                    )))
                 } else if status == 404 {
                     let (status, login, url) = get(join("/_matrix/client/v3/login")?).await?;
                     let flows = login["flows"].as_array().map_or(0, Vec::len);
@@ -655,7 +699,8 @@ impl Updater {
 
     fn failure_of(row: &UpdateRow) -> (String, String) {
         let failed = row.steps.iter().find(|s| {
-            matches!(s.step.as_str(), "deploy" | "verify") && matches!(s.outcome.as_deref(), Some("failed" | "interrupted"))
+            matches!(s.step.as_str(), "deploy" | "verify")
+                && matches!(s.outcome.as_deref(), Some("failed" | "interrupted"))
         });
         match failed {
             Some(s) => (s.step.clone(), s.detail.clone()),
@@ -673,7 +718,9 @@ impl Updater {
                     .steps
                     .iter()
                     .rev()
-                    .find(|s| matches!(s.step.as_str(), "rollback" | "verify-rollback") && s.outcome.as_deref() != Some("ok"))
+                    .find(|s| {
+                        matches!(s.step.as_str(), "rollback" | "verify-rollback") && s.outcome.as_deref() != Some("ok")
+                    })
                     .map(|s| format!("{} {}: {}", s.step, s.outcome.as_deref().unwrap_or("?"), first_line(&s.detail)))
                     .unwrap_or_default();
                 format!("ROLLBACK FAILED ({detail}): act now")
@@ -697,7 +744,14 @@ impl Updater {
             ),
         );
         annotations.insert("description".into(), format!("Evidence ({step}): {}", bounded(&evidence, 2_000)));
-        let alert = AlertInfo { name: "UpdateFailed".into(), labels, annotations, value: 1.0, fired_at: now, resolved_at: None };
+        let alert = AlertInfo {
+            name: "UpdateFailed".into(),
+            labels,
+            annotations,
+            value: 1.0,
+            fired_at: now,
+            resolved_at: None,
+        };
         let mut n = crate::notify::alert_message(Kind::Firing, alert, now);
         let evidence = bounded(&evidence, 2_000);
         n.text.push_str(&format!("\nEvidence ({step}): {evidence}"));
@@ -705,12 +759,8 @@ impl Updater {
             "<br/>Evidence ({step}):<pre>{}</pre>",
             crate::notify::html_escape(&crate::text::escape_controls_in_prose(&evidence))
         ));
-        let receivers: Vec<String> = t
-            .alerting
-            .as_ref()
-            .and_then(|a| a.tier("critical"))
-            .map(|tier| tier.receivers.clone())
-            .unwrap_or_default();
+        let receivers: Vec<String> =
+            t.alerting.as_ref().and_then(|a| a.tier("critical")).map(|tier| tier.receivers.clone()).unwrap_or_default();
         if receivers.is_empty() {
             return Done::new(Outcome::Failed, "no critical tier with receivers: the page has nowhere to go");
         }
@@ -745,11 +795,14 @@ impl Updater {
                 Err(e) => return Done::new(Outcome::Failed, format!("window #{id} not ended: {e}")),
             }
         }
-        let took = crate::units::HumanDuration(Duration::from_secs(((self.now() - row.started_at).max(0) / 1000) as u64));
+        let took =
+            crate::units::HumanDuration(Duration::from_secs(((self.now() - row.started_at).max(0) / 1000) as u64));
         let announced = history.iter().any(|(s, o)| *s == Step::Announce && *o == Outcome::Ok);
         if announced {
             let (title, text) = match ending {
-                Ending::Succeeded => (format!("Updated {} to {} in {took}", t.service, row.target), "Verified.".to_string()),
+                Ending::Succeeded => {
+                    (format!("Updated {} to {} in {took}", t.service, row.target), "Verified.".to_string())
+                }
                 Ending::RolledBack => {
                     let (step, evidence) = Self::failure_of(row);
                     (

@@ -61,7 +61,9 @@ fn endpoints(access: &ServiceAccess) -> Vec<(url::Url, bool)> {
         .flatten()
         .collect(),
         ServiceKind::Vikunja => join(&access.url, "/api/v1/info").map(|u| (u, false)).into_iter().collect(),
-        ServiceKind::Authentik => join(&access.url, "/api/v3/admin/version/").map(|u| (u, with_token)).into_iter().collect(),
+        ServiceKind::Authentik => {
+            join(&access.url, "/api/v3/admin/version/").map(|u| (u, with_token)).into_iter().collect()
+        }
         ServiceKind::Mas | ServiceKind::Postgres => Vec::new(),
     }
 }
@@ -145,15 +147,37 @@ mod tests {
 
     #[test]
     fn versions_are_read_from_each_kinds_answer() {
-        assert_eq!(parse(ServiceKind::Synapse, "/_synapse/admin/v1/server_version", &serde_json::json!({"server_version": "1.2.3"})).as_deref(), Some("1.2.3"));
         assert_eq!(
-            parse(ServiceKind::Synapse, "/_matrix/federation/v1/version", &serde_json::json!({"server": {"name": "Synapse", "version": "1.2.3"}}))
-                .as_deref(),
+            parse(
+                ServiceKind::Synapse,
+                "/_synapse/admin/v1/server_version",
+                &serde_json::json!({"server_version": "1.2.3"})
+            )
+            .as_deref(),
             Some("1.2.3")
         );
-        assert_eq!(parse(ServiceKind::Vikunja, "/api/v1/info", &serde_json::json!({"version": "v0.24.1"})).as_deref(), Some("v0.24.1"));
-        assert_eq!(parse(ServiceKind::Authentik, "/x", &serde_json::json!({"version_current": "2025.2.1"})).as_deref(), Some("2025.2.1"));
-        assert_eq!(parse(ServiceKind::Vikunja, "/api/v1/info", &serde_json::json!({"version": 3})), None, "a number is no version string");
+        assert_eq!(
+            parse(
+                ServiceKind::Synapse,
+                "/_matrix/federation/v1/version",
+                &serde_json::json!({"server": {"name": "Synapse", "version": "1.2.3"}})
+            )
+            .as_deref(),
+            Some("1.2.3")
+        );
+        assert_eq!(
+            parse(ServiceKind::Vikunja, "/api/v1/info", &serde_json::json!({"version": "v0.24.1"})).as_deref(),
+            Some("v0.24.1")
+        );
+        assert_eq!(
+            parse(ServiceKind::Authentik, "/x", &serde_json::json!({"version_current": "2025.2.1"})).as_deref(),
+            Some("2025.2.1")
+        );
+        assert_eq!(
+            parse(ServiceKind::Vikunja, "/api/v1/info", &serde_json::json!({"version": 3})),
+            None,
+            "a number is no version string"
+        );
         assert_eq!(parse(ServiceKind::Mas, "/", &serde_json::json!({})), None);
     }
 }

@@ -31,10 +31,18 @@ impl DeployedSynapse {
         me.write_script("rollback.sh", &me.start_script(false));
         me.write_script(
             "slow-deploy.sh",
-            &format!("#!/bin/bash\necho $$ >{dir}/slow.pid\ntouch {dir}/slow.started\nexec sleep 600\n", dir = me.dir().display()),
+            &format!(
+                "#!/bin/bash\necho $$ >{dir}/slow.pid\ntouch {dir}/slow.started\nexec sleep 600\n",
+                dir = me.dir().display()
+            ),
         );
         let r = std::process::Command::new(me.script("start.sh")).output().expect("run start.sh");
-        assert!(r.status.success(), "start.sh: {}{}", String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&r.stderr));
+        assert!(
+            r.status.success(),
+            "start.sh: {}{}",
+            String::from_utf8_lossy(&r.stdout),
+            String::from_utf8_lossy(&r.stderr)
+        );
         me
     }
 
@@ -58,7 +66,8 @@ impl DeployedSynapse {
     fn start_script(&self, changed: bool) -> String {
         let python = venv_bin("venv-synapse", "python").display().to_string();
         let dir = self.dir().display().to_string();
-        let change = if changed { format!("echo 'max_upload_size: 7M' >>{dir}/homeserver.yaml") } else { String::new() };
+        let change =
+            if changed { format!("echo 'max_upload_size: 7M' >>{dir}/homeserver.yaml") } else { String::new() };
         format!(
             r#"#!/bin/bash
 set -eu
@@ -111,7 +120,10 @@ impl Drop for DeployedSynapse {
     fn drop(&mut self) {
         for pid_file in ["homeserver.pid", "slow.pid"] {
             if let Ok(pid) = std::fs::read_to_string(self.dir().join(pid_file)) {
-                let _ = std::process::Command::new("kill").args(["-9", pid.trim()]).stderr(std::process::Stdio::null()).status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", pid.trim()])
+                    .stderr(std::process::Stdio::null())
+                    .status();
             }
         }
     }
@@ -226,7 +238,9 @@ fn a_command_deploy_updates_a_real_synapse_and_a_version_that_does_not_verify_is
     // A dry run prints every call and changes nothing: no store, no window, no message.
     let dry = setup.mxwarden(&["update", "synapse", "--to", &image, "--dry-run"]);
     assert_eq!(dry.code, 0, "{}", dry.all());
-    for call in ["deploy.sh", "rollback.sh", "GET the reported version; it must be", "maintenance window", "ops-room (Matrix"] {
+    for call in
+        ["deploy.sh", "rollback.sh", "GET the reported version; it must be", "maintenance window", "ops-room (Matrix"]
+    {
         assert!(dry.stdout.contains(call), "the plan names `{call}`: {}", dry.all());
     }
     assert!(!setup.file.path.with_file_name("mxwarden.db").exists(), "a dry run creates no store");
@@ -264,7 +278,10 @@ fn a_command_deploy_updates_a_real_synapse_and_a_version_that_does_not_verify_is
     assert!(record["steps"][2]["detail"].as_str().unwrap().contains("decrypted and read back"), "{record}");
     assert_eq!(setup.open_windows(), serde_json::json!([]), "the update's window has ended");
     let room = setup.room();
-    assert!(room.iter().any(|m| m.starts_with(&format!("Updating synapse to {image}")) && m.contains("monthly update")), "{room:?}");
+    assert!(
+        room.iter().any(|m| m.starts_with(&format!("Updating synapse to {image}")) && m.contains("monthly update")),
+        "{room:?}"
+    );
     assert!(room.iter().any(|m| m.starts_with(&format!("Updated synapse to {image} in"))), "{room:?}");
 
     // A version the deploy does not bring: verify fails, the rollback puts the config back,
@@ -332,7 +349,8 @@ fn kill_9_during_the_deploy_then_resume_rolls_back_to_a_correct_end_and_a_second
     assert!(killed.success());
     let _ = child.wait();
     if let Ok(pid) = std::fs::read_to_string(setup.s.dir().join("slow.pid")) {
-        let _ = std::process::Command::new("kill").args(["-9", pid.trim()]).stderr(std::process::Stdio::null()).status();
+        let _ =
+            std::process::Command::new("kill").args(["-9", pid.trim()]).stderr(std::process::Stdio::null()).status();
     }
     let record = &setup.updates()[0];
     assert_eq!(record["state"], "running");
@@ -373,4 +391,291 @@ fn kill_9_during_the_deploy_then_resume_rolls_back_to_a_correct_end_and_a_second
     let none = setup.mxwarden(&["update", "--resume"]);
     assert_eq!(none.code, 2, "{}", none.all());
     let _ = repo();
+}
+
+// ---- Render: the fake of Render's API (a SaaS that cannot run here) plays the platform; the
+// service behind it is a Vikunja-shaped fake whose health and version the scenario changes
+// as its deploys go live; the ops room is on the harness's real Synapse.
+
+mod render {
+    use super::{pairs, steps};
+    use crate::cli::{ConfigFile, Run, config, run};
+    use crate::support::fakes;
+    use mxwarden_render_fake::FakeRender;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    const KEY: &str = "rnd_update_test_key_0123456789";
+    const SRV: &str = "srv-vikunja0001";
+
+    /// What the platform does with a new deploy.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Scenario {
+        /// It goes live and the service reports the new version.
+        GoesLive,
+        /// It fails (`update_failed`, a `server_failed` event); the old version keeps running.
+        Fails,
+        /// It goes live but the service's health answers 503.
+        GoesLiveUnhealthy,
+    }
+
+    /// The service: `/health` and `/api/v1/info` as Vikunja documents them.
+    struct Service {
+        url: String,
+        healthy: Arc<AtomicBool>,
+        version: Arc<Mutex<String>>,
+    }
+
+    fn service() -> Service {
+        use axum::http::StatusCode;
+        use axum::routing::get;
+        let healthy = Arc::new(AtomicBool::new(true));
+        let version = Arc::new(Mutex::new("v0.24.0".to_string()));
+        let (h, v) = (healthy.clone(), version.clone());
+        let url =
+            fakes::serve(
+                axum::Router::new()
+                    .route(
+                        "/health",
+                        get(move || {
+                            let up = h.load(Ordering::SeqCst);
+                            async move {
+                                if up { (StatusCode::OK, "OK") } else { (StatusCode::SERVICE_UNAVAILABLE, "down") }
+                            }
+                        }),
+                    )
+                    .route(
+                        "/api/v1/info",
+                        get(move || {
+                            let v = v.lock().unwrap().clone();
+                            async move {
+                                axum::Json(
+                                    serde_json::json!({"version": v, "frontend_url": "https://tasks.example.com/"}),
+                                )
+                            }
+                        }),
+                    ),
+            );
+        Service { url, healthy, version }
+    }
+
+    struct Setup {
+        fake: FakeRender,
+        svc: Service,
+        file: ConfigFile,
+        room: String,
+        stop: Arc<AtomicBool>,
+    }
+
+    impl Drop for Setup {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl Setup {
+        fn new(scenario: Scenario) -> Self {
+            let synapse = &crate::support::services::shared().synapse;
+            let room = crate::matrix::create_room(&synapse.base_url, &synapse.admin_token, "ops-render");
+            let fake = {
+                let _rt = fakes::runtime().enter();
+                let listener = fakes::runtime().block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+                FakeRender::spawn(listener, KEY)
+            };
+            fake.add_service(SRV, "vikunja", "starter", 100e6, 512e6);
+            let svc = service();
+            let file = config(&format!(
+                r#"defaults: {{ interval: 1s, timeout: 3s }}
+store: ./mxwarden.db
+listen: off
+render: {{ api_key: "${{RK}}", api_url: "{api}" }}
+services:
+  vikunja:
+    kind: vikunja
+    url: "{url}"
+    render: {SRV}
+    deploy: {{ render: true, timeout: 30s, verify: {{ rounds: 3, interval: 300ms, timeout: 8s }}, window: 5m }}
+alerting:
+  receivers:
+    ops-room: {{ matrix: {{ homeserver: "{base}", room: "{room}", access_token: "${{T}}" }} }}
+  tiers:
+    critical: {{ receivers: [ops-room] }}
+"#,
+                api = fake.api_url,
+                url = svc.url,
+                base = synapse.base_url,
+            ));
+            let stop = Arc::new(AtomicBool::new(false));
+            // The platform: acts on each new deploy as the scenario says, and on a rollback by
+            // putting the old version back.
+            let (f, healthy, version, done) = (fake.clone(), svc.healthy.clone(), svc.version.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let newest = f.with(|w| w.deploys.get(SRV).and_then(|l| l.first().cloned()));
+                    let Some(d) = newest else { continue };
+                    let (id, status, trigger) = (
+                        d["id"].as_str().unwrap_or_default().to_string(),
+                        d["status"].as_str().unwrap_or_default(),
+                        d["trigger"].as_str().unwrap_or_default(),
+                    );
+                    match (status, trigger) {
+                        ("queued", "api") => {
+                            let image = d["image"]["ref"].as_str().unwrap_or_default();
+                            let tag = image.rsplit(':').next().unwrap_or_default().to_string();
+                            match scenario {
+                                Scenario::GoesLive => {
+                                    *version.lock().unwrap() = tag;
+                                    f.set_deploy_status(SRV, &id, "live");
+                                }
+                                Scenario::GoesLiveUnhealthy => {
+                                    *version.lock().unwrap() = tag;
+                                    healthy.store(false, Ordering::SeqCst);
+                                    f.set_deploy_status(SRV, &id, "live");
+                                }
+                                Scenario::Fails => {
+                                    let now = jiff::Timestamp::now().to_string();
+                                    f.push_event(SRV, "server_failed", serde_json::json!({"instanceID": format!("{SRV}-inst2"), "reason": {"evicted": false, "nonZeroExit": 1}}), &now);
+                                    f.push_event(SRV, "deploy_ended", serde_json::json!({"deployId": id, "deployStatus": "failed", "reason": {"failure": {"nonZeroExit": 1}}}), &now);
+                                    f.set_deploy_status(SRV, &id, "update_failed");
+                                }
+                            }
+                        }
+                        ("update_in_progress", "rollback") => {
+                            *version.lock().unwrap() = "v0.24.0".into();
+                            healthy.store(true, Ordering::SeqCst);
+                            f.set_deploy_status(SRV, &id, "live");
+                        }
+                        _ => {}
+                    }
+                }
+            });
+            Self { fake, svc, file, room, stop }
+        }
+
+        fn update(&self, to: &str) -> Run {
+            let synapse = &crate::support::services::shared().synapse;
+            let path = self.file.path.to_str().unwrap();
+            run(
+                &[
+                    "--config",
+                    path,
+                    "update",
+                    "vikunja",
+                    "--to",
+                    to,
+                    "--no-backup",
+                    "the fake holds no data",
+                    "--yes",
+                    "--json",
+                ],
+                &[("RK", KEY), ("T", synapse.admin_token.as_str())],
+            )
+        }
+
+        fn room(&self) -> Vec<String> {
+            let synapse = &crate::support::services::shared().synapse;
+            crate::matrix::messages(&synapse.base_url, &synapse.admin_token, &self.room)
+                .iter()
+                .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_string())
+                .collect()
+        }
+
+        fn calls(&self, what: &str) -> usize {
+            self.fake.requests().iter().filter(|r| r.starts_with(what)).count()
+        }
+    }
+
+    #[test]
+    fn a_render_deploy_that_goes_live_is_verified_by_the_version_the_service_reports() {
+        let s = Setup::new(Scenario::GoesLive);
+        let r = s.update("vikunja/vikunja:v0.24.1");
+        assert_eq!(r.code, 0, "{}", r.all());
+        let record = r.json();
+        assert_eq!(
+            steps(&record),
+            pairs(&[
+                ("preflight", "ok"),
+                ("announce", "ok"),
+                ("backup", "skipped"),
+                ("deploy", "ok"),
+                ("verify", "ok"),
+                ("finish", "ok")
+            ])
+        );
+        assert!(
+            record["steps"][2]["detail"].as_str().unwrap().contains("the fake holds no data"),
+            "the reason is recorded"
+        );
+        assert!(record["steps"][4]["detail"].as_str().unwrap().contains("reports version v0.24.1"), "{record}");
+        assert!(record["facts"]["deploy_id"].as_str().unwrap().starts_with("dep-"));
+        assert_eq!(s.calls(&format!("POST /v1/services/{SRV}/deploys")), 1, "{:?}", s.fake.requests());
+        assert_eq!(s.calls(&format!("POST /v1/services/{SRV}/rollback")), 0);
+        let deploy = s.fake.with(|w| w.deploys[SRV][0].clone());
+        assert_eq!(deploy["image"]["ref"], "vikunja/vikunja:v0.24.1", "the image asked for is what Render deploys");
+        let room = s.room();
+        assert!(room.iter().any(|m| m.starts_with("Updating vikunja to vikunja/vikunja:v0.24.1")), "{room:?}");
+        assert!(room.iter().any(|m| m.starts_with("Updated vikunja to")), "{room:?}");
+        assert!(!room.iter().any(|m| m.contains("UpdateFailed")), "{room:?}");
+        assert!(!r.stdout.contains(KEY) && !r.stderr.contains(KEY), "the API key is in no output");
+    }
+
+    #[test]
+    fn a_failed_render_deploy_is_rolled_back_verified_and_paged_once_with_its_evidence() {
+        let s = Setup::new(Scenario::Fails);
+        let before = s.fake.with(|w| w.deploys[SRV][0]["id"].as_str().unwrap().to_string());
+        let r = s.update("vikunja/vikunja:v0.24.1");
+        assert_eq!(r.code, 1, "{}", r.all());
+        let record = r.json();
+        assert_eq!(record["state"], "rolled-back", "{}", r.all());
+        assert_eq!(
+            steps(&record),
+            pairs(&[
+                ("preflight", "ok"),
+                ("announce", "ok"),
+                ("backup", "skipped"),
+                ("deploy", "failed"),
+                ("rollback", "ok"),
+                ("verify-rollback", "ok"),
+                ("page", "ok"),
+                ("finish", "ok")
+            ])
+        );
+        let deploy = record["steps"][3]["detail"].as_str().unwrap();
+        assert!(deploy.contains("update_failed") && deploy.contains("server_failed non_zero_exit"), "{deploy}");
+        let rollbacks: Vec<String> = s
+            .fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.starts_with(&format!("POST /v1/services/{SRV}/rollback")))
+            .collect();
+        assert_eq!(rollbacks.len(), 1, "{rollbacks:?}");
+        assert_eq!(record["facts"]["previous_deploy"], before.as_str(), "the rollback goes to the deploy live before");
+        assert_eq!(*s.svc.version.lock().unwrap(), "v0.24.0");
+        let room = s.room();
+        let pages: Vec<&String> = room.iter().filter(|m| m.contains("UpdateFailed")).collect();
+        assert_eq!(pages.len(), 1, "one page: {room:?}");
+        assert!(pages[0].contains("failed at deploy") && pages[0].contains("update_failed"), "{}", pages[0]);
+        assert!(room.iter().any(|m| m.starts_with("Update of vikunja") && m.contains("rolled back")), "{room:?}");
+    }
+
+    #[test]
+    fn a_render_deploy_whose_health_stays_503_is_rolled_back() {
+        let s = Setup::new(Scenario::GoesLiveUnhealthy);
+        let r = s.update("vikunja/vikunja:v0.24.1");
+        assert_eq!(r.code, 1, "{}", r.all());
+        let record = r.json();
+        assert_eq!(record["state"], "rolled-back", "{}", r.all());
+        let taken: Vec<(String, String)> = steps(&record);
+        assert_eq!(taken[3], ("deploy".to_string(), "ok".to_string()));
+        assert_eq!(taken[4], ("verify".to_string(), "failed".to_string()));
+        assert_eq!(taken[5], ("rollback".to_string(), "ok".to_string()));
+        assert_eq!(taken[6], ("verify-rollback".to_string(), "ok".to_string()), "{record}");
+        let verify = record["steps"][4]["detail"].as_str().unwrap();
+        assert!(verify.contains("did not pass 3 rounds") && verify.contains("503"), "{verify}");
+        assert!(s.svc.healthy.load(Ordering::SeqCst), "the rollback brought the healthy version back");
+        let room = s.room();
+        assert_eq!(room.iter().filter(|m| m.contains("UpdateFailed")).count(), 1, "{room:?}");
+    }
 }
