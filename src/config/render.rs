@@ -26,8 +26,7 @@ pub(super) fn api(file: &FileConfig, problems: &mut Problems<'_>) -> Option<Arc<
     let spanned = file.render.as_ref()?;
     let r = &spanned.value;
     let here = spanned.referenced;
-    let key =
-        problems.take(secret(problems.origin, r.api_key.as_ref(), r.api_key_file.as_ref(), "render.api_key", &here));
+    let key = problems.take(secret(problems.origin, r.api_key.as_ref(), r.api_key_file.as_ref(), "render.api_key", &here));
     let key = match key {
         Some(Some(k)) => Some(k),
         Some(None) => {
@@ -50,14 +49,7 @@ pub(super) fn api(file: &FileConfig, problems: &mut Problems<'_>) -> Option<Arc<
         if ok {
             Some(v.to_string())
         } else {
-            problems.add(
-                &o.referenced,
-                "render.owner_id",
-                format!(
-                    "`{}` is not a workspace id; expected tea-… or usr-… (`mxwarden render discover` prints it)",
-                    crate::text::escape_controls(v)
-                ),
-            );
+            problems.add(&o.referenced, "render.owner_id", format!("`{}` is not a workspace id; expected tea-… or usr-… (`mxwarden render discover` prints it)", crate::text::escape_controls(v)));
             None
         }
     });
@@ -87,8 +79,7 @@ pub(super) fn checks(file: &FileConfig, api: Option<&Arc<RenderApi>>, problems: 
         let Some(id) = &service.render else { continue };
         let key = format!("services.{name}.render");
         let text = id.value.trim();
-        let expected =
-            if service.kind == ServiceKind::Postgres { ResourceKind::Postgres } else { ResourceKind::Service };
+        let expected = if service.kind == ServiceKind::Postgres { ResourceKind::Postgres } else { ResourceKind::Service };
         let example = if expected == ResourceKind::Postgres { "dpg-…" } else { "srv-…" };
         match ResourceKind::of(text) {
             None => {
@@ -175,28 +166,15 @@ mod tests {
     #[test]
     fn bad_links_name_file_line_and_key() {
         let cases = [
-            (
-                "  s: { kind: synapse, url: \"https://m.example.org\", render: dpg-abc }\n",
-                "services.s.render",
-                "kind synapse links srv-",
-            ),
-            (
-                "  db: { kind: postgres, dsn: \"postgresql://u@h/d\", render: srv-abc }\n",
-                "services.db.render",
-                "kind postgres links dpg-",
-            ),
-            (
-                "  s: { kind: synapse, url: \"https://m.example.org\", render: \"srv-a/../b\" }\n",
-                "services.s.render",
-                "not a Render id",
-            ),
+            ("  s: { kind: synapse, url: \"https://m.example.org\", render: dpg-abc }\n", "services.s.render", "kind synapse links srv-"),
+            ("  db: { kind: postgres, dsn: \"postgresql://u@h/d\", render: srv-abc }\n", "services.db.render", "kind postgres links dpg-"),
+            ("  s: { kind: synapse, url: \"https://m.example.org\", render: \"srv-a/../b\" }\n", "services.s.render", "not a Render id"),
         ];
         for (line, key, words) in cases {
             let e = load(&format!("{BASE}{line}")).unwrap_err();
             assert!(e.contains("mxwarden.yaml:3:") && e.contains(key) && e.contains(words), "{e}");
         }
-        let e =
-            load("services:\n  s: { kind: synapse, url: \"https://m.example.org\", render: srv-abc }\n").unwrap_err();
+        let e = load("services:\n  s: { kind: synapse, url: \"https://m.example.org\", render: srv-abc }\n").unwrap_err();
         assert!(e.contains("mxwarden.yaml:2:") && e.contains("top-level `render:`"), "{e}");
         let e = load("render: { api_url: \"http://127.0.0.1:9/v1\" }\n").unwrap_err();
         assert!(e.contains("mxwarden.yaml:1:") && e.contains("render.api_key"), "{e}");

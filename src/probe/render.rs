@@ -348,11 +348,7 @@ async fn poll_service(
             1.0,
         );
         let phase = d.phase();
-        out.push(
-            "render_deploy_in_progress",
-            &[("deploy", &d.id)],
-            if phase == DeployPhase::InProgress { 1.0 } else { 0.0 },
-        );
+        out.push("render_deploy_in_progress", &[("deploy", &d.id)], if phase == DeployPhase::InProgress { 1.0 } else { 0.0 });
         if d.status == "live"
             && let Some(t) = d.finished_at.as_deref().and_then(parse_ts)
         {
