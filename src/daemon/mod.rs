@@ -71,6 +71,7 @@ async fn run_config(
             clock: clock.clone(),
             calendar: calendar.clone(),
             services: config.known_services(),
+            updates: Arc::new(config.deploys.keys().filter_map(|s| config.update_target(s).ok().map(|t| (s.clone(), t))).collect()),
         };
         match crate::server::bind(addr) {
             Ok(listener) => {

@@ -10,6 +10,7 @@ pub mod maintenance;
 mod metrics;
 mod page;
 pub(crate) mod query;
+mod updates;
 mod view;
 
 pub(crate) use listener::{Limits, bind, connection_cap};
@@ -53,6 +54,8 @@ pub(crate) struct AppState {
     pub calendar: Arc<crate::maintenance::Calendar>,
     /// The services a maintenance window may name.
     pub services: std::collections::BTreeSet<String>,
+    /// The services with `deploy:`, for `POST /api/v1/updates`.
+    pub updates: Arc<std::collections::BTreeMap<String, crate::update::Target>>,
 }
 
 /// Largest request body accepted.
@@ -67,6 +70,12 @@ pub(crate) fn router(state: AppState) -> Router {
         state.services.clone(),
         state.clock.clone(),
     );
+    let updates = crate::server::updates::router(
+        state.store.clone(),
+        state.admin_token.clone(),
+        state.updates.clone(),
+        state.clock.clone(),
+    );
     Router::new()
         .route("/", get(page::status))
         .route("/healthz", get(healthz))
@@ -78,6 +87,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
         .merge(maintenance)
+        .merge(updates)
 }
 
 /// `GET /healthz`: `200 ok` while the daemon runs and its store takes writes; `503` with the

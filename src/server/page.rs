@@ -13,7 +13,7 @@ use std::fmt::Write;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem auto;max-width:72rem;padding:0 1rem;color:#1b1f24;background:#fafbfc}
 h1{font-size:1.4rem;margin:0 0 .3rem}h2{font-size:1.1rem;margin:1.6rem 0 .5rem;border-bottom:1px solid #d0d7de;padding-bottom:.2rem}
-.banner{padding:.7rem 1rem;border-radius:6px;font-weight:600;margin:.8rem 0}.banner.up{background:#dafbe1;color:#116329}.banner.down{background:#ffebe9;color:#a40e26}
+.banner{padding:.7rem 1rem;border-radius:6px;font-weight:600;margin:.8rem 0}.banner.up{background:#dafbe1;color:#116329}.banner.down{background:#ffebe9;color:#a40e26}.banner.update{background:#ddf4ff;color:#0a3069}
 table{border-collapse:collapse;width:100%;font-size:.9rem}td,th{padding:.35rem .5rem;text-align:left;vertical-align:top;border-bottom:1px solid #eaeef2}
 .state{font-weight:600;padding:.1rem .45rem;border-radius:4px;font-size:.8rem}.state.up{background:#dafbe1;color:#116329}.state.down{background:#ffebe9;color:#a40e26}
 .state.unknown{background:#eaeef2;color:#57606a}.state.maintenance{background:#ddf4ff;color:#0550ae}.state.firing{background:#ffebe9;color:#a40e26}.state.pending{background:#fff8c5;color:#7d4e00}
@@ -97,6 +97,21 @@ pub(crate) fn render(s: &view::Status, services: &[String]) -> String {
         out.push_str("<div class=\"banner up\">All checks are passing</div>");
     } else {
         let _ = write!(out, "<div class=\"banner down\">{} failing: {}</div>", down.len(), esc(&down.join(", ")));
+    }
+    for u in &s.updates {
+        let step = u.steps.last().map_or_else(|| "starting".to_string(), |st| match &st.outcome {
+            None => format!("{} since {}", st.step, when(st.started_at)),
+            Some(o) => format!("{} {o}", st.step),
+        });
+        let _ = write!(
+            out,
+            "<div class=\"banner update\">Update #{} in progress: {} to {} — {} (started {})</div>",
+            u.id,
+            esc(&u.service),
+            esc(&u.target),
+            esc(&step),
+            when(u.started_at)
+        );
     }
     if !s.maintenance.is_empty() || !s.upcoming_maintenance.is_empty() {
         out.push_str(

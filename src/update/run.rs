@@ -296,7 +296,7 @@ impl Updater {
         let prober = crate::probe::Prober::new(self.clock.clone());
         let mut checks = t.checks.clone();
         checks.extend(t.dependency_checks.iter().cloned());
-        for o in prober.run_all(&checks, t.concurrency).await {
+        for o in probe_all(&prober, &checks, t.concurrency).await {
             if o.ok {
                 passed.push(format!("{} ok", o.check.0));
             } else {
@@ -566,7 +566,7 @@ impl Updater {
         let (mut streak, mut rounds, mut last_failure) = (0u32, 0u32, String::new());
         let mut evidence = Vec::new();
         loop {
-            let observations = prober.run_all(&t.checks, t.concurrency).await;
+            let observations = probe_all(&prober, &t.checks, t.concurrency).await;
             rounds += 1;
             let at = self.now();
             for o in &observations {
@@ -833,6 +833,21 @@ impl Updater {
         }
         Done::new(Outcome::Ok, format!("{} after {took}; {}", ending.name(), notes.join(", ")))
     }
+}
+
+/// Runs `specs`, `concurrency` at a time, in order. (`Prober::run_all`'s stream cannot be
+/// proven `Send` for every lifetime, and the daemon runs updates on a spawned task.)
+async fn probe_all(
+    prober: &crate::probe::Prober,
+    specs: &[crate::probe::spec::CheckSpec],
+    concurrency: usize,
+) -> Vec<crate::model::Observation> {
+    let mut out = Vec::with_capacity(specs.len());
+    for chunk in specs.chunks(concurrency.max(1)) {
+        let running: Vec<_> = chunk.iter().map(|s| prober.run(s)).collect();
+        out.extend(futures::future::join_all(running).await);
+    }
+    out
 }
 
 fn first_line(text: &str) -> &str {

@@ -679,3 +679,116 @@ alerting:
         assert_eq!(room.iter().filter(|m| m.contains("UpdateFailed")).count(), 1, "{room:?}");
     }
 }
+
+// ---- The same from the daemon: `POST /api/v1/updates` with the admin token, the update run
+// in the background and recorded, the status page showing it while it runs; hostile requests
+// refused before anything is recorded.
+
+mod api {
+    use crate::cli::config;
+    use crate::support::fakes;
+    use crate::support::services::{free_port, http_get, http_request};
+    use std::time::{Duration, Instant};
+
+    const TOKEN: &str = "update-api-admin-token-0123456789";
+
+    fn post(url: &str, token: Option<&str>, body: Vec<u8>) -> (u16, String) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        fakes::runtime().block_on(async {
+            let mut r = reqwest::Client::new().post(url).header("content-type", "application/json").body(body);
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            match r.send().await {
+                Ok(resp) => (resp.status().as_u16(), resp.text().await.unwrap_or_default()),
+                Err(e) => (0, e.to_string()),
+            }
+        })
+    }
+
+    #[test]
+    fn the_daemon_starts_an_update_through_the_api_and_shows_it_on_the_status_page() {
+        let svc = fakes::vikunja();
+        let info: serde_json::Value =
+            serde_json::from_str(&http_get(&format!("{svc}/api/v1/info")).expect("the fake answers").1).unwrap();
+        let version = info["version"].as_str().unwrap().to_string();
+        let port = free_port();
+        let file = config(&format!(
+            r#"defaults: {{ interval: 1s, timeout: 3s }}
+store: ./mxwarden.db
+listen: 127.0.0.1:{port}
+admin_token: "${{ADMIN}}"
+services:
+  vikunja:
+    kind: vikunja
+    url: "{svc}"
+    deploy:
+      command: ["sh", "-c", "echo deploying $MXWARDEN_UPDATE_TO; sleep 3"]
+      rollback: {{ command: ["true"] }}
+      verify: {{ rounds: 2, interval: 200ms, timeout: 10s }}
+"#
+        ));
+        let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_mxwarden"))
+            .args(["--config", file.path.to_str().unwrap(), "run"])
+            .env("ADMIN", TOKEN)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start mxwarden run");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(&format!("{base}/healthz")).is_none_or(|(s, _)| s != 200) {
+            assert!(Instant::now() < deadline, "the daemon did not serve");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let url = format!("{base}/api/v1/updates");
+        let good = serde_json::json!({"service": "vikunja", "to": format!("vikunja/vikunja:{version}"), "no_backup": "the fake holds no data"});
+
+        // Refused before anything is recorded: no token, a wrong one, a huge body, unknown
+        // fields, a service without deploy: (its name escaped), a target with spaces.
+        assert_eq!(post(&url, None, good.to_string().into_bytes()).0, 401);
+        assert_eq!(post(&url, Some("wrong"), good.to_string().into_bytes()).0, 403);
+        assert_eq!(post(&url, Some(TOKEN), vec![b'x'; 1 << 20]).0, 413);
+        assert_eq!(post(&url, Some(TOKEN), br#"{"service":"vikunja","to":"x","sneaky":1}"#.to_vec()).0, 400);
+        let (status, body) = post(&url, Some(TOKEN), br#"{"service":"evil\u001b[31m","to":"x"}"#.to_vec());
+        assert_eq!(status, 422, "{body}");
+        assert!(!body.contains('\u{1b}'), "an injected name is escaped: {body}");
+        assert_eq!(post(&url, Some(TOKEN), br#"{"service":"vikunja","to":"a b"}"#.to_vec()).0, 422);
+        assert_eq!(http_get(&url).unwrap().1.trim(), "[]", "nothing was recorded");
+
+        let (status, body) = post(&url, Some(TOKEN), good.to_string().into_bytes());
+        assert_eq!(status, 202, "{body}");
+        let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"].as_i64().unwrap();
+        // A second one while it runs: 409.
+        let (status, body) = post(&url, Some(TOKEN), good.to_string().into_bytes());
+        assert_eq!(status, 409, "{body}");
+        // The status page shows it in progress (the deploy takes 3 s).
+        let mut shown = false;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline && !shown {
+            let (_, page) = http_get(&format!("{base}/")).unwrap();
+            shown = page.contains(&format!("Update #{id} in progress: vikunja to vikunja/vikunja:{version}"));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(shown, "the status page showed the update in progress");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let record = loop {
+            let (_, body) = http_get(&format!("{url}/{id}")).unwrap();
+            let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if r["state"] != "running" {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "the update did not end: {r}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(record["state"], "succeeded", "{record}");
+        let deploy = record["steps"].as_array().unwrap().iter().find(|s| s["step"] == "deploy").unwrap();
+        assert!(deploy["detail"].as_str().unwrap().contains(&format!("deploying vikunja/vikunja:{version}")), "{deploy}");
+        let (_, page) = http_get(&format!("{base}/")).unwrap();
+        assert!(!page.contains("in progress: vikunja"), "the banner is gone once it ended");
+        assert_eq!(http_request("GET", &format!("{url}/nope"), &[]).unwrap().0, 400);
+        assert_eq!(http_request("GET", &format!("{url}/999"), &[]).unwrap().0, 404);
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+    }
+}
