@@ -792,3 +792,107 @@ services:
         let _ = daemon.wait();
     }
 }
+
+// ---- Refusals: an unhealthy service stops the update before anything is said or changed
+// (`--force` goes on, recorded); a wrong `deploy:` is a config error with file, line and key;
+// a wrong command line is refused with exit 2.
+
+mod refusals {
+    use crate::cli::{config, run};
+    use crate::support::fakes;
+
+    fn unhealthy_service() -> String {
+        use axum::http::StatusCode;
+        use axum::routing::get;
+        fakes::serve(
+            axum::Router::new()
+                .route("/health", get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "down") }))
+                .route("/api/v1/info", get(|| async { axum::Json(serde_json::json!({"version": "v1.0.0"})) })),
+        )
+    }
+
+    #[test]
+    fn an_unhealthy_service_is_refused_before_anything_changes_and_force_goes_on_on_the_record() {
+        let svc = unhealthy_service();
+        let marker = tempfile::tempdir().unwrap();
+        let deployed = marker.path().join("deployed");
+        let file = config(&format!(
+            r#"store: ./mxwarden.db
+listen: off
+services:
+  vikunja:
+    kind: vikunja
+    url: "{svc}"
+    deploy:
+      command: ["touch", "{deployed}"]
+      rollback: {{ command: ["true"] }}
+      verify: {{ rounds: 1, interval: 100ms, timeout: 1s }}
+"#,
+            deployed = deployed.display()
+        ));
+        let path = file.path.to_str().unwrap();
+        let base = ["--config", path, "update", "vikunja", "--to", "vikunja/vikunja:v1.0.1", "--no-backup", "test", "--yes", "--json"];
+        let r = run(&base, &[]);
+        assert_eq!(r.code, 1, "{}", r.all());
+        let record = r.json();
+        assert_eq!(record["state"], "refused", "{}", r.all());
+        assert_eq!(super::steps(&record), super::pairs(&[("preflight", "failed"), ("finish", "ok")]));
+        assert!(record["steps"][0]["detail"].as_str().unwrap().contains("vikunja/health fails"), "{record}");
+        assert!(!deployed.exists(), "a refused update deploys nothing");
+        let windows = run(&["--config", path, "maintenance", "list", "--json"], &[]);
+        assert_eq!(windows.json()["active"], serde_json::json!([]), "no window was opened");
+
+        // --force: on the record, and the deploy runs; the health still fails, so it is rolled back.
+        let mut forced = base.to_vec();
+        forced.push("--force");
+        let r = run(&forced, &[]);
+        assert_eq!(r.code, 1, "{}", r.all());
+        let record = r.json();
+        assert_eq!(record["options"]["force"], true);
+        assert!(record["steps"][0]["detail"].as_str().unwrap().contains("going on: --force"), "{record}");
+        assert!(deployed.exists(), "forced: the deploy ran");
+        assert_eq!(record["state"], "rollback-failed", "the rollback cannot make a 503 healthy: {record}");
+    }
+
+    #[test]
+    fn a_wrong_deploy_section_names_file_line_and_key() {
+        #[rustfmt::skip]
+        let cases = [
+            ("    deploy: {}\n", 5, "services.vikunja.deploy", "say how to deploy"),
+            ("    deploy: { command: [] }\n", 5, "services.vikunja.deploy.command", "the command is empty"),
+            ("    deploy:\n      command: [x]\n      verify: { rounds: 0 }\n", 7, "services.vikunja.deploy.verify.rounds", "expected 1 to 100"),
+            ("    deploy:\n      command: [x]\n      window: 10s\n", 7, "services.vikunja.deploy.window", "out of range"),
+            ("    deploy:\n      render: true\n", 6, "services.vikunja.deploy.render", "top-level `render:"),
+            ("    deploy:\n      command: [x]\n      comand: [y]\n", 7, "services.vikunja.deploy.comand", "did you mean `command`?"),
+        ];
+        for (deploy, line, key, says) in cases {
+            let file = config(&format!("services:\n  vikunja:\n    kind: vikunja\n    url: \"http://127.0.0.1:9/\"\n{deploy}"));
+            let r = run(&["--config", file.path.to_str().unwrap(), "config", "check"], &[]);
+            assert_eq!(r.code, 2, "{}", r.all());
+            assert!(r.stderr.contains(&format!("mxwarden.yaml:{line}")), "{key}: line {line}: {}", r.all());
+            assert!(r.stderr.contains(key) && r.stderr.contains(says), "{key}: {}", r.all());
+        }
+    }
+
+    #[test]
+    fn wrong_calls_are_refused_with_exit_2_and_change_nothing() {
+        let file = config("store: ./mxwarden.db\nservices:\n  vikunja: { kind: vikunja, url: \"http://127.0.0.1:9/\" }\n  synapse: { kind: synapse, url: \"http://127.0.0.1:9/\", deploy: { command: [x] } }\n");
+        let path = file.path.to_str().unwrap();
+        for (args, says) in [
+            (vec!["update", "vikunja", "--to", "x:1"], "has no `deploy:`"),
+            (vec!["update", "vikunj", "--to", "x:1"], "Did you mean `vikunja`?"),
+            (vec!["update", "synapse", "--to", "two words"], "--to needs"),
+            (vec!["update", "synapse", "--to", "x:1", "--no-backup", " "], "--no-backup needs a reason"),
+            (vec!["update", "synapse"], "--to"),
+        ] {
+            let mut all = vec!["--config", path];
+            all.extend(args.iter().copied());
+            let r = run(&all, &[]);
+            assert_eq!(r.code, 2, "{args:?}: {}", r.all());
+            assert!(r.stderr.contains(says), "{args:?}: {}", r.all());
+        }
+        assert!(!file.path.with_file_name("mxwarden.db").exists(), "nothing was recorded");
+        let r = run(&["--config", path, "updates", "--json"], &[]);
+        assert_eq!((r.code, r.stdout.trim()), (0, "[]"), "{}", r.all());
+    }
+}
