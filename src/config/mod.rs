@@ -168,4 +168,10 @@ impl Config {
             redactor: self.redactor.clone(),
         })
     }
+
+    /// [`Config::update_target`] of every service with `deploy:` (the daemon's
+    /// `POST /api/v1/updates`).
+    pub(crate) fn update_targets(&self) -> std::collections::BTreeMap<String, crate::update::Target> {
+        self.deploys.keys().filter_map(|s| self.update_target(s).ok().map(|t| (s.clone(), t))).collect()
+    }
 }

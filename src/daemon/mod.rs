@@ -71,7 +71,7 @@ async fn run_config(
             clock: clock.clone(),
             calendar: calendar.clone(),
             services: config.known_services(),
-            updates: Arc::new(config.deploys.keys().filter_map(|s| config.update_target(s).ok().map(|t| (s.clone(), t))).collect()),
+            updates: Arc::new(config.update_targets()),
         };
         match crate::server::bind(addr) {
             Ok(listener) => {

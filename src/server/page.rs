@@ -99,10 +99,13 @@ pub(crate) fn render(s: &view::Status, services: &[String]) -> String {
         let _ = write!(out, "<div class=\"banner down\">{} failing: {}</div>", down.len(), esc(&down.join(", ")));
     }
     for u in &s.updates {
-        let step = u.steps.last().map_or_else(|| "starting".to_string(), |st| match &st.outcome {
-            None => format!("{} since {}", st.step, when(st.started_at)),
-            Some(o) => format!("{} {o}", st.step),
-        });
+        let step = u.steps.last().map_or_else(
+            || "starting".to_string(),
+            |st| match &st.outcome {
+                None => format!("{} since {}", st.step, when(st.started_at)),
+                Some(o) => format!("{} {o}", st.step),
+            },
+        );
         let _ = write!(
             out,
             "<div class=\"banner update\">Update #{} in progress: {} to {} — {} (started {})</div>",
@@ -246,6 +249,7 @@ mod tests {
             incidents: Vec::new(),
             maintenance: Vec::new(),
             upcoming_maintenance: Vec::new(),
+            updates: Vec::new(),
         };
         let html = render(&status, &[]);
         assert!(
@@ -259,5 +263,45 @@ mod tests {
             ),
             "{html}"
         );
+    }
+
+    #[test]
+    fn an_update_in_progress_is_shown_with_its_step_and_nothing_it_names_is_markup() {
+        let row = crate::store::updates::UpdateRow {
+            id: 7,
+            service: "synapse".into(),
+            target: "img:<script>alert(1)</script>".into(),
+            reason: "r".into(),
+            options: serde_json::json!({}),
+            state: "running".into(),
+            owner: "1@h".into(),
+            facts: Default::default(),
+            started_at: 1_000,
+            ended_at: None,
+            steps: vec![crate::store::updates::StepRow {
+                seq: 4,
+                step: "deploy".into(),
+                started_at: 2_000,
+                ended_at: None,
+                outcome: None,
+                detail: String::new(),
+            }],
+        };
+        let status = view::Status {
+            generated_ms: 3_000,
+            started_ms: 0,
+            overall: "up",
+            store_failure: None,
+            checks: Vec::new(),
+            alerts: Vec::new(),
+            incidents: Vec::new(),
+            maintenance: Vec::new(),
+            upcoming_maintenance: Vec::new(),
+            updates: vec![row],
+        };
+        let html = render(&status, &[]);
+        assert!(html.contains("Update #7 in progress: synapse to img:&lt;script&gt;"), "{html}");
+        assert!(html.contains("deploy since 1970-01-01 00:00:02 UTC"), "{html}");
+        assert!(!html.contains("<script>"), "{html}");
     }
 }

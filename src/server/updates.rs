@@ -103,7 +103,9 @@ async fn start(State(api): State<Api>, request: Request) -> Response {
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("body: {e}; expected {{\"service\": \"synapse\", \"to\": \"ghcr.io/element-hq/synapse:v1.140.0\", \"reason\": \"…\"}}"),
+                format!(
+                    "body: {e}; expected {{\"service\": \"synapse\", \"to\": \"ghcr.io/element-hq/synapse:v1.140.0\", \"reason\": \"…\"}}"
+                ),
             );
         }
     };
@@ -150,7 +152,9 @@ async fn start(State(api): State<Api>, request: Request) -> Response {
     tokio::spawn(async move {
         match updater.drive(id).await {
             Ok(ending) => tracing::info!(update = id, ending = ending.name(), "Update ended."),
-            Err(e) => tracing::error!(update = id, error = %e, "Update stopped; `mxwarden update --resume` continues it."),
+            Err(e) => {
+                tracing::error!(update = id, error = %e, "Update stopped; `mxwarden update --resume` continues it.")
+            }
         }
     });
     (StatusCode::ACCEPTED, axum::Json(json!({ "id": id, "url": format!("/api/v1/updates/{id}") }))).into_response()

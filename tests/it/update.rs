@@ -783,7 +783,10 @@ services:
         };
         assert_eq!(record["state"], "succeeded", "{record}");
         let deploy = record["steps"].as_array().unwrap().iter().find(|s| s["step"] == "deploy").unwrap();
-        assert!(deploy["detail"].as_str().unwrap().contains(&format!("deploying vikunja/vikunja:{version}")), "{deploy}");
+        assert!(
+            deploy["detail"].as_str().unwrap().contains(&format!("deploying vikunja/vikunja:{version}")),
+            "{deploy}"
+        );
         let (_, page) = http_get(&format!("{base}/")).unwrap();
         assert!(!page.contains("in progress: vikunja"), "the banner is gone once it ended");
         assert_eq!(http_request("GET", &format!("{url}/nope"), &[]).unwrap().0, 400);
@@ -831,7 +834,18 @@ services:
             deployed = deployed.display()
         ));
         let path = file.path.to_str().unwrap();
-        let base = ["--config", path, "update", "vikunja", "--to", "vikunja/vikunja:v1.0.1", "--no-backup", "test", "--yes", "--json"];
+        let base = [
+            "--config",
+            path,
+            "update",
+            "vikunja",
+            "--to",
+            "vikunja/vikunja:v1.0.1",
+            "--no-backup",
+            "test",
+            "--yes",
+            "--json",
+        ];
         let r = run(&base, &[]);
         assert_eq!(r.code, 1, "{}", r.all());
         let record = r.json();
@@ -866,7 +880,9 @@ services:
             ("    deploy:\n      command: [x]\n      comand: [y]\n", 7, "services.vikunja.deploy.comand", "did you mean `command`?"),
         ];
         for (deploy, line, key, says) in cases {
-            let file = config(&format!("services:\n  vikunja:\n    kind: vikunja\n    url: \"http://127.0.0.1:9/\"\n{deploy}"));
+            let file = config(&format!(
+                "services:\n  vikunja:\n    kind: vikunja\n    url: \"http://127.0.0.1:9/\"\n{deploy}"
+            ));
             let r = run(&["--config", file.path.to_str().unwrap(), "config", "check"], &[]);
             assert_eq!(r.code, 2, "{}", r.all());
             assert!(r.stderr.contains(&format!("mxwarden.yaml:{line}")), "{key}: line {line}: {}", r.all());
@@ -876,7 +892,9 @@ services:
 
     #[test]
     fn wrong_calls_are_refused_with_exit_2_and_change_nothing() {
-        let file = config("store: ./mxwarden.db\nservices:\n  vikunja: { kind: vikunja, url: \"http://127.0.0.1:9/\" }\n  synapse: { kind: synapse, url: \"http://127.0.0.1:9/\", deploy: { command: [x] } }\n");
+        let file = config(
+            "store: ./mxwarden.db\nservices:\n  vikunja: { kind: vikunja, url: \"http://127.0.0.1:9/\" }\n  synapse: { kind: synapse, url: \"http://127.0.0.1:9/\", deploy: { command: [x] } }\n",
+        );
         let path = file.path.to_str().unwrap();
         for (args, says) in [
             (vec!["update", "vikunja", "--to", "x:1"], "has no `deploy:`"),
