@@ -2,15 +2,18 @@
 # The demo: starts a real local stack — PostgreSQL 15, Synapse on it (with an admin user and a
 # metrics listener), and an OIDC provider standing in for MAS — writes an mxwarden.yaml for it,
 # runs `mxwarden check`, then `mxwarden run` with its status page, and stops Synapse to show
-# what a failure looks like. Everything binds 127.0.0.1 and is stopped when the script ends
+# what a failure looks like. Render (a SaaS that cannot run here) is played by the fake of its
+# API (crates/render-fake, the documented shapes): `mxwarden render status` shows the linked
+# services, and a failed deploy of Synapse shows its page. Everything binds 127.0.0.1 and is stopped when the script ends
 # (also on Ctrl-C). On a terminal it waits for Enter before stopping, so the status page can be
 # looked at; DEMO_SECONDS=N waits N seconds instead (default 0 without a terminal).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 bash scripts/install-test-deps.sh >/dev/null
-echo "== building mxwarden"
+echo "== building mxwarden and the fake of Render's API"
 cargo build --quiet
+cargo build --quiet -p mxwarden-render-fake
 MXW=$ROOT/target/debug/mxwarden
 CACHE=${MXWARDEN_CACHE:-$HOME/.cache/mxwarden}
 DIR=$(mktemp -d /tmp/mxwarden-demo-XXXXXX)
@@ -48,16 +51,24 @@ wait_http "http://127.0.0.1:$OP/.well-known/openid-configuration"
 SYNAPSE_ADMIN_TOKEN=$(python3 scripts/lib/synapse-admin-token.py "http://127.0.0.1:$CP" "$(cat "$DIR/synapse/shared_secret")" demo-admin 'Demo-pass-1')
 export SYNAPSE_ADMIN_TOKEN
 
+RP=$(free_port)
+export RENDER_API_KEY=rnd_demo_key
+guarded --log "$DIR/render-fake.log" -- "$ROOT/target/debug/mxwarden-render-fake" --demo --listen "127.0.0.1:$RP" --key "$RENDER_API_KEY"
+RENDER_URL=http://127.0.0.1:$RP/v1
+wait_http "http://127.0.0.1:$RP/_fake/health"
+
 LP=$(free_port)
 cat >"$DIR/mxwarden.yaml" <<YAML
 listen: 127.0.0.1:$LP        # the status page, JSON API and /metrics of \`mxwarden run\`
 store: $DIR/mxwarden.db
 defaults: { interval: 5s, timeout: 5s }
+# The fake of Render's API stands in for Render; the fake has no rate limit of its own.
+render: { api_key: "\${RENDER_API_KEY}", api_url: "$RENDER_URL", interval: 10s, requests_per_minute: 200 }
 services:
   postgres:
     kind: postgres
     dsn: "postgresql://postgres@127.0.0.1:$PGPORT/postgres"
-    disk_limit: 256MiB
+    render: dpg-postgres0000000000   # the real disk (15 GB) comes from Render: basic_256mb names the RAM
     databases: [synapse]
   synapse:
     kind: synapse
@@ -65,10 +76,12 @@ services:
     admin_token: "\${SYNAPSE_ADMIN_TOKEN}"
     federation_url: http://127.0.0.1:$CP
     metrics_url: http://127.0.0.1:$MP/_synapse/metrics
+    render: srv-synapse0000000000
   mas:                       # an OIDC provider stands in for MAS's discovery here
     kind: mas
     url: http://127.0.0.1:$OP
     issuer: http://127.0.0.1:$OP
+    render: srv-mas00000000000000
 YAML
 echo "== $DIR/mxwarden.yaml"
 cat "$DIR/mxwarden.yaml"
@@ -93,6 +106,15 @@ for a in s["alerts"]:
 sleep 6
 echo "Status page: http://127.0.0.1:$LP/   (JSON: /api/v1/status, metrics: /metrics)"
 summary
+echo
+echo "== mxwarden render status (Render's view: plan, suspension, newest deploy, memory and CPU against the plan)"
+"$MXW" --config "$DIR/mxwarden.yaml" render status || true
+echo
+echo "== a deploy of Synapse fails to build on Render; the daemon pages RenderDeployFailed with the build's last lines"
+curl -fsS -X POST "http://127.0.0.1:$RP/_fake/fail-deploy/srv-synapse0000000000" >/dev/null
+sleep 12
+summary
+"$MXW" --config "$DIR/mxwarden.yaml" render deploys synapse --limit 3 || true
 echo
 echo "== stopping Synapse; the daemon notices"
 kill -TERM "$SYNAPSE_PID"; wait "$SYNAPSE_PID" 2>/dev/null || true

@@ -20,9 +20,9 @@ pub mod redact; // the marker a secret becomes in output, and the Redactor that 
 pub mod text; // control characters made visible in tables and messages
 pub mod private_fs; // files 0600, directories 0700: the store, backups, restores
 pub use mxwarden_expo as expo; // the Prometheus text / OpenMetrics parser (its own crate)
-pub mod render; // Render's API: typed model and rate-limited client (the platform's view)
 
 // The data path, in order.
+pub mod render; // Render's API: typed model and rate-limited client (the platform's view)
 pub mod probe; // check specs, and the probes that turn them into observations
 pub mod series; // sample windows with Prometheus staleness
 pub mod alert; // the pure alert state machine

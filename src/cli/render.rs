@@ -147,7 +147,9 @@ fn resolve(config: &Config, service: &str) -> Result<Link> {
         return Ok(Link { name: service.to_string(), id: service.to_string(), kind, disk_limit: None });
     }
     let names: Vec<&str> = all.iter().map(|l| l.name.as_str()).collect();
-    let hint = crate::units::closest(service, names.iter().copied()).map(|k| format!(" Did you mean `{k}`?")).unwrap_or_default();
+    let hint = crate::units::closest(service, names.iter().copied())
+        .map(|k| format!(" Did you mean `{k}`?"))
+        .unwrap_or_default();
     bail!(
         "no service `{}` is linked to Render in {} (linked: {}).{hint}",
         crate::text::escape_controls(service),
@@ -208,7 +210,12 @@ pub(crate) fn run(config: &Config, command: RenderCommand) -> Result<Status> {
                         if json {
                             outln!("{}", serde_json::json!({"service": link.name, "id": link.id, "restarted": true}));
                         } else {
-                            outln!("restart of {} ({}) asked; `mxwarden render events {}` follows it", link.name, link.id, link.name);
+                            outln!(
+                                "restart of {} ({}) asked; `mxwarden render events {}` follows it",
+                                link.name,
+                                link.id,
+                                link.name
+                            );
                         }
                         Ok(Status::Healthy)
                     }
@@ -276,7 +283,13 @@ async fn discover(client: &RenderClient, api: &RenderApi, json: bool) -> Result<
     }
     let mut t = crate::cli::output::table(["NAME", "ID", "TYPE", "PLAN", "WORKSPACE"]);
     for d in &found {
-        t.add_row(crate::text::cells([d.name.clone(), d.id.clone(), d.kind.clone(), d.plan.clone(), d.owner_id.clone()]));
+        t.add_row(crate::text::cells([
+            d.name.clone(),
+            d.id.clone(),
+            d.kind.clone(),
+            d.plan.clone(),
+            d.owner_id.clone(),
+        ]));
     }
     outln!("{}", t.trim_fmt());
     outln!("\n# Paste under each service in mxwarden.yaml:");
@@ -460,7 +473,10 @@ fn ratio(v: Option<f64>) -> String {
 async fn status(config: &Config, client: &RenderClient, json: bool) -> Result<Status> {
     let all = links(config);
     if all.is_empty() {
-        bail!("no service in {} is linked to Render; add `render: srv-…` to a service (`mxwarden render discover` lists the ids)", config.path.display());
+        bail!(
+            "no service in {} is linked to Render; add `render: srv-…` to a service (`mxwarden render discover` lists the ids)",
+            config.path.display()
+        );
     }
     let mut rows = Vec::new();
     for link in &all {
@@ -472,7 +488,8 @@ async fn status(config: &Config, client: &RenderClient, json: bool) -> Result<St
     if json {
         outln!("{}", serde_json::to_string_pretty(&serde_json::json!({"services": rows, "maintenance": maintenance}))?);
     } else {
-        let mut t = crate::cli::output::table(["SERVICE", "ID", "PLAN", "STATE", "DEPLOY", "MEMORY", "CPU", "LAST FAILURE"]);
+        let mut t =
+            crate::cli::output::table(["SERVICE", "ID", "PLAN", "STATE", "DEPLOY", "MEMORY", "CPU", "LAST FAILURE"]);
         for r in &rows {
             let state = match (&r.error, r.suspended, &r.status) {
                 (Some(e), _, _) => format!("ERROR: {e}"),
@@ -480,7 +497,8 @@ async fn status(config: &Config, client: &RenderClient, json: bool) -> Result<St
                 (None, _, Some(s)) => s.clone(),
                 _ => "running".into(),
             };
-            let deploy = r.deploy.as_ref().map_or_else(|| "-".into(), |d| format!("{} {} ({})", d.id, d.status, d.source));
+            let deploy =
+                r.deploy.as_ref().map_or_else(|| "-".into(), |d| format!("{} {} ({})", d.id, d.status, d.source));
             let memory = r
                 .instances
                 .iter()
@@ -497,7 +515,9 @@ async fn status(config: &Config, client: &RenderClient, json: bool) -> Result<St
             let cpu = r
                 .instances
                 .iter()
-                .map(|i| format!("{:.2} / {:.2}", i.cpu_cores.unwrap_or(f64::NAN), i.cpu_limit_cores.unwrap_or(f64::NAN)))
+                .map(|i| {
+                    format!("{:.2} / {:.2}", i.cpu_cores.unwrap_or(f64::NAN), i.cpu_limit_cores.unwrap_or(f64::NAN))
+                })
                 .collect::<Vec<_>>()
                 .join("; ");
             let mut memory = memory;
@@ -508,7 +528,8 @@ async fn status(config: &Config, client: &RenderClient, json: bool) -> Result<St
                     size as f64 / 1e9
                 ));
             }
-            let failure = r.last_failure.as_ref().map_or_else(|| "-".into(), |f| format!("{} {} {}", f.at, f.reason, f.detail));
+            let failure =
+                r.last_failure.as_ref().map_or_else(|| "-".into(), |f| format!("{} {} {}", f.at, f.reason, f.detail));
             t.add_row(crate::text::cells([
                 r.service.clone(),
                 r.id.clone(),
@@ -699,7 +720,9 @@ async fn logs(
 /// Render's own maintenance of the linked services, as calendar occurrences for `maintenance
 /// list` (nothing when Render is not configured or cannot be reached; the reason goes to
 /// stderr).
-pub(crate) async fn maintenance_occurrences(config: &Config) -> (Vec<crate::maintenance::Occurrence>, Vec<crate::maintenance::Occurrence>) {
+pub(crate) async fn maintenance_occurrences(
+    config: &Config,
+) -> (Vec<crate::maintenance::Occurrence>, Vec<crate::maintenance::Occurrence>) {
     let (mut active, mut upcoming) = (Vec::new(), Vec::new());
     let Some(api) = config.render.clone() else { return (active, upcoming) };
     let all = links(config);
@@ -714,28 +737,9 @@ pub(crate) async fn maintenance_occurrences(config: &Config) -> (Vec<crate::main
         }
     };
     let ids: Vec<String> = all.iter().map(|l| l.id.clone()).collect();
+    let names = all.iter().map(|l| (l.id.clone(), l.name.clone())).collect();
     match client.maintenance(&ids).await {
-        Ok(list) => {
-            for m in list {
-                let at = m
-                    .scheduled_at
-                    .as_deref()
-                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                    .map_or(0, |t| t.as_millisecond());
-                let service = all.iter().find(|l| l.id == m.resource_id).map_or(m.resource_id.clone(), |l| l.name.clone());
-                let o = crate::maintenance::Occurrence {
-                    source: crate::maintenance::Source::Render { id: m.id, kind: m.kind, state: m.state.clone() },
-                    services: vec![service],
-                    starts_at: at,
-                    ends_at: at,
-                };
-                match m.state.as_str() {
-                    "in_progress" => active.push(o),
-                    "scheduled" | "user_fix_required" => upcoming.push(o),
-                    _ => {}
-                }
-            }
-        }
+        Ok(list) => (active, upcoming) = crate::maintenance::deploys::render_maintenance(list, &names),
         Err(e) => eprintln!("Render maintenance not shown: {e}"),
     }
     (active, upcoming)

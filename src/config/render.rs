@@ -18,6 +18,9 @@ use std::time::Duration;
 /// The default `render.interval`.
 pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 
+/// The most `render.requests_per_minute` may be: the higher GET limit Render has documented.
+const MAX_REQUESTS_PER_MINUTE: u32 = 400;
+
 /// The shortest deadline of one poll (about eight calls, and a 429's wait).
 const MIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -26,7 +29,8 @@ pub(super) fn api(file: &FileConfig, problems: &mut Problems<'_>) -> Option<Arc<
     let spanned = file.render.as_ref()?;
     let r = &spanned.value;
     let here = spanned.referenced;
-    let key = problems.take(secret(problems.origin, r.api_key.as_ref(), r.api_key_file.as_ref(), "render.api_key", &here));
+    let key =
+        problems.take(secret(problems.origin, r.api_key.as_ref(), r.api_key_file.as_ref(), "render.api_key", &here));
     let key = match key {
         Some(Some(k)) => Some(k),
         Some(None) => {
@@ -49,7 +53,14 @@ pub(super) fn api(file: &FileConfig, problems: &mut Problems<'_>) -> Option<Arc<
         if ok {
             Some(v.to_string())
         } else {
-            problems.add(&o.referenced, "render.owner_id", format!("`{}` is not a workspace id; expected tea-… or usr-… (`mxwarden render discover` prints it)", crate::text::escape_controls(v)));
+            problems.add(
+                &o.referenced,
+                "render.owner_id",
+                format!(
+                    "`{}` is not a workspace id; expected tea-… or usr-… (`mxwarden render discover` prints it)",
+                    crate::text::escape_controls(v)
+                ),
+            );
             None
         }
     });
@@ -61,7 +72,23 @@ pub(super) fn api(file: &FileConfig, problems: &mut Problems<'_>) -> Option<Arc<
         }
         Some(i) => i.value.0,
     };
-    Some(Arc::new(RenderApi { url: url?, key: key?, owner_id, interval }))
+    let requests_per_minute = match &r.requests_per_minute {
+        None => crate::render::RenderClient::default_budget(),
+        Some(n) if (1..=MAX_REQUESTS_PER_MINUTE).contains(&n.value) => n.value,
+        Some(n) => {
+            problems.add(
+                &n.referenced,
+                "render.requests_per_minute",
+                format!(
+                    "expected 1 to {MAX_REQUESTS_PER_MINUTE} (the higher GET limit Render has documented), got {}; the default is {}",
+                    n.value,
+                    crate::render::RenderClient::default_budget()
+                ),
+            );
+            crate::render::RenderClient::default_budget()
+        }
+    };
+    Some(Arc::new(RenderApi { url: url?, key: key?, owner_id, interval, requests_per_minute }))
 }
 
 /// Whether `file` has `render:` (even an invalid one, whose problems are reported there).
@@ -79,7 +106,8 @@ pub(super) fn checks(file: &FileConfig, api: Option<&Arc<RenderApi>>, problems: 
         let Some(id) = &service.render else { continue };
         let key = format!("services.{name}.render");
         let text = id.value.trim();
-        let expected = if service.kind == ServiceKind::Postgres { ResourceKind::Postgres } else { ResourceKind::Service };
+        let expected =
+            if service.kind == ServiceKind::Postgres { ResourceKind::Postgres } else { ResourceKind::Service };
         let example = if expected == ResourceKind::Postgres { "dpg-…" } else { "srv-…" };
         match ResourceKind::of(text) {
             None => {
@@ -166,16 +194,31 @@ mod tests {
     #[test]
     fn bad_links_name_file_line_and_key() {
         let cases = [
-            ("  s: { kind: synapse, url: \"https://m.example.org\", render: dpg-abc }\n", "services.s.render", "kind synapse links srv-"),
-            ("  db: { kind: postgres, dsn: \"postgresql://u@h/d\", render: srv-abc }\n", "services.db.render", "kind postgres links dpg-"),
-            ("  s: { kind: synapse, url: \"https://m.example.org\", render: \"srv-a/../b\" }\n", "services.s.render", "not a Render id"),
+            (
+                "  s: { kind: synapse, url: \"https://m.example.org\", render: dpg-abc }\n",
+                "services.s.render",
+                "kind synapse links srv-",
+            ),
+            (
+                "  db: { kind: postgres, dsn: \"postgresql://u@h/d\", render: srv-abc }\n",
+                "services.db.render",
+                "kind postgres links dpg-",
+            ),
+            (
+                "  s: { kind: synapse, url: \"https://m.example.org\", render: \"srv-a/../b\" }\n",
+                "services.s.render",
+                "not a Render id",
+            ),
         ];
         for (line, key, words) in cases {
             let e = load(&format!("{BASE}{line}")).unwrap_err();
             assert!(e.contains("mxwarden.yaml:3:") && e.contains(key) && e.contains(words), "{e}");
         }
-        let e = load("services:\n  s: { kind: synapse, url: \"https://m.example.org\", render: srv-abc }\n").unwrap_err();
+        let e =
+            load("services:\n  s: { kind: synapse, url: \"https://m.example.org\", render: srv-abc }\n").unwrap_err();
         assert!(e.contains("mxwarden.yaml:2:") && e.contains("top-level `render:`"), "{e}");
+        let e = load("render: { api_key: k, requests_per_minute: 1000 }\n").unwrap_err();
+        assert!(e.contains("mxwarden.yaml:1:") && e.contains("render.requests_per_minute: expected 1 to 400"), "{e}");
         let e = load("render: { api_url: \"http://127.0.0.1:9/v1\" }\n").unwrap_err();
         assert!(e.contains("mxwarden.yaml:1:") && e.contains("render.api_key"), "{e}");
         let e = load(&format!(

@@ -97,6 +97,13 @@ pub(crate) struct RenderConfig {
     /// metrics have one point a minute, and the API has a rate limit: `docs/render.md`).
     #[serde(default)]
     pub interval: Option<Spanned<HumanDuration>>,
+    /// Most requests a minute mxwarden sends to Render, all checks and commands of one
+    /// process together. Default `60`: 60 % of the lower GET limit Render has documented
+    /// (100/min; another snapshot says 400), leaving the rest to the dashboard, Render's CLI
+    /// and deploy scripts that share the key. At most `400`. One poll costs 8 requests for a
+    /// service or a database (`docs/render.md`).
+    #[serde(default)]
+    pub requests_per_minute: Option<Spanned<u32>>,
 }
 
 /// One recurring maintenance window.

@@ -113,6 +113,9 @@ async fn run_config(
     let (tx, rx) = mpsc::channel::<Observation>(1024);
     let prober = Arc::new(Prober::new(clock.clone()));
     let permits = Arc::new(Semaphore::new(config.defaults.concurrency.max(1)));
+    if let Some(task) = render_maintenance(&config, &prober, calendar.clone(), stop.clone()) {
+        tasks.push(task);
+    }
     tasks.extend(scheduler::spawn(&config.checks, prober, permits, tx.clone(), stop.clone()));
     if let Some(plan) = config.backup.clone() {
         let every = config.defaults.interval.0;
@@ -189,4 +192,50 @@ fn deploy_windows(config: &Config) -> crate::maintenance::deploys::DeployWindows
         }
     }
     crate::maintenance::deploys::DeployWindows::new(covers, checks)
+}
+
+/// How often Render's own maintenance list is read for the status page.
+const RENDER_MAINTENANCE_EVERY: Duration = Duration::from_secs(15 * 60);
+
+/// Reads Render's own maintenance of the linked resources into the calendar (shown on the
+/// status page, never holding pages), every 15 minutes: one request each time.
+fn render_maintenance(
+    config: &Config,
+    prober: &Arc<Prober>,
+    calendar: Arc<crate::maintenance::Calendar>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let api = config.render.clone()?;
+    let mut names = std::collections::BTreeMap::new();
+    for c in &config.checks {
+        if let (crate::probe::spec::ProbeSpec::Render(r), Some(service)) = (&c.probe, &c.service) {
+            names.insert(r.resource.clone(), service.clone());
+        }
+    }
+    if names.is_empty() {
+        return None;
+    }
+    let client = match prober.render_client(&api, Duration::from_secs(30)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "Render's maintenance list cannot be read.");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        let ids: Vec<String> = names.keys().cloned().collect();
+        loop {
+            match client.maintenance(&ids).await {
+                Ok(runs) => {
+                    let (active, upcoming) = crate::maintenance::deploys::render_maintenance(runs, &names);
+                    calendar.set_render(active, upcoming);
+                }
+                Err(e) => tracing::warn!(error = %e, "Render's maintenance list could not be read; keeping the last."),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RENDER_MAINTENANCE_EVERY) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }))
 }

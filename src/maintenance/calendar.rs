@@ -133,6 +133,8 @@ pub struct Calendar {
     ad_hoc: RwLock<Vec<AdHocWindow>>,
     /// Render deploys in progress (set by the evaluator).
     deploys: RwLock<Vec<super::deploys::DeployWindow>>,
+    /// Render's own maintenance (in progress, scheduled), shown but never holding pages.
+    render: RwLock<(Vec<Occurrence>, Vec<Occurrence>)>,
 }
 
 impl Calendar {
@@ -144,7 +146,17 @@ impl Calendar {
 
     /// A calendar of the config's windows, without ad hoc ones yet.
     pub fn new(recurring: Vec<RecurringWindow>) -> Self {
-        Self { recurring, ad_hoc: RwLock::new(Vec::new()), deploys: RwLock::new(Vec::new()) }
+        Self {
+            recurring,
+            ad_hoc: RwLock::new(Vec::new()),
+            deploys: RwLock::new(Vec::new()),
+            render: RwLock::new((Vec::new(), Vec::new())),
+        }
+    }
+
+    /// Replaces Render's own maintenance: (in progress, scheduled).
+    pub(crate) fn set_render(&self, active: Vec<Occurrence>, upcoming: Vec<Occurrence>) {
+        *self.render.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (active, upcoming);
     }
 
     /// Replaces the deploy windows (the evaluator calls this when one opens or closes).
@@ -184,12 +196,21 @@ impl Calendar {
             starts_at: w.starts_at,
             ends_at: w.ends_at,
         }));
+        drop(deploys);
+        open.extend(self.render.read().unwrap_or_else(std::sync::PoisonError::into_inner).0.iter().cloned());
+        open
+    }
+
+    /// Every window open at `at` that holds pages (Render's own maintenance is only shown).
+    fn holding(&self, at: Millis) -> Vec<Occurrence> {
+        let mut open = self.active(at);
+        open.retain(|o| !matches!(o.source, Source::Render { .. }));
         open
     }
 
     /// Whether `service` is in maintenance at `at` (ms).
     pub(crate) fn in_maintenance(&self, service: &str, at_ms: Millis) -> bool {
-        self.active(at_ms).iter().any(|o| o.services.iter().any(|s| s == service))
+        self.holding(at_ms).iter().any(|o| o.services.iter().any(|s| s == service))
     }
 
     /// When `service`'s maintenance that is open at `at` ends, following windows that overlap
@@ -199,7 +220,7 @@ impl Calendar {
         let mut t = at;
         // Bounded: each step moves past at least one window's end.
         for _ in 0..64 {
-            let covering = self.active(t).into_iter().filter(|o| o.services.iter().any(|s| s == service));
+            let covering = self.holding(t).into_iter().filter(|o| o.services.iter().any(|s| s == service));
             match covering.map(|o| o.ends_at).max() {
                 Some(e) if e > t => {
                     end = Some(e);
@@ -227,6 +248,7 @@ impl Calendar {
             })
             .collect();
         next.extend(self.ad_hoc().into_iter().filter(|w| w.starts_at > at).map(ad_hoc_occurrence));
+        next.extend(self.render.read().unwrap_or_else(std::sync::PoisonError::into_inner).1.iter().cloned());
         next.sort_by_key(|o| o.starts_at);
         next
     }

@@ -145,6 +145,34 @@ impl DeployWindows {
     }
 }
 
+/// Render's own maintenance runs of the linked resources (`names`: Render id → service) as
+/// calendar occurrences: (in progress, scheduled or waiting for a fix). Render gives no end,
+/// so an occurrence ends where it starts; finished ones are left out.
+pub fn render_maintenance(
+    runs: Vec<crate::render::model::Maintenance>,
+    names: &BTreeMap<String, String>,
+) -> (Vec<super::Occurrence>, Vec<super::Occurrence>) {
+    let (mut active, mut upcoming) = (Vec::new(), Vec::new());
+    for m in runs {
+        let at =
+            m.scheduled_at.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok()).map_or(0, |t| t.as_millisecond());
+        let service = names.get(&m.resource_id).cloned().unwrap_or_else(|| m.resource_id.clone());
+        let state = m.state.clone();
+        let o = super::Occurrence {
+            source: super::Source::Render { id: m.id, kind: m.kind, state: m.state },
+            services: vec![service],
+            starts_at: at,
+            ends_at: at,
+        };
+        match state.as_str() {
+            "in_progress" => active.push(o),
+            "scheduled" | "user_fix_required" => upcoming.push(o),
+            _ => {}
+        }
+    }
+    (active, upcoming)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

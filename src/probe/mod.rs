@@ -75,7 +75,9 @@ impl Prober {
             }
             ProbeSpec::Render(r) => match self.render_client(&r.api, spec.timeout) {
                 Ok(client) => {
-                    self.render.run(&spec.id, spec.service.as_deref(), r, client, spec.timeout, self.clock.clone()).await
+                    self.render
+                        .run(&spec.id, spec.service.as_deref(), r, client, spec.timeout, self.clock.clone())
+                        .await
                 }
                 Err(why) => Observation {
                     check: spec.id.clone(),

@@ -8,9 +8,10 @@
 //! last log lines — lives in a per-check state owned by the `Prober`. The check emits
 //! `render_up`, never `probe_success`: Render's API being down is not the service being down.
 //!
-//! Calls per poll: 8 for a service (service, newest deploy, events, five metrics), 7 for a
-//! database (database, recovery, disk usage, four metrics), plus one log read per new OOM kill
-//! or failed deploy. Every client shares one request budget (`client::BUDGET_SHARE_PERCENT`).
+//! Calls per poll: 8 for a service (service, newest deploy, events, five metrics; 7 on the
+//! first poll, which only marks where events start), 8 for a database (database, recovery,
+//! disk usage, five metrics), plus one log read per new OOM kill or failed deploy. Every
+//! check of one API and key shares one request budget (`render.requests_per_minute`).
 
 use crate::clock::Clock;
 use crate::model::{CheckId, Labels, Observation, Sample};
@@ -35,6 +36,8 @@ pub struct RenderApi {
     pub owner_id: Option<String>,
     /// How often each linked service is polled.
     pub interval: Duration,
+    /// The request budget, per minute.
+    pub requests_per_minute: u32,
 }
 
 /// One linked service's check, resolved from config.
@@ -136,7 +139,7 @@ impl RenderChecks {
             http()?,
             api.url.clone(),
             api.key.clone(),
-            RenderClient::default_budget(),
+            api.requests_per_minute,
             deadline,
             super::explain::transport,
         ));
@@ -168,13 +171,15 @@ impl RenderChecks {
         }
         let state = self.state(id);
         let mut out = Out { base: base.clone(), samples: Vec::new() };
+        // What Render answered but the config contradicts: the check fails, the samples stand.
+        let mut problems = Vec::new();
         let result = match state.try_lock() {
             Err(_) => Err("the previous poll of Render is still running".to_string()),
             Ok(mut st) => {
                 let poll = async {
                     match spec.kind {
                         ResourceKind::Service => poll_service(&client, spec, &mut st, &mut out, at).await,
-                        ResourceKind::Postgres => poll_postgres(&client, spec, &mut out, at).await,
+                        ResourceKind::Postgres => poll_postgres(&client, spec, &mut out, at, &mut problems).await,
                     }
                 };
                 let r = match tokio::time::timeout(timeout, poll).await {
@@ -188,8 +193,10 @@ impl RenderChecks {
             }
         };
         let latency = started.elapsed();
+        let up = result.is_ok();
         let (ok, failures, summary) = match result {
-            Ok(summary) => (true, Vec::new(), summary),
+            Ok(summary) if problems.is_empty() => (true, Vec::new(), summary),
+            Ok(summary) => (false, problems, summary),
             Err(why) => {
                 tracing::debug!(check = %id, error = %why, "Render poll failed.");
                 // A failed poll keeps only what is known without Render: the counters.
@@ -197,7 +204,7 @@ impl RenderChecks {
                 (false, vec![why], String::new())
             }
         };
-        out.push("render_up", &[], if ok { 1.0 } else { 0.0 });
+        out.push("render_up", &[], if up { 1.0 } else { 0.0 });
         Observation {
             check: id.clone(),
             service: service.map(str::to_string),
@@ -348,7 +355,11 @@ async fn poll_service(
             1.0,
         );
         let phase = d.phase();
-        out.push("render_deploy_in_progress", &[("deploy", &d.id)], if phase == DeployPhase::InProgress { 1.0 } else { 0.0 });
+        out.push(
+            "render_deploy_in_progress",
+            &[("deploy", &d.id)],
+            if phase == DeployPhase::InProgress { 1.0 } else { 0.0 },
+        );
         if d.status == "live"
             && let Some(t) = d.finished_at.as_deref().and_then(parse_ts)
         {
@@ -423,6 +434,7 @@ async fn poll_postgres(
     spec: &RenderSpec,
     out: &mut Out,
     at: jiff::Timestamp,
+    problems: &mut Vec<String>,
 ) -> Result<String, RenderError> {
     let id = spec.resource.as_str();
     let db = client.postgres(id).await?;
@@ -455,18 +467,15 @@ async fn poll_postgres(
         let contradicts = off > 0.02;
         out.push("render_postgres_disk_limit_contradiction", &[], if contradicts { 1.0 } else { 0.0 });
         if contradicts {
-            return Err(RenderError::Refused {
-                status: 0,
-                path: format!("postgres/{id}"),
-                message: format!(
-                    "disk_limit {} contradicts Render's disk of {} GB for {id} (plan {} names its memory, not its disk); remove `disk_limit`: a linked database takes its disk from Render",
-                    crate::units::ByteSize(limit),
-                    size as f64 / 1e9,
-                    db.plan
-                ),
-            });
+            problems.push(format!(
+                "disk_limit {} contradicts Render's disk of {} GB for {id} (plan {} names its memory, not its disk); remove `disk_limit`: a linked database takes its disk from Render",
+                crate::units::ByteSize(limit),
+                size as f64 / 1e9,
+                db.plan
+            ));
+        } else {
+            summary.push_str("; disk_limit agrees");
         }
-        summary.push_str("; disk_limit agrees");
     }
     Ok(summary)
 }

@@ -146,7 +146,11 @@ impl RenderError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Server { .. } | Self::RateLimited { .. } | Self::Timeout { .. } | Self::Transport(_) | Self::Budget { .. }
+            Self::Server { .. }
+                | Self::RateLimited { .. }
+                | Self::Timeout { .. }
+                | Self::Transport(_)
+                | Self::Budget { .. }
         )
     }
 }
@@ -224,7 +228,15 @@ fn body_message(body: &[u8], key: &str) -> String {
 }
 
 fn header_u64(headers: &reqwest::header::HeaderMap, name: &str) -> Option<u64> {
-    headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).map(|v| v as u64)
+    headers
+        .get(name)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| v as u64)
 }
 
 /// How long `Ratelimit-Reset` asks to wait: Render documents "UTC epoch seconds" but shows
@@ -306,7 +318,11 @@ impl RenderClient {
             if wait_until > until {
                 return Err(RenderError::Budget { path: path.to_string(), per_minute: self.per_minute });
             }
-            tracing::debug!(path, wait_ms = (wait_until - now).as_millis() as u64, "Waiting for the Render request budget.");
+            tracing::debug!(
+                path,
+                wait_ms = (wait_until - now).as_millis() as u64,
+                "Waiting for the Render request budget."
+            );
             self.waited_ms.fetch_add((wait_until - now).as_millis() as u64, Ordering::Relaxed);
             tokio::time::sleep_until(wait_until).await;
         }
@@ -378,7 +394,12 @@ impl RenderClient {
                 if resume > until || attempt == MAX_ATTEMPTS {
                     return Err(RenderError::RateLimited { path: path.to_string(), waited: started.elapsed() });
                 }
-                tracing::info!(path, attempt, wait_ms = wait.as_millis() as u64, "Render rate-limited a request; waiting.");
+                tracing::info!(
+                    path,
+                    attempt,
+                    wait_ms = wait.as_millis() as u64,
+                    "Render rate-limited a request; waiting."
+                );
                 self.lock().hold_until = Some(resume);
                 continue;
             }
@@ -388,11 +409,9 @@ impl RenderClient {
                 401 => Err(RenderError::Unauthorized),
                 403 => Err(RenderError::Forbidden { path: path.to_string(), message: body_message(&bytes, key) }),
                 404 => Err(RenderError::NotFound { what, id: crate::text::escape_controls(id).into_owned() }),
-                500..=599 => Err(RenderError::Server {
-                    status,
-                    path: path.to_string(),
-                    message: body_message(&bytes, key),
-                }),
+                500..=599 => {
+                    Err(RenderError::Server { status, path: path.to_string(), message: body_message(&bytes, key) })
+                }
                 _ => Err(RenderError::Refused { status, path: path.to_string(), message: body_message(&bytes, key) }),
             };
         }
@@ -402,7 +421,8 @@ impl RenderClient {
     /// `Ratelimit-Remaining: 0` holds every request until `Ratelimit-Reset`.
     fn note_headers(&self, headers: &reqwest::header::HeaderMap) {
         if header_u64(headers, "ratelimit-remaining") == Some(0) {
-            let wait = header_u64(headers, "ratelimit-reset").map_or(Duration::from_secs(1), |v| reset_wait(v, epoch_now()));
+            let wait =
+                header_u64(headers, "ratelimit-reset").map_or(Duration::from_secs(1), |v| reset_wait(v, epoch_now()));
             let mut b = self.lock();
             let at = Instant::now() + wait;
             b.hold_until = Some(b.hold_until.map_or(at, |h| h.max(at)));
@@ -503,7 +523,11 @@ impl RenderClient {
         if status == 202 || bytes.iter().all(u8::is_ascii_whitespace) {
             let queued: Vec<serde_json::Value> =
                 self.get(&path, &[("status", "queued".into()), ("limit", "1".into())], "service", id).await?;
-            let deploy = queued.into_iter().next().and_then(|v| v.get("deploy").cloned()).and_then(|d| serde_json::from_value(d).ok());
+            let deploy = queued
+                .into_iter()
+                .next()
+                .and_then(|v| v.get("deploy").cloned())
+                .and_then(|d| serde_json::from_value(d).ok());
             return Ok(Triggered::Queued(deploy));
         }
         parse(&path, &bytes).map(Triggered::Created)
@@ -611,7 +635,9 @@ impl RenderClient {
 /// A 404 on a listing names the resource it lists.
 fn not_found_as(e: RenderError, what: &'static str, id: &str) -> RenderError {
     match e {
-        RenderError::NotFound { .. } => RenderError::NotFound { what, id: crate::text::escape_controls(id).into_owned() },
+        RenderError::NotFound { .. } => {
+            RenderError::NotFound { what, id: crate::text::escape_controls(id).into_owned() }
+        }
         other => other,
     }
 }

@@ -238,7 +238,10 @@ impl Event {
             let limit = text(&reason["oomKilled"]["memoryLimit"]);
             (FailureReason::OomKilled, limit.clone().map(|l| format!("memory limit {l}")).unwrap_or_default())
         } else if !reason["nonZeroExit"].is_null() {
-            (FailureReason::NonZeroExit, text(&reason["nonZeroExit"]).map(|c| format!("exit status {c}")).unwrap_or_default())
+            (
+                FailureReason::NonZeroExit,
+                text(&reason["nonZeroExit"]).map(|c| format!("exit status {c}")).unwrap_or_default(),
+            )
         } else if !reason["unhealthy"].is_null() {
             (FailureReason::Unhealthy, text(&reason["unhealthy"]).unwrap_or_default())
         } else if !reason["timedOutSeconds"].is_null() || !reason["timedOutReason"].is_null() {
@@ -511,9 +514,14 @@ mod tests {
             kind: "server_failed".into(),
             details,
         };
-        let oom = event(serde_json::json!({"instanceID":"srv-a-1","reason":{"evicted":false,"oomKilled":{"memoryLimit":"512Mi"}}}));
+        let oom = event(
+            serde_json::json!({"instanceID":"srv-a-1","reason":{"evicted":false,"oomKilled":{"memoryLimit":"512Mi"}}}),
+        );
         let f = oom.failure().unwrap();
-        assert_eq!((f.reason, f.instance.as_deref(), f.memory_limit.as_deref()), (FailureReason::OomKilled, Some("srv-a-1"), Some("512Mi")));
+        assert_eq!(
+            (f.reason, f.instance.as_deref(), f.memory_limit.as_deref()),
+            (FailureReason::OomKilled, Some("srv-a-1"), Some("512Mi"))
+        );
         let exit = event(serde_json::json!({"reason":{"evicted":false,"nonZeroExit":137}}));
         assert_eq!(exit.failure().unwrap().detail, "exit status 137");
         let unhealthy = event(serde_json::json!({"reason":{"evicted":false,"unhealthy":"GET /health 503"}}));

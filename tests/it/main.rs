@@ -24,5 +24,6 @@ mod maintenance;
 mod matrix;
 mod postgres;
 mod presets;
+mod render;
 mod secrets;
 mod update;

@@ -129,7 +129,12 @@ impl FakeRender {
                     "numInstances": 1, "url": format!("https://{name}.onrender.com"), "healthCheckPath": "/health"}
             }));
             let dep = w.id("dep");
-            w.deploys.entry(id.to_string()).or_default().push(deploy_json(&dep, "live", "new_commit", "a1b2c3d4e5f6a7b8"));
+            w.deploys.entry(id.to_string()).or_default().push(deploy_json(
+                &dep,
+                "live",
+                "new_commit",
+                "a1b2c3d4e5f6a7b8",
+            ));
         });
         self.set_memory(id, &format!("{id}-inst1"), memory_bytes, memory_limit);
         self.set_cpu(id, &format!("{id}-inst1"), 0.1, 0.5);
@@ -148,7 +153,8 @@ impl FakeRender {
             }));
             w.recovery.insert(id.into(), json!({"recoveryStatus": "AVAILABLE", "startsAt": "2026-01-01T00:00:00Z"}));
             w.metrics.insert(("disk-usage".into(), id.into()), vec![series(id, None, "bytes", used_bytes)]);
-            w.metrics.insert(("disk-capacity".into(), id.into()), vec![series(id, None, "bytes", disk_gb as f64 * 1e9)]);
+            w.metrics
+                .insert(("disk-capacity".into(), id.into()), vec![series(id, None, "bytes", disk_gb as f64 * 1e9)]);
         });
         self.set_memory(id, &format!("{id}-inst1"), 100e6, 256e6);
         self.set_cpu(id, &format!("{id}-inst1"), 0.05, 0.1);
@@ -157,9 +163,14 @@ impl FakeRender {
     /// Sets one instance's memory and its limit (other instances of `resource` are dropped).
     pub fn set_memory(&self, resource: &str, instance: &str, bytes: f64, limit: f64) {
         self.with(|w| {
-            w.metrics.insert(("memory".into(), resource.into()), vec![series(resource, Some(instance), "bytes", bytes)]);
-            w.metrics.insert(("memory-limit".into(), resource.into()), vec![series(resource, Some(instance), "bytes", limit)]);
-            w.metrics.insert(("instance-count".into(), resource.into()), vec![series(resource, None, "instances", 1.0)]);
+            w.metrics
+                .insert(("memory".into(), resource.into()), vec![series(resource, Some(instance), "bytes", bytes)]);
+            w.metrics.insert(
+                ("memory-limit".into(), resource.into()),
+                vec![series(resource, Some(instance), "bytes", limit)],
+            );
+            w.metrics
+                .insert(("instance-count".into(), resource.into()), vec![series(resource, None, "instances", 1.0)]);
         });
     }
 
@@ -167,7 +178,8 @@ impl FakeRender {
     pub fn set_cpu(&self, resource: &str, instance: &str, cores: f64, limit: f64) {
         self.with(|w| {
             w.metrics.insert(("cpu".into(), resource.into()), vec![series(resource, Some(instance), "cpu", cores)]);
-            w.metrics.insert(("cpu-limit".into(), resource.into()), vec![series(resource, Some(instance), "cpu", limit)]);
+            w.metrics
+                .insert(("cpu-limit".into(), resource.into()), vec![series(resource, Some(instance), "cpu", limit)]);
         });
     }
 
@@ -291,12 +303,12 @@ fn with_headers(mut r: Response) -> Response {
 }
 
 /// The gate of every API call: records it, checks the key, plays a 429 when told to.
-fn gate(world: &Shared, headers: &HeaderMap, what: String) -> Result<(), Response> {
+fn gate(world: &Shared, headers: &HeaderMap, what: String) -> Result<(), Box<Response>> {
     let mut w = world.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     w.requests.push(what);
     let expected = format!("Bearer {}", w.key);
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
-        return Err(with_headers(error(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")));
+        return Err(Box::new(with_headers(error(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"))));
     }
     if w.rate_limited > 0 {
         w.rate_limited -= 1;
@@ -306,7 +318,7 @@ fn gate(world: &Shared, headers: &HeaderMap, what: String) -> Result<(), Respons
         h.insert("ratelimit-limit", HeaderValue::from_static("100"));
         h.insert("ratelimit-remaining", HeaderValue::from_static("0"));
         h.insert("ratelimit-reset", HeaderValue::from(w.retry_after));
-        return Err(r);
+        return Err(Box::new(r));
     }
     Ok(())
 }
@@ -351,7 +363,7 @@ async fn api(
         None => format!("{method} /v1/{path}"),
     };
     if let Err(r) = gate(&world, &headers, what) {
-        return r;
+        return *r;
     }
     let q = query(&raw);
     let parts: Vec<&str> = path.split('/').collect();
@@ -370,7 +382,8 @@ async fn api(
         },
         ("GET", ["services", id, "instances"]) if service_known(&w, id) => {
             let n = w.metrics.get(&("memory".to_string(), id.to_string())).map_or(0, Vec::len);
-            let list: Vec<Value> = (1..=n).map(|i| json!({"id": format!("{id}-inst{i}"), "createdAt": "2026-01-01T00:00:00Z"})).collect();
+            let list: Vec<Value> =
+                (1..=n).map(|i| json!({"id": format!("{id}-inst{i}"), "createdAt": "2026-01-01T00:00:00Z"})).collect();
             axum::Json(Value::Array(list)).into_response()
         }
         ("GET", ["services", id, "deploys"]) if service_known(&w, id) => {
@@ -422,7 +435,8 @@ async fn api(
                 None => not_found(&target),
                 Some(old) => {
                     let dep = w.id("dep");
-                    let mut d = deploy_json(&dep, "update_in_progress", "rollback", old["commit"]["id"].as_str().unwrap_or(""));
+                    let mut d =
+                        deploy_json(&dep, "update_in_progress", "rollback", old["commit"]["id"].as_str().unwrap_or(""));
                     d["image"] = old["image"].clone();
                     w.deploys.entry(id.to_string()).or_default().insert(0, d.clone());
                     (StatusCode::CREATED, axum::Json(d)).into_response()
@@ -490,7 +504,14 @@ fn logs(w: &World, q: &[(String, String)]) -> Response {
     let all = |key: &str| -> Vec<&str> { q.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect() };
     let (resources, instances, levels, texts) = (all("resource"), all("instance"), all("level"), all("text"));
     let label = |l: &Value, name: &str| -> String {
-        l["labels"].as_array().into_iter().flatten().find(|x| x["name"] == name).and_then(|x| x["value"].as_str()).unwrap_or_default().to_string()
+        l["labels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| x["name"] == name)
+            .and_then(|x| x["value"].as_str())
+            .unwrap_or_default()
+            .to_string()
     };
     let mut lines: Vec<Value> = w
         .logs
@@ -498,7 +519,10 @@ fn logs(w: &World, q: &[(String, String)]) -> Response {
         .filter(|l| resources.iter().any(|r| label(l, "resource") == *r))
         .filter(|l| instances.is_empty() || instances.iter().any(|i| label(l, "instance") == *i))
         .filter(|l| levels.is_empty() || levels.iter().any(|v| label(l, "level") == *v))
-        .filter(|l| texts.is_empty() || texts.iter().any(|t| l["message"].as_str().unwrap_or("").to_lowercase().contains(&t.to_lowercase())))
+        .filter(|l| {
+            texts.is_empty()
+                || texts.iter().any(|t| l["message"].as_str().unwrap_or("").to_lowercase().contains(&t.to_lowercase()))
+        })
         .filter(|l| in_range(l["timestamp"].as_str().unwrap_or(""), q))
         .cloned()
         .collect();
@@ -522,14 +546,30 @@ async fn control(AxState(world): AxState<Shared>, Path((action, service)): Path<
     match action.as_str() {
         "fail-deploy" => {
             let dep = fake.push_deploy(&service, "build_failed", "new_commit", "badc0ffee0ddf00d");
-            fake.push_event(&service, "deploy_ended", json!({"deployId": dep, "deployStatus": "failed", "reason": {"failure": {"id": dep}}}), &t);
-            fake.push_log(&service, &format!("{service}-inst1"), "error", "error: build failed: cargo exited with status 101", &t);
+            fake.push_event(
+                &service,
+                "deploy_ended",
+                json!({"deployId": dep, "deployStatus": "failed", "reason": {"failure": {"id": dep}}}),
+                &t,
+            );
+            fake.push_log(
+                &service,
+                &format!("{service}-inst1"),
+                "error",
+                "error: build failed: cargo exited with status 101",
+                &t,
+            );
             (StatusCode::OK, dep).into_response()
         }
         "oom" => {
             let instance = format!("{service}-inst1");
             fake.push_log(&service, &instance, "error", "MemoryError: cannot allocate 64 MiB", &t);
-            let id = fake.push_event(&service, "server_failed", json!({"instanceID": instance, "reason": {"evicted": false, "oomKilled": {"memoryLimit": "512Mi"}}}), &t);
+            let id = fake.push_event(
+                &service,
+                "server_failed",
+                json!({"instanceID": instance, "reason": {"evicted": false, "oomKilled": {"memoryLimit": "512Mi"}}}),
+                &t,
+            );
             (StatusCode::OK, id).into_response()
         }
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such control"),
@@ -540,5 +580,6 @@ fn router(world: Shared) -> Router {
     Router::new()
         .route("/v1/{*path}", get(api).post(api).put(api).patch(api).delete(api))
         .route("/_fake/{action}/{service}", post(control))
+        .route("/_fake/health", get(|| async { "ok" }))
         .with_state(world)
 }

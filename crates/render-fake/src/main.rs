@@ -1,4 +1,4 @@
-//! `render-fake [--listen 127.0.0.1:PORT] [--key KEY] [--demo]`: serves the fake of Render's
+//! `mxwarden-render-fake [--listen 127.0.0.1:PORT] [--key KEY] [--demo]`: serves the fake of Render's
 //! API (see the library) until interrupted, printing its API URL on the first line. `--demo`
 //! fills it with the demo stack (synapse, mas, vikunja, authentik, postgres).
 
@@ -16,7 +16,7 @@ async fn main() {
             "--key" => key = args.next().unwrap_or(key),
             "--demo" => demo = true,
             other => {
-                eprintln!("render-fake: unknown argument {other}; expected --listen ADDR, --key KEY, --demo");
+                eprintln!("mxwarden-render-fake: unknown argument {other}; expected --listen ADDR, --key KEY, --demo");
                 std::process::exit(2);
             }
         }
@@ -24,7 +24,7 @@ async fn main() {
     let listener = match tokio::net::TcpListener::bind(&listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("render-fake: cannot listen on {listen}: {e}");
+            eprintln!("mxwarden-render-fake: cannot listen on {listen}: {e}");
             std::process::exit(1);
         }
     };
