@@ -914,3 +914,75 @@ services:
         assert_eq!((r.code, r.stdout.trim()), (0, "[]"), "{}", r.all());
     }
 }
+
+// ---- A crash at every step: with the `failpoints` feature, `MXWARDEN_FAILPOINT=update:<step>`
+// aborts the process right after the step's start is recorded (as `kill -9` would); `--resume`
+// must then reach the end the planner promises.
+
+mod crashes {
+    use crate::cli::{config, run};
+    use crate::support::fakes;
+
+    #[test]
+    fn a_crash_in_each_step_resumes_to_a_correct_end() {
+        let svc = fakes::vikunja();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("deploys.log");
+        let file = config(&format!(
+            r#"store: ./mxwarden.db
+listen: off
+services:
+  vikunja:
+    kind: vikunja
+    url: "{svc}"
+    deploy:
+      command: ["sh", "-c", "echo deploy >>{log}"]
+      rollback: {{ command: ["sh", "-c", "echo rollback >>{log}"] }}
+      verify: {{ rounds: 1, interval: 100ms, timeout: 5s }}
+"#,
+            log = log.display()
+        ));
+        let path = file.path.to_str().unwrap();
+        #[rustfmt::skip]
+        let table = [
+            ("preflight", "succeeded", "deploy\n", "run again: it changes nothing"),
+            ("announce", "succeeded", "deploy\n", "run again"),
+            ("backup", "succeeded", "deploy\n", "skipped again (--no-backup)"),
+            ("deploy", "rolled-back", "rollback\n", "in flight and unverified: rolled back"),
+            ("verify", "succeeded", "deploy\n", "the deploy finished: verified again"),
+            ("finish", "succeeded", "deploy\n", "run again"),
+        ];
+        for (step, end, commands, why) in table {
+            let _ = std::fs::remove_file(&log);
+            let crashed = run(
+                &[
+                    "--config",
+                    path,
+                    "update",
+                    "vikunja",
+                    "--to",
+                    "vikunja/vikunja:v2.5.0",
+                    "--no-backup",
+                    "fake",
+                    "--yes",
+                ],
+                &[("MXWARDEN_FAILPOINT", &format!("update:{step}"))],
+            );
+            assert!(crashed.code != 0 && crashed.code != 1, "{step}: the process died: {}", crashed.all());
+            let r = run(&["--config", path, "update", "--resume", "--json"], &[]);
+            let record = r.json();
+            assert_eq!(record["state"], end, "{step}: {why}: {}", r.all());
+            let interrupted: Vec<&str> = record["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["outcome"] == "interrupted")
+                .map(|s| s["step"].as_str().unwrap())
+                .collect();
+            assert_eq!(interrupted, vec![step], "{step}: the step it died in is on the record");
+            assert_eq!(std::fs::read_to_string(&log).unwrap_or_default(), commands, "{step}: {why}");
+            let windows = run(&["--config", path, "maintenance", "list", "--json"], &[]);
+            assert_eq!(windows.json()["active"], serde_json::json!([]), "{step}: the window has ended");
+        }
+    }
+}
