@@ -9,8 +9,8 @@ use crate::model::ServiceKind;
 use secrecy::ExposeSecret;
 use std::time::Duration;
 
-/// Largest answer read from a version endpoint.
-const BODY_LIMIT: usize = 64 * 1024;
+/// Largest answer read from a version endpoint (the notifiers' cap: 64 KiB).
+const BODY_LIMIT: usize = crate::notify::RESPONSE_BODY_LIMIT;
 
 /// The version in an image reference's tag (`…/synapse:v1.140.0` → `1.140.0`), or `None` for
 /// a digest, a commit, `latest` or no tag.
@@ -179,5 +179,57 @@ mod tests {
             "a number is no version string"
         );
         assert_eq!(parse(ServiceKind::Mas, "/", &serde_json::json!({})), None);
+    }
+
+    /// Serves `answer` (a whole HTTP response, sent slowly if `pause` is set) to every
+    /// connection; returns its URL.
+    async fn hostile(answer: Vec<u8>, pause: Option<std::time::Duration>) -> url::Url {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = [0u8; 4096];
+                    let _ = socket.read(&mut buf).await;
+                    if let Some(p) = pause {
+                        tokio::time::sleep(p).await;
+                    }
+                    let _ = socket.write_all(&answer).await;
+                });
+            }
+        });
+        url::Url::parse(&format!("http://{addr}/")).unwrap()
+    }
+
+    fn client() -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+    }
+
+    #[tokio::test]
+    async fn a_huge_or_slow_or_broken_version_answer_is_an_error_not_a_hang() {
+        let huge = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{}", 1 << 20, "x".repeat(1 << 20));
+        let url = hostile(huge.into_bytes(), None).await;
+        let e = get_json(&client(), &url, None, Duration::from_secs(5)).await.unwrap_err();
+        assert!(e.contains("larger than 64 KiB"), "{e}");
+
+        let url =
+            hostile(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}".to_vec(), Some(Duration::from_secs(30))).await;
+        let started = std::time::Instant::now();
+        let e = get_json(&client(), &url, None, Duration::from_millis(300)).await.unwrap_err();
+        assert!(e.contains("no answer within"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        let garbage = b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nnot json!".to_vec();
+        let access = ServiceAccess {
+            kind: ServiceKind::Vikunja,
+            url: Some(hostile(garbage, None).await),
+            federation_url: None,
+            token: None,
+        };
+        let e = fetch(&client(), &access).await.unwrap_err();
+        assert!(e.contains("200 without a version"), "{e}");
     }
 }
