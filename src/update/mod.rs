@@ -183,3 +183,96 @@ impl Request {
         Ok(())
     }
 }
+
+/// The databases a service of `kind` usually keeps its data in, by name.
+fn database_names(kind: ServiceKind) -> &'static [&'static str] {
+    match kind {
+        ServiceKind::Synapse => &["synapse", "matrix"],
+        ServiceKind::Mas => &["mas"],
+        ServiceKind::Vikunja => &["vikunja"],
+        ServiceKind::Authentik => &["authentik"],
+        ServiceKind::Postgres => &[],
+    }
+}
+
+/// The part of the backup plan that is about `service`: the listed databases its kind uses
+/// (Synapse → `synapse`/`matrix`, MAS → `mas`, …) with their servers' roles, and the file sets
+/// named after it (`mas-keys`, `synapse-signing-key`). The whole plan when that selects
+/// nothing (a `postgres` service, databases chosen as `all`, other names), so an update is
+/// never preceded by an empty backup. Returns the plan and what it covers, in words.
+pub(crate) fn scoped_backup(
+    plan: &crate::backup::BackupPlan,
+    service: &str,
+    kind: ServiceKind,
+) -> (crate::backup::BackupPlan, String) {
+    use crate::backup::DbChoice;
+    let names = database_names(kind);
+    let mut scoped = plan.clone();
+    scoped.sources.retain_mut(|source| match &source.databases {
+        DbChoice::Only(list) => {
+            let kept: Vec<String> = list.iter().filter(|d| names.contains(&d.as_str())).cloned().collect();
+            source.databases = DbChoice::Only(kept.clone());
+            !kept.is_empty()
+        }
+        DbChoice::All => false,
+    });
+    let kind_name = kind.as_str();
+    scoped.files.retain(|set| {
+        let n = set.name.to_ascii_lowercase();
+        n.contains(&service.to_ascii_lowercase()) || n.contains(kind_name)
+    });
+    if scoped.sources.is_empty() && scoped.files.is_empty() {
+        return (plan.clone(), "everything configured (nothing is named for this service)".into());
+    }
+    let mut what: Vec<String> = scoped
+        .sources
+        .iter()
+        .flat_map(|s| match &s.databases {
+            DbChoice::Only(list) => list.iter().map(|d| format!("{}/{d}", s.service)).collect::<Vec<_>>(),
+            DbChoice::All => Vec::new(),
+        })
+        .collect();
+    what.extend(scoped.files.iter().map(|f| format!("files {}", f.name)));
+    (scoped, what.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::{BackupPlan, DbChoice, DbSource, FileSet, LocalDir, PgTools, Retention};
+
+    fn plan(databases: DbChoice) -> BackupPlan {
+        let target = crate::probe::postgres::dsn::PgTarget::parse("postgresql://u@127.0.0.1:5432/postgres").unwrap();
+        BackupPlan {
+            storage: LocalDir::new("/tmp/x".into()),
+            sources: vec![DbSource { service: "postgres".into(), target, databases, globals: true }],
+            files: vec![
+                FileSet { name: "mas-keys".into(), patterns: vec!["/data/mas/*.pem".into()] },
+                FileSet { name: "synapse-signing-key".into(), patterns: vec!["/data/s.key".into()] },
+            ],
+            schedule: None,
+            retention: Retention::default(),
+            zstd_level: 3,
+            recipients: Vec::new(),
+            tools: PgTools::in_dir(None),
+        }
+    }
+
+    #[test]
+    fn an_update_backs_up_what_the_service_uses() {
+        let stack = DbChoice::Only(["matrix", "mas", "vikunja", "authentik"].map(String::from).to_vec());
+        #[rustfmt::skip]
+        let table: &[(&str, ServiceKind, DbChoice, &str)] = &[
+            ("synapse", ServiceKind::Synapse, stack.clone(), "postgres/matrix, files synapse-signing-key"),
+            ("mas", ServiceKind::Mas, stack.clone(), "postgres/mas, files mas-keys"),
+            ("tasks", ServiceKind::Vikunja, stack.clone(), "postgres/vikunja"),
+            ("postgres", ServiceKind::Postgres, stack.clone(), "everything configured (nothing is named for this service)"),
+            ("vikunja", ServiceKind::Vikunja, DbChoice::All, "everything configured (nothing is named for this service)"),
+        ];
+        for (service, kind, dbs, want) in table {
+            let (scoped, what) = scoped_backup(&plan(dbs.clone()), service, *kind);
+            assert_eq!(&what, want, "{service}");
+            assert!(scoped.sources.iter().all(|s| s.globals), "the roles come along");
+        }
+    }
+}

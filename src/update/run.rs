@@ -471,6 +471,9 @@ impl Updater {
             return Done::new(Outcome::Failed, "no `backup:` section in the config");
         };
         let progress = crate::backup::run::Progress::hidden();
+        let t = &self.target;
+        let (scoped, what) = super::scoped_backup(plan, &t.service, t.access.kind);
+        let plan = &scoped;
         let manifest = match crate::backup::run::run(plan, &plan.storage, None, &progress, self.clock.now()).await {
             Ok(m) => m,
             Err(e) => return Done::new(Outcome::Failed, format!("backup did not run: {e}")),
@@ -493,7 +496,7 @@ impl Updater {
         if report.ok {
             Done::new(
                 Outcome::Ok,
-                format!("backup {} of {} items verified ({depth})", manifest.id, manifest.items.len()),
+                format!("backup {} of {what}: {} items verified ({depth})", manifest.id, manifest.items.len()),
             )
             .fact("backup_id", manifest.id.clone())
         } else {
