@@ -227,6 +227,22 @@ pub async fn step_ended(store: &Store, id: i64, seq: i64, end: &StepEnd, at: i64
         .await
 }
 
+/// Records one fact of update `id` while a step runs (a Render deploy's id, as soon as it
+/// exists).
+pub async fn set_fact(store: &Store, id: i64, key: &str, value: &str) -> Result<()> {
+    store
+        .write(async |conn| {
+            sqlx::query("UPDATE updates SET facts = json_set(facts, '$.' || ?, ?) WHERE id = ?")
+                .bind(key)
+                .bind(value)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+        .await
+}
+
 /// Records how update `id` ended.
 pub async fn finish(store: &Store, id: i64, state: &str, at: i64) -> Result<()> {
     store
@@ -330,6 +346,12 @@ mod tests {
         assert_eq!(got.steps[0].outcome.as_deref(), Some("ok"));
         assert_eq!(got.steps[1].ended_at, None, "a step still running has no end");
         assert_eq!(got.facts["previous_version"], "1.0");
+        set_fact(&store, id, "deploy_id", "dep-1").await.unwrap();
+        let got = get(&store, id).await.unwrap().unwrap();
+        assert_eq!(
+            (got.facts["deploy_id"].as_str(), got.facts["previous_version"].as_str()),
+            (Some("dep-1"), Some("1.0"))
+        );
         assert!(take_over(&store, id, "1@host", "2@host").await.unwrap());
         assert!(!take_over(&store, id, "1@host", "3@host").await.unwrap(), "only the current owner hands over");
         finish(&store, id, "succeeded", 2_000).await.unwrap();

@@ -55,22 +55,33 @@ pub(crate) struct Followed {
     pub detail: String,
 }
 
-/// Triggers a deploy of `to` and follows it.
-pub(crate) async fn deploy(client: &RenderClient, id: &str, to: &str, timeout: Duration, poll: Duration) -> Followed {
-    let started = jiff::Timestamp::now();
+/// Triggers a deploy of `to` (an image, else a commit): the deploy to follow.
+pub(crate) async fn trigger(client: &RenderClient, id: &str, to: &str) -> Result<Deploy, String> {
     let request = if is_image(to) {
         DeployRequest { image_url: Some(to.to_string()), ..DeployRequest::default() }
     } else {
         DeployRequest { commit_id: Some(to.to_string()), ..DeployRequest::default() }
     };
-    let deploy = match client.trigger_deploy(id, &request).await {
-        Ok(Triggered::Created(d) | Triggered::Queued(Some(d))) => d,
+    match client.trigger_deploy(id, &request).await {
+        Ok(Triggered::Created(d) | Triggered::Queued(Some(d))) => Ok(d),
         Ok(Triggered::Queued(None)) => {
-            return failed(None, "Render accepted the deploy (202) but lists no queued deploy to follow".into());
+            Err("Render accepted the deploy (202) but lists no queued deploy to follow".into())
         }
-        Err(e) => return failed(None, format!("the deploy was not triggered: {e}")),
-    };
-    follow(client, id, deploy, started, timeout, poll, "deploy").await
+        Err(e) => Err(format!("the deploy was not triggered: {e}")),
+    }
+}
+
+/// Cancels deploy `deploy_id` if it is still under way (before a rollback: a deploy that goes
+/// live after the rollback would undo it). Says what it did.
+pub(crate) async fn cancel_if_running(client: &RenderClient, id: &str, deploy_id: &str) -> String {
+    match client.deploy(id, deploy_id).await {
+        Ok(d) if d.phase() == DeployPhase::InProgress => match client.cancel_deploy(id, deploy_id).await {
+            Ok(c) => format!("deploy {deploy_id} was {} and is now {}", d.status, c.status),
+            Err(e) => format!("deploy {deploy_id} is {} and could not be canceled: {e}", d.status),
+        },
+        Ok(d) => format!("deploy {deploy_id} is {}", d.status),
+        Err(e) => format!("deploy {deploy_id}: {e}"),
+    }
 }
 
 /// Rolls back to `to_deploy` and follows the new deploy.
@@ -92,7 +103,7 @@ fn failed(deploy_id: Option<String>, line: String) -> Followed {
     Followed { deploy_id, ok: false, detail: line.clone(), line }
 }
 
-async fn follow(
+pub(crate) async fn follow(
     client: &RenderClient,
     id: &str,
     mut deploy: Deploy,
@@ -117,8 +128,11 @@ async fn follow(
             DeployPhase::InProgress | DeployPhase::Unknown => {}
         }
         if Instant::now() + poll > deadline {
-            let line =
+            let mut line =
                 format!("{what} {} still {} after {}", deploy.id, deploy.status, crate::units::HumanDuration(timeout));
+            if what == "deploy" {
+                line = format!("{line}; {}", cancel_if_running(client, id, &deploy.id).await);
+            }
             return failed(Some(deploy.id), line);
         }
         tokio::time::sleep(poll).await;

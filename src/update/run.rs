@@ -540,16 +540,37 @@ impl Updater {
             super::Deployer::Render { api, service_id, timeout } => {
                 let client = super::render::client(api, self.http.clone());
                 let poll = t.deploy.verify.interval.min(Duration::from_secs(2));
+                let mut before = String::new();
                 let followed = match step {
-                    Step::Rollback => match row.facts.get("previous_deploy").and_then(Value::as_str) {
-                        Some(back) => super::render::rollback(&client, service_id, back, *timeout, poll).await,
-                        None => return Done::new(Outcome::Failed, "no deploy live before the update is recorded"),
-                    },
-                    _ => super::render::deploy(&client, service_id, &row.target, *timeout, poll).await,
+                    Step::Rollback => {
+                        let Some(back) = row.facts.get("previous_deploy").and_then(Value::as_str) else {
+                            return Done::new(Outcome::Failed, "no deploy live before the update is recorded");
+                        };
+                        // A deploy still under way (a crash, a timeout) would undo the rollback
+                        // when it goes live.
+                        if let Some(ours) = row.facts.get("deploy_id").and_then(Value::as_str) {
+                            before = super::render::cancel_if_running(&client, service_id, ours).await + "\n";
+                        }
+                        super::render::rollback(&client, service_id, back, *timeout, poll).await
+                    }
+                    _ => {
+                        let started = jiff::Timestamp::now();
+                        match super::render::trigger(&client, service_id, &row.target).await {
+                            Err(e) => return Done::new(Outcome::Failed, e),
+                            Ok(d) => {
+                                // Recorded now, not at the step's end: after a crash the
+                                // rollback must know which deploy may still be under way.
+                                if let Err(e) = updates::set_fact(&self.store, row.id, "deploy_id", &d.id).await {
+                                    tracing::warn!(error = %e, "The Render deploy's id was not recorded.");
+                                }
+                                super::render::follow(&client, service_id, d, started, *timeout, poll, "deploy").await
+                            }
+                        }
+                    }
                 };
                 let outcome = if followed.ok { Outcome::Ok } else { Outcome::Failed };
                 let key = if step == Step::Rollback { "rollback_deploy" } else { "deploy_id" };
-                let mut done = Done::new(outcome, followed.line).detail(followed.detail);
+                let mut done = Done::new(outcome, followed.line).detail(format!("{before}{}", followed.detail));
                 if let Some(id) = followed.deploy_id {
                     done = done.fact(key, id);
                 }

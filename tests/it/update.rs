@@ -419,6 +419,8 @@ mod render {
         Fails,
         /// It goes live but the service's health answers 503.
         GoesLiveUnhealthy,
+        /// It stays queued (the deploy's timeout is 2 s here).
+        Hangs,
     }
 
     /// The service: `/health` and `/api/v1/info` as Vikunja documents them.
@@ -496,7 +498,7 @@ services:
     kind: vikunja
     url: "{url}"
     render: {SRV}
-    deploy: {{ render: true, timeout: 30s, verify: {{ rounds: 3, interval: 300ms, timeout: 8s }}, window: 5m }}
+    deploy: {{ render: true, timeout: {timeout}, verify: {{ rounds: 3, interval: 300ms, timeout: 8s }}, window: 5m }}
 alerting:
   receivers:
     ops-room: {{ matrix: {{ homeserver: "{base}", room: "{room}", access_token: "${{T}}" }} }}
@@ -505,6 +507,7 @@ alerting:
 "#,
                 api = fake.api_url,
                 url = svc.url,
+                timeout = if scenario == Scenario::Hangs { "2s" } else { "30s" },
                 base = synapse.base_url,
             ));
             let stop = Arc::new(AtomicBool::new(false));
@@ -535,6 +538,7 @@ alerting:
                                     healthy.store(false, Ordering::SeqCst);
                                     f.set_deploy_status(SRV, &id, "live");
                                 }
+                                Scenario::Hangs => {}
                                 Scenario::Fails => {
                                     let now = jiff::Timestamp::now().to_string();
                                     f.push_event(SRV, "server_failed", serde_json::json!({"instanceID": format!("{SRV}-inst2"), "reason": {"evicted": false, "nonZeroExit": 1}}), &now);
@@ -678,6 +682,23 @@ alerting:
         assert!(s.svc.healthy.load(Ordering::SeqCst), "the rollback brought the healthy version back");
         let room = s.room();
         assert_eq!(room.iter().filter(|m| m.contains("UpdateFailed")).count(), 1, "{room:?}");
+    }
+
+    #[test]
+    fn a_render_deploy_that_never_goes_live_is_canceled_before_the_rollback() {
+        let s = Setup::new(Scenario::Hangs);
+        let r = s.update("vikunja/vikunja:v0.24.1");
+        assert_eq!(r.code, 1, "{}", r.all());
+        let record = r.json();
+        assert_eq!(record["state"], "rolled-back", "{}", r.all());
+        let deploy = record["steps"][3]["detail"].as_str().unwrap();
+        assert!(deploy.contains("still queued after 2s") && deploy.contains("is now canceled"), "{deploy}");
+        let ours = record["facts"]["deploy_id"].as_str().unwrap().to_string();
+        assert_eq!(s.calls(&format!("POST /v1/services/{SRV}/deploys/{ours}/cancel")), 1, "{:?}", s.fake.requests());
+        let status =
+            s.fake.with(|w| w.deploys[SRV].iter().find(|d| d["id"] == ours.as_str()).unwrap()["status"].clone());
+        assert_eq!(status, "canceled", "the hanging deploy cannot go live after the rollback");
+        assert_eq!(s.room().iter().filter(|m| m.contains("UpdateFailed")).count(), 1);
     }
 }
 
