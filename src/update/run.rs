@@ -448,7 +448,7 @@ impl Updater {
             crate::units::utc_minute(now + window_ms),
             row.id
         );
-        let done = match self.tell(&format!("update-{}-announce", row.id), &title, &text).await {
+        let done = match self.tell(&format!("update-{}-{}-announce", row.id, row.started_at), &title, &text).await {
             Ok(0) => Done::new(
                 Outcome::Ok,
                 format!("window #{window} open ({}); no Matrix receiver to tell", services.join(", ")),
@@ -850,7 +850,7 @@ impl Updater {
                 }
             };
             let text = format!("{text}\nmxwarden update #{}", row.id);
-            match self.tell(&format!("update-{}-finish", row.id), &title, &text).await {
+            match self.tell(&format!("update-{}-{}-finish", row.id, row.started_at), &title, &text).await {
                 Ok(_) => notes.push("room told".into()),
                 Err(e) => notes.push(format!("the room was not told: {e}")),
             }
