@@ -417,6 +417,9 @@ struct ShowView {
     alerting: Option<AlertingView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     backup: Option<BackupView>,
+    /// Per service with `deploy:`, how `mxwarden update` deploys, rolls back and verifies it.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    deploy: std::collections::BTreeMap<String, String>,
 }
 
 /// The backup plan as `config show` prints it: no connection strings or passwords (the
@@ -566,6 +569,7 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
             timezone: a.timezone.iana_name().unwrap_or("UTC").to_string(),
         }),
         backup: config.backup.as_deref().map(BackupView::of),
+        deploy: config.deploys.iter().map(|(s, (d, _))| (s.clone(), crate::cli::update::describe(d))).collect(),
     };
     // Whatever the views missed (a `${VAR}` value in a URL, a secret pasted into a name) is
     // hidden here, string by string, before any quoting or line folding could disguise it.

@@ -282,7 +282,7 @@ pub(crate) fn dry_run(config: &Config, target: &Target, request: &Request) -> St
         if receivers.is_empty() { "(no critical receivers!)".to_string() } else { receivers.join(", ") }
     ));
     out.push("     finish: end the window, tell the room".into());
-    out.join("\n")
+    t.redactor.redact(&out.join("\n")).into_owned()
 }
 
 fn deployer_line(t: &Target, what: &str) -> String {
@@ -315,6 +315,35 @@ fn deployer_line(t: &Target, what: &str) -> String {
             ),
         },
     }
+}
+
+/// A service's `deploy:` in one line, for `config show`.
+pub(crate) fn describe(d: &crate::update::DeploySpec) -> String {
+    let how = match &d.deployer {
+        Deployer::Command { deploy, rollback } => format!(
+            "command {:?} (timeout {}); rollback {}",
+            deploy.argv,
+            crate::units::HumanDuration(deploy.timeout),
+            rollback.as_ref().map_or_else(
+                || "none".to_string(),
+                |r| format!("{:?} (timeout {})", r.argv, crate::units::HumanDuration(r.timeout))
+            )
+        ),
+        Deployer::Render { service_id, timeout, .. } => {
+            format!(
+                "Render {service_id} (timeout {}); rollback to the deploy live before",
+                crate::units::HumanDuration(*timeout)
+            )
+        }
+    };
+    format!(
+        "{how}; verify {} rounds every {} within {}; window {}; backup within {}",
+        d.verify.rounds,
+        crate::units::HumanDuration(d.verify.interval),
+        crate::units::HumanDuration(d.verify.timeout),
+        crate::units::HumanDuration(d.window),
+        crate::units::HumanDuration(d.backup_timeout)
+    )
 }
 
 /// Timestamped lines: for logs, pipes and CI.

@@ -234,6 +234,14 @@ impl Updater {
                             format!("timed out after {}", crate::units::HumanDuration(limit)),
                         ),
                     };
+                    // Whatever a step saw (command output, an error echoing a URL) is masked
+                    // with the config's secrets before it is kept or shown.
+                    let redactor = &self.target.redactor;
+                    let done = Done {
+                        line: redactor.redact(&done.line).into_owned(),
+                        detail: redactor.redact(&done.detail).into_owned(),
+                        ..done
+                    };
                     let end = StepEnd {
                         outcome: done.outcome.name().into(),
                         detail: done.detail.clone(),

@@ -913,6 +913,45 @@ services:
     }
 
     #[test]
+    fn a_secret_in_the_deploy_command_appears_in_no_output_record_or_plan() {
+        const SECRET: &str = "deploy-secret-7f3a9c2e";
+        let svc = fakes::vikunja();
+        let file = config(&format!(
+            r#"store: ./mxwarden.db
+listen: off
+services:
+  vikunja:
+    kind: vikunja
+    url: "{svc}"
+    deploy:
+      command: ["sh", "-c", "echo deploying with token=$1; echo $1 >&2", "sh", "${{DEPLOY_TOKEN}}"]
+      rollback: {{ command: ["true"] }}
+      verify: {{ rounds: 1, interval: 100ms, timeout: 5s }}
+"#
+        ));
+        let path = file.path.to_str().unwrap();
+        let env = [("DEPLOY_TOKEN", SECRET)];
+        let to = ["update", "vikunja", "--to", "vikunja/vikunja:v2.5.0", "--no-backup", "test"];
+        let mut runs = Vec::new();
+        runs.push(run(&[&["--config", path][..], &to[..], &["--dry-run"]].concat(), &env));
+        runs.push(run(&[&["--config", path][..], &to[..], &["--yes", "--json"]].concat(), &env));
+        runs.push(run(&["--config", path, "updates", "--json"], &env));
+        runs.push(run(&["--config", path, "updates"], &env));
+        runs.push(run(&["--config", path, "config", "show"], &env));
+        assert_eq!(runs[1].json()["state"], "succeeded", "{}", runs[1].all());
+        for r in &runs {
+            assert!(!r.stdout.contains(SECRET) && !r.stderr.contains(SECRET), "{}", r.all());
+        }
+        let record = runs[2].json();
+        let deploy = record[0]["steps"].as_array().unwrap().iter().find(|s| s["step"] == "deploy").unwrap().clone();
+        assert!(
+            deploy["detail"].as_str().unwrap().contains("token=<redacted>"),
+            "the output is kept, masked: {deploy}"
+        );
+        assert!(runs[0].stdout.contains("<redacted>"), "{}", runs[0].all());
+    }
+
+    #[test]
     fn wrong_calls_are_refused_with_exit_2_and_change_nothing() {
         let file = config(
             "store: ./mxwarden.db\nservices:\n  vikunja: { kind: vikunja, url: \"http://127.0.0.1:9/\" }\n  synapse: { kind: synapse, url: \"http://127.0.0.1:9/\", deploy: { command: [x] } }\n",
