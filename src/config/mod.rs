@@ -60,7 +60,7 @@ pub struct Config {
     /// prints something that came from the config.
     pub redactor: crate::redact::Redactor,
     /// Each service's `deploy:` (how `mxwarden update` deploys it) and how to reach it.
-    pub deploys: std::collections::BTreeMap<String, (crate::update::DeploySpec, crate::update::ServiceAccess)>,
+    pub(crate) deploys: std::collections::BTreeMap<String, (crate::update::DeploySpec, crate::update::ServiceAccess)>,
     /// Render's API (`render:`), if configured.
     pub render: Option<std::sync::Arc<crate::probe::render::RenderApi>>,
 }

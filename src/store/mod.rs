@@ -18,7 +18,7 @@
 pub(crate) mod health;
 pub(crate) mod history;
 pub mod maintenance;
-pub mod updates;
+pub(crate) mod updates;
 
 pub(crate) use health::Health;
 pub use history::History;

@@ -8,7 +8,7 @@
 //! the API (`POST /api/v1/updates`) drive the same executor.
 
 pub(crate) mod command;
-pub mod plan;
+pub(crate) mod plan;
 pub(crate) mod render;
 pub(crate) mod run;
 pub(crate) mod version;
@@ -21,11 +21,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use plan::{Ending, Outcome, Step};
-
 /// A command to run (`deploy.command`, `deploy.rollback.command`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandSpec {
+pub(crate) struct CommandSpec {
     /// Program and arguments; `{to}` and `{from}` in an argument become the version asked for
     /// and the version before.
     pub argv: Vec<String>,
@@ -35,7 +33,7 @@ pub struct CommandSpec {
 
 /// How a service is deployed and rolled back.
 #[derive(Debug, Clone)]
-pub enum Deployer {
+pub(crate) enum Deployer {
     /// A command on this host (any platform that is not Render).
     Command {
         /// Deploys the version asked for.
@@ -58,7 +56,7 @@ pub enum Deployer {
 
 /// What `verify` asks of the service.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifySpec {
+pub(crate) struct VerifySpec {
     /// Rounds of all the service's checks passing in a row. Default 3.
     pub rounds: u32,
     /// Between rounds. Default 10s.
@@ -75,7 +73,7 @@ impl Default for VerifySpec {
 
 /// A service's `deploy:` section, built.
 #[derive(Debug, Clone)]
-pub struct DeploySpec {
+pub(crate) struct DeploySpec {
     /// How.
     pub deployer: Deployer,
     /// The proof afterwards.
@@ -88,7 +86,7 @@ pub struct DeploySpec {
 
 /// Where the service says what it is: its base URL and what its kind needs.
 #[derive(Debug, Clone)]
-pub struct ServiceAccess {
+pub(crate) struct ServiceAccess {
     /// The service's kind.
     pub kind: ServiceKind,
     /// Its public base URL.
@@ -101,7 +99,7 @@ pub struct ServiceAccess {
 
 /// Everything an update of one service needs, taken from the config.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// The service's name.
     pub service: String,
     /// How to reach it.
@@ -132,7 +130,7 @@ pub struct Target {
 
 /// What the user asked for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Request {
+pub(crate) struct Request {
     /// The service.
     pub service: String,
     /// The image (`ghcr.io/element-hq/synapse:v1.140.0`) or commit to deploy.
@@ -149,18 +147,18 @@ pub struct Request {
 
 impl Request {
     /// The planner's options.
-    pub fn options(&self) -> plan::Options {
+    pub(crate) fn options(&self) -> plan::Options {
         plan::Options { force: self.force, no_backup: self.no_backup.is_some() }
     }
 
     /// The version to expect: `--expect-version`, else the tag of the image asked for.
-    pub fn expected_version(&self) -> Option<String> {
+    pub(crate) fn expected_version(&self) -> Option<String> {
         self.expect_version.clone().or_else(|| version::from_image(&self.to))
     }
 
     /// Checks what the CLI and the API both accept: a target without control characters or
     /// spaces, a reason, `--no-backup` with a reason.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         let to = self.to.trim();
         if to.is_empty() || to.len() > 300 || to.chars().any(|c| c.is_control() || c.is_whitespace()) {
             return Err("--to needs an image reference or commit (no spaces, at most 300 bytes)".into());

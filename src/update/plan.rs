@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 /// One step of an update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Step {
+pub(crate) enum Step {
     /// The service and its dependencies are healthy, no critical alert is open for them, the
     /// backup destination is writable, the deploy target answers.
     Preflight,
@@ -44,7 +44,7 @@ pub enum Step {
 
 impl Step {
     /// Every step, in the order of a successful update and then the failure path.
-    pub const ALL: [Step; 9] = [
+    pub(crate) const ALL: [Step; 9] = [
         Step::Preflight,
         Step::Announce,
         Step::Backup,
@@ -57,7 +57,7 @@ impl Step {
     ];
 
     /// The name used in output and in the store (`verify-rollback`).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Step::Preflight => "preflight",
             Step::Announce => "announce",
@@ -72,13 +72,8 @@ impl Step {
     }
 
     /// The step called `name`, if any.
-    pub fn parse(name: &str) -> Option<Step> {
+    pub(crate) fn parse(name: &str) -> Option<Step> {
         Step::ALL.into_iter().find(|s| s.name() == name)
-    }
-
-    /// Whether running this step may change the service (what a crash inside it leaves unknown).
-    pub fn changes_service(self) -> bool {
-        matches!(self, Step::Deploy | Step::Rollback)
     }
 }
 
@@ -91,7 +86,7 @@ impl std::fmt::Display for Step {
 /// How a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// It did what it is for.
     Ok,
     /// It did not (the evidence is kept beside the outcome).
@@ -105,7 +100,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// As stored and printed.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::Failed => "failed",
@@ -115,7 +110,7 @@ impl Outcome {
     }
 
     /// The outcome called `name`, if any.
-    pub fn parse(name: &str) -> Option<Outcome> {
+    pub(crate) fn parse(name: &str) -> Option<Outcome> {
         [Outcome::Ok, Outcome::Failed, Outcome::Skipped, Outcome::Interrupted].into_iter().find(|o| o.name() == name)
     }
 }
@@ -123,7 +118,7 @@ impl Outcome {
 /// How an update ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Ending {
+pub(crate) enum Ending {
     /// Deployed and verified.
     Succeeded,
     /// The preflight found a reason not to start, and `--force` was not given.
@@ -139,7 +134,7 @@ pub enum Ending {
 
 impl Ending {
     /// As stored and printed.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Ending::Succeeded => "succeeded",
             Ending::Refused => "refused",
@@ -149,22 +144,23 @@ impl Ending {
         }
     }
 
-    /// The result called `name`, if any.
-    pub fn parse(name: &str) -> Option<Ending> {
+    /// The result called `name`, if any (the store keeps the name; only the tests read it back).
+    #[cfg(test)]
+    pub(crate) fn parse(name: &str) -> Option<Ending> {
         [Ending::Succeeded, Ending::Refused, Ending::Aborted, Ending::RolledBack, Ending::RollbackFailed]
             .into_iter()
             .find(|r| r.name() == name)
     }
 
     /// Whether the update did what was asked.
-    pub fn is_success(self) -> bool {
+    pub(crate) fn is_success(self) -> bool {
         self == Ending::Succeeded
     }
 }
 
 /// What the user asked for that changes the path.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Options {
+pub(crate) struct Options {
     /// `--force`: go on after a failed preflight (recorded).
     pub force: bool,
     /// `--no-backup REASON`: the backup step is skipped (recorded with the reason).
@@ -173,7 +169,7 @@ pub struct Options {
 
 /// What to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Run this step (with `Skipped` already decided for `Backup` under `--no-backup`, and
     /// for `Preflight`'s failure under `--force`: the executor records that).
     Run(Step),
@@ -182,7 +178,7 @@ pub enum Next {
 }
 
 /// The result the path taken so far leads to, as `finish` reports it.
-pub fn result_of(history: &[(Step, Outcome)]) -> Ending {
+pub(crate) fn result_of(history: &[(Step, Outcome)]) -> Ending {
     let outcome = |step: Step| history.iter().rev().find(|(s, _)| *s == step).map(|(_, o)| *o);
     let ok = |o: Option<Outcome>| matches!(o, Some(Outcome::Ok | Outcome::Skipped));
     if outcome(Step::Rollback).is_some() {
@@ -212,7 +208,7 @@ pub fn result_of(history: &[(Step, Outcome)]) -> Ending {
 /// service is run again; a deploy in flight is unverified and is rolled back; a rollback in
 /// flight is run again (putting the previous version back twice is harmless); verify is run
 /// again (the deploy before it finished).
-pub fn decide(history: &[(Step, Outcome)], options: Options) -> Next {
+pub(crate) fn decide(history: &[(Step, Outcome)], options: Options) -> Next {
     let Some(&(last, outcome)) = history.last() else { return Next::Run(Step::Preflight) };
     use Outcome::*;
     use Step::*;
@@ -242,7 +238,7 @@ pub fn decide(history: &[(Step, Outcome)], options: Options) -> Next {
 
 /// Every step a run would take if each one succeeded, with `--no-backup` shown as a skipped
 /// backup: what `--dry-run` prints.
-pub fn happy_path(options: Options) -> Vec<(Step, Outcome)> {
+pub(crate) fn happy_path(options: Options) -> Vec<(Step, Outcome)> {
     let mut history: Vec<(Step, Outcome)> = Vec::new();
     while let Next::Run(step) = decide(&history, options) {
         let outcome = if step == Step::Backup && options.no_backup { Outcome::Skipped } else { Outcome::Ok };

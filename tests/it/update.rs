@@ -932,12 +932,14 @@ services:
         let path = file.path.to_str().unwrap();
         let env = [("DEPLOY_TOKEN", SECRET)];
         let to = ["update", "vikunja", "--to", "vikunja/vikunja:v2.5.0", "--no-backup", "test"];
-        let mut runs = Vec::new();
-        runs.push(run(&[&["--config", path][..], &to[..], &["--dry-run"]].concat(), &env));
-        runs.push(run(&[&["--config", path][..], &to[..], &["--yes", "--json"]].concat(), &env));
-        runs.push(run(&["--config", path, "updates", "--json"], &env));
-        runs.push(run(&["--config", path, "updates"], &env));
-        runs.push(run(&["--config", path, "config", "show"], &env));
+        // In this order: the plan, the update, the record (JSON and table), the config.
+        let runs = vec![
+            run(&[&["--config", path][..], &to[..], &["--dry-run"]].concat(), &env),
+            run(&[&["--config", path][..], &to[..], &["--yes", "--json"]].concat(), &env),
+            run(&["--config", path, "updates", "--json"], &env),
+            run(&["--config", path, "updates"], &env),
+            run(&["--config", path, "config", "show"], &env),
+        ];
         assert_eq!(runs[1].json()["state"], "succeeded", "{}", runs[1].all());
         for r in &runs {
             assert!(!r.stdout.contains(SECRET) && !r.stderr.contains(SECRET), "{}", r.all());
