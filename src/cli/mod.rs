@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 mod alerting;
 mod backup;
+mod diagnose;
 mod maintenance;
 pub(crate) mod output;
 mod pg;
@@ -121,6 +122,19 @@ enum Command {
     /// Render, the platform: linked services' status, deploys, events, logs, restarts.
     #[command(subcommand)]
     Render(crate::cli::render::RenderCommand),
+    /// The runbook's common issues, diagnosed: each finding with what was seen, why it
+    /// matters, the fix and the runbook section. Topics: synapse-oom, mas-db, oidc,
+    /// vikunja-email, db-disk; default every one the config makes possible.
+    Diagnose {
+        /// Playbooks to run (default: all the config allows).
+        topics: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Synapse's media: statistics, and purging the remote media cache.
+    #[command(subcommand)]
+    Synapse(crate::cli::diagnose::SynapseCommand),
     /// Write a commented starter config for the runbook's stack.
     Init {
         /// Where to write it (default: the --config path).
@@ -220,6 +234,8 @@ pub fn main() -> Result<Status> {
         Command::Update(args) => crate::cli::update::update(&load(&cli.config)?, args),
         Command::Updates { json, limit } => crate::cli::update::list(&load(&cli.config)?, json, limit),
         Command::Render(command) => crate::cli::render::run(&load(&cli.config)?, command),
+        Command::Diagnose { topics, json } => crate::cli::diagnose::diagnose(&load(&cli.config)?, &topics, json),
+        Command::Synapse(command) => crate::cli::diagnose::synapse(&load(&cli.config)?, command),
     }
 }
 
@@ -322,7 +338,7 @@ fn select(config: &Config, names: &[String]) -> Result<Vec<crate::probe::spec::C
 struct CheckResult<'a> {
     service: Option<&'a str>,
     check: &'a str,
-    /// `http`, `scrape`, `postgres` or `rule`.
+    /// `http`, `scrape`, `postgres`, `render` or `rule`.
     kind: &'static str,
     ok: bool,
     latency_ms: u64,
@@ -341,6 +357,8 @@ impl<'a> From<&'a Observation> for CheckResult<'a> {
                 "postgres"
             } else if o.sample("up").is_some() {
                 "scrape"
+            } else if o.sample("render_up").is_some() {
+                "render"
             } else {
                 "http"
             },
@@ -417,6 +435,9 @@ struct ShowView {
     alerting: Option<AlertingView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     backup: Option<BackupView>,
+    /// Render's API (the key redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    render: Option<serde_json::Value>,
     /// Per service with `deploy:`, how `mxwarden update` deploys, rolls back and verifies it.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     deploy: std::collections::BTreeMap<String, String>,
@@ -551,6 +572,15 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
             })
             .collect(),
         checks: config.checks.iter().map(|c| c.view()).collect(),
+        render: config.render.as_ref().map(|r| {
+            serde_json::json!({
+                "api_url": r.url.as_str(),
+                "api_key": crate::redact::REDACTED,
+                "owner_id": r.owner_id,
+                "interval": crate::units::HumanDuration(r.interval).to_string(),
+                "requests_per_minute": r.requests_per_minute,
+            })
+        }),
         rules: config
             .rules
             .iter()

@@ -75,7 +75,7 @@ pub(crate) enum RenderCommand {
         /// At most this many lines (1–100, Render's page).
         #[arg(long, default_value_t = 100)]
         limit: usize,
-        /// Keep printing new lines until interrupted.
+        /// Keep printing new lines (Render's log stream) until interrupted.
         #[arg(long)]
         follow: bool,
         /// Print JSON (one object per line with --follow).
@@ -653,7 +653,7 @@ async fn logs(
             Err(e) => return fail(json, &link.name, &e),
         },
     };
-    let mut query = LogQuery {
+    let query = LogQuery {
         owner_id: owner,
         resources: vec![link.id.clone()],
         levels: f.level.iter().cloned().collect(),
@@ -668,7 +668,6 @@ async fn logs(
         Err(e) => return fail(json, &link.name, &e),
     };
     let mut seen: std::collections::VecDeque<String> = std::collections::VecDeque::new();
-    let mut last = start;
     if json && !follow {
         let lines: Vec<&LogLine> = page.logs.iter().rev().collect();
         outln!("{}", serde_json::to_string_pretty(&lines)?);
@@ -676,43 +675,53 @@ async fn logs(
         for l in page.logs.iter().rev() {
             print_line(l, json);
             seen.push_back(l.id.clone());
-            if let Ok(t) = l.timestamp.parse::<jiff::Timestamp>() {
-                last = last.max(t);
-            }
         }
     }
     if !follow {
         return Ok(Status::Healthy);
     }
-    // Follows by asking for what came after the newest line seen, every two seconds: the
-    // stream (`/logs/subscribe`) is a WebSocket, and one poll a line-page stays well inside
-    // the request budget.
-    query.forward = true;
+    // Follows Render's log stream (`/logs/subscribe`, a WebSocket), opened again after two
+    // seconds when it breaks or Render closes it.
+    let roots = crate::probe::tls::system_roots();
+    let tls = Arc::new(
+        crate::probe::tls::client_config(&roots, &crate::probe::spec::TlsOptions::default())
+            .map_err(anyhow::Error::msg)?,
+    );
     loop {
+        let opened = tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(Status::Healthy),
+            s = client.subscribe_logs(&query, tls.clone()) => s,
+        };
+        match opened {
+            Ok(mut stream) => loop {
+                let next = tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return Ok(Status::Healthy),
+                    n = stream.next() => n,
+                };
+                match next {
+                    Some(Ok(l)) => {
+                        if seen.contains(&l.id) {
+                            continue;
+                        }
+                        print_line(&l, json);
+                        seen.push_back(l.id.clone());
+                        if seen.len() > 1_000 {
+                            seen.pop_front();
+                        }
+                    }
+                    Some(Err(e)) => {
+                        eprintln!("{}: {e}; opening the stream again", link.name);
+                        break;
+                    }
+                    None => break,
+                }
+            },
+            Err(e) if e.is_transient() => eprintln!("{}: {e}; trying again", link.name),
+            Err(e) => return fail(json, &link.name, &e),
+        }
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(Status::Healthy),
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
-        query.start = Some(last);
-        query.end = Some(jiff::Timestamp::now());
-        match client.logs(&query).await {
-            Ok(page) => {
-                for l in &page.logs {
-                    if seen.contains(&l.id) {
-                        continue;
-                    }
-                    print_line(l, json);
-                    seen.push_back(l.id.clone());
-                    if seen.len() > 1_000 {
-                        seen.pop_front();
-                    }
-                    if let Ok(t) = l.timestamp.parse::<jiff::Timestamp>() {
-                        last = last.max(t);
-                    }
-                }
-            }
-            Err(e) if e.is_transient() => eprintln!("{}: {e}; trying again", link.name),
-            Err(e) => return fail(json, &link.name, &e),
         }
     }
 }

@@ -151,7 +151,14 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
     for (name, service) in &file.services {
         if let Some(defs) = service_rules(name, service, &mut problems) {
             let kind = service.value.kind;
-            unavailable.extend(preset_rules::unavailable(kind).iter().map(|u| (name.clone(), u)));
+            // A service linked to Render has its memory judged from Render's metrics.
+            let on_render = service.value.render.is_some();
+            unavailable.extend(
+                preset_rules::unavailable(kind)
+                    .iter()
+                    .filter(|u| !(on_render && u.alert.ends_with("MemoryHigh")))
+                    .map(|u| (name.clone(), u)),
+            );
             thresholds.extend(
                 preset_rules::thresholds(kind)
                     .iter()
@@ -187,6 +194,7 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
             Err(e) => problems.add(&service.referenced, format!("services.{name}"), e.to_string()),
         }
     }
+    rules.extend(semantic_rules(file, &rules, &mut problems));
     for def in crate::preset::media::rules(
         file.services.iter().filter(|(_, s)| s.value.kind == crate::model::ServiceKind::Synapse).map(|(name, s)| {
             crate::preset::media::MediaFacts {
@@ -258,6 +266,61 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
     } else {
         Err(problems.found)
     }
+}
+
+/// The rules that make alerts mean what the runbook means (`preset::alerts`): certificates
+/// close to expiry, refused tokens, Synapse's error rate, and `CheckFailing` for each check
+/// under `checks:` that has neither `alert: false` nor a rule of the user's reading it.
+fn semantic_rules(file: &FileConfig, rules: &[AlertRule], problems: &mut Problems<'_>) -> Vec<AlertRule> {
+    use crate::preset::alerts;
+    let mut defs = Vec::new();
+    for (name, service) in &file.services {
+        let s = &service.value;
+        let after = s.down_after.map_or(60_000, |d| d.0.as_millis() as i64);
+        let url = s.url.as_ref().and_then(|u| Url::parse(u.value.trim()).ok());
+        if let Some(url) = url.filter(|u| u.scheme() == "https") {
+            let days = s.cert_valid_for.map_or(14.0, |d| d.0.as_secs_f64() / 86_400.0);
+            defs.extend(alerts::certificate(name, url.host_str().unwrap_or_default(), days));
+        }
+        let has_token = match s.kind {
+            ServiceKind::Synapse => s.admin_token.is_some() || s.admin_token_file.is_some(),
+            ServiceKind::Authentik => s.api_token.is_some() || s.api_token_file.is_some(),
+            _ => false,
+        };
+        if let (true, Some(short)) = (has_token, preset::token_check(s.kind)) {
+            defs.push(alerts::admin_token(name, &format!("{name}/{short}"), after));
+        }
+        if s.kind == ServiceKind::Synapse && s.metrics_url.is_some() {
+            defs.push(alerts::synapse_error_rate(name));
+        }
+    }
+    let own: Vec<&AlertRule> = rules.iter().filter(|r| r.def.origin == "config").collect();
+    for check in &file.checks {
+        let c = &check.value;
+        if c.alert == Some(false) {
+            continue;
+        }
+        let scrape = c.scrape.is_some();
+        let mut labels = crate::model::Labels::new();
+        labels.insert("__name__".into(), if scrape { "up" } else { "probe_success" }.into());
+        labels.insert("check".into(), c.name.clone());
+        if let Some(service) = &c.service {
+            labels.insert("service".into(), service.clone());
+        }
+        if own.iter().any(|r| r.reads_series(&labels)) {
+            continue;
+        }
+        defs.push(alerts::check_failing(&c.name, scrape, c.down_after.map_or(60_000, |d| d.0.as_millis() as i64)));
+    }
+    defs.into_iter()
+        .filter_map(|def| match AlertRule::compile(def) {
+            Ok(rule) => Some(rule),
+            Err(e) => {
+                problems.add(&Location::UNKNOWN, "services", e.to_string());
+                None
+            }
+        })
+        .collect()
 }
 
 /// Families the scrapes must keep: every name a rule selects, also as the family it may be a

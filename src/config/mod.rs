@@ -16,6 +16,7 @@ mod postgres;
 mod render;
 pub(crate) mod schema;
 pub(crate) mod secrets;
+pub(crate) mod targets;
 
 pub(crate) use error::{ConfigError, Diagnostic};
 
@@ -63,6 +64,8 @@ pub struct Config {
     pub(crate) deploys: std::collections::BTreeMap<String, (crate::update::DeploySpec, crate::update::ServiceAccess)>,
     /// Render's API (`render:`), if configured.
     pub render: Option<std::sync::Arc<crate::probe::render::RenderApi>>,
+    /// Each service's URLs, token, TLS and database, for the diagnosis playbooks.
+    pub(crate) services: Vec<targets::ServiceTarget>,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -97,9 +100,11 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let origin = build::Origin { path, source, base_dir, read_secrets: Default::default() };
     let built = build::build(&file, &origin);
+    let services = built.as_ref().map(|b| targets::targets(&file, &origin, &b.checks)).unwrap_or_default();
     secrets.add(origin.read_secrets.take());
     let built = built.map_err(|found| clean(&secrets, ConfigError::Invalid(found)))?;
     Ok(Config {
+        services,
         redactor: secrets.redactor(),
         path: path.to_path_buf(),
         defaults: file.defaults,

@@ -82,7 +82,7 @@ pub(super) fn check(
         }
     }
     if service.disk_limit.is_some_and(|d| d.0 == 0) {
-        problems.add(&here, format!("{key}.disk_limit"), "must be more than 0 bytes, e.g. 256MiB");
+        problems.add(&here, format!("{key}.disk_limit"), "must be more than 0 bytes, e.g. 1GiB");
     }
     if service.top_tables == Some(0) {
         problems.add(&here, format!("{key}.top_tables"), "must be at least 1");

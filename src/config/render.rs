@@ -192,6 +192,18 @@ mod tests {
     }
 
     #[test]
+    fn a_mas_on_render_has_its_memory_line_covered() {
+        let mas = |link: &str| {
+            format!(
+                "{BASE}  mas: {{ kind: mas, url: \"https://m.example.org\", metrics_url: \"http://m:8081/metrics\"{link} }}\n"
+            )
+        };
+        let missing = |c: &super::super::Config| c.unavailable.iter().any(|(_, u)| u.alert == "MasMemoryHigh");
+        assert!(missing(&load(&mas("")).unwrap()), "without Render, MAS has no memory metric");
+        assert!(!missing(&load(&mas(", render: srv-mas1")).unwrap()), "RenderMemoryHigh covers it");
+    }
+
+    #[test]
     fn bad_links_name_file_line_and_key() {
         let cases = [
             (

@@ -466,9 +466,12 @@ pub(crate) struct ServiceConfig {
     /// writing it into `dsn`.
     #[serde(default)]
     pub password_file: Option<Spanned<PathBuf>>,
-    /// postgres: the plan's disk, e.g. `256MiB` (Render Basic) or `1GiB`. Disk usage (database
-    /// sizes, plus WAL when the role has `pg_monitor`) and the days-until-full forecast are
-    /// measured against it. Without it there is no disk rule.
+    /// postgres: the database's disk, e.g. `1GiB` (Render sizes it apart from the plan:
+    /// `basic_256mb` names 256 MB of RAM, not the disk). Disk usage (database sizes, plus WAL
+    /// when the role has `pg_monitor`) and the days-until-full forecast are measured against
+    /// it. Without it there is no such disk rule. Optional for a database linked to Render
+    /// (`render: dpg-…`), which takes its real disk from Render's API and is refused when
+    /// this contradicts it.
     #[serde(default)]
     pub disk_limit: Option<ByteSize>,
     /// postgres: the stack's databases, e.g. `[matrix, mas, vikunja, authentik]`. Each must
@@ -540,6 +543,14 @@ pub(crate) struct CheckConfig {
     /// A Prometheus metrics endpoint to scrape; its samples feed the rules.
     #[serde(default)]
     pub scrape: Option<ScrapeConfig>,
+    /// Whether the check pages when it fails: `CheckFailing` (critical) once it has failed
+    /// for `down_after`. Default `true`; a rule under `rules:` that reads the check's
+    /// `probe_success` (or `up`) replaces it. `false` records the check without paging.
+    #[serde(default)]
+    pub alert: Option<bool>,
+    /// How long the check must keep failing before `CheckFailing` fires. Default `1m`.
+    #[serde(default)]
+    pub down_after: Option<HumanDuration>,
 }
 
 /// A Prometheus scrape.

@@ -18,6 +18,8 @@ pub(super) struct Digests {
     backup: Option<Arc<crate::backup::BackupPlan>>,
     /// Each tier's last digest, ms, once read from the store (or decided since).
     last: HashMap<String, i64>,
+    /// The host each HTTPS check connects to, for the certificates of the daily digest.
+    certificates: BTreeMap<String, String>,
 }
 
 fn last_key(tier: &str) -> String {
@@ -29,8 +31,12 @@ fn counters_key(tier: &str) -> String {
 }
 
 impl Digests {
-    pub(super) fn new(alerting: Arc<Alerting>, backup: Option<Arc<crate::backup::BackupPlan>>) -> Self {
-        Self { alerting, backup, last: HashMap::new() }
+    pub(super) fn new(
+        alerting: Arc<Alerting>,
+        backup: Option<Arc<crate::backup::BackupPlan>>,
+        certificates: BTreeMap<String, String>,
+    ) -> Self {
+        Self { alerting, backup, last: HashMap::new(), certificates }
     }
 
     fn due_after(&self, schedule: DigestSchedule, last: i64) -> i64 {
@@ -102,6 +108,10 @@ impl Digests {
             let mut message = compose(tier_name, last, due, &fired, &open, &info);
             if let (Some(plan), DigestSchedule::Daily { .. }) = (&self.backup, schedule) {
                 crate::backup::digest::append(&mut message, plan, last, due).await;
+            }
+            if let DigestSchedule::Daily { .. } = schedule {
+                let expiries = crate::notify::certs::expiries(series, &self.certificates, now);
+                crate::notify::certs::append(&mut message, &expiries);
             }
             tracing::info!(tier = %tier_name, items = fired.len(), open = open.len(), "Digest due.");
             decision.deliveries.extend(NewDelivery::fan_out(&tier.receivers, tier_name, &message));

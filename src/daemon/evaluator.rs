@@ -62,6 +62,10 @@ pub(super) struct Parts {
     pub(super) sweep_every: Duration,
     /// Render deploys in progress: expected downtime.
     pub(super) deploys: crate::maintenance::deploys::DeployWindows,
+    /// Woken after a commit with critical pages: their diagnoses follow (`followup`).
+    pub(super) diagnosis: Arc<Notify>,
+    /// The host of each HTTPS check, for the daily digest's certificates.
+    pub(super) certificates: std::collections::BTreeMap<String, String>,
 }
 
 /// Owns alert state; see the module docs.
@@ -86,12 +90,13 @@ pub(super) struct Evaluator {
     /// Render deploys in progress, and whether a window opened or closed since the last sweep.
     deploys: crate::maintenance::deploys::DeployWindows,
     deploys_changed: bool,
+    diagnosis: Arc<Notify>,
 }
 
 impl Evaluator {
     pub(super) fn new(p: Parts) -> Self {
         let now = p.clock.now().as_millisecond();
-        let digests = p.alerting.clone().map(|a| Digests::new(a, p.backup));
+        let digests = p.alerting.clone().map(|a| Digests::new(a, p.backup, p.certificates));
         let sweep_every_ms = i64::try_from(p.sweep_every.as_millis()).unwrap_or(i64::MAX).max(1);
         Self {
             store: p.store,
@@ -111,6 +116,7 @@ impl Evaluator {
             unsaved: Vec::new(),
             deploys: p.deploys,
             deploys_changed: false,
+            diagnosis: p.diagnosis,
         }
     }
 
@@ -267,7 +273,12 @@ impl Evaluator {
     }
 
     /// Commits `decision` after every earlier one the store refused, in one transaction.
-    async fn commit(&mut self, decision: Decision, now: i64) {
+    async fn commit(&mut self, mut decision: Decision, now: i64) {
+        if let Some(alerting) = &self.alerting {
+            // A critical page's diagnosis is decided with it, in the same transaction.
+            let marks = super::followup::marks(&decision, alerting);
+            decision.meta.extend(marks);
+        }
         if !decision.is_empty() {
             self.unsaved.push(decision);
         }
@@ -284,6 +295,7 @@ impl Evaluator {
                 }
                 self.unsaved.clear();
                 self.wake.notify_one();
+                self.diagnosis.notify_one();
             }
             Err(e) => self.refused(e),
         }

@@ -9,6 +9,7 @@
 mod digests;
 mod evaluator;
 mod failpoint;
+mod followup;
 mod recorder;
 mod scheduler;
 mod store_alarm;
@@ -46,6 +47,7 @@ async fn run_config(
     reload: mpsc::Sender<ReloadRequest>,
     wake: Arc<Notify>,
 ) -> Result<()> {
+    let config = Arc::new(config);
     let store = Store::open(&config.store).await.context("cannot open the store")?.with_clock(clock.clone());
     let history = Arc::new(History::new(store.clone()));
     let started = clock.now().as_millisecond();
@@ -97,6 +99,8 @@ async fn run_config(
         engine.restore(&a.alert, a.labels, a.state, a.value, a.annotations);
     }
     let mut tasks = Vec::new();
+    // Woken after a commit that decided critical pages: their diagnoses follow.
+    let diagnosis = Arc::new(Notify::new());
     if let Some(a) = &alerting {
         let http = crate::dispatch::http_client().map_err(anyhow::Error::msg)?;
         let alarm = store_alarm::StoreAlarm {
@@ -106,6 +110,14 @@ async fn run_config(
             clock: clock.clone(),
         };
         tasks.push(tokio::spawn(alarm.run(stop.clone())));
+        let followups = followup::FollowUps {
+            store: store.clone(),
+            config: config.clone(),
+            clock: clock.clone(),
+            wake: wake.clone(),
+            signal: diagnosis.clone(),
+        };
+        tasks.push(tokio::spawn(followups.run(stop.clone())));
         let dispatcher = Dispatcher::new(store.clone(), a.clone(), http, a.retry, clock.clone());
         let (wake, stop) = (wake.clone(), stop.clone());
         tasks.push(tokio::spawn(async move { dispatcher.run(wake, stop).await }));
@@ -165,6 +177,8 @@ async fn run_config(
         backup: config.backup.clone(),
         sweep_every,
         deploys: deploy_windows(&config),
+        diagnosis,
+        certificates: certificate_hosts(&config.checks),
     });
     evaluator.run(rx, stop).await;
     for t in tasks.into_iter().chain(server) {
@@ -238,4 +252,19 @@ fn render_maintenance(
             }
         }
     }))
+}
+
+/// The host each HTTPS check connects to, by check name.
+fn certificate_hosts(checks: &[crate::probe::spec::CheckSpec]) -> std::collections::BTreeMap<String, String> {
+    use crate::probe::spec::{ProbeSpec, Target};
+    checks
+        .iter()
+        .filter_map(|c| match &c.probe {
+            ProbeSpec::Http(h) => match &h.target {
+                Target::Url(u) if u.scheme() == "https" => Some((c.id.0.clone(), u.host_str()?.to_string())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }

@@ -3,6 +3,7 @@
 //! when: critical now (with reminders and a fallback receiver), warning into a daily digest,
 //! info into a weekly one. Rows wait in the store's outbox; `dispatch` delivers them.
 
+pub(crate) mod certs;
 pub(crate) mod digest;
 pub(crate) mod email;
 pub(crate) mod matrix;
@@ -89,6 +90,8 @@ pub enum Kind {
     Digest,
     /// `mxwarden notify test`.
     Test,
+    /// What the diagnosis found after a critical page (`mxwarden diagnose`), in its thread.
+    Diagnosis,
     /// A notice that is no alert: an update's announcement and its end (`mxwarden update`).
     Notice,
 }
@@ -280,6 +283,7 @@ pub fn alert_message(kind: Kind, alert: AlertInfo, now: i64) -> Notification {
         Kind::Resolved => "RESOLVED",
         Kind::Digest => "DIGEST",
         Kind::Test => "TEST",
+        Kind::Diagnosis => "DIAGNOSIS",
         Kind::Notice => "NOTICE",
     };
     let severity = escape_controls(alert.labels.get("severity").map_or("", String::as_str)).into_owned();

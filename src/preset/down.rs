@@ -1,7 +1,9 @@
 //! The runbook's first critical alerts — "Synapse down (health check fails)", "MAS down (OIDC
-//! discovery fails)" — for every service: `<Kind>Down` fires when any of the service's checks
-//! has failed for `down_after` (default 1m). One alert per service, not one per failing check,
-//! so a dead Synapse pages once.
+//! discovery fails)" — for every service: `<Kind>Down` fires when any of the service's
+//! availability checks (`preset::availability_checks`: not `tls`, not the token checks, not
+//! `media`) has failed for `down_after` (default 1m). One alert per service, not one per
+//! failing check, so a dead Synapse pages once; an expiring certificate or a refused admin
+//! token is a warning of its own (`preset::alerts`), never an outage.
 
 use crate::model::ServiceKind;
 use crate::rule::RuleDef;
@@ -18,7 +20,10 @@ pub fn alert_name(kind: ServiceKind) -> String {
 pub fn rule(kind: ServiceKind, service: &str, after_ms: i64) -> RuleDef {
     RuleDef {
         alert: alert_name(kind),
-        expr: format!("min by (service) (probe_success{{service=\"{service}\"}}) == 0"),
+        expr: format!(
+            "min by (service) (probe_success{{service=\"{service}\",check=~\"{service}/({})\"}}) == 0",
+            super::availability_checks(kind).join("|")
+        ),
         for_ms: after_ms,
         keep_firing_for_ms: 0,
         labels: [("severity".to_string(), "critical".to_string())].into_iter().collect(),
@@ -41,7 +46,7 @@ mod tests {
         assert_eq!(alert_name(ServiceKind::Synapse), "SynapseDown");
         assert_eq!(alert_name(ServiceKind::Mas), "MasDown");
         let def = rule(ServiceKind::Vikunja, "tasks", 60_000);
-        assert_eq!(def.expr, "min by (service) (probe_success{service=\"tasks\"}) == 0");
+        assert_eq!(def.expr, "min by (service) (probe_success{service=\"tasks\",check=~\"tasks/(health|info)\"}) == 0");
         crate::rule::AlertRule::compile(def).unwrap();
     }
 }

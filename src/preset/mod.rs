@@ -3,6 +3,7 @@
 //! runbook). `config::build` asks a preset for its checks and applies the user's `disable`
 //! and `overrides`; the probes run them like any other check.
 
+pub mod alerts;
 mod authentik;
 pub(crate) mod backup;
 pub mod down;
@@ -84,6 +85,28 @@ pub(crate) fn checks(service: &ServiceFacts) -> Vec<PresetCheck> {
         checks.push(tls_check(service));
     }
     checks
+}
+
+/// The checks of a kind that say whether the service is up: the ones `<Kind>Down` judges.
+/// Left out: `tls` (an expiring certificate is `CertificateExpiringSoon`), the token checks
+/// (`AdminTokenInvalid`) and `media` (evidence for `SynapseMediaEphemeral`).
+pub(crate) fn availability_checks(kind: ServiceKind) -> &'static [&'static str] {
+    match kind {
+        ServiceKind::Synapse => &["health", "client-versions", "admin-version", "federation"],
+        ServiceKind::Mas => &["discovery", "jwks", "health"],
+        ServiceKind::Vikunja => &["health", "info"],
+        ServiceKind::Authentik => &["live", "ready"],
+        ServiceKind::Postgres => &["postgres"],
+    }
+}
+
+/// The check of a kind that proves its token works, if it has one.
+pub(crate) fn token_check(kind: ServiceKind) -> Option<&'static str> {
+    match kind {
+        ServiceKind::Synapse => Some("admin-token"),
+        ServiceKind::Authentik => Some("version"),
+        _ => None,
+    }
 }
 
 /// `tls`: the certificate of the public URL stays valid long enough, whatever the status.

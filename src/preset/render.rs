@@ -46,8 +46,8 @@ pub fn rules() -> Vec<RuleDef> {
             "RenderServiceCrashLooping",
             "critical",
             0,
-            "sum by (service) (increase(render_server_failures_total[15m])) > 2",
-            "{{ $labels.service }} failed {{ $value | humanize }} times in 15 minutes on Render",
+            "render_server_failures_15m >= 3",
+            "{{ $labels.service }} failed {{ $value }} times in 15 minutes on Render",
             "Render: repeated server failures within 15 minutes",
         ),
         rule(

@@ -315,7 +315,7 @@ pub fn for_service(kind: ServiceKind, service: &str, given: &BTreeMap<String, f6
                 def.annotations.insert("no_data".to_string(), why.to_string());
                 def
             };
-            let disk_limit = "set `disk_limit` on the service (the plan's disk) to measure disk usage";
+            let disk_limit = "set `disk_limit` on the service (the disk's size) to measure disk usage; on Render, link it with `render: dpg-…` instead: RenderPostgresDisk* judge Render's real disk";
             vec![
                 rule(
                     "PostgresConnectionsHigh",

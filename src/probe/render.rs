@@ -107,7 +107,12 @@ struct CheckState {
     shown: Vec<Shown>,
     /// Log lines of failed deploys, by deploy id (read once).
     deploy_logs: BTreeMap<String, String>,
+    /// When the failures of the last [`CRASH_LOOP_WINDOW`] happened, ms.
+    recent_failures: VecDeque<i64>,
 }
+
+/// The window of `render_server_failures_15m`: repeated failures in it are a crash loop.
+pub const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// The state of every render check, and one client per API.
 #[derive(Default)]
@@ -200,7 +205,11 @@ impl RenderChecks {
             Err(why) => {
                 tracing::debug!(check = %id, error = %why, "Render poll failed.");
                 // A failed poll keeps only what is known without Render: the counters.
-                out.samples.retain(|s| s.name.ends_with("_total") || s.name == "render_server_failure_info");
+                out.samples.retain(|s| {
+                    s.name.ends_with("_total")
+                        || s.name == "render_server_failure_info"
+                        || s.name == "render_server_failures_15m"
+                });
                 (false, vec![why], String::new())
             }
         };
@@ -246,6 +255,9 @@ fn counters(st: &CheckState, out: &mut Out, now_ms: i64) {
         let n = st.deploys.get(status).copied().unwrap_or(0);
         out.push("render_deploys_total", &[("status", status)], n as f64);
     }
+    let since = now_ms - CRASH_LOOP_WINDOW.as_millis() as i64;
+    let recent = st.recent_failures.iter().filter(|t| **t > since).count();
+    out.push("render_server_failures_15m", &[], recent as f64);
     for s in st.shown.iter().filter(|s| s.until_ms > now_ms) {
         let labels: Vec<(&str, &str)> = s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         out.push("render_server_failure_info", &labels, 1.0);
@@ -396,6 +408,11 @@ async fn poll_service(
             new_events += 1;
             if let Some(f) = e.failure() {
                 *st.failures.entry(f.reason).or_default() += 1;
+                let when_ms = parse_ts(&e.timestamp).unwrap_or(at).as_millisecond();
+                st.recent_failures.push_back(when_ms);
+                while st.recent_failures.len() > 1_000 {
+                    st.recent_failures.pop_front();
+                }
                 let instance = f.instance.clone().unwrap_or_else(|| "unknown".into());
                 let when = parse_ts(&e.timestamp).unwrap_or(at);
                 let logs = last_lines(client, &service.owner_id, id, f.instance.as_deref(), when).await;
@@ -422,6 +439,8 @@ async fn poll_service(
     st.window_end = Some(at);
     let now_ms = at.as_millisecond();
     st.shown.retain(|s| s.until_ms > now_ms);
+    let since = now_ms - CRASH_LOOP_WINDOW.as_millis() as i64;
+    st.recent_failures.retain(|t| *t > since);
     let deploy = newest.as_ref().map_or_else(|| "no deploy".to_string(), |d| format!("deploy {} {}", d.id, d.status));
     Ok(format!(
         "{}{deploy}, {new_events} new events",

@@ -591,21 +591,27 @@ impl RenderClient {
 
     /// `GET /logs`: one page.
     pub async fn logs(&self, query: &LogQuery) -> Result<LogPage, RenderError> {
-        let mut q = vec![("ownerId", query.owner_id.clone())];
-        q.extend(query.resources.iter().map(|r| ("resource", r.clone())));
-        q.extend(query.instances.iter().map(|r| ("instance", r.clone())));
-        q.extend(query.levels.iter().map(|r| ("level", r.clone())));
-        q.extend(query.text.iter().map(|r| ("text", r.clone())));
-        if let Some(s) = query.start {
-            q.push(("startTime", s.to_string()));
-        }
-        if let Some(e) = query.end {
-            q.push(("endTime", e.to_string()));
-        }
+        let mut q = log_params(query);
         q.push(("direction", if query.forward { "forward" } else { "backward" }.to_string()));
         q.push(("limit", query.limit.clamp(1, 100).to_string()));
         let id = query.resources.join(",");
         self.get("logs", &q, "resource", &id).await
+    }
+
+    /// `GET /logs/subscribe`: the stream of new lines (a WebSocket) over `tls`. Counts as one
+    /// request of the budget.
+    pub async fn subscribe_logs(
+        &self,
+        query: &LogQuery,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<super::stream::LogStream, RenderError> {
+        let path = "logs/subscribe";
+        self.slot(path, Instant::now() + self.deadline).await?;
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut q = log_params(query);
+        q.retain(|(k, _)| *k != "startTime" && *k != "endTime");
+        let url = self.url(path, &q)?;
+        super::stream::open(&url, self.key.expose_secret(), self.deadline, tls).await
     }
 
     /// `GET /postgres` (replicas included), of `owner` if given.
@@ -630,6 +636,22 @@ impl RenderClient {
             if resources.is_empty() { Vec::new() } else { vec![("resourceId", resources.join(","))] };
         self.get("maintenance", &q, "resource", &resources.join(",")).await
     }
+}
+
+/// The filters of `GET /logs` and `/logs/subscribe` (repeated parameters).
+fn log_params(query: &LogQuery) -> Vec<(&'static str, String)> {
+    let mut q = vec![("ownerId", query.owner_id.clone())];
+    q.extend(query.resources.iter().map(|r| ("resource", r.clone())));
+    q.extend(query.instances.iter().map(|r| ("instance", r.clone())));
+    q.extend(query.levels.iter().map(|r| ("level", r.clone())));
+    q.extend(query.text.iter().map(|r| ("text", r.clone())));
+    if let Some(s) = query.start {
+        q.push(("startTime", s.to_string()));
+    }
+    if let Some(e) = query.end {
+        q.push(("endTime", e.to_string()));
+    }
+    q
 }
 
 /// A 404 on a listing names the resource it lists.

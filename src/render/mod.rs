@@ -1,12 +1,13 @@
 //! Render, the platform the runbook's stack runs on: what breaks there is invisible from HTTP
 //! probes (an OOM kill between two probes, a failed deploy leaving the old version running, a
 //! suspension, memory creeping toward the plan's limit, the database's real disk). `model` has
-//! the API's JSON shapes and enums; `client` is the typed, rate-limited client. The render
+//! the API's JSON shapes and enums; `client` is the typed, rate-limited client; `stream` the log stream (a WebSocket). The render
 //! probe (`probe::render`) turns its answers into samples; `mxwarden render …` shows them.
 //! Listed below the probes: it needs only the vocabulary.
 
 pub mod client;
 pub mod model;
+pub mod stream;
 
 pub use client::{RenderClient, RenderError};
 

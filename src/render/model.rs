@@ -5,7 +5,12 @@
 //! every enum keeps what it did not know as text. Read by `client` (which parses) and by the
 //! render probe and CLI (which judge and show).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A field Render may send as `null` (a Go nil slice marshals so) or leave out: its default.
+fn null_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
+}
 
 /// A service (`srv-…`). A Service has no status field: health comes from deploys, events and
 /// instances.
@@ -17,20 +22,20 @@ pub struct Service {
     /// The name in the dashboard.
     pub name: String,
     /// `web_service`, `private_service`, `background_worker`, `static_site`, `cron_job`.
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "null_default")]
     pub kind: String,
     /// The workspace (`tea-…` or `usr-…`); logs need it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub owner_id: String,
     /// `not_suspended` or `suspended` (a string, not a boolean).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub suspended: String,
     /// Who suspended it: `admin`, `billing`, `hipaa_enablement`, `parent_service`,
     /// `stuck_crashlooping`, `unknown`, `user`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub suspenders: Vec<String>,
     /// Type-specific details; absent fields stay `None`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub service_details: ServiceDetails,
 }
 
@@ -66,10 +71,10 @@ pub struct Deploy {
     /// `dep-…`.
     pub id: String,
     /// See [`DeployStatus`].
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub status: String,
     /// `api`, `new_commit`, `manual`, `rollback`, …
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub trigger: String,
     /// When it was created (RFC 3339).
     #[serde(default)]
@@ -141,7 +146,7 @@ impl Deploy {
 #[serde(rename_all = "camelCase")]
 pub struct Commit {
     /// The commit hash.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub id: String,
     /// Its message.
     #[serde(default)]
@@ -152,7 +157,7 @@ pub struct Commit {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct Image {
     /// `registry/name:tag`.
-    #[serde(rename = "ref", default)]
+    #[serde(rename = "ref", default, deserialize_with = "null_default")]
     pub reference: String,
     /// Its digest.
     #[serde(default)]
@@ -185,7 +190,7 @@ pub struct Event {
     #[serde(rename = "type")]
     pub kind: String,
     /// Type-specific details, kept as JSON and read by the accessors below.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub details: serde_json::Value,
 }
 
@@ -289,13 +294,13 @@ pub struct Failure {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct MetricSeries {
     /// `[{"field":"resource","value":"srv-abc"},{"field":"instance","value":"…"}]`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub labels: Vec<MetricLabel>,
     /// A free string (`bytes`, `cpu`, `GB`, …).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub unit: String,
     /// Points, oldest first.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub values: Vec<MetricPoint>,
 }
 
@@ -334,7 +339,7 @@ pub struct MetricPoint {
 #[serde(rename_all = "camelCase")]
 pub struct LogPage {
     /// More lines in the range.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub has_more: bool,
     /// The next page's `startTime`.
     #[serde(default)]
@@ -343,7 +348,7 @@ pub struct LogPage {
     #[serde(default)]
     pub next_end_time: Option<String>,
     /// The lines, newest first unless asked forward.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub logs: Vec<LogLine>,
 }
 
@@ -351,14 +356,14 @@ pub struct LogPage {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct LogLine {
     /// Its id.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub id: String,
     /// RFC 3339.
     pub timestamp: String,
     /// The text.
     pub message: String,
     /// `[{"name":"level","value":"error"}, …]`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub labels: Vec<LogLabel>,
 }
 
@@ -387,22 +392,22 @@ pub struct Postgres {
     /// The name in the dashboard.
     pub name: String,
     /// `basic_256mb`, `pro_4gb`, …: names the memory, not the disk.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub plan: String,
     /// The real disk, GB.
     #[serde(rename = "diskSizeGB", default)]
     pub disk_size_gb: Option<f64>,
     /// Whether the disk grows by itself (at about 90 % use, never shrinking).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub disk_autoscaling_enabled: bool,
     /// `available`, `unavailable`, `suspended`, `recovery_in_progress`, …
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub status: String,
     /// `"16"`.
     #[serde(default)]
     pub version: Option<String>,
     /// `not_suspended` or `suspended`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub suspended: String,
     /// Its owner.
     #[serde(default)]
@@ -433,10 +438,10 @@ pub struct Owner {
     /// `tea-…` or `usr-…`.
     pub id: String,
     /// Its name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub name: String,
     /// `team` or `user`.
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "null_default")]
     pub kind: String,
 }
 
@@ -449,13 +454,13 @@ pub struct Maintenance {
     /// The service or database.
     pub resource_id: String,
     /// What is done.
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "null_default")]
     pub kind: String,
     /// When (RFC 3339).
     #[serde(default)]
     pub scheduled_at: Option<String>,
     /// `scheduled`, `in_progress`, `user_fix_required`, `cancelled`, `succeeded`, `failed`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub state: String,
 }
 
@@ -463,10 +468,10 @@ pub struct Maintenance {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct ApiError {
     /// `not_found`, `unauthorized`, …
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub id: String,
     /// A sentence.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub message: String,
 }
 
@@ -488,6 +493,19 @@ pub struct DeployRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nulls_where_lists_and_strings_belong_read_as_empty() {
+        let s: Service = serde_json::from_str(
+            r#"{"id":"srv-a","name":"a","type":null,"suspended":null,"suspenders":null,"serviceDetails":null}"#,
+        )
+        .unwrap();
+        assert!(s.suspenders.is_empty() && !s.is_suspended() && s.service_details.plan.is_none());
+        let m: Vec<MetricSeries> = serde_json::from_str(r#"[{"labels":null,"unit":null,"values":null}]"#).unwrap();
+        assert_eq!(m[0].last(), None);
+        let page: LogPage = serde_json::from_str(r#"{"hasMore":null,"logs":null}"#).unwrap();
+        assert!(page.logs.is_empty());
+    }
 
     #[test]
     fn deploy_phases_follow_render_s_cli() {

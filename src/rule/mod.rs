@@ -105,6 +105,22 @@ impl AlertRule {
         names_in(&self.expr, &mut names).then_some(names)
     }
 
+    /// Whether one of the expression's selectors would select a series with exactly these
+    /// labels (`__name__` included): how `config::build` tells that a rule of the user's
+    /// already watches a check, so the check needs no `CheckFailing` of its own.
+    pub(crate) fn reads_series(&self, labels: &Labels) -> bool {
+        let mut reads = false;
+        walk(&self.expr, &mut |e| {
+            let vs = match e {
+                Expr::VectorSelector(vs) => vs,
+                Expr::MatrixSelector(ms) => &ms.vs,
+                _ => return,
+            };
+            reads |= eval::matches(vs.name.as_deref(), &vs.matchers, labels);
+        });
+        reads
+    }
+
     /// How much history the expression reads back from the evaluation time, ms.
     pub(crate) fn lookback_ms(&self) -> Millis {
         reach(&self.expr) + eval::LOOKBACK_MS

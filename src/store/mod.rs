@@ -18,6 +18,7 @@
 pub(crate) mod health;
 pub(crate) mod history;
 pub mod maintenance;
+pub(crate) mod followup;
 pub(crate) mod updates;
 
 pub(crate) use health::Health;

@@ -12,6 +12,7 @@ mod crash_gaps;
 mod conformance;
 mod daemon;
 mod dependencies;
+mod diagnose;
 mod expo_oracle;
 mod failures;
 mod harness_selftest;

@@ -93,9 +93,13 @@ fn every_preset_passes_against_its_service_and_no_rule_fires_on_an_idle_synapse(
             "MasDown",
             "SynapseDown",
             "VikunjaDown",
+            "AdminTokenInvalid",
+            "AdminTokenInvalid",
+            "SynapseHighErrorRate",
             "SynapseMediaEphemeral",
         ],
-        "the six Synapse metric rules, one Down rule per service and the media-store question are judged"
+        "the six Synapse metric rules, one Down rule per service, a token rule per service with a token \
+         (synapse, authentik), Synapse's error rate and the media-store question are judged"
     );
     let scrape = rows.iter().find(|r| r["check"] == "synapse/metrics").unwrap();
     assert!(scrape["detail"].as_str().unwrap().contains("kept for rules"), "{scrape}");

@@ -386,6 +386,7 @@ fn repeated_429s_are_waited_out_as_the_headers_ask_and_the_result_is_whole() {
     let out = run(&["--config", file.path.to_str().unwrap(), "check", "mas/render", "--json"], &[]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("deploy dep-fake") && out.stdout.contains("\"ok\": true"), "{}", out.stdout);
+    assert!(out.stdout.contains("\"kind\": \"render\""), "{}", out.stdout);
 }
 
 #[test]
@@ -416,6 +417,12 @@ fn a_bad_key_is_a_clear_error_and_the_key_is_never_shown() {
         }
     }
     assert!(render.requests().iter().all(|r| !r.contains(wrong)), "the key never travels in a URL");
+    let shown = run(&["--config", p, "config", "show", "--json"], &env);
+    let v: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!(
+        (v["render"]["api_key"].as_str(), v["render"]["requests_per_minute"].as_u64()),
+        (Some("<redacted>"), Some(60))
+    );
 
     // A server that echoes the Authorization header back in its error: masked.
     let echo = fakes::serve(axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
@@ -494,6 +501,9 @@ fn deploys_are_triggered_followed_and_rolled_back() {
         render.api_url
     ));
     let p = file.path.to_str().unwrap();
+    let out = run(&["--config", p, "render", "deploys", "srv-x/../owners\u{1b}[2J"], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("no service `srv-x/../owners\\x1b[2J` is linked"), "named, escaped: {}", out.stderr);
     let out = run(&["--config", p, "render", "restart", "synapse"], &[]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("pass --yes"), "{}", out.stderr);
@@ -598,4 +608,126 @@ fn hostile_answers_are_bounded_with_clear_errors() {
     let c = client_with_budget(&format!("{endless}/v1"), KEY, Duration::from_secs(30), 1_000);
     let e = fakes::runtime().block_on(c.owners()).unwrap_err().to_string();
     assert!(e.contains("more than 100 pages"), "{e}");
+}
+
+fn tls() -> Arc<rustls::ClientConfig> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Arc::new(
+        rustls::ClientConfig::builder().with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth(),
+    )
+}
+
+#[test]
+fn the_log_stream_delivers_new_lines_and_refuses_a_bad_key() {
+    let render = fake();
+    render.demo_stack();
+    let id = "srv-synapse0000000000";
+    let query = mxwarden::render::client::LogQuery {
+        owner_id: "tea-fake000001".into(),
+        resources: vec![id.into()],
+        ..Default::default()
+    };
+    let rt = fakes::runtime();
+    let c = client(&render.api_url, KEY, Duration::from_secs(5));
+    let mut stream = rt.block_on(c.subscribe_logs(&query, tls())).expect("the stream opens");
+    render.push_log("srv-other", "srv-other-inst1", "info", "not this service", &jiff::Timestamp::now().to_string());
+    render.push_log(
+        id,
+        &format!("{id}-inst1"),
+        "error",
+        "MemoryError while persisting events",
+        &jiff::Timestamp::now().to_string(),
+    );
+    let line = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), stream.next()).await })
+        .expect("a line within 5 s")
+        .expect("open")
+        .expect("a log line");
+    assert_eq!((line.message.as_str(), line.label("level")), ("MemoryError while persisting events", Some("error")));
+    assert!(
+        render
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("GET /v1/logs/subscribe?ownerId=tea-fake000001&resource=srv-synapse"))
+    );
+
+    // A frame over 1 MiB ends the stream with an error, not with memory.
+    render.push_log(id, &format!("{id}-inst1"), "info", &"x".repeat(2 << 20), &jiff::Timestamp::now().to_string());
+    let huge =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), stream.next()).await }).expect("within 5 s");
+    assert!(matches!(&huge, Some(Err(e)) if e.to_string().contains("the log stream broke")), "{huge:?}");
+
+    let bad = client(&render.api_url, "rnd_wrong", Duration::from_secs(5));
+    let e = rt.block_on(bad.subscribe_logs(&query, tls())).unwrap_err();
+    assert_eq!(e, mxwarden::render::RenderError::Unauthorized);
+
+    // `render logs --follow`: the history, then what the stream brings, until stopped.
+    let file = config(&format!(
+        "render: {{ api_key: \"{KEY}\", api_url: \"{}\" }}\nservices:\n  synapse: {{ kind: synapse, url: \"http://127.0.0.1:9\", render: {id} }}\n",
+        render.api_url
+    ));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mxwarden"))
+        .args(["--config", file.path.to_str().unwrap(), "render", "logs", "synapse", "--follow", "--grep", "memory"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10)).expect("the history line");
+    assert!(first.contains("MemoryError while persisting events"), "{first}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Two subscriptions above, the CLI's is the third.
+    while render.requests().iter().filter(|r| r.contains("logs/subscribe")).count() < 3 {
+        assert!(Instant::now() < deadline, "the CLI subscribes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    render.push_log(
+        id,
+        &format!("{id}-inst1"),
+        "warning",
+        "memory at 91% \u{1b}[31m",
+        &jiff::Timestamp::now().to_string(),
+    );
+    let next = rx.recv_timeout(Duration::from_secs(10)).expect("the streamed line");
+    assert!(next.contains("memory at 91%") && !next.contains('\u{1b}'), "{next}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_crash_loop_and_a_suspension_by_billing_page_but_a_user_s_suspension_does_not() {
+    let render = fake();
+    render.demo_stack();
+    let vikunja = switchable_vikunja(Arc::new(AtomicBool::new(true)));
+    let mas = fakes::mas_health(true);
+    let sink = fakes::webhook_sink();
+    let file = config(&story_config(&render.api_url, &vikunja, &mas, &sink.url));
+    let d = Daemon::start(&file.path);
+    for exit in [1, 137, 1] {
+        d.seconds(1);
+        render.push_event(
+            "srv-vikunja0000000000",
+            "server_failed",
+            serde_json::json!({"instanceID": "srv-vikunja0000000000-inst1", "reason": {"evicted": false, "nonZeroExit": exit}}),
+            &d.now().to_string(),
+        );
+    }
+    let pages = wait_hooks(&d, &sink, "RenderServiceCrashLooping", 1, 30);
+    assert!(pages[0].1.starts_with("vikunja failed 3 times in 15 minutes"), "{}", pages[0].1);
+    assert!(hooks_named(&sink, "RenderServiceOOMKilled").is_empty(), "exits are no OOM kills");
+
+    render.suspend("srv-mas00000000000000", &["user"]);
+    d.seconds(5);
+    render.suspend("srv-vikunja0000000000", &["billing"]);
+    let pages = wait_hooks(&d, &sink, "RenderServiceSuspended", 1, 30);
+    assert_eq!(pages.len(), 1, "only the critical one pages: {pages:?}");
+    assert_eq!(pages[0].1, "vikunja is suspended on Render by billing");
 }

@@ -5,8 +5,9 @@
 //! that cannot run here; this stands in for it in mxwarden's tests and demo. Tests change the
 //! world through [`FakeRender`]'s methods; the demo binary through `POST /_fake/…`.
 //!
-//! What it does not model: metrics time ranges (the newest point is always "now"), the log
-//! stream (`/logs/subscribe`), and any write other than deploys, rollbacks and restarts.
+//! The log stream (`/logs/subscribe`, a WebSocket) sends lines pushed after the subscription.
+//! What it does not model: metrics time ranges (the newest point is always "now"), and any
+//! write other than deploys, rollbacks, cancels and restarts.
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State as AxState};
@@ -576,8 +577,53 @@ async fn control(AxState(world): AxState<Shared>, Path((action, service)): Path<
     }
 }
 
+/// `GET /v1/logs/subscribe`: a WebSocket sending each new log line of the asked resources as
+/// one JSON text frame (no backlog: lines pushed after the subscription).
+async fn subscribe(
+    AxState(world): AxState<Shared>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    let what = format!("GET /v1/logs/subscribe?{}", raw.clone().unwrap_or_default());
+    if let Err(r) = gate(&world, &headers, what) {
+        return *r;
+    }
+    let q = query(&raw);
+    let resources: Vec<String> = q.iter().filter(|(k, _)| k == "resource").map(|(_, v)| v.clone()).collect();
+    let seen = world.lock().unwrap_or_else(std::sync::PoisonError::into_inner).logs.len();
+    ws.on_upgrade(move |mut socket| async move {
+        let mut seen = seen;
+        loop {
+            let new: Vec<Value> = {
+                let w = world.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let lines = w.logs[seen.min(w.logs.len())..].to_vec();
+                seen = w.logs.len();
+                lines
+            };
+            for line in new {
+                let resource = line["labels"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|l| l["name"] == "resource")
+                    .and_then(|l| l["value"].as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                if resources.contains(&resource)
+                    && socket.send(axum::extract::ws::Message::Text(line.to_string().into())).await.is_err()
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+}
+
 fn router(world: Shared) -> Router {
     Router::new()
+        .route("/v1/logs/subscribe", get(subscribe))
         .route("/v1/{*path}", get(api).post(api).put(api).patch(api).delete(api))
         .route("/_fake/{action}/{service}", post(control))
         .route("/_fake/health", get(|| async { "ok" }))

@@ -205,6 +205,9 @@ rules:
         std::process::Command::new("promtool").arg("check").arg("rules").arg(&exported).output().expect("run promtool");
     let text = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
     assert!(check.status.success(), "promtool rejects the export:\n{text}\n{}", run.stdout);
-    assert!(text.contains("SUCCESS: 12 rules found"), "6 Synapse + 2 MAS + 3 Down + 1 config rule: {text}");
+    assert!(
+        text.contains("SUCCESS: 13 rules found"),
+        "6 Synapse + Synapse's error rate + 2 MAS + 3 Down + 1 config rule: {text}"
+    );
     assert!(run.stdout.contains("> 1887436800"), "the threshold override is in the expression");
 }

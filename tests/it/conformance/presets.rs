@@ -31,6 +31,9 @@ pub fn all_preset_alerts() -> BTreeSet<String> {
                 .map(|r| r.alert)
                 .chain([preset::down::alert_name(k)])
         })
+        .chain(
+            ["CertificateExpiringSoon", "AdminTokenInvalid", "SynapseHighErrorRate", "CheckFailing"].map(String::from),
+        )
         .collect()
 }
 
@@ -177,28 +180,90 @@ pub fn scenarios() -> Vec<Scenario> {
             .fires("MasTokenErrors", 25, 1),
     );
     out.extend(postgres_scenarios());
-    // `<Kind>Down` for every kind: one check of the service fails from 4m to 7m.
-    let mut down =
-        Scenario::new("down-rules", "one failing check (of two) makes the service down, after 1m").minutes(0..=10);
+    // `<Kind>Down` for every kind: one availability check of the service fails from 4m to 7m;
+    // its `tls` check fails from 1m on and never counts.
+    let mut down = Scenario::new(
+        "down-rules",
+        "one failing availability check makes the service down, after 1m; a failing tls check does not",
+    )
+    .minutes(0..=10);
     for (i, kind) in KINDS.into_iter().enumerate() {
         let service = format!("{}-svc", kind.as_str());
         let alert = preset::down::alert_name(kind);
+        let first = match kind {
+            ServiceKind::Synapse | ServiceKind::Vikunja => "health",
+            ServiceKind::Mas => "discovery",
+            ServiceKind::Authentik => "live",
+            ServiceKind::Postgres => "postgres",
+        };
         down = down
             .rule(preset::down::rule(kind, &service, MIN))
             .series(
-                &format!(r#"probe_success{{check="{service}-health",instance="{service}:80",service="{service}"}}"#),
+                &format!(r#"probe_success{{check="{service}/{first}",instance="{service}:80",service="{service}"}}"#),
                 &format!("1x{} 0x4 1x3", 3 + i % 2),
             )
             .series(
-                &format!(r#"probe_success{{check="{service}-tls",instance="{service}:443",service="{service}"}}"#),
-                "1x10",
+                &format!(r#"probe_success{{check="{service}/tls",instance="{service}:443",service="{service}"}}"#),
+                "1x1 0x9",
             )
             .quiet(&alert, 4 + (i % 2) as i64)
             .fires(&alert, 5 + (i % 2) as i64, 1)
             .quiet(&alert, 9 + (i % 2) as i64);
     }
     out.push(down);
+    out.extend(semantic_scenarios());
     out
+}
+
+/// `preset::alerts`: certificates, refused tokens, Synapse's error rate, hand-written checks.
+fn semantic_scenarios() -> Vec<Scenario> {
+    let certificate = Scenario::new(
+        "certificate-expiring-soon",
+        "40 days left until 5m (quiet), then 10 days (a warning), then 2 days from 12m (critical only)",
+    )
+    .rule(preset::alerts::certificate("synapse", "matrix.example.org", 14.0)[0].clone())
+    .rule(preset::alerts::certificate("synapse", "matrix.example.org", 14.0)[1].clone())
+    .series(r#"probe_ssl_earliest_cert_expiry{check="synapse/tls",service="synapse"}"#, "3456000x4 864000x7 172800x8")
+    .series(r#"probe_ssl_earliest_cert_expiry{check="other/tls",service="other"}"#, "86400x19")
+    .minutes(0..=19)
+    .quiet("CertificateExpiringSoon", 3)
+    .fires("CertificateExpiringSoon", 8, 1)
+    .fires("CertificateExpiringSoon", 15, 1);
+    vec![
+        certificate,
+        Scenario::new("admin-token-invalid", "401 from 3m to 8m, for 1m; a 502 (Synapse down) is not the token")
+            .rule(preset::alerts::admin_token("synapse", "synapse/admin-token", MIN))
+            .series(
+                r#"probe_http_status_code{check="synapse/admin-token",service="synapse"}"#,
+                "200x2 401x5 502x4 200x2",
+            )
+            .minutes(0..=13)
+            .quiet("AdminTokenInvalid", 3)
+            .fires("AdminTokenInvalid", 5, 1)
+            .quiet("AdminTokenInvalid", 10),
+        Scenario::new("synapse-high-error-rate", "10 of 100 requests a second are 5xx from 10m; 1 % before")
+            .rule(preset::alerts::synapse_error_rate("synapse"))
+            .series(&format!(r#"synapse_http_server_responses_total{{code="200",method="GET",{SYN}}}"#), "0+5940x40")
+            .series(
+                &format!(r#"synapse_http_server_responses_total{{code="500",method="GET",{SYN}}}"#),
+                "0+60x9 540+600x30",
+            )
+            .series(&format!(r#"synapse_http_server_responses_total{{code="500",method="GET",{DECOY}}}"#), "0+6000x40")
+            .minutes(0..=40)
+            .quiet("SynapseHighErrorRate", 9)
+            .fires("SynapseHighErrorRate", 25, 1),
+        Scenario::new(
+            "check-failing",
+            "the hand-written check fails from 3m to 7m, for 1m; another check fails all along",
+        )
+        .rule(preset::alerts::check_failing("homepage", false, MIN))
+        .series(r#"probe_success{check="homepage"}"#, "1x2 0x5 1x4")
+        .series(r#"probe_success{check="other"}"#, "0x12")
+        .minutes(0..=11)
+        .quiet("CheckFailing", 3)
+        .fires("CheckFailing", 5, 1)
+        .quiet("CheckFailing", 9),
+    ]
 }
 
 const PG: &str = r#"instance="db:5432",service="db""#;
