@@ -698,11 +698,17 @@ impl Updater {
             ServiceKind::Synapse => {
                 let (status, meta, url) = get(join("/_matrix/client/v1/auth_metadata")?).await?;
                 if status == 200 {
+                    // MAS behind Synapse: the issuer's discovery must answer as the same issuer.
+                    let issuer = meta["issuer"].as_str().unwrap_or_default().trim_end_matches('/').to_string();
+                    let discovery_url = url::Url::parse(&format!("{issuer}/.well-known/openid-configuration"))
+                        .map_err(|e| format!("auth metadata names issuer `{issuer}`: {e}"))?;
+                    let (status, discovery, durl) = get(discovery_url).await?;
+                    let announced = discovery["issuer"].as_str().unwrap_or_default().trim_end_matches('/');
+                    if status != 200 || announced != issuer {
+                        return Err(format!("{durl}: HTTP {status}, issuer `{announced}` (Synapse says `{issuer}`)"));
+                    }
                     let keys = keys_ok(get(jwks(&meta)?).await?)?;
-                    Ok(Some(format!(
-                        "login path: auth metadata (issuer {}), JWKS with {keys} keys",
-                        meta["issuer"].as_str().unwrap_or("?")
-                    )))
+                    Ok(Some(format!("login path: auth metadata, discovery of issuer {issuer}, JWKS with {keys} keys")))
                 } else if status == 404 {
                     let (status, login, url) = get(join("/_matrix/client/v3/login")?).await?;
                     let flows = login["flows"].as_array().map_or(0, Vec::len);

@@ -954,6 +954,53 @@ services:
     }
 
     #[test]
+    fn a_mas_update_is_verified_by_its_login_path_discovery_and_jwks() {
+        // The OIDC provider of the harness stands in for MAS's discovery and JWKS.
+        let oidc = &crate::support::services::shared().oidc;
+        let health = fakes::mas_health(true);
+        let file = config(&format!(
+            r#"store: ./mxwarden.db
+listen: off
+services:
+  mas:
+    kind: mas
+    url: "{issuer}"
+    health_url: "{health}/health"
+    depends_on: []
+    deploy:
+      command: ["true"]
+      rollback: {{ command: ["true"] }}
+      verify: {{ rounds: 2, interval: 100ms, timeout: 10s }}
+"#,
+            issuer = oidc.issuer
+        ));
+        let r = run(
+            &[
+                "--config",
+                file.path.to_str().unwrap(),
+                "update",
+                "mas",
+                "--to",
+                "ghcr.io/element-hq/matrix-authentication-service:1.2.0",
+                "--no-backup",
+                "test",
+                "--yes",
+                "--json",
+            ],
+            &[],
+        );
+        assert_eq!(r.code, 0, "{}", r.all());
+        let record = r.json();
+        let verify =
+            record["steps"].as_array().unwrap().iter().find(|s| s["step"] == "verify").unwrap()["detail"].clone();
+        let verify = verify.as_str().unwrap();
+        assert!(
+            verify.contains("login path: discovery and JWKS with") && verify.contains("reports no version"),
+            "{verify}"
+        );
+    }
+
+    #[test]
     fn wrong_calls_are_refused_with_exit_2_and_change_nothing() {
         let file = config(
             "store: ./mxwarden.db\nservices:\n  vikunja: { kind: vikunja, url: \"http://127.0.0.1:9/\" }\n  synapse: { kind: synapse, url: \"http://127.0.0.1:9/\", deploy: { command: [x] } }\n",
