@@ -82,8 +82,8 @@ sed -i '/^max_upload_size:/d' {dir}/homeserver.yaml
 cd {dir}
 {python} -m synapse.app.homeserver -c {dir}/homeserver.yaml --daemonize
 for i in $(seq 1 600); do
-  if [ "$(curl -s -m 2 http://127.0.0.1:{port}/health || true)" = OK ]; then echo deployed; exit 0; fi
-  sleep 0.1
+  if python3 -c 'import sys, urllib.request; sys.exit(urllib.request.urlopen(sys.argv[1], timeout=2).read() != b"OK")' http://127.0.0.1:{port}/health 2>/dev/null; then echo deployed; exit 0; fi
+  sleep 0.2
 done
 echo "synapse did not come up" >&2
 exit 1
