@@ -396,7 +396,13 @@ impl Reporter for Spinners {
             crate::text::escape_controls(line.lines().next().unwrap_or_default())
         );
         match bar {
-            Some(bar) => bar.finish_with_message(text),
+            Some(bar) => {
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{msg}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                bar.finish_with_message(text);
+            }
             None => eprintln!("{text}"),
         }
     }

@@ -106,6 +106,19 @@ pub(crate) fn render(s: &view::Status, services: &[String]) -> String {
                 Some(o) => format!("{} {o}", st.step),
             },
         );
+        if u.state == "interrupted" {
+            let _ = write!(
+                out,
+                "<div class=\"banner down\">Update #{} of {} to {} was interrupted at {} (started {}): <code>mxwarden update --resume {}</code> continues it</div>",
+                u.id,
+                esc(&u.service),
+                esc(&u.target),
+                esc(&step),
+                when(u.started_at),
+                u.id
+            );
+            continue;
+        }
         let _ = write!(
             out,
             "<div class=\"banner update\">Update #{} in progress: {} to {} — {} (started {})</div>",
@@ -303,5 +316,13 @@ mod tests {
         assert!(html.contains("Update #7 in progress: synapse to img:&lt;script&gt;"), "{html}");
         assert!(html.contains("deploy since 1970-01-01 00:00:02 UTC"), "{html}");
         assert!(!html.contains("<script>"), "{html}");
+        let mut gone = status.updates[0].clone();
+        gone.state = "interrupted".into();
+        let status = view::Status { updates: vec![gone], ..status };
+        let html = render(&status, &[]);
+        assert!(
+            html.contains("was interrupted at deploy since") && html.contains("mxwarden update --resume 7"),
+            "{html}"
+        );
     }
 }

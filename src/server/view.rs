@@ -185,7 +185,17 @@ pub(crate) async fn status(state: &AppState) -> Result<Status, StoreError> {
         incidents,
         maintenance: state.calendar.active(now),
         upcoming_maintenance: state.calendar.upcoming(now),
-        updates: crate::store::updates::list(&state.store, true, 20).await?,
+        updates: crate::store::updates::list(&state.store, true, 20)
+            .await?
+            .into_iter()
+            .map(|mut u| {
+                // Its process is gone (a crash): say so rather than "in progress" for ever.
+                if !crate::update::run::owner_alive(&u.owner) && u.owner != crate::update::run::owner() {
+                    u.state = "interrupted".into();
+                }
+                u
+            })
+            .collect(),
     })
 }
 

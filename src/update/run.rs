@@ -93,7 +93,7 @@ pub(crate) fn owner() -> String {
 }
 
 /// Whether the process named by `owner` (`pid@host`) is alive on this host.
-fn owner_alive(owner: &str) -> bool {
+pub(crate) fn owner_alive(owner: &str) -> bool {
     let Some((pid, host)) = owner.split_once('@') else { return false };
     let here = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     if host != here.trim() {
