@@ -445,7 +445,11 @@ fn print_row(row: &UpdateRow) {
         row.id,
         row.service,
         crate::text::escape_controls(&row.target),
-        row.state.to_uppercase(),
+        if row.state == updates::RUNNING && !crate::update::run::owner_alive(&row.owner) {
+            format!("INTERRUPTED (`mxwarden update --resume {}` continues it)", row.id)
+        } else {
+            row.state.to_uppercase()
+        },
         time(row.started_at),
         row.owner,
         crate::text::escape_controls(&row.reason)

@@ -355,6 +355,8 @@ fn kill_9_during_the_deploy_then_resume_rolls_back_to_a_correct_end_and_a_second
     }
     let record = &setup.updates()[0];
     assert_eq!(record["state"], "running");
+    let table = setup.mxwarden(&["updates"]);
+    assert!(table.stdout.contains("INTERRUPTED (`mxwarden update --resume 1` continues it)"), "{}", table.all());
     assert_eq!(steps(record).last().unwrap(), &("deploy".to_string(), "running".to_string()), "{record}");
 
     // While it is unfinished, another update of the service is refused and changes nothing.
