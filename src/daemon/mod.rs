@@ -59,6 +59,7 @@ async fn run_config(
         // A store that refuses writes (a full disk) is no reason not to monitor: it is paged.
         Err(e) => tracing::error!(error = %e, "The time mxwarden was not running could not be recorded."),
     }
+    crate::update::run::warn_interrupted(&store).await;
     let live = Arc::new(Live::new(&config, started));
     let calendar = Arc::new(crate::maintenance::Calendar::new(config.maintenance.clone()));
     calendar.set_ad_hoc(crate::store::maintenance::current(&store, started).await?);

@@ -102,6 +102,20 @@ pub(crate) fn owner_alive(owner: &str) -> bool {
     pid.parse::<u32>().is_ok_and(|p| p != std::process::id() && std::path::Path::new(&format!("/proc/{p}")).exists())
 }
 
+/// Logs each unfinished update whose process is gone (the daemon calls this at start): it
+/// waits for `mxwarden update --resume`, which rolls back a deploy it left in flight.
+pub(crate) async fn warn_interrupted(store: &Store) {
+    match updates::list(store, true, 100).await {
+        Ok(rows) => {
+            for u in rows.iter().filter(|u| !owner_alive(&u.owner)) {
+                let step = u.steps.last().map_or("start", |s| s.step.as_str());
+                tracing::warn!(update = u.id, service = %u.service, step, "An update was interrupted; `mxwarden update --resume` continues it.");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "Unfinished updates could not be read."),
+    }
+}
+
 /// The request as the record keeps it (for `--resume`).
 fn options_json(request: &Request) -> Value {
     json!({
