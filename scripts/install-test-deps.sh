@@ -3,6 +3,8 @@
 #   apt:  postgresql-15 (server binaries for throw-away clusters; usually on the image),
 #         psql (postgresql-client-15), promtool (Debian `prometheus`), headless chromium
 #         (the status-page test loads the page as a browser does).
+#   cargo: s3s-fs 0.14.1 (`--features binary`): a real S3-compatible server on 127.0.0.1 for
+#         the bucket backup tests (0.14.1 is the newest that builds with rustc 1.95).
 #   venvs under ${MXWARDEN_CACHE:-$HOME/.cache/mxwarden}, pinned by scripts/lib/requirements-*.txt:
 #         venv-synapse  matrix-synapse + psycopg2-binary: a real homeserver
 #         venv-tools    oidc-provider-mock 0.3.4 (stands in for MAS discovery), aiosmtpd 1.4.6
@@ -29,8 +31,9 @@ apt_want[postgresql-15]=/usr/lib/postgresql/15/bin/initdb
 apt_want[postgresql-client-15]=/usr/lib/postgresql/15/bin/psql
 apt_want[prometheus]=/usr/bin/promtool
 apt_want[chromium]=/usr/bin/chromium
+apt_want[systemd]=/usr/bin/systemd-analyze   # `systemd-analyze verify` of deploy/mxwarden.service
 missing=()
-for pkg in postgresql-15 postgresql-client-15 prometheus chromium; do
+for pkg in postgresql-15 postgresql-client-15 prometheus chromium systemd; do
   if [ -x "${apt_want[$pkg]}" ]; then
     say "found   $pkg (${apt_want[$pkg]})"
   else
@@ -56,6 +59,25 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ -x "${apt_want[$pkg]}" ] || die "$pkg installed but ${apt_want[$pkg]} is still missing"
     say "installed $pkg"
   done
+fi
+
+# ---------------------------------------------------------------- crates.io binaries
+S3S_FS_VERSION=0.14.1
+s3s_fs=$(command -v s3s-fs || echo "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs")
+if [ -x "$s3s_fs" ] && "$s3s_fs" --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
+  say "found   s3s-fs ($s3s_fs)"
+else
+  command -v cargo >/dev/null || die "cargo is needed to install s3s-fs"
+  say "installing s3s-fs $S3S_FS_VERSION (cargo install)"
+  log=$(mktemp)
+  if ! cargo install s3s-fs --version "$S3S_FS_VERSION" --features binary --locked >"$log" 2>&1; then
+    tail -n 30 "$log" >&2; rm -f "$log"
+    die "cargo install s3s-fs failed"
+  fi
+  rm -f "$log"
+  s3s_fs=$(command -v s3s-fs || echo "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs")
+  [ -x "$s3s_fs" ] || die "s3s-fs installed but not found"
+  say "installed s3s-fs"
 fi
 
 # ---------------------------------------------------------------- Python venvs

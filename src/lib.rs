@@ -43,6 +43,8 @@ pub mod update; // mxwarden update: preflight, announce, backup, deploy, verify,
 pub mod config; // mxwarden.yaml: schema -> validate -> build into the runtime types above
 pub mod live; // what the running daemon knows now, shared with its server
 pub(crate) mod diagnose; // the runbook's common issues as playbooks: findings with evidence and fixes
+pub mod discover; // init --discover: what a homeserver's URL reveals -> a starter config
+pub mod doctor; // every credential and permission the config relies on, proven, with fixes
 
 // Drivers.
 pub mod server; // status page, JSON API (incl. maintenance), /metrics, /healthz

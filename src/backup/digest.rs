@@ -55,6 +55,21 @@ pub(crate) async fn append(n: &mut Notification, plan: &BackupPlan, from: i64, t
     n.html.push_str("</ul>");
 }
 
+/// Adds the restore drills to a (weekly) digest.
+pub(crate) async fn append_drills(n: &mut Notification, plan: &BackupPlan, from: i64, to: i64) {
+    let lines = match super::drill::reports(&plan.storage, None).await {
+        Ok(reports) => super::drill::digest_lines(plan, &reports, from, to),
+        Err(e) => vec![format!("cannot read the restore drills: {e}")],
+    };
+    n.text.push_str("Restore drills:\n");
+    n.html.push_str("<p><b>Restore drills</b></p><ul>");
+    for line in lines {
+        n.text.push_str(&format!("- {line}\n"));
+        n.html.push_str(&format!("<li>{}</li>", html_escape(&line)));
+    }
+    n.html.push_str("</ul>");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +100,7 @@ mod tests {
                 server_version: None,
                 tool_version: None,
                 entries: None,
+                row_counts: None,
                 error: error.map(str::to_string),
             }],
         }

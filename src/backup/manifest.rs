@@ -4,7 +4,7 @@
 //! never listed. It is not encrypted: it names databases and file sets, never their content.
 //! Read by `list`, `verify`, `restore`, `prune`, the scheduler's samples and the digest.
 
-use super::storage::{Object, Storage, StorageError};
+use super::storage::{Object, ObjectCache, Storage, StorageError};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -64,6 +64,11 @@ pub(crate) struct Item {
     /// Files in the archive, for file sets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries: Option<u64>,
+    /// Exact rows per table (`schema.table`) in the dump's snapshot, for database items:
+    /// what the restore drill compares a restored copy with. Absent when they could not be
+    /// counted (the dump is still good).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_counts: Option<std::collections::BTreeMap<String, i64>>,
     /// Why the item failed; `None` when it was stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -165,7 +170,18 @@ impl Run {
 
 /// Every run in storage, oldest first (ids sort by time).
 pub(crate) async fn runs<S: Storage>(storage: &S) -> Result<Vec<Run>, StorageError> {
+    runs_cached(storage, None).await
+}
+
+/// [`runs`], reading only the manifests that are not in `cache` already.
+pub(crate) async fn runs_cached<S: Storage>(
+    storage: &S,
+    cache: Option<&ObjectCache<Manifest>>,
+) -> Result<Vec<Run>, StorageError> {
     let objects = storage.list().await?;
+    if let Some(c) = cache {
+        c.keep_only(&objects);
+    }
     let mut by_run: std::collections::BTreeMap<String, Vec<Object>> = Default::default();
     for o in objects {
         let run = o.key.split('/').next().unwrap_or_default().to_string();
@@ -173,13 +189,21 @@ pub(crate) async fn runs<S: Storage>(storage: &S) -> Result<Vec<Run>, StorageErr
     }
     let mut runs = Vec::new();
     for (id, objects) in by_run {
-        let has_manifest = objects.iter().any(|o| !o.partial && o.key.ends_with(&format!("/{MANIFEST}")));
-        if !has_manifest {
+        let Some(manifest) = objects.iter().find(|o| !o.partial && o.key.ends_with(&format!("/{MANIFEST}"))) else {
             runs.push(Run::Unfinished { id });
+            continue;
+        };
+        if let Some(m) = cache.and_then(|c| c.get(manifest)) {
+            runs.push(Run::Done(m));
             continue;
         }
         match read(storage, &id).await {
-            Ok(m) => runs.push(Run::Done(m)),
+            Ok(m) => {
+                if let Some(c) = cache {
+                    c.put(manifest, m.clone());
+                }
+                runs.push(Run::Done(m))
+            }
             Err(error) => runs.push(Run::Unreadable { id, error }),
         }
     }
@@ -188,7 +212,15 @@ pub(crate) async fn runs<S: Storage>(storage: &S) -> Result<Vec<Run>, StorageErr
 
 /// The finished runs, oldest first.
 pub(crate) async fn manifests<S: Storage>(storage: &S) -> Result<Vec<Manifest>, StorageError> {
-    Ok(runs(storage)
+    manifests_cached(storage, None).await
+}
+
+/// [`manifests`] through a cache (see [`runs_cached`]).
+pub(crate) async fn manifests_cached<S: Storage>(
+    storage: &S,
+    cache: Option<&ObjectCache<Manifest>>,
+) -> Result<Vec<Manifest>, StorageError> {
+    Ok(runs_cached(storage, cache)
         .await?
         .into_iter()
         .filter_map(|r| match r {

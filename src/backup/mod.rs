@@ -7,6 +7,7 @@
 //! (`cli::backup`) and the daemon drive the same functions.
 
 pub(crate) mod digest;
+pub(crate) mod drill;
 pub(crate) mod files;
 pub(crate) mod manifest;
 pub(crate) mod pg;
@@ -14,26 +15,33 @@ pub mod pipeline;
 pub mod restore;
 pub(crate) mod retention;
 pub(crate) mod run;
+pub(crate) mod s3;
 pub(crate) mod schedule;
 pub(crate) mod storage;
+pub(crate) mod store;
 pub(crate) mod verify;
 
 use crate::probe::postgres::dsn::PgTarget;
 use std::path::PathBuf;
 
 pub(crate) use storage::{LocalDir, Storage, StorageError};
+pub use store::Store;
 
 /// Everything a backup run needs, validated.
 #[derive(Debug, Clone)]
 pub struct BackupPlan {
-    /// Where the runs are stored.
-    pub storage: LocalDir,
+    /// Where the runs are stored: a directory or a bucket.
+    pub storage: Store,
     /// The databases, per postgres service.
     pub sources: Vec<DbSource>,
     /// File sets to archive.
     pub files: Vec<FileSet>,
     /// When the daemon runs a backup, if at all.
     pub schedule: Option<Schedule>,
+    /// When the daemon runs a restore drill, if at all.
+    pub drill: Option<Schedule>,
+    /// The age identity file the drill decrypts with (`backup.drill_identity_file`).
+    pub drill_identity: Option<PathBuf>,
     /// How many runs `prune` keeps.
     pub retention: Retention,
     /// zstd level.

@@ -213,6 +213,67 @@ pub(crate) async fn row_counts(conn: &mut PgConnection) -> Result<BTreeMap<Strin
     Ok(counts)
 }
 
+/// At most this many tables are counted for a manifest: more is not a Matrix stack's database.
+pub(crate) const MAX_COUNTED_TABLES: i64 = 20_000;
+
+/// How long counting the rows of one database for its manifest may take, in all.
+const COUNT_TIMEOUT: &str = "15min";
+
+/// A transaction holding an exported snapshot: `pg_dump --snapshot=ID` dumps exactly what it
+/// sees, so the row counts taken in it are the dump's own.
+pub(crate) struct Snapshot {
+    conn: PgConnection,
+    /// The id for `pg_dump --snapshot`.
+    pub id: String,
+}
+
+impl Snapshot {
+    /// Opens a repeatable-read transaction on `database` and exports its snapshot.
+    pub(crate) async fn export(target: &PgTarget, database: &str) -> Result<Self, String> {
+        let mut conn = connect(target, database).await?;
+        let begun = async {
+            sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut conn).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL statement_timeout = '{COUNT_TIMEOUT}'")))
+                .execute(&mut conn)
+                .await?;
+            // One process counts, beside the one pg_dump reads with: parallel workers would
+            // take the cores the dump and its compression need (BENCHMARKS.md, "Backups to S3").
+            sqlx::query("SET LOCAL max_parallel_workers_per_gather = 0").execute(&mut conn).await?;
+            sqlx::query_scalar::<_, String>("SELECT pg_export_snapshot()").fetch_one(&mut conn).await
+        }
+        .await;
+        match begun {
+            Ok(id) => Ok(Self { conn, id }),
+            Err(e) => {
+                close(conn).await;
+                Err(format!("cannot export a snapshot of {database}: {e}"))
+            }
+        }
+    }
+
+    /// Exact row counts of every table, as the snapshot sees them (bounded: at most
+    /// [`MAX_COUNTED_TABLES`] tables, within the transaction's statement timeout).
+    pub(crate) async fn row_counts(&mut self) -> Result<BTreeMap<String, i64>, String> {
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'",
+        )
+        .fetch_one(&mut self.conn)
+        .await
+        .map_err(|e| format!("cannot list tables: {e}"))?;
+        if tables > MAX_COUNTED_TABLES {
+            return Err(format!("{tables} tables, more than the {MAX_COUNTED_TABLES} counted"));
+        }
+        row_counts(&mut self.conn).await
+    }
+
+    /// Ends the transaction (after `pg_dump` has finished with the snapshot).
+    pub(crate) async fn finish(mut self) {
+        let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+        close(self.conn).await;
+    }
+}
+
 /// Closes a connection politely.
 pub(crate) async fn close(conn: PgConnection) {
     let _ = conn.close().await;

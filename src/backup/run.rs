@@ -198,7 +198,34 @@ pub(crate) async fn run<S: Storage>(
                 None => {
                     let mut cmd = pg::command(&plan.tools.pg_dump, &sp.source.target, db);
                     cmd.args(["--format=custom", "--compress=0"]);
-                    store_command(plan, storage, &id, &mut item, cmd, &recipients, progress).await;
+                    // The rows are counted in the very snapshot pg_dump dumps, while it dumps.
+                    let mut snapshot = match pg::Snapshot::export(&sp.source.target, db).await {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            tracing::warn!(database = %db, error = %e, "Dumping without row counts.");
+                            None
+                        }
+                    };
+                    if let Some(s) = &snapshot {
+                        cmd.arg(format!("--snapshot={}", s.id));
+                    }
+                    let counting = async {
+                        match snapshot.as_mut() {
+                            Some(s) => s.row_counts().await.map(Some),
+                            None => Ok(None),
+                        }
+                    };
+                    let (counts, ()) = tokio::join!(
+                        counting,
+                        store_command(plan, storage, &id, &mut item, cmd, &recipients, progress)
+                    );
+                    if let Some(s) = snapshot {
+                        s.finish().await;
+                    }
+                    match counts {
+                        Ok(c) => item.row_counts = c,
+                        Err(e) => tracing::warn!(database = %db, error = %e, "Rows not counted for the manifest."),
+                    }
                 }
             }
             items.push(item);
@@ -262,6 +289,7 @@ fn blank(kind: ItemKind, service: &str, name: &str, file: &str) -> Item {
         server_version: None,
         tool_version: None,
         entries: None,
+        row_counts: None,
         error: None,
     }
 }

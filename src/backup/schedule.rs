@@ -79,13 +79,83 @@ pub(crate) fn samples(plan: &BackupPlan, manifests: &[Manifest]) -> Vec<Sample> 
     out
 }
 
-async fn observe(plan: &BackupPlan, clock: &dyn Clock) -> Observation {
+/// A run that could not write its manifest (the destination refused, was unreachable, or
+/// the run could not start): `backup_last_run_success` is 0 for every item, as after a failed
+/// run, until a newer run writes a manifest. Items that never had one get a sample too, named
+/// after the plan, so `BackupFailed` fires even for a first run into a refusing bucket.
+pub(crate) fn failed_attempt(
+    plan: &BackupPlan,
+    manifests: &[Manifest],
+    samples: &mut Vec<Sample>,
+    failed_at: jiff::Timestamp,
+) {
+    if manifests.last().is_some_and(|m| m.started_at >= failed_at) {
+        return;
+    }
+    for s in samples.iter_mut().filter(|s| s.name == "backup_last_run_success") {
+        s.value = 0.0;
+    }
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    for source in &plan.sources {
+        if source.globals {
+            wanted.push((source.service.clone(), "(globals)".into()));
+        }
+        match &source.databases {
+            DbChoice::Only(list) => wanted.extend(list.iter().map(|d| (source.service.clone(), d.clone()))),
+            DbChoice::All => wanted.push((source.service.clone(), "(all)".into())),
+        }
+    }
+    wanted.extend(plan.files.iter().map(|f| ("files".to_string(), f.name.clone())));
+    for (service, database) in wanted {
+        let known = samples.iter().any(|s| {
+            s.name == "backup_last_run_success"
+                && s.labels.get("service") == Some(&service)
+                && s.labels.get("database") == Some(&database)
+        });
+        if !known {
+            let labels: Labels =
+                [("service".to_string(), service), ("database".to_string(), database)].into_iter().collect();
+            samples.push(Sample { name: "backup_last_run_success".into(), labels, value: 0.0 });
+        }
+    }
+}
+
+/// What the daemon keeps of the storage between ticks, so each tick lists the runs but reads
+/// only new manifests and drill reports.
+#[derive(Default)]
+struct Caches {
+    manifests: super::storage::ObjectCache<Manifest>,
+    drills: super::storage::ObjectCache<super::drill::DrillReport>,
+}
+
+async fn observe(
+    plan: &BackupPlan,
+    clock: &dyn Clock,
+    failed_at: Option<jiff::Timestamp>,
+    caches: &Caches,
+) -> Observation {
     let at = clock.now();
     let started = std::time::Instant::now();
-    let (samples, failures) = match manifest::manifests(&plan.storage).await {
-        Ok(ms) => (samples(plan, &ms), Vec::new()),
+    let (mut samples, mut failures) = match manifest::manifests_cached(&plan.storage, Some(&caches.manifests)).await {
+        Ok(ms) => {
+            let mut out = samples(plan, &ms);
+            if let Some(t) = failed_at {
+                failed_attempt(plan, &ms, &mut out, t);
+            }
+            match super::drill::reports(&plan.storage, Some(&caches.drills)).await {
+                Ok(reports) => out.extend(super::drill::samples(plan, &reports, &ms)),
+                Err(e) => tracing::warn!(error = %e, "Cannot read the drill reports."),
+            }
+            (out, Vec::new())
+        }
         Err(e) => (Vec::new(), vec![format!("cannot read the backups: {e}")]),
     };
+    if samples.is_empty()
+        && let Some(t) = failed_at
+    {
+        failed_attempt(plan, &[], &mut samples, t);
+        failures.push(format!("the last backup run failed at {t}"));
+    }
     let failed = samples.iter().filter(|s| s.name == "backup_last_run_success" && s.value == 0.0).count();
     Observation {
         check: CheckId(CHECK.into()),
@@ -120,14 +190,50 @@ pub(crate) fn spawn(
             tracing::info!(schedule = %s.expression, next = %n, "Backups scheduled.");
         }
         let mut running: Option<tokio::task::JoinHandle<()>> = None;
+        // When the newest run failed without a manifest (shared with the run's task).
+        let failed_at: Arc<std::sync::Mutex<Option<jiff::Timestamp>>> = Arc::default();
+        let failed = |f: &std::sync::Mutex<Option<jiff::Timestamp>>| f.lock().ok().and_then(|g| *g);
+        let mut next_drill = plan.drill.as_ref().and_then(|s| s.next_after(clock.now()));
+        if let (Some(s), Some(n)) = (&plan.drill, next_drill) {
+            tracing::info!(schedule = %s.expression, next = %n, "Restore drills scheduled.");
+        }
+        let mut drilling: Option<tokio::task::JoinHandle<()>> = None;
+        let caches = Caches::default();
         loop {
             let wait = next.map_or(Duration::from_secs(3600), |n| {
                 let ms = n.as_millisecond() - clock.now().as_millisecond();
                 Duration::from_millis(ms.max(0) as u64)
             });
+            let wait_drill = next_drill.map_or(Duration::from_secs(3600), |n| {
+                let ms = n.as_millisecond() - clock.now().as_millisecond();
+                Duration::from_millis(ms.max(0) as u64)
+            });
             tokio::select! {
                 _ = ticker.tick() => {
-                    if tx.send(observe(&plan, clock.as_ref()).await).await.is_err() { return }
+                    if tx.send(observe(&plan, clock.as_ref(), failed(&failed_at), &caches).await).await.is_err() { return }
+                }
+                _ = tokio::time::sleep(wait_drill), if next_drill.is_some() => {
+                    let now = clock.now();
+                    next_drill = plan.drill.as_ref().and_then(|s| s.next_after(now));
+                    if drilling.is_some() || running.is_some() {
+                        tracing::warn!("A restore drill is due while a backup or drill still runs; skipped.");
+                        continue;
+                    }
+                    let plan = plan.clone();
+                    drilling = Some(tokio::spawn(async move {
+                        let Some(path) = plan.drill_identity.as_deref() else { return };
+                        let outcome = match super::pipeline::identities(path) {
+                            Ok(ids) => super::drill::drill(&plan, &plan.storage, &ids, now).await.map(|_| ()),
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = outcome {
+                            tracing::error!(error = %e, "Restore drill could not run.");
+                        }
+                    }));
+                }
+                _ = async { if let Some(r) = drilling.as_mut() { let _ = r.await; } }, if drilling.is_some() => {
+                    drilling = None;
+                    if tx.send(observe(&plan, clock.as_ref(), failed(&failed_at), &caches).await).await.is_err() { return }
                 }
                 _ = tokio::time::sleep(wait), if next.is_some() => {
                     let now = clock.now();
@@ -137,18 +243,26 @@ pub(crate) fn spawn(
                         continue;
                     }
                     let plan = plan.clone();
+                    let failed_at = failed_at.clone();
                     running = Some(tokio::spawn(async move {
-                        if let Err(e) = run::run(&plan, &plan.storage, None, &Progress::hidden(), now).await {
-                            tracing::error!(error = %e, "Backup run could not start.");
+                        let outcome = run::run(&plan, &plan.storage, None, &Progress::hidden(), now).await;
+                        if let Err(e) = &outcome {
+                            tracing::error!(error = %e, "Backup run failed without a manifest.");
+                        }
+                        if let Ok(mut f) = failed_at.lock() {
+                            *f = outcome.is_err().then_some(now);
                         }
                     }));
                 }
                 _ = async { if let Some(r) = running.as_mut() { let _ = r.await; } }, if running.is_some() => {
                     running = None;
-                    if tx.send(observe(&plan, clock.as_ref()).await).await.is_err() { return }
+                    if tx.send(observe(&plan, clock.as_ref(), failed(&failed_at), &caches).await).await.is_err() { return }
                 }
                 _ = stop.changed() => {
                     if let Some(r) = running.take() { r.abort(); }
+                    if let Some(r) = drilling.take() { r.abort(); }
+                    // The aborted run's uploads are aborted too, before the daemon exits.
+                    plan.storage.settle().await;
                     return;
                 }
             }
@@ -157,16 +271,19 @@ pub(crate) fn spawn(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backup::manifest::{Item, RunStatus};
     use crate::backup::{DbSource, LocalDir, PgTools, Retention};
     use crate::rule::{AlertRule, RuleEngine};
     use crate::series::SeriesStore;
 
-    fn plan() -> BackupPlan {
+    /// A plan for unit tests: one postgres service, nothing reachable.
+    pub(crate) fn plan() -> BackupPlan {
         BackupPlan {
-            storage: LocalDir::new("/nonexistent".into()),
+            storage: crate::backup::Store::Dir(LocalDir::new("/nonexistent".into())),
+            drill: None,
+            drill_identity: None,
             sources: vec![DbSource {
                 service: "postgres".into(),
                 target: crate::probe::postgres::dsn::PgTarget::parse("postgresql://u@h/postgres").unwrap(),
@@ -209,6 +326,7 @@ mod tests {
                     server_version: None,
                     tool_version: None,
                     entries: None,
+                    row_counts: None,
                     error: (!ok).then(|| "pg_dump failed".to_string()),
                 })
                 .collect(),
@@ -286,5 +404,35 @@ mod tests {
         for (manifests, now, want, why) in cases {
             assert_eq!(firing(manifests, *now), *want, "{why}");
         }
+    }
+
+    #[test]
+    fn a_run_that_wrote_no_manifest_fails_every_item_until_a_newer_run_does() {
+        let day = 86_400;
+        let at = |secs: i64| jiff::Timestamp::from_second(secs).unwrap();
+        let manifests = vec![run(10 * day, &[("matrix", 1000, true), ("mas", 500, true)])];
+        let mut got = samples(&plan(), &manifests);
+        failed_attempt(&plan(), &manifests, &mut got, at(11 * day));
+        let mut failed: Vec<String> = got
+            .iter()
+            .filter(|s| s.name == "backup_last_run_success")
+            .map(|s| format!("{}={}", s.labels["database"], s.value))
+            .collect();
+        failed.sort();
+        assert_eq!(failed, ["mas=0", "matrix=0"], "a refusing bucket fails every item");
+
+        let mut got = samples(&plan(), &manifests);
+        failed_attempt(&plan(), &manifests, &mut got, at(9 * day));
+        assert!(
+            got.iter().filter(|s| s.name == "backup_last_run_success").all(|s| s.value == 1.0),
+            "a failure older than the newest manifest is history"
+        );
+
+        let mut none = Vec::new();
+        failed_attempt(&plan(), &[], &mut none, at(day));
+        assert!(
+            none.iter().any(|s| s.name == "backup_last_run_success" && s.value == 0.0),
+            "a first run into a refusing bucket still raises BackupFailed: {none:?}"
+        );
     }
 }

@@ -44,6 +44,46 @@ pub(crate) struct Object {
     pub modified: i64,
 }
 
+/// Parsed small objects (manifests, drill reports) by key, valid while the object's size and
+/// modification time are unchanged: the daemon reads the runs every interval, and a bucket
+/// bills every `GET`.
+#[derive(Debug)]
+pub(crate) struct ObjectCache<T> {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (u64, i64, T)>>,
+}
+
+impl<T> Default for ObjectCache<T> {
+    fn default() -> Self {
+        Self { entries: Default::default() }
+    }
+}
+
+impl<T: Clone> ObjectCache<T> {
+    /// The cached value of `o`, if it has not changed since.
+    pub(crate) fn get(&self, o: &Object) -> Option<T> {
+        let entries = self.entries.lock().ok()?;
+        entries
+            .get(&o.key)
+            .filter(|(size, modified, _)| *size == o.size && *modified == o.modified)
+            .map(|e| e.2.clone())
+    }
+
+    /// Remembers `value` for `o`.
+    pub(crate) fn put(&self, o: &Object, value: T) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.insert(o.key.clone(), (o.size, o.modified, value));
+        }
+    }
+
+    /// Forgets every key not in `objects`.
+    pub(crate) fn keep_only(&self, objects: &[Object]) {
+        if let Ok(mut entries) = self.entries.lock() {
+            let keys: std::collections::HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+            entries.retain(|k, _| keys.contains(k.as_str()));
+        }
+    }
+}
+
 /// A place to keep backup files.
 pub(crate) trait Storage: Send + Sync {
     /// A stream being written; visible only after [`Storage::commit`].
@@ -115,6 +155,27 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Takes an exclusive `flock` on `path` (creating `dir` first); `Busy(what)` when held.
+pub(crate) async fn flock(dir: &Path, path: &Path, what: &str) -> Result<DirLock, StorageError> {
+    let (root, path, what) = (dir.to_path_buf(), path.to_path_buf(), what.to_string());
+    tokio::task::spawn_blocking(move || {
+        crate::private_fs::create_dir_all(&root).map_err(io_err(format!("cannot create {}", root.display())))?;
+        let file = crate::private_fs::open_options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(format!("cannot open {}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Busy(what)),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_err(format!("cannot lock {}", path.display()))(e)),
+        }
+    })
+    .await
+    .map_err(|e| io_err("lock task")(io::Error::other(e)))?
+}
+
 impl Storage for LocalDir {
     type Writer = tokio::fs::File;
     type Reader = tokio::fs::File;
@@ -125,24 +186,7 @@ impl Storage for LocalDir {
     }
 
     async fn lock(&self) -> Result<DirLock, StorageError> {
-        let root = self.root.clone();
-        tokio::task::spawn_blocking(move || {
-            crate::private_fs::create_dir_all(&root).map_err(io_err(format!("cannot create {}", root.display())))?;
-            let path = root.join(".lock");
-            let file = crate::private_fs::open_options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(io_err(format!("cannot open {}", path.display())))?;
-            match file.try_lock() {
-                Ok(()) => Ok(DirLock(file)),
-                Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Busy(root.display().to_string())),
-                Err(std::fs::TryLockError::Error(e)) => Err(io_err(format!("cannot lock {}", path.display()))(e)),
-            }
-        })
-        .await
-        .map_err(|e| io_err("lock task")(io::Error::other(e)))?
+        flock(&self.root, &self.root.join(".lock"), &self.root.display().to_string()).await
     }
 
     async fn create(&self, key: &str) -> Result<tokio::fs::File, StorageError> {
@@ -259,6 +303,18 @@ mod tests {
         store.delete("run1/a.bin").await.unwrap();
         assert!(store.list().await.unwrap().is_empty());
         assert!(!dir.path().join("b/run1").exists(), "the empty run directory goes too");
+    }
+
+    #[test]
+    fn the_cache_answers_only_for_an_unchanged_object() {
+        let cache = ObjectCache::default();
+        let o = Object { key: "r/manifest.json".into(), size: 10, partial: false, modified: 100 };
+        cache.put(&o, 1);
+        assert_eq!(cache.get(&o), Some(1), "unchanged");
+        assert_eq!(cache.get(&Object { size: 11, ..o.clone() }), None, "another size");
+        assert_eq!(cache.get(&Object { modified: 101, ..o.clone() }), None, "rewritten");
+        cache.keep_only(&[]);
+        assert_eq!(cache.get(&o), None, "the run was pruned");
     }
 
     #[tokio::test]

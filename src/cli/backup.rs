@@ -1,4 +1,4 @@
-//! `mxwarden backup run|list|verify|prune|keygen` and `mxwarden restore`: the backup core
+//! `mxwarden backup run|list|verify|prune|drill|keygen` and `mxwarden restore`: the backup core
 //! (`backup::*`) for people (tables, progress bars on a terminal) and programs (`--json`).
 //! Exit codes: 0 all good; 1 a backup item failed, a check did not hold, or a restore
 //! failed or skipped unsafe archive entries (each named, with the reason); 2 a wrong config or
@@ -57,6 +57,16 @@ pub(crate) enum BackupCommand {
         /// Delete (default: only show).
         #[arg(long)]
         apply: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a restore drill now: restore the newest good backup of each database into a scratch
+    /// database, compare every table's rows with the counts recorded at dump time, drop it.
+    Drill {
+        /// The age identity file (private key); default `backup.drill_identity_file`.
+        #[arg(long, env = "MXWARDEN_BACKUP_IDENTITY")]
+        identity: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -121,19 +131,59 @@ pub(crate) fn run(path: &Path, command: BackupCommand) -> Result<Status> {
             verify_run(plan(config)?, id.as_deref(), identity.as_deref(), restore_test, json)
         }
         BackupCommand::Prune { apply, json } => prune(config, plan(config)?, apply, json),
+        BackupCommand::Drill { identity, json } => drill(plan(config)?, identity.as_deref(), json),
         BackupCommand::Keygen { output } => keygen(&output),
     }
 }
 
+fn drill(plan: &BackupPlan, identity: Option<&Path>, json: bool) -> Result<Status> {
+    let Some(path) = identity.or(plan.drill_identity.as_deref()) else {
+        bail!(
+            "the drill decrypts the backups: give the age identity with --identity FILE (or backup.drill_identity_file)"
+        );
+    };
+    let identities = pipeline::identities(path).map_err(anyhow::Error::msg)?;
+    let rt = crate::cli::runtime()?;
+    let report = rt
+        .block_on(crate::backup::drill::drill(plan, &plan.storage, &identities, jiff::Timestamp::now()))
+        .map_err(anyhow::Error::msg)?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let mut t = crate::cli::output::table(["DATABASE", "RUN", "TABLES", "ROWS", "TIME", "RESULT"]);
+        for d in &report.databases {
+            t.add_row(crate::text::cells([
+                format!("{}/{}", d.service, d.database),
+                d.run.clone(),
+                d.tables.to_string(),
+                d.rows.to_string(),
+                format!("{:.1}s", d.duration_seconds),
+                d.problem.clone().map_or_else(|| "ok: rows as at dump time".to_string(), |p| format!("FAILED: {p}")),
+            ]));
+        }
+        outln!("{}", t.trim_fmt());
+        outln!("restore drill {}", if report.ok { "passed" } else { "FAILED" });
+    }
+    Ok(if report.ok { Status::Healthy } else { Status::Unhealthy })
+}
+
 fn run_now(plan: &BackupPlan, db: Option<&str>, json: bool) -> Result<Status> {
     let progress = if std::io::stderr().is_terminal() && !json { Progress::terminal() } else { Progress::hidden() };
-    let result = crate::cli::runtime()?.block_on(crate::backup::run::run(
-        plan,
-        &plan.storage,
-        db,
-        &progress,
-        jiff::Timestamp::now(),
-    ));
+    let result = crate::cli::runtime()?.block_on(async {
+        // SIGINT or SIGTERM stop the run: its unfinished uploads are aborted before exiting,
+        // so a bucket keeps no orphaned parts (a directory, no `.partial` file is committed).
+        let run = crate::backup::run::run(plan, &plan.storage, db, &progress, jiff::Timestamp::now());
+        let outcome = tokio::select! {
+            r = run => Some(r),
+            () = interrupted() => None,
+        };
+        plan.storage.settle().await;
+        outcome
+    });
+    let Some(result) = result else {
+        eprintln!("backup interrupted: nothing of this run is listed as good; its unfinished uploads were aborted");
+        return Ok(Status::Unhealthy);
+    };
     let manifest = match result {
         Ok(m) => m,
         Err(RunError::Usage(e)) => bail!(e),
@@ -156,6 +206,20 @@ fn run_now(plan: &BackupPlan, db: Option<&str>, json: bool) -> Result<Status> {
         );
     }
     Ok(if manifest.status == RunStatus::Ok { Status::Healthy } else { Status::Unhealthy })
+}
+
+/// Resolves at the first SIGINT or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 fn print_items(m: &Manifest) {

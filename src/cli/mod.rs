@@ -17,6 +17,8 @@ use std::sync::Arc;
 mod alerting;
 mod backup;
 mod diagnose;
+mod doctor;
+mod manual;
 mod maintenance;
 pub(crate) mod output;
 mod pg;
@@ -39,6 +41,10 @@ struct Cli {
     /// `mxwarden=debug,warn`: target=level directives) takes precedence.
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Print nothing on stdout: for scripts that only read the exit status (0 ok, 1
+    /// findings, 2 config or usage error). Errors still go to stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -143,6 +149,31 @@ enum Command {
         /// Overwrite an existing file.
         #[arg(long)]
         force: bool,
+        /// Find out what runs at this homeserver URL (well-known, client versions, Synapse,
+        /// MAS's issuer, federation) and write a config for it; every request is listed.
+        #[arg(long, value_name = "URL")]
+        discover: Option<String>,
+        /// With --discover: print what was found as JSON (the config is still written).
+        #[arg(long, requires = "discover")]
+        json: bool,
+    },
+    /// Prove every credential and permission the config relies on, with a fix for each
+    /// failure: exit 0 all proven, 1 something failed, 2 the config is wrong.
+    Doctor {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (e.g. `mxwarden completions bash > /etc/bash_completion.d/mxwarden`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one per command into a directory.
+    Man {
+        /// Write `mxwarden.1`, `mxwarden-doctor.1`, … into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -173,6 +204,9 @@ enum ConfigCommand {
     Check {
         /// The file (default: the --config path).
         file: Option<PathBuf>,
+        /// Print JSON: `{"file", "valid", "checks"}` or `{"file", "valid": false, "error"}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the config as mxwarden understands it: presets expanded, secrets redacted.
     Show {
@@ -195,12 +229,13 @@ pub fn main() -> Result<Status> {
     };
     // The daemon reports what it does (alerts, deliveries) at info; one-shot commands stay quiet.
     let verbose = if matches!(cli.command, Command::Run) { cli.verbose.max(1) } else { cli.verbose };
+    output::set_quiet(cli.quiet);
     let log_secrets = crate::redact::Shared::default();
     init_logging(verbose, log_secrets.clone());
     // The config's secrets reach the log writer before anything can log: as its text shows
     // them (valid or not), and once loaded with those read from `*_file`s.
     let config_path = match &cli.command {
-        Command::Config(ConfigCommand::Check { file } | ConfigCommand::Show { file, .. }) => file.as_ref(),
+        Command::Config(ConfigCommand::Check { file, .. } | ConfigCommand::Show { file, .. }) => file.as_ref(),
         _ => None,
     };
     log_secrets.add(&config::secrets_of(config_path.unwrap_or(&cli.config)));
@@ -211,11 +246,21 @@ pub fn main() -> Result<Status> {
     };
     match cli.command {
         Command::Check { json, names } => check(&load(&cli.config)?, json, &names),
-        Command::Config(ConfigCommand::Check { file }) => config_check(file.as_deref().unwrap_or(&cli.config)),
+        Command::Config(ConfigCommand::Check { file, json }) => {
+            config_check(file.as_deref().unwrap_or(&cli.config), json)
+        }
         Command::Config(ConfigCommand::Show { file, json }) => {
             config_show(file.as_deref().unwrap_or(&cli.config), json)
         }
-        Command::Init { output, force } => init(output.as_deref().unwrap_or(&cli.config), force),
+        Command::Init { output, force, discover: None, .. } => init(output.as_deref().unwrap_or(&cli.config), force),
+        Command::Init { output, force, discover: Some(url), json } => {
+            init_discover(output.as_deref().unwrap_or(&cli.config), force, &url, json)
+        }
+        Command::Doctor { json } => crate::cli::doctor::doctor(&load(&cli.config)?, json),
+        Command::Completions { shell } => {
+            crate::cli::manual::completions(<Cli as clap::CommandFactory>::command(), shell)
+        }
+        Command::Man { dir } => crate::cli::manual::man(<Cli as clap::CommandFactory>::command(), dir.as_deref()),
         Command::Scrape { url, families, json, timeout, body_limit } => {
             crate::cli::scrape::scrape(&url, &families, json, &timeout, &body_limit)
         }
@@ -407,10 +452,26 @@ fn print_table(observations: &[Observation]) {
     outln!("{} checks: {} ok, {failed} failed", observations.len(), observations.len() - failed);
 }
 
-fn config_check(path: &Path) -> Result<Status> {
-    let config = load(path)?;
-    outln!("{}: valid, {} checks", path.display(), config.checks.len());
-    Ok(Status::Healthy)
+fn config_check(path: &Path, json: bool) -> Result<Status> {
+    if !json {
+        let config = load(path)?;
+        outln!("{}: valid, {} checks", path.display(), config.checks.len());
+        return Ok(Status::Healthy);
+    }
+    let file = path.display().to_string();
+    match load(path) {
+        Ok(config) => {
+            let doc = serde_json::json!({ "file": file, "valid": true, "checks": config.checks.len() });
+            outln!("{}", serde_json::to_string_pretty(&doc)?);
+            Ok(Status::Healthy)
+        }
+        Err(e) => {
+            // The error text is the loader's, which never shows the file's secrets.
+            let doc = serde_json::json!({ "file": file, "valid": false, "error": format!("{e:#}") });
+            outln!("{}", serde_json::to_string_pretty(&doc)?);
+            Ok(Status::Error)
+        }
+    }
 }
 
 /// What `config show` prints.
@@ -463,7 +524,7 @@ impl BackupView {
     fn of(plan: &crate::backup::BackupPlan) -> Self {
         use crate::backup::DbChoice;
         Self {
-            dir: plan.storage.root().display().to_string(),
+            dir: crate::backup::Storage::describe(&plan.storage),
             databases: plan
                 .sources
                 .iter()
@@ -756,6 +817,28 @@ fn describe_tier(t: &crate::notify::Tier) -> String {
 
 /// The starter config written by `init`.
 pub(crate) const STARTER: &str = include_str!("starter.yaml");
+
+/// `init --discover URL`: asks the homeserver, lists every request, writes the config.
+fn init_discover(path: &Path, force: bool, url: &str, json: bool) -> Result<Status> {
+    if path.exists() && !force {
+        bail!("{} exists; pass --force to overwrite it", path.display());
+    }
+    let found = runtime()?.block_on(crate::discover::discover(url))?;
+    let today = jiff::Zoned::now().date().to_string();
+    let text = crate::discover::render(&found, &today);
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&found)?);
+    } else {
+        outln!("requests made:");
+        for r in &found.requests {
+            outln!("  GET {} -> {}", crate::text::escape_controls(&r.url), r.outcome);
+        }
+        outln!("wrote {}", path.display());
+        outln!("next: set the tokens it names, then `mxwarden config check`, `mxwarden doctor`, `mxwarden check`");
+    }
+    Ok(Status::Healthy)
+}
 
 fn init(path: &Path, force: bool) -> Result<Status> {
     if path.exists() && !force {

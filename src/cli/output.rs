@@ -1,9 +1,25 @@
 //! What every command shares for its output: writing to a stdout that may have gone away, the
 //! exit status, and one table style for people (`--json` is for programs).
 
-/// Writes to stdout; a reader that went away (`| head`) is not an error.
+/// Whether `--quiet` was given: the one process-wide output setting, like stdout itself.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--quiet`: nothing is written to stdout from now on (the exit status still tells).
+pub(crate) fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `--quiet` was given (progress on stderr stays hidden too).
+pub(crate) fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Writes to stdout (unless `--quiet`); a reader that went away (`| head`) is not an error.
 pub(crate) fn emit(text: &str) {
     use std::io::Write;
+    if quiet() {
+        return;
+    }
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }

@@ -248,6 +248,12 @@ struct Discovered {
 
 async fn discover(client: &RenderClient, api: &RenderApi, json: bool) -> Result<Status> {
     let owner = api.owner_id.as_deref();
+    let spinner = (!json && std::io::stderr().is_terminal()).then(|| {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.set_message("reading the workspace's services and databases");
+        s.enable_steady_tick(Duration::from_millis(120));
+        s
+    });
     let found = async {
         let mut out = Vec::new();
         for s in client.services(owner).await? {
@@ -273,6 +279,9 @@ async fn discover(client: &RenderClient, api: &RenderApi, json: bool) -> Result<
         Ok::<_, RenderError>(out)
     }
     .await;
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
     let found = match found {
         Ok(f) => f,
         Err(e) => return fail(json, "discover", &e),
@@ -478,9 +487,19 @@ async fn status(config: &Config, client: &RenderClient, json: bool) -> Result<St
             config.path.display()
         );
     }
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| indicatif::ProgressBar::new(all.len() as u64));
     let mut rows = Vec::new();
     for link in &all {
+        if let Some(b) = &bar {
+            b.set_message(link.name.clone());
+        }
         rows.push(status_of(client, link).await);
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     let ids: Vec<String> = all.iter().map(|l| l.id.clone()).collect();
     let maintenance = client.maintenance(&ids).await.unwrap_or_default();

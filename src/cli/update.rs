@@ -5,6 +5,7 @@
 //! preflight, stopped, or rolled back; 2 a wrong config or command line, or a refused request
 //! that changed nothing (another update of the service is unfinished).
 
+use crate::backup::Storage as _;
 use crate::cli::{Status, outln};
 use crate::config::Config;
 use crate::store::Store;
@@ -207,7 +208,7 @@ pub(crate) fn dry_run(config: &Config, target: &Target, request: &Request) -> St
                 ),
                 match (&t.backup, request.no_backup.is_some()) {
                     (_, true) => "backup destination: not needed (--no-backup)".into(),
-                    (Some(p), false) => format!("write and remove a probe file in {}", p.storage.root().display()),
+                    (Some(p), false) => format!("write and remove a probe in {}", p.storage.describe()),
                     (None, false) => "no backup: section (the preflight will refuse)".into(),
                 },
                 deployer_line(t, "check that the deploy and rollback programs are executable"),
@@ -235,7 +236,7 @@ pub(crate) fn dry_run(config: &Config, target: &Target, request: &Request) -> St
                 Some(p) => vec![
                     format!(
                         "backup run into {}: {} postgres service(s), {} file set(s)",
-                        p.storage.root().display(),
+                        p.storage.describe(),
                         p.sources.len(),
                         p.files.len()
                     ),

@@ -6,11 +6,13 @@
 
 use super::build::{Problems, secret};
 use super::schema::{BackupConfig, DatabaseSelection, FileConfig, ServiceDatabases, ServiceKind};
-use crate::backup::{BackupPlan, DbChoice, DbSource, FileSet, LocalDir, PgTools, Retention, Schedule};
+use crate::backup::s3::{S3Config, S3Store};
+use crate::backup::{BackupPlan, DbChoice, DbSource, FileSet, LocalDir, PgTools, Retention, Schedule, Store};
 use crate::probe::postgres::dsn::PgTarget;
 use secrecy::ExposeSecret;
 use serde_saphyr::{Location, Spanned};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// Builds the plan, or records why not.
 pub(super) fn build(
@@ -21,13 +23,11 @@ pub(super) fn build(
     let config = &spanned.value;
     let here = spanned.referenced;
     let before = problems.found.len();
-    let dir = problems.origin.resolve(&config.dir.value);
-    if dir.exists() && !dir.is_dir() {
-        problems.add(&config.dir.referenced, "backup.dir", format!("{} exists and is not a directory", dir.display()));
-    }
+    let storage = destination(config, problems, &here);
     let sources = sources(config, file, problems, &here);
     let files = file_sets(config, problems);
-    let schedule = config.schedule.as_ref().and_then(|s| schedule(s, file, problems));
+    let drill = config.drill.as_ref().and_then(|s| schedule(s, file, problems, "backup.drill"));
+    let schedule = config.schedule.as_ref().and_then(|s| schedule(s, file, problems, "backup.schedule"));
     let retention = retention(config, problems, &here);
     let zstd_level = match &config.zstd_level {
         None => 3,
@@ -56,8 +56,43 @@ pub(super) fn build(
             problems.add(&d.referenced, "backup.pg_bin_dir", format!("{} holds no pg_dump", path.display()));
         }
     }
+    // The identity may also come from the environment, as for `backup drill --identity`.
+    let from_env = std::env::var_os("MXWARDEN_BACKUP_IDENTITY").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let drill_identity = match (&drill, &config.drill_identity_file) {
+        (Some(_), None) => match from_env {
+            Some(path) => match crate::backup::pipeline::identities(&path) {
+                Ok(_) => Some(path),
+                Err(e) => {
+                    let at = config.drill.as_ref().map_or(here, |d| d.referenced);
+                    problems.add(&at, "backup.drill", format!("MXWARDEN_BACKUP_IDENTITY: {e}"));
+                    None
+                }
+            },
+            None => {
+                let at = config.drill.as_ref().map_or(here, |d| d.referenced);
+                problems.add(
+                    &at,
+                    "backup.drill",
+                    "the drill decrypts backups to restore them: set `drill_identity_file` (an age identity \
+                     file) or the environment variable MXWARDEN_BACKUP_IDENTITY",
+                );
+                None
+            }
+        },
+        (_, Some(f)) => {
+            let path = problems.origin.resolve(&f.value);
+            if let Err(e) = crate::backup::pipeline::identities(&path) {
+                problems.add(&f.referenced, "backup.drill_identity_file", e);
+            }
+            Some(path)
+        }
+        (None, None) => None,
+    };
+    let storage = storage?;
     (problems.found.len() == before).then(|| BackupPlan {
-        storage: LocalDir::new(dir),
+        storage,
+        drill,
+        drill_identity,
         sources,
         files,
         schedule,
@@ -199,13 +234,13 @@ fn file_sets(config: &BackupConfig, problems: &mut Problems<'_>) -> Vec<FileSet>
     sets
 }
 
-fn schedule(text: &Spanned<String>, file: &FileConfig, problems: &mut Problems<'_>) -> Option<Schedule> {
+fn schedule(text: &Spanned<String>, file: &FileConfig, problems: &mut Problems<'_>, key: &str) -> Option<Schedule> {
     let cron = match text.value.trim().parse::<croner::Cron>() {
         Ok(cron) => cron,
         Err(e) => {
             problems.add(
                 &text.referenced,
-                "backup.schedule",
+                key,
                 format!("`{}` is not a cron expression ({e}); expected e.g. \"0 2 * * *\" (02:00 daily)", text.value),
             );
             return None;
@@ -216,7 +251,7 @@ fn schedule(text: &Spanned<String>, file: &FileConfig, problems: &mut Problems<'
     let timezone = zone_name.and_then(|z| jiff::tz::TimeZone::get(&z).ok()).unwrap_or(jiff::tz::TimeZone::UTC);
     let schedule = Schedule { expression: text.value.trim().to_string(), cron, timezone };
     if schedule.next_after(jiff::Timestamp::UNIX_EPOCH).is_none() {
-        problems.add(&text.referenced, "backup.schedule", format!("`{}` never matches a time", text.value));
+        problems.add(&text.referenced, key, format!("`{}` never matches a time", text.value));
         return None;
     }
     Some(schedule)
@@ -301,4 +336,169 @@ fn recipients(config: &BackupConfig, problems: &mut Problems<'_>, here: &Locatio
         );
     }
     recipients
+}
+
+/// `dir:` or `to:` (exactly one) and the bucket's settings; `None` after reporting why not.
+fn destination(config: &BackupConfig, problems: &mut Problems<'_>, here: &Location) -> Option<Store> {
+    let s3_keys: [(&str, Option<&Location>); 5] = [
+        ("endpoint", config.endpoint.as_ref().map(|e| &e.referenced)),
+        ("region", config.region.as_ref().map(|e| &e.referenced)),
+        ("access_key_id", config.access_key_id.as_ref().map(|e| &e.referenced)),
+        ("secret_access_key_file", config.secret_access_key_file.as_ref().map(|e| &e.referenced)),
+        ("secret_access_key", config.secret_access_key.as_ref().map(|_| here)),
+    ];
+    let (dir, to) = match (&config.dir, &config.to) {
+        (Some(d), Some(t)) => {
+            problems.add(
+                &t.referenced,
+                "backup.to",
+                format!(
+                    "set either `backup.dir` (a directory on this host, line {}) or `backup.to` (a bucket), not both",
+                    d.referenced.line()
+                ),
+            );
+            return None;
+        }
+        (None, None) => {
+            problems.add(
+                here,
+                "backup",
+                "no destination: set `dir: /var/backups/mxwarden` (a directory) or `to: s3://BUCKET/PREFIX` (a bucket)",
+            );
+            return None;
+        }
+        (Some(d), None) => (Some(d), None),
+        (None, Some(t)) => (None, Some(t)),
+    };
+    if let Some(d) = dir {
+        for (key, at) in s3_keys {
+            if let Some(at) = at {
+                problems.add(
+                    at,
+                    format!("backup.{key}"),
+                    "only used with `backup.to` (a bucket); `backup.dir` is a directory",
+                );
+            }
+        }
+        let path = problems.origin.resolve(&d.value);
+        if path.exists() && !path.is_dir() {
+            problems.add(&d.referenced, "backup.dir", format!("{} exists and is not a directory", path.display()));
+            return None;
+        }
+        return Some(Store::Dir(LocalDir::new(path)));
+    }
+    let to = to?;
+    let (bucket, prefix) = match parse_bucket_url(&to.value) {
+        Ok(p) => p,
+        Err(why) => {
+            problems.add(&to.referenced, "backup.to", why);
+            return None;
+        }
+    };
+    let endpoint = match &config.endpoint {
+        None => None,
+        Some(e) => match url::Url::parse(e.value.trim()) {
+            Ok(u)
+                if matches!(u.scheme(), "https" | "http")
+                    && u.host_str().is_some()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+                    && u.query().is_none() =>
+            {
+                Some(e.value.trim().trim_end_matches('/').to_string())
+            }
+            _ => {
+                problems.add(
+                    &e.referenced,
+                    "backup.endpoint",
+                    format!("`{}` is not an http(s) base URL without credentials; expected e.g. https://s3.eu-central-003.backblazeb2.com", e.value),
+                );
+                return None;
+            }
+        },
+    };
+    let region = config.region.as_ref().map_or_else(|| "us-east-1".to_string(), |r| r.value.trim().to_string());
+    if region.is_empty() || !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        let at = config.region.as_ref().map_or(*here, |r| r.referenced);
+        problems.add(
+            &at,
+            "backup.region",
+            format!("`{region}` is not a region; expected e.g. us-east-1, eu-central-003 or auto"),
+        );
+        return None;
+    }
+    let Some(key_id) = config.access_key_id.as_ref().map(|k| k.value.trim().to_string()).filter(|k| !k.is_empty())
+    else {
+        let at = config.access_key_id.as_ref().map_or(to.referenced, |k| k.referenced);
+        problems.add(
+            &at,
+            "backup.access_key_id",
+            "a bucket needs an access key: set `access_key_id` and `secret_access_key` (or `secret_access_key_file`)",
+        );
+        return None;
+    };
+    let secret = match secret(
+        problems.origin,
+        config.secret_access_key.as_ref(),
+        config.secret_access_key_file.as_ref(),
+        "backup.secret_access_key",
+        here,
+    ) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            problems.add(
+                here,
+                "backup.secret_access_key",
+                "a bucket needs the secret key: set `secret_access_key` or `secret_access_key_file`",
+            );
+            return None;
+        }
+        Err(d) => {
+            problems.found.push(*d);
+            return None;
+        }
+    };
+    let s3 = S3Config {
+        bucket,
+        prefix,
+        endpoint,
+        region,
+        access_key_id: key_id,
+        secret_access_key: secret,
+        path_style: config.path_style.unwrap_or(false),
+    };
+    match S3Store::new(s3) {
+        Ok(s) => Some(Store::S3(s)),
+        Err(why) => {
+            problems.add(&to.referenced, "backup.to", why);
+            None
+        }
+    }
+}
+
+/// `s3://bucket/prefix` → (bucket, prefix without slashes at either end).
+pub(crate) fn parse_bucket_url(text: &str) -> Result<(String, String), String> {
+    let expected = "expected s3://BUCKET or s3://BUCKET/PREFIX";
+    let Some(rest) = text.trim().strip_prefix("s3://") else {
+        return Err(format!("`{text}` is not a bucket URL; {expected}"));
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !bucket.starts_with(['-', '.'])
+        && !bucket.ends_with(['-', '.']);
+    if !bucket_ok {
+        return Err(format!(
+            "`{bucket}` is not a bucket name (3 to 63 lowercase letters, digits, `-` and `.`); {expected}"
+        ));
+    }
+    let prefix = prefix.trim_matches('/');
+    if prefix.split('/').any(|p| p.is_empty() || p == "." || p == ".." || p.starts_with('.')) && !prefix.is_empty()
+        || prefix.chars().any(|c| c.is_control() || matches!(c, '?' | '#' | '\\' | '*'))
+    {
+        return Err(format!(
+            "`{prefix}` is not a usable key prefix (empty, `.` or `..` parts, or `?#*\\`); {expected}"
+        ));
+    }
+    Ok((bucket.to_string(), prefix.to_string()))
 }

@@ -10,7 +10,7 @@ use crate::probe::render::{RenderApi, RenderSpec};
 use crate::probe::spec::{CheckSpec, ProbeSpec};
 use crate::render::ResourceKind;
 use crate::render::client::DEFAULT_API_URL;
-use serde_saphyr::{Location, Spanned};
+use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -162,7 +162,6 @@ pub(super) fn checks(file: &FileConfig, api: Option<&Arc<RenderApi>>, problems: 
             }),
         });
     }
-    let _ = Location::UNKNOWN;
     specs
 }
 

@@ -692,7 +692,9 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct BackupConfig {
     /// The directory the backups go to, one sub-directory per run (created when missing).
-    pub dir: Spanned<PathBuf>,
+    /// Either `dir` or `to`, not both.
+    #[serde(default)]
+    pub dir: Option<Spanned<PathBuf>>,
     /// When the daemon takes a backup: a cron expression (`0 2 * * *` is 02:00 every day),
     /// in `alerting.timezone` (UTC when unset). Without it the daemon takes none;
     /// `mxwarden backup run` always works.
@@ -736,6 +738,45 @@ pub(crate) struct BackupConfig {
     /// Default: found on `PATH`.
     #[serde(default)]
     pub pg_bin_dir: Option<Spanned<PathBuf>>,
+    /// An S3-compatible bucket instead of `dir`: `s3://BUCKET/PREFIX` (AWS S3, Backblaze B2,
+    /// Cloudflare R2, MinIO, Wasabi). Runs stream straight to the bucket in multipart
+    /// uploads; the manifest is written last. See `docs/backups.md` for each service's keys.
+    #[serde(default)]
+    pub to: Option<Spanned<String>>,
+    /// The S3 API's base URL for a service other than AWS, e.g.
+    /// `https://s3.eu-central-003.backblazeb2.com` (B2) or
+    /// `https://ACCOUNT_ID.r2.cloudflarestorage.com` (R2). Default: AWS S3 of `region`.
+    #[serde(default)]
+    pub endpoint: Option<Spanned<String>>,
+    /// The bucket's region: `us-east-1` when unset; `auto` for R2; B2's is in its endpoint
+    /// (`eu-central-003`).
+    #[serde(default)]
+    pub region: Option<Spanned<String>>,
+    /// The access key id (B2: the application key's `keyID`). Needed with `to`.
+    #[serde(default)]
+    pub access_key_id: Option<Spanned<String>>,
+    /// The secret access key (B2: the `applicationKey`). A secret: never shown or logged.
+    #[serde(default)]
+    pub secret_access_key: Option<SecretString>,
+    /// Read `secret_access_key` from this file instead.
+    #[serde(default)]
+    pub secret_access_key_file: Option<Spanned<PathBuf>>,
+    /// Address the bucket in the path (`https://endpoint/bucket/key`) instead of the host name
+    /// (`https://bucket.endpoint/key`): MinIO and most self-hosted servers need `true`.
+    /// Default `false`.
+    #[serde(default)]
+    pub path_style: Option<bool>,
+    /// The restore drill: a cron expression (`0 4 1 * *` is 04:00 on the 1st of each month)
+    /// at which the daemon restores the newest good backup of each database into a scratch
+    /// database, compares every table's row count with the count recorded at dump time, and
+    /// drops the scratch database. `mxwarden backup drill` runs one now.
+    #[serde(default)]
+    pub drill: Option<Spanned<String>>,
+    /// The age identity file (private key) the daemon's drill decrypts with; needed with
+    /// `drill` unless the environment variable `MXWARDEN_BACKUP_IDENTITY` names one. A host holding it can read its backups: keep it readable by mxwarden only,
+    /// or leave `drill` unset and run `mxwarden backup drill --identity FILE` elsewhere.
+    #[serde(default)]
+    pub drill_identity_file: Option<Spanned<PathBuf>>,
 }
 
 /// Which databases to dump (see `backup.databases`).

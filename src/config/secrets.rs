@@ -23,8 +23,17 @@ use std::ops::Range;
 
 /// Keys whose value is a secret wherever they stand: the name of every `SecretString` field
 /// of the schema (`schema.rs`; a test keeps the two in step).
-pub(crate) const SECRET_KEYS: &[&str] =
-    &["access_token", "admin_token", "api_key", "api_token", "bearer_token", "dsn", "hmac_secret", "password"];
+pub(crate) const SECRET_KEYS: &[&str] = &[
+    "access_token",
+    "admin_token",
+    "api_key",
+    "api_token",
+    "bearer_token",
+    "dsn",
+    "hmac_secret",
+    "password",
+    "secret_access_key",
+];
 
 /// Keys whose `url` is a secret: a webhook URL carries its credential in the path.
 pub(crate) const SECRET_URL_PARENTS: &[&str] = &["webhook"];

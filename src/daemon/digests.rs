@@ -109,6 +109,9 @@ impl Digests {
             if let (Some(plan), DigestSchedule::Daily { .. }) = (&self.backup, schedule) {
                 crate::backup::digest::append(&mut message, plan, last, due).await;
             }
+            if let (Some(plan), DigestSchedule::Weekly { .. }) = (&self.backup, schedule) {
+                crate::backup::digest::append_drills(&mut message, plan, last, due).await;
+            }
             if let DigestSchedule::Daily { .. } = schedule {
                 let expiries = crate::notify::certs::expiries(series, &self.certificates, now);
                 crate::notify::certs::append(&mut message, &expiries);

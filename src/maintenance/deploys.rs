@@ -85,11 +85,12 @@ impl DeployWindows {
                     phase: Phase::InProgress,
                 });
                 let opened_now = open.since == t && open.deploy == deploy;
+                let another = open.deploy != deploy;
                 open.deploy = deploy;
                 open.last_seen = t;
                 let was_settling = matches!(open.phase, Phase::Settling { .. });
                 open.phase = Phase::InProgress;
-                return opened_now || was_settling || before != self.open.len();
+                return opened_now || another || was_settling || before != self.open.len();
             }
             let Some(open) = self.open.get_mut(service) else { return false };
             if matches!(open.phase, Phase::Settling { .. }) {
@@ -225,6 +226,7 @@ mod tests {
         assert!(w.observe(&render(1_000, "update_in_progress")), "opens");
         assert_eq!(w.windows()[0].services, ["synapse", "bot"], "covers the dependents too");
         assert!(!w.observe(&obs("synapse/health", 2_000, vec![])), "a check during the deploy changes nothing");
+        assert!(!w.observe(&render(2_500, "update_in_progress")), "the same deploy, still running");
         assert!(!w.observe(&render(3_000, "live")), "live: waiting for a round");
         assert!(!w.observe(&obs("synapse/health", 4_000, vec![])), "one of two checks");
         assert_eq!(w.windows().len(), 1);

@@ -43,7 +43,7 @@ pub struct EmailReceiver {
 }
 
 impl EmailReceiver {
-    fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, SendError> {
+    pub(crate) fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, SendError> {
         let builder = match self.tls {
             SmtpTls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&self.host),
             SmtpTls::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&self.host),

@@ -2,7 +2,8 @@
 //! backed-up item (`service` = the postgres service, or `files`; `database` = the database,
 //! `(globals)` for roles, or the file set): no successful backup for 26 h (a daily schedule
 //! missed once, plus slack) → warning; the last attempt failed → critical; the newest backup
-//! is less than half the size of the one before (a truncated dump) → warning.
+//! is less than half the size of the one before (a truncated dump) → warning; the last restore
+//! drill failed → critical; no drill passed for 35 days → warning.
 
 use crate::rule::RuleDef;
 
@@ -26,6 +27,9 @@ fn rule(alert: &str, severity: &str, expr: String, summary: &str) -> RuleDef {
     }
 }
 
+/// 35 days: a monthly drill missed once, with a few days of slack.
+pub(crate) const DRILL_MISSING_AFTER_SECONDS: i64 = 35 * 24 * 3600;
+
 /// The backup rules.
 pub(crate) fn rules() -> Vec<RuleDef> {
     vec![
@@ -40,6 +44,18 @@ pub(crate) fn rules() -> Vec<RuleDef> {
             "critical",
             "backup_last_run_success == 0".into(),
             "{{ $labels.service }}/{{ $labels.database }}: the last backup run failed (mxwarden backup list shows why)",
+        ),
+        rule(
+            "BackupDrillFailed",
+            "critical",
+            "backup_drill_last_run_success == 0".into(),
+            "the last restore drill failed: a backup did not restore with the rows it had when dumped (mxwarden backup drill shows why)",
+        ),
+        rule(
+            "BackupDrillMissing",
+            "warning",
+            format!("time() - backup_drill_last_success_timestamp_seconds > {DRILL_MISSING_AFTER_SECONDS}"),
+            "no restore drill has passed for {{ $value | humanizeDuration }}: nobody knows whether the backups restore",
         ),
         rule(
             "BackupSizeDropped",

@@ -242,13 +242,15 @@ mod tests {
     fn plan(databases: DbChoice) -> BackupPlan {
         let target = crate::probe::postgres::dsn::PgTarget::parse("postgresql://u@127.0.0.1:5432/postgres").unwrap();
         BackupPlan {
-            storage: LocalDir::new("/tmp/x".into()),
+            storage: crate::backup::Store::Dir(LocalDir::new("/tmp/x".into())),
             sources: vec![DbSource { service: "postgres".into(), target, databases, globals: true }],
             files: vec![
                 FileSet { name: "mas-keys".into(), patterns: vec!["/data/mas/*.pem".into()] },
                 FileSet { name: "synapse-signing-key".into(), patterns: vec!["/data/s.key".into()] },
             ],
             schedule: None,
+            drill: None,
+            drill_identity: None,
             retention: Retention::default(),
             zstd_level: 3,
             recipients: Vec::new(),

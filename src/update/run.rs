@@ -7,6 +7,7 @@
 
 use super::plan::{self, Ending, Next, Outcome, Step};
 use super::{Request, Target, command, version};
+use crate::backup::Storage as _;
 use crate::clock::Clock;
 use crate::model::ServiceKind;
 use crate::notify::{AlertInfo, Kind, Notification, Receiver};
@@ -349,8 +350,8 @@ impl Updater {
                 None => {
                     findings.push("no `backup:` section: nothing to back up to (or pass --no-backup REASON)".into())
                 }
-                Some(plan) => match writable(plan.storage.root()) {
-                    Ok(()) => passed.push(format!("backup destination {} writable", plan.storage.root().display())),
+                Some(plan) => match writable(&plan.storage).await {
+                    Ok(()) => passed.push(format!("backup destination {} writable", plan.storage.describe())),
                     Err(e) => findings.push(e),
                 },
             }
@@ -496,7 +497,10 @@ impl Updater {
         let t = &self.target;
         let (scoped, what) = super::scoped_backup(plan, &t.service, t.access.kind);
         let plan = &scoped;
-        let manifest = match crate::backup::run::run(plan, &plan.storage, None, &progress, self.clock.now()).await {
+        let manifest = crate::backup::run::run(plan, &plan.storage, None, &progress, self.clock.now()).await;
+        // A bucket finishes its background work (abandoned uploads aborted) before the check.
+        plan.storage.settle().await;
+        let manifest = match manifest {
             Ok(m) => m,
             Err(e) => return Done::new(Outcome::Failed, format!("backup did not run: {e}")),
         };
@@ -506,7 +510,9 @@ impl Updater {
             return Done::new(Outcome::Failed, format!("backup {} failed: {}", manifest.id, failed.join("; ")))
                 .fact("backup_id", manifest.id.clone());
         }
-        let identities = match &self.identity {
+        // `--identity`, else the restore drill's identity (`backup.drill_identity_file`).
+        let identity = self.identity.clone().or_else(|| plan.drill_identity.clone());
+        let identities = match &identity {
             Some(path) => match crate::backup::pipeline::identities(path) {
                 Ok(ids) => Some(ids),
                 Err(e) => return Done::new(Outcome::Failed, format!("backup identity {}: {e}", path.display())),
@@ -918,13 +924,35 @@ fn bounded(text: &str, max: usize) -> String {
     format!("{}… ({} bytes more)", &text[..end], text.len() - end)
 }
 
-/// Whether a file can be created in `dir` (created 0700 when missing).
-fn writable(dir: &std::path::Path) -> Result<(), String> {
-    crate::private_fs::create_dir_all(dir).map_err(|e| format!("backup destination {}: {e}", dir.display()))?;
-    let probe = dir.join(format!(".mxwarden-update-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|e| format!("backup destination {} is not writable: {e}", dir.display()))?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
+/// Whether the backup destination takes a file: a directory gets a probe file written and
+/// removed; a bucket a probe object written, committed and deleted (as `mxwarden doctor` does).
+async fn writable(storage: &crate::backup::Store) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt as _;
+    let refused = |e: &dyn std::fmt::Display| format!("backup destination {} is not writable: {e}", storage.describe());
+    match storage {
+        crate::backup::Store::Dir(local) => {
+            let dir = local.root();
+            crate::private_fs::create_dir_all(dir).map_err(|e| refused(&e))?;
+            let probe = dir.join(format!(".mxwarden-update-probe-{}", std::process::id()));
+            std::fs::write(&probe, b"").map_err(|e| refused(&e))?;
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        crate::backup::Store::S3(bucket) => {
+            let key = format!("mxwarden-update/probe-{}", std::process::id());
+            let attempt = async {
+                let mut w = bucket.create(&key).await.map_err(|e| refused(&e))?;
+                w.write_all(b"mxwarden update: a write probe, deleted at once\n").await.map_err(|e| refused(&e))?;
+                w.shutdown().await.map_err(|e| refused(&e))?;
+                drop(w);
+                bucket.commit(&key).await.map_err(|e| refused(&e))?;
+                bucket.delete(&key).await.map_err(|e| refused(&e))
+            };
+            tokio::time::timeout(Duration::from_secs(60), attempt).await.unwrap_or_else(|_| {
+                Err(format!("backup destination {} did not answer a write within 60 s", storage.describe()))
+            })
+        }
+    }
 }
 
 /// Test-only crash points: with the `failpoints` feature, `MXWARDEN_FAILPOINT=update:<step>`

@@ -14,10 +14,10 @@ use secrecy::ExposeSecret;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+pub(super) const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// A cluster with `matrix` and `mas` holding data in two schemas, and an owner role.
-fn cluster_with_data() -> PgCluster {
+pub(super) fn cluster_with_data() -> PgCluster {
     let pg = PgCluster::start();
     pg.psql("postgres", "CREATE ROLE synapse LOGIN PASSWORD 'role-pw'");
     for db in ["matrix", "mas"] {
@@ -92,7 +92,7 @@ impl Setup {
     }
 }
 
-fn count(pg: &PgCluster, db: &str, table: &str) -> i64 {
+pub(super) fn count(pg: &PgCluster, db: &str, table: &str) -> i64 {
     pg.psql(db, &format!("SELECT count(*) FROM {table}")).parse().expect("a count")
 }
 
@@ -191,7 +191,7 @@ fn run_list_verify_with_restore_test_and_restore_round_trip_with_equal_row_count
 }
 
 /// Flips one bit in the middle of `path`.
-fn flip(path: &Path) {
+pub(super) fn flip(path: &Path) {
     let mut bytes = std::fs::read(path).unwrap();
     let at = bytes.len() / 2;
     bytes[at] ^= 0x01;
@@ -282,7 +282,7 @@ fn a_run_killed_mid_dump_leaves_nothing_listed_and_prune_clears_it() {
 }
 
 /// Writes a finished manifest (no items) for a run at `at`, as `backup run` would.
-fn fake_run(backups: &Path, at: jiff::Timestamp, complete: bool) -> String {
+pub(super) fn fake_run(backups: &Path, at: jiff::Timestamp, complete: bool) -> String {
     let id = at.strftime("%Y%m%dT%H%M%SZ").to_string();
     let manifest = serde_json::json!({
         "format": 1, "id": id, "status": if complete { "ok" } else { "failed" }, "scope": "full",

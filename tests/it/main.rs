@@ -6,6 +6,7 @@ mod support;
 
 mod alerting;
 mod backup;
+mod backup_s3;
 mod cli;
 mod config_cli;
 mod crash_gaps;
@@ -27,4 +28,5 @@ mod postgres;
 mod presets;
 mod render;
 mod secrets;
+mod ship;
 mod update;

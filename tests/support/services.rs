@@ -691,3 +691,43 @@ impl PgCluster {
         });
     }
 }
+
+impl Synapse {
+    /// A Synapse on SQLite whose logins are delegated to MAS at `mas_endpoint`
+    /// (`matrix_authentication_service:` with `secret`): it then serves `auth_metadata` and
+    /// names MAS's issuer in `/.well-known/matrix/client`. Shared-secret registration is gone
+    /// in this mode, so `admin_token` is `secret` (which Synapse accepts as an admin's).
+    pub fn start_with_mas(mas_endpoint: &str, secret: &str) -> Self {
+        venv_bin("venv-synapse", "python");
+        let dir = scratch_dir("synapse-mas");
+        let (port, metrics_port) = (free_port(), free_port());
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/lib/synapse-init.sh"))
+            .arg(&dir)
+            .arg(port.to_string())
+            .arg(metrics_port.to_string())
+            .output()
+            .expect("run scripts/lib/synapse-init.sh");
+        assert!(out.status.success(), "synapse-init.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let mut conf =
+            std::fs::OpenOptions::new().append(true).open(dir.join("homeserver.yaml")).expect("open homeserver.yaml");
+        writeln!(
+            conf,
+            "matrix_authentication_service:\n  enabled: true\n  endpoint: \"{mas_endpoint}\"\n  secret: \"{secret}\""
+        )
+        .expect("write homeserver.yaml");
+        let shared_secret = std::fs::read_to_string(dir.join("shared_secret")).unwrap_or_default();
+        let synapse = Self {
+            base_url: format!("http://127.0.0.1:{port}"),
+            metrics_url: format!("http://127.0.0.1:{metrics_port}/_synapse/metrics"),
+            admin_token: secret.to_string(),
+            service: Self::process(&dir),
+            dir,
+            port,
+            metrics_port,
+            shared_secret: shared_secret.trim().to_string(),
+        };
+        synapse.wait_healthy();
+        synapse
+    }
+}
