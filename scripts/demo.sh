@@ -138,12 +138,6 @@ echo
 echo "== mxwarden render status (Render's view: plan, suspension, newest deploy, memory and CPU against the plan)"
 "$MXW" --config "$DIR/mxwarden.yaml" render status || true
 echo
-echo "== a deploy of Synapse fails to build on Render; the daemon pages RenderDeployFailed with the build's last lines"
-curl -fsS -X POST "http://127.0.0.1:$RP/_fake/fail-deploy/srv-synapse0000000000" >/dev/null
-sleep 12
-summary
-"$MXW" --config "$DIR/mxwarden.yaml" render deploys synapse --limit 3 || true
-echo
 room_messages() { # the ops room as alice reads it: sender and first line of each message
   matrix GET "/rooms/$ROOM/messages?dir=b&limit=50" "$ALICE_TOKEN" | python3 -c '
 import json, sys
@@ -170,6 +164,13 @@ echo
 echo "== starting the database again: the page is delivered, once, then the resolve"
 start_pg
 wait_room "RESOLVED" || true
+echo "The ops room, as alice reads it:"
+room_messages
+echo
+echo "== a deploy of Synapse fails to build on Render; the daemon pages RenderDeployFailed with the build's last lines"
+curl -fsS -X POST "http://127.0.0.1:$RP/_fake/fail-deploy/srv-synapse0000000000" >/dev/null
+wait_room "RenderDeployFailed" || true
+"$MXW" --config "$DIR/mxwarden.yaml" render deploys synapse --limit 3 || true
 echo "The ops room, as alice reads it:"
 room_messages
 echo

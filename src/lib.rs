@@ -45,6 +45,8 @@ pub mod live; // what the running daemon knows now, shared with its server
 pub(crate) mod diagnose; // the runbook's common issues as playbooks: findings with evidence and fixes
 pub mod discover; // init --discover: what a homeserver's URL reveals -> a starter config
 pub mod doctor; // every credential and permission the config relies on, proven, with fixes
+pub(crate) mod watchdog; // is mxwarden still judging? the evaluator's pulse and the store's health
+pub(crate) mod control; // the ops room as a control room: commands, their audit, the /sync follower
 
 // Drivers.
 pub mod server; // status page, JSON API (incl. maintenance), /metrics, /healthz

@@ -60,7 +60,9 @@ pub(crate) struct Live {
 /// Whether a sample describes the probe itself (exported on `/metrics`). Only the probe's own
 /// samples are asked: a scraped page's samples are never exported, whatever their names.
 fn is_probe_sample(name: &str) -> bool {
-    name.starts_with("probe_") || matches!(name, "up" | "scrape_duration_seconds" | "scrape_samples_scraped" | "pg_up")
+    name.starts_with("probe_")
+        || name.starts_with("matrix_canary_")
+        || matches!(name, "up" | "scrape_duration_seconds" | "scrape_samples_scraped" | "pg_up")
 }
 
 impl Live {
@@ -140,6 +142,7 @@ fn info(spec: &CheckSpec) -> CheckInfo {
             ProbeSpec::Scrape(_) => "scrape",
             ProbeSpec::Postgres(_) => "postgres",
             ProbeSpec::Render(_) => "render",
+            ProbeSpec::MatrixCanary(_) => "matrix_canary",
         },
         interval_ms: spec.interval.as_millis() as i64,
         stale_after_ms: i64::try_from((2 * spec.interval + spec.timeout).as_millis()).unwrap_or(i64::MAX),

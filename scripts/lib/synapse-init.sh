@@ -7,7 +7,7 @@
 #   - a `type: metrics` listener on 127.0.0.1:METRICS_PORT, enable_metrics: true;
 #   - a random registration_shared_secret, also written to DIR/shared_secret
 #     (use scripts/lib/synapse-admin-token.py to get an admin token);
-#   - raised rate limits; no key servers and no federation (nothing goes off the machine);
+#   - raised rate limits (room creation too); no key servers and no federation (nothing goes off the machine);
 #   - its own log config: DIR/homeserver.log.
 # Database: SQLite (DIR/homeserver.db) without the PG arguments; otherwise psycopg2 on that
 # PostgreSQL, whose database PG_DB (default synapse) this script creates with the C collation
@@ -89,6 +89,7 @@ rc_joins:
   local: {per_second: 1000, burst_count: 1000}
   remote: {per_second: 1000, burst_count: 1000}
 rc_admin_redaction: {per_second: 1000, burst_count: 1000}
+rc_room_creation: {per_second: 1000, burst_count: 1000}
 rc_invites:
   per_room: {per_second: 1000, burst_count: 1000}
   per_user: {per_second: 1000, burst_count: 1000}

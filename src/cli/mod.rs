@@ -17,6 +17,7 @@ use std::sync::Arc;
 mod alerting;
 mod backup;
 mod diagnose;
+mod control;
 mod doctor;
 mod manual;
 mod maintenance;
@@ -141,6 +142,15 @@ enum Command {
     /// Synapse's media: statistics, and purging the remote media cache.
     #[command(subcommand)]
     Synapse(crate::cli::diagnose::SynapseCommand),
+    /// Commands accepted from the control room (`control:`): who, when, what, and the outcome.
+    Audit {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// How many, newest first.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Write a commented starter config for the runbook's stack.
     Init {
         /// Where to write it (default: the --config path).
@@ -179,10 +189,15 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum NotifyCommand {
-    /// Send a real test message through a receiver: exit 0 delivered, 1 not (with the reason).
+    /// Send a real test message through a receiver (or into the control room with
+    /// `--control`): exit 0 delivered, 1 not (with the reason).
     Test {
         /// The receiver's name under `alerting.receivers`.
-        receiver: String,
+        #[arg(required_unless_present = "control")]
+        receiver: Option<String>,
+        /// Test the control room (`control:`) instead: joined, not encrypted, a message posted.
+        #[arg(long, conflicts_with = "receiver")]
+        control: bool,
     },
 }
 
@@ -268,9 +283,13 @@ pub fn main() -> Result<Status> {
         Command::Rules(RulesCommand::Export) => crate::cli::rules::export(&load(&cli.config)?),
         Command::Pg(command) => crate::cli::pg::run(&load(&cli.config)?, command),
         Command::Run => crate::cli::alerting::run(load(&cli.config)?, log_secrets.clone()),
-        Command::Notify(NotifyCommand::Test { receiver }) => {
+        Command::Notify(NotifyCommand::Test { receiver: Some(receiver), .. }) => {
             crate::cli::alerting::notify_test(&load(&cli.config)?, &receiver)
         }
+        Command::Notify(NotifyCommand::Test { receiver: None, .. }) => {
+            crate::cli::control::control_test(&load(&cli.config)?)
+        }
+        Command::Audit { json, limit } => crate::cli::control::audit(&load(&cli.config)?, json, limit),
         Command::Alerts { json } => crate::cli::alerting::alerts(&load(&cli.config)?, json),
         Command::Outbox { dead, json } => crate::cli::alerting::outbox(&load(&cli.config)?, dead, json),
         Command::Backup(command) => crate::cli::backup::run(&cli.config, command),
@@ -398,7 +417,9 @@ impl<'a> From<&'a Observation> for CheckResult<'a> {
         Self {
             service: o.service.as_deref(),
             check: &o.check.0,
-            kind: if o.sample("pg_up").is_some() {
+            kind: if o.sample("matrix_canary_success").is_some() {
+                "matrix_canary"
+            } else if o.sample("pg_up").is_some() {
                 "postgres"
             } else if o.sample("up").is_some() {
                 "scrape"
@@ -499,6 +520,12 @@ struct ShowView {
     /// Render's API (the key redacted).
     #[serde(skip_serializing_if = "Option::is_none")]
     render: Option<serde_json::Value>,
+    /// The control room (token redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    control: Option<String>,
+    /// The heartbeat (the URL's path, its credential, left out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heartbeat: Option<String>,
     /// Per service with `deploy:`, how `mxwarden update` deploys, rolls back and verifies it.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     deploy: std::collections::BTreeMap<String, String>,
@@ -660,6 +687,8 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
             timezone: a.timezone.iana_name().unwrap_or("UTC").to_string(),
         }),
         backup: config.backup.as_deref().map(BackupView::of),
+        control: config.control.as_ref().map(crate::cli::control::describe_control),
+        heartbeat: config.heartbeat.as_ref().map(crate::cli::control::describe_heartbeat),
         deploy: config.deploys.iter().map(|(s, (d, _))| (s.clone(), crate::cli::update::describe(d))).collect(),
     };
     // Whatever the views missed (a `${VAR}` value in a URL, a secret pasted into a name) is

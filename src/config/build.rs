@@ -96,6 +96,10 @@ pub(crate) struct Built {
     pub deploys: super::deploy::Deploys,
     /// Render's API, if configured.
     pub render: Option<std::sync::Arc<crate::probe::render::RenderApi>>,
+    /// The control room (`control:`), if configured.
+    pub control: Option<super::control::ControlSettings>,
+    /// The dead man's switch (`heartbeat:`), if configured.
+    pub heartbeat: Option<super::control::HeartbeatSettings>,
 }
 
 /// The default `listen`.
@@ -247,6 +251,20 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
     let mut checks = checks(file, &mut problems, families.as_ref());
     checks.extend(render_checks);
     checks.sort_by_key(|c| matches!(c.probe, ProbeSpec::Scrape(_)));
+    for c in &checks {
+        let silent = file.checks.iter().any(|u| u.value.name == c.id.0 && u.value.alert == Some(false));
+        if let (ProbeSpec::MatrixCanary(canary), false) = (&c.probe, silent) {
+            let interval = i64::try_from(c.interval.as_millis()).unwrap_or(i64::MAX);
+            for def in crate::preset::canary::rules(&c.id.0, canary.slow_after.as_secs_f64(), interval) {
+                match AlertRule::compile(def) {
+                    Ok(rule) => rules.push(rule),
+                    Err(e) => problems.add(&Location::UNKNOWN, "checks", e.to_string()),
+                }
+            }
+        }
+    }
+    let control = file.control.as_ref().and_then(|c| super::control::control(c, alerting.as_ref(), &mut problems));
+    let heartbeat = file.heartbeat.as_ref().and_then(|h| super::control::heartbeat(h, &mut problems));
     if problems.found.is_empty() {
         Ok(Built {
             checks,
@@ -262,6 +280,8 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
             topology,
             deploys,
             render,
+            control,
+            heartbeat,
         })
     } else {
         Err(problems.found)
@@ -297,7 +317,8 @@ fn semantic_rules(file: &FileConfig, rules: &[AlertRule], problems: &mut Problem
     let own: Vec<&AlertRule> = rules.iter().filter(|r| r.def.origin == "config").collect();
     for check in &file.checks {
         let c = &check.value;
-        if c.alert == Some(false) {
+        // A canary has its own rules (`preset::canary`).
+        if c.alert == Some(false) || c.matrix_canary.is_some() {
             continue;
         }
         let scrape = c.scrape.is_some();
@@ -718,6 +739,26 @@ fn user_check(
     let key = format!("checks[{index}]");
     if check.name.trim().is_empty() {
         problems.add(&here, format!("{key}.name"), "a check needs a non-empty name");
+    }
+    if let Some(canary) = &check.matrix_canary {
+        if check.http.is_some() || check.scrape.is_some() {
+            problems.add(&here, &key, "a check has one probe; expected one of `http:`, `scrape:` or `matrix_canary:`");
+            return None;
+        }
+        let spec = super::control::canary(canary, &format!("{key}.matrix_canary"), &here, problems)?;
+        // A canary measures Matrix: with one Synapse, it is that service's.
+        let mut synapses = file.services.iter().filter(|(_, s)| s.value.kind == ServiceKind::Synapse);
+        let only_synapse = match (synapses.next(), synapses.next()) {
+            (Some((name, _)), None) => Some(name.clone()),
+            _ => None,
+        };
+        return Some(CheckSpec {
+            id: CheckId(check.name.clone()),
+            service: check.service.clone().or(only_synapse),
+            interval: check.interval.unwrap_or(file.defaults.interval).0,
+            timeout: check.timeout.unwrap_or(file.defaults.timeout).0,
+            probe: ProbeSpec::MatrixCanary(spec),
+        });
     }
     let probe = match (&check.http, &check.scrape) {
         (Some(http), None) => ProbeSpec::Http(http_spec(http, &format!("{key}.http"), &here, file, problems)?),

@@ -7,6 +7,7 @@
 mod alerting;
 mod backup;
 mod build;
+mod control;
 mod deploy;
 pub(crate) mod error;
 mod keypath;
@@ -18,6 +19,7 @@ pub(crate) mod schema;
 pub(crate) mod secrets;
 pub(crate) mod targets;
 
+pub use control::{ControlSettings, HeartbeatSettings};
 pub(crate) use error::{ConfigError, Diagnostic};
 
 use crate::probe::spec::CheckSpec;
@@ -66,6 +68,10 @@ pub struct Config {
     pub render: Option<std::sync::Arc<crate::probe::render::RenderApi>>,
     /// Each service's URLs, token, TLS and database, for the diagnosis playbooks.
     pub(crate) services: Vec<targets::ServiceTarget>,
+    /// The control room (`control:`), if configured.
+    pub control: Option<ControlSettings>,
+    /// The dead man's switch (`heartbeat:`), if configured.
+    pub heartbeat: Option<HeartbeatSettings>,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -122,6 +128,8 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         topology: built.topology,
         deploys: built.deploys,
         render: built.render,
+        control: built.control,
+        heartbeat: built.heartbeat,
         store: file
             .store
             .clone()

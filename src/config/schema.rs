@@ -73,6 +73,14 @@ pub(crate) struct FileConfig {
     /// Each service names its Render id with `render: srv-…` (`dpg-…` for postgres).
     #[serde(default)]
     pub render: Option<Spanned<RenderConfig>>,
+    /// The ops room as a control room: commands (`!status`, `!silence synapse 2h reason`, …)
+    /// from the allowed users, answered in a thread (see `docs/control-room.md`).
+    #[serde(default)]
+    pub control: Option<Spanned<ControlConfig>>,
+    /// A dead man's switch watching mxwarden itself: a URL pinged while evaluation is healthy
+    /// (Healthchecks.io, Uptime Kuma push monitors, UptimeRobot heartbeats).
+    #[serde(default)]
+    pub heartbeat: Option<Spanned<HeartbeatConfig>>,
 }
 
 /// `render:`: how to reach Render's API.
@@ -93,8 +101,8 @@ pub(crate) struct RenderConfig {
     /// workspace the key reaches. Logs are read with each service's own workspace.
     #[serde(default)]
     pub owner_id: Option<Spanned<String>>,
-    /// How often each linked service is polled. Default `60s`; at least `30s` (Render's
-    /// metrics have one point a minute, and the API has a rate limit: `docs/render.md`).
+    /// How often each linked service is polled. Default `60s` (Render's metrics have one
+    /// point a minute, and the API has a rate limit: `docs/render.md`).
     #[serde(default)]
     pub interval: Option<Spanned<HumanDuration>>,
     /// Most requests a minute mxwarden sends to Render, all checks and commands of one
@@ -104,6 +112,42 @@ pub(crate) struct RenderConfig {
     /// service or a database (`docs/render.md`).
     #[serde(default)]
     pub requests_per_minute: Option<Spanned<u32>>,
+}
+
+/// `control:`: the room mxwarden takes commands from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ControlConfig {
+    /// Room id (`!abc:example.org`) or alias (`#ops:example.org`); must not be encrypted.
+    pub room: Spanned<String>,
+    /// Matrix user ids whose commands are obeyed, e.g. `["@admin:example.org"]`. Commands
+    /// from anyone else are ignored and logged.
+    pub allowed_users: Vec<Spanned<String>>,
+    /// The bot's homeserver. Default: the first Matrix receiver's (by name).
+    #[serde(default)]
+    pub homeserver: Option<Spanned<String>>,
+    /// The bot's access token. Default: the first Matrix receiver's (by name).
+    #[serde(default)]
+    pub access_token: Option<SecretString>,
+    /// Read `access_token` from this file instead.
+    #[serde(default)]
+    pub access_token_file: Option<Spanned<PathBuf>>,
+}
+
+/// `heartbeat:`: the outside watcher's ping URL and how often to ping it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeartbeatConfig {
+    /// The ping URL, e.g. `"https://hc-ping.com/${HC_UUID}"`. A secret: such URLs carry
+    /// their credential in the path, so only the scheme and host are ever shown.
+    pub url: Spanned<SecretString>,
+    /// How often to ping while evaluation is healthy, e.g. `1m` (default). Set the watcher's
+    /// period to this and its grace to a few periods.
+    #[serde(default)]
+    pub every: Option<Spanned<HumanDuration>>,
+    /// `GET` (default) or `POST`.
+    #[serde(default)]
+    pub method: Option<Spanned<String>>,
 }
 
 /// One recurring maintenance window.
@@ -551,6 +595,48 @@ pub(crate) struct CheckConfig {
     /// How long the check must keep failing before `CheckFailing` fires. Default `1m`.
     #[serde(default)]
     pub down_after: Option<HumanDuration>,
+    /// A Matrix round trip: a tagged `m.notice` sent into a room must be seen through `/sync`.
+    #[serde(default)]
+    pub matrix_canary: Option<MatrixCanaryConfig>,
+}
+
+/// A Matrix canary: one account sends, another (or the same) must see the message.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MatrixCanaryConfig {
+    /// The sender's homeserver, e.g. `https://matrix.example.org`.
+    pub homeserver: Spanned<String>,
+    /// The canary room: id or alias; both accounts join it (an invite is accepted). Must
+    /// not be encrypted.
+    pub room: String,
+    /// The sending account's access token.
+    #[serde(default)]
+    pub access_token: Option<SecretString>,
+    /// Read `access_token` from this file instead.
+    #[serde(default)]
+    pub access_token_file: Option<Spanned<PathBuf>>,
+    /// The account that must see the message. Default: the sender itself. On another
+    /// homeserver, the round measures federation too.
+    #[serde(default)]
+    pub reader: Option<CanaryReaderConfig>,
+    /// A round slower than this is slow (`MatrixCanarySlow`, a warning). Default `10s`.
+    #[serde(default)]
+    pub slow_after: Option<HumanDuration>,
+}
+
+/// The canary's reading account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CanaryReaderConfig {
+    /// Its homeserver. Default: the sender's.
+    #[serde(default)]
+    pub homeserver: Option<Spanned<String>>,
+    /// Its access token.
+    #[serde(default)]
+    pub access_token: Option<SecretString>,
+    /// Read `access_token` from this file instead.
+    #[serde(default)]
+    pub access_token_file: Option<Spanned<PathBuf>>,
 }
 
 /// A Prometheus scrape.

@@ -35,8 +35,8 @@ pub(crate) const SECRET_KEYS: &[&str] = &[
     "secret_access_key",
 ];
 
-/// Keys whose `url` is a secret: a webhook URL carries its credential in the path.
-pub(crate) const SECRET_URL_PARENTS: &[&str] = &["webhook"];
+/// Keys whose `url` is a secret: a webhook or heartbeat URL carries its credential in the path.
+pub(crate) const SECRET_URL_PARENTS: &[&str] = &["webhook", "heartbeat"];
 
 /// Keys holding request headers: every value is a secret unless the header is harmless
 /// ([`redact::is_harmless_header`]).

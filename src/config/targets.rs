@@ -49,7 +49,7 @@ pub(super) fn targets(file: &FileConfig, origin: &Origin<'_>, checks: &[CheckSpe
                 .find_map(|c| match &c.probe {
                     ProbeSpec::Http(h) => Some(h.tls.clone()),
                     ProbeSpec::Scrape(sc) => Some(sc.http.tls.clone()),
-                    ProbeSpec::Postgres(_) | ProbeSpec::Render(_) => None,
+                    ProbeSpec::Postgres(_) | ProbeSpec::Render(_) | ProbeSpec::MatrixCanary(_) => None,
                 })
                 .unwrap_or_default();
             let postgres = mine().find_map(|c| match &c.probe {

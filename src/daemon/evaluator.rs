@@ -66,6 +66,8 @@ pub(super) struct Parts {
     pub(super) diagnosis: Arc<Notify>,
     /// The host of each HTTPS check, for the daily digest's certificates.
     pub(super) certificates: std::collections::BTreeMap<String, String>,
+    /// Beaten on every turn of the loop (`/healthz`, the heartbeat).
+    pub(super) watchdog: Arc<crate::watchdog::Watchdog>,
 }
 
 /// Owns alert state; see the module docs.
@@ -91,6 +93,7 @@ pub(super) struct Evaluator {
     deploys: crate::maintenance::deploys::DeployWindows,
     deploys_changed: bool,
     diagnosis: Arc<Notify>,
+    watchdog: Arc<crate::watchdog::Watchdog>,
 }
 
 impl Evaluator {
@@ -117,12 +120,15 @@ impl Evaluator {
             deploys: p.deploys,
             deploys_changed: false,
             diagnosis: p.diagnosis,
+            watchdog: p.watchdog,
         }
     }
 
     /// Runs until `stop` turns true or every check's timer is gone.
     pub(super) async fn run(&mut self, mut rx: mpsc::Receiver<Observation>, mut stop: watch::Receiver<bool>) {
         loop {
+            failpoint::stall().await;
+            self.watchdog.beat();
             let now = self.clock.now().as_millisecond();
             let wait = Duration::from_millis(u64::try_from(self.next_deadline(now) - now).unwrap_or(0));
             tokio::select! {
@@ -244,7 +250,8 @@ impl Evaluator {
         for (alert, error) in &evaluation.errors {
             tracing::warn!(%alert, %error, "Rule could not be evaluated.");
         }
-        let routed = crate::route::route(self.alerting.as_deref(), &evaluation.changes, now);
+        let mut routed = crate::route::route(self.alerting.as_deref(), &evaluation.changes, now);
+        self.drop_acknowledged(&mut routed.deliveries).await;
         let outcome = match self.gate.pass(routed.deliveries.clone(), &evaluation.alerts, now, full).await {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -270,6 +277,28 @@ impl Evaluator {
             tracing::error!(error = %e, "Digest could not be prepared; retrying.");
         }
         self.commit(decision, now).await;
+    }
+
+    /// Drops the reminders of firings acknowledged from the control room (`!ack`).
+    async fn drop_acknowledged(&self, deliveries: &mut Vec<crate::store::NewDelivery>) {
+        let firing_of = |d: &crate::store::NewDelivery| {
+            let n = &d.notification;
+            (n.kind == crate::notify::Kind::Reminder)
+                .then(|| n.alerts.first().map(|a| (n.incident.clone(), a.fired_at)))
+                .flatten()
+        };
+        let reminders: Vec<(String, i64)> = deliveries.iter().filter_map(firing_of).collect();
+        if reminders.is_empty() {
+            return;
+        }
+        match crate::store::control::acked(&self.store, &reminders).await {
+            Ok(acked) if !acked.is_empty() => {
+                deliveries.retain(|d| firing_of(d).is_none_or(|f| !acked.contains(&f)));
+            }
+            Ok(_) => {}
+            // Unknown: remind rather than stay silent.
+            Err(e) => tracing::error!(error = %e, "Acknowledgements could not be read; reminding."),
+        }
     }
 
     /// Commits `decision` after every earlier one the store refused, in one transaction.

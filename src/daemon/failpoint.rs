@@ -3,7 +3,9 @@
 //! `MXWARDEN_FAILPOINT=<when>:<what>` makes the daemon abort — as `kill -9` would — right
 //! before or right after it commits a decision that contains `<what>`:
 //! `before-commit` / `after-commit`, and `page`, `resolve`, `hold`, `release`, `reminder`,
-//! `digest`. Without the feature, `check` is empty and compiles away.
+//! `digest`. `MXWARDEN_FAILPOINT=stall:<file>` instead makes the evaluation loop wait while
+//! `<file>` exists, as a wedged evaluator would, with the rest of the process running on (the
+//! heartbeat's tests). Without the feature, `check` and `stall` are empty and compile away.
 
 use crate::store::Decision;
 
@@ -62,3 +64,23 @@ pub(super) fn check(point: Point, decision: &Decision) {
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub(super) fn check(_point: Point, _decision: &Decision) {}
+
+/// With `MXWARDEN_FAILPOINT=stall:<file>`: waits while `<file>` exists.
+#[cfg(feature = "failpoints")]
+pub(super) async fn stall() {
+    let Ok(armed) = std::env::var("MXWARDEN_FAILPOINT") else { return };
+    let Some(("stall", path)) = armed.split_once(':') else { return };
+    let mut said = false;
+    while std::path::Path::new(path).exists() {
+        if !said {
+            eprintln!("failpoint {armed}: the evaluation loop is stalled");
+            said = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Without the `failpoints` feature: nothing.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(super) async fn stall() {}

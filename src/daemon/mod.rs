@@ -10,7 +10,9 @@ mod digests;
 mod evaluator;
 mod failpoint;
 mod followup;
+mod heartbeat;
 mod recorder;
+mod rooms;
 mod scheduler;
 mod store_alarm;
 mod supervisor;
@@ -59,6 +61,9 @@ async fn run_config(
         // A store that refuses writes (a full disk) is no reason not to monitor: it is paged.
         Err(e) => tracing::error!(error = %e, "The time mxwarden was not running could not be recorded."),
     }
+    let http = crate::dispatch::http_client().map_err(anyhow::Error::msg)?;
+    rooms::refuse_encrypted(&config, &http).await.map_err(anyhow::Error::msg)?;
+    let watchdog = Arc::new(crate::watchdog::Watchdog::new(sweep_every(&config)));
     crate::update::run::warn_interrupted(&store).await;
     let live = Arc::new(Live::new(&config, started));
     let calendar = Arc::new(crate::maintenance::Calendar::new(config.maintenance.clone()));
@@ -74,6 +79,7 @@ async fn run_config(
             clock: clock.clone(),
             calendar: calendar.clone(),
             services: config.known_services(),
+            watchdog: watchdog.clone(),
             updates: Arc::new(config.update_targets()),
         };
         match crate::server::bind(addr) {
@@ -123,6 +129,24 @@ async fn run_config(
         let (wake, stop) = (wake.clone(), stop.clone());
         tasks.push(tokio::spawn(async move { dispatcher.run(wake, stop).await }));
     }
+    if let Some(settings) = config.control.clone() {
+        let follower = crate::control::Follower::new(crate::control::Parts {
+            settings,
+            store: store.clone(),
+            live: live.clone(),
+            calendar: calendar.clone(),
+            services: config.known_services(),
+            clock: clock.clone(),
+            backup: config.backup.clone(),
+            watchdog: watchdog.clone(),
+            config: config.clone(),
+            http: http.clone(),
+        });
+        tasks.push(tokio::spawn(follower.run(stop.clone())));
+    }
+    if let Some(settings) = config.heartbeat.clone() {
+        tasks.push(heartbeat::spawn(settings, watchdog.clone(), store.clone(), http.clone(), stop.clone()));
+    }
     let (tx, rx) = mpsc::channel::<Observation>(1024);
     let prober = Arc::new(Prober::new(clock.clone()));
     let permits = Arc::new(Semaphore::new(config.defaults.concurrency.max(1)));
@@ -136,13 +160,7 @@ async fn run_config(
     }
     drop(tx);
     // A full sweep at least this often; results are judged as they arrive.
-    let sweep_every = config
-        .checks
-        .iter()
-        .map(|c| c.interval)
-        .min()
-        .unwrap_or(Duration::from_secs(15))
-        .clamp(Duration::from_secs(1), Duration::from_secs(15));
+    let sweep_every = sweep_every(&config);
     let series = SeriesStore::new(engine.retention_ms(), config.defaults.series_limit);
     // Rules wait for every check's first result (or the slowest check's interval plus
     // timeout): evaluating before that would resolve restored alerts for lack of data.
@@ -180,6 +198,7 @@ async fn run_config(
         deploys: deploy_windows(&config),
         diagnosis,
         certificates: certificate_hosts(&config.checks),
+        watchdog,
     });
     evaluator.run(rx, stop).await;
     for t in tasks.into_iter().chain(server) {
@@ -268,4 +287,16 @@ fn certificate_hosts(checks: &[crate::probe::spec::CheckSpec]) -> std::collectio
             _ => None,
         })
         .collect()
+}
+
+/// The longest wait between the evaluator's full sweeps: the shortest check interval, from 1 s
+/// to 15 s.
+fn sweep_every(config: &Config) -> Duration {
+    config
+        .checks
+        .iter()
+        .map(|c| c.interval)
+        .min()
+        .unwrap_or(Duration::from_secs(15))
+        .clamp(Duration::from_secs(1), Duration::from_secs(15))
 }

@@ -72,7 +72,7 @@ pub async fn supervise(
                     let _ = inner_stop_tx.send(true);
                     return (&mut inner).await.context("the daemon task failed")?;
                 }
-                Some(request) = reload_rx.recv() => match crate::config::load(&path) {
+                Some(request) = reload_rx.recv() => match super::rooms::load_for_reload(&path).await {
                     Ok(new) => {
                         if let Some(reply) = request.reply {
                             let _ = reply.send(Ok(()));
@@ -82,7 +82,7 @@ pub async fn supervise(
                     Err(e) => {
                         // The loader hid the new file's secrets; the running config's go too
                         // (the same token, pasted where the new file's parser cannot see it).
-                        let why = redactor.redact(&e.to_string()).into_owned();
+                        let why = redactor.redact(&e).into_owned();
                         tracing::error!(config = %path.display(), error = %why, "New config refused; the running one stays.");
                         let now = clock.now().as_millisecond();
                         if let Err(e) = reload_notice(&store_path, alerting.as_ref(), Kind::Firing, &path, &why, now).await {

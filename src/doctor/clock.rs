@@ -25,6 +25,10 @@ pub(crate) async fn check_all(http: &reqwest::Client, config: &Config) -> Vec<Fi
         let http = match &spec.probe {
             ProbeSpec::Http(h) => h,
             ProbeSpec::Scrape(s) => &s.http,
+            ProbeSpec::MatrixCanary(c) => {
+                add(&c.sender.homeserver);
+                continue;
+            }
             ProbeSpec::Postgres(_) => continue,
             ProbeSpec::Render(r) => {
                 add(&r.api.url);

@@ -158,7 +158,12 @@ pub(crate) async fn run(config: &Config) -> Vec<Finding> {
             )];
         }
     };
-    let receivers: Vec<_> = config.alerting.as_ref().map(|a| a.receivers.iter().collect()).unwrap_or_default();
+    let mut receivers: Vec<(String, crate::notify::Receiver)> = config
+        .alerting
+        .as_ref()
+        .map(|a| a.receivers.iter().map(|(n, r)| (n.clone(), r.clone())).collect())
+        .unwrap_or_default();
+    receivers.extend(matrix_accounts(config));
     let (synapse, receivers, postgres, backup, store, clock) = tokio::join!(
         synapse::check_all(&http, config),
         futures::future::join_all(receivers.iter().map(|(name, r)| receiver(&http, name, r))),
@@ -179,6 +184,29 @@ pub(crate) async fn run(config: &Config) -> Vec<Finding> {
         f.fix = f.fix.as_deref().map(|x| config.redactor.redact(x).into_owned());
     }
     findings
+}
+
+/// The other Matrix accounts the config relies on, proven like a Matrix receiver: the control
+/// room's bot, and each canary's sender and reader.
+fn matrix_accounts(config: &Config) -> Vec<(String, crate::notify::Receiver)> {
+    use crate::notify::Receiver;
+    use crate::notify::matrix::MatrixReceiver;
+    let account = |homeserver: &url::Url, room: &str, token: &secrecy::SecretString| {
+        Receiver::Matrix(MatrixReceiver::new(homeserver.clone(), room.to_string(), token.clone(), "m.notice".into()))
+    };
+    let mut out = Vec::new();
+    if let Some(c) = &config.control {
+        out.push(("control room".to_string(), account(&c.homeserver, &c.room, &c.token)));
+    }
+    for check in &config.checks {
+        if let crate::probe::spec::ProbeSpec::MatrixCanary(c) = &check.probe {
+            out.push((format!("{} sender", check.id), account(&c.sender.homeserver, &c.room, &c.sender.token)));
+            if let Some(r) = &c.reader {
+                out.push((format!("{} reader", check.id), account(&r.homeserver, &c.room, &r.token)));
+            }
+        }
+    }
+    out
 }
 
 async fn receiver(http: &reqwest::Client, name: &str, r: &crate::notify::Receiver) -> Vec<Finding> {

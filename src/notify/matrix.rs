@@ -1,6 +1,7 @@
 //! The Matrix receiver: client-server API v3 with the access token in the `Authorization`
 //! header only (never in a URL). Joins the room once (which also resolves an alias and
-//! accepts an invite), sends `m.room.message` with a plain and an HTML body under a
+//! accepts an invite; a room with `m.room.encryption` set is refused, as mxwarden does not do
+//! end-to-end encryption), sends `m.room.message` with a plain and an HTML body under a
 //! transaction id derived from the outbox row — so a retry after a crash can never post
 //! twice — and threads every later message of an incident under its first one (`m.thread`).
 //! Answers are read up to `RESPONSE_BODY_LIMIT`; a server's rate limit is honoured up to
@@ -27,12 +28,21 @@ pub struct MatrixReceiver {
     /// `m.notice` or `m.text`.
     pub msgtype: String,
     room_id: Arc<OnceCell<String>>,
+    /// Whether the room is known not to be encrypted.
+    unencrypted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl MatrixReceiver {
     /// A receiver for `room` on `homeserver`.
     pub(crate) fn new(homeserver: Url, room: String, token: SecretString, msgtype: String) -> Self {
-        Self { homeserver, room, token, msgtype, room_id: Arc::new(OnceCell::new()) }
+        Self {
+            homeserver,
+            room,
+            token,
+            msgtype,
+            room_id: Arc::new(OnceCell::new()),
+            unencrypted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
     }
 
     fn endpoint(&self, segments: &[&str]) -> Url {
@@ -61,6 +71,31 @@ impl MatrixReceiver {
             .cloned()
     }
 
+    /// mxwarden does not do end-to-end encryption: an encrypted room is refused (a permanent
+    /// error saying what to do). A room whose state cannot be read now is not held against the
+    /// page: it is sent, and the state is asked again next time.
+    async fn refuse_encrypted(&self, http: &reqwest::Client, room_id: &str) -> Result<(), SendError> {
+        use std::sync::atomic::Ordering;
+        if self.unencrypted.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let client = crate::probe::matrix::MatrixClient::new(self.homeserver.clone(), self.token.clone(), http.clone());
+        match client.encrypted(room_id, Duration::from_secs(30)).await {
+            Ok(false) => {
+                self.unencrypted.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(true) => Err(SendError::Permanent(crate::probe::matrix::encrypted_refusal(
+                "the receiver's",
+                &escape_controls_in_prose(&self.room),
+            ))),
+            Err(e) => {
+                tracing::debug!(room = %escape_controls_in_prose(&self.room), error = %e, "The room's encryption state could not be read; sending anyway.");
+                Ok(())
+            }
+        }
+    }
+
     /// Sends `n` under transaction `txn`, in the thread of `thread_root` if given; returns the
     /// event id.
     pub(crate) async fn send(
@@ -71,6 +106,7 @@ impl MatrixReceiver {
         thread_root: Option<&str>,
     ) -> Result<String, SendError> {
         let room_id = self.room_id(http).await?;
+        self.refuse_encrypted(http, &room_id).await?;
         let mut content = json!({
             "msgtype": self.msgtype,
             "body": escape_controls_in_prose(&n.text),

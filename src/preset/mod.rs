@@ -6,6 +6,7 @@
 pub mod alerts;
 mod authentik;
 pub(crate) mod backup;
+pub(crate) mod canary;
 pub mod down;
 mod mas;
 pub mod media;

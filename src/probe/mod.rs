@@ -3,10 +3,12 @@
 //! roots, one HTTP client per distinct TLS/redirect setting), the clock, and the state the
 //! PostgreSQL polls carry from one poll to the next (`postgres`).
 
+pub mod canary;
 pub(crate) mod expect;
 mod explain;
 pub(crate) mod http;
 mod json_sample;
+pub(crate) mod matrix;
 pub mod postgres;
 pub mod render;
 pub mod scrape;
@@ -40,6 +42,8 @@ pub struct Prober {
     postgres: postgres::PgChecks,
     /// Render clients (one request budget per API and key) and per-check state.
     render: render::RenderChecks,
+    /// Per-check state of the Matrix canaries (the `/sync` token, messages left to redact).
+    canaries: canary::Canaries,
 }
 
 impl Prober {
@@ -51,6 +55,7 @@ impl Prober {
             clock,
             postgres: postgres::PgChecks::default(),
             render: render::RenderChecks::default(),
+            canaries: canary::Canaries::default(),
         }
     }
 
@@ -92,6 +97,7 @@ impl Prober {
                     summary: String::new(),
                 },
             },
+            ProbeSpec::MatrixCanary(canary) => self.run_canary(spec, canary).await,
         }
     }
 
@@ -112,6 +118,25 @@ impl Prober {
             labels.insert("service".into(), service.clone());
         }
         labels
+    }
+
+    async fn run_canary(&self, spec: &CheckSpec, canary: &canary::CanarySpec) -> Observation {
+        let at = self.clock.now();
+        match self.client(&TlsOptions::default(), false) {
+            Ok(client) => self.canaries.run(&spec.id, spec.service.as_deref(), canary, spec.timeout, client, at).await,
+            Err(why) => Observation {
+                check: spec.id.clone(),
+                service: spec.service.clone(),
+                at,
+                ok: false,
+                latency: std::time::Duration::ZERO,
+                samples: Vec::new(),
+                scraped: Vec::new(),
+                over_limit: false,
+                failures: vec![why],
+                summary: String::new(),
+            },
+        }
     }
 
     async fn run_scrape(&self, spec: &CheckSpec, scrape: &crate::probe::spec::ScrapeSpec) -> Observation {

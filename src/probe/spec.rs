@@ -39,6 +39,8 @@ pub enum ProbeSpec {
     Postgres(crate::probe::postgres::PostgresSpec),
     /// A poll of Render's API for a linked service (`render: srv-…` / `dpg-…`).
     Render(crate::probe::render::RenderSpec),
+    /// A Matrix round trip: a message sent is a message seen (`matrix_canary`).
+    MatrixCanary(crate::probe::canary::CanarySpec),
 }
 
 /// A scrape: an HTTP GET of a metrics page (any 2xx) whose samples feed the rules.
@@ -147,6 +149,25 @@ pub(crate) struct CheckView {
     /// The Render poll (API key redacted).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub render: Option<crate::probe::render::RenderView>,
+    /// The Matrix canary (tokens redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matrix_canary: Option<CanaryView>,
+}
+
+/// The canary part of `CheckView`.
+#[derive(Debug, Serialize)]
+pub(crate) struct CanaryView {
+    /// The sender's homeserver.
+    pub homeserver: String,
+    /// The room.
+    pub room: String,
+    /// Always `<redacted>`.
+    pub access_token: &'static str,
+    /// The reader's homeserver, when another account reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reader: Option<String>,
+    /// The slow threshold.
+    pub slow_after: String,
 }
 
 /// The scrape part of `CheckView`.
@@ -229,8 +250,18 @@ impl CheckSpec {
             ProbeSpec::Render(r) => Some(r.view()),
             _ => None,
         };
+        let matrix_canary = match &self.probe {
+            ProbeSpec::MatrixCanary(c) => Some(CanaryView {
+                homeserver: c.sender.homeserver.to_string(),
+                room: c.room.clone(),
+                access_token: REDACTED,
+                reader: c.reader.as_ref().map(|r| r.homeserver.to_string()),
+                slow_after: crate::units::HumanDuration(c.slow_after).to_string(),
+            }),
+            _ => None,
+        };
         let (http, scrape) = match &self.probe {
-            ProbeSpec::Postgres(_) | ProbeSpec::Render(_) => (None, None),
+            ProbeSpec::Postgres(_) | ProbeSpec::Render(_) | ProbeSpec::MatrixCanary(_) => (None, None),
             ProbeSpec::Http(http) => (Some(http.view()), None),
             ProbeSpec::Scrape(scrape) => (
                 None,
@@ -255,6 +286,7 @@ impl CheckSpec {
             scrape,
             postgres,
             render,
+            matrix_canary,
         }
     }
 }

@@ -29,6 +29,9 @@ fn help(name: &str) -> &'static str {
         "scrape_duration_seconds" => "How long the check's last scrape took.",
         "scrape_samples_scraped" => "Samples on the check's last scraped page.",
         "pg_up" => "Whether the last PostgreSQL poll got its facts.",
+        "matrix_canary_success" => "Whether the last Matrix canary message was seen through /sync in time.",
+        "matrix_canary_latency_seconds" => "Send to visible through /sync of the last Matrix canary message.",
+        "matrix_canary_missed_rounds" => "Matrix canary rounds in a row whose message was not seen.",
         _ => "A probe result.",
     }
 }

@@ -54,6 +54,8 @@ pub(crate) struct AppState {
     pub calendar: Arc<crate::maintenance::Calendar>,
     /// The services a maintenance window may name.
     pub services: std::collections::BTreeSet<String>,
+    /// Whether evaluation is healthy (`/healthz`).
+    pub watchdog: Arc<crate::watchdog::Watchdog>,
     /// The services with `deploy:`, for `POST /api/v1/updates`.
     pub updates: Arc<std::collections::BTreeMap<String, crate::update::Target>>,
 }
@@ -90,21 +92,13 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(updates)
 }
 
-/// `GET /healthz`: `200 ok` while the daemon runs and its store takes writes; `503` with the
-/// reason while the store refuses them.
+/// `GET /healthz`: `200 ok` while the daemon judges and its store takes writes; `503` with the
+/// reason while the store refuses them or the evaluation loop has stalled — the same
+/// conditions that stop the heartbeat.
 async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    match state.store.health().failure() {
-        None => "ok\n".into_response(),
-        Some(f) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "store failing since {}: {} ({} writes refused)\n",
-                crate::units::utc_second(f.since_ms),
-                f.error,
-                f.refused
-            ),
-        )
-            .into_response(),
+    match state.watchdog.verdict(state.store.health()) {
+        Ok(()) => "ok\n".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
     }
 }
 

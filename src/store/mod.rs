@@ -15,6 +15,7 @@
 //! until a restart. Each write's outcome goes to `health`, which `/healthz`, the status page
 //! and the daemon's `MxwardenStoreFailing` page read.
 
+pub(crate) mod control;
 pub(crate) mod health;
 pub(crate) mod history;
 pub mod maintenance;
@@ -102,6 +103,7 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (check_id, res, bucket)) WITHOUT ROWID;
      CREATE TABLE gaps (start INTEGER PRIMARY KEY, end INTEGER NOT NULL) WITHOUT ROWID;",
     maintenance::MIGRATION,
+    control::MIGRATION,
     updates::MIGRATION,
 ];
 

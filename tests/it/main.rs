@@ -11,6 +11,7 @@ mod cli;
 mod config_cli;
 mod crash_gaps;
 mod conformance;
+mod control_room;
 mod daemon;
 mod dependencies;
 mod diagnose;

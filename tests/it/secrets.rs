@@ -1,5 +1,5 @@
 //! No secret of a config ever shows: a config with a literal secret in every secret field
-//! (tokens, passwords, the DSN's password, HMAC key, webhook URL, header values) and
+//! (tokens, passwords, the DSN's password, HMAC key, webhook and heartbeat URLs, header values) and
 //! `${VAR}` values, each line broken in turn (a misspelt key, a wrong type, two YAML syntax
 //! errors), run through `config check`, `config show` and `check` with `-vv`; and a real
 //! daemon whose config is broken and reloaded (API and SIGHUP): the refusal it logs, answers,
@@ -45,6 +45,8 @@ fn secret_lines() -> Vec<SecretLine> {
         header("        ", "X-Auth", "LEAKhttp-xauth-c3d4"),
         line("      ", "bearer_token", "LEAKscrape-bearer-e5f6"),
         header("        ", "X-Api-Key", "LEAKscrape-key-0a1b"),
+        line("      ", "access_token", "LEAKcanary-sender-9a8b"),
+        line("        ", "access_token", "LEAKcanary-reader-7c6d"),
         line("        ", "access_token", "LEAKmatrix-token-2c3d"),
         line("        ", "password", "LEAKsmtp-pass-4e5f"),
         SecretLine {
@@ -53,6 +55,11 @@ fn secret_lines() -> Vec<SecretLine> {
         },
         line("        ", "hmac_secret", "LEAKhmac-8c9d"),
         header("          ", "X-Hook-Auth", "LEAKhook-header-0e1f"),
+        line("  ", "access_token", "LEAKcontrol-token-5e4f"),
+        SecretLine {
+            value: "https://hc-ping.com/LEAKheartbeat-uuid-3a2b".into(),
+            ..line("  ", "url", "LEAKheartbeat-uuid-3a2b")
+        },
     ]
 }
 
@@ -91,6 +98,13 @@ checks:
 {}
       headers:
 {}
+  - name: canary
+    matrix_canary:
+      homeserver: http://127.0.0.1:1
+      room: \"#canary:example.org\"
+{}
+      reader:
+{}
 alerting:
   receivers:
     room:
@@ -111,6 +125,12 @@ alerting:
 {}
         headers:
 {}
+control:
+  room: \"#ops:example.org\"
+  allowed_users: [\"@admin:example.org\"]
+{}
+heartbeat:
+{}
 ",
         l(0),
         l(1),
@@ -124,7 +144,11 @@ alerting:
         l(9),
         l(10),
         l(11),
-        l(12)
+        l(12),
+        l(13),
+        l(14),
+        l(15),
+        l(16)
     )
 }
 
@@ -181,7 +205,7 @@ fn no_secret_shows_when_its_line_is_broken_in_any_way() {
             }
         }
     }
-    assert_eq!(broken_runs, 13 * 4 * 4);
+    assert_eq!(broken_runs, 17 * 4 * 4);
 }
 
 #[test]

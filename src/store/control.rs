@@ -1,0 +1,189 @@
+//! The control room's tables: the audit of accepted commands (who, when, what, with what
+//! outcome), acknowledged incidents (whose reminders stop), and — in `meta` — the `/sync`
+//! token the follower resumes from. A command is claimed by its event id before it runs and
+//! finished with its outcome and the new token in one transaction, so a restart neither runs
+//! a command twice nor skips one.
+
+use super::{Store, StoreError};
+use serde::Serialize;
+use sqlx::Row;
+use std::collections::HashSet;
+
+/// This module's migration, appended to the store's list.
+pub(crate) const MIGRATION: &str = "CREATE TABLE control_audit (event_id TEXT PRIMARY KEY, at INTEGER NOT NULL,
+        sender TEXT NOT NULL, room TEXT NOT NULL, command TEXT NOT NULL, outcome TEXT NOT NULL DEFAULT '',
+        done INTEGER NOT NULL DEFAULT 0);
+     CREATE INDEX control_audit_at ON control_audit (at);
+     CREATE TABLE acks (incident TEXT NOT NULL, fired_at INTEGER NOT NULL, by TEXT NOT NULL, at INTEGER NOT NULL,
+        PRIMARY KEY (incident, fired_at));";
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// One accepted command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct AuditEntry {
+    /// The command's Matrix event id.
+    pub(crate) event_id: String,
+    /// When it was accepted, ms.
+    pub(crate) at: i64,
+    /// Who gave it.
+    pub(crate) sender: String,
+    /// The room it came from.
+    pub(crate) room: String,
+    /// The command as parsed (`!silence synapse 1h deploy`).
+    pub(crate) command: String,
+    /// What it did, or why it failed; empty while it runs (or if the process died running it).
+    pub(crate) outcome: String,
+    /// Whether it finished.
+    pub(crate) done: bool,
+}
+
+/// The meta key of the follower's `/sync` token for bot `user`.
+fn since_key(user: &str) -> String {
+    format!("control:since:{user}")
+}
+
+/// Where the follower of bot `user` resumes, if it ran before.
+pub(crate) async fn since(store: &Store, user: &str) -> Result<Option<String>> {
+    store.meta(&since_key(user)).await
+}
+
+/// Records where the follower of bot `user` resumes.
+pub(crate) async fn set_since(store: &Store, user: &str, since: &str) -> Result<()> {
+    store.set_meta(&since_key(user), since).await
+}
+
+/// Claims the command in event `event_id` before it runs: `false` when it was claimed
+/// before (it ran, or began to, before a restart) and must not run again.
+pub(crate) async fn claim(
+    store: &Store,
+    event_id: &str,
+    at: i64,
+    sender: &str,
+    room: &str,
+    command: &str,
+) -> Result<bool> {
+    store
+        .write(async |conn| {
+            let done = sqlx::query(
+                "INSERT INTO control_audit (event_id, at, sender, room, command) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(event_id)
+            .bind(at)
+            .bind(sender)
+            .bind(room)
+            .bind(command)
+            .execute(conn)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+}
+
+/// Records the outcome of the command in `event_id`.
+pub(crate) async fn finish(store: &Store, event_id: &str, outcome: &str) -> Result<()> {
+    store
+        .write(async |conn| {
+            sqlx::query("UPDATE control_audit SET outcome = ?, done = 1 WHERE event_id = ?")
+                .bind(outcome)
+                .bind(event_id)
+                .execute(conn)
+                .await
+                .map(|_| ())
+        })
+        .await
+}
+
+/// The newest `limit` accepted commands, newest first.
+pub(crate) async fn audit(store: &Store, limit: i64) -> Result<Vec<AuditEntry>> {
+    let rows = sqlx::query("SELECT * FROM control_audit ORDER BY at DESC, rowid DESC LIMIT ?")
+        .bind(limit)
+        .fetch_all(store.pool())
+        .await
+        .map_err(|e| store.fail(e))?;
+    Ok(rows
+        .iter()
+        .map(|r| AuditEntry {
+            event_id: r.get("event_id"),
+            at: r.get("at"),
+            sender: r.get("sender"),
+            room: r.get("room"),
+            command: r.get("command"),
+            outcome: r.get("outcome"),
+            done: r.get::<i64, _>("done") != 0,
+        })
+        .collect())
+}
+
+/// Acknowledges the firing of `incident` that started at `fired_at`: its reminders stop.
+pub(crate) async fn ack(store: &Store, incident: &str, fired_at: i64, by: &str, at: i64) -> Result<()> {
+    store
+        .write(async |conn| {
+            sqlx::query("INSERT INTO acks (incident, fired_at, by, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+                .bind(incident)
+                .bind(fired_at)
+                .bind(by)
+                .bind(at)
+                .execute(conn)
+                .await
+                .map(|_| ())
+        })
+        .await
+}
+
+/// Which of `firings` (incident, fired_at) are acknowledged.
+pub(crate) async fn acked(store: &Store, firings: &[(String, i64)]) -> Result<HashSet<(String, i64)>> {
+    let mut found = HashSet::new();
+    for (incident, fired_at) in firings {
+        let hit: Option<i64> = sqlx::query_scalar("SELECT 1 FROM acks WHERE incident = ? AND fired_at = ?")
+            .bind(incident)
+            .bind(fired_at)
+            .fetch_optional(store.pool())
+            .await
+            .map_err(|e| store.fail(e))?;
+        if hit.is_some() {
+            found.insert((incident.clone(), *fired_at));
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_command_is_claimed_once_finished_and_audited_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        assert!(claim(&store, "$a", 1_000, "@admin:x", "!r:x", "!status").await.unwrap());
+        assert!(!claim(&store, "$a", 2_000, "@admin:x", "!r:x", "!status").await.unwrap(), "never twice");
+        assert!(claim(&store, "$b", 3_000, "@admin:x", "!r:x", "!silence synapse 1h").await.unwrap());
+        finish(&store, "$b", "window 1 opened").await.unwrap();
+        let rows = audit(&store, 10).await.unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].event_id.as_str(), rows[0].done, rows[0].outcome.as_str()),
+            ("$b", true, "window 1 opened")
+        );
+        assert_eq!((rows[1].event_id.as_str(), rows[1].done), ("$a", false));
+        assert_eq!(since(&store, "@bot:x").await.unwrap(), None);
+        set_since(&store, "@bot:x", "s72_1").await.unwrap();
+        assert_eq!(since(&store, "@bot:x").await.unwrap().as_deref(), Some("s72_1"));
+        assert_eq!(since(&store, "@other:x").await.unwrap(), None, "per bot account");
+    }
+
+    #[tokio::test]
+    async fn acks_match_one_firing_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        ack(&store, "alertname=X", 5, "@admin:x", 10).await.unwrap();
+        ack(&store, "alertname=X", 5, "@admin:x", 11).await.unwrap();
+        let asked =
+            vec![("alertname=X".to_string(), 5), ("alertname=X".to_string(), 6), ("alertname=Y".to_string(), 5)];
+        let hit = acked(&store, &asked).await.unwrap();
+        assert_eq!(hit.len(), 1, "the same incident firing again later is not acknowledged");
+        assert!(hit.contains(&("alertname=X".to_string(), 5)));
+    }
+}
