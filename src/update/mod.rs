@@ -3,7 +3,7 @@
 //! start, end and outcome in the store (`store::updates`) before the next begins, so a crash
 //! resumes to a correct end. `plan` is the pure decision after each outcome; `command` runs a
 //! configured deploy or rollback command with a timeout and bounded output; `version` reads
-//! the version a service reports and compares it with the one asked for; `run` executes the
+//! the version a service reports; `verify` proves the service after a deploy and compares it with the one asked for; `run` executes the
 //! steps. `config` builds a [`Target`] per service with `deploy:`; the CLI (`cli::update`) and
 //! the API (`POST /api/v1/updates`) drive the same executor.
 
@@ -11,6 +11,7 @@ pub(crate) mod command;
 pub(crate) mod plan;
 pub(crate) mod render;
 pub(crate) mod run;
+mod verify;
 pub(crate) mod version;
 
 use crate::model::ServiceKind;
