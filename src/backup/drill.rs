@@ -161,6 +161,7 @@ pub(crate) async fn drill<S: Storage>(
     identities: &Identities,
     now: jiff::Timestamp,
 ) -> Result<DrillReport, String> {
+    plan.storage.abort_orphans().await;
     let manifests = manifest::manifests(storage).await.map_err(|e| e.to_string())?;
     // Newest first: the first good item of each (service, database) wins.
     let mut chosen: Vec<(&Manifest, &manifest::Item)> = Vec::new();

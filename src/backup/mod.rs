@@ -16,6 +16,7 @@ pub mod restore;
 pub(crate) mod retention;
 pub(crate) mod run;
 pub(crate) mod s3;
+pub(crate) mod s3_journal;
 pub(crate) mod schedule;
 pub(crate) mod storage;
 pub(crate) mod store;

@@ -9,7 +9,12 @@
 //! the run decides it is good, exactly as a directory's `KEY.partial` is renamed into place.
 //! A writer dropped before its shutdown (a run interrupted by a signal, or a failure) aborts
 //! its upload, as does [`Storage::delete`] of a key not committed, so no parts are left billed.
-//! [`S3Store::settle`] waits for those aborts before the process exits. A failed part is
+//! [`S3Store::settle`] waits for those aborts before the process exits. A process that cannot
+//! clean up (`kill -9`, the OOM killer, a power cut) leaves its upload behind, and S3 lists
+//! no uploads cheaply: so each upload is recorded in a journal on this host (`s3_journal`,
+//! beside the state store) before its first part is sent and forgotten when it is completed
+//! or aborted, and whoever takes the bucket's lock next (a run, `prune --apply`, the drill,
+//! the daemon at start) aborts every upload the journal still records. A failed part is
 //! retried by `object_store` with backoff; a bucket that refuses (full, no rights, wrong key)
 //! fails the item with the server's reason. Nothing here ever prints the secret key: errors
 //! are passed through [`S3Store::scrub`].
@@ -18,12 +23,15 @@
 //! after the bucket and prefix: it keeps the daemon and the CLI of one host from writing to
 //! the same place at once; two hosts sharing a prefix are not guarded.
 
+use super::s3_journal::{Entry, Journal, JournalError};
 use super::storage::{DirLock, Object, Storage, StorageError};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use object_store::aws::AmazonS3;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
-use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{MultipartId, ObjectStore, ObjectStoreExt, PutPayload};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::io;
@@ -86,14 +94,22 @@ enum Pending {
     /// Smaller than one part: one `PutObject` at commit.
     Small(Bytes),
     /// Parts uploaded; `CompleteMultipartUpload` at commit.
-    Multipart(Box<dyn MultipartUpload>),
+    Multipart {
+        /// The object.
+        path: ObjectPath,
+        /// The upload.
+        id: MultipartId,
+        /// Its parts, in order.
+        parts: Vec<PartId>,
+    },
 }
 
 /// A bucket (and prefix) holding backups.
 #[derive(Clone)]
 pub struct S3Store {
     config: Arc<S3Config>,
-    store: Arc<dyn ObjectStore>,
+    store: Arc<AmazonS3>,
+    journal: Arc<Journal>,
     pending: Arc<Mutex<HashMap<String, Pending>>>,
     tasks: TaskTracker,
 }
@@ -140,7 +156,26 @@ impl S3Store {
         }
         let config = Arc::new(config);
         let store = builder.build().map_err(|e| scrub(&config, &e.to_string()))?;
-        Ok(Self { config, store: Arc::new(store), pending: Default::default(), tasks: TaskTracker::new() })
+        let journal = Journal::new(lock_dir().join(format!("s3-{}.uploads.json", hash(&config))));
+        Ok(Self {
+            config,
+            store: Arc::new(store),
+            journal: Arc::new(journal),
+            pending: Default::default(),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// Keeps the journal of uploads in flight in `dir` (the config puts it beside the state
+    /// store, which outlives a reboot; the default is beside the lock, in the temp dir).
+    pub(crate) fn with_journal_dir(mut self, dir: &std::path::Path) -> Self {
+        self.journal = Arc::new(Journal::new(dir.join(format!("s3-{}.json", hash(&self.config)))));
+        self
+    }
+
+    /// What a journal entry names this bucket by: the endpoint and `s3://bucket/prefix`.
+    fn identity(&self) -> String {
+        identity(&self.config)
     }
 
     /// `s3://bucket/prefix`.
@@ -179,11 +214,9 @@ impl S3Store {
             Ok(mut p) => p.drain().collect(),
             Err(_) => Vec::new(),
         };
-        for (key, pending) in left {
-            if let Pending::Multipart(mut up) = pending
-                && let Err(e) = up.abort().await
-            {
-                tracing::warn!(key = %key, error = %scrub(&self.config, &e.to_string()), "Cannot abort an upload.");
+        for (_, pending) in left {
+            if let Pending::Multipart { path, id, .. } = pending {
+                abort(&self.store, &self.config, &self.journal, &path, &id).await;
             }
         }
     }
@@ -191,11 +224,136 @@ impl S3Store {
     /// Aborts and forgets every upload not committed yet.
     async fn abort_pending(&self, key: &str) {
         let taken = self.pending.lock().ok().and_then(|mut p| p.remove(key));
-        if let Some(Pending::Multipart(mut up)) = taken
-            && let Err(e) = up.abort().await
-        {
-            tracing::warn!(key = %key, error = %scrub(&self.config, &e.to_string()), "Cannot abort an upload.");
+        if let Some(Pending::Multipart { path, id, .. }) = taken {
+            abort(&self.store, &self.config, &self.journal, &path, &id).await;
         }
+    }
+
+    /// Aborts the uploads the journal still records — left by a process that died
+    /// mid-upload — and clears their entries. Call with the bucket's lock held, so that no
+    /// live upload of another process is touched. An upload that cannot be aborted is a
+    /// warning and stays recorded for the next time.
+    pub(crate) async fn abort_orphans(&self) {
+        let j = self.journal.clone();
+        let loaded = match blocking(move || j.load()).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot read the journal of unfinished uploads.");
+                return;
+            }
+        };
+        if let Some(why) = &loaded.corrupt {
+            tracing::warn!(
+                journal = %self.journal.path().display(), problem = %why,
+                "The journal of unfinished uploads is unreadable and is replaced; uploads it recorded are left to the bucket's lifecycle rule."
+            );
+        }
+        if loaded.entries.is_empty() && loaded.corrupt.is_none() {
+            return;
+        }
+        let (me, mut keep) = (self.identity(), Vec::new());
+        let under = if self.config.prefix.is_empty() { String::new() } else { format!("{}/", self.config.prefix) };
+        for entry in loaded.entries {
+            if entry.store != me {
+                keep.push(entry); // another bucket's (the file name's hash collided)
+                continue;
+            }
+            let Some(path) = ObjectPath::parse(&entry.path).ok().filter(|_| entry.path.starts_with(&under)) else {
+                tracing::warn!(object = %entry.path, "A journal entry outside the prefix is dropped.");
+                continue;
+            };
+            match self.store.abort_multipart(&path, &entry.upload_id).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => tracing::info!(
+                    bucket = %self.url(), object = %entry.path, upload_id = %entry.upload_id,
+                    "Aborted an upload an earlier run left unfinished."
+                ),
+                Err(e) => {
+                    tracing::warn!(
+                        bucket = %self.url(), object = %entry.path, upload_id = %entry.upload_id,
+                        error = %scrub(&self.config, &e.to_string()),
+                        "Cannot abort an upload an earlier run left unfinished; trying again next time."
+                    );
+                    keep.push(entry);
+                }
+            }
+        }
+        let j = self.journal.clone();
+        if let Err(e) = blocking(move || j.replace(keep)).await {
+            tracing::warn!(error = %e, "Cannot update the journal of unfinished uploads.");
+        }
+    }
+
+    /// [`Self::abort_orphans`] unless another run holds the bucket's lock (then it is that
+    /// run's to do): at the daemon's start and before a drill.
+    pub(crate) async fn abort_orphans_if_idle(&self) {
+        match Storage::lock(self).await {
+            Ok(_held) => {}
+            Err(StorageError::Busy(_)) => {
+                tracing::debug!(bucket = %self.url(), "A run holds the bucket; its unfinished uploads are its own.")
+            }
+            Err(e) => tracing::warn!(error = %e, "Cannot take the bucket's lock to abort unfinished uploads."),
+        }
+    }
+}
+
+/// Where the locks (and the default journal) live.
+fn lock_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("mxwarden-locks")
+}
+
+/// A short hash naming the bucket and prefix in file names.
+fn hash(config: &S3Config) -> String {
+    use sha2::Digest;
+    let id = format!("{:?}\n{}\n{}", config.endpoint, config.bucket, config.prefix);
+    hex::encode(&sha2::Sha256::digest(id.as_bytes())[..8])
+}
+
+/// See [`S3Store::identity`].
+fn identity(config: &S3Config) -> String {
+    let at = config.endpoint.clone().unwrap_or_else(|| format!("aws:{}", config.region));
+    if config.prefix.is_empty() {
+        format!("{at} s3://{}", config.bucket)
+    } else {
+        format!("{at} s3://{}/{}", config.bucket, config.prefix)
+    }
+}
+
+/// Runs a journal operation on a blocking thread (it syncs the file).
+async fn blocking<T: Send + 'static>(
+    op: impl FnOnce() -> Result<T, JournalError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(op).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the journal task failed: {e}")),
+    }
+}
+
+/// Aborts the upload `id` of `path` and forgets it in the journal; a failure is a warning
+/// and the entry stays for the next run to abort.
+async fn abort(
+    store: &AmazonS3,
+    config: &S3Config,
+    journal: &Arc<Journal>,
+    path: &ObjectPath,
+    id: &MultipartId,
+) -> bool {
+    match store.abort_multipart(path, id).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+            forget(journal, id).await;
+            true
+        }
+        Err(e) => {
+            tracing::warn!(object = %path, error = %scrub(config, &e.to_string()), "Cannot abort an upload; the next run will try again.");
+            false
+        }
+    }
+}
+
+/// Removes the upload `id` from the journal (completed or aborted).
+async fn forget(journal: &Arc<Journal>, id: &MultipartId) {
+    let (j, id) = (journal.clone(), id.clone());
+    if let Err(e) = blocking(move || j.remove(&id)).await {
+        tracing::warn!(error = %e, "Cannot update the journal of unfinished uploads.");
     }
 }
 
@@ -308,70 +466,92 @@ impl AsyncWrite for S3Writer {
 use std::future::Future;
 
 /// The upload of one object: parts in, at most [`IN_FLIGHT`] at a time; at the end the
-/// upload is parked in `pending` for commit. Aborts on any failure or when the writer goes
-/// away without finishing.
+/// upload is parked in `pending` for commit. The upload is recorded in the journal before its
+/// first part is sent. Aborts on any failure or when the writer goes away without finishing.
 async fn upload(
-    store: Arc<dyn ObjectStore>,
+    store: Arc<AmazonS3>,
     config: Arc<S3Config>,
+    journal: Arc<Journal>,
     path: ObjectPath,
     key: String,
     mut rx: mpsc::Receiver<Msg>,
     pending: Arc<Mutex<HashMap<String, Pending>>>,
 ) -> Result<(), String> {
     let mut first: Option<Bytes> = None;
-    let mut up: Option<Box<dyn MultipartUpload>> = None;
-    let mut parts = 0usize;
+    let mut id: Option<MultipartId> = None;
+    let mut parts: Vec<Option<PartId>> = Vec::new();
     let mut flying = FuturesUnordered::new();
+    let part_done = |r: (usize, object_store::Result<PartId>), parts: &mut Vec<Option<PartId>>| {
+        let (idx, r) = r;
+        let part = r.map_err(|e| format!("cannot upload a part of {key}: {e}"))?;
+        if let Some(slot) = parts.get_mut(idx) {
+            *slot = Some(part);
+        }
+        Ok::<(), String>(())
+    };
     let outcome: Result<Option<Pending>, String> = async {
         loop {
             let msg = tokio::select! {
                 m = rx.recv() => m,
                 Some(r) = flying.next(), if !flying.is_empty() => {
-                    let r: object_store::Result<()> = r;
-                    r.map_err(|e| format!("cannot upload a part of {key}: {e}"))?;
+                    part_done(r, &mut parts)?;
                     continue;
                 }
             };
             match msg {
                 None => return Ok(None), // the writer was dropped: interrupted
                 Some(Msg::Part(bytes)) => {
-                    if up.is_none() && first.is_none() {
+                    if id.is_none() && first.is_none() {
                         first = Some(bytes);
                         continue;
                     }
-                    if up.is_none() {
-                        up = Some(
-                            store
-                                .put_multipart(&path)
-                                .await
-                                .map_err(|e| format!("cannot start uploading {key}: {e}"))?,
-                        );
+                    if id.is_none() {
+                        let started =
+                            store.create_multipart(&path).await.map_err(|e| format!("cannot start uploading {key}: {e}"))?;
+                        // Recorded before the first part is sent, so a process killed from
+                        // now on leaves an entry for the next run to abort.
+                        let entry =
+                            Entry { store: identity(&config), path: path.to_string(), upload_id: started.clone() };
+                        let j = journal.clone();
+                        if let Err(e) = blocking(move || j.add(entry)).await {
+                            tracing::warn!(
+                                key = %key, error = %e,
+                                "Cannot record the upload in the journal: if this process is killed, the bucket's lifecycle rule must remove it."
+                            );
+                        }
+                        id = Some(started);
                     }
-                    let Some(u) = up.as_mut() else { return Err("internal: no upload".into()) };
+                    let Some(upload_id) = id.clone() else { return Err("internal: no upload".into()) };
                     for b in first.take().into_iter().chain([bytes]) {
                         while flying.len() >= IN_FLIGHT {
                             if let Some(r) = flying.next().await {
-                                let r: object_store::Result<()> = r;
-                                r.map_err(|e| format!("cannot upload a part of {key}: {e}"))?;
+                                part_done(r, &mut parts)?;
                             }
                         }
-                        parts += 1;
-                        if parts > MAX_PARTS {
+                        let idx = parts.len();
+                        if idx >= MAX_PARTS {
                             return Err(format!(
                                 "{key} is larger than {MAX_PARTS} parts of {} MiB, the most S3 takes",
                                 PART >> 20
                             ));
                         }
-                        flying.push(u.put_part(PutPayload::from(b)));
+                        parts.push(None);
+                        let (store, path, upload_id) = (store.clone(), path.clone(), upload_id.clone());
+                        flying.push(async move {
+                            (idx, store.put_part(&path, &upload_id, idx, PutPayload::from(b)).await)
+                        });
                     }
                 }
                 Some(Msg::Finish) => {
                     while let Some(r) = flying.next().await {
-                        let r: object_store::Result<()> = r;
-                        r.map_err(|e| format!("cannot upload a part of {key}: {e}"))?;
+                        part_done(r, &mut parts)?;
                     }
-                    return Ok(Some(match up.take() {
-                        Some(u) => Pending::Multipart(u),
+                    return Ok(Some(match id.take() {
+                        Some(upload_id) => Pending::Multipart {
+                            path: path.clone(),
+                            id: upload_id,
+                            parts: parts.drain(..).collect::<Option<Vec<_>>>().ok_or("internal: a part is missing")?,
+                        },
                         None => Pending::Small(first.take().unwrap_or_default()),
                     }));
                 }
@@ -388,15 +568,15 @@ async fn upload(
             Ok(())
         }
         Ok(None) => {
-            if let Some(mut u) = up {
-                let aborted = u.abort().await;
-                tracing::info!(key = %key, aborted = aborted.is_ok(), "Interrupted upload aborted.");
+            if let Some(upload_id) = id {
+                let aborted = abort(&store, &config, &journal, &path, &upload_id).await;
+                tracing::info!(key = %key, aborted, "Interrupted upload aborted.");
             }
             Err(format!("the upload of {key} was interrupted"))
         }
         Err(e) => {
-            if let Some(mut u) = up {
-                let _ = u.abort().await;
+            if let Some(upload_id) = id {
+                abort(&store, &config, &journal, &path, &upload_id).await;
             }
             Err(scrub(&config, &e))
         }
@@ -415,12 +595,14 @@ impl Storage for S3Store {
         self.url()
     }
 
+    /// Takes the host's lock on the bucket and prefix, then aborts the uploads an earlier
+    /// process left unfinished (see [`S3Store::abort_orphans`]).
     async fn lock(&self) -> Result<DirLock, StorageError> {
-        use sha2::Digest;
-        let id = format!("{:?}\n{}\n{}", self.config.endpoint, self.config.bucket, self.config.prefix);
-        let hash = hex::encode(&sha2::Sha256::digest(id.as_bytes())[..8]);
-        let dir = std::env::temp_dir().join("mxwarden-locks");
-        super::storage::flock(&dir, &dir.join(format!("s3-{hash}.lock")), &self.url()).await
+        let dir = lock_dir();
+        let held =
+            super::storage::flock(&dir, &dir.join(format!("s3-{}.lock", hash(&self.config))), &self.url()).await?;
+        self.abort_orphans().await;
+        Ok(held)
     }
 
     async fn create(&self, key: &str) -> Result<S3Writer, StorageError> {
@@ -428,10 +610,16 @@ impl Storage for S3Store {
         self.abort_pending(key).await;
         let (tx, rx) = mpsc::channel(1);
         let failed = Arc::new(Mutex::new(None));
-        let (store, config, pending, key2, failed2) =
-            (self.store.clone(), self.config.clone(), self.pending.clone(), key.to_string(), failed.clone());
+        let (store, config, journal, pending, key2, failed2) = (
+            self.store.clone(),
+            self.config.clone(),
+            self.journal.clone(),
+            self.pending.clone(),
+            key.to_string(),
+            failed.clone(),
+        );
         let done = self.tasks.spawn(async move {
-            let r = upload(store, config, path, key2, rx, pending).await;
+            let r = upload(store, config, journal, path, key2, rx, pending).await;
             if let Err(e) = &r
                 && let Ok(mut f) = failed2.lock()
             {
@@ -460,13 +648,18 @@ impl Storage for S3Store {
                     .map_err(|e| self.error(format!("cannot store {key}"), e))?;
                 Ok(())
             }
-            Some(Pending::Multipart(mut up)) => match up.complete().await {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    let _ = up.abort().await;
-                    Err(self.error(format!("cannot complete {key}"), e))
+            Some(Pending::Multipart { path, id, parts }) => {
+                match self.store.complete_multipart(&path, &id, parts).await {
+                    Ok(_) => {
+                        forget(&self.journal, &id).await;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        abort(&self.store, &self.config, &self.journal, &path, &id).await;
+                        Err(self.error(format!("cannot complete {key}"), e))
+                    }
                 }
-            },
+            }
         }
     }
 

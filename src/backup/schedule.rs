@@ -183,6 +183,8 @@ pub(crate) fn spawn(
     every: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        // Uploads a killed process left unfinished in the bucket are aborted at start.
+        plan.storage.abort_orphans().await;
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut next = plan.schedule.as_ref().and_then(|s| s.next_after(clock.now()));

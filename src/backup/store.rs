@@ -16,6 +16,14 @@ pub enum Store {
 }
 
 impl Store {
+    /// Aborts the uploads a killed process left unfinished in a bucket, unless a run holds
+    /// it (nothing to do for a directory): at the daemon's start and before a drill.
+    pub(crate) async fn abort_orphans(&self) {
+        if let Self::S3(s) = self {
+            s.abort_orphans_if_idle().await;
+        }
+    }
+
     /// Waits for abandoned uploads to be aborted (nothing to do for a directory).
     pub(crate) async fn settle(&self) {
         if let Self::S3(s) = self {

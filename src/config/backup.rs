@@ -23,7 +23,7 @@ pub(super) fn build(
     let config = &spanned.value;
     let here = spanned.referenced;
     let before = problems.found.len();
-    let storage = destination(config, problems, &here);
+    let storage = destination(config, problems, &here).map(|s| uploads_journal(s, file, problems.origin.base_dir));
     let sources = sources(config, file, problems, &here);
     let files = file_sets(config, problems);
     let drill = config.drill.as_ref().and_then(|s| schedule(s, file, problems, "backup.drill"));
@@ -474,6 +474,15 @@ fn destination(config: &BackupConfig, problems: &mut Problems<'_>, here: &Locati
             None
         }
     }
+}
+
+/// A bucket keeps the journal of its uploads in flight beside the state store (`store:`,
+/// `mxwarden.db` beside the config by default), which outlives a reboot, unlike the temp dir.
+fn uploads_journal(storage: Store, file: &FileConfig, base_dir: &std::path::Path) -> Store {
+    let Store::S3(s3) = storage else { return storage };
+    let db = file.store.as_ref().map_or_else(|| base_dir.join("mxwarden.db"), |p| base_dir.join(p));
+    let dir = db.parent().unwrap_or(base_dir).join("mxwarden-uploads");
+    Store::S3(s3.with_journal_dir(&dir))
 }
 
 /// `s3://bucket/prefix` → (bucket, prefix without slashes at either end).

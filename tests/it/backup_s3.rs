@@ -1,7 +1,9 @@
 //! Backups to a real S3-compatible server (`s3s-fs` on 127.0.0.1, `tests/support/s3.rs`)
 //! through the real binary and a real PostgreSQL 15: `backup run` → `list` → `verify` →
 //! `restore` round-trips databases with equal row counts in multipart uploads; a run
-//! stopped by SIGTERM mid-upload leaves no listed run and no unfinished multipart upload; a
+//! stopped by SIGTERM mid-upload leaves no listed run and no unfinished multipart upload; one
+//! killed by SIGKILL leaves no listed run, and the next run (or the daemon at start) aborts
+//! the upload it left, named in the journal beside the state store; a
 //! part cut off mid-upload (a TCP proxy drops the connection) is sent again; a bucket that
 //! refuses writes fails the run with its own reason and leaves the earlier runs alone; a
 //! flipped byte in the bucket fails `verify`; `prune` over a faked calendar deletes exactly
@@ -182,6 +184,7 @@ fn a_run_stopped_mid_upload_aborts_its_upload_and_lists_nothing() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert_eq!(s.s3.unfinished_uploads(), Vec::<String>::new(), "the multipart upload was aborted");
+    assert_eq!(journals(&s), Vec::<PathBuf>::new(), "and forgotten in the journal");
 
     let r = s.mx(&["backup", "list", "--json"]);
     assert_eq!(r.code, 0, "{}", r.all());
@@ -192,6 +195,112 @@ fn a_run_stopped_mid_upload_aborts_its_upload_and_lists_nothing() {
     assert_eq!(r.code, 0, "{}", r.all());
     let r = s.mx(&["backup", "list", "--json"]);
     assert_eq!(r.json().as_array().unwrap().len(), 1, "{}", r.all());
+}
+
+/// The journals of uploads in flight beside the state store of `s` (`store:` unset).
+fn journals(s: &Setup) -> Vec<PathBuf> {
+    let dir = s.file.path.parent().unwrap().join("mxwarden-uploads");
+    std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default()
+}
+
+/// Starts `backup run` of a big database, SIGKILLs it once a part is in the bucket, checks
+/// that its upload is left behind and recorded in the journal, and returns the upload's id.
+fn kill_mid_upload(s: &Setup) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mxwarden"))
+        .args(["--config", s.file.path.to_str().unwrap(), "backup", "run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start mxwarden backup run");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while s.s3.parts() == 0 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before a part was uploaded");
+        assert!(Instant::now() < deadline, "no part was uploaded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGKILL: nothing of the process runs after it, so nothing of it can abort the upload.
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "killed: {status:?}");
+    let orphans: Vec<String> =
+        s.s3.unfinished_uploads()
+            .iter()
+            .filter_map(|n| n.strip_prefix(".upload-").and_then(|n| n.strip_suffix(".json")).map(str::to_string))
+            .collect();
+    assert_eq!(orphans.len(), 1, "the killed run left its upload behind: {:?}", s.s3.unfinished_uploads());
+    let files = journals(s);
+    assert_eq!(files.len(), 1, "one journal for the bucket: {files:?}");
+    let journal = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(journal.contains(&orphans[0]), "the journal names the orphaned upload {}: {journal}", orphans[0]);
+    assert!(journal.contains(&format!("{PREFIX}/")), "and its object: {journal}");
+    assert!(!journal.contains(&s.s3.secret_key) && !journal.contains(&s.s3.access_key), "no key: {journal}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&files[0]).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the journal is private");
+    orphans[0].clone()
+}
+
+#[test]
+fn a_run_killed_mid_upload_lists_nothing_and_the_next_run_aborts_its_upload() {
+    let pg = PgCluster::start();
+    big_database(&pg, "big", 600_000);
+    let s = Setup::new(Some(&pg), "  databases: [big]\n  globals: false\n");
+    let orphan = kill_mid_upload(&s);
+
+    let r = s.mx(&["backup", "list", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.json(), serde_json::json!([]), "nothing half-done is listed: {}", r.all());
+
+    let r = s.mx(&["-v", "backup", "run", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    s.no_secret(&r);
+    assert!(
+        r.stderr.contains("Aborted an upload an earlier run left unfinished") && r.stderr.contains(&orphan),
+        "the orphan's abort is logged: {}",
+        r.stderr
+    );
+    assert_eq!(s.s3.unfinished_uploads(), Vec::<String>::new(), "the orphan was aborted, the new run completed");
+    assert_eq!(journals(&s), Vec::<PathBuf>::new(), "nothing left in the journal");
+    let r = s.mx(&["backup", "list", "--json"]);
+    let listed = r.json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{}", r.all());
+    assert_eq!(listed[0]["status"], "ok", "{}", r.all());
+}
+
+#[test]
+fn the_daemon_aborts_at_start_the_upload_a_killed_run_left() {
+    let pg = PgCluster::start();
+    big_database(&pg, "big", 600_000);
+    let s = Setup::new(Some(&pg), "  databases: [big]\n  globals: false\n");
+    let orphan = kill_mid_upload(&s);
+    let err = s.file.path.parent().unwrap().join("daemon.err");
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_mxwarden"))
+        .args(["--config", s.file.path.to_str().unwrap(), "-v", "run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("start mxwarden run");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !s.s3.unfinished_uploads().is_empty() || !journals(&s).is_empty() {
+        if Instant::now() > deadline || daemon.try_wait().unwrap().is_some() {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            panic!(
+                "the daemon did not abort {orphan}: {:?} {:?}\n{}",
+                s.s3.unfinished_uploads(),
+                journals(&s),
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
+    let _ = daemon.wait();
+    let log = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(log.contains("Aborted an upload an earlier run left unfinished") && log.contains(&orphan), "{log}");
+    assert!(!log.contains(&s.s3.secret_key), "{log}");
+    let r = s.mx(&["backup", "list", "--json"]);
+    assert_eq!(r.json(), serde_json::json!([]), "still nothing listed: {}", r.all());
 }
 
 #[test]
