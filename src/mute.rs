@@ -103,7 +103,7 @@ pub(crate) fn decide(i: &Inputs<'_>, deliveries: Vec<NewDelivery>) -> Outcome {
                     }
                 }
             }
-            Kind::Digest | Kind::Test | Kind::Diagnosis => out.send.push(d),
+            Kind::Digest | Kind::Test | Kind::Diagnosis | Kind::Notice => out.send.push(d),
         }
     }
     for (key, h) in i.held {

@@ -26,6 +26,7 @@ mod pg;
 mod render;
 mod rules;
 mod scrape;
+mod update;
 
 pub use output::Status;
 pub(crate) use output::{out, outln};
@@ -113,6 +114,18 @@ enum Command {
     /// Maintenance windows: open one now, list them, end one.
     #[command(subcommand)]
     Maintenance(crate::cli::maintenance::MaintenanceCommand),
+    /// Update a service the runbook's way: preflight, announce, back up, deploy, verify; roll
+    /// back and page on failure (see docs/update.md).
+    Update(crate::cli::update::UpdateArgs),
+    /// Every update with each step's times and outcome.
+    Updates {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Show at most this many, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
     /// Render, the platform: linked services' status, deploys, events, logs, restarts.
     #[command(subcommand)]
     Render(crate::cli::render::RenderCommand),
@@ -282,6 +295,8 @@ pub fn main() -> Result<Status> {
         Command::Backup(command) => crate::cli::backup::run(&cli.config, command),
         Command::Restore(args) => crate::cli::backup::restore(&load(&cli.config)?, args),
         Command::Maintenance(command) => crate::cli::maintenance::run(&load(&cli.config)?, command),
+        Command::Update(args) => crate::cli::update::update(&load(&cli.config)?, args),
+        Command::Updates { json, limit } => crate::cli::update::list(&load(&cli.config)?, json, limit),
         Command::Render(command) => crate::cli::render::run(&load(&cli.config)?, command),
         Command::Diagnose { topics, json } => crate::cli::diagnose::diagnose(&load(&cli.config)?, &topics, json),
         Command::Synapse(command) => crate::cli::diagnose::synapse(&load(&cli.config)?, command),
@@ -511,6 +526,9 @@ struct ShowView {
     /// The heartbeat (the URL's path, its credential, left out).
     #[serde(skip_serializing_if = "Option::is_none")]
     heartbeat: Option<String>,
+    /// Per service with `deploy:`, how `mxwarden update` deploys, rolls back and verifies it.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    deploy: std::collections::BTreeMap<String, String>,
 }
 
 /// The backup plan as `config show` prints it: no connection strings or passwords (the
@@ -671,6 +689,7 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
         backup: config.backup.as_deref().map(BackupView::of),
         control: config.control.as_ref().map(crate::cli::control::describe_control),
         heartbeat: config.heartbeat.as_ref().map(crate::cli::control::describe_heartbeat),
+        deploy: config.deploys.iter().map(|(s, (d, _))| (s.clone(), crate::cli::update::describe(d))).collect(),
     };
     // Whatever the views missed (a `${VAR}` value in a URL, a secret pasted into a name) is
     // hidden here, string by string, before any quoting or line folding could disguise it.

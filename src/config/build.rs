@@ -92,6 +92,8 @@ pub(crate) struct Built {
     pub maintenance: Vec<crate::maintenance::RecurringWindow>,
     /// Which service needs which.
     pub topology: crate::topology::Topology,
+    /// Each service's `deploy:` (for `mxwarden update`).
+    pub deploys: super::deploy::Deploys,
     /// Render's API, if configured.
     pub render: Option<std::sync::Arc<crate::probe::render::RenderApi>>,
     /// The control room (`control:`), if configured.
@@ -235,6 +237,7 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
     let maintenance = super::maintenance::windows(file, &mut problems);
     let topology = super::maintenance::topology(file, &mut problems);
     let render = super::render::api(file, &mut problems);
+    let deploys = super::deploy::build(file, render.as_ref(), &mut problems);
     let render_checks = super::render::checks(file, render.as_ref(), &mut problems);
     if !render_checks.is_empty() {
         for def in crate::preset::render::rules() {
@@ -275,6 +278,7 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
             backup,
             maintenance,
             topology,
+            deploys,
             render,
             control,
             heartbeat,

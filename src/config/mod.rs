@@ -8,6 +8,7 @@ mod alerting;
 mod backup;
 mod build;
 mod control;
+mod deploy;
 pub(crate) mod error;
 mod keypath;
 pub(crate) mod load;
@@ -61,6 +62,8 @@ pub struct Config {
     /// Every secret of the file (and of the `*_file`s and `${VAR}`s it names), for whatever
     /// prints something that came from the config.
     pub redactor: crate::redact::Redactor,
+    /// Each service's `deploy:` (how `mxwarden update` deploys it) and how to reach it.
+    pub(crate) deploys: std::collections::BTreeMap<String, (crate::update::DeploySpec, crate::update::ServiceAccess)>,
     /// Render's API (`render:`), if configured.
     pub render: Option<std::sync::Arc<crate::probe::render::RenderApi>>,
     /// Each service's URLs, token, TLS and database, for the diagnosis playbooks.
@@ -123,6 +126,7 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         maintenance: built.maintenance,
         maintenance_reminder_ms: file.maintenance_reminder.map_or(300_000, |d| d.0.as_millis() as i64),
         topology: built.topology,
+        deploys: built.deploys,
         render: built.render,
         control: built.control,
         heartbeat: built.heartbeat,
@@ -141,5 +145,46 @@ impl Config {
             .map(str::to_string)
             .chain(self.checks.iter().filter_map(|c| c.service.clone()))
             .collect()
+    }
+
+    /// What `mxwarden update SERVICE` needs of this config: the service's `deploy:`, checks,
+    /// dependencies, dependents, rules, receivers and backup plan.
+    pub(crate) fn update_target(&self, service: &str) -> Result<crate::update::Target, String> {
+        let Some((deploy, access)) = self.deploys.get(service) else {
+            let known = self.known_services();
+            if !known.contains(service) {
+                let hint = crate::units::closest(service, known.iter().map(String::as_str))
+                    .map(|k| format!(" Did you mean `{k}`?"))
+                    .unwrap_or_default();
+                return Err(format!("no service `{service}` in {}.{hint}", self.path.display()));
+            }
+            return Err(format!(
+                "services.{service} has no `deploy:` in {}: say how to deploy it, e.g. deploy: {{ command: [\"/usr/local/bin/deploy-{service}\", \"{{to}}\"], rollback: {{ command: [\"/usr/local/bin/deploy-{service}\", \"{{from}}\"] }} }}",
+                self.path.display()
+            ));
+        };
+        let upstream = self.topology.upstream(service);
+        let of = |s: &str| self.checks.iter().filter(|c| c.service.as_deref() == Some(s)).cloned().collect::<Vec<_>>();
+        Ok(crate::update::Target {
+            service: service.to_string(),
+            access: access.clone(),
+            deploy: deploy.clone(),
+            checks: of(service),
+            dependency_checks: upstream.iter().flat_map(|u| of(u)).collect(),
+            dependents: self.topology.downstream(service),
+            upstream,
+            rules: self.rules.clone(),
+            alerting: self.alerting.clone().map(std::sync::Arc::new),
+            backup: self.backup.clone(),
+            concurrency: self.defaults.concurrency,
+            series_limit: self.defaults.series_limit,
+            redactor: self.redactor.clone(),
+        })
+    }
+
+    /// [`Config::update_target`] of every service with `deploy:` (the daemon's
+    /// `POST /api/v1/updates`).
+    pub(crate) fn update_targets(&self) -> std::collections::BTreeMap<String, crate::update::Target> {
+        self.deploys.keys().filter_map(|s| self.update_target(s).ok().map(|t| (s.clone(), t))).collect()
     }
 }

@@ -538,6 +538,10 @@ pub(crate) struct ServiceConfig {
     /// (each when exactly one service of that kind is configured). `[]` means none.
     #[serde(default)]
     pub depends_on: Option<Vec<Spanned<String>>>,
+    /// How `mxwarden update` deploys this service, rolls it back and proves it healthy:
+    /// `{ command: [...], rollback: { command: [...] }, verify: { rounds: 3 } }` (docs/update.md).
+    #[serde(default)]
+    pub deploy: Option<Spanned<super::deploy::DeployConfig>>,
     /// The service's Render id: `srv-…` (`dpg-…` for a `postgres` service), as `mxwarden
     /// render discover` prints it. Adds the check `<service>/render` (deploys, OOM kills,
     /// suspension, memory and CPU against the plan; a database's real disk) and the Render

@@ -64,6 +64,7 @@ async fn run_config(
     let http = crate::dispatch::http_client().map_err(anyhow::Error::msg)?;
     rooms::refuse_encrypted(&config, &http).await.map_err(anyhow::Error::msg)?;
     let watchdog = Arc::new(crate::watchdog::Watchdog::new(sweep_every(&config)));
+    crate::update::run::warn_interrupted(&store).await;
     let live = Arc::new(Live::new(&config, started));
     let calendar = Arc::new(crate::maintenance::Calendar::new(config.maintenance.clone()));
     calendar.set_ad_hoc(crate::store::maintenance::current(&store, started).await?);
@@ -79,6 +80,7 @@ async fn run_config(
             calendar: calendar.clone(),
             services: config.known_services(),
             watchdog: watchdog.clone(),
+            updates: Arc::new(config.update_targets()),
         };
         match crate::server::bind(addr) {
             Ok(listener) => {

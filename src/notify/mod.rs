@@ -92,6 +92,8 @@ pub enum Kind {
     Test,
     /// What the diagnosis found after a critical page (`mxwarden diagnose`), in its thread.
     Diagnosis,
+    /// A notice that is no alert: an update's announcement and its end (`mxwarden update`).
+    Notice,
 }
 
 /// One alert as a message shows it.
@@ -282,6 +284,7 @@ pub fn alert_message(kind: Kind, alert: AlertInfo, now: i64) -> Notification {
         Kind::Digest => "DIGEST",
         Kind::Test => "TEST",
         Kind::Diagnosis => "DIAGNOSIS",
+        Kind::Notice => "NOTICE",
     };
     let severity = escape_controls(alert.labels.get("severity").map_or("", String::as_str)).into_owned();
     let name = escape_controls(&alert.name).into_owned();

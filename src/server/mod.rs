@@ -10,6 +10,7 @@ pub mod maintenance;
 mod metrics;
 mod page;
 pub(crate) mod query;
+mod updates;
 mod view;
 
 pub(crate) use listener::{Limits, bind, connection_cap};
@@ -55,6 +56,8 @@ pub(crate) struct AppState {
     pub services: std::collections::BTreeSet<String>,
     /// Whether evaluation is healthy (`/healthz`).
     pub watchdog: Arc<crate::watchdog::Watchdog>,
+    /// The services with `deploy:`, for `POST /api/v1/updates`.
+    pub updates: Arc<std::collections::BTreeMap<String, crate::update::Target>>,
 }
 
 /// Largest request body accepted.
@@ -69,6 +72,12 @@ pub(crate) fn router(state: AppState) -> Router {
         state.services.clone(),
         state.clock.clone(),
     );
+    let updates = crate::server::updates::router(
+        state.store.clone(),
+        state.admin_token.clone(),
+        state.updates.clone(),
+        state.clock.clone(),
+    );
     Router::new()
         .route("/", get(page::status))
         .route("/healthz", get(healthz))
@@ -80,6 +89,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
         .merge(maintenance)
+        .merge(updates)
 }
 
 /// `GET /healthz`: `200 ok` while the daemon judges and its store takes writes; `503` with the

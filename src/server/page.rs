@@ -13,7 +13,7 @@ use std::fmt::Write;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem auto;max-width:72rem;padding:0 1rem;color:#1b1f24;background:#fafbfc}
 h1{font-size:1.4rem;margin:0 0 .3rem}h2{font-size:1.1rem;margin:1.6rem 0 .5rem;border-bottom:1px solid #d0d7de;padding-bottom:.2rem}
-.banner{padding:.7rem 1rem;border-radius:6px;font-weight:600;margin:.8rem 0}.banner.up{background:#dafbe1;color:#116329}.banner.down{background:#ffebe9;color:#a40e26}
+.banner{padding:.7rem 1rem;border-radius:6px;font-weight:600;margin:.8rem 0}.banner.up{background:#dafbe1;color:#116329}.banner.down{background:#ffebe9;color:#a40e26}.banner.update{background:#ddf4ff;color:#0a3069}
 table{border-collapse:collapse;width:100%;font-size:.9rem}td,th{padding:.35rem .5rem;text-align:left;vertical-align:top;border-bottom:1px solid #eaeef2}
 .state{font-weight:600;padding:.1rem .45rem;border-radius:4px;font-size:.8rem}.state.up{background:#dafbe1;color:#116329}.state.down{background:#ffebe9;color:#a40e26}
 .state.unknown{background:#eaeef2;color:#57606a}.state.maintenance{background:#ddf4ff;color:#0550ae}.state.firing{background:#ffebe9;color:#a40e26}.state.pending{background:#fff8c5;color:#7d4e00}
@@ -97,6 +97,37 @@ pub(crate) fn render(s: &view::Status, services: &[String]) -> String {
         out.push_str("<div class=\"banner up\">All checks are passing</div>");
     } else {
         let _ = write!(out, "<div class=\"banner down\">{} failing: {}</div>", down.len(), esc(&down.join(", ")));
+    }
+    for u in &s.updates {
+        let step = u.steps.last().map_or_else(
+            || "starting".to_string(),
+            |st| match &st.outcome {
+                None => format!("{} since {}", st.step, when(st.started_at)),
+                Some(o) => format!("{} {o}", st.step),
+            },
+        );
+        if u.state == "interrupted" {
+            let _ = write!(
+                out,
+                "<div class=\"banner down\">Update #{} of {} to {} was interrupted at {} (started {}): <code>mxwarden update --resume {}</code> continues it</div>",
+                u.id,
+                esc(&u.service),
+                esc(&u.target),
+                esc(&step),
+                when(u.started_at),
+                u.id
+            );
+            continue;
+        }
+        let _ = write!(
+            out,
+            "<div class=\"banner update\">Update #{} in progress: {} to {} — {} (started {})</div>",
+            u.id,
+            esc(&u.service),
+            esc(&u.target),
+            esc(&step),
+            when(u.started_at)
+        );
     }
     if !s.maintenance.is_empty() || !s.upcoming_maintenance.is_empty() {
         out.push_str(
@@ -231,6 +262,7 @@ mod tests {
             incidents: Vec::new(),
             maintenance: Vec::new(),
             upcoming_maintenance: Vec::new(),
+            updates: Vec::new(),
         };
         let html = render(&status, &[]);
         assert!(
@@ -242,6 +274,54 @@ mod tests {
             html.contains(
                 "<span class=\"state unknown\">unknown</span></td><td><span class=\"muted\">stale:</span> 3 ms"
             ),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn an_update_in_progress_is_shown_with_its_step_and_nothing_it_names_is_markup() {
+        let row = crate::store::updates::UpdateRow {
+            id: 7,
+            service: "synapse".into(),
+            target: "img:<script>alert(1)</script>".into(),
+            reason: "r".into(),
+            options: serde_json::json!({}),
+            state: "running".into(),
+            owner: "1@h".into(),
+            facts: Default::default(),
+            started_at: 1_000,
+            ended_at: None,
+            steps: vec![crate::store::updates::StepRow {
+                seq: 4,
+                step: "deploy".into(),
+                started_at: 2_000,
+                ended_at: None,
+                outcome: None,
+                detail: String::new(),
+            }],
+        };
+        let status = view::Status {
+            generated_ms: 3_000,
+            started_ms: 0,
+            overall: "up",
+            store_failure: None,
+            checks: Vec::new(),
+            alerts: Vec::new(),
+            incidents: Vec::new(),
+            maintenance: Vec::new(),
+            upcoming_maintenance: Vec::new(),
+            updates: vec![row],
+        };
+        let html = render(&status, &[]);
+        assert!(html.contains("Update #7 in progress: synapse to img:&lt;script&gt;"), "{html}");
+        assert!(html.contains("deploy since 1970-01-01 00:00:02 UTC"), "{html}");
+        assert!(!html.contains("<script>"), "{html}");
+        let mut gone = status.updates[0].clone();
+        gone.state = "interrupted".into();
+        let status = view::Status { updates: vec![gone], ..status };
+        let html = render(&status, &[]);
+        assert!(
+            html.contains("was interrupted at deploy since") && html.contains("mxwarden update --resume 7"),
             "{html}"
         );
     }

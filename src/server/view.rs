@@ -93,6 +93,8 @@ pub(crate) struct Status {
     pub maintenance: Vec<crate::maintenance::calendar::Occurrence>,
     /// Maintenance windows coming next.
     pub upcoming_maintenance: Vec<crate::maintenance::calendar::Occurrence>,
+    /// Updates in progress (`mxwarden update`, `POST /api/v1/updates`), with their steps.
+    pub updates: Vec<crate::store::updates::UpdateRow>,
 }
 
 /// Open alerts from the store.
@@ -183,6 +185,17 @@ pub(crate) async fn status(state: &AppState) -> Result<Status, StoreError> {
         incidents,
         maintenance: state.calendar.active(now),
         upcoming_maintenance: state.calendar.upcoming(now),
+        updates: crate::store::updates::list(&state.store, true, 20)
+            .await?
+            .into_iter()
+            .map(|mut u| {
+                // Its process is gone (a crash): say so rather than "in progress" for ever.
+                if !crate::update::run::owner_alive(&u.owner) && u.owner != crate::update::run::owner() {
+                    u.state = "interrupted".into();
+                }
+                u
+            })
+            .collect(),
     })
 }
 

@@ -20,6 +20,7 @@ pub(crate) mod health;
 pub(crate) mod history;
 pub mod maintenance;
 pub(crate) mod followup;
+pub(crate) mod updates;
 
 pub(crate) use health::Health;
 pub use history::History;
@@ -103,6 +104,7 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE gaps (start INTEGER PRIMARY KEY, end INTEGER NOT NULL) WITHOUT ROWID;",
     maintenance::MIGRATION,
     control::MIGRATION,
+    updates::MIGRATION,
 ];
 
 /// An alert's persisted state.

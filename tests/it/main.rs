@@ -30,3 +30,4 @@ mod presets;
 mod render;
 mod secrets;
 mod ship;
+mod update;
