@@ -2,7 +2,9 @@
 //! against the plan's `disk_limit`; the largest tables of Synapse's database, naming its usual
 //! suspects (`state_groups_state`, `event_json`, `events`, `event_edges`, `device_lists_*`);
 //! the remote media cache (`synapse_admin::media_stats`). The fix for a large cache is
-//! `mxwarden synapse purge-media`. Reads the postgres service's `dsn` (`pg_database_size`
+//! `mxwarden synapse purge-media`. A PostgreSQL linked to Render (`render: dpg-…`) without a
+//! `disk_limit` is measured against Render's real disk (`diskSizeGB`), read from its API.
+//! Reads the postgres service's `dsn` (`pg_database_size`
 //! needs CONNECT on each database or `pg_read_all_stats`) and, for local media, the synapse
 //! service's `admin_token`.
 
@@ -53,6 +55,51 @@ async fn days_until_full(cx: &Cx<'_>, service: &str) -> Option<f64> {
         .filter(|l| l.starts_with("pg_disk_days_until_full{") && l.contains(&wanted))
         .find_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .filter(|d| d.is_finite())
+}
+
+/// The disk the databases are measured against, and what it is called in the evidence.
+struct DiskLimit {
+    bytes: u64,
+    name: &'static str,
+    /// How to get a bigger one.
+    grow: &'static str,
+}
+
+/// `disk_limit`, or else Render's disk of a PostgreSQL linked to Render (one API call); a
+/// Render answer that fails is said in the evidence and leaves no limit.
+async fn disk_limit(cx: &Cx<'_>, service: &str, configured: Option<u64>, notes: &mut Notes) -> Option<DiskLimit> {
+    if let Some(bytes) = configured {
+        return Some(DiskLimit {
+            bytes,
+            name: "disk_limit",
+            grow: "a database plan with a bigger disk, then raise `disk_limit`",
+        });
+    }
+    let api = cx.config.render.as_ref()?;
+    let id = cx.config.checks.iter().find_map(|c| match &c.probe {
+        crate::probe::spec::ProbeSpec::Render(r) if c.service.as_deref() == Some(service) => Some(r.resource.clone()),
+        _ => None,
+    })?;
+    let prober = crate::probe::Prober::new(std::sync::Arc::new(crate::clock::SystemClock));
+    let answer = match prober.render_client(api, std::time::Duration::from_secs(20)) {
+        Ok(client) => client.postgres(&id).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    match answer.map(|pg| pg.disk_bytes()) {
+        Ok(Some(bytes)) => Some(DiskLimit {
+            bytes,
+            name: "Render's disk",
+            grow: "a bigger disk on Render (the database's Disk setting, or disk autoscaling)",
+        }),
+        Ok(None) => {
+            notes.saw(format!("disk: Render reports no disk size for {id}"));
+            None
+        }
+        Err(e) => {
+            notes.saw(format!("disk: Render's disk of {id} is not known: {e}"));
+            None
+        }
+    }
 }
 
 pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
@@ -117,10 +164,10 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
         })
         .take(3)
         .collect();
-    match pg.disk_limit {
-        Some(limit) => {
+    match disk_limit(cx, &pg_service.name, pg.disk_limit, notes).await {
+        Some(DiskLimit { bytes: limit, name, grow }) => {
             let ratio = total as f64 / limit.max(1) as f64;
-            notes.saw(format!("disk: {} of disk_limit {} ({:.0} %)", human_bytes(total), human_bytes(limit), ratio * 100.0));
+            notes.saw(format!("disk: {} of {name} {} ({:.0} %)", human_bytes(total), human_bytes(limit), ratio * 100.0));
             match days_until_full(cx, &pg_service.name).await {
                 Some(days) => {
                     notes.saw(format!("days until full at the current growth: {days:.1} (the daemon's forecast)"));
@@ -130,12 +177,12 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
                             fix.push(purge.clone());
                         }
                         fix.extend(suspects.iter().cloned());
-                        fix.push("or a database plan with a bigger disk, then raise `disk_limit`".into());
+                        fix.push(format!("or {grow}"));
                         notes.found(Finding {
                             severity: Severity::Warning,
                             title: format!("{}: the disk is full in {days:.1} days at the current growth", pg_service.name),
                             seen: vec![
-                                format!("{} of disk_limit {} ({:.0} %)", human_bytes(total), human_bytes(limit), ratio * 100.0),
+                                format!("{} of {name} {} ({:.0} %)", human_bytes(total), human_bytes(limit), ratio * 100.0),
                                 format!("largest tables of `{database}`: {}", shown.join(", ")),
                             ],
                             why: "a full disk stops PostgreSQL from writing: Synapse, MAS and Vikunja all stop".into(),
@@ -152,12 +199,12 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
                     fix.push(purge.clone());
                 }
                 fix.extend(suspects.iter().cloned());
-                fix.push("or a database plan with a bigger disk, then raise `disk_limit`".into());
+                fix.push(format!("or {grow}"));
                 notes.found(Finding {
                     severity: if ratio >= CRITICAL { Severity::Critical } else { Severity::Warning },
                     title: format!("{}: databases use {:.0} % of the disk", pg_service.name, ratio * 100.0),
                     seen: vec![
-                        format!("{} of disk_limit {}", human_bytes(total), human_bytes(limit)),
+                        format!("{} of {name} {}", human_bytes(total), human_bytes(limit)),
                         format!("databases: {}", listed.join(", ")),
                         format!("largest tables of `{database}`: {}", shown.join(", ")),
                     ],
@@ -168,7 +215,7 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
             }
         }
         None => notes.saw(format!(
-            "disk: no disk_limit on services.{}, so no share of the disk (days until full: PostgresDiskFullSoon, from the daemon's history)",
+            "disk: no disk_limit on services.{} (nor Render's disk), so no share of the disk (days until full: PostgresDiskFullSoon, from the daemon's history)",
             pg_service.name
         )),
     }

@@ -485,3 +485,38 @@ fn a_purge_synapse_refuses_exits_1_with_its_answer_and_never_the_token() {
     assert_eq!(stats.code, 0, "local media is read, the rest is named as not read: {}", stats.all());
     assert!(stats.stdout.contains("not read: remote media and database size: no postgres service"), "{}", stats.all());
 }
+
+#[test]
+fn db_disk_measures_a_render_database_against_renders_real_disk_without_disk_limit() {
+    const KEY: &str = "rnd_DISKKEYneverShown42";
+    let s = services::shared();
+    let render = fakes::runtime().block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        mxwarden_render_fake::FakeRender::spawn(listener, KEY)
+    });
+    render.add_postgres("dpg-disk00000000000000", "matrix-db", "basic_256mb", 1, 50e6);
+    let config_with = |key: &str| {
+        config(&format!(
+            "listen: off\nrender: {{ api_key: \"{key}\", api_url: \"{}\" }}\nservices:\n  synapse: {{ kind: synapse, url: \"{}\", admin_token: \"${{T}}\" }}\n  db: {{ kind: postgres, dsn: \"{}\", databases: [synapse], render: dpg-disk00000000000000 }}\n",
+            render.api_url,
+            s.synapse.base_url,
+            s.pg.dsn("postgres")
+        ))
+    };
+    let token = s.synapse.admin_token.as_str();
+    // The plan's name says 256 MB (its memory); the disk Render reports is 1 GB.
+    let r = diagnose(&config_with(KEY), &["db-disk"], &[("T", token)]);
+    let checked = r.json()["playbooks"][0]["checked"].to_string();
+    assert!(checked.contains("of Render's disk 953.7 MiB"), "measured against diskSizeGB: {}", r.all());
+    assert!(
+        render.requests().iter().any(|q| q.contains("/postgres/dpg-disk00000000000000")),
+        "{:?}",
+        render.requests()
+    );
+
+    let wrong = "rnd_WRONGkeyNeverShown7";
+    let r = diagnose(&config_with(wrong), &["db-disk"], &[("T", token)]);
+    let checked = r.json()["playbooks"][0]["checked"].to_string();
+    assert!(checked.contains("Render's disk of dpg-disk00000000000000 is not known"), "{}", r.all());
+    assert!(!r.all().contains(wrong) && !r.all().contains(KEY), "no key in the output: {}", r.all());
+}
