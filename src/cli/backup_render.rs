@@ -18,15 +18,33 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 /// One linked database: what Render holds, or why it could not be read.
 #[derive(Debug, Serialize)]
-struct Row {
-    /// The service under `services:`.
-    service: String,
-    /// `dpg-…`.
-    id: String,
-    #[serde(flatten)]
-    backups: Option<DbBackups>,
-    /// Why Render could not be read, in words.
-    error: Option<String>,
+#[serde(untagged)]
+enum Row {
+    /// Render answered.
+    Read {
+        #[serde(flatten)]
+        backups: DbBackups,
+        /// Always `null` here (the key is there in every row).
+        error: Option<String>,
+    },
+    /// Render could not be read.
+    Failed {
+        /// The service under `services:`.
+        service: String,
+        /// `dpg-…`.
+        id: String,
+        /// Why, in words.
+        error: String,
+    },
+}
+
+impl Row {
+    fn needs_attention(&self) -> bool {
+        match self {
+            Row::Read { backups, .. } => backups.warning.is_some(),
+            Row::Failed { .. } => true,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -63,22 +81,20 @@ pub(crate) fn list(config: &Config, json: bool) -> Result<Status> {
     let prober = crate::probe::Prober::new(std::sync::Arc::new(crate::clock::SystemClock));
     let client = prober.render_client(&api, DEADLINE).map_err(anyhow::Error::msg)?;
     let now = jiff::Timestamp::now();
+    let now = now.round(jiff::Unit::Second).unwrap_or(now);
     let rt = crate::cli::runtime()?;
     let databases: Vec<Row> = rt.block_on(async {
         let mut rows = Vec::new();
         for (service, id) in linked {
             let row = match backups::fetch(&client, &service, &id, now).await {
-                Ok(b) => Row { service, id, backups: Some(b), error: None },
-                Err(e) => Row { service, id, backups: None, error: Some(e.to_string()) },
+                Ok(backups) => Row::Read { backups, error: None },
+                Err(e) => Row::Failed { service, id, error: e.to_string() },
             };
             rows.push(row);
         }
         rows
     });
-    let warnings = databases
-        .iter()
-        .filter(|r| r.error.is_some() || r.backups.as_ref().is_some_and(|b| b.warning.is_some()))
-        .count();
+    let warnings = databases.iter().filter(|r| r.needs_attention()).count();
     let report = Report { databases, warnings };
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
@@ -90,9 +106,12 @@ pub(crate) fn list(config: &Config, json: bool) -> Result<Status> {
 
 fn print(report: &Report) {
     for row in &report.databases {
-        let Some(b) = &row.backups else {
-            outln!("{} ({}): {}", row.service, row.id, row.error.as_deref().unwrap_or_default());
-            continue;
+        let b = match row {
+            Row::Read { backups, .. } => backups,
+            Row::Failed { service, id, error } => {
+                outln!("{service} ({id}): {error}");
+                continue;
+            }
         };
         outln!(
             "{} ({}, Render name {}, plan {})",
