@@ -244,3 +244,52 @@ fn hostile_answers_are_bounded_and_injected_names_are_escaped() {
     assert!(!out.stdout.contains('\u{1b}') && !out.stdout.contains('\u{7}'), "{:?}", out.stdout);
     assert!(!out.stdout.contains("javascript") && out.stdout.contains("link"), "{}", out.stdout);
 }
+
+#[test]
+fn a_silent_export_listing_ends_at_the_deadline_with_an_error_in_words() {
+    use axum::routing::get;
+    use std::time::{Duration, Instant};
+    let render = fake();
+    render.add_postgres("dpg-paid00000000000000", "app-db", "pro_4gb", 50, 1e9);
+    let silent = fakes::serve(
+        axum::Router::new()
+            .route(
+                "/v1/postgres/{id}/export",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    "[]"
+                }),
+            )
+            .fallback(|| async { "{}" }),
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = mxwarden::render::RenderClient::new(
+        reqwest::Client::new(),
+        format!("{silent}/v1").parse().unwrap(),
+        KEY.to_string().into(),
+        mxwarden::render::RenderClient::default_budget(),
+        Duration::from_secs(1),
+        |e, _| e.to_string(),
+    );
+    let started = Instant::now();
+    let e = fakes::runtime().block_on(client.exports("dpg-paid00000000000000")).unwrap_err().to_string();
+    assert!(
+        e.contains("did not answer postgres/dpg-paid00000000000000/export")
+            && started.elapsed() < Duration::from_secs(3),
+        "{e} after {:?}",
+        started.elapsed()
+    );
+    // The same call against the fake: the documented shape, read whole.
+    let good = mxwarden::render::RenderClient::new(
+        reqwest::Client::new(),
+        render.api_url.parse().unwrap(),
+        KEY.to_string().into(),
+        mxwarden::render::RenderClient::default_budget(),
+        Duration::from_secs(5),
+        |e, _| e.to_string(),
+    );
+    let made = render.add_export("dpg-paid00000000000000", &ago(3), &signed_url(9));
+    let exports = fakes::runtime().block_on(good.exports("dpg-paid00000000000000")).unwrap();
+    assert_eq!(exports.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), [made]);
+    assert!(!format!("{exports:?}").contains(SIGNATURE), "Debug hides the signed URL: {exports:?}");
+}
