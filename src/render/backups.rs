@@ -107,8 +107,7 @@ pub fn assess(
         .map(|e| {
             let made = e.created_at.parse::<jiff::Timestamp>().ok();
             let expires = made.map(|m| m + keep);
-            let host =
-                e.url.as_deref().and_then(|u| url::Url::parse(u).ok()).and_then(|u| u.host_str().map(|h| esc(h)));
+            let host = e.url.as_deref().and_then(|u| url::Url::parse(u).ok()).and_then(|u| u.host_str().map(&esc));
             let view = ExportView {
                 id: esc(&e.id),
                 created_at: esc(&e.created_at),
@@ -121,7 +120,7 @@ pub fn assess(
             (made, view)
         })
         .collect();
-    views.sort_by(|a, b| b.0.cmp(&a.0));
+    views.sort_by_key(|v| std::cmp::Reverse(v.0));
     let recent = views.iter().any(|(_, v)| v.within_keep);
     let not_shown = views.len().saturating_sub(MAX_EXPORTS);
     views.truncate(MAX_EXPORTS);
