@@ -35,6 +35,10 @@ pub(crate) enum BackupCommand {
         /// Print the manifests as JSON.
         #[arg(long)]
         json: bool,
+        /// Instead: Render's own backups of each PostgreSQL linked to Render (`render: dpg-…`):
+        /// the point-in-time recovery window and the exports; warns when Render holds none.
+        #[arg(long)]
+        render: bool,
     },
     /// Check a run (default: the newest good one): checksums; with --identity, decrypt and read
     /// everything back (`pg_restore --list`); with --restore-test, restore into scratch databases
@@ -126,7 +130,8 @@ pub(crate) fn run(path: &Path, command: BackupCommand) -> Result<Status> {
     let config = &crate::cli::load(path)?;
     match command {
         BackupCommand::Run { db, json } => run_now(plan(config)?, db.as_deref(), json),
-        BackupCommand::List { json } => list(plan(config)?, json),
+        BackupCommand::List { json, render: true } => crate::cli::backup_render::list(config, json),
+        BackupCommand::List { json, render: false } => list(plan(config)?, json),
         BackupCommand::Verify { id, identity, restore_test, json } => {
             verify_run(plan(config)?, id.as_deref(), identity.as_deref(), restore_test, json)
         }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 mod alerting;
 mod backup;
+mod backup_render;
 mod diagnose;
 mod control;
 mod doctor;

@@ -8,8 +8,8 @@
 //! for transport errors come from the caller, so this module needs nothing of the probes.
 
 use super::model::{
-    ApiError, Deploy, DeployRequest, Event, Instance, LogPage, Maintenance, MetricSeries, Owner, Postgres, Recovery,
-    Service,
+    ApiError, Deploy, DeployRequest, Event, Export, Instance, LogPage, Maintenance, MetricSeries, Owner, Postgres,
+    Recovery, Service,
 };
 use crate::redact::REDACTED;
 use secrecy::{ExposeSecret, SecretString};
@@ -628,6 +628,11 @@ impl RenderClient {
     /// `GET /postgres/{id}/recovery`: whether point-in-time recovery is available.
     pub async fn recovery(&self, id: &str) -> Result<Recovery, RenderError> {
         self.get(&format!("postgres/{}/recovery", seg(id)), &[], "postgres database", id).await
+    }
+
+    /// `GET /postgres/{id}/export`: the logical exports Render keeps (7 days).
+    pub async fn exports(&self, id: &str) -> Result<Vec<Export>, RenderError> {
+        self.get(&format!("postgres/{}/export", seg(id)), &[], "postgres database", id).await
     }
 
     /// `GET /maintenance` for `resources` (not paginated).

@@ -5,6 +5,7 @@
 //! probe (`probe::render`) turns its answers into samples; `mxwarden render …` shows them.
 //! Listed below the probes: it needs only the vocabulary.
 
+pub mod backups;
 pub mod client;
 pub mod model;
 pub mod stream;

@@ -432,6 +432,31 @@ pub struct Recovery {
     pub starts_at: Option<String>,
 }
 
+/// `GET /postgres/{id}/export`: one logical export (a `pg_dump` Render keeps 7 days).
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Export {
+    /// Its id.
+    pub id: String,
+    /// When it was made (RFC 3339).
+    #[serde(default, deserialize_with = "null_default")]
+    pub created_at: String,
+    /// Where to download it: a signed URL, as good as a password while it lasts. Never printed,
+    /// logged or serialized (`Debug` shows only whether there is one).
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+impl std::fmt::Debug for Export {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Export")
+            .field("id", &self.id)
+            .field("created_at", &self.created_at)
+            .field("url", &self.url.as_ref().map(|_| "<signed url>"))
+            .finish()
+    }
+}
+
 /// A workspace.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Owner {

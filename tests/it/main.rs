@@ -28,6 +28,7 @@ mod matrix;
 mod postgres;
 mod presets;
 mod render;
+mod render_backups;
 mod secrets;
 mod ship;
 mod update;

@@ -50,6 +50,8 @@ pub struct World {
     pub maintenance: Vec<Value>,
     /// PITR state per database.
     pub recovery: BTreeMap<String, Value>,
+    /// Logical exports per database (`[{"id","createdAt","url"}]`).
+    pub exports: BTreeMap<String, Vec<Value>>,
     /// This many requests still get 429.
     pub rate_limited: u32,
     /// Their `Retry-After`, seconds.
@@ -97,6 +99,7 @@ impl FakeRender {
             logs: Vec::new(),
             maintenance: Vec::new(),
             recovery: BTreeMap::new(),
+            exports: BTreeMap::new(),
             rate_limited: 0,
             retry_after: 1,
             deploy_answer: DeployAnswer::Queued,
@@ -159,6 +162,23 @@ impl FakeRender {
         });
         self.set_memory(id, &format!("{id}-inst1"), 100e6, 256e6);
         self.set_cpu(id, &format!("{id}-inst1"), 0.05, 0.1);
+    }
+
+    /// Sets a database's PITR state: `AVAILABLE`, `BACKUP_NOT_READY` or `NOT_AVAILABLE`.
+    pub fn set_recovery(&self, id: &str, status: &str, starts_at: Option<&str>) {
+        self.with(|w| {
+            w.recovery.insert(id.into(), json!({"recoveryStatus": status, "startsAt": starts_at}));
+        });
+    }
+
+    /// Adds a logical export of database `id` made at `created_at`, downloadable at `url`;
+    /// returns its id.
+    pub fn add_export(&self, id: &str, created_at: &str, url: &str) -> String {
+        self.with(|w| {
+            let exp = w.id("exp");
+            w.exports.entry(id.to_string()).or_default().push(json!({"id": exp, "createdAt": created_at, "url": url}));
+            exp
+        })
     }
 
     /// Sets one instance's memory and its limit (other instances of `resource` are dropped).
@@ -481,6 +501,10 @@ async fn api(
         ("GET", ["postgres", id, "recovery"]) => match w.recovery.get(*id) {
             Some(r) => axum::Json(r.clone()).into_response(),
             None => not_found(id),
+        },
+        ("GET", ["postgres", id, "export"]) => match w.postgres.iter().any(|p| p["id"] == *id) {
+            true => axum::Json(Value::Array(w.exports.get(*id).cloned().unwrap_or_default())).into_response(),
+            false => not_found(id),
         },
         ("GET", ["maintenance"]) => {
             let ids: Vec<&str> = first(&q, "resourceId").map(|v| v.split(',').collect()).unwrap_or_default();
