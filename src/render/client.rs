@@ -515,20 +515,14 @@ impl RenderClient {
     }
 
     /// `POST /services/{id}/deploys`: 201 with the deploy, or 202 without a body (then the
-    /// newest queued deploy is looked up, as Render's CLI does).
+    /// newest deploy is looked up: the one just queued. Render's CLI asks for the newest
+    /// *queued* one, which misses a deploy that started building before the look-up.)
     pub async fn trigger_deploy(&self, id: &str, request: &DeployRequest) -> Result<Triggered, RenderError> {
         let path = format!("services/{}/deploys", seg(id));
         let body = serde_json::to_value(request).unwrap_or_default();
         let (status, bytes) = self.call(reqwest::Method::POST, &path, &[], Some(body), "service", id).await?;
         if status == 202 || bytes.iter().all(u8::is_ascii_whitespace) {
-            let queued: Vec<serde_json::Value> =
-                self.get(&path, &[("status", "queued".into()), ("limit", "1".into())], "service", id).await?;
-            let deploy = queued
-                .into_iter()
-                .next()
-                .and_then(|v| v.get("deploy").cloned())
-                .and_then(|d| serde_json::from_value(d).ok());
-            return Ok(Triggered::Queued(deploy));
+            return Ok(Triggered::Queued(self.deploys(id, 1).await?.into_iter().next()));
         }
         parse(&path, &bytes).map(Triggered::Created)
     }
