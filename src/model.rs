@@ -68,6 +68,22 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// A probe that could not run at all (no client could be built): `why`, no samples.
+    pub(crate) fn failed(check: CheckId, service: Option<String>, at: jiff::Timestamp, why: String) -> Self {
+        Self {
+            check,
+            service,
+            at,
+            ok: false,
+            latency: std::time::Duration::ZERO,
+            samples: Vec::new(),
+            scraped: Vec::new(),
+            over_limit: false,
+            failures: vec![why],
+            summary: String::new(),
+        }
+    }
+
     /// The human explanation: the failures joined, or the summary when all is well.
     pub fn detail(&self) -> String {
         if self.failures.is_empty() { self.summary.clone() } else { self.failures.join("; ") }

@@ -220,6 +220,18 @@ impl Drop for LogLine {
     }
 }
 
+/// `url` as output may show it: scheme, host and port only — the path, query, fragment and
+/// credentials (where a webhook or heartbeat URL carries its secret) left out.
+pub(crate) fn origin_only(url: &url::Url) -> url::Url {
+    let mut shown = url.clone();
+    shown.set_path("/");
+    shown.set_query(None);
+    shown.set_fragment(None);
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,17 +14,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use url::Url;
 
-/// The URL as logs show it: scheme, host and port.
-fn shown(url: &Url) -> Url {
-    let mut shown = url.clone();
-    shown.set_path("/");
-    shown.set_query(None);
-    shown.set_fragment(None);
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown
-}
-
 /// Pings until `stop`.
 pub(super) fn spawn(
     settings: HeartbeatSettings,
@@ -35,7 +24,7 @@ pub(super) fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let Ok(url) = Url::parse(settings.url.expose_secret()) else { return };
-        let shown = shown(&url);
+        let shown = crate::redact::origin_only(&url);
         let mut ticker = tokio::time::interval(settings.every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut withheld = false;
@@ -84,6 +73,6 @@ mod tests {
     #[test]
     fn the_shown_url_keeps_no_credential() {
         let url = Url::parse("https://user:pw@hc-ping.com/1f2e3d4c-uuid?create=1#x").unwrap();
-        assert_eq!(shown(&url).as_str(), "https://hc-ping.com/");
+        assert_eq!(crate::redact::origin_only(&url).as_str(), "https://hc-ping.com/");
     }
 }

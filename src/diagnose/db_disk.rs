@@ -167,17 +167,16 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
     match disk_limit(cx, &pg_service.name, pg.disk_limit, notes).await {
         Some(DiskLimit { bytes: limit, name, grow }) => {
             let ratio = total as f64 / limit.max(1) as f64;
+            // The same fixes whether the disk is nearly full or filling fast.
+            let fix = || {
+                let purge = (remote > 0).then(|| purge.clone());
+                purge.into_iter().chain(suspects.iter().cloned()).chain([format!("or {grow}")]).collect::<Vec<_>>()
+            };
             notes.saw(format!("disk: {} of {name} {} ({:.0} %)", human_bytes(total), human_bytes(limit), ratio * 100.0));
             match days_until_full(cx, &pg_service.name).await {
                 Some(days) => {
                     notes.saw(format!("days until full at the current growth: {days:.1} (the daemon's forecast)"));
                     if days < FULL_SOON_DAYS {
-                        let mut fix = Vec::new();
-                        if remote > 0 {
-                            fix.push(purge.clone());
-                        }
-                        fix.extend(suspects.iter().cloned());
-                        fix.push(format!("or {grow}"));
                         notes.found(Finding {
                             severity: Severity::Warning,
                             title: format!("{}: the disk is full in {days:.1} days at the current growth", pg_service.name),
@@ -186,7 +185,7 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
                                 format!("largest tables of `{database}`: {}", shown.join(", ")),
                             ],
                             why: "a full disk stops PostgreSQL from writing: Synapse, MAS and Vikunja all stop".into(),
-                            fix,
+                            fix: fix(),
                             runbook: runbook::DB_DISK,
                         });
                     }
@@ -194,12 +193,6 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
                 None => notes.saw("days until full: not known (needs `mxwarden run` with its status page, polling for an hour)"),
             }
             if ratio >= WARNING {
-                let mut fix = Vec::new();
-                if remote > 0 {
-                    fix.push(purge.clone());
-                }
-                fix.extend(suspects.iter().cloned());
-                fix.push(format!("or {grow}"));
                 notes.found(Finding {
                     severity: if ratio >= CRITICAL { Severity::Critical } else { Severity::Warning },
                     title: format!("{}: databases use {:.0} % of the disk", pg_service.name, ratio * 100.0),
@@ -209,7 +202,7 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
                         format!("largest tables of `{database}`: {}", shown.join(", ")),
                     ],
                     why: "a full disk stops PostgreSQL from writing: Synapse, MAS and Vikunja all stop".into(),
-                    fix,
+                    fix: fix(),
                     runbook: runbook::DB_DISK,
                 });
             }

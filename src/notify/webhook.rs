@@ -133,13 +133,7 @@ impl WebhookReceiver {
 impl WebhookReceiver {
     /// The URL as messages show it: scheme, host and port, the path left out.
     pub(crate) fn shown_url(&self) -> Url {
-        let mut shown = self.url.clone();
-        shown.set_path("/");
-        shown.set_query(None);
-        shown.set_fragment(None);
-        let _ = shown.set_username("");
-        let _ = shown.set_password(None);
-        shown
+        crate::redact::origin_only(&self.url)
     }
 }
 

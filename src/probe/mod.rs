@@ -84,18 +84,7 @@ impl Prober {
                         .run(&spec.id, spec.service.as_deref(), r, client, spec.timeout, self.clock.clone())
                         .await
                 }
-                Err(why) => Observation {
-                    check: spec.id.clone(),
-                    service: spec.service.clone(),
-                    at: self.clock.now(),
-                    ok: false,
-                    latency: std::time::Duration::ZERO,
-                    samples: Vec::new(),
-                    scraped: Vec::new(),
-                    over_limit: false,
-                    failures: vec![why],
-                    summary: String::new(),
-                },
+                Err(why) => Observation::failed(spec.id.clone(), spec.service.clone(), self.clock.now(), why),
             },
             ProbeSpec::MatrixCanary(canary) => self.run_canary(spec, canary).await,
         }
@@ -124,18 +113,7 @@ impl Prober {
         let at = self.clock.now();
         match self.client(&TlsOptions::default(), false) {
             Ok(client) => self.canaries.run(&spec.id, spec.service.as_deref(), canary, spec.timeout, client, at).await,
-            Err(why) => Observation {
-                check: spec.id.clone(),
-                service: spec.service.clone(),
-                at,
-                ok: false,
-                latency: std::time::Duration::ZERO,
-                samples: Vec::new(),
-                scraped: Vec::new(),
-                over_limit: false,
-                failures: vec![why],
-                summary: String::new(),
-            },
+            Err(why) => Observation::failed(spec.id.clone(), spec.service.clone(), at, why),
         }
     }
 

@@ -12,28 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Vikunja as documented, whose `/health` answers 503 while `healthy` is false.
-fn switchable_vikunja(healthy: Arc<AtomicBool>) -> String {
-    use axum::http::StatusCode;
-    use axum::routing::get;
-    fakes::serve(
-        axum::Router::new()
-            .route(
-                "/health",
-                get(move || {
-                    let up = healthy.load(Ordering::SeqCst);
-                    async move { if up { (StatusCode::OK, "OK") } else { (StatusCode::SERVICE_UNAVAILABLE, "down") } }
-                }),
-            )
-            .route(
-                "/api/v1/info",
-                get(|| async {
-                    axum::Json(serde_json::json!({"version": "v2.5.0", "frontend_url": "https://tasks.example.com/"}))
-                }),
-            ),
-    )
-}
-
 /// `mxwarden run` in this process, on a manual clock.
 struct Daemon {
     runtime: tokio::runtime::Runtime,
@@ -180,7 +158,7 @@ alerting:
 #[test]
 fn the_maintenance_story_on_a_manual_clock() {
     let healthy = Arc::new(AtomicBool::new(true));
-    let vikunja = switchable_vikunja(healthy.clone());
+    let vikunja = fakes::switchable_vikunja(healthy.clone());
     let sink = fakes::webhook_sink();
     let file = config(&story_config(&vikunja, &sink.url));
     // 02:58 in Berlin on 1 March: the monthly window opens at 03:00 local, 02:00 UTC.

@@ -45,28 +45,6 @@ fn client_with_budget(api_url: &str, key: &str, deadline: Duration, per_minute: 
     )
 }
 
-/// Vikunja as documented, whose `/health` answers 503 while `healthy` is false.
-fn switchable_vikunja(healthy: Arc<AtomicBool>) -> String {
-    use axum::http::StatusCode;
-    use axum::routing::get;
-    fakes::serve(
-        axum::Router::new()
-            .route(
-                "/health",
-                get(move || {
-                    let up = healthy.load(Ordering::SeqCst);
-                    async move { if up { (StatusCode::OK, "OK") } else { (StatusCode::SERVICE_UNAVAILABLE, "down") } }
-                }),
-            )
-            .route(
-                "/api/v1/info",
-                get(|| async {
-                    axum::Json(serde_json::json!({"version": "v2.5.0", "frontend_url": "https://tasks.example.com/"}))
-                }),
-            ),
-    )
-}
-
 /// `mxwarden run` in this process, on a manual clock (checks run every real second).
 struct Daemon {
     runtime: tokio::runtime::Runtime,
@@ -211,7 +189,7 @@ alerting:
 fn an_oom_kill_pages_once_with_its_log_lines_and_resolves() {
     let render = fake();
     render.demo_stack();
-    let vikunja = switchable_vikunja(Arc::new(AtomicBool::new(true)));
+    let vikunja = fakes::switchable_vikunja(Arc::new(AtomicBool::new(true)));
     let mas = fakes::mas_health(true);
     let sink = fakes::webhook_sink();
     let file = config(&story_config(&render.api_url, &vikunja, &mas, &sink.url));
@@ -264,7 +242,7 @@ fn an_oom_kill_pages_once_with_its_log_lines_and_resolves() {
 fn a_failed_deploy_pages_at_once_naming_it() {
     let render = fake();
     render.demo_stack();
-    let vikunja = switchable_vikunja(Arc::new(AtomicBool::new(true)));
+    let vikunja = fakes::switchable_vikunja(Arc::new(AtomicBool::new(true)));
     let mas = fakes::mas_health(true);
     let sink = fakes::webhook_sink();
     let file = config(&story_config(&render.api_url, &vikunja, &mas, &sink.url));
@@ -294,7 +272,7 @@ fn a_deploy_in_progress_holds_the_health_pages_until_it_is_live_and_a_round_has_
     let render = fake();
     render.demo_stack();
     let healthy = Arc::new(AtomicBool::new(true));
-    let vikunja = switchable_vikunja(healthy.clone());
+    let vikunja = fakes::switchable_vikunja(healthy.clone());
     let mas = fakes::mas_health(true);
     let sink = fakes::webhook_sink();
     let file = config(&story_config(&render.api_url, &vikunja, &mas, &sink.url));
@@ -336,7 +314,7 @@ fn mas_at_96_percent_of_its_memory_pages_render_memory_critical() {
     render.with(|w| {
         w.maintenance.push(serde_json::json!({"id": "mrn-upgrade1", "resourceId": "srv-mas00000000000000", "type": "host_upgrade", "scheduledAt": "2099-01-01T03:00:00Z", "state": "scheduled"}));
     });
-    let vikunja = switchable_vikunja(Arc::new(AtomicBool::new(true)));
+    let vikunja = fakes::switchable_vikunja(Arc::new(AtomicBool::new(true)));
     let mas = fakes::mas_health(true);
     let sink = fakes::webhook_sink();
     let port = crate::support::services::free_port();
@@ -706,7 +684,7 @@ fn the_log_stream_delivers_new_lines_and_refuses_a_bad_key() {
 fn a_crash_loop_and_a_suspension_by_billing_page_but_a_user_s_suspension_does_not() {
     let render = fake();
     render.demo_stack();
-    let vikunja = switchable_vikunja(Arc::new(AtomicBool::new(true)));
+    let vikunja = fakes::switchable_vikunja(Arc::new(AtomicBool::new(true)));
     let mas = fakes::mas_health(true);
     let sink = fakes::webhook_sink();
     let file = config(&story_config(&render.api_url, &vikunja, &mas, &sink.url));

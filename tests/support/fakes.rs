@@ -67,6 +67,26 @@ pub fn vikunja() -> String {
     )
 }
 
+/// Vikunja as documented, whose `/health` answers 503 while `healthy` is false.
+pub fn switchable_vikunja(healthy: std::sync::Arc<std::sync::atomic::AtomicBool>) -> String {
+    serve(
+        Router::new()
+            .route(
+                "/health",
+                get(move || {
+                    let up = healthy.load(std::sync::atomic::Ordering::SeqCst);
+                    async move { if up { (StatusCode::OK, "OK") } else { (StatusCode::SERVICE_UNAVAILABLE, "down") } }
+                }),
+            )
+            .route(
+                "/api/v1/info",
+                get(|| async {
+                    axum::Json(serde_json::json!({"version": "v2.5.0", "frontend_url": "https://tasks.example.com/"}))
+                }),
+            ),
+    )
+}
+
 /// authentik as documented: liveness 200 (older releases 204), readiness 200, and the version
 /// API that needs `Authorization: Bearer <token>` (403 with DRF's body otherwise).
 pub fn authentik(token: &str, live_status: u16) -> String {
