@@ -156,12 +156,12 @@ impl RenderError {
 }
 
 /// What a deploy trigger got back: a deploy (201), or "queued" with no body (202), followed by
-/// the newest queued deploy when Render lists it.
+/// the newest deploy (the one just queued) when Render lists it.
 #[derive(Debug, Clone)]
 pub enum Triggered {
     /// 201 with the deploy.
     Created(Deploy),
-    /// 202 without a body; the newest queued deploy if one is listed.
+    /// 202 without a body; the newest deploy if one is listed.
     Queued(Option<Deploy>),
 }
 
