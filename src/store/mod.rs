@@ -352,25 +352,28 @@ impl Store {
         Ok(store)
     }
 
+    /// Applies the migrations not applied yet, in one `BEGIN IMMEDIATE` transaction
+    /// ([`Store::write`]): a CLI command and a starting daemon that open a new store at the same
+    /// moment wait for each other instead of one failing with "database is locked" when its
+    /// read of the version turns into a write.
     async fn migrate(&self) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(|e| self.fail(e))?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.fail(e))?;
-        let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| self.fail(e))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await.map_err(|e| self.fail(e))?;
-            sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
-                .bind(i as i64 + 1)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.fail(e))?;
-        }
-        tx.commit().await.map_err(|e| self.fail(e))
+        self.write(async |conn| {
+            sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                .execute(&mut *conn)
+                .await?;
+            let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+                .fetch_one(&mut *conn)
+                .await?;
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *conn).await?;
+                sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+                    .bind(i as i64 + 1)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Every pending or firing alert, to restore the rule engine at start.
