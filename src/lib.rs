@@ -40,6 +40,7 @@ pub mod dispatch; // outbox -> notifiers: backoff, dead letters, fallback
 // Around the path.
 pub mod backup; // encrypted pg_dump and file-set backups, verify, restore, retention
 pub mod update; // mxwarden update: preflight, announce, backup, deploy, verify, roll back — resumable
+pub mod remote_write; // samples, scraped series and ALERTS to Prometheus-compatible storage: bounded queue, backoff
 pub mod config; // mxwarden.yaml: schema -> validate -> build into the runtime types above
 pub mod live; // what the running daemon knows now, shared with its server
 pub(crate) mod diagnose; // the runbook's common issues as playbooks: findings with evidence and fixes

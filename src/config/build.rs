@@ -100,6 +100,8 @@ pub(crate) struct Built {
     pub control: Option<super::control::ControlSettings>,
     /// The dead man's switch (`heartbeat:`), if configured.
     pub heartbeat: Option<super::control::HeartbeatSettings>,
+    /// Where samples are copied to (`remote_write:`).
+    pub remote_write: Vec<crate::remote_write::Endpoint>,
 }
 
 /// The default `listen`.
@@ -265,6 +267,7 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
     }
     let control = file.control.as_ref().and_then(|c| super::control::control(c, alerting.as_ref(), &mut problems));
     let heartbeat = file.heartbeat.as_ref().and_then(|h| super::control::heartbeat(h, &mut problems));
+    let remote_write = super::remote_write::endpoints(&file.remote_write, &mut problems);
     if problems.found.is_empty() {
         Ok(Built {
             checks,
@@ -282,6 +285,7 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
             render,
             control,
             heartbeat,
+            remote_write,
         })
     } else {
         Err(problems.found)

@@ -14,6 +14,7 @@ mod keypath;
 pub(crate) mod load;
 mod maintenance;
 mod postgres;
+mod remote_write;
 mod render;
 pub(crate) mod schema;
 pub(crate) mod secrets;
@@ -72,6 +73,8 @@ pub struct Config {
     pub control: Option<ControlSettings>,
     /// The dead man's switch (`heartbeat:`), if configured.
     pub heartbeat: Option<HeartbeatSettings>,
+    /// Where samples are copied to (`remote_write:`), in config order.
+    pub remote_write: Vec<crate::remote_write::Endpoint>,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -130,6 +133,7 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         render: built.render,
         control: built.control,
         heartbeat: built.heartbeat,
+        remote_write: built.remote_write,
         store: file
             .store
             .clone()

@@ -81,6 +81,11 @@ pub(crate) struct FileConfig {
     /// (Healthchecks.io, Uptime Kuma push monitors, UptimeRobot heartbeats).
     #[serde(default)]
     pub heartbeat: Option<Spanned<HeartbeatConfig>>,
+    /// Prometheus-compatible storage (Prometheus, Mimir, VictoriaMetrics, Thanos) to send the
+    /// probes' samples, the scraped series and `ALERTS` to, with the remote-write 1.0
+    /// protocol; Prometheus's key names (see `docs/remote-write.md`).
+    #[serde(default)]
+    pub remote_write: Vec<Spanned<RemoteWriteConfig>>,
 }
 
 /// `render:`: how to reach Render's API.
@@ -955,4 +960,81 @@ pub(crate) struct RetentionConfig {
     /// The newest run of each of the last this many months that have a run. Default `6`.
     #[serde(default)]
     pub monthly: Option<u32>,
+}
+
+/// One `remote_write:` entry: where to send, how to authenticate, how much to hold.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RemoteWriteConfig {
+    /// The receiver's write endpoint, e.g. `http://prometheus:9090/api/v1/write` (Prometheus
+    /// started with `--web.enable-remote-write-receiver`), `…/api/v1/push` (Mimir),
+    /// `…/api/v1/write` (VictoriaMetrics). http or https; credentials go in `basic_auth`,
+    /// `bearer_token` or `headers`, never in the URL. Shown (logs, `/metrics`) as scheme,
+    /// host and port only.
+    pub url: Spanned<String>,
+    /// Extra request headers, e.g. `X-Scope-OrgID: team-a` for Mimir's tenants. Their values
+    /// are secrets unless the header is harmless. The protocol's own headers
+    /// (`Content-Encoding`, `Content-Type`, `User-Agent`, `X-Prometheus-Remote-Write-Version`)
+    /// cannot be replaced.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// HTTP basic authentication.
+    #[serde(default)]
+    pub basic_auth: Option<Spanned<BasicAuthConfig>>,
+    /// `Authorization: Bearer …`, usually `"${REMOTE_WRITE_TOKEN}"`. Not with `basic_auth`.
+    #[serde(default)]
+    pub bearer_token: Option<SecretString>,
+    /// Read `bearer_token` from this file instead (trailing newline removed).
+    #[serde(default)]
+    pub bearer_token_file: Option<Spanned<PathBuf>>,
+    /// Deadline of one request, answer included. Default `30s`, from `1s` to `5m`.
+    #[serde(default)]
+    pub remote_timeout: Option<Spanned<HumanDuration>>,
+    /// The in-memory queue: its bound, senders, batches and backoff.
+    #[serde(default)]
+    pub queue: Option<Spanned<RemoteWriteQueueConfig>>,
+}
+
+/// `basic_auth:` of a `remote_write:` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BasicAuthConfig {
+    /// The user name.
+    pub username: String,
+    /// The password, usually `"${REMOTE_WRITE_PASSWORD}"`.
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// Read `password` from this file instead (trailing newline removed).
+    #[serde(default)]
+    pub password_file: Option<Spanned<PathBuf>>,
+}
+
+/// `queue:` of a `remote_write:` entry (Prometheus's `queue_config`, fewer knobs).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RemoteWriteQueueConfig {
+    /// Most samples held in memory for this receiver, queued and in flight together. When
+    /// it is reached the oldest queued samples are dropped (and counted in
+    /// `mxwarden_remote_write_samples_dropped_total`). Default `100000`, from `100` to
+    /// `10000000`; each sample held costs about 100–300 bytes with its labels.
+    #[serde(default)]
+    pub max_samples: Option<Spanned<usize>>,
+    /// Concurrent senders; each series always goes through the same one, so its samples
+    /// arrive in order. Default `4`, from `1` to `64`.
+    #[serde(default)]
+    pub max_shards: Option<Spanned<usize>>,
+    /// Most samples in one request. Default `2000`, from `1` to `100000`.
+    #[serde(default)]
+    pub max_samples_per_send: Option<Spanned<usize>>,
+    /// Longest a sample waits for its batch to fill. Default `5s`, from `10ms` to `1m`.
+    #[serde(default)]
+    pub batch_send_deadline: Option<Spanned<HumanDuration>>,
+    /// First retry delay after a 5xx, 429 or network error; doubled per failure. Default
+    /// `30ms`.
+    #[serde(default)]
+    pub min_backoff: Option<Spanned<HumanDuration>>,
+    /// Longest retry delay. Default `5s`, up to `5m`. A 429's `Retry-After` is honoured
+    /// instead, up to a minute.
+    #[serde(default)]
+    pub max_backoff: Option<Spanned<HumanDuration>>,
 }

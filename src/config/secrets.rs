@@ -861,6 +861,6 @@ mod tests {
         }
         assert!(secret_names.contains("url"), "webhook URLs are typed SecretString");
         let headers = paths.iter().filter(|(_, k, t)| k == "headers" && t.contains("BTreeMap")).count();
-        assert_eq!(headers, 3, "http, scrape and webhook headers");
+        assert_eq!(headers, 4, "http, scrape, webhook and remote_write headers");
     }
 }

@@ -68,6 +68,8 @@ pub(super) struct Parts {
     pub(super) certificates: std::collections::BTreeMap<String, String>,
     /// Beaten on every turn of the loop (`/healthz`, the heartbeat).
     pub(super) watchdog: Arc<crate::watchdog::Watchdog>,
+    /// Copies samples and `ALERTS` to `remote_write:` queues (never waits).
+    pub(super) remote_write: crate::remote_write::Tap,
 }
 
 /// Owns alert state; see the module docs.
@@ -94,6 +96,7 @@ pub(super) struct Evaluator {
     deploys_changed: bool,
     diagnosis: Arc<Notify>,
     watchdog: Arc<crate::watchdog::Watchdog>,
+    remote_write: crate::remote_write::Tap,
 }
 
 impl Evaluator {
@@ -121,6 +124,7 @@ impl Evaluator {
             deploys_changed: false,
             diagnosis: p.diagnosis,
             watchdog: p.watchdog,
+            remote_write: p.remote_write,
         }
     }
 
@@ -197,6 +201,7 @@ impl Evaluator {
                 names.insert(s.name.clone());
             }
         }
+        self.remote_write.observation(&o);
         self.series.ingest_owned(&o.check.0, t, o.samples.into_iter().chain(o.scraped));
     }
 
@@ -241,6 +246,7 @@ impl Evaluator {
         }
         self.series.prune(now);
         let evaluation = self.engine.evaluate(&self.series, now);
+        self.remote_write.alerts(&evaluation.alerts, now);
         self.decide(evaluation, now, true).await;
     }
 

@@ -66,6 +66,9 @@ async fn run_config(
     let watchdog = Arc::new(crate::watchdog::Watchdog::new(sweep_every(&config)));
     crate::update::run::warn_interrupted(&store).await;
     let live = Arc::new(Live::new(&config, started));
+    // Copies of the samples and ALERTS for Prometheus-compatible storage (`remote_write:`).
+    let (remote_write, remote_write_status, remote_write_tasks) =
+        crate::remote_write::start(&config.remote_write, &http, &config.redactor, &stop);
     let calendar = Arc::new(crate::maintenance::Calendar::new(config.maintenance.clone()));
     calendar.set_ad_hoc(crate::store::maintenance::current(&store, started).await?);
     let mut server = None;
@@ -81,6 +84,7 @@ async fn run_config(
             services: config.known_services(),
             watchdog: watchdog.clone(),
             updates: Arc::new(config.update_targets()),
+            remote_write: remote_write_status,
         };
         match crate::server::bind(addr) {
             Ok(listener) => {
@@ -106,6 +110,7 @@ async fn run_config(
         engine.restore(&a.alert, a.labels, a.state, a.value, a.annotations);
     }
     let mut tasks = Vec::new();
+    tasks.extend(remote_write_tasks);
     // Woken after a commit that decided critical pages: their diagnoses follow.
     let diagnosis = Arc::new(Notify::new());
     if let Some(a) = &alerting {
@@ -199,6 +204,7 @@ async fn run_config(
         diagnosis,
         certificates: certificate_hosts(&config.checks),
         watchdog,
+        remote_write,
     });
     evaluator.run(rx, stop).await;
     for t in tasks.into_iter().chain(server) {

@@ -5,7 +5,7 @@
 
 pub mod canary;
 pub(crate) mod expect;
-mod explain;
+pub(crate) mod explain;
 pub(crate) mod http;
 mod json_sample;
 pub(crate) mod matrix;

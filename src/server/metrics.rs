@@ -202,6 +202,7 @@ async fn render(state: &AppState) -> Result<String, String> {
     out.sample("mxwarden_build_info", [("version", env!("CARGO_PKG_VERSION"))], "1");
     out.family("mxwarden_checks", "gauge", "Checks the running config has.");
     out.sample("mxwarden_checks", [], &state.live.checks.len().to_string());
+    remote_write(&mut out, &state.remote_write.queues());
     if let Some(p) = process() {
         out.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
         out.sample("process_resident_memory_bytes", [], &p.rss_bytes.to_string());
@@ -217,6 +218,44 @@ async fn render(state: &AppState) -> Result<String, String> {
     );
     out.sample("mxwarden_metrics_invalid_names_dropped_total", [], &dropped.to_string());
     Ok(out.text)
+}
+
+/// The `remote_write:` queues' counters, labelled with each receiver's origin.
+fn remote_write(out: &mut Exposition, queues: &[crate::remote_write::QueueStatus]) {
+    type Field = fn(&crate::remote_write::QueueStatus) -> u64;
+    let families: [(&str, &str, &str, Field); 5] = [
+        ("mxwarden_remote_write_samples_sent_total", "counter", "Samples the remote-write receiver accepted.", |q| q.sent),
+        (
+            "mxwarden_remote_write_samples_dropped_total",
+            "counter",
+            "Samples dropped unsent: the queue was full, or mxwarden stopped before they went.",
+            |q| q.dropped,
+        ),
+        (
+            "mxwarden_remote_write_samples_failed_total",
+            "counter",
+            "Samples in batches the receiver refused for good (4xx other than 429), not retried.",
+            |q| q.failed,
+        ),
+        (
+            "mxwarden_remote_write_samples_retried_total",
+            "counter",
+            "Samples in attempts that failed (5xx, 429, network) and were tried again.",
+            |q| q.retried,
+        ),
+        ("mxwarden_remote_write_queue_samples", "gauge", "Samples held for the receiver, queued or in flight.", |q| {
+            q.queued
+        }),
+    ];
+    if queues.is_empty() {
+        return;
+    }
+    for (name, kind, help, field) in families {
+        out.family(name, kind, help);
+        for q in queues {
+            out.sample(name, [("url", q.url.as_str())], &field(q).to_string());
+        }
+    }
 }
 
 /// The process's own figures.

@@ -58,6 +58,8 @@ pub(crate) struct AppState {
     pub watchdog: Arc<crate::watchdog::Watchdog>,
     /// The services with `deploy:`, for `POST /api/v1/updates`.
     pub updates: Arc<std::collections::BTreeMap<String, crate::update::Target>>,
+    /// The `remote_write:` queues' counters, for `/metrics`.
+    pub remote_write: crate::remote_write::Status,
 }
 
 /// Largest request body accepted.
