@@ -530,6 +530,9 @@ struct ShowView {
     /// Per service with `deploy:`, how `mxwarden update` deploys, rolls back and verifies it.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     deploy: std::collections::BTreeMap<String, String>,
+    /// Where samples are copied to (credentials and header values redacted).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    remote_write: Vec<String>,
 }
 
 /// The backup plan as `config show` prints it: no connection strings or passwords (the
@@ -691,6 +694,7 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
         control: config.control.as_ref().map(crate::cli::control::describe_control),
         heartbeat: config.heartbeat.as_ref().map(crate::cli::control::describe_heartbeat),
         deploy: config.deploys.iter().map(|(s, (d, _))| (s.clone(), crate::cli::update::describe(d))).collect(),
+        remote_write: config.remote_write.iter().map(crate::remote_write::Endpoint::describe).collect(),
     };
     // Whatever the views missed (a `${VAR}` value in a URL, a secret pasted into a name) is
     // hidden here, string by string, before any quoting or line folding could disguise it.

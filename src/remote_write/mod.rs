@@ -41,6 +41,35 @@ pub struct Endpoint {
     pub queue: QueueSettings,
 }
 
+impl Endpoint {
+    /// One line for `config show`: the URL without its query, how it authenticates, the
+    /// header names (values redacted) and the queue's bounds.
+    pub fn describe(&self) -> String {
+        let mut url = self.url.clone();
+        let query = url.query().is_some();
+        url.set_query(None);
+        let mut out = format!("{url}{}", if query { "?<redacted>" } else { "" });
+        match &self.auth {
+            Auth::None => {}
+            Auth::Basic { username, .. } => out.push_str(&format!(", basic auth as {username} (password <redacted>)")),
+            Auth::Bearer(_) => out.push_str(", bearer token <redacted>"),
+        }
+        for (name, value) in &self.headers {
+            let shown = if value.is_sensitive() { "<redacted>" } else { value.to_str().unwrap_or("<redacted>") };
+            out.push_str(&format!(", header {name}: {shown}"));
+        }
+        let q = &self.queue;
+        out.push_str(&format!(
+            ", timeout {}, queue max_samples {} max_shards {} max_samples_per_send {}",
+            crate::units::HumanDuration(self.timeout),
+            q.max_samples,
+            q.max_shards,
+            q.max_samples_per_send
+        ));
+        out
+    }
+}
+
 /// How requests to a receiver authenticate.
 #[derive(Debug, Clone)]
 pub enum Auth {

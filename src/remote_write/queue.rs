@@ -48,7 +48,7 @@ struct ShardState {
 
 struct Shard {
     state: Mutex<ShardState>,
-    /// Woken when a full batch is waiting.
+    /// Woken when the first sample arrives in an empty shard, and when a batch is full.
     wake: Notify,
 }
 
@@ -120,8 +120,11 @@ impl Queue {
             self.held.fetch_add(1, Ordering::AcqRel);
         }
         state.entries.push_back(Entry { series, t, v });
+        // The sender sleeps until the batch deadline of the oldest sample: it is told when
+        // there is a first one to count from, and when a batch is full.
+        let first = state.since.is_none();
         state.since.get_or_insert_with(Instant::now);
-        if state.entries.len() >= self.settings.max_samples_per_send {
+        if first || state.entries.len() == self.settings.max_samples_per_send {
             shard.wake.notify_one();
         }
     }

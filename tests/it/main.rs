@@ -27,6 +27,7 @@ mod maintenance;
 mod matrix;
 mod postgres;
 mod presets;
+mod remote_write;
 mod render;
 mod render_backups;
 mod secrets;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fakes;
+pub mod prometheus;
 pub mod s3;
 pub mod services;
 pub mod smtp;
