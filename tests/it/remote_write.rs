@@ -182,3 +182,259 @@ fn probe_samples_scraped_series_and_alerts_read_back_from_a_real_prometheus_with
     assert_eq!(counter(&base, "mxwarden_remote_write_samples_failed_total"), Some(0.0));
     assert!(!own.contains(token) && !log_of(&file).contains(token), "the token is never shown");
 }
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+#[test]
+fn the_receiver_away_for_a_minute_gets_every_queued_sample_after() {
+    let prom = Prometheus::start();
+    let proxy = WriteProxy::start(prom.write_url(), Mode::Unavailable);
+    let target = target(Arc::new(AtomicBool::new(true)));
+    let port = services::free_port();
+    let file = daemon_config(
+        port,
+        &target,
+        &proxy.url,
+        "    queue: { max_samples: 5000, batch_send_deadline: 200ms, max_backoff: 2s }\n",
+    );
+    let log = file.path.with_extension("log");
+    let base = format!("http://127.0.0.1:{port}");
+    let from = now_ms();
+    let _daemon = Daemon::start(&file.path);
+    // A full minute of 503s: nothing gets through, everything is held and retried.
+    let mut held = Vec::new();
+    while now_ms() - from < 60_000 {
+        std::thread::sleep(Duration::from_secs(5));
+        if let Some(q) = counter(&base, "mxwarden_remote_write_queue_samples") {
+            held.push(q);
+        }
+    }
+    let to = now_ms();
+    assert_eq!(counter(&base, "mxwarden_remote_write_samples_sent_total"), Some(0.0), "the receiver was away");
+    assert!(held.windows(2).all(|w| w[0] <= w[1]) && held.len() >= 10, "held samples only grow: {held:?}");
+    let queued = *held.last().unwrap();
+    assert!((300.0..=5000.0).contains(&queued), "a minute of samples held, within the bound: {queued}");
+    assert!(counter(&base, "mxwarden_remote_write_samples_retried_total").unwrap() > 0.0);
+    assert!(proxy.hits(Mode::Unavailable) >= 20, "retried with backoff: {} attempts", proxy.hits(Mode::Unavailable));
+    assert!(log_of(&file).contains("Remote write failing; retrying with backoff."), "{}", log_of(&file));
+
+    proxy.set(Mode::Pass);
+    wait_for("the queue delivered", Duration::from_secs(30), &log, || {
+        let sent = counter(&base, "mxwarden_remote_write_samples_sent_total")?;
+        (sent >= queued && counter(&base, "mxwarden_remote_write_queue_samples")? < 50.0).then_some(())
+    });
+    // Every probe of the minute away is in Prometheus, about one a second, no gap.
+    let samples = prom.samples(r#"probe_success{check="web"}"#, "5m");
+    let away: Vec<i64> = samples.iter().map(|s| s.0).filter(|t| (from..=to).contains(t)).collect();
+    assert!(away.len() >= 55, "{} probes of the minute away delivered: {away:?}", away.len());
+    assert!(away.windows(2).all(|w| w[1] - w[0] < 2_500), "no gap: {away:?}");
+    assert!(samples.iter().all(|s| s.1 == 1.0));
+    let scraped = prom.samples(r#"rw_queue_depth{queue="a"}"#, "5m");
+    assert!(scraped.iter().filter(|s| (from..=to).contains(&s.0)).count() >= 55, "scraped series too");
+    assert_eq!(counter(&base, "mxwarden_remote_write_samples_dropped_total"), Some(0.0), "none lost");
+    assert_eq!(counter(&base, "mxwarden_remote_write_samples_failed_total"), Some(0.0));
+    assert!(log_of(&file).contains("Remote write delivering again."));
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_while_holding_its_bound() {
+    let prom = Prometheus::start();
+    let proxy = WriteProxy::start(prom.write_url(), Mode::Unavailable);
+    let target = target(Arc::new(AtomicBool::new(true)));
+    let port = services::free_port();
+    let file = daemon_config(
+        port,
+        &target,
+        &proxy.url,
+        "    queue: { max_samples: 100, max_shards: 1, max_samples_per_send: 20, batch_send_deadline: 100ms }\n",
+    );
+    let log = file.path.with_extension("log");
+    let base = format!("http://127.0.0.1:{port}");
+    let _daemon = Daemon::start(&file.path);
+    let mut last_dropped = 0.0;
+    let started = Instant::now();
+    wait_for("samples dropped", Duration::from_secs(60), &log, || {
+        let q = counter(&base, "mxwarden_remote_write_queue_samples")?;
+        assert!(q <= 100.0, "the bound holds: {q}");
+        last_dropped = counter(&base, "mxwarden_remote_write_samples_dropped_total")?;
+        (last_dropped >= 100.0).then_some(())
+    });
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        let q = counter(&base, "mxwarden_remote_write_queue_samples").unwrap();
+        let d = counter(&base, "mxwarden_remote_write_samples_dropped_total").unwrap();
+        assert!(q <= 100.0 && q >= 90.0, "held at the bound: {q}");
+        assert!(d >= last_dropped, "drops only grow");
+        last_dropped = d;
+    }
+    let text = log_of(&file);
+    assert_eq!(text.matches("queue is full").count(), 1, "one line a minute, not one per drop:\n{text}");
+
+    proxy.set(Mode::Pass);
+    let switched = now_ms();
+    wait_for("delivered after", Duration::from_secs(30), &log, || {
+        (counter(&base, "mxwarden_remote_write_samples_sent_total")? >= 90.0).then_some(())
+    });
+    // What was held is the newest: the samples just before the switch are there, and a gap
+    // (the oldest, dropped) lies between the first batch (held in flight) and them.
+    let samples = prom.samples(r#"probe_success{check="web"}"#, "5m");
+    assert!(samples.iter().any(|s| (switched - 3_000..switched).contains(&s.0)), "the newest held: {samples:?}");
+    let gap = samples.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap_or(0);
+    assert!(gap >= 3_000, "the dropped ones are missing: biggest gap {gap} ms in {samples:?}");
+    assert!(started.elapsed() < Duration::from_secs(90));
+}
+
+#[test]
+fn a_400_is_dropped_with_one_bounded_log_line_and_a_429_is_retried() {
+    let prom = Prometheus::start();
+    let proxy = WriteProxy::start(prom.write_url(), Mode::BadRequestEndless);
+    let target = target(Arc::new(AtomicBool::new(true)));
+    let port = services::free_port();
+    let file = daemon_config(
+        port,
+        &target,
+        &proxy.url,
+        "    remote_timeout: 5s\n    queue: { max_shards: 1, batch_send_deadline: 200ms, max_backoff: 200ms }\n",
+    );
+    let log = file.path.with_extension("log");
+    let base = format!("http://127.0.0.1:{port}");
+    let _daemon = Daemon::start(&file.path);
+    wait_for("three batches refused", Duration::from_secs(30), &log, || {
+        (counter(&base, "mxwarden_remote_write_samples_failed_total")? > 0.0 && proxy.hits(Mode::BadRequestEndless) >= 3)
+            .then_some(())
+    });
+    assert_eq!(counter(&base, "mxwarden_remote_write_samples_retried_total"), Some(0.0), "a 400 is never retried");
+    let text = log_of(&file);
+    let refusals: Vec<&str> = text.lines().filter(|l| l.contains("refused a batch")).collect();
+    assert!(refusals.len() >= 3, "one line per refused batch:\n{text}");
+    for line in &refusals {
+        assert!(line.contains("status=400"), "{line}");
+        assert!(line.contains("xxxx"), "the start of the answer is shown: {line}");
+        assert!(line.len() < 1_500, "an endless body is cut short: {} bytes", line.len());
+    }
+
+    let switched = now_ms();
+    proxy.set(Mode::TooMany);
+    std::thread::sleep(Duration::from_secs(4));
+    let attempts = proxy.hits(Mode::TooMany);
+    assert!((2..=6).contains(&attempts), "retried, but after Retry-After: 1 rather than max_backoff: {attempts}");
+    assert!(counter(&base, "mxwarden_remote_write_samples_retried_total").unwrap() > 0.0);
+    let back = now_ms();
+    proxy.set(Mode::Pass);
+    wait_for("delivered after the 429s", Duration::from_secs(30), &log, || {
+        let samples = prom.samples(r#"probe_success{check="web"}"#, "5m");
+        samples.iter().any(|s| (switched + 1_000..back).contains(&s.0)).then_some(samples)
+    });
+    let samples = prom.samples(r#"probe_success{check="web"}"#, "5m");
+    assert!(
+        samples.iter().all(|s| s.0 >= switched - 2_000),
+        "what the 400s refused never arrived: {samples:?} (switched at {switched})"
+    );
+}
+
+#[test]
+fn a_receiver_that_never_answers_or_never_ends_its_body_does_not_hold_up_probing() {
+    let proxy = WriteProxy::start("http://127.0.0.1:9/api/v1/write".into(), Mode::Hang);
+    let up = Arc::new(AtomicBool::new(true));
+    let target = target(up.clone());
+    let port = services::free_port();
+    let file = daemon_config(port, &target, &proxy.url, "    remote_timeout: 1s\n    queue: { batch_send_deadline: 100ms }\n");
+    let log = file.path.with_extension("log");
+    let base = format!("http://127.0.0.1:{port}");
+    let mut daemon = Daemon::start(&file.path);
+    let own = |name: &str| -> Option<f64> {
+        let (_, text) = services::http_get(&format!("{base}/metrics"))?;
+        let line = text.lines().find(|l| l.starts_with(name) && l.contains(r#"check="web""#))?;
+        line.rsplit(' ').next()?.parse().ok()
+    };
+    wait_for("the web check up", Duration::from_secs(20), &log, || (own("probe_success")? == 1.0).then_some(()));
+    for mode in [Mode::Hang, Mode::ServerErrorEndless] {
+        proxy.set(mode);
+        std::thread::sleep(Duration::from_secs(2));
+        up.store(false, Ordering::SeqCst);
+        let flipped = Instant::now();
+        wait_for("the outage seen", Duration::from_secs(10), &log, || (own("probe_success")? == 0.0).then_some(()));
+        assert!(flipped.elapsed() < Duration::from_secs(5), "{mode:?}: probing went on: {:?}", flipped.elapsed());
+        up.store(true, Ordering::SeqCst);
+        wait_for("back up", Duration::from_secs(10), &log, || (own("probe_success")? == 1.0).then_some(()));
+        assert!(proxy.hits(mode) >= 1, "{mode:?} was met");
+    }
+    assert!(counter(&base, "mxwarden_remote_write_samples_retried_total").unwrap() > 0.0, "deadlines end attempts");
+    assert_eq!(counter(&base, "mxwarden_remote_write_samples_sent_total"), Some(0.0));
+
+    // Stopping with a receiver that never answers takes a bounded time and says what was lost.
+    proxy.set(Mode::Hang);
+    std::thread::sleep(Duration::from_secs(1));
+    let stopping = Instant::now();
+    let pid = daemon.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exited = loop {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(stopping.elapsed() < Duration::from_secs(20), "the daemon did not stop:\n{}", log_of(&file));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exited.success(), "{exited:?}\n{}", log_of(&file));
+    assert!(stopping.elapsed() < Duration::from_secs(12), "flush is bounded: {:?}", stopping.elapsed());
+    assert!(log_of(&file).contains("Remote write stopped with samples undelivered."), "{}", log_of(&file));
+}
+
+#[test]
+fn config_errors_name_line_and_key_and_no_credential_is_ever_shown() {
+    let bad = config(
+        "remote_write:
+  - url: ftp://metrics.example.org/write
+  - url: https://user:pa55-w0rd-x@metrics.example.org/api/v1/write
+  - url: https://m.example.org/api/v1/write
+    bearer_token: tok
+    basic_auth: { username: u, password: p }
+  - url: https://m.example.org/api/v1/write
+    headers: { Content-Encoding: gzip }
+    queue: { max_samples: 5, max_shards: 0 }
+    remote_timeout: 1h
+",
+    );
+    let r = run(&["config", "check", bad.path.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    let out = r.all();
+    for (line, key) in [
+        (2, "remote_write[0].url"),
+        (3, "remote_write[1].url"),
+        (6, "remote_write[2].basic_auth"),
+        (7, "remote_write[3].headers.content-encoding"),
+        (9, "remote_write[3].queue.max_samples"),
+        (9, "remote_write[3].queue.max_shards"),
+        (10, "remote_write[3].remote_timeout"),
+    ] {
+        assert!(out.contains(&format!(":{line}:")) && out.contains(key), "line {line}, {key}:\n{out}");
+    }
+    assert!(!out.contains("pa55-w0rd-x"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("rw-token");
+    std::fs::write(&token_file, "filed-t0ken-value\n").unwrap();
+    let good = config(&format!(
+        "remote_write:
+  - url: https://mimir.example.org/api/v1/push?tenant=qs-s3cret
+    basic_auth: {{ username: writer, password: b4sic-pw-value }}
+    headers: {{ X-Scope-OrgID: team-a, X-Api-Key: head3r-key-value }}
+  - url: http://127.0.0.1:9090/api/v1/write
+    bearer_token_file: {}
+",
+        token_file.display()
+    ));
+    let shown = run(&["--config", good.path.to_str().unwrap(), "config", "show", "--json"], &[]);
+    assert_eq!(shown.code, 0, "{}", shown.all());
+    let text = shown.all();
+    for secret in ["b4sic-pw-value", "head3r-key-value", "filed-t0ken-value", "qs-s3cret"] {
+        assert!(!text.contains(secret), "{secret} shown:\n{text}");
+    }
+    let views = shown.json()["remote_write"].as_array().cloned().unwrap_or_default();
+    assert_eq!(views.len(), 2, "{text}");
+    assert!(views[0].as_str().unwrap().contains("basic auth as writer"), "{text}");
+    assert!(views[0].as_str().unwrap().contains("X-Api-Key") || views[0].as_str().unwrap().contains("x-api-key"));
+    assert!(views[1].as_str().unwrap().contains("bearer token <redacted>"), "{text}");
+}
