@@ -76,7 +76,11 @@ fn endpoint(spanned: &Spanned<RemoteWriteConfig>, key: &str, problems: &mut Prob
         let at = b.referenced;
         let username = b.value.username.trim().to_string();
         if username.is_empty() || username.contains(':') || username.chars().any(char::is_control) {
-            problems.add(&at, format!("{key}.basic_auth.username"), "expected a user name without `:` or control characters");
+            problems.add(
+                &at,
+                format!("{key}.basic_auth.username"),
+                "expected a user name without `:` or control characters",
+            );
         }
         let password = problems.take(secret(
             problems.origin,
@@ -147,10 +151,20 @@ fn endpoint(spanned: &Spanned<RemoteWriteConfig>, key: &str, problems: &mut Prob
             if let Some(m) = &q.max_backoff
                 && max_backoff < min_backoff
             {
-                problems.add(&m.referenced, k("max_backoff"), format!("is below min_backoff ({})", HumanDuration(min_backoff)));
+                problems.add(
+                    &m.referenced,
+                    k("max_backoff"),
+                    format!("is below min_backoff ({})", HumanDuration(min_backoff)),
+                );
             }
             QueueSettings {
-                max_samples: count(q.max_samples.as_ref(), d.max_samples, 100..=10_000_000, &k("max_samples"), problems),
+                max_samples: count(
+                    q.max_samples.as_ref(),
+                    d.max_samples,
+                    100..=10_000_000,
+                    &k("max_samples"),
+                    problems,
+                ),
                 max_shards: count(q.max_shards.as_ref(), d.max_shards, 1..=64, &k("max_shards"), problems),
                 max_samples_per_send: count(
                     q.max_samples_per_send.as_ref(),

@@ -1015,8 +1015,9 @@ pub(crate) struct BasicAuthConfig {
 pub(crate) struct RemoteWriteQueueConfig {
     /// Most samples held in memory for this receiver, queued and in flight together. When
     /// it is reached the oldest queued samples are dropped (and counted in
-    /// `mxwarden_remote_write_samples_dropped_total`). Default `100000`, from `100` to
-    /// `10000000`; each sample held costs about 100–300 bytes with its labels.
+    /// `mxwarden_remote_write_samples_dropped_total`). Default `50000`, from `100` to
+    /// `10000000`; a sample held costs about 450 bytes with its labels (measured with two
+    /// labels; more labels, more bytes), so the default bounds a queue near 22 MB.
     #[serde(default)]
     pub max_samples: Option<Spanned<usize>>,
     /// Concurrent senders; each series always goes through the same one, so its samples

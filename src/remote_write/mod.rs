@@ -106,7 +106,7 @@ pub struct QueueSettings {
 impl Default for QueueSettings {
     fn default() -> Self {
         Self {
-            max_samples: 100_000,
+            max_samples: 50_000,
             max_shards: 4,
             max_samples_per_send: 2_000,
             batch_send_deadline: Duration::from_secs(5),
@@ -136,6 +136,14 @@ impl Tap {
     }
 
     fn push(&self, name: &str, labels: &Labels, t: i64, value: f64) {
+        // A name Prometheus refuses would make the receiver refuse the whole batch (a label
+        // read from a hostile page, say): that sample alone is dropped, and counted.
+        if !proto::is_metric_name(name) || !labels.keys().all(|k| proto::is_label_name(k)) {
+            for q in &self.queues {
+                q.count_dropped(1);
+            }
+            return;
+        }
         let series = Arc::new(Series::new(name, labels));
         for q in &self.queues {
             q.push(series.clone(), t, value);
@@ -227,4 +235,107 @@ pub fn start(
         queues.push(queue);
     }
     (Tap { queues: queues.clone(), ..Tap::default() }, Status { queues }, tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::Phase;
+
+    fn tap() -> (Tap, Arc<Queue>) {
+        let endpoint = Endpoint {
+            url: "http://127.0.0.1:9/api/v1/write".parse().unwrap(),
+            headers: Vec::new(),
+            auth: Auth::None,
+            timeout: Duration::from_secs(1),
+            queue: QueueSettings { max_shards: 1, ..QueueSettings::default() },
+        };
+        let q = Arc::new(Queue::new(&endpoint));
+        (Tap { queues: vec![q.clone()], ..Tap::default() }, q)
+    }
+
+    fn sent(q: &Queue) -> proto::WriteRequest {
+        match q.take(0, true) {
+            queue::Take::Batch(b) => queue::request(&b),
+            queue::Take::Wait(_) => proto::WriteRequest::default(),
+        }
+    }
+
+    fn alert(name: &str, state: Phase) -> AlertStatus {
+        AlertStatus {
+            labels: [("alertname".to_string(), name.to_string()), ("severity".into(), "warning".into())].into(),
+            annotations: Default::default(),
+            value: 1.0,
+            state,
+            active_at: 0,
+        }
+    }
+
+    #[test]
+    fn alerts_are_written_as_prometheus_does_and_end_with_a_staleness_marker() {
+        let (mut tap, q) = tap();
+        tap.alerts(&[alert("A", Phase::Pending), alert("B", Phase::Firing)], 1_000);
+        tap.alerts(&[alert("A", Phase::Pending)], 1_000); // the same timestamp again: nothing
+        tap.alerts(&[alert("A", Phase::Firing)], 2_000);
+        let req = sent(&q);
+        let series: Vec<(String, Vec<(i64, u64)>)> = req
+            .timeseries
+            .iter()
+            .map(|ts| {
+                let l: Vec<String> = ts.labels.iter().map(|l| format!("{}={}", l.name, l.value)).collect();
+                (l.join(","), ts.samples.iter().map(|s| (s.timestamp, s.value.to_bits())).collect())
+            })
+            .collect();
+        let one = 1.0f64.to_bits();
+        let stale = proto::STALE_NAN.to_bits();
+        assert_eq!(
+            series,
+            vec![
+                (
+                    "__name__=ALERTS,alertname=A,alertstate=pending,severity=warning".into(),
+                    vec![(1_000, one), (2_000, stale)]
+                ),
+                (
+                    "__name__=ALERTS,alertname=B,alertstate=firing,severity=warning".into(),
+                    vec![(1_000, one), (2_000, stale)]
+                ),
+                ("__name__=ALERTS,alertname=A,alertstate=firing,severity=warning".into(), vec![(2_000, one)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sample_with_a_name_prometheus_refuses_is_dropped_alone_and_counted() {
+        let (tap, q) = tap();
+        let ok: Labels = [("check".to_string(), "web".to_string())].into();
+        let bad: Labels = [("my.label".to_string(), "x".to_string())].into();
+        tap.push("probe_success", &ok, 1, 1.0);
+        tap.push("probe_success", &bad, 1, 1.0);
+        tap.push("bad-name", &ok, 1, 1.0);
+        assert_eq!(q.status().dropped, 2);
+        assert_eq!(sent(&q).timeseries.len(), 1);
+    }
+
+    #[test]
+    fn config_show_never_shows_a_credential() {
+        let endpoint = Endpoint {
+            url: "https://mimir.example.org/api/v1/push?tenant=qs-secret".parse().unwrap(),
+            headers: vec![
+                (HeaderName::from_static("x-scope-orgid"), {
+                    let mut v = HeaderValue::from_static("head-secret");
+                    v.set_sensitive(true);
+                    v
+                }),
+                (HeaderName::from_static("accept"), HeaderValue::from_static("*/*")),
+            ],
+            auth: Auth::Basic { username: "writer".into(), password: SecretString::from("pw-secret") },
+            timeout: Duration::from_secs(30),
+            queue: QueueSettings::default(),
+        };
+        let shown = endpoint.describe();
+        for secret in ["qs-secret", "head-secret", "pw-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("basic auth as writer") && shown.contains("accept: */*"), "{shown}");
+    }
 }

@@ -49,13 +49,28 @@ pub struct Sample {
 /// Prometheus's staleness marker: the NaN that says "this series ended here".
 pub const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
 
+/// Whether `name` is a metric name Prometheus accepts: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn is_metric_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b':')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+}
+
+/// Whether `name` is a label name Prometheus accepts: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn is_label_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// The protobuf labels of a series: `__name__` and `labels`, sorted by name (a `__name__`
-/// among `labels` is replaced by `name`).
+/// among `labels` is replaced by `name`; a label with an empty value is left out, as in
+/// Prometheus, where it means "no such label").
 pub fn labels(name: &str, labels: &Labels) -> Vec<Label> {
     let mut out = Vec::with_capacity(labels.len() + 1);
     let mut named = false;
     for (k, v) in labels {
-        if k == "__name__" {
+        if k == "__name__" || v.is_empty() {
             continue;
         }
         if !named && k.as_str() > "__name__" {
@@ -120,6 +135,7 @@ mod tests {
             (&[("check", "a"), ("service", "s")], &["__name__", "check", "service"], "lower case sorts after `__`"),
             (&[("A", "x"), ("_a", "y")], &["A", "__name__", "_a"], "upper case sorts before `_`, `_a` after `__`"),
             (&[("__name__", "evil"), ("z", "1")], &["__name__", "z"], "a scraped `__name__` is replaced"),
+            (&[("empty", ""), ("z", "1")], &["__name__", "z"], "an empty value is no label"),
         ];
         for (given, want, why) in cases {
             let got = labels("up", &labels_of(given));
@@ -131,15 +147,33 @@ mod tests {
     }
 
     #[test]
+    fn names_prometheus_would_refuse_are_recognised() {
+        let cases: &[(&str, bool, bool, &str)] = &[
+            // (name, valid metric name, valid label name, why)
+            ("up", true, true, "plain"),
+            ("job:rate5m", true, false, "colons: metric names only"),
+            ("__name__", true, true, "the name label itself"),
+            ("9x", false, false, "a leading digit"),
+            ("", false, false, "empty"),
+            ("my.label", false, false, "a dot"),
+            ("ünï", false, false, "non-ASCII"),
+        ];
+        for (name, metric, label, why) in cases {
+            assert_eq!(is_metric_name(name), *metric, "{why}: {name:?}");
+            assert_eq!(is_label_name(name), *label, "{why}: {name:?}");
+        }
+    }
+
+    #[test]
     fn a_request_round_trips_through_protobuf_and_snappy() {
         let request = WriteRequest {
             timeseries: vec![
                 TimeSeries {
                     labels: labels("probe_success", &labels_of(&[("check", "synapse/health"), ("service", "synapse")])),
-                    samples: vec![Sample { value: 1.0, timestamp: 1_700_000_000_000 }, Sample {
-                        value: 0.0,
-                        timestamp: 1_700_000_015_000,
-                    }],
+                    samples: vec![
+                        Sample { value: 1.0, timestamp: 1_700_000_000_000 },
+                        Sample { value: 0.0, timestamp: 1_700_000_015_000 },
+                    ],
                 },
                 TimeSeries {
                     labels: labels("ALERTS", &labels_of(&[("alertname", "Down"), ("alertstate", "firing")])),

@@ -326,4 +326,40 @@ mod tests {
         assert_eq!(q.status().queued, 1);
         assert!(matches!(q.take(0, true), Take::Batch(b) if b.len() == 1), "flush takes the rest");
     }
+
+    /// Memory per held sample, as the docs quote it (not a pass/fail test):
+    /// `cargo test --lib remote_write::queue::tests::memory_per_held_sample -- --ignored --nocapture`
+    /// (allocation sizes, so the build profile does not matter).
+    #[test]
+    #[ignore = "a measurement: run by hand"]
+    fn memory_per_held_sample() {
+        fn rss_kib() -> u64 {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .unwrap()
+                .trim()
+                .trim_end_matches(" kB")
+                .parse()
+                .unwrap()
+        }
+        let n = 500_000;
+        let q = queue(n, 4, 2_000);
+        let before = rss_kib();
+        for i in 0..n {
+            let labels: Labels = [
+                ("check".to_string(), format!("synapse/health-{}", i % 100)),
+                ("service".to_string(), "synapse".to_string()),
+            ]
+            .into();
+            q.push(Arc::new(Series::new("probe_duration_seconds", &labels)), i as i64, 0.25);
+        }
+        let after = rss_kib();
+        assert_eq!(q.status().queued, n as u64);
+        println!(
+            "{} bytes per held sample ({n} samples, RSS {before} -> {after} KiB)",
+            (after - before) * 1024 / n as u64
+        );
+    }
 }

@@ -98,15 +98,18 @@ pub(super) struct Sender {
 }
 
 impl Sender {
-    pub(super) fn new(queue: Arc<Queue>, shard: usize, endpoint: Endpoint, http: reqwest::Client, redactor: Redactor) -> Self {
+    pub(super) fn new(
+        queue: Arc<Queue>,
+        shard: usize,
+        endpoint: Endpoint,
+        http: reqwest::Client,
+        redactor: Redactor,
+    ) -> Self {
         Self { queue, shard, endpoint, http, redactor, flush_by: None, failing: false }
     }
 
     fn stopping(&mut self, stop: &watch::Receiver<bool>) -> bool {
-        if self.flush_by.is_none() && (*stop.borrow() || stop.has_changed().is_err()) {
-            self.flush_by = Some(Instant::now() + super::FLUSH_DEADLINE);
-        }
-        self.flush_by.is_some()
+        stopping(&mut self.flush_by, stop)
     }
 
     pub(super) async fn run(mut self, mut stop: watch::Receiver<bool>) {
@@ -157,7 +160,28 @@ impl Sender {
         };
         let mut failures = 0u32;
         loop {
-            let retry_after = match self.attempt(body.clone()).await {
+            let outcome = {
+                // An attempt in progress at stop is given until the flush deadline, not its
+                // whole `remote_timeout`.
+                let attempt = attempt(&self.endpoint, &self.http, &self.redactor, body.clone());
+                tokio::pin!(attempt);
+                loop {
+                    let by = self.flush_by;
+                    tokio::select! {
+                        r = &mut attempt => break Some(r),
+                        _ = stop.changed(), if by.is_none() => {
+                            stopping(&mut self.flush_by, stop);
+                        }
+                        () = tokio::time::sleep_until(by.unwrap_or_else(Instant::now).into()), if by.is_some() => break None,
+                    }
+                }
+            };
+            let Some(outcome) = outcome else {
+                self.queue.count_dropped(batch.len());
+                tracing::warn!(url = %self.queue.origin(), samples = batch.len(), "Remote write stopped with samples undelivered.");
+                return;
+            };
+            let retry_after = match outcome {
                 Ok(()) => {
                     self.queue.count_sent(batch.len());
                     if std::mem::take(&mut self.failing) {
@@ -203,61 +227,73 @@ impl Sender {
             }
         }
     }
+}
 
-    /// One POST.
-    async fn attempt(&self, body: bytes::Bytes) -> Result<(), SendError> {
-        let mut req = self
-            .http
-            .post(self.endpoint.url.clone())
-            .timeout(self.endpoint.timeout)
-            .header(reqwest::header::CONTENT_ENCODING, "snappy")
-            .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
-            .header(reqwest::header::USER_AGENT, concat!("mxwarden/", env!("CARGO_PKG_VERSION")))
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0");
-        for (name, value) in &self.endpoint.headers {
-            req = req.header(name, value);
+/// Sets `flush_by` once stop is seen (or its sender is gone); whether stopping.
+fn stopping(flush_by: &mut Option<Instant>, stop: &watch::Receiver<bool>) -> bool {
+    if flush_by.is_none() && (*stop.borrow() || stop.has_changed().is_err()) {
+        *flush_by = Some(Instant::now() + super::FLUSH_DEADLINE);
+    }
+    flush_by.is_some()
+}
+
+/// One POST.
+async fn attempt(
+    endpoint: &Endpoint,
+    http: &reqwest::Client,
+    redactor: &Redactor,
+    body: bytes::Bytes,
+) -> Result<(), SendError> {
+    let mut req = http
+        .post(endpoint.url.clone())
+        .timeout(endpoint.timeout)
+        .header(reqwest::header::CONTENT_ENCODING, "snappy")
+        .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+        .header(reqwest::header::USER_AGENT, concat!("mxwarden/", env!("CARGO_PKG_VERSION")))
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0");
+    for (name, value) in &endpoint.headers {
+        req = req.header(name, value);
+    }
+    req = match &endpoint.auth {
+        Auth::None => req,
+        Auth::Basic { username, password } => {
+            use secrecy::ExposeSecret;
+            req.basic_auth(username, Some(password.expose_secret()))
         }
-        req = match &self.endpoint.auth {
-            Auth::None => req,
-            Auth::Basic { username, password } => {
-                use secrecy::ExposeSecret;
-                req.basic_auth(username, Some(password.expose_secret()))
-            }
-            Auth::Bearer(token) => {
-                use secrecy::ExposeSecret;
-                req.bearer_auth(token.expose_secret())
-            }
-        };
-        let origin = crate::redact::origin_only(&self.endpoint.url);
-        let mut response = req
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| SendError::Transport(crate::probe::explain::transport(&e.without_url(), &origin)))?;
-        let status = response.status().as_u16();
-        match verdict(status) {
-            Verdict::Sent => Ok(()),
-            Verdict::Retry => {
-                let retry_after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(crate::notify::retry_after::RetryAfter::from_header)
-                    .map(|r| Duration::from_millis(r.wait_ms(jiff::Timestamp::now().as_millisecond()).max(0) as u64));
-                Err(SendError::Later { status, retry_after })
-            }
-            Verdict::Refused => {
-                let mut read = Vec::new();
-                while read.len() < SNIPPET_BYTES {
-                    match response.chunk().await {
-                        Ok(Some(chunk)) => read.extend_from_slice(&chunk[..chunk.len().min(SNIPPET_BYTES - read.len())]),
-                        _ => break,
-                    }
+        Auth::Bearer(token) => {
+            use secrecy::ExposeSecret;
+            req.bearer_auth(token.expose_secret())
+        }
+    };
+    let origin = crate::redact::origin_only(&endpoint.url);
+    let mut response = req
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| SendError::Transport(crate::probe::explain::transport(&e.without_url(), &origin)))?;
+    let status = response.status().as_u16();
+    match verdict(status) {
+        Verdict::Sent => Ok(()),
+        Verdict::Retry => {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::notify::retry_after::RetryAfter::from_header)
+                .map(|r| Duration::from_millis(r.wait_ms(jiff::Timestamp::now().as_millisecond()).max(0) as u64));
+            Err(SendError::Later { status, retry_after })
+        }
+        Verdict::Refused => {
+            let mut read = Vec::new();
+            while read.len() < SNIPPET_BYTES {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => read.extend_from_slice(&chunk[..chunk.len().min(SNIPPET_BYTES - read.len())]),
+                    _ => break,
                 }
-                let text = String::from_utf8_lossy(&read);
-                let escaped = crate::text::escape_controls(text.trim());
-                Err(SendError::Refused { status, snippet: self.redactor.redact(&escaped).into_owned() })
             }
+            let text = String::from_utf8_lossy(&read);
+            let escaped = crate::text::escape_controls(text.trim());
+            Err(SendError::Refused { status, snippet: redactor.redact(&escaped).into_owned() })
         }
     }
 }

@@ -224,7 +224,9 @@ async fn render(state: &AppState) -> Result<String, String> {
 fn remote_write(out: &mut Exposition, queues: &[crate::remote_write::QueueStatus]) {
     type Field = fn(&crate::remote_write::QueueStatus) -> u64;
     let families: [(&str, &str, &str, Field); 5] = [
-        ("mxwarden_remote_write_samples_sent_total", "counter", "Samples the remote-write receiver accepted.", |q| q.sent),
+        ("mxwarden_remote_write_samples_sent_total", "counter", "Samples the remote-write receiver accepted.", |q| {
+            q.sent
+        }),
         (
             "mxwarden_remote_write_samples_dropped_total",
             "counter",

@@ -89,7 +89,9 @@ fn probe_samples_scraped_series_and_alerts_read_back_from_a_real_prometheus_with
         port,
         &target,
         &proxy.url,
-        &format!("    bearer_token: {token}\n    headers: {{ X-Scope-OrgID: tenant-a }}\n    queue: {{ batch_send_deadline: 200ms }}\n"),
+        &format!(
+            "    bearer_token: {token}\n    headers: {{ X-Scope-OrgID: tenant-a }}\n    queue: {{ batch_send_deadline: 200ms }}\n"
+        ),
     );
     let log = file.path.with_extension("log");
     let _daemon = Daemon::start(&file.path);
@@ -252,6 +254,7 @@ fn a_full_queue_drops_and_counts_while_holding_its_bound() {
     );
     let log = file.path.with_extension("log");
     let base = format!("http://127.0.0.1:{port}");
+    let start_ms = now_ms();
     let _daemon = Daemon::start(&file.path);
     let mut last_dropped = 0.0;
     let started = Instant::now();
@@ -265,7 +268,7 @@ fn a_full_queue_drops_and_counts_while_holding_its_bound() {
         std::thread::sleep(Duration::from_millis(300));
         let q = counter(&base, "mxwarden_remote_write_queue_samples").unwrap();
         let d = counter(&base, "mxwarden_remote_write_samples_dropped_total").unwrap();
-        assert!(q <= 100.0 && q >= 90.0, "held at the bound: {q}");
+        assert!((90.0..=100.0).contains(&q), "held at the bound: {q}");
         assert!(d >= last_dropped, "drops only grow");
         last_dropped = d;
     }
@@ -277,12 +280,13 @@ fn a_full_queue_drops_and_counts_while_holding_its_bound() {
     wait_for("delivered after", Duration::from_secs(30), &log, || {
         (counter(&base, "mxwarden_remote_write_samples_sent_total")? >= 90.0).then_some(())
     });
-    // What was held is the newest: the samples just before the switch are there, and a gap
-    // (the oldest, dropped) lies between the first batch (held in flight) and them.
+    // What was held is the newest: the probes just before the switch are there, most of the
+    // earlier ones (dropped) are not.
     let samples = prom.samples(r#"probe_success{check="web"}"#, "5m");
     assert!(samples.iter().any(|s| (switched - 3_000..switched).contains(&s.0)), "the newest held: {samples:?}");
-    let gap = samples.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap_or(0);
-    assert!(gap >= 3_000, "the dropped ones are missing: biggest gap {gap} ms in {samples:?}");
+    let probes = (switched - start_ms) / 1_000;
+    let before: Vec<_> = samples.iter().filter(|s| s.0 < switched).collect();
+    assert!((before.len() as i64) < probes - 5, "of ~{probes} probes the oldest were dropped: {samples:?}");
     assert!(started.elapsed() < Duration::from_secs(90));
 }
 
@@ -302,7 +306,8 @@ fn a_400_is_dropped_with_one_bounded_log_line_and_a_429_is_retried() {
     let base = format!("http://127.0.0.1:{port}");
     let _daemon = Daemon::start(&file.path);
     wait_for("three batches refused", Duration::from_secs(30), &log, || {
-        (counter(&base, "mxwarden_remote_write_samples_failed_total")? > 0.0 && proxy.hits(Mode::BadRequestEndless) >= 3)
+        (counter(&base, "mxwarden_remote_write_samples_failed_total")? > 0.0
+            && proxy.hits(Mode::BadRequestEndless) >= 3)
             .then_some(())
     });
     assert_eq!(counter(&base, "mxwarden_remote_write_samples_retried_total"), Some(0.0), "a 400 is never retried");
@@ -340,7 +345,13 @@ fn a_receiver_that_never_answers_or_never_ends_its_body_does_not_hold_up_probing
     let up = Arc::new(AtomicBool::new(true));
     let target = target(up.clone());
     let port = services::free_port();
-    let file = daemon_config(port, &target, &proxy.url, "    remote_timeout: 1s\n    queue: { batch_send_deadline: 100ms }\n");
+    // A long request deadline: stopping must not wait it out.
+    let file = daemon_config(
+        port,
+        &target,
+        &proxy.url,
+        "    remote_timeout: 20s\n    queue: { batch_send_deadline: 100ms }\n",
+    );
     let log = file.path.with_extension("log");
     let base = format!("http://127.0.0.1:{port}");
     let mut daemon = Daemon::start(&file.path);
@@ -350,7 +361,7 @@ fn a_receiver_that_never_answers_or_never_ends_its_body_does_not_hold_up_probing
         line.rsplit(' ').next()?.parse().ok()
     };
     wait_for("the web check up", Duration::from_secs(20), &log, || (own("probe_success")? == 1.0).then_some(()));
-    for mode in [Mode::Hang, Mode::ServerErrorEndless] {
+    for mode in [Mode::ServerErrorEndless, Mode::Hang] {
         proxy.set(mode);
         std::thread::sleep(Duration::from_secs(2));
         up.store(false, Ordering::SeqCst);
@@ -361,12 +372,11 @@ fn a_receiver_that_never_answers_or_never_ends_its_body_does_not_hold_up_probing
         wait_for("back up", Duration::from_secs(10), &log, || (own("probe_success")? == 1.0).then_some(()));
         assert!(proxy.hits(mode) >= 1, "{mode:?} was met");
     }
-    assert!(counter(&base, "mxwarden_remote_write_samples_retried_total").unwrap() > 0.0, "deadlines end attempts");
+    assert!(counter(&base, "mxwarden_remote_write_samples_retried_total").unwrap() > 0.0, "500s are retried");
     assert_eq!(counter(&base, "mxwarden_remote_write_samples_sent_total"), Some(0.0));
 
-    // Stopping with a receiver that never answers takes a bounded time and says what was lost.
-    proxy.set(Mode::Hang);
-    std::thread::sleep(Duration::from_secs(1));
+    // Stopping with a receiver that never answers takes the flush deadline (5 s), not the
+    // request's 20 s, and says what was lost.
     let stopping = Instant::now();
     let pid = daemon.0.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
@@ -374,11 +384,11 @@ fn a_receiver_that_never_answers_or_never_ends_its_body_does_not_hold_up_probing
         if let Some(status) = daemon.0.try_wait().unwrap() {
             break status;
         }
-        assert!(stopping.elapsed() < Duration::from_secs(20), "the daemon did not stop:\n{}", log_of(&file));
+        assert!(stopping.elapsed() < Duration::from_secs(30), "the daemon did not stop:\n{}", log_of(&file));
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(exited.success(), "{exited:?}\n{}", log_of(&file));
-    assert!(stopping.elapsed() < Duration::from_secs(12), "flush is bounded: {:?}", stopping.elapsed());
+    assert!(stopping.elapsed() < Duration::from_secs(10), "flush is bounded: {:?}", stopping.elapsed());
     assert!(log_of(&file).contains("Remote write stopped with samples undelivered."), "{}", log_of(&file));
 }
 

@@ -140,7 +140,10 @@ impl WriteProxy {
                 match mode {
                     1 => return (StatusCode::SERVICE_UNAVAILABLE, "receiver down").into_response(),
                     2 => return (StatusCode::BAD_REQUEST, endless()).into_response(),
-                    3 => return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], "slow down").into_response(),
+                    3 => {
+                        return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], "slow down")
+                            .into_response();
+                    }
                     4 => {
                         tokio::time::sleep(Duration::from_secs(3600)).await;
                         return StatusCode::OK.into_response();
