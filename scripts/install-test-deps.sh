@@ -29,7 +29,7 @@ flock 8 || die "cannot lock $CACHE/.install.lock"
 declare -A apt_want=()   # package -> the file that shows it is there
 apt_want[postgresql-15]=/usr/lib/postgresql/15/bin/initdb
 apt_want[postgresql-client-15]=/usr/lib/postgresql/15/bin/psql
-apt_want[prometheus]=/usr/bin/promtool
+apt_want[prometheus]=/usr/bin/promtool   # the package also brings /usr/bin/prometheus: the remote-write receiver of tests/it/remote_write.rs
 apt_want[chromium]=/usr/bin/chromium
 apt_want[systemd]=/usr/bin/systemd-analyze   # `systemd-analyze verify` of deploy/mxwarden.service
 missing=()

@@ -1016,8 +1016,9 @@ pub(crate) struct RemoteWriteQueueConfig {
     /// Most samples held in memory for this receiver, queued and in flight together. When
     /// it is reached the oldest queued samples are dropped (and counted in
     /// `mxwarden_remote_write_samples_dropped_total`). Default `50000`, from `100` to
-    /// `10000000`; a sample held costs about 450 bytes with its labels (measured with two
-    /// labels; more labels, more bytes), so the default bounds a queue near 22 MB.
+    /// `10000000`. A held sample costs about 34 bytes, plus one copy of its series' labels
+    /// (about 450 bytes with two labels) while any sample of the series is held: the default
+    /// holds 2 MB for a few hundred series, 24 MB at worst (every sample its own series).
     #[serde(default)]
     pub max_samples: Option<Spanned<usize>>,
     /// Concurrent senders; each series always goes through the same one, so its samples

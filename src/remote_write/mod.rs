@@ -127,6 +127,11 @@ pub struct Tap {
     alerts: HashSet<Labels>,
     /// When `ALERTS` were last written, ms: never twice for one timestamp.
     alerts_at: i64,
+    /// Each series built once and shared by its held samples (by [`queue::key`]); an entry
+    /// whose samples have all gone holds only a small block, and such entries are pruned.
+    series: std::collections::HashMap<u64, std::sync::Weak<Series>>,
+    /// Prune dead entries when `series` grows past this.
+    prune_at: usize,
 }
 
 impl Tap {
@@ -135,7 +140,25 @@ impl Tap {
         self.queues.is_empty()
     }
 
-    fn push(&self, name: &str, labels: &Labels, t: i64, value: f64) {
+    /// The series of `name` and `labels`: the one already held, or a new one.
+    fn series(&mut self, name: &str, labels: &Labels) -> Arc<Series> {
+        let key = queue::key(name, labels);
+        if let Some(held) = self.series.get(&key).and_then(std::sync::Weak::upgrade)
+            && held.matches(name, labels)
+        {
+            return held;
+        }
+        let series = Arc::new(Series::new(name, labels));
+        debug_assert_eq!(series.hash(), key);
+        self.series.insert(key, Arc::downgrade(&series));
+        if self.series.len() > self.prune_at {
+            self.series.retain(|_, s| s.strong_count() > 0);
+            self.prune_at = (self.series.len() * 2).max(10_000);
+        }
+        series
+    }
+
+    fn push(&mut self, name: &str, labels: &Labels, t: i64, value: f64) {
         // A name Prometheus refuses would make the receiver refuse the whole batch (a label
         // read from a hostile page, say): that sample alone is dropped, and counted.
         if !proto::is_metric_name(name) || !labels.keys().all(|k| proto::is_label_name(k)) {
@@ -144,14 +167,14 @@ impl Tap {
             }
             return;
         }
-        let series = Arc::new(Series::new(name, labels));
+        let series = self.series(name, labels);
         for q in &self.queues {
             q.push(series.clone(), t, value);
         }
     }
 
     /// Queues an observation's samples — the probe's own and the scraped ones — at its time.
-    pub fn observation(&self, o: &Observation) {
+    pub fn observation(&mut self, o: &Observation) {
         if self.queues.is_empty() {
             return;
         }
@@ -176,10 +199,10 @@ impl Tap {
             self.push("ALERTS", &labels, now, 1.0);
             current.insert(labels);
         }
-        for gone in self.alerts.difference(&current) {
-            self.push("ALERTS", gone, now, proto::STALE_NAN);
+        let previous = std::mem::replace(&mut self.alerts, current);
+        for gone in previous.difference(&self.alerts).cloned().collect::<Vec<_>>() {
+            self.push("ALERTS", &gone, now, proto::STALE_NAN);
         }
-        self.alerts = current;
     }
 }
 
@@ -306,7 +329,7 @@ mod tests {
 
     #[test]
     fn a_sample_with_a_name_prometheus_refuses_is_dropped_alone_and_counted() {
-        let (tap, q) = tap();
+        let (mut tap, q) = tap();
         let ok: Labels = [("check".to_string(), "web".to_string())].into();
         let bad: Labels = [("my.label".to_string(), "x".to_string())].into();
         tap.push("probe_success", &ok, 1, 1.0);

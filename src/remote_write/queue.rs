@@ -24,11 +24,39 @@ pub(super) struct Series {
 
 impl Series {
     pub(super) fn new(name: &str, labels: &Labels) -> Self {
-        let labels = proto::labels(name, labels);
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        labels.hash(&mut h);
-        Self { labels, hash: h.finish() }
+        Self { labels: proto::labels(name, labels), hash: key(name, labels) }
     }
+
+    /// The hash [`Series::new`] gives the series of `name` and `labels`, without building it.
+    pub(super) fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// Whether this is the series of `name` and `labels` (what [`Series::new`] would build).
+    pub(super) fn matches(&self, name: &str, labels: &Labels) -> bool {
+        let named = self.labels.iter().any(|l| l.name == "__name__" && l.value == name);
+        let mut mine = self.labels.iter().filter(|l| l.name != "__name__");
+        let mut theirs = labels.iter().filter(|(k, v)| k.as_str() != "__name__" && !v.is_empty());
+        loop {
+            match (mine.next(), theirs.next()) {
+                (None, None) => return named,
+                (Some(l), Some((k, v))) if l.name == *k && l.value == *v => {}
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// The hash of a series (which shard it goes to, its cache slot): its name and the labels it
+/// keeps.
+pub(super) fn key(name: &str, labels: &Labels) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    for (k, v) in labels.iter().filter(|(k, v)| k.as_str() != "__name__" && !v.is_empty()) {
+        k.hash(&mut h);
+        v.hash(&mut h);
+    }
+    h.finish()
 }
 
 /// One queued sample.
@@ -253,6 +281,25 @@ mod tests {
     }
 
     #[test]
+    fn a_series_is_known_by_its_name_and_kept_labels() {
+        let l =
+            |pairs: &[(&str, &str)]| -> Labels { pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+        let s = Series::new("up", &l(&[("check", "a"), ("service", "s")]));
+        let cases: &[(&str, &[(&str, &str)], bool, &str)] = &[
+            ("up", &[("check", "a"), ("service", "s")], true, "the same"),
+            ("up", &[("check", "a"), ("service", "s"), ("zone", "")], true, "an empty label is no label"),
+            ("up", &[("check", "b"), ("service", "s")], false, "another value"),
+            ("up", &[("check", "a")], false, "a label fewer"),
+            ("up", &[("check", "a"), ("service", "s"), ("x", "1")], false, "a label more"),
+            ("down", &[("check", "a"), ("service", "s")], false, "another name"),
+        ];
+        for (name, labels, same, why) in cases {
+            assert_eq!(s.matches(name, &l(labels)), *same, "{why}");
+            assert_eq!(key(name, &l(labels)) == s.hash(), *same, "{why}: the hash agrees");
+        }
+    }
+
+    #[test]
     fn the_url_label_is_the_origin_only() {
         assert_eq!(queue(10, 1, 10).status().url, "https://metrics.example.org:9090/", "no credentials, path or query");
     }
@@ -344,22 +391,28 @@ mod tests {
                 .parse()
                 .unwrap()
         }
-        let n = 500_000;
-        let q = queue(n, 4, 2_000);
-        let before = rss_kib();
-        for i in 0..n {
-            let labels: Labels = [
-                ("check".to_string(), format!("synapse/health-{}", i % 100)),
-                ("service".to_string(), "synapse".to_string()),
-            ]
-            .into();
-            q.push(Arc::new(Series::new("probe_duration_seconds", &labels)), i as i64, 0.25);
+        // Samples of 100 series (a series is built once and shared while any of its samples
+        // is held), and of as many series as samples (the worst case).
+        for distinct in [100, usize::MAX] {
+            let n = 500_000;
+            let q = Arc::new(queue(n, 4, 2_000));
+            let mut tap = super::super::Tap { queues: vec![q.clone()], ..Default::default() };
+            let before = rss_kib();
+            for i in 0..n {
+                let labels: Labels = [
+                    ("check".to_string(), format!("synapse/health-{}", i % distinct)),
+                    ("service".to_string(), "synapse".to_string()),
+                ]
+                .into();
+                tap.push("probe_duration_seconds", &labels, i as i64, 0.25);
+            }
+            let after = rss_kib();
+            assert_eq!(q.status().queued, n as u64);
+            let per = (after - before) * 1024 / n as u64;
+            println!(
+                "{per} bytes per held sample, {} series ({n} samples, RSS {before} -> {after} KiB)",
+                distinct.min(n)
+            );
         }
-        let after = rss_kib();
-        assert_eq!(q.status().queued, n as u64);
-        println!(
-            "{} bytes per held sample ({n} samples, RSS {before} -> {after} KiB)",
-            (after - before) * 1024 / n as u64
-        );
     }
 }
