@@ -213,11 +213,6 @@ impl Queue {
         self.dropped.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// Whether a shard has nothing queued.
-    pub(super) fn is_empty(&self, shard: usize) -> bool {
-        lock(&self.shards[shard].state).entries.is_empty()
-    }
-
     pub(super) fn status(&self) -> QueueStatus {
         QueueStatus {
             url: self.origin.clone(),

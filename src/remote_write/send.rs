@@ -145,7 +145,6 @@ impl Sender {
             self.queue.count_dropped(left);
             tracing::warn!(url = %self.queue.origin(), samples = left, "Remote write stopped with samples undelivered.");
         }
-        debug_assert!(self.queue.is_empty(self.shard));
     }
 
     /// Sends one batch until it is delivered, refused, or the flush deadline passes.
