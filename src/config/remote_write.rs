@@ -187,3 +187,84 @@ fn endpoint(spanned: &Spanned<RemoteWriteConfig>, key: &str, problems: &mut Prob
     };
     Some(Endpoint { url: url?, headers, auth: auth?, timeout, queue })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::ConfigError;
+    use crate::remote_write::{Auth, QueueSettings};
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn load(entry: &str) -> Result<crate::config::Config, Vec<(String, String)>> {
+        let text = format!("remote_write:\n  - url: http://127.0.0.1:9090/api/v1/write\n{entry}");
+        crate::config::from_source(Path::new("/etc/mxwarden/mxwarden.yaml"), &text, &HashMap::new()).map_err(
+            |e| match e {
+                ConfigError::Invalid(found) => found.into_iter().map(|d| (d.key, d.message)).collect(),
+                other => vec![(String::new(), other.to_string())],
+            },
+        )
+    }
+
+    #[test]
+    fn entries_build_with_prometheus_defaults_and_their_own_settings() {
+        let c = load("").expect("a URL alone is enough");
+        let e = &c.remote_write[0];
+        assert!(matches!(e.auth, Auth::None));
+        assert_eq!((e.timeout, e.queue), (Duration::from_secs(30), QueueSettings::default()));
+
+        let c = load(
+            "    basic_auth: { username: w, password: pw }\n    remote_timeout: 5s\n    \
+             queue: { max_samples: 1000, max_shards: 2, max_samples_per_send: 50, batch_send_deadline: 1s, min_backoff: 100ms, max_backoff: 10s }\n",
+        )
+        .expect("valid");
+        let e = &c.remote_write[0];
+        assert!(matches!(&e.auth, Auth::Basic { username, .. } if username == "w"));
+        assert_eq!(e.timeout, Duration::from_secs(5));
+        assert_eq!(
+            e.queue,
+            QueueSettings {
+                max_samples: 1000,
+                max_shards: 2,
+                max_samples_per_send: 50,
+                batch_send_deadline: Duration::from_secs(1),
+                min_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(10),
+            }
+        );
+        let c = load("    headers: { Authorization: \"Bearer t\" }\n").expect("Authorization alone is allowed");
+        assert_eq!(c.remote_write[0].headers.len(), 1);
+    }
+
+    #[test]
+    fn each_mistake_names_its_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "    bearer_token: t\n    headers: { Authorization: \"Bearer u\" }\n",
+                "remote_write[0].headers.authorization",
+                "two credentials",
+            ),
+            ("    headers: { User-Agent: x }\n", "remote_write[0].headers.user-agent", "the protocol's own header"),
+            ("    headers: { \"bad header\": x }\n", "remote_write[0].headers.bad header", "not a header name"),
+            ("    basic_auth: { username: w }\n", "remote_write[0].basic_auth.password", "no password"),
+            (
+                "    basic_auth: { username: \"a:b\", password: p }\n",
+                "remote_write[0].basic_auth.username",
+                "a colon ends the user name",
+            ),
+            ("    queue: { min_backoff: 2s, max_backoff: 1s }\n", "remote_write[0].queue.max_backoff", "max below min"),
+            (
+                "    queue: { max_samples_per_send: 0 }\n",
+                "remote_write[0].queue.max_samples_per_send",
+                "zero per request",
+            ),
+            ("    queue: { batch_send_deadline: 0s }\n", "remote_write[0].queue.batch_send_deadline", "no deadline"),
+            ("    remote_timeout: 0s\n", "remote_write[0].remote_timeout", "no time at all"),
+            ("    queue: { max_samples: 100, capacity: 5 }\n", "capacity", "an unknown key"),
+        ];
+        for (entry, key, why) in cases {
+            let found = load(entry).err().unwrap_or_else(|| panic!("{why}: accepted"));
+            assert!(found.iter().any(|(k, m)| k.contains(key) || m.contains(key)), "{why}: {found:?}");
+        }
+    }
+}
