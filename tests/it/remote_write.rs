@@ -22,6 +22,11 @@ use std::time::{Duration, Instant};
 /// A local target: `/` answers 200 or 503 as `up` says; `/metrics` is an exposition page
 /// with two series of `rw_queue_depth`.
 fn target(up: Arc<AtomicBool>) -> String {
+    target_with(up, Arc::new(AtomicBool::new(true)))
+}
+
+/// [`target`] whose queue `a` is 123.5 deep while `deep` says so, 50 otherwise.
+fn target_with(up: Arc<AtomicBool>, deep: Arc<AtomicBool>) -> String {
     fakes::serve(
         Router::new()
             .route(
@@ -33,9 +38,14 @@ fn target(up: Arc<AtomicBool>) -> String {
             )
             .route(
                 "/metrics",
-                get(|| async {
-                    "# HELP rw_queue_depth Jobs waiting.\n# TYPE rw_queue_depth gauge\n\
-                     rw_queue_depth{queue=\"a\"} 123.5\nrw_queue_depth{queue=\"b\"} 7\n"
+                get(move || {
+                    let a = if deep.load(Ordering::SeqCst) { "123.5" } else { "50" };
+                    async move {
+                        format!(
+                            "# HELP rw_queue_depth Jobs waiting.\n# TYPE rw_queue_depth gauge\n\
+                             rw_queue_depth{{queue=\"a\"}} {a}\nrw_queue_depth{{queue=\"b\"}} 7\n"
+                        )
+                    }
                 }),
             ),
     )
@@ -81,8 +91,8 @@ fn log_of(file: &crate::cli::ConfigFile) -> String {
 fn probe_samples_scraped_series_and_alerts_read_back_from_a_real_prometheus_with_equal_values() {
     let prom = Prometheus::start();
     let proxy = WriteProxy::start(prom.write_url(), Mode::Pass);
-    let up = Arc::new(AtomicBool::new(true));
-    let target = target(up.clone());
+    let (up, deep) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(true)));
+    let target = target_with(up.clone(), deep.clone());
     let port = services::free_port();
     let token = "rw-bearer-s3cret-value";
     let file = daemon_config(
@@ -161,6 +171,16 @@ fn probe_samples_scraped_series_and_alerts_read_back_from_a_real_prometheus_with
     let pending = prom.query(r#"ALERTS{alertname="RwQueueSlowBurn"}"#);
     assert_eq!(pending.len(), 2, "both queues over 1: {pending:?}");
     assert!(pending.iter().all(|p| p["metric"]["alertstate"] == "pending" && p["value"][1] == "1"), "{pending:?}");
+    // When the alert resolves its series ends at once (a staleness marker), not five minutes
+    // later as a series that merely stops would.
+    deep.store(false, Ordering::SeqCst);
+    let resolved = Instant::now();
+    wait_for("ALERTS gone", Duration::from_secs(30), &log, || {
+        prom.query(r#"ALERTS{alertname="RwQueueDeep"}"#).is_empty().then_some(())
+    });
+    assert!(resolved.elapsed() < Duration::from_secs(30));
+    assert_eq!(prom.value(r#"rw_queue_depth{queue="a"}"#), Some(50.0));
+    assert_eq!(prom.query(r#"ALERTS{alertname="RwQueueSlowBurn"}"#).len(), 2, "still pending");
 
     // On the wire: the protocol's headers, the credential, sorted labels with __name__.
     let (headers, request) = proxy.last.lock().unwrap().clone().expect("a request passed through");
