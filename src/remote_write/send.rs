@@ -113,13 +113,19 @@ impl Sender {
     }
 
     pub(super) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        // Samples given up on at stop: counted as dropped, logged once.
+        let mut left = 0;
         loop {
             let flushing = self.stopping(&stop);
             match self.queue.take(self.shard, flushing) {
                 Take::Batch(batch) => {
                     let n = batch.len();
-                    self.deliver(&batch, &mut stop).await;
+                    let gave_up = self.deliver(&batch, &mut stop).await;
                     self.queue.done(n);
+                    if gave_up {
+                        left += n;
+                        break;
+                    }
                 }
                 Take::Wait(_) if flushing => break,
                 Take::Wait(wait) => {
@@ -136,7 +142,6 @@ impl Sender {
             }
         }
         // Past the flush deadline: what is still queued is given up on.
-        let mut left = 0;
         while let Take::Batch(b) = self.queue.take(self.shard, true) {
             left += b.len();
             self.queue.done(b.len());
@@ -147,14 +152,15 @@ impl Sender {
         }
     }
 
-    /// Sends one batch until it is delivered, refused, or the flush deadline passes.
-    async fn deliver(&mut self, batch: &[super::queue::Entry], stop: &mut watch::Receiver<bool>) {
+    /// Sends one batch until it is delivered, refused, or the flush deadline passes; true
+    /// when it gave up at stop (the caller counts and logs those samples).
+    async fn deliver(&mut self, batch: &[super::queue::Entry], stop: &mut watch::Receiver<bool>) -> bool {
         let body = match super::proto::encode(&request(batch)) {
             Ok(b) => bytes::Bytes::from(b),
             Err(e) => {
                 self.queue.count_failed(batch.len());
                 tracing::error!(url = %self.queue.origin(), error = %e, samples = batch.len(), "Remote write batch could not be encoded; dropped.");
-                return;
+                return false;
             }
         };
         let mut failures = 0u32;
@@ -175,24 +181,20 @@ impl Sender {
                     }
                 }
             };
-            let Some(outcome) = outcome else {
-                self.queue.count_dropped(batch.len());
-                tracing::warn!(url = %self.queue.origin(), samples = batch.len(), "Remote write stopped with samples undelivered.");
-                return;
-            };
+            let Some(outcome) = outcome else { return true };
             let retry_after = match outcome {
                 Ok(()) => {
                     self.queue.count_sent(batch.len());
                     if std::mem::take(&mut self.failing) {
                         tracing::info!(url = %self.queue.origin(), "Remote write delivering again.");
                     }
-                    return;
+                    return false;
                 }
                 Err(SendError::Refused { status, snippet }) => {
                     self.queue.count_failed(batch.len());
                     tracing::error!(url = %self.queue.origin(), status, samples = batch.len(), response = %snippet,
                         "Remote write receiver refused a batch; dropped, not retried.");
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     self.queue.count_retried(batch.len());
@@ -211,11 +213,9 @@ impl Sender {
             let q = &self.endpoint.queue;
             let wait = backoff(failures, q.min_backoff, q.max_backoff, retry_after, rand::random::<f64>());
             if self.stopping(stop) {
-                let Some(by) = self.flush_by else { return };
+                let Some(by) = self.flush_by else { return true };
                 if Instant::now() + wait >= by {
-                    self.queue.count_dropped(batch.len());
-                    tracing::warn!(url = %self.queue.origin(), samples = batch.len(), "Remote write stopped with samples undelivered.");
-                    return;
+                    return true;
                 }
                 tokio::time::sleep(wait).await;
             } else {

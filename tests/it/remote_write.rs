@@ -361,7 +361,7 @@ fn a_400_is_dropped_with_one_bounded_log_line_and_a_429_is_retried() {
 
 #[test]
 fn a_receiver_that_never_answers_or_never_ends_its_body_does_not_hold_up_probing() {
-    let proxy = WriteProxy::start("http://127.0.0.1:9/api/v1/write".into(), Mode::Hang);
+    let proxy = WriteProxy::start("http://127.0.0.1:9/api/v1/write".into(), Mode::ServerErrorEndless);
     let up = Arc::new(AtomicBool::new(true));
     let target = target(up.clone());
     let port = services::free_port();
