@@ -11,6 +11,7 @@ pub(crate) mod clock;
 pub(crate) mod files;
 pub(crate) mod matrix;
 pub(crate) mod postgres;
+pub(crate) mod remote_write;
 pub(crate) mod smtp;
 pub(crate) mod synapse;
 pub(crate) mod webhook;
@@ -65,6 +66,9 @@ pub(crate) enum Area {
     Store,
     /// The local clock against the servers'.
     Clock,
+    /// A `remote_write:` receiver.
+    #[serde(rename = "remote_write")]
+    RemoteWrite,
 }
 
 impl Area {
@@ -79,6 +83,7 @@ impl Area {
             Self::Backup => "backup",
             Self::Store => "store",
             Self::Clock => "clock",
+            Self::RemoteWrite => "remote_write",
         }
     }
 }
@@ -164,13 +169,14 @@ pub(crate) async fn run(config: &Config) -> Vec<Finding> {
         .map(|a| a.receivers.iter().map(|(n, r)| (n.clone(), r.clone())).collect())
         .unwrap_or_default();
     receivers.extend(matrix_accounts(config));
-    let (synapse, receivers, postgres, backup, store, clock) = tokio::join!(
+    let (synapse, receivers, postgres, backup, store, clock, remote_write) = tokio::join!(
         synapse::check_all(&http, config),
         futures::future::join_all(receivers.iter().map(|(name, r)| receiver(&http, name, r))),
         postgres::check_all(config),
         files::backup(config),
         files::store(&config.store),
         clock::check_all(&http, config),
+        futures::future::join_all(config.remote_write.iter().map(|e| remote_write::check(&http, &config.redactor, e))),
     );
     let mut findings = Vec::new();
     findings.extend(synapse);
@@ -179,6 +185,7 @@ pub(crate) async fn run(config: &Config) -> Vec<Finding> {
     findings.extend(backup);
     findings.extend(store);
     findings.extend(clock);
+    findings.extend(remote_write);
     for f in &mut findings {
         f.detail = config.redactor.redact(&f.detail).into_owned();
         f.fix = f.fix.as_deref().map(|x| config.redactor.redact(x).into_owned());

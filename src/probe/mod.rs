@@ -5,7 +5,7 @@
 
 pub mod canary;
 pub(crate) mod expect;
-pub(crate) mod explain;
+mod explain;
 pub(crate) mod http;
 mod json_sample;
 pub(crate) mod matrix;

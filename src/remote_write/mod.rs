@@ -236,6 +236,36 @@ impl Status {
     }
 }
 
+/// Why a receiver did not accept a write: the HTTP status, when it answered, and what it said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The status, or `None` when no answer came (connection, TLS, deadline).
+    pub status: Option<u16>,
+    /// In words; an answer's start escaped and redacted.
+    pub detail: String,
+}
+
+/// Sends one empty write (no series: nothing is stored) with the endpoint's headers and
+/// credentials, within `timeout` at most: what `mxwarden doctor` proves.
+pub async fn check(
+    endpoint: &Endpoint,
+    http: &reqwest::Client,
+    redactor: &crate::redact::Redactor,
+    timeout: Duration,
+) -> Result<(), Refusal> {
+    let mut endpoint = endpoint.clone();
+    endpoint.timeout = endpoint.timeout.min(timeout);
+    let body =
+        proto::encode(&proto::WriteRequest::default()).map_err(|e| Refusal { status: None, detail: e.to_string() })?;
+    send::attempt(&endpoint, http, redactor, body.into()).await.map_err(|e| match e {
+        send::SendError::Later { status, .. } => Refusal { status: Some(status), detail: format!("HTTP {status}") },
+        send::SendError::Refused { status, snippet } => {
+            Refusal { status: Some(status), detail: format!("HTTP {status}: {snippet}") }
+        }
+        other => Refusal { status: None, detail: other.to_string() },
+    })
+}
+
 /// Starts one queue and its senders per endpoint; they run until `stop` turns true, then
 /// try to deliver what is left for up to [`FLUSH_DEADLINE`]. `redactor` cleans what a
 /// receiver's answer might echo before it is logged.

@@ -59,7 +59,7 @@ pub(super) fn backoff(
 
 /// Why an attempt did not deliver.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum SendError {
+pub(crate) enum SendError {
     /// No answer: connection, TLS, deadline.
     #[error("{0}")]
     Transport(String),
@@ -237,7 +237,7 @@ fn stopping(flush_by: &mut Option<Instant>, stop: &watch::Receiver<bool>) -> boo
 }
 
 /// One POST.
-async fn attempt(
+pub(super) async fn attempt(
     endpoint: &Endpoint,
     http: &reqwest::Client,
     redactor: &Redactor,
@@ -269,7 +269,7 @@ async fn attempt(
         .body(body)
         .send()
         .await
-        .map_err(|e| SendError::Transport(crate::probe::explain::transport(&e.without_url(), &origin)))?;
+        .map_err(|e| SendError::Transport(crate::probe::explain_transport(&e.without_url(), &origin)))?;
     let status = response.status().as_u16();
     match verdict(status) {
         Verdict::Sent => Ok(()),

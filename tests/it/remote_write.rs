@@ -468,3 +468,35 @@ fn config_errors_name_line_and_key_and_no_credential_is_ever_shown() {
     assert!(views[0].as_str().unwrap().contains("X-Api-Key") || views[0].as_str().unwrap().contains("x-api-key"));
     assert!(views[1].as_str().unwrap().contains("bearer token <redacted>"), "{text}");
 }
+
+#[test]
+fn doctor_proves_each_receiver_with_an_empty_write() {
+    let prom = Prometheus::start();
+    let refusing = WriteProxy::start(prom.write_url(), Mode::BadRequestEndless);
+    let file = config(&format!(
+        "remote_write:
+  - url: \"{}\"
+    bearer_token: doct0r-t0ken-value
+  - url: \"{}/api/v1/no-such-path\"
+  - url: \"{}\"
+  - url: \"http://127.0.0.1:{}/api/v1/write\"
+",
+        prom.write_url(),
+        prom.base,
+        refusing.url,
+        services::free_port()
+    ));
+    let r = run(&["--config", file.path.to_str().unwrap(), "doctor", "--json"], &[]);
+    assert_eq!(r.code, 1, "two receivers fail: {}", r.all());
+    let findings: Vec<serde_json::Value> =
+        r.json()["findings"].as_array().unwrap().iter().filter(|f| f["area"] == "remote_write").cloned().collect();
+    let outcomes: Vec<&str> = findings.iter().map(|f| f["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["pass", "fail", "warn", "fail"], "{findings:#?}");
+    assert!(findings[1]["fix"].as_str().unwrap().contains("--web.enable-remote-write-receiver"), "{findings:#?}");
+    assert!(findings[2]["detail"].as_str().unwrap().len() < 1_000, "an endless answer is cut short");
+    assert!(findings[3]["detail"].as_str().unwrap().contains("connection refused"), "{findings:#?}");
+    assert!(findings.iter().all(|f| !f["subject"].as_str().unwrap().contains("/api/")), "origins only: {findings:#?}");
+    assert!(!r.all().contains("doct0r-t0ken-value"));
+    // Nothing was stored by the empty writes.
+    assert!(prom.query("count({__name__=~\".+\"})").is_empty(), "an empty write stores nothing");
+}
