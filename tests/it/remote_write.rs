@@ -5,7 +5,8 @@
 //! (`WriteProxy`) takes the receiver away for a minute (samples queued, delivered after, none
 //! lost within the bound), overflows the queue (drops counted, the bound held), answers 400
 //! (dropped with one log line, not retried), 429 (retried), never, or with an endless body
-//! (probing goes on). Config errors name line and key; no credential is ever shown.
+//! (probing goes on). Config errors name line and key; no credential is ever shown; `doctor`
+//! proves each receiver with an empty write.
 
 use crate::alerting::{Daemon, wait_for};
 use crate::cli::{config, run};
