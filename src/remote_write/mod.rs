@@ -121,7 +121,7 @@ pub(crate) const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Where the evaluator puts samples: every configured queue (none: every call returns at once).
 #[derive(Default)]
-pub struct Tap {
+pub(crate) struct Tap {
     queues: Vec<Arc<Queue>>,
     /// The `ALERTS` series written last sweep: one missing now gets a staleness marker.
     alerts: HashSet<Labels>,
@@ -135,11 +135,6 @@ pub struct Tap {
 }
 
 impl Tap {
-    /// Whether nothing is configured.
-    pub fn is_empty(&self) -> bool {
-        self.queues.is_empty()
-    }
-
     /// The series of `name` and `labels`: the one already held, or a new one.
     fn series(&mut self, name: &str, labels: &Labels) -> Arc<Series> {
         let key = queue::key(name, labels);
@@ -208,13 +203,13 @@ impl Tap {
 
 /// The counters of every queue, for `/metrics`.
 #[derive(Clone, Default)]
-pub struct Status {
+pub(crate) struct Status {
     queues: Vec<Arc<Queue>>,
 }
 
 /// One queue's counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueStatus {
+pub(crate) struct QueueStatus {
     /// The receiver's origin (scheme, host, port: no path, query or credentials).
     pub url: String,
     /// Samples the receiver accepted.
@@ -238,7 +233,7 @@ impl Status {
 
 /// Why a receiver did not accept a write: the HTTP status, when it answered, and what it said.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     /// The status, or `None` when no answer came (connection, TLS, deadline).
     pub status: Option<u16>,
     /// In words; an answer's start escaped and redacted.
@@ -247,7 +242,7 @@ pub struct Refusal {
 
 /// Sends one empty write (no series: nothing is stored) with the endpoint's headers and
 /// credentials, within `timeout` at most: what `mxwarden doctor` proves.
-pub async fn check(
+pub(crate) async fn check(
     endpoint: &Endpoint,
     http: &reqwest::Client,
     redactor: &crate::redact::Redactor,
@@ -269,7 +264,7 @@ pub async fn check(
 /// Starts one queue and its senders per endpoint; they run until `stop` turns true, then
 /// try to deliver what is left for up to [`FLUSH_DEADLINE`]. `redactor` cleans what a
 /// receiver's answer might echo before it is logged.
-pub fn start(
+pub(crate) fn start(
     endpoints: &[Endpoint],
     http: &reqwest::Client,
     redactor: &crate::redact::Redactor,
