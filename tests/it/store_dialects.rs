@@ -132,3 +132,80 @@ fn the_store_is_named_in_pg_stat_activity_and_debug_never_shows_the_password() {
         pg.psql("postgres", &format!("SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = '{db}'"));
     assert_eq!(names, "mxwarden");
 }
+
+/// `mxwarden run` on a PostgreSQL store, end to end: the check's history is recorded there,
+/// the page goes out once, the resolve once, and a restart (state restored from the
+/// database) repeats neither. The CLI reads the same store, and neither `config show` nor the
+/// daemon's log shows the password.
+#[test]
+fn mxwarden_run_on_a_postgres_store_records_history_and_pages_once() {
+    use crate::alerting::Daemon;
+    use crate::cli::{config, run};
+    use crate::crash_gaps::{Target, count, payloads};
+    use crate::support::fakes;
+    use std::time::{Duration, Instant};
+
+    let url = fresh_database("run");
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let pg = &services::shared().pg;
+    let target = Target::start();
+    let sink = fakes::webhook_sink();
+    let text =
+        crate::crash_gaps::config_text(&target, &sink, "00:00").replace("store: ./state.db", "store: \"${MX_STORE}\"");
+    let file = config(&text);
+    let log = file.path.with_extension("log");
+    let wait = |what: &str, within: Duration, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + within;
+        while !done() {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; log:\n{tail}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let start = || {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_mxwarden"))
+            .args(["--config", file.path.to_str().unwrap(), "-v", "run"])
+            .env("MX_STORE", &url)
+            .env_remove("MXWARDEN_FAILPOINT")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start mxwarden run");
+        Daemon(child)
+    };
+
+    target.set(false);
+    let daemon = start();
+    wait("the page", Duration::from_secs(30), &|| count(&sink, "firing", "WebDown") == 1);
+    // The recorder flushes once per sweep.
+    wait("the history in PostgreSQL", Duration::from_secs(45), &|| {
+        pg.psql(&db, "SELECT count(*) FROM results r JOIN checks c ON c.id = r.check_id WHERE c.name = 'web'") != "0"
+    });
+    assert_ne!(pg.psql(&db, "SELECT count(*) FROM rollups"), "0");
+    assert_eq!(pg.psql(&db, "SELECT state FROM alerts WHERE alert = 'WebDown'"), "firing");
+    // The CLI reads the daemon's store.
+    let alerts = run(&["--config", file.path.to_str().unwrap(), "alerts", "--json"], &[("MX_STORE", &url)]);
+    assert_eq!(alerts.code, 1, "a firing alert is a finding: {}", alerts.all());
+    assert!(alerts.stdout.contains("WebDown"), "{}", alerts.all());
+    drop(daemon);
+
+    // Restarted: the firing alert is restored from PostgreSQL, not paged again; then resolved once.
+    let daemon = start();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(count(&sink, "firing", "WebDown"), 1, "no second page after the restart: {:#?}", payloads(&sink));
+    target.set(true);
+    wait("the resolve", Duration::from_secs(30), &|| count(&sink, "resolved", "WebDown") == 1);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(count(&sink, "resolved", "WebDown"), 1, "{:#?}", payloads(&sink));
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM outbox WHERE status = 'sent'"), "2", "page and resolve, sent");
+    drop(daemon);
+
+    let shown = run(&["--config", file.path.to_str().unwrap(), "config", "show"], &[("MX_STORE", &url)]);
+    assert_eq!(shown.code, 0, "{}", shown.all());
+    let daemon_log = std::fs::read_to_string(&log).unwrap_or_default();
+    for (what, text) in [("config show", shown.all()), ("the daemon's log", daemon_log), ("alerts", alerts.all())] {
+        assert!(!text.contains(SECRET), "{what} shows the store's password:\n{text}");
+    }
+}
