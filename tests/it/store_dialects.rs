@@ -209,3 +209,101 @@ fn mxwarden_run_on_a_postgres_store_records_history_and_pages_once() {
         assert!(!text.contains(SECRET), "{what} shows the store's password:\n{text}");
     }
 }
+
+/// A store URL that cannot work is a config error naming file, line and key, and never the
+/// password — written in the file or taken from `${VAR}`.
+#[test]
+fn a_broken_store_url_is_a_config_error_naming_the_line_not_the_password() {
+    use crate::cli::{config, run};
+    for (store, env, why) in [
+        (format!("\"postgres://mx:{SECRET}@db.internal:notaport/mx\""), None, "not a valid PostgreSQL URL"),
+        (format!("postgresql://mx:{SECRET}@db.internal:5432"), None, "names no database"),
+        (
+            "\"${MX_STORE}\"".to_string(),
+            Some(format!("postgres://mx:{SECRET}@db.internal/mx?sslmode=maybe")),
+            "not usable",
+        ),
+    ] {
+        let file = config(&format!("listen: off\nstore: {store}\n"));
+        let env: Vec<(&str, &str)> = env.as_deref().map(|v| vec![("MX_STORE", v)]).unwrap_or_default();
+        let r = run(&["config", "check", file.path.to_str().unwrap()], &env);
+        assert_eq!(r.code, 2, "{}", r.all());
+        assert!(r.stderr.contains("mxwarden.yaml:2:") && r.stderr.contains("store:"), "file, line, key: {}", r.all());
+        assert!(r.stderr.contains(why), "{why}: {}", r.all());
+        assert!(!r.all().contains(SECRET), "the password was shown: {}", r.all());
+    }
+}
+
+/// `doctor` proves a PostgreSQL store reachable (and says when it is not), never showing the
+/// password; `config show` shows the URL without it.
+#[test]
+fn doctor_proves_a_postgres_store_reachable_and_config_show_hides_its_password() {
+    use crate::cli::{config, run};
+    let url = fresh_database("doctor");
+    let file = config("listen: off\nstore: \"${MX_STORE}\"\n");
+    let finding = |r: &crate::cli::Run| -> (String, String) {
+        let report = r.json();
+        let f = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["area"] == "store")
+            .unwrap_or_else(|| panic!("no store finding in {report:#}"))
+            .clone();
+        (f["outcome"].as_str().unwrap_or_default().to_string(), f["detail"].as_str().unwrap_or_default().to_string())
+    };
+    let r = run(&["--config", file.path.to_str().unwrap(), "doctor", "--json"], &[("MX_STORE", &url)]);
+    let (outcome, detail) = finding(&r);
+    assert_eq!(outcome, "pass", "{}", r.all());
+    assert!(detail.contains("creates its tables"), "a new database: {detail}");
+    assert!(!r.all().contains(SECRET), "{}", r.all());
+
+    let down = format!("postgres://mx:{SECRET}@127.0.0.1:{}/mx", services::free_port());
+    let r = run(&["--config", file.path.to_str().unwrap(), "doctor", "--json"], &[("MX_STORE", &down)]);
+    let (outcome, detail) = finding(&r);
+    assert_eq!((outcome.as_str(), r.code), ("fail", 1), "{}", r.all());
+    assert!(detail.contains("cannot connect to postgres://mx@127.0.0.1:"), "{detail}");
+    assert!(!r.all().contains(SECRET), "{}", r.all());
+
+    let shown = run(&["--config", file.path.to_str().unwrap(), "config", "show"], &[("MX_STORE", &url)]);
+    assert_eq!(shown.code, 0, "{}", shown.all());
+    assert!(!shown.all().contains(SECRET), "{}", shown.all());
+}
+
+/// PostgreSQL stopped under a running store: writes are refused with words that say why (and
+/// no password), the store's health reports the failure, and once the server is back the
+/// writes succeed again on fresh connections — no restart of mxwarden.
+#[test]
+fn writes_fail_while_postgres_is_down_and_resume_when_it_is_back() {
+    let mut pg = services::PgCluster::start();
+    pg.psql("postgres", "CREATE DATABASE mx");
+    let url = format!("postgresql://postgres:{SECRET}@127.0.0.1:{}/mx", pg.port);
+    let rt = runtime();
+    let store = rt.block_on(Store::open(Location::parse(&url))).unwrap();
+    rt.block_on(store.set_meta("before", "1")).unwrap();
+    pg.service.stop();
+    let err = rt.block_on(store.set_meta("during", "1")).expect_err("the server is down");
+    let words = err.in_words();
+    assert!(
+        ["PostgreSQL refused the connection", "no connection to PostgreSQL came free", "the connection to PostgreSQL"]
+            .iter()
+            .any(|w| words.contains(w)),
+        "{words}"
+    );
+    assert!(!words.contains(SECRET), "{words}");
+    let failure = store.health().failure().expect("the failure is reported");
+    assert!(!failure.error.contains(SECRET), "{failure:?}");
+    pg.restart();
+    let mut last = None;
+    for _ in 0..3 {
+        match rt.block_on(store.set_meta("after", "1")) {
+            Ok(()) => {
+                last = None;
+                break;
+            }
+            Err(e) => last = Some(e.in_words()),
+        }
+    }
+    assert_eq!(last, None, "writes resume once PostgreSQL is back");
+    assert_eq!(pg.psql("mx", "SELECT string_agg(key, ',' ORDER BY key) FROM meta"), "after,before");
+}
