@@ -8,7 +8,8 @@
 //! page twice, or lose a reminder. The dispatcher claims due rows and records each attempt.
 //!
 //! Both dialects run the same code through sqlx's `Any` driver, with numbered placeholders
-//! (`$1`) in every statement — sqlx's SQLite driver binds `$N` by number. [`Dialect`] is
+//! (`$1`) in every statement — sqlx's SQLite driver binds `$N` by number — but SQLite's
+//! bulk inserts, which take anonymous `?` (`values_placeholders` says why). [`Dialect`] is
 //! consulted only where SQL must differ: each [`Migration`] carries both dialects' DDL
 //! (PostgreSQL's `INTEGER` is 32-bit and its `REAL` float4, so BIGINT and DOUBLE PRECISION
 //! there; identity columns for `AUTOINCREMENT`; `"end"` and `"by"` quoted; bytewise `"C"`
@@ -17,7 +18,8 @@
 //! the subset both understand: `ON CONFLICT` upserts, `RETURNING id`, `CASE` instead of the
 //! scalar `max(a, b)`, sums cast to BIGINT. Why `Any` rather than a pool per dialect: one
 //! copy of every statement, so the dialects cannot drift; its cost — each row and argument
-//! converted once more — is small beside SQLite's own work (BENCHMARKS.md, "Uptime history").
+//! converted once more — did not show beside SQLite's own work (BENCHMARKS.md, "The store's
+//! write path"; `cargo bench --bench store_write`).
 //! `conformance` holds the store's behavioural checks, run on both dialects by the tests.
 //!
 //! Every write is one transaction on a connection of its own (`Store::write`), and a
