@@ -307,3 +307,20 @@ fn writes_fail_while_postgres_is_down_and_resume_when_it_is_back() {
     assert_eq!(last, None, "writes resume once PostgreSQL is back");
     assert_eq!(pg.psql("mx", "SELECT string_agg(key, ',' ORDER BY key) FROM meta"), "after,before");
 }
+
+/// A database turned read-only under the store (a standby promoted the wrong way, or
+/// `default_transaction_read_only`): the refused write says so, in words.
+#[test]
+fn a_read_only_database_is_named_as_such() {
+    let url = fresh_database("ro");
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let pg = &services::shared().pg;
+    let rt = runtime();
+    let store = rt.block_on(Store::open(Location::parse(&url))).unwrap();
+    pg.psql("postgres", &format!("ALTER DATABASE {db} SET default_transaction_read_only = on"));
+    pg.psql("postgres", &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"));
+    let words: Vec<String> =
+        (0..3).filter_map(|i| rt.block_on(store.set_meta("k", &i.to_string())).err().map(|e| e.in_words())).collect();
+    assert!(words.iter().any(|w| w.contains("the database is read-only")), "{words:#?}");
+    assert!(words.iter().all(|w| !w.contains(SECRET)), "{words:#?}");
+}
