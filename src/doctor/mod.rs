@@ -13,6 +13,7 @@ pub(crate) mod matrix;
 pub(crate) mod postgres;
 pub(crate) mod remote_write;
 pub(crate) mod smtp;
+pub(crate) mod store;
 pub(crate) mod synapse;
 pub(crate) mod webhook;
 
@@ -174,7 +175,7 @@ pub(crate) async fn run(config: &Config) -> Vec<Finding> {
         futures::future::join_all(receivers.iter().map(|(name, r)| receiver(&http, name, r))),
         postgres::check_all(config),
         files::backup(config),
-        files::store(&config.store),
+        store::check(&config.store),
         clock::check_all(&http, config),
         futures::future::join_all(config.remote_write.iter().map(|e| remote_write::check(&http, &config.redactor, e))),
     );
