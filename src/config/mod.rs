@@ -9,6 +9,7 @@ mod backup;
 mod build;
 mod control;
 mod deploy;
+mod instance;
 pub(crate) mod error;
 mod keypath;
 pub(crate) mod load;
@@ -20,6 +21,7 @@ pub(crate) mod secrets;
 pub(crate) mod targets;
 
 pub use control::{ControlSettings, HeartbeatSettings};
+pub use instance::InstanceSettings;
 pub(crate) use error::{ConfigError, Diagnostic};
 
 use crate::probe::spec::CheckSpec;
@@ -72,6 +74,8 @@ pub struct Config {
     pub control: Option<ControlSettings>,
     /// The dead man's switch (`heartbeat:`), if configured.
     pub heartbeat: Option<HeartbeatSettings>,
+    /// This instance's name among those sharing the store, and its leadership lease.
+    pub instance: InstanceSettings,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -130,6 +134,7 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         render: built.render,
         control: built.control,
         heartbeat: built.heartbeat,
+        instance: built.instance,
         store: file
             .store
             .clone()

@@ -7,6 +7,13 @@
 //! moving, ad hoc windows opened by another process). Every decision — alert states, outbox
 //! rows, held and released pages, reminders marked, digest bookkeeping — is one store
 //! transaction; one the store refused is kept and retried, so nothing decided is lost.
+//!
+//! Only the leader of the instances sharing the store judges (`leader`); a follower keeps
+//! its series windows, the status page and the history like the leader, so that it can take
+//! over warm. On becoming leader it reads alert state, held pages and digest bookkeeping from
+//! the store afresh (as at a start) and judges everything at once; on losing leadership it
+//! drops what it decided but could not commit — the store refuses it (fenced), and the new
+//! leader decides again from the same observations.
 
 use super::digests::Digests;
 use super::failpoint::{self, Point};
@@ -68,6 +75,10 @@ pub(super) struct Parts {
     pub(super) certificates: std::collections::BTreeMap<String, String>,
     /// Beaten on every turn of the loop (`/healthz`, the heartbeat).
     pub(super) watchdog: Arc<crate::watchdog::Watchdog>,
+    /// The term while this process leads (`leader`).
+    pub(super) leading: watch::Receiver<Option<i64>>,
+    /// A rule engine with no alert state, for each new leadership.
+    pub(super) fresh_engine: Box<dyn Fn() -> RuleEngine + Send + Sync>,
 }
 
 /// Owns alert state; see the module docs.
@@ -94,6 +105,10 @@ pub(super) struct Evaluator {
     deploys_changed: bool,
     diagnosis: Arc<Notify>,
     watchdog: Arc<crate::watchdog::Watchdog>,
+    leading: watch::Receiver<Option<i64>>,
+    /// The term this evaluator judges under, once alert state was read for it.
+    term: Option<i64>,
+    fresh_engine: Box<dyn Fn() -> RuleEngine + Send + Sync>,
 }
 
 impl Evaluator {
@@ -121,19 +136,65 @@ impl Evaluator {
             deploys_changed: false,
             diagnosis: p.diagnosis,
             watchdog: p.watchdog,
+            leading: p.leading,
+            term: None,
+            fresh_engine: p.fresh_engine,
+        }
+    }
+
+    /// Follows this process's leadership: on becoming leader, alert state, held pages and
+    /// digest bookkeeping are read from the store afresh and everything is judged at the next
+    /// turn; on losing it, decisions not committed are dropped (the store would refuse them).
+    async fn follow_leadership(&mut self) {
+        let now_leading = *self.leading.borrow_and_update();
+        if now_leading == self.term {
+            return;
+        }
+        let Some(term) = now_leading else {
+            if !self.unsaved.is_empty() {
+                let decisions = self.unsaved.len();
+                tracing::warn!(decisions, "Not leading any more: decisions not committed are left to the new leader.");
+            }
+            self.unsaved.clear();
+            self.term = None;
+            return;
+        };
+        match self.store.alerts().await {
+            Ok(restored) => {
+                let mut engine = (self.fresh_engine)();
+                let alerts = restored.len();
+                for a in restored {
+                    engine.restore(&a.alert, a.labels, a.state, a.value, a.annotations);
+                }
+                self.engine = engine;
+                self.gate.forget();
+                if let Some(d) = &mut self.digests {
+                    d.forget();
+                }
+                self.unsaved.clear();
+                self.term = Some(term);
+                self.sweep_at = self.clock.now().as_millisecond();
+                tracing::info!(term, alerts, "Leading: restored alert state from the store.");
+            }
+            Err(e) => {
+                tracing::error!(term, error = %e, "Alert state could not be read; judging waits for it.");
+            }
         }
     }
 
     /// Runs until `stop` turns true or every check's timer is gone.
     pub(super) async fn run(&mut self, mut rx: mpsc::Receiver<Observation>, mut stop: watch::Receiver<bool>) {
+        let mut leading = self.leading.clone();
         loop {
             failpoint::stall().await;
             self.watchdog.beat();
+            self.follow_leadership().await;
             let now = self.clock.now().as_millisecond();
             let wait = Duration::from_millis(u64::try_from(self.next_deadline(now) - now).unwrap_or(0));
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
+                _ = leading.changed() => {}
                 observation = rx.recv() => {
                     let Some(first) = observation else { break };
                     let mut names = BTreeSet::new();
@@ -151,7 +212,7 @@ impl Evaluator {
         if let Err(e) = self.recorder.flush_all(now).await {
             tracing::error!(error = %e, "The last results could not be stored.");
         }
-        if !self.unsaved.is_empty() {
+        if !self.unsaved.is_empty() && self.term.is_some() {
             self.commit(Decision::default(), now).await;
         }
     }
@@ -160,6 +221,13 @@ impl Evaluator {
     /// digest, a history write, the end of the warm-up, a retry.
     fn next_deadline(&self, now: i64) -> i64 {
         let mut at = self.sweep_at.min(self.recorder.next_deadline());
+        if *self.leading.borrow() != self.term {
+            // Alert state to read again for a new leadership.
+            return at.min(now + RETRY_MS);
+        }
+        if self.term.is_none() {
+            return at;
+        }
         if self.warm.warming(now) {
             return at.min(self.warm.until);
         }
@@ -203,7 +271,7 @@ impl Evaluator {
     /// Judges new results at once: the rules that read them.
     async fn on_arrival(&mut self, names: &BTreeSet<String>) {
         let now = self.clock.now().as_millisecond();
-        if self.warm.warming(now) {
+        if self.warm.warming(now) || self.term.is_none() {
             return;
         }
         if !self.warm.unseen.is_empty() || self.warm.until > now {
@@ -226,7 +294,11 @@ impl Evaluator {
     /// reminders, digests), and the history's writes.
     async fn on_deadline(&mut self) {
         let now = self.clock.now().as_millisecond();
-        if !self.warm.warming(now) {
+        if self.term.is_none() {
+            // Following: the windows are kept (to take over warm) and pruned, nothing judged.
+            self.sweep_at = now.saturating_add(self.sweep_every_ms);
+            self.series.prune(now);
+        } else if !self.warm.warming(now) {
             self.sweep(now).await;
         }
         if let Err(e) = self.recorder.flush(now).await {
@@ -325,6 +397,11 @@ impl Evaluator {
                 self.unsaved.clear();
                 self.wake.notify_one();
                 self.diagnosis.notify_one();
+            }
+            Err(e) if e.is_fenced() => {
+                let decisions = self.unsaved.len();
+                tracing::warn!(decisions, error = %e, "Not leading: the store refused this term's decision.");
+                self.unsaved.clear();
             }
             Err(e) => self.refused(e),
         }

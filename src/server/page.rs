@@ -263,6 +263,7 @@ mod tests {
             maintenance: Vec::new(),
             upcoming_maintenance: Vec::new(),
             updates: Vec::new(),
+            leader: None,
         };
         let html = render(&status, &[]);
         assert!(
@@ -311,6 +312,7 @@ mod tests {
             maintenance: Vec::new(),
             upcoming_maintenance: Vec::new(),
             updates: vec![row],
+            leader: None,
         };
         let html = render(&status, &[]);
         assert!(html.contains("Update #7 in progress: synapse to img:&lt;script&gt;"), "{html}");

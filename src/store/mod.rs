@@ -21,8 +21,10 @@ pub(crate) mod history;
 pub mod maintenance;
 pub(crate) mod followup;
 pub(crate) mod updates;
+pub mod leader;
 
 pub(crate) use health::Health;
+pub use leader::Fence;
 pub use history::History;
 
 use crate::alert::{AlertState, Phase};
@@ -45,6 +47,12 @@ pub struct StoreError {
 }
 
 impl StoreError {
+    /// Whether the write was refused because this instance does not lead (its term is not
+    /// the lease's current one): not a failure of the store, and never to be retried as is.
+    pub fn is_fenced(&self) -> bool {
+        matches!(&self.source, sqlx::Error::Configuration(e) if e.is::<leader::Fenced>())
+    }
+
     /// What went wrong, in words: the cause SQLite reported (a full disk, an I/O error, a
     /// lock, …) before its own message.
     pub fn in_words(&self) -> String {
@@ -105,6 +113,7 @@ const MIGRATIONS: &[&str] = &[
     maintenance::MIGRATION,
     control::MIGRATION,
     updates::MIGRATION,
+    leader::MIGRATION,
 ];
 
 /// An alert's persisted state.
@@ -241,6 +250,9 @@ pub struct Store {
     pool: SqlitePool,
     path: String,
     health: Arc<Health>,
+    /// The leadership this process believes in: writes that decide or send are fenced by it
+    /// (`write_fenced`). `None` (the CLI) fences nothing.
+    fence: Option<Arc<Fence>>,
 }
 
 /// A connection inside a write transaction (`Store::write`): closed on drop unless it
@@ -317,6 +329,57 @@ impl Store {
         }
     }
 
+    /// Runs `work` like [`Store::write`], fenced: the transaction first proves that this
+    /// process's term is the lease's current, unexpired term (`leader::check_term`) and is
+    /// refused with a fenced error (`StoreError::is_fenced`, not a store failure) otherwise —
+    /// at once, without the database, when this process does not believe it leads. `work`
+    /// gets the term. A store without a fence runs it unfenced with term 0.
+    pub(crate) async fn write_fenced<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut SqliteConnection, i64) -> std::result::Result<T, sqlx::Error>,
+    ) -> Result<T> {
+        let Some(fence) = &self.fence else { return self.write(async |conn| work(conn, 0).await).await };
+        let fenced = |term| self.fail(sqlx::Error::Configuration(Box::new(leader::Fenced { term })));
+        let Some(term) = fence.term() else { return Err(fenced(0)) };
+        let outcome = async {
+            let mut w = Writing { conn: self.pool.acquire().await?, committed: false };
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *w.conn).await?;
+            if !leader::check_term(&mut w.conn, fence.instance(), term).await? {
+                sqlx::query("ROLLBACK").execute(&mut *w.conn).await?;
+                w.committed = true;
+                return Ok(None);
+            }
+            let value = work(&mut w.conn, term).await?;
+            sqlx::query("COMMIT").execute(&mut *w.conn).await?;
+            w.committed = true;
+            Ok(Some(value))
+        };
+        match outcome.await {
+            Ok(Some(value)) => {
+                self.health.written();
+                Ok(value)
+            }
+            Ok(None) => Err(fenced(term)),
+            Err(source) => {
+                let e = self.fail(source);
+                self.health.refused(&e.in_words());
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether this process believes it leads (always, without a fence): checked again right
+    /// before a claimed row is sent.
+    pub(crate) fn leads(&self) -> bool {
+        self.fence.as_ref().is_none_or(|f| f.term().is_some())
+    }
+
+    /// Fences this store's deciding writes with `fence` (the daemon's leadership).
+    pub(crate) fn with_fence(mut self, fence: Arc<Fence>) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
     /// Times the store's failures with `clock` (the daemon's) instead of the system's.
     pub(crate) fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.health = Arc::new(Health::new(clock));
@@ -347,7 +410,7 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|source| StoreError { path: shown.clone(), source })?;
-        let store = Self { pool, path: shown, health: Arc::new(Health::new(Arc::new(SystemClock))) };
+        let store = Self { pool, path: shown, health: Arc::new(Health::new(Arc::new(SystemClock))), fence: None };
         store.migrate().await?;
         Ok(store)
     }
@@ -409,12 +472,13 @@ impl Store {
             .collect()
     }
 
-    /// Writes `decisions`, in order, in one transaction: all of them or none.
+    /// Writes `decisions`, in order, in one transaction: all of them or none. Fenced: only
+    /// the leader decides.
     pub(crate) async fn commit(&self, decisions: &[Decision], now: i64) -> Result<()> {
         if decisions.iter().all(Decision::is_empty) {
             return Ok(());
         }
-        self.write(async |conn| {
+        self.write_fenced(async |conn, _| {
             for decision in decisions {
                 write_decision(conn, decision, now).await?;
             }
@@ -423,9 +487,14 @@ impl Store {
         .await
     }
 
-    /// Adds deliveries on their own.
+    /// Adds deliveries on their own (an operator's request: not fenced, whichever instance
+    /// takes it; the leader delivers them).
     pub async fn enqueue(&self, deliveries: &[NewDelivery], now: i64) -> Result<()> {
-        self.commit(&[Decision { deliveries: deliveries.to_vec(), ..Decision::default() }], now).await
+        let decision = Decision { deliveries: deliveries.to_vec(), ..Decision::default() };
+        if decision.is_empty() {
+            return Ok(());
+        }
+        self.write(async |conn| write_decision(conn, &decision, now).await).await
     }
 
     fn delivery(&self, r: sqlx::sqlite::SqliteRow) -> Result<Delivery> {
@@ -512,9 +581,10 @@ impl Store {
         .await
     }
 
-    /// Records a failed attempt: retry at `due_at`, or dead when `dead`.
+    /// Records a failed attempt: retry at `due_at`, or dead when `dead`. Fenced: giving up
+    /// on a row is a decision.
     pub(crate) async fn mark_failed(&self, id: i64, error: &str, due_at: i64, dead: bool) -> Result<()> {
-        self.write(async |conn| {
+        self.write_fenced(async |conn, _| {
             sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ?, due_at = ?, status = CASE WHEN ? THEN 'dead' ELSE status END WHERE id = ?")
                 .bind(error)
                 .bind(due_at)
@@ -527,9 +597,9 @@ impl Store {
         .await
     }
 
-    /// Queues fallback rows for `id`, once.
+    /// Queues fallback rows for `id`, once. Fenced.
     pub(crate) async fn queue_fallback(&self, id: i64, fallbacks: &[NewDelivery], now: i64) -> Result<()> {
-        self.write(async |conn| {
+        self.write_fenced(async |conn, _| {
             let done = sqlx::query("UPDATE outbox SET fallback_queued = 1 WHERE id = ? AND fallback_queued = 0")
                 .bind(id)
                 .execute(&mut *conn)
