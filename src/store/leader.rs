@@ -175,9 +175,11 @@ impl Store {
 
     /// The lease as the database sees it now.
     pub(crate) async fn lease(&self) -> Result<Lease> {
-        let sql = format!("SELECT holder, term, expires_at > {NOW_MS} AS valid FROM leader WHERE id = 1");
+        let sql = format!(
+            "SELECT holder, term, CASE WHEN expires_at > {NOW_MS} THEN 1 ELSE 0 END AS valid FROM leader WHERE id = 1"
+        );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(self.pool()).await.map_err(|e| self.fail(e))?;
-        Ok(Lease { holder: row.get("holder"), term: row.get("term"), valid: row.get::<bool, _>("valid") })
+        Ok(Lease { holder: row.get("holder"), term: row.get("term"), valid: row.get::<i64, _>("valid") == 1 })
     }
 
     /// Registers (or keeps alive) instance name `name` for the process with `token`: `false`
