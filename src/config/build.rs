@@ -102,6 +102,8 @@ pub(crate) struct Built {
     pub heartbeat: Option<super::control::HeartbeatSettings>,
     /// This instance's name and lease (`instance:`, `leader:`).
     pub instance: super::instance::InstanceSettings,
+    /// `store:` as given (`None`: the default file).
+    pub store: Option<crate::store::Location>,
 }
 
 /// The default `listen`.
@@ -268,6 +270,7 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
     let control = file.control.as_ref().and_then(|c| super::control::control(c, alerting.as_ref(), &mut problems));
     let heartbeat = file.heartbeat.as_ref().and_then(|h| super::control::heartbeat(h, &mut problems));
     let instance = super::instance::build(file, &mut problems);
+    let store = super::store::store(file, &mut problems);
     if problems.found.is_empty() {
         Ok(Built {
             checks,
@@ -286,6 +289,7 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
             control,
             heartbeat,
             instance,
+            store,
         })
     } else {
         Err(problems.found)

@@ -57,7 +57,7 @@ async fn run_config(
     fence: Arc<crate::store::Fence>,
 ) -> Result<()> {
     let config = Arc::new(config);
-    let store = Store::open(&config.store)
+    let store = Store::open_as(&config.store, &format!("mxwarden/{}", config.instance.name))
         .await
         .context("cannot open the store")?
         .with_clock(clock.clone())

@@ -126,10 +126,11 @@ pub async fn supervise(
 
 /// Gives up the leadership lease `fence` holds, if any, so another instance takes over at
 /// once instead of after the lease's time-to-live.
-async fn release(store: &std::path::Path, fence: &crate::store::Fence) {
+async fn release(store: &crate::store::Location, fence: &crate::store::Fence) {
     let Some((term, _)) = fence.held() else { return };
     fence.drop_term();
-    let released = async { Store::open(store).await?.release_lease(fence.instance(), term).await };
+    let name = format!("mxwarden/{}", fence.instance());
+    let released = async { Store::open_as(store, &name).await?.release_lease(fence.instance(), term).await };
     match released.await {
         Ok(()) => tracing::info!(instance = %fence.instance(), term, "Leadership released."),
         Err(e) => tracing::warn!(instance = %fence.instance(), term, error = %e, "Leadership could not be released; it runs out on its own."),
@@ -138,7 +139,7 @@ async fn release(store: &std::path::Path, fence: &crate::store::Fence) {
 
 /// Queues the `MxwardenConfigRefused` notification (or its resolve) for the critical tier.
 async fn reload_notice(
-    store: &std::path::Path,
+    store: &crate::store::Location,
     alerting: Option<&crate::notify::Alerting>,
     kind: Kind,
     path: &std::path::Path,

@@ -22,7 +22,7 @@
 //! The store owns all the SQL; the daemon's `leader` task drives the lease and keeps the
 //! [`Fence`] (what this process believes, checked in memory first) up to date.
 
-use super::{Store, StoreError};
+use super::{Dialect, Migration, Store, StoreError};
 use sqlx::Row;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -31,14 +31,27 @@ type Result<T> = std::result::Result<T, StoreError>;
 
 /// This module's migration, appended to the store's list: the lease row (nobody holds it,
 /// term 0, expired), the instance names in use, and the term that claimed each outbox row.
-pub(crate) const MIGRATION: &str = "CREATE TABLE leader (id INTEGER PRIMARY KEY, holder TEXT NOT NULL,
+pub(crate) const MIGRATION: Migration = Migration {
+    sqlite: "CREATE TABLE leader (id INTEGER PRIMARY KEY, holder TEXT NOT NULL,
+        term INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+     INSERT INTO leader (id, holder, term, expires_at) VALUES (1, '', 0, 0);
+     CREATE TABLE instances (name TEXT PRIMARY KEY, token TEXT NOT NULL, seen_at INTEGER NOT NULL);
+     ALTER TABLE outbox ADD COLUMN term INTEGER;",
+    postgres: "CREATE TABLE leader (id BIGINT PRIMARY KEY, holder TEXT NOT NULL,
         term BIGINT NOT NULL, expires_at BIGINT NOT NULL);
      INSERT INTO leader (id, holder, term, expires_at) VALUES (1, '', 0, 0);
      CREATE TABLE instances (name TEXT PRIMARY KEY, token TEXT NOT NULL, seen_at BIGINT NOT NULL);
-     ALTER TABLE outbox ADD COLUMN term BIGINT;";
+     ALTER TABLE outbox ADD COLUMN term BIGINT;",
+};
 
-/// The database's clock, unix milliseconds (SQLite).
-pub(crate) const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+/// The database's clock now, unix milliseconds, as SQL: the lease is judged on it alone.
+/// PostgreSQL's `clock_timestamp()` (not `now()`, which stands still for a transaction).
+pub(crate) fn now_ms(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+        Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+    }
+}
 
 /// What the lease row says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,11 +128,13 @@ impl Fence {
 /// Whether `term` of `holder` is the lease's current, unexpired term: the first statement of
 /// every fenced transaction. The no-op update takes the row's lock until the transaction ends.
 pub(crate) async fn check_term(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
+    dialect: Dialect,
     holder: &str,
     term: i64,
 ) -> std::result::Result<bool, sqlx::Error> {
-    let sql = format!("UPDATE leader SET term = term WHERE id = 1 AND holder = $1 AND term = $2 AND expires_at > {NOW_MS}");
+    let now = now_ms(dialect);
+    let sql = format!("UPDATE leader SET term = term WHERE id = 1 AND holder = $1 AND term = $2 AND expires_at > {now}");
     let done = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(holder).bind(term).execute(&mut *conn).await?;
     Ok(done.rows_affected() == 1)
 }
@@ -130,9 +145,10 @@ impl Store {
     /// claimed the instance name (`claim_instance`), which only one running process can hold.
     /// Returns the new term, or `None` while another instance holds it.
     pub(crate) async fn acquire_lease(&self, holder: &str, ttl_ms: i64) -> Result<Option<i64>> {
+        let now = now_ms(self.dialect());
         let sql = format!(
-            "UPDATE leader SET holder = $1, term = term + 1, expires_at = {NOW_MS} + $2
-             WHERE id = 1 AND (expires_at <= {NOW_MS} OR holder = $1) RETURNING term"
+            "UPDATE leader SET holder = $1, term = term + 1, expires_at = {now} + $2
+             WHERE id = 1 AND (expires_at <= {now} OR holder = $1) RETURNING term"
         );
         self.write(async |conn| {
             sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(holder).bind(ttl_ms).fetch_optional(&mut *conn).await
@@ -143,9 +159,10 @@ impl Store {
     /// Extends `holder`'s lease of `term` by `ttl_ms` from now: `false` when it is no longer
     /// theirs or has expired (whoever holds it now, the caller does not).
     pub(crate) async fn renew_lease(&self, holder: &str, term: i64, ttl_ms: i64) -> Result<bool> {
+        let now = now_ms(self.dialect());
         let sql = format!(
-            "UPDATE leader SET expires_at = {NOW_MS} + $3
-             WHERE id = 1 AND holder = $1 AND term = $2 AND expires_at > {NOW_MS}"
+            "UPDATE leader SET expires_at = {now} + $3
+             WHERE id = 1 AND holder = $1 AND term = $2 AND expires_at > {now}"
         );
         self.write(async |conn| {
             let done = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -175,8 +192,9 @@ impl Store {
 
     /// The lease as the database sees it now.
     pub(crate) async fn lease(&self) -> Result<Lease> {
+        let now = now_ms(self.dialect());
         let sql = format!(
-            "SELECT holder, term, CASE WHEN expires_at > {NOW_MS} THEN 1 ELSE 0 END AS valid FROM leader WHERE id = 1"
+            "SELECT holder, term, CASE WHEN expires_at > {now} THEN 1 ELSE 0 END AS valid FROM leader WHERE id = 1"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(self.pool()).await.map_err(|e| self.fail(e))?;
         Ok(Lease { holder: row.get("holder"), term: row.get("term"), valid: row.get::<i64, _>("valid") == 1 })
@@ -186,10 +204,11 @@ impl Store {
     /// when another process with that name was seen within `ttl_ms` — two running instances
     /// with one name on one store are refused.
     pub(crate) async fn claim_instance(&self, name: &str, token: &str, ttl_ms: i64) -> Result<bool> {
+        let now = now_ms(self.dialect());
         let sql = format!(
-            "INSERT INTO instances (name, token, seen_at) VALUES ($1, $2, {NOW_MS})
+            "INSERT INTO instances (name, token, seen_at) VALUES ($1, $2, {now})
              ON CONFLICT (name) DO UPDATE SET token = excluded.token, seen_at = excluded.seen_at
-             WHERE instances.token = excluded.token OR instances.seen_at < {NOW_MS} - $3"
+             WHERE instances.token = excluded.token OR instances.seen_at < {now} - $3"
         );
         self.write(async |conn| {
             let done =
@@ -211,8 +230,9 @@ impl Store {
     /// Takes instance name `name` for `token` whoever had it: for a process whose predecessor
     /// of the same name is known to be dead.
     pub(crate) async fn take_instance(&self, name: &str, token: &str) -> Result<()> {
+        let now = now_ms(self.dialect());
         let sql = format!(
-            "INSERT INTO instances (name, token, seen_at) VALUES ($1, $2, {NOW_MS})
+            "INSERT INTO instances (name, token, seen_at) VALUES ($1, $2, {now})
              ON CONFLICT (name) DO UPDATE SET token = excluded.token, seen_at = excluded.seen_at"
         );
         self.write(async |conn| {
@@ -236,21 +256,31 @@ impl Store {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// The lease and the fence as every dialect must keep them; run by `conformance` (on SQLite
+/// in the unit tests, on SQLite and PostgreSQL in `tests/it/store_dialects.rs`).
+#[cfg(any(test, feature = "failpoints"))]
+pub(crate) mod checks {
     use super::*;
-    use crate::store::Decision;
+    use crate::store::{Decision, NewDelivery};
     use std::sync::Arc;
     use std::time::Duration;
 
-    async fn store(dir: &tempfile::TempDir) -> Store {
-        Store::open(&dir.path().join("s.db")).await.unwrap()
+    fn page() -> crate::notify::Notification {
+        crate::notify::Notification {
+            kind: crate::notify::Kind::Firing,
+            incident: "i1".into(),
+            title: "t".into(),
+            text: "x".into(),
+            html: "x".into(),
+            alerts: Vec::new(),
+            created_at: 1,
+        }
     }
 
-    #[tokio::test]
-    async fn the_lease_changes_hands_only_when_it_has_expired_and_each_time_the_term_goes_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(&dir).await;
+    /// The lease changes hands only when it has expired (on the database's clock), was
+    /// released, or is retaken by its own instance name; each time the term goes up and the
+    /// old term can no longer renew.
+    pub(crate) async fn the_lease_changes_hands_with_a_new_term(s: Store) {
         let t1 = s.acquire_lease("a", 60_000).await.unwrap().expect("a free lease is taken");
         assert_eq!(s.acquire_lease("b", 60_000).await.unwrap(), None, "a held lease is not taken");
         assert!(s.renew_lease("a", t1, 60_000).await.unwrap(), "the holder renews");
@@ -260,8 +290,7 @@ mod tests {
         let t2 = s.acquire_lease("b", 60_000).await.unwrap().expect("a released lease is taken at once");
         assert_eq!(t2, t1 + 1);
         assert!(!s.renew_lease("a", t1, 60_000).await.unwrap(), "the old holder cannot renew after a takeover");
-        let lease = s.lease().await.unwrap();
-        assert_eq!(lease, Lease { holder: "b".into(), term: t2, valid: true });
+        assert_eq!(s.lease().await.unwrap(), Lease { holder: "b".into(), term: t2, valid: true });
         // A lease of 1 ms expires on the database's clock without anyone releasing it.
         assert!(s.renew_lease("b", t2, 1).await.unwrap());
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -276,60 +305,65 @@ mod tests {
         assert!(!s.renew_lease("a", t2 + 1, 60_000).await.unwrap(), "and the old term is over");
     }
 
-    #[tokio::test]
-    async fn a_stale_term_can_neither_commit_a_decision_nor_claim_a_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let fence_a = Arc::new(Fence::new("a"));
-        let fence_b = Arc::new(Fence::new("b"));
-        let a = store(&dir).await.with_fence(fence_a.clone());
-        let b = Store::open(&dir.path().join("s.db")).await.unwrap().with_fence(fence_b.clone());
-        let plain = store(&dir).await;
-        let t1 = a.acquire_lease("a", 60_000).await.unwrap().unwrap();
+    /// A deposed leader that still believes in its term can neither commit a decision nor
+    /// claim an outbox row; nothing of a refused decision is written; a refusal is not a
+    /// store failure; the new leader decides; a store without a fence (the CLI) is not fenced.
+    pub(crate) async fn a_stale_term_can_neither_decide_nor_claim(plain: Store) {
+        let (fence_a, fence_b) = (Arc::new(Fence::new("a")), Arc::new(Fence::new("b")));
+        let a = plain.clone().with_fence(fence_a.clone());
+        let b = plain.clone().with_fence(fence_b.clone());
         let far = Instant::now() + Duration::from_secs(60);
+        let t1 = a.acquire_lease("a", 60_000).await.unwrap().unwrap();
         fence_a.hold(t1, far);
-        let page = |n: &str| Decision {
-            meta: vec![(format!("decided:{n}"), "1".into())],
-            ..Decision::default()
-        };
-        a.commit(&[page("a1")], 1).await.expect("the leader commits");
-        plain
-            .enqueue(&crate::store::NewDelivery::fan_out(&["hook".into()], "critical", &sample_notification()), 1)
-            .await
-            .unwrap();
+        let decided = |n: &str| Decision { meta: vec![(format!("decided:{n}"), "1".into())], ..Decision::default() };
+        a.commit(&[decided("a1")], 1).await.expect("the leader commits");
+        plain.enqueue(&NewDelivery::fan_out(&["hook".into()], "critical", &page()), 1).await.unwrap();
         let id = plain.outbox(false, 1).await.unwrap()[0].id;
-        // b takes over (a's lease released as if it had expired).
+        // b takes over (a's lease released as if it had run out).
         a.release_lease("a", t1).await.unwrap();
         let t2 = b.acquire_lease("b", 60_000).await.unwrap().unwrap();
         fence_b.hold(t2, far);
         // a still believes it leads (it was stopped, say): the database refuses it.
-        let refused = a.commit(&[page("a2")], 2).await.expect_err("a stale term's decision is refused");
+        let refused = a.commit(&[decided("a2")], 2).await.expect_err("a stale term's decision is refused");
         assert!(refused.is_fenced(), "{refused}");
         let refused = a.claim_delivery(id).await.expect_err("a stale term's claim is refused");
+        assert!(refused.is_fenced(), "{refused}");
+        let refused = a.mark_failed(id, "x", 1, true).await.expect_err("a stale term cannot give up a row");
         assert!(refused.is_fenced(), "{refused}");
         assert!(a.health().failure().is_none(), "a fenced write is not a store failure");
         assert_eq!(plain.meta("decided:a2").await.unwrap(), None, "nothing of the refused decision was written");
         // The new leader claims and decides.
         assert!(b.claim_delivery(id).await.unwrap());
-        b.commit(&[page("b1")], 3).await.unwrap();
+        b.commit(&[decided("b1")], 3).await.unwrap();
         assert_eq!(plain.meta("decided:b1").await.unwrap().as_deref(), Some("1"));
         // Without a believed term, nothing reaches the database.
         fence_b.drop_term();
-        assert!(b.commit(&[page("b2")], 4).await.unwrap_err().is_fenced());
+        assert!(b.commit(&[decided("b2")], 4).await.unwrap_err().is_fenced());
+        assert!(!b.leads());
         // A store without a fence (the CLI) is not fenced.
-        plain.commit(&[page("cli")], 5).await.unwrap();
+        plain.commit(&[decided("cli")], 5).await.unwrap();
+        assert!(plain.leads());
     }
 
-    #[tokio::test]
-    async fn an_instance_name_is_refused_while_another_process_keeps_it_alive() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(&dir).await;
+    /// One running process per instance name: another token is refused while the name is
+    /// kept alive, free once it has not been seen for the TTL, and taken over on demand.
+    pub(crate) async fn an_instance_name_is_one_running_process(s: Store) {
         assert!(s.claim_instance("a", "token-1", 60_000).await.unwrap());
         assert!(s.claim_instance("a", "token-1", 60_000).await.unwrap(), "the same process keeps it");
         assert!(!s.claim_instance("a", "token-2", 60_000).await.unwrap(), "another process is refused");
         assert!(s.claim_instance("b", "token-2", 60_000).await.unwrap(), "another name is fine");
+        assert_eq!(s.instance_token("a").await.unwrap().as_deref(), Some("token-1"));
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(s.claim_instance("a", "token-2", 10).await.unwrap(), "a name not seen for the TTL is free");
+        s.take_instance("a", "token-3").await.unwrap();
+        assert_eq!(s.instance_token("a").await.unwrap().as_deref(), Some("token-3"));
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_believed_term_ends_at_its_instant() {
@@ -341,15 +375,10 @@ mod tests {
         assert_eq!(f.term(), None, "past its instant, a term is not believed");
     }
 
-    fn sample_notification() -> crate::notify::Notification {
-        crate::notify::Notification {
-            kind: crate::notify::Kind::Firing,
-            incident: "i1".into(),
-            title: "t".into(),
-            text: "x".into(),
-            html: "x".into(),
-            alerts: Vec::new(),
-            created_at: 1,
-        }
+    #[test]
+    fn the_token_names_this_process() {
+        let f = Fence::new("a");
+        assert!(f.token().starts_with(&format!("{}@", std::process::id())), "{}", f.token());
+        assert_ne!(Fence::new("a").token(), f.token(), "two processes' tokens differ even with one pid");
     }
 }

@@ -32,4 +32,5 @@ mod render;
 mod render_backups;
 mod secrets;
 mod ship;
+mod store_dialects;
 mod update;
