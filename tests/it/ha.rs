@@ -290,3 +290,72 @@ fn sqlite_leader_killed_mid_incident_resolves_once() {
 fn sqlite_stopped_leader_cannot_send_when_continued() {
     stopped_leader_cannot_send_when_continued(None);
 }
+
+/// A fresh database on the harness's PostgreSQL 15, and its URL.
+fn pg_store(what: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let pg = &crate::support::services::shared().pg;
+    let db = format!("ha_{what}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+    pg.psql("postgres", &format!("CREATE DATABASE {db}"));
+    format!("postgresql://postgres@127.0.0.1:{}/{db}", pg.port)
+}
+
+#[test]
+fn postgres_two_instances_page_once_per_transition() {
+    one_page_per_transition(Some(&pg_store("once")));
+}
+
+#[test]
+fn postgres_leader_killed_mid_incident_resolves_once() {
+    leader_killed_mid_incident(Some(&pg_store("kill")));
+}
+
+#[test]
+fn postgres_stopped_leader_cannot_send_when_continued() {
+    stopped_leader_cannot_send_when_continued(Some(&pg_store("stop")));
+}
+
+/// The leader's database sessions are killed with `pg_terminate_backend` — found by their
+/// `application_name`, `mxwarden/<instance>` — again and again for twice the lease, while the
+/// incident it paged ends: a leader (it, reconnected, or the other) decides the resolve within
+/// 30 s, once.
+#[test]
+fn postgres_leader_losing_its_connections_is_replaced_and_nothing_doubles() {
+    let url = pg_store("terminate");
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let pg = &crate::support::services::shared().pg;
+    let pair = Pair::start(Some(&url));
+    let leader = pair.leader(Duration::from_secs(30));
+    let name = pair.instances[leader].name.clone();
+    let sessions = pg.psql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND application_name = 'mxwarden/{name}'"),
+    );
+    assert_ne!(sessions, "0", "the leader's sessions carry its name");
+    pair.target.set(false);
+    pair.wait("the page", Duration::from_secs(20), || pair.fired() >= 1);
+    let cut = Instant::now();
+    let mut terminated = 0;
+    while cut.elapsed() < Duration::from_secs(6) {
+        let killed = pg.psql(
+            "postgres",
+            &format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{db}' AND application_name = 'mxwarden/{name}'"
+            ),
+        );
+        terminated += killed.parse::<usize>().unwrap();
+        if cut.elapsed() > Duration::from_secs(3) {
+            // The incident ends while the leader's sessions keep being killed.
+            pair.target.set(true);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(terminated > 0, "the leader's sessions were killed");
+    pair.wait("the resolve", Duration::from_secs(30).saturating_sub(cut.elapsed()), || pair.resolved() >= 1);
+    assert!(cut.elapsed() < Duration::from_secs(30), "a leader decided within 30 s");
+    // The leader either reconnected between the kills and kept its lease, or stepped down and
+    // the other took over: both are right, as long as one decides, once.
+    pair.leader(Duration::from_secs(30));
+    pair.assert_counts(1, 1);
+}
