@@ -11,9 +11,10 @@
 //! Only the leader of the instances sharing the store judges (`leader`); a follower keeps
 //! its series windows, the status page and the history like the leader, so that it can take
 //! over warm. On becoming leader it reads alert state, held pages and digest bookkeeping from
-//! the store afresh (as at a start) and judges everything at once; on losing leadership it
-//! drops what it decided but could not commit — the store refuses it (fenced), and the new
-//! leader decides again from the same observations.
+//! the store afresh (as at a start) and judges everything at once. What it decided but could
+//! not commit when it lost leadership is kept: if it leads again with the very next term,
+//! nobody decided in between and it is committed; otherwise it is dropped — the store refused
+//! it (fenced), and the leader in between decided from the same observations.
 
 use super::digests::Digests;
 use super::failpoint::{self, Point};
@@ -108,6 +109,8 @@ pub(super) struct Evaluator {
     leading: watch::Receiver<Option<i64>>,
     /// The term this evaluator judges under, once alert state was read for it.
     term: Option<i64>,
+    /// The term it judged under last, while it does not lead.
+    last_term: Option<i64>,
     fresh_engine: Box<dyn Fn() -> RuleEngine + Send + Sync>,
 }
 
@@ -138,6 +141,7 @@ impl Evaluator {
             watchdog: p.watchdog,
             leading: p.leading,
             term: None,
+            last_term: None,
             fresh_engine: p.fresh_engine,
         }
     }
@@ -151,14 +155,22 @@ impl Evaluator {
             return;
         }
         let Some(term) = now_leading else {
-            if !self.unsaved.is_empty() {
-                let decisions = self.unsaved.len();
-                tracing::warn!(decisions, "Not leading any more: decisions not committed are left to the new leader.");
-            }
-            self.unsaved.clear();
-            self.term = None;
+            // Its state and the decisions not committed are kept: if it leads again with the
+            // very next term, nobody decided in between and they still stand.
+            self.last_term = self.term.take().or(self.last_term);
             return;
         };
+        if self.last_term.is_some_and(|last| last.checked_add(1) == Some(term)) {
+            self.term = Some(term);
+            self.sweep_at = self.clock.now().as_millisecond();
+            let decisions = self.unsaved.len();
+            tracing::info!(term, decisions, "Leading again, and nobody led in between: alert state and decisions kept.");
+            return;
+        }
+        if !self.unsaved.is_empty() {
+            let decisions = self.unsaved.len();
+            tracing::warn!(decisions, "Another instance led meanwhile: decisions not committed are dropped; it decided.");
+        }
         match self.store.alerts().await {
             Ok(restored) => {
                 let mut engine = (self.fresh_engine)();
@@ -399,9 +411,9 @@ impl Evaluator {
                 self.diagnosis.notify_one();
             }
             Err(e) if e.is_fenced() => {
+                // Kept: whether they still stand is known when this process leads again.
                 let decisions = self.unsaved.len();
                 tracing::warn!(decisions, error = %e, "Not leading: the store refused this term's decision.");
-                self.unsaved.clear();
             }
             Err(e) => self.refused(e),
         }

@@ -6,7 +6,11 @@
 //! every third of its time-to-live, and believes in its term only until a monotonic instant a
 //! fifth of the TTL before the database's expiry (`Fence`): a renewal refused steps down at
 //! once; a renewal that fails (the database unreachable) is retried every second while the
-//! belief lasts, and the belief running out steps down without the database. A process
+//! belief lasts, and the belief running out steps down without the database. On SQLite a
+//! failed renewal (a full disk, an I/O error) keeps the belief: every process shares that
+//! file, so nobody else can take the lease either, and a single instance keeps deciding (its
+//! decisions are kept and committed when the disk takes writes again) as it did before
+//! leadership existed. Whatever the belief, the database's fence refuses a stale term. A process
 //! stopped with SIGSTOP wakes up with its belief expired, before anything it runs can send:
 //! every deciding write is also fenced by the term in the database.
 //!
@@ -40,8 +44,12 @@ pub(super) enum Attempt {
     Holds(i64),
     /// Someone else holds it (or took it from us), or our name is in use by another process.
     Refused,
-    /// The database did not answer in time, or failed.
-    Failed,
+    /// The database did not answer in time, or failed. `others_blocked`: the failure stops
+    /// every other instance too (SQLite: one file), so the belief may be kept.
+    Failed {
+        /// Whether no other instance can take the lease while this lasts.
+        others_blocked: bool,
+    },
 }
 
 /// A change of role, to log and act on.
@@ -105,10 +113,16 @@ pub(super) fn step(role: Role, attempt: Attempt, asked: Instant, timing: Timing)
         (Role::Leading { term, .. }, Attempt::Refused) => {
             (Role::Following, Some(Change::Lost { term, why: "the lease is no longer ours" }), timing.every())
         }
+        // Nobody can take the lease while this failure lasts: keep believing, retry soon.
+        (Role::Leading { term, .. }, Attempt::Failed { others_blocked: true }) => {
+            (Role::Leading { term, until: asked + timing.belief() }, None, timing.retry())
+        }
         // The term is still ours in the database until it expires: retry soon, and let the
         // belief's end step down if the database stays away.
-        (leading @ Role::Leading { .. }, Attempt::Failed) => (leading, None, timing.retry()),
-        (Role::Following, Attempt::Refused | Attempt::Failed) => (Role::Following, None, timing.every()),
+        (leading @ Role::Leading { .. }, Attempt::Failed { others_blocked: false }) => {
+            (leading, None, timing.retry())
+        }
+        (Role::Following, Attempt::Refused | Attempt::Failed { .. }) => (Role::Following, None, timing.every()),
     }
 }
 
@@ -220,11 +234,11 @@ impl LeaseTask {
             Ok(Ok(attempt)) => attempt,
             Ok(Err(e)) => {
                 tracing::warn!(instance = %name, error = %e, "The leadership lease could not be read or renewed.");
-                Attempt::Failed
+                Attempt::Failed { others_blocked: self.store.dialect() == crate::store::Dialect::Sqlite }
             }
             Err(_) => {
                 tracing::warn!(instance = %name, "The database did not answer the leadership lease in time.");
-                Attempt::Failed
+                Attempt::Failed { others_blocked: false }
             }
         }
     }
@@ -335,7 +349,12 @@ pub(super) async fn claim_name(store: &Store, fence: &Fence, timing: Timing) -> 
                     told = true;
                 }
             }
-            Err(e) => return Err(format!("the instance name could not be registered: {}", e.in_words())),
+            // A store that refuses writes (a full disk) is no reason not to monitor: the lease
+            // task keeps trying, and the store's failure is paged.
+            Err(e) => {
+                tracing::error!(instance = %fence.instance(), error = %e.in_words(), "The instance name could not be registered; going on, the lease task retries.");
+                return Ok(());
+            }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -373,9 +392,25 @@ mod tests {
                 5,
                 "a refused renewal steps down at once",
             ),
-            (lead(4), Attempt::Failed, lead(4), None, 1, "a failed renewal is retried within a second, still leading"),
+            (
+                lead(4),
+                Attempt::Failed { others_blocked: false },
+                lead(4),
+                None,
+                1,
+                "a failed renewal is retried within a second, the belief not extended",
+            ),
+            (
+                Role::Leading { term: 4, until: t0 },
+                Attempt::Failed { others_blocked: true },
+                lead(4),
+                None,
+                1,
+                "a shared SQLite file that fails for all: the belief is kept",
+            ),
             (Role::Following, Attempt::Refused, Role::Following, None, 5, "someone else leads: try again in a third"),
-            (Role::Following, Attempt::Failed, Role::Following, None, 5, "no database: keep following"),
+            (Role::Following, Attempt::Failed { others_blocked: false }, Role::Following, None, 5, "no database: keep following"),
+            (Role::Following, Attempt::Failed { others_blocked: true }, Role::Following, None, 5, "nor a full disk"),
             (
                 lead(4),
                 Attempt::Holds(5),

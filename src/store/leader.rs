@@ -13,11 +13,11 @@
 //!
 //! The fence: every write that decides or sends (`Store::write_fenced` — the evaluator's
 //! decisions, outbox claims, failed attempts and fallbacks, follow-ups, control-room claims)
-//! first runs `UPDATE leader SET term = term WHERE … holder, term, not expired` in its own
-//! transaction and is refused (`StoreError::is_fenced`) when that touches no row. The row lock
-//! this takes orders it against a takeover (PostgreSQL re-checks the condition after waiting
-//! for the lock; SQLite's `BEGIN IMMEDIATE` serialises all writers), so a deposed leader that
-//! wakes up cannot commit anything after its successor's term began.
+//! first reads the lease row for its holder, term and expiry in its own transaction, holding it
+//! (`FOR UPDATE` on PostgreSQL, which makes a takeover wait and re-check; SQLite's `BEGIN
+//! IMMEDIATE` serialises all writers), and is refused (`StoreError::is_fenced`) when the term
+//! is not the current, unexpired one — so a deposed leader that wakes up cannot commit
+//! anything after its successor's term began.
 //!
 //! The store owns all the SQL; the daemon's `leader` task drives the lease and keeps the
 //! [`Fence`] (what this process believes, checked in memory first) up to date.
@@ -30,18 +30,16 @@ use std::time::Instant;
 type Result<T> = std::result::Result<T, StoreError>;
 
 /// This module's migration, appended to the store's list: the lease row (nobody holds it,
-/// term 0, expired), the instance names in use, and the term that claimed each outbox row.
+/// term 0, expired) and the instance names in use.
 pub(crate) const MIGRATION: Migration = Migration {
     sqlite: "CREATE TABLE leader (id INTEGER PRIMARY KEY, holder TEXT NOT NULL,
         term INTEGER NOT NULL, expires_at INTEGER NOT NULL);
      INSERT INTO leader (id, holder, term, expires_at) VALUES (1, '', 0, 0);
-     CREATE TABLE instances (name TEXT PRIMARY KEY, token TEXT NOT NULL, seen_at INTEGER NOT NULL);
-     ALTER TABLE outbox ADD COLUMN term INTEGER;",
+     CREATE TABLE instances (name TEXT PRIMARY KEY, token TEXT NOT NULL, seen_at INTEGER NOT NULL);",
     postgres: "CREATE TABLE leader (id BIGINT PRIMARY KEY, holder TEXT NOT NULL,
         term BIGINT NOT NULL, expires_at BIGINT NOT NULL);
      INSERT INTO leader (id, holder, term, expires_at) VALUES (1, '', 0, 0);
-     CREATE TABLE instances (name TEXT PRIMARY KEY, token TEXT NOT NULL, seen_at BIGINT NOT NULL);
-     ALTER TABLE outbox ADD COLUMN term BIGINT;",
+     CREATE TABLE instances (name TEXT PRIMARY KEY, token TEXT NOT NULL, seen_at BIGINT NOT NULL);",
 };
 
 /// The database's clock now, unix milliseconds, as SQL: the lease is judged on it alone.
@@ -126,7 +124,10 @@ impl Fence {
 }
 
 /// Whether `term` of `holder` is the lease's current, unexpired term: the first statement of
-/// every fenced transaction. The no-op update takes the row's lock until the transaction ends.
+/// every fenced transaction. It holds the lease row against a takeover until the transaction
+/// ends — PostgreSQL: `FOR UPDATE` (a takeover's `UPDATE` waits, then re-checks); SQLite: the
+/// transaction is `BEGIN IMMEDIATE`, which already excludes every other writer. A read, not a
+/// write, so that a claim still works on a full disk, as sending did before there were leaders.
 pub(crate) async fn check_term(
     conn: &mut sqlx::AnyConnection,
     dialect: Dialect,
@@ -134,9 +135,15 @@ pub(crate) async fn check_term(
     term: i64,
 ) -> std::result::Result<bool, sqlx::Error> {
     let now = now_ms(dialect);
-    let sql = format!("UPDATE leader SET term = term WHERE id = 1 AND holder = $1 AND term = $2 AND expires_at > {now}");
-    let done = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(holder).bind(term).execute(&mut *conn).await?;
-    Ok(done.rows_affected() == 1)
+    let lock = match dialect {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => " FOR UPDATE",
+    };
+    let sql =
+        format!("SELECT holder FROM leader WHERE id = 1 AND holder = $1 AND term = $2 AND expires_at > {now}{lock}");
+    let found: Option<String> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(holder).bind(term).fetch_optional(&mut *conn).await?;
+    Ok(found.is_some())
 }
 
 impl Store {
@@ -241,16 +248,17 @@ impl Store {
         .await
     }
 
-    /// Claims outbox row `id` for sending under this instance's term (fenced): `false` when
-    /// it is no longer pending.
+    /// Claims outbox row `id` for sending under this instance's term, right before it is sent:
+    /// fenced, and `false` when it is no longer pending. Reads only, so a full disk does not
+    /// stop a page decided before it filled (its success is remembered until it can be
+    /// recorded, see `dispatch`); not counted as a write in the store's health.
     pub(crate) async fn claim_delivery(&self, id: i64) -> Result<bool> {
-        self.write_fenced(async |conn, term| {
-            let done = sqlx::query("UPDATE outbox SET term = $1 WHERE id = $2 AND status = 'pending'")
-                .bind(term)
+        self.fenced(false, async |conn, _| {
+            let status: Option<String> = sqlx::query_scalar("SELECT status FROM outbox WHERE id = $1")
                 .bind(id)
-                .execute(&mut *conn)
+                .fetch_optional(&mut *conn)
                 .await?;
-            Ok(done.rows_affected() == 1)
+            Ok(status.as_deref() == Some("pending"))
         })
         .await
     }

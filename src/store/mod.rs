@@ -491,7 +491,24 @@ impl Store {
         &self,
         work: impl AsyncFnOnce(&mut AnyConnection, i64) -> std::result::Result<T, sqlx::Error>,
     ) -> Result<T> {
-        let Some(fence) = &self.fence else { return self.write(async |conn| work(conn, 0).await).await };
+        self.fenced(true, work).await
+    }
+
+    /// [`Store::write_fenced`]; `report`: whether the outcome goes to `health` (not for a
+    /// transaction that only reads).
+    pub(crate) async fn fenced<T>(
+        &self,
+        report: bool,
+        work: impl AsyncFnOnce(&mut AnyConnection, i64) -> std::result::Result<T, sqlx::Error>,
+    ) -> Result<T> {
+        let Some(fence) = &self.fence else {
+            return if report {
+                self.write(async |conn| work(conn, 0).await).await
+            } else {
+                let mut conn = self.pool.acquire().await.map_err(|e| self.fail(e))?;
+                work(&mut conn, 0).await.map_err(|e| self.fail(e))
+            };
+        };
         let fenced = |term| self.fail(sqlx::Error::Configuration(Box::new(leader::Fenced { term })));
         let Some(term) = fence.term() else { return Err(fenced(0)) };
         let outcome = async {
@@ -513,13 +530,17 @@ impl Store {
         };
         match outcome.await {
             Ok(Some(value)) => {
-                self.health.written();
+                if report {
+                    self.health.written();
+                }
                 Ok(value)
             }
             Ok(None) => Err(fenced(term)),
             Err(source) => {
                 let e = self.fail(source);
-                self.health.refused(&e.in_words());
+                if report {
+                    self.health.refused(&e.in_words());
+                }
                 Err(e)
             }
         }
