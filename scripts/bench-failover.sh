@@ -12,7 +12,9 @@
 # round, nothing twice) and the goal line: p95 kill → decided ≤ 30 s.
 #
 # Reproduce:  scripts/bench-failover.sh                 (KILLS=10, LEASE=15s)
-# Environment: KILLS (default 10), LEASE (default 15s, the product's default), MXWARDEN (a built
+# Environment: KILLS (default 10), LEASE (default 15s, the product's default), SEED (the random
+#   wait before each kill, which puts it at a random point of the leader's renewal cycle;
+#   default: random, printed), MXWARDEN (a built
 #   binary; default: `cargo build --release` in $CARGO_TARGET_DIR or target/), STORE (an existing
 #   postgres:// URL to use instead of a throw-away cluster; its tables are created if missing).
 # A run takes about KILLS × 20 s plus start-up (about 3.5 minutes at the defaults).
@@ -34,8 +36,14 @@ fi
 DIR=$(mktemp -d /tmp/mxwarden-failover-XXXXXX)
 chmod 755 "$DIR"  # the cluster's directory below it belongs to postgres, who must traverse this one
 PG_PID=
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 cleanup() {
-  if [ -n "$PG_PID" ]; then kill -INT "$PG_PID" 2>/dev/null || true; wait "$PG_PID" 2>/dev/null || true; fi
+  if [ -n "$PG_PID" ]; then
+    # runuser does not pass SIGINT on to the server: pg_ctl stops it (fast shutdown).
+    as_pg "$PGBIN/pg_ctl" -D "$DIR/pg/data" -m fast -w -t 30 stop >/dev/null 2>&1 || kill -KILL "$PG_PID" 2>/dev/null || true
+    wait "$PG_PID" 2>/dev/null || true
+  fi
   rm -rf "$DIR"
 }
 trap cleanup EXIT
@@ -44,12 +52,7 @@ trap 'exit 130' INT TERM
 if [ -z "${STORE:-}" ]; then
   PGPORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
   bash scripts/lib/pg-init.sh "$DIR/pg" "$PGPORT"
-  PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-  if [ "$(id -u)" = 0 ]; then
-    runuser -u postgres -- "$PGBIN/postgres" -D "$DIR/pg/data" >"$DIR/pg/server.log" 2>&1 &
-  else
-    "$PGBIN/postgres" -D "$DIR/pg/data" >"$DIR/pg/server.log" 2>&1 &
-  fi
+  as_pg "$PGBIN/postgres" -D "$DIR/pg/data" >"$DIR/pg/server.log" 2>&1 &
   PG_PID=$!
   for _ in $(seq 1 300); do
     psql -X -q -h "$DIR/pg" -p "$PGPORT" -U postgres -d postgres -c 'SELECT 1' >/dev/null 2>&1 && break
@@ -60,5 +63,6 @@ if [ -z "${STORE:-}" ]; then
 fi
 mkdir -p "$DIR/run"
 echo "== $KILLS kills, lease $LEASE, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-python3 scripts/lib/failover-bench.py --mxwarden "$MXWARDEN" --store "$STORE" --dir "$DIR/run" --kills "$KILLS" --lease "$LEASE"
+SEED=${SEED:-$RANDOM$RANDOM}
+python3 scripts/lib/failover-bench.py --mxwarden "$MXWARDEN" --store "$STORE" --dir "$DIR/run" --kills "$KILLS" --lease "$LEASE" --seed "$SEED"
 echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

@@ -2,7 +2,7 @@
 """failover-bench.py: the driver of scripts/bench-failover.sh. Python 3 standard library only;
 everything binds 127.0.0.1.
 
-  failover-bench.py --mxwarden BIN --store URL --dir DIR [--kills 10] [--lease 15s]
+  failover-bench.py --mxwarden BIN --store URL --dir DIR [--kills 10] [--lease 15s] [--seed S]
 
 Starts a target (GET /health answers 200 or 503 as the driver says) and a webhook receiver
 (POST /hook, arrival time taken before the body is read), writes two configs (instances
@@ -12,7 +12,8 @@ critical page to the receiver) and starts both `mxwarden run`. Then, KILLS times
   1. waits until exactly one instance says it leads (`/api/v1/status` → leader.this_instance)
      and the other names it;
   2. takes the target down and waits for the page (decided and sent by the leader);
-  3. at one instant, `kill -9`s the leader and brings the target back up: the resolve can only
+  3. after a random wait of up to a third of the lease (so the kill falls at a random point of
+     the leader's renewal cycle), at one instant `kill -9`s the leader and brings the target back up: the resolve can only
      be decided by a leader, so the time from the kill to the resolve's arrival is the time
      until the other instance decided as leader (plus at most one 1 s probe and the delivery);
      the time until the survivor's status says it leads is printed too;
@@ -27,6 +28,8 @@ import http.server
 import json
 import math
 import os
+import random
+import re
 import signal
 import socket
 import subprocess
@@ -159,6 +162,13 @@ alerting:
             return None
 
 
+def lease_seconds(text):
+    m = re.fullmatch(r"(\d+)(s|m)", text)
+    if not m:
+        die(f"--lease must be like 15s or 1m, got {text!r}")
+    return int(m.group(1)) * (60 if m.group(2) == "m" else 1)
+
+
 def nearest_rank(values, q):
     s = sorted(values)
     return s[max(0, math.ceil(q * len(s)) - 1)]
@@ -171,7 +181,12 @@ def main():
     p.add_argument("--dir", required=True)
     p.add_argument("--kills", type=int, default=10)
     p.add_argument("--lease", default="15s")
+    p.add_argument("--seed", type=int, default=None)
     args = p.parse_args()
+    if args.seed is None:
+        args.seed = random.randrange(1 << 30)
+    print(f"seed {args.seed}", file=sys.stderr)
+    random.seed(args.seed)
     target_port, hook_port = serve(Target), serve(Hook)
     instances = [Instance(args, n, target_port, hook_port) for n in ("alpha", "bravo")]
     for i in instances:
@@ -207,7 +222,7 @@ def run(args, instances):
             STATE.up = False
         wait_for("the page", 30, lambda: len(arrivals("firing")) > pages)
         resolves = len(arrivals("resolved"))
-        time.sleep(0.5)
+        time.sleep(random.uniform(0.5, 0.5 + lease_seconds(args.lease) / 3))
         killed_at = time.monotonic()
         instances[leader].kill9()
         with STATE.lock:

@@ -22,8 +22,8 @@ pub(crate) mod secrets;
 pub(crate) mod targets;
 
 pub use control::{ControlSettings, HeartbeatSettings};
-pub use instance::InstanceSettings;
 pub(crate) use error::{ConfigError, Diagnostic};
+pub use instance::InstanceSettings;
 
 use crate::probe::spec::CheckSpec;
 use std::collections::HashMap;

@@ -164,12 +164,19 @@ impl Evaluator {
             self.term = Some(term);
             self.sweep_at = self.clock.now().as_millisecond();
             let decisions = self.unsaved.len();
-            tracing::info!(term, decisions, "Leading again, and nobody led in between: alert state and decisions kept.");
+            tracing::info!(
+                term,
+                decisions,
+                "Leading again, and nobody led in between: alert state and decisions kept."
+            );
             return;
         }
         if !self.unsaved.is_empty() {
             let decisions = self.unsaved.len();
-            tracing::warn!(decisions, "Another instance led meanwhile: decisions not committed are dropped; it decided.");
+            tracing::warn!(
+                decisions,
+                "Another instance led meanwhile: decisions not committed are dropped; it decided."
+            );
         }
         match self.store.alerts().await {
             Ok(restored) => {

@@ -119,9 +119,7 @@ pub(super) fn step(role: Role, attempt: Attempt, asked: Instant, timing: Timing)
         }
         // The term is still ours in the database until it expires: retry soon, and let the
         // belief's end step down if the database stays away.
-        (leading @ Role::Leading { .. }, Attempt::Failed { others_blocked: false }) => {
-            (leading, None, timing.retry())
-        }
+        (leading @ Role::Leading { .. }, Attempt::Failed { others_blocked: false }) => (leading, None, timing.retry()),
         (Role::Following, Attempt::Refused | Attempt::Failed { .. }) => (Role::Following, None, timing.every()),
     }
 }
@@ -129,10 +127,9 @@ pub(super) fn step(role: Role, attempt: Attempt, asked: Instant, timing: Timing)
 /// The role at `now`: a belief past its end steps down, without the database. Pure.
 pub(super) fn expire(role: Role, now: Instant) -> (Role, Option<Change>) {
     match role {
-        Role::Leading { term, until } if now >= until => (
-            Role::Following,
-            Some(Change::Lost { term, why: "the lease could not be renewed before it ran out" }),
-        ),
+        Role::Leading { term, until } if now >= until => {
+            (Role::Following, Some(Change::Lost { term, why: "the lease could not be renewed before it ran out" }))
+        }
         other => (other, None),
     }
 }
@@ -227,7 +224,9 @@ impl LeaseTask {
                         Attempt::Refused
                     }
                 }
-                Role::Following => self.store.acquire_lease(name, ttl_ms).await?.map_or(Attempt::Refused, Attempt::Holds),
+                Role::Following => {
+                    self.store.acquire_lease(name, ttl_ms).await?.map_or(Attempt::Refused, Attempt::Holds)
+                }
             })
         };
         match tokio::time::timeout(within, work).await {
@@ -382,7 +381,14 @@ mod tests {
         let t0 = Instant::now();
         let lead = |term| Role::Leading { term, until: t0 + Duration::from_secs(12) };
         let cases = [
-            (Role::Following, Attempt::Holds(4), lead(4), Some(Change::Became(4)), 5, "a follower that takes the lease leads"),
+            (
+                Role::Following,
+                Attempt::Holds(4),
+                lead(4),
+                Some(Change::Became(4)),
+                5,
+                "a follower that takes the lease leads",
+            ),
             (lead(4), Attempt::Holds(4), lead(4), None, 5, "a renewal extends the belief, nothing to tell"),
             (
                 lead(4),
@@ -409,7 +415,14 @@ mod tests {
                 "a shared SQLite file that fails for all: the belief is kept",
             ),
             (Role::Following, Attempt::Refused, Role::Following, None, 5, "someone else leads: try again in a third"),
-            (Role::Following, Attempt::Failed { others_blocked: false }, Role::Following, None, 5, "no database: keep following"),
+            (
+                Role::Following,
+                Attempt::Failed { others_blocked: false },
+                Role::Following,
+                None,
+                5,
+                "no database: keep following",
+            ),
             (Role::Following, Attempt::Failed { others_blocked: true }, Role::Following, None, 5, "nor a full disk"),
             (
                 lead(4),

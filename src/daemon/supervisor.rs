@@ -133,7 +133,9 @@ async fn release(store: &crate::store::Location, fence: &crate::store::Fence) {
     let released = async { Store::open_as(store, &name).await?.release_lease(fence.instance(), term).await };
     match released.await {
         Ok(()) => tracing::info!(instance = %fence.instance(), term, "Leadership released."),
-        Err(e) => tracing::warn!(instance = %fence.instance(), term, error = %e, "Leadership could not be released; it runs out on its own."),
+        Err(e) => {
+            tracing::warn!(instance = %fence.instance(), term, error = %e, "Leadership could not be released; it runs out on its own.")
+        }
     }
 }
 

@@ -37,9 +37,15 @@ pub const ALL: &[Check] = &[
     ("one_running_update_per_service_and_steps_in_order", |s| {
         Box::pin(one_running_update_per_service_and_steps_in_order(s))
     }),
-    ("the_lease_changes_hands_with_a_new_term", |s| Box::pin(super::leader::checks::the_lease_changes_hands_with_a_new_term(s))),
-    ("a_stale_term_can_neither_decide_nor_claim", |s| Box::pin(super::leader::checks::a_stale_term_can_neither_decide_nor_claim(s))),
-    ("an_instance_name_is_one_running_process", |s| Box::pin(super::leader::checks::an_instance_name_is_one_running_process(s))),
+    ("the_lease_changes_hands_with_a_new_term", |s| {
+        Box::pin(super::leader::checks::the_lease_changes_hands_with_a_new_term(s))
+    }),
+    ("a_stale_term_can_neither_decide_nor_claim", |s| {
+        Box::pin(super::leader::checks::a_stale_term_can_neither_decide_nor_claim(s))
+    }),
+    ("an_instance_name_is_one_running_process", |s| {
+        Box::pin(super::leader::checks::an_instance_name_is_one_running_process(s))
+    }),
 ];
 
 fn note(receiver: &str, incident: &str, kind: Kind, fallback_of: Option<i64>) -> NewDelivery {

@@ -172,12 +172,8 @@ impl Store {
              WHERE id = 1 AND holder = $1 AND term = $2 AND expires_at > {now}"
         );
         self.write(async |conn| {
-            let done = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(holder)
-                .bind(term)
-                .bind(ttl_ms)
-                .execute(&mut *conn)
-                .await?;
+            let done =
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(holder).bind(term).bind(ttl_ms).execute(&mut *conn).await?;
             Ok(done.rows_affected() == 1)
         })
         .await

@@ -27,8 +27,8 @@ pub(crate) mod updates;
 pub mod leader;
 
 pub(crate) use health::Health;
-pub use leader::Fence;
 pub use history::History;
+pub use leader::Fence;
 pub use location::Location;
 
 use crate::alert::{AlertState, Phase};
@@ -592,7 +592,8 @@ impl Store {
                 (open_postgres(url, application_name).await.map_err(fail)?, Dialect::Postgres)
             }
         };
-        let store = Self { pool, dialect, path: shown, health: Arc::new(Health::new(Arc::new(SystemClock))), fence: None };
+        let store =
+            Self { pool, dialect, path: shown, health: Arc::new(Health::new(Arc::new(SystemClock))), fence: None };
         store.migrate().await?;
         Ok(store)
     }

@@ -167,7 +167,9 @@ impl Pair {
             let views: Vec<Option<Value>> = self.instances.iter().map(Instance::leader).collect();
             let leading: Vec<usize> =
                 (0..2).filter(|&i| views[i].as_ref().is_some_and(|l| l["this_instance"] == true)).collect();
-            let agree = views.iter().all(|v| v.as_ref().is_some_and(|l| l["instance"] == views[0].as_ref().unwrap()["instance"]));
+            let agree = views
+                .iter()
+                .all(|v| v.as_ref().is_some_and(|l| l["instance"] == views[0].as_ref().unwrap()["instance"]));
             if leading.len() == 1 && agree {
                 found = Some(leading[0]);
             }
@@ -330,7 +332,9 @@ fn postgres_leader_losing_its_connections_is_replaced_and_nothing_doubles() {
     let name = pair.instances[leader].name.clone();
     let sessions = pg.psql(
         "postgres",
-        &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND application_name = 'mxwarden/{name}'"),
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND application_name = 'mxwarden/{name}'"
+        ),
     );
     assert_ne!(sessions, "0", "the leader's sessions carry its name");
     pair.target.set(false);
@@ -358,4 +362,25 @@ fn postgres_leader_losing_its_connections_is_replaced_and_nothing_doubles() {
     // the other took over: both are right, as long as one decides, once.
     pair.leader(Duration::from_secs(30));
     pair.assert_counts(1, 1);
+}
+
+/// `instance:` and `leader.lease` are checked like every key: a name that would forge a log
+/// line or read as part of `mxwarden/<name>`, a lease outside 3 s..5 m — exit 2 naming the
+/// file, line and key; a good pair shows in `config show`.
+#[test]
+fn instance_and_lease_mistakes_name_their_line_and_key() {
+    let bad = crate::cli::config("instance: \"mon/1\\nINFO forged\"\nleader: { lease: 1s }\n");
+    let r = crate::cli::run(&["config", "check", bad.path.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("mxwarden.yaml:1:11: instance: expected 1 to 48 letters"), "{}", r.all());
+    assert!(!r.stderr.contains("\nINFO forged"), "the line break is shown escaped: {}", r.all());
+    assert!(r.stderr.contains("mxwarden.yaml:2:"), "{}", r.all());
+    assert!(r.stderr.contains("leader.lease: expected a lease from 3s to 5m"), "{}", r.all());
+    let long = crate::cli::config(&format!("instance: {}\n", "x".repeat(49)));
+    let r = crate::cli::run(&["config", "check", long.path.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 2, "49 characters do not fit application_name: {}", r.all());
+    let good = crate::cli::config("instance: monitor-1\nleader: { lease: 20s }\n");
+    let r = crate::cli::run(&["--config", good.path.to_str().unwrap(), "config", "show"], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("monitor-1 (leader lease 20s)"), "{}", r.all());
 }
