@@ -93,6 +93,7 @@ impl History {
     /// SQLite's worker thread; one per result and rollup cost the daemon more CPU per probe
     /// than the probe itself.)
     pub async fn record(&self, results: &[(String, CheckResult)], now: i64) -> Result<()> {
+        let dialect = self.store.dialect();
         let run = async |tx: &mut sqlx::AnyConnection| {
             let mut rows = Vec::with_capacity(results.len());
             for (check, r) in results {
@@ -115,7 +116,7 @@ impl History {
                 let sql = format!(
                     "INSERT INTO results (check_id, at, state, latency_ms) VALUES {}
                      ON CONFLICT (check_id, at) DO UPDATE SET state = excluded.state, latency_ms = excluded.latency_ms",
-                    values_placeholders(chunk.len(), 4)
+                    values_placeholders(dialect, chunk.len(), 4)
                 );
                 let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for (id, r) in chunk {
@@ -136,7 +137,7 @@ impl History {
                        latency_sum = rollups.latency_sum + excluded.latency_sum,
                        latency_max = CASE WHEN rollups.latency_max > excluded.latency_max
                                           THEN rollups.latency_max ELSE excluded.latency_max END",
-                    values_placeholders(chunk.len(), 8)
+                    values_placeholders(dialect, chunk.len(), 8)
                 );
                 let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for ((id, res, bucket), s) in chunk {

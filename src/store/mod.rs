@@ -1,19 +1,36 @@
-//! The embedded store: one SQLite file (WAL) and every SQL statement mxwarden runs on it —
-//! alert state, the notification outbox, Matrix threads, digest items and settings here; the
-//! uptime history (`history`) and maintenance windows with held pages (`maintenance`) in
-//! their submodules; every migration in `MIGRATIONS`. A decision of the evaluator (state
-//! changes, outbox rows, held and released pages, reminders, digest bookkeeping) is written
-//! in ONE transaction (`commit`), so a crash can never leave a fired alert without its
-//! notification, page twice, or lose a reminder. The dispatcher claims due rows and records
-//! each attempt.
+//! The store: a SQLite file (WAL, embedded) or a PostgreSQL database (`store: postgres://…`,
+//! for instances sharing one store), and every SQL statement mxwarden runs on it — alert
+//! state, the notification outbox, Matrix threads, digest items and settings here; the uptime
+//! history (`history`) and maintenance windows with held pages (`maintenance`) in their
+//! submodules; every migration in `MIGRATIONS`. A decision of the evaluator (state changes,
+//! outbox rows, held and released pages, reminders, digest bookkeeping) is written in ONE
+//! transaction (`commit`), so a crash can never leave a fired alert without its notification,
+//! page twice, or lose a reminder. The dispatcher claims due rows and records each attempt.
+//!
+//! Both dialects run the same code through sqlx's `Any` driver, with numbered placeholders
+//! (`$1`) in every statement — sqlx's SQLite driver binds `$N` by number — but SQLite's
+//! bulk inserts, which take anonymous `?` (`values_placeholders` says why). [`Dialect`] is
+//! consulted only where SQL must differ: each [`Migration`] carries both dialects' DDL
+//! (PostgreSQL's `INTEGER` is 32-bit and its `REAL` float4, so BIGINT and DOUBLE PRECISION
+//! there; identity columns for `AUTOINCREMENT`; `"end"` and `"by"` quoted; bytewise `"C"`
+//! collation where text is sorted or compared by range, as SQLite does), the transaction's
+//! start, and the few statements with no portable form. Everything else is written once in
+//! the subset both understand: `ON CONFLICT` upserts, `RETURNING id`, `CASE` instead of the
+//! scalar `max(a, b)`, sums cast to BIGINT. Why `Any` rather than a pool per dialect: one
+//! copy of every statement, so the dialects cannot drift; its cost — each row and argument
+//! converted once more — did not show beside SQLite's own work (BENCHMARKS.md, "The store's
+//! write path"; `cargo bench --bench store_write`).
+//! `conformance` holds the store's behavioural checks, run on both dialects by the tests.
 //!
 //! Every write is one transaction on a connection of its own (`Store::write`), and a
 //! connection whose write failed is closed, never returned to the pool: on a full disk or an
 //! I/O error SQLite ends the transaction itself, sqlx's count of open transactions does not
 //! see it, and the next transaction on that connection became a savepoint that a later error
 //! left open — holding the write lock, so every other connection got "database is locked"
-//! until a restart. Each write's outcome goes to `health`, which `/healthz`, the status page
-//! and the daemon's `MxwardenStoreFailing` page read.
+//! until a restart. On PostgreSQL the same rule drops a connection the server closed
+//! (`pg_terminate_backend`, a restart); the pool also pings a connection before handing it
+//! out. Each write's outcome goes to `health`, which `/healthz`, the status page and the
+//! daemon's `MxwardenStoreFailing` page read.
 
 pub(crate) mod control;
 #[cfg(any(test, feature = "failpoints"))]
@@ -403,17 +420,24 @@ fn state_parts(state: &AlertState) -> (&'static str, Option<i64>, Option<i64>, O
     }
 }
 
-/// `(…), (…)`: `rows` rows of `columns` numbered placeholders each, from `$1` — the VALUES of
-/// a multi-row insert (sqlx's `QueryBuilder` writes `?` for the `Any` driver, which
-/// PostgreSQL does not take).
-pub(crate) fn values_placeholders(rows: usize, columns: usize) -> String {
+/// `(…), (…)`: the VALUES of a multi-row insert, `rows` rows of `columns` placeholders each.
+/// PostgreSQL gets numbered ones from `$1` (sqlx's `QueryBuilder` writes `?` for the `Any`
+/// driver, which PostgreSQL does not take). SQLite gets anonymous `?`, the one exception to
+/// the store's `$N` rule: SQLite keeps named and numbered parameters in a list it searches
+/// linearly, when parsing and again when sqlx asks each parameter's name to bind it, so a
+/// statement of 4,000 `$N` cost quadratic time — a flush of 10,000 results took 3.4 s
+/// instead of 0.09 s (`cargo bench --bench store_write`).
+pub(crate) fn values_placeholders(dialect: Dialect, rows: usize, columns: usize) -> String {
     use std::fmt::Write;
     let mut sql = String::with_capacity(rows * columns * 6);
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
         for column in 0..columns {
             let sep = if column == 0 { "" } else { ", " };
-            let _ = write!(sql, "{sep}${}", row * columns + column + 1);
+            let _ = match dialect {
+                Dialect::Sqlite => write!(sql, "{sep}?"),
+                Dialect::Postgres => write!(sql, "{sep}${}", row * columns + column + 1),
+            };
         }
         sql.push(')');
     }
@@ -876,9 +900,7 @@ impl Store {
 /// every connection (set when it opens: the `Any` driver takes its options as a URL, which
 /// carries no pragmas).
 async fn open_sqlite(path: &std::path::Path) -> std::result::Result<AnyPool, sqlx::Error> {
-    use sqlx::ConnectOptions;
-    let url = sqlx::sqlite::SqliteConnectOptions::new().filename(path).create_if_missing(true).to_url_lossy();
-    let options = AnyConnectOptions::from_url(&url)?;
+    let options = AnyConnectOptions::from_str(&sqlite_url(path)?)?;
     AnyPoolOptions::new()
         .max_connections(4)
         // Each connection is a thread with its own page cache; the ones a burst opened
@@ -901,6 +923,27 @@ async fn open_sqlite(path: &std::path::Path) -> std::result::Result<AnyPool, sql
         })
         .connect_with(options)
         .await
+}
+
+/// `sqlite:///ABSOLUTE/PATH?mode=rwc`: the path made absolute (a relative one would read as a
+/// URL's host) and every byte but `[A-Za-z0-9/._~-]` percent-encoded (sqlx decodes the path,
+/// so a `%`, `?` or `#` in a file name must not be taken as URL syntax).
+fn sqlite_url(path: &std::path::Path) -> std::result::Result<String, sqlx::Error> {
+    use std::fmt::Write;
+    let absolute = std::path::absolute(path)?;
+    let text = absolute.to_str().ok_or_else(|| {
+        sqlx::Error::Configuration(format!("the store's path {} is not UTF-8", absolute.display()).into())
+    })?;
+    let mut url = String::from("sqlite://");
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"/._~-".contains(&byte) {
+            url.push(char::from(byte));
+        } else {
+            let _ = write!(url, "%{byte:02X}");
+        }
+    }
+    url.push_str("?mode=rwc");
+    Ok(url)
 }
 
 /// The PostgreSQL pool, named `mxwarden` in `pg_stat_activity` unless the URL names it. A
@@ -986,4 +1029,33 @@ async fn insert_delivery(tx: &mut AnyConnection, d: &NewDelivery, now: i64) -> s
     .bind(d.fallback_of)
     .fetch_one(&mut *tx)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_name_with_url_syntax_in_it_is_the_file_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odd %41 name?x=1#frag ü.db");
+        let store = Store::open(&path).await.unwrap();
+        store.set_meta("k", "v").await.unwrap();
+        assert!(path.is_file(), "the file is named as given");
+        assert_eq!(
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "db"))
+                .count(),
+            1
+        );
+        assert!(sqlite_url(std::path::Path::new("rel/x.db")).unwrap().starts_with("sqlite:///"), "made absolute");
+    }
+
+    #[test]
+    fn values_placeholders_are_numbered_across_rows_on_postgres_and_anonymous_on_sqlite() {
+        assert_eq!(values_placeholders(Dialect::Postgres, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(values_placeholders(Dialect::Sqlite, 2, 2), "(?, ?), (?, ?)");
+    }
 }

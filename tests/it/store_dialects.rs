@@ -132,3 +132,195 @@ fn the_store_is_named_in_pg_stat_activity_and_debug_never_shows_the_password() {
         pg.psql("postgres", &format!("SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = '{db}'"));
     assert_eq!(names, "mxwarden");
 }
+
+/// `mxwarden run` on a PostgreSQL store, end to end: the check's history is recorded there,
+/// the page goes out once, the resolve once, and a restart (state restored from the
+/// database) repeats neither. The CLI reads the same store, and neither `config show` nor the
+/// daemon's log shows the password.
+#[test]
+fn mxwarden_run_on_a_postgres_store_records_history_and_pages_once() {
+    use crate::alerting::Daemon;
+    use crate::cli::{config, run};
+    use crate::crash_gaps::{Target, count, payloads};
+    use crate::support::fakes;
+    use std::time::{Duration, Instant};
+
+    let url = fresh_database("run");
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let pg = &services::shared().pg;
+    let target = Target::start();
+    let sink = fakes::webhook_sink();
+    let text =
+        crate::crash_gaps::config_text(&target, &sink, "00:00").replace("store: ./state.db", "store: \"${MX_STORE}\"");
+    let file = config(&text);
+    let log = file.path.with_extension("log");
+    let wait = |what: &str, within: Duration, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + within;
+        while !done() {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; log:\n{tail}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let start = || {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_mxwarden"))
+            .args(["--config", file.path.to_str().unwrap(), "-v", "run"])
+            .env("MX_STORE", &url)
+            .env_remove("MXWARDEN_FAILPOINT")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start mxwarden run");
+        Daemon(child)
+    };
+
+    target.set(false);
+    let daemon = start();
+    wait("the page", Duration::from_secs(30), &|| count(&sink, "firing", "WebDown") == 1);
+    // The recorder flushes once per sweep.
+    wait("the history in PostgreSQL", Duration::from_secs(45), &|| {
+        pg.psql(&db, "SELECT count(*) FROM results r JOIN checks c ON c.id = r.check_id WHERE c.name = 'web'") != "0"
+    });
+    assert_ne!(pg.psql(&db, "SELECT count(*) FROM rollups"), "0");
+    assert_eq!(pg.psql(&db, "SELECT state FROM alerts WHERE alert = 'WebDown'"), "firing");
+    // The CLI reads the daemon's store.
+    let alerts = run(&["--config", file.path.to_str().unwrap(), "alerts", "--json"], &[("MX_STORE", &url)]);
+    assert_eq!(alerts.code, 1, "a firing alert is a finding: {}", alerts.all());
+    assert!(alerts.stdout.contains("WebDown"), "{}", alerts.all());
+    drop(daemon);
+
+    // Restarted: the firing alert is restored from PostgreSQL, not paged again; then resolved once.
+    let daemon = start();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(count(&sink, "firing", "WebDown"), 1, "no second page after the restart: {:#?}", payloads(&sink));
+    target.set(true);
+    wait("the resolve", Duration::from_secs(30), &|| count(&sink, "resolved", "WebDown") == 1);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(count(&sink, "resolved", "WebDown"), 1, "{:#?}", payloads(&sink));
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM outbox WHERE status = 'sent'"), "2", "page and resolve, sent");
+    drop(daemon);
+
+    let shown = run(&["--config", file.path.to_str().unwrap(), "config", "show"], &[("MX_STORE", &url)]);
+    assert_eq!(shown.code, 0, "{}", shown.all());
+    let daemon_log = std::fs::read_to_string(&log).unwrap_or_default();
+    for (what, text) in [("config show", shown.all()), ("the daemon's log", daemon_log), ("alerts", alerts.all())] {
+        assert!(!text.contains(SECRET), "{what} shows the store's password:\n{text}");
+    }
+}
+
+/// A store URL that cannot work is a config error naming file, line and key, and never the
+/// password — written in the file or taken from `${VAR}`.
+#[test]
+fn a_broken_store_url_is_a_config_error_naming_the_line_not_the_password() {
+    use crate::cli::{config, run};
+    for (store, env, why) in [
+        (format!("\"postgres://mx:{SECRET}@db.internal:notaport/mx\""), None, "not a valid PostgreSQL URL"),
+        (format!("postgresql://mx:{SECRET}@db.internal:5432"), None, "names no database"),
+        (
+            "\"${MX_STORE}\"".to_string(),
+            Some(format!("postgres://mx:{SECRET}@db.internal/mx?sslmode=maybe")),
+            "not usable",
+        ),
+    ] {
+        let file = config(&format!("listen: off\nstore: {store}\n"));
+        let env: Vec<(&str, &str)> = env.as_deref().map(|v| vec![("MX_STORE", v)]).unwrap_or_default();
+        let r = run(&["config", "check", file.path.to_str().unwrap()], &env);
+        assert_eq!(r.code, 2, "{}", r.all());
+        assert!(r.stderr.contains("mxwarden.yaml:2:") && r.stderr.contains("store:"), "file, line, key: {}", r.all());
+        assert!(r.stderr.contains(why), "{why}: {}", r.all());
+        assert!(!r.all().contains(SECRET), "the password was shown: {}", r.all());
+    }
+}
+
+/// `doctor` proves a PostgreSQL store reachable (and says when it is not), never showing the
+/// password; `config show` shows the URL without it.
+#[test]
+fn doctor_proves_a_postgres_store_reachable_and_config_show_hides_its_password() {
+    use crate::cli::{config, run};
+    let url = fresh_database("doctor");
+    let file = config("listen: off\nstore: \"${MX_STORE}\"\n");
+    let finding = |r: &crate::cli::Run| -> (String, String) {
+        let report = r.json();
+        let f = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["area"] == "store")
+            .unwrap_or_else(|| panic!("no store finding in {report:#}"))
+            .clone();
+        (f["outcome"].as_str().unwrap_or_default().to_string(), f["detail"].as_str().unwrap_or_default().to_string())
+    };
+    let r = run(&["--config", file.path.to_str().unwrap(), "doctor", "--json"], &[("MX_STORE", &url)]);
+    let (outcome, detail) = finding(&r);
+    assert_eq!(outcome, "pass", "{}", r.all());
+    assert!(detail.contains("creates its tables"), "a new database: {detail}");
+    assert!(!r.all().contains(SECRET), "{}", r.all());
+
+    let down = format!("postgres://mx:{SECRET}@127.0.0.1:{}/mx", services::free_port());
+    let r = run(&["--config", file.path.to_str().unwrap(), "doctor", "--json"], &[("MX_STORE", &down)]);
+    let (outcome, detail) = finding(&r);
+    assert_eq!((outcome.as_str(), r.code), ("fail", 1), "{}", r.all());
+    assert!(detail.contains("cannot connect to postgres://mx@127.0.0.1:"), "{detail}");
+    assert!(!r.all().contains(SECRET), "{}", r.all());
+
+    let shown = run(&["--config", file.path.to_str().unwrap(), "config", "show"], &[("MX_STORE", &url)]);
+    assert_eq!(shown.code, 0, "{}", shown.all());
+    assert!(!shown.all().contains(SECRET), "{}", shown.all());
+}
+
+/// PostgreSQL stopped under a running store: writes are refused with words that say why (and
+/// no password), the store's health reports the failure, and once the server is back the
+/// writes succeed again on fresh connections — no restart of mxwarden.
+#[test]
+fn writes_fail_while_postgres_is_down_and_resume_when_it_is_back() {
+    let mut pg = services::PgCluster::start();
+    pg.psql("postgres", "CREATE DATABASE mx");
+    let url = format!("postgresql://postgres:{SECRET}@127.0.0.1:{}/mx", pg.port);
+    let rt = runtime();
+    let store = rt.block_on(Store::open(Location::parse(&url))).unwrap();
+    rt.block_on(store.set_meta("before", "1")).unwrap();
+    pg.service.stop();
+    let err = rt.block_on(store.set_meta("during", "1")).expect_err("the server is down");
+    let words = err.in_words();
+    assert!(
+        ["PostgreSQL refused the connection", "no connection to PostgreSQL came free", "the connection to PostgreSQL"]
+            .iter()
+            .any(|w| words.contains(w)),
+        "{words}"
+    );
+    assert!(!words.contains(SECRET), "{words}");
+    let failure = store.health().failure().expect("the failure is reported");
+    assert!(!failure.error.contains(SECRET), "{failure:?}");
+    pg.restart();
+    let mut last = None;
+    for _ in 0..3 {
+        match rt.block_on(store.set_meta("after", "1")) {
+            Ok(()) => {
+                last = None;
+                break;
+            }
+            Err(e) => last = Some(e.in_words()),
+        }
+    }
+    assert_eq!(last, None, "writes resume once PostgreSQL is back");
+    assert_eq!(pg.psql("mx", "SELECT string_agg(key, ',' ORDER BY key) FROM meta"), "after,before");
+}
+
+/// A database turned read-only under the store (a standby promoted the wrong way, or
+/// `default_transaction_read_only`): the refused write says so, in words.
+#[test]
+fn a_read_only_database_is_named_as_such() {
+    let url = fresh_database("ro");
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let pg = &services::shared().pg;
+    let rt = runtime();
+    let store = rt.block_on(Store::open(Location::parse(&url))).unwrap();
+    pg.psql("postgres", &format!("ALTER DATABASE {db} SET default_transaction_read_only = on"));
+    pg.psql("postgres", &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"));
+    let words: Vec<String> =
+        (0..3).filter_map(|i| rt.block_on(store.set_meta("k", &i.to_string())).err().map(|e| e.in_words())).collect();
+    assert!(words.iter().any(|w| w.contains("the database is read-only")), "{words:#?}");
+    assert!(words.iter().all(|w| !w.contains(SECRET)), "{words:#?}");
+}
