@@ -193,7 +193,7 @@ impl Evaluator {
                 self.unsaved.clear();
                 self.term = Some(term);
                 self.sweep_at = self.clock.now().as_millisecond();
-                tracing::info!(term, alerts, "Leading: restored alert state from the store.");
+                tracing::info!(term, alerts, "Restored alert state: leading.");
             }
             Err(e) => {
                 tracing::error!(term, error = %e, "Alert state could not be read; judging waits for it.");

@@ -170,7 +170,13 @@ where
                 tokio::select! {
                     _ = &mut task => break,
                     changed = leading.changed() => {
-                        if changed.is_err() || *leading.borrow_and_update() != Some(term) {
+                        if changed.is_err() {
+                            // The lease task ended: the daemon is stopping.
+                            let _ = task_stop_tx.send(true);
+                            let _ = (&mut task).await;
+                            return;
+                        }
+                        if *leading.borrow_and_update() != Some(term) {
                             task.abort();
                             let _ = (&mut task).await;
                             break;
@@ -452,6 +458,39 @@ mod tests {
         assert_eq!(after, Role::Following);
         assert!(matches!(change, Some(Change::Lost { term: 1, .. })), "stepping down is told");
         assert_eq!(expire(Role::Following, until), (Role::Following, None));
+    }
+
+    #[tokio::test]
+    async fn a_leader_only_task_runs_while_leading_is_aborted_on_loss_and_stopped_gracefully() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (leading_tx, leading) = watch::channel(None);
+        let (stop_tx, stop) = watch::channel(false);
+        let started = Arc::new(AtomicUsize::new(0));
+        let graceful = Arc::new(AtomicUsize::new(0));
+        let (s, g) = (started.clone(), graceful.clone());
+        let runner = leader_only(leading, stop, move |mut stop| {
+            let (s, g) = (s.clone(), g.clone());
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                let _ = stop.changed().await;
+                g.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let settle = || tokio::time::sleep(Duration::from_millis(50));
+        settle().await;
+        assert_eq!(started.load(Ordering::SeqCst), 0, "not started while following");
+        leading_tx.send_replace(Some(1));
+        settle().await;
+        assert_eq!(started.load(Ordering::SeqCst), 1, "started on becoming leader");
+        leading_tx.send_replace(None);
+        settle().await;
+        assert_eq!(graceful.load(Ordering::SeqCst), 0, "aborted on losing leadership, not asked to finish");
+        leading_tx.send_replace(Some(2));
+        settle().await;
+        assert_eq!(started.load(Ordering::SeqCst), 2, "started again for the new term");
+        stop_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), runner).await.unwrap().unwrap();
+        assert_eq!(graceful.load(Ordering::SeqCst), 1, "a stop lets the task finish");
     }
 
     #[test]
