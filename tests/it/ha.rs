@@ -384,3 +384,33 @@ fn instance_and_lease_mistakes_name_their_line_and_key() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains("monitor-1 (leader lease 20s)"), "{}", r.all());
 }
+
+/// A second running process with an instance name already in use on the store is refused
+/// (after waiting one lease for the name to go quiet), naming the fix; the running pair is
+/// undisturbed: one leader, and an incident still pages once.
+#[test]
+fn a_second_process_with_a_name_in_use_is_refused() {
+    let pair = Pair::start(None);
+    let leader = pair.leader(Duration::from_secs(30));
+    let twin = Command::new(env!("CARGO_BIN_EXE_mxwarden"))
+        .args(["--config", pair.instances[0].config.to_str().unwrap(), "run"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let out = twin.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20), "within a lease and a round: {:?}", started.elapsed());
+    assert!(
+        stderr.contains("another mxwarden process named `alpha` is running on this store")
+            && stderr.contains("instance:"),
+        "{stderr}"
+    );
+    assert_eq!(pair.leader(Duration::from_secs(10)), leader, "the running pair is undisturbed");
+    pair.target.set(false);
+    pair.wait("the page", Duration::from_secs(20), || pair.fired() >= 1);
+    pair.assert_counts(1, 0);
+}
