@@ -286,6 +286,12 @@ impl LeaseTask {
                 None
             }
         };
+        let before = self.live.leader();
+        if let Some(v) = view.as_ref().filter(|v| !v.this_instance)
+            && before.as_ref().is_none_or(|b| (b.instance.as_str(), b.term) != (v.instance.as_str(), v.term))
+        {
+            tracing::info!(instance = %self.fence.instance(), leader = %v.instance, term = v.term, "Following: {} leads (term {}).", v.instance, v.term);
+        }
         self.live.set_leader(view);
     }
 
