@@ -308,6 +308,16 @@ impl LeaseTask {
             Role::Following => None,
         });
         loop {
+            if super::failpoint::deaf() {
+                // Test-only: deaf to the database, and sure it still leads.
+                if let Role::Leading { term, .. } = role {
+                    self.fence.hold(term, Instant::now() + Duration::from_secs(3600));
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    _ = stop.changed() => return,
+                }
+            }
             let asked = Instant::now();
             let within = match role {
                 Role::Leading { until, .. } => until.saturating_duration_since(asked),
@@ -325,6 +335,9 @@ impl LeaseTask {
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = stop.changed() => return,
+            }
+            if super::failpoint::deaf() {
+                continue;
             }
             let (next, change) = expire(role, Instant::now());
             role = next;

@@ -62,8 +62,15 @@ alerting:
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_mxwarden"));
         command.args(["--config", self.config.to_str().unwrap(), "-v", "run"]).stdout(Stdio::null()).stderr(log);
-        command.env_remove("MXWARDEN_FAILPOINT").env_remove("RUST_LOG");
+        command.env_remove("RUST_LOG");
+        // While this file exists, the instance's lease task is deaf and sure it leads.
+        command.env("MXWARDEN_FAILPOINT", format!("deaf:{}", self.deaf_path().display()));
         self.child = Some(command.spawn().expect("start mxwarden run"));
+    }
+
+    /// The file that makes this instance's lease task deaf (`failpoint::deaf`).
+    pub(crate) fn deaf_path(&self) -> PathBuf {
+        self.config.with_extension("deaf")
     }
 
     fn log_path(&self) -> PathBuf {
@@ -276,6 +283,49 @@ pub(crate) fn stopped_leader_cannot_send_when_continued(store: Option<&str>) {
     pair.target.set(false);
     pair.wait("the second page", Duration::from_secs(20), || pair.fired() >= 2);
     pair.assert_counts(2, 1);
+}
+
+/// The leader's lease task goes deaf (a test failpoint): it never learns it was deposed and
+/// believes in its term throughout, while its probes, evaluator and dispatcher run on. The
+/// other instance takes over when the lease runs out; from then on only the store's fence
+/// stands between the two — and every decision of the deaf one is refused: one resolve, one
+/// next page. When it hears again, it steps down.
+pub(crate) fn a_deaf_leader_is_fenced_by_the_store(store: Option<&str>) {
+    let pair = Pair::start(store);
+    let leader = pair.leader(Duration::from_secs(30));
+    let other = 1 - leader;
+    pair.target.set(false);
+    pair.wait("the page", Duration::from_secs(20), || pair.fired() >= 1);
+    std::fs::write(pair.instances[leader].deaf_path(), b"").unwrap();
+    pair.wait("the other instance to lead", Duration::from_secs(30), || pair.instances[other].leads());
+    pair.target.set(true);
+    pair.wait("the resolve", Duration::from_secs(20), || pair.resolved() >= 1);
+    std::thread::sleep(Duration::from_secs(2));
+    pair.target.set(false);
+    pair.wait("the second page", Duration::from_secs(20), || pair.fired() >= 2);
+    pair.assert_counts(2, 1);
+    let deaf = pair.instances[leader].log();
+    assert!(
+        deaf.contains("the store refused this term's decision"),
+        "the deaf one decided and was refused: {}",
+        pair.logs()
+    );
+    std::fs::remove_file(pair.instances[leader].deaf_path()).unwrap();
+    pair.wait("the deaf one to step down", Duration::from_secs(20), || {
+        pair.instances[leader].log().contains("Lost leadership")
+    });
+    assert_eq!(pair.leader(Duration::from_secs(20)), other);
+    pair.assert_counts(2, 1);
+}
+
+#[test]
+fn sqlite_a_deaf_leader_is_fenced_by_the_store() {
+    a_deaf_leader_is_fenced_by_the_store(None);
+}
+
+#[test]
+fn postgres_a_deaf_leader_is_fenced_by_the_store() {
+    a_deaf_leader_is_fenced_by_the_store(Some(&pg_store("deaf")));
 }
 
 #[test]
