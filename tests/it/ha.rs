@@ -258,8 +258,9 @@ pub(crate) fn leader_killed_mid_incident(store: Option<&str>) {
 }
 
 /// The leader hangs (SIGSTOP) mid-incident; the other takes over and resolves; the old one,
-/// continued, still believes its series say "down" and its engine "firing" — but its term is
-/// stale: it steps down and sends nothing, decides nothing.
+/// continued, still has "down" series and a "firing" engine — but its belief in its term ran
+/// out while it was stopped and its renewal is refused: it steps down and nothing is sent
+/// twice. (That the store's fence alone would stop it is proven by the deaf leader below.)
 pub(crate) fn stopped_leader_cannot_send_when_continued(store: Option<&str>) {
     let pair = Pair::start(store);
     let leader = pair.leader(Duration::from_secs(30));
