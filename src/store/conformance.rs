@@ -3,8 +3,8 @@
 //! The unit tests run them on SQLite; `tests/it/store_dialects.rs` runs every one of them on
 //! SQLite and on a real PostgreSQL, so the two dialects cannot drift apart.
 //!
-//! Compiled into test builds only (`cfg(test)`, or the `failpoints` feature that the
-//! integration tests and `scripts/test.sh` turn on); release builds have none of it.
+//! Always compiled (hidden from the docs), so that a plain `cargo test` builds the
+//! integration tests too; nothing in the binary calls it, so the linker leaves it out.
 
 use super::control;
 use super::maintenance::{self, Ended, Held, HoldReason};

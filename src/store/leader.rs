@@ -262,7 +262,7 @@ impl Store {
 
 /// The lease and the fence as every dialect must keep them; run by `conformance` (on SQLite
 /// in the unit tests, on SQLite and PostgreSQL in `tests/it/store_dialects.rs`).
-#[cfg(any(test, feature = "failpoints"))]
+#[doc(hidden)]
 pub(crate) mod checks {
     use super::*;
     use crate::store::{Decision, NewDelivery};

@@ -33,7 +33,7 @@
 //! daemon's `MxwardenStoreFailing` page read.
 
 pub(crate) mod control;
-#[cfg(any(test, feature = "failpoints"))]
+#[doc(hidden)]
 pub mod conformance;
 pub(crate) mod health;
 pub(crate) mod history;
