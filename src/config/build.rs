@@ -102,6 +102,8 @@ pub(crate) struct Built {
     pub heartbeat: Option<super::control::HeartbeatSettings>,
     /// Where samples are copied to (`remote_write:`).
     pub remote_write: Vec<crate::remote_write::Endpoint>,
+    /// This instance's name and lease (`instance:`, `leader:`).
+    pub instance: super::instance::InstanceSettings,
     /// `store:` as given (`None`: the default file).
     pub store: Option<crate::store::Location>,
 }
@@ -270,6 +272,7 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
     let control = file.control.as_ref().and_then(|c| super::control::control(c, alerting.as_ref(), &mut problems));
     let heartbeat = file.heartbeat.as_ref().and_then(|h| super::control::heartbeat(h, &mut problems));
     let remote_write = super::remote_write::endpoints(&file.remote_write, &mut problems);
+    let instance = super::instance::build(file, &mut problems);
     let store = super::store::store(file, &mut problems);
     if problems.found.is_empty() {
         Ok(Built {
@@ -289,6 +292,7 @@ pub(crate) fn build(file: &FileConfig, origin: &Origin<'_>) -> Result<Built, Vec
             control,
             heartbeat,
             remote_write,
+            instance,
             store,
         })
     } else {

@@ -9,6 +9,7 @@ mod backup;
 mod build;
 mod control;
 mod deploy;
+mod instance;
 pub(crate) mod error;
 mod keypath;
 pub(crate) mod load;
@@ -23,6 +24,7 @@ pub(crate) mod targets;
 
 pub use control::{ControlSettings, HeartbeatSettings};
 pub(crate) use error::{ConfigError, Diagnostic};
+pub use instance::InstanceSettings;
 
 use crate::probe::spec::CheckSpec;
 use std::collections::HashMap;
@@ -76,6 +78,8 @@ pub struct Config {
     pub heartbeat: Option<HeartbeatSettings>,
     /// Where samples are copied to (`remote_write:`), in config order.
     pub remote_write: Vec<crate::remote_write::Endpoint>,
+    /// This instance's name among those sharing the store, and its leadership lease.
+    pub instance: InstanceSettings,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -137,6 +141,7 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         control: built.control,
         heartbeat: built.heartbeat,
         remote_write: built.remote_write,
+        instance: built.instance,
         store: built
             .store
             .map_or_else(|| crate::store::Location::File(base_dir.join("mxwarden.db")), |at| at.relative_to(base_dir)),

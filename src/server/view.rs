@@ -95,6 +95,8 @@ pub(crate) struct Status {
     pub upcoming_maintenance: Vec<crate::maintenance::calendar::Occurrence>,
     /// Updates in progress (`mxwarden update`, `POST /api/v1/updates`), with their steps.
     pub updates: Vec<crate::store::updates::UpdateRow>,
+    /// Who leads the instances sharing the store (`null` while unknown).
+    pub leader: Option<crate::live::LeaderView>,
 }
 
 /// Open alerts from the store.
@@ -196,6 +198,7 @@ pub(crate) async fn status(state: &AppState) -> Result<Status, StoreError> {
                 u
             })
             .collect(),
+        leader: state.live.leader(),
     })
 }
 
