@@ -6,7 +6,8 @@
 //! lost within the bound), overflows the queue (drops counted, the bound held), answers 400
 //! (dropped with one log line, not retried), 429 (retried), never, or with an endless body
 //! (probing goes on). Config errors name line and key; no credential is ever shown; `doctor`
-//! proves each receiver with an empty write.
+//! proves each receiver with an empty write; of two instances on one store only the leader
+//! writes.
 
 use crate::alerting::{Daemon, wait_for};
 use crate::cli::{config, run};
@@ -500,4 +501,65 @@ fn doctor_proves_each_receiver_with_an_empty_write() {
     assert!(!r.all().contains("doct0r-t0ken-value"));
     // Nothing was stored by the empty writes.
     assert!(prom.query("count({__name__=~\".+\"})").is_empty(), "an empty write stores nothing");
+}
+
+#[test]
+fn of_two_instances_on_one_store_only_the_leader_writes() {
+    let prom = Prometheus::start();
+    let target = target(Arc::new(AtomicBool::new(true)));
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("shared.db");
+    let mut daemons = Vec::new();
+    let mut bases = Vec::new();
+    for name in ["alpha", "bravo"] {
+        let port = services::free_port();
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "instance: {name}
+store: \"{}\"
+listen: 127.0.0.1:{port}
+defaults: {{ interval: 1s, timeout: 1s }}
+checks:
+  - name: web
+    http: {{ url: \"{target}/\" }}
+remote_write:
+  - url: \"{}\"
+    queue: {{ batch_send_deadline: 200ms }}
+",
+                store.display(),
+                prom.write_url()
+            ),
+        )
+        .unwrap();
+        daemons.push(Daemon::start(&path));
+        bases.push(format!("http://127.0.0.1:{port}"));
+    }
+    let log = dir.path().join("alpha.log");
+    let leads = |base: &str| -> Option<bool> {
+        let (_, body) = services::http_get(&format!("{base}/api/v1/status"))?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["leader"]["this_instance"].as_bool()
+    };
+    let leader = wait_for("one instance leads", Duration::from_secs(30), &log, || {
+        let l: Vec<bool> = bases.iter().map(|b| leads(b).unwrap_or(false)).collect();
+        (l.iter().filter(|x| **x).count() == 1).then(|| l.iter().position(|x| *x).unwrap())
+    });
+    let follower = 1 - leader;
+    wait_for("ten probes in Prometheus", Duration::from_secs(30), &log, || {
+        (prom.samples(r#"probe_success{check="web"}"#, "5m").len() >= 10).then_some(())
+    });
+    let samples = prom.samples(r#"probe_success{check="web"}"#, "5m");
+    let gaps: Vec<i64> = samples.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(gaps.iter().all(|g| *g >= 500), "one writer's probes, about a second apart: {gaps:?}");
+    assert!(counter(&bases[leader], "mxwarden_remote_write_samples_sent_total").unwrap() > 0.0);
+    assert_eq!(
+        counter(&bases[follower], "mxwarden_remote_write_samples_sent_total"),
+        Some(0.0),
+        "the follower sends nothing"
+    );
+    for base in &bases {
+        assert_eq!(counter(base, "mxwarden_remote_write_samples_failed_total"), Some(0.0), "no refused batch");
+    }
 }
