@@ -68,6 +68,9 @@ pub(super) struct Parts {
     pub(super) certificates: std::collections::BTreeMap<String, String>,
     /// Beaten on every turn of the loop (`/healthz`, the heartbeat).
     pub(super) watchdog: Arc<crate::watchdog::Watchdog>,
+    /// A config with many checks: new results are judged by the checks that reported
+    /// (`RuleEngine::evaluate_arrivals`) rather than every series of the metrics they brought.
+    pub(super) targeted: bool,
 }
 
 /// Owns alert state; see the module docs.
@@ -94,6 +97,7 @@ pub(super) struct Evaluator {
     deploys_changed: bool,
     diagnosis: Arc<Notify>,
     watchdog: Arc<crate::watchdog::Watchdog>,
+    targeted: bool,
 }
 
 impl Evaluator {
@@ -121,6 +125,7 @@ impl Evaluator {
             deploys_changed: false,
             diagnosis: p.diagnosis,
             watchdog: p.watchdog,
+            targeted: p.targeted,
         }
     }
 
@@ -136,13 +141,13 @@ impl Evaluator {
                 _ = stop.changed() => break,
                 observation = rx.recv() => {
                     let Some(first) = observation else { break };
-                    let mut names = BTreeSet::new();
-                    self.ingest(first, &mut names);
+                    let (mut names, mut checks) = (BTreeSet::new(), BTreeSet::new());
+                    self.ingest(first, &mut names, &mut checks);
                     // Results that arrived together are judged together.
                     while let Ok(more) = rx.try_recv() {
-                        self.ingest(more, &mut names);
+                        self.ingest(more, &mut names, &mut checks);
                     }
-                    self.on_arrival(&names).await;
+                    self.on_arrival(&names, &checks).await;
                 }
                 _ = tokio::time::sleep(wait) => self.on_deadline().await,
             }
@@ -176,8 +181,11 @@ impl Evaluator {
     }
 
     /// Takes one result into the series, the status page and the history.
-    fn ingest(&mut self, o: Observation, names: &mut BTreeSet<String>) {
+    fn ingest(&mut self, o: Observation, names: &mut BTreeSet<String>, checks: &mut BTreeSet<String>) {
         self.warm.unseen.remove(&o.check.0);
+        if self.targeted && !checks.contains(&o.check.0) {
+            checks.insert(o.check.0.clone());
+        }
         let t = o.at.as_millisecond();
         if self.deploys.observe(&o) | self.deploys.expire(t) {
             self.calendar.set_deploys(self.deploys.windows());
@@ -197,11 +205,11 @@ impl Evaluator {
                 names.insert(s.name.clone());
             }
         }
-        self.series.ingest_owned(&o.check.0, t, o.samples.into_iter().chain(o.scraped));
+        self.series.ingest_result(&o.check.0, t, o.samples, o.scraped);
     }
 
     /// Judges new results at once: the rules that read them.
-    async fn on_arrival(&mut self, names: &BTreeSet<String>) {
+    async fn on_arrival(&mut self, names: &BTreeSet<String>, checks: &BTreeSet<String>) {
         let now = self.clock.now().as_millisecond();
         if self.warm.warming(now) {
             return;
@@ -215,7 +223,12 @@ impl Evaluator {
             // A deploy window opened or closed: the gate decides again (held pages released).
             return self.sweep(now).await;
         }
-        let evaluation = self.engine.evaluate_reading(&self.series, now, names.iter().map(String::as_str));
+        let names = names.iter().map(String::as_str);
+        let evaluation = if self.targeted {
+            self.engine.evaluate_arrivals(&self.series, now, names, checks)
+        } else {
+            self.engine.evaluate_reading(&self.series, now, names)
+        };
         if evaluation.changes.is_empty() && self.unsaved.is_empty() {
             return;
         }
