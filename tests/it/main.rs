@@ -29,6 +29,7 @@ mod postgres;
 mod presets;
 mod render;
 mod render_backups;
+mod scale;
 mod secrets;
 mod ship;
 mod update;
