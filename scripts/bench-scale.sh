@@ -178,6 +178,7 @@ done
 c_m1=$(cpu_of "$MXW_PID"); c_p1=$(cpu_of "$PROM_PID"); c_b1=$(cpu_of "$BB_PID")
 n1=$(curl -fsS "$COUNT?within=62")
 hwm_m=$(kib_of "$MXW_PID" VmHWM); hwm_p=$(kib_of "$PROM_PID" VmHWM); hwm_b=$(kib_of "$BB_PID" VmHWM)
+anon_m=$(kib_of "$MXW_PID" RssAnon); file_m=$(kib_of "$MXW_PID" RssFile)
 rss_m=$(kib_of "$MXW_PID" VmRSS); rss_p=$(kib_of "$PROM_PID" VmRSS); rss_b=$(kib_of "$BB_PID" VmRSS)
 
 # mxwarden's surfaces with N checks: how long and how large (after the window, not in its CPU).
@@ -232,6 +233,7 @@ print(f"CPU: mxwarden used **1/{ratio:.1f}** of the peer's CPU seconds (goal ≤
 PY
 echo
 read -r hist_rows hist_checks <<<"$HIST"
+awk -v a="$anon_m" -v f="$file_m" 'BEGIN { printf "mxwarden at the end: %.1f MiB anonymous (heap, stacks), %.1f MiB file-backed (code).\n\n", a / 1024, f / 1024 }'
 echo "mxwarden's history rows in the window: $hist_rows, of $hist_checks distinct checks. Prometheus: $PROM_UP targets with probe_success 1 at the end."
 echo
 echo "| mxwarden surface, $N checks | time | size |"

@@ -36,7 +36,9 @@ pub(super) fn spawn(
             loop {
                 tokio::select! { _ = ticker.tick() => {}, _ = stop.changed() => return }
                 let Ok(_permit) = permits.acquire().await else { return };
-                let observation = prober.run(&spec).await;
+                // Boxed: the probe's future (the HTTP client's, the largest state) is allocated
+                // while it runs, not held inline by every idle timer — 10,000 of them.
+                let observation = Box::pin(prober.run(&spec)).await;
                 if tx.send(observation).await.is_err() {
                     return;
                 }
