@@ -54,6 +54,8 @@ pub struct SeriesStore {
     by_name: HashMap<String, HashSet<Arc<Labels>>>,
     /// The series of each value of the `check` label.
     by_check: HashMap<String, HashSet<Arc<Labels>>>,
+    /// The series of each value of the `service` label.
+    by_service: HashMap<String, HashSet<Arc<Labels>>>,
     /// Which series each scrape target produced last time, to mark the missing ones stale.
     by_target: HashMap<String, BTreeSet<Arc<Labels>>>,
     retention_ms: i64,
@@ -83,6 +85,7 @@ impl SeriesStore {
             series: HashMap::new(),
             by_name: HashMap::new(),
             by_check: HashMap::new(),
+            by_service: HashMap::new(),
             by_target: HashMap::new(),
             retention_ms,
             limit,
@@ -125,6 +128,9 @@ impl SeriesStore {
         self.by_name.entry(name).or_default().insert(labels.clone());
         if let Some(check) = labels.get("check") {
             self.by_check.entry(check.clone()).or_default().insert(labels.clone());
+        }
+        if let Some(service) = labels.get("service") {
+            self.by_service.entry(service.clone()).or_default().insert(labels.clone());
         }
         self.limited += usize::from(limited);
         self.series.insert(labels.clone(), Series { labels: labels.clone(), points, limited });
@@ -222,6 +228,9 @@ impl SeriesStore {
             if let Some(check) = labels.get("check") {
                 unindex(&mut self.by_check, check, &labels);
             }
+            if let Some(service) = labels.get("service") {
+                unindex(&mut self.by_service, service, &labels);
+            }
         }
     }
 
@@ -237,8 +246,26 @@ impl SeriesStore {
 
     /// The series whose `check` label is `check`, of `name` when given.
     pub(crate) fn of_check<'a>(&'a self, check: &str, name: Option<&'a str>) -> impl Iterator<Item = &'a Series> + 'a {
-        self.by_check
-            .get(check)
+        self.indexed(&self.by_check, check, name)
+    }
+
+    /// The series whose `service` label is `service`, of `name` when given.
+    pub(crate) fn of_service<'a>(
+        &'a self,
+        service: &str,
+        name: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Series> + 'a {
+        self.indexed(&self.by_service, service, name)
+    }
+
+    fn indexed<'a>(
+        &'a self,
+        index: &'a HashMap<String, HashSet<Arc<Labels>>>,
+        key: &str,
+        name: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Series> + 'a {
+        index
+            .get(key)
             .into_iter()
             .flatten()
             .filter(move |l| name.is_none_or(|n| l.get("__name__").is_some_and(|x| x == n)))
@@ -353,6 +380,13 @@ mod tests {
         assert_eq!(s.of_check("a", None).count(), 2, "a's duration is held with its staleness marker");
         s.ingest_result("c", 90_000, [], [sample("scraped_three", "c")]);
         assert_eq!(s.dropped(), 1, "the pruned scraped series freed its place under the limit");
+        let mut of_synapse = sample("probe_success", "synapse/health");
+        of_synapse.labels.insert("service".into(), "synapse".into());
+        s.ingest_result("synapse/health", 90_000, [of_synapse], []);
+        assert_eq!(s.of_service("synapse", Some("probe_success")).count(), 1);
+        assert_eq!(s.of_service("synapse", Some("up")).count(), 0);
+        s.prune(1_000_000);
+        assert_eq!(s.of_service("synapse", None).count(), 0, "pruned: gone from the service index too");
     }
 
     #[test]

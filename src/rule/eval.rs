@@ -115,13 +115,17 @@ pub(crate) fn matches(name: Option<&str>, matchers: &Matchers, labels: &Labels) 
 }
 
 /// The series a selector may match, from the narrowest index: a check's series for
-/// `check="X"` (or the checks the evaluation is limited to), else those of its name.
+/// `check="X"` (or the checks the evaluation is limited to), a service's for `service="X"`,
+/// else those of its name.
 fn candidates<'a>(vs: &'a VectorSelector, cx: &Context<'a>) -> Box<dyn Iterator<Item = &'a Series> + 'a> {
     let (store, name) = (cx.store, vs.name.as_deref());
     match (super::scope::selector_check(vs), cx.checks) {
         (Some(check), Some(only)) if !only.contains(check) => Box::new(std::iter::empty()),
         (Some(check), _) => Box::new(store.of_check(check, name)),
         (None, Some(only)) => Box::new(only.iter().flat_map(move |c| store.of_check(c, name))),
+        (None, None) if let Some(service) = super::scope::selector_equal(vs, "service") => {
+            Box::new(store.of_service(service, name))
+        }
         (None, None) => match name {
             Some(name) => Box::new(store.named(name)),
             None => Box::new(store.iter()),

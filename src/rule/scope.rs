@@ -70,13 +70,19 @@ pub(crate) fn of(expr: &Expr, labels: &BTreeMap<String, String>) -> Scope {
 /// The check a selector is restricted to by an equality matcher (`check="X"`, X not empty),
 /// with no `or` alternatives.
 pub(crate) fn selector_check(vs: &VectorSelector) -> Option<&str> {
+    selector_equal(vs, "check")
+}
+
+/// The value a selector requires of `label` by an equality matcher (not empty), with no `or`
+/// alternatives: the presets' `service="X"`, `CheckFailing`'s `check="X"`.
+pub(crate) fn selector_equal<'a>(vs: &'a VectorSelector, label: &str) -> Option<&'a str> {
     if !vs.matchers.or_matchers.is_empty() {
         return None;
     }
     vs.matchers
         .matchers
         .iter()
-        .find(|m| m.name == "check" && m.op == MatchOp::Equal && !m.value.is_empty())
+        .find(|m| m.name == label && m.op == MatchOp::Equal && !m.value.is_empty())
         .map(|m| m.value.as_str())
 }
 
