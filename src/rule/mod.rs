@@ -343,6 +343,10 @@ pub struct RuleEngine {
     states: HashMap<(usize, Labels), Tracked>,
     /// Reminder interval per severity, ms.
     repeat: BTreeMap<String, Millis>,
+    /// The rules pinned to each check (`CheckFailing`: 10,000 of them for 10,000 checks).
+    pinned: HashMap<String, Vec<usize>>,
+    /// The rules pinned to no check.
+    unpinned: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -356,7 +360,14 @@ impl RuleEngine {
     /// An engine for these rules, every alert inactive.
     pub fn new(rules: Vec<AlertRule>) -> Self {
         let reads = rules.iter().map(AlertRule::metric_names).collect();
-        Self { rules, reads, states: HashMap::new(), repeat: BTreeMap::new() }
+        let (mut pinned, mut unpinned) = (HashMap::<String, Vec<usize>>::new(), Vec::new());
+        for (index, rule) in rules.iter().enumerate() {
+            match &rule.scope.pinned {
+                Some(check) => pinned.entry(check.clone()).or_default().push(index),
+                None => unpinned.push(index),
+            }
+        }
+        Self { rules, reads, states: HashMap::new(), repeat: BTreeMap::new(), pinned, unpinned }
     }
 
     /// Sets the reminder interval for alerts of a severity.
@@ -424,15 +435,14 @@ impl RuleEngine {
         checks: &BTreeSet<String>,
     ) -> Evaluation {
         let names: BTreeSet<&str> = names.into_iter().collect();
-        let selected: Vec<bool> = self
-            .reads
-            .iter()
-            .zip(&self.rules)
-            .map(|(reads, rule)| {
-                reads.as_ref().is_none_or(|r| r.iter().any(|n| names.contains(n.as_str())))
-                    && rule.scope.pinned.as_ref().is_none_or(|c| checks.contains(c))
-            })
-            .collect();
+        let reads_new =
+            |index: usize| self.reads[index].as_ref().is_none_or(|r| r.iter().any(|n| names.contains(n.as_str())));
+        // Only the unpinned rules and those of the checks that reported are looked at.
+        let mut selected = vec![false; self.rules.len()];
+        let of_reporters = checks.iter().filter_map(|c| self.pinned.get(c)).flatten();
+        for &index in self.unpinned.iter().chain(of_reporters) {
+            selected[index] = reads_new(index);
+        }
         self.evaluate_where(store, t, |index| selected[index], Some(checks))
     }
 
