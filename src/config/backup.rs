@@ -480,7 +480,11 @@ fn destination(config: &BackupConfig, problems: &mut Problems<'_>, here: &Locati
 /// `mxwarden.db` beside the config by default), which outlives a reboot, unlike the temp dir.
 fn uploads_journal(storage: Store, file: &FileConfig, base_dir: &std::path::Path) -> Store {
     let Store::S3(s3) = storage else { return storage };
-    let db = file.store.as_ref().map_or_else(|| base_dir.join("mxwarden.db"), |p| base_dir.join(p));
+    // A PostgreSQL store has no file: the journal stays beside the config.
+    let db = match file.store.as_ref().map(|s| crate::store::Location::parse(s.value.trim())) {
+        Some(crate::store::Location::File(p)) => base_dir.join(p),
+        _ => base_dir.join("mxwarden.db"),
+    };
     let dir = db.parent().unwrap_or(base_dir).join("mxwarden-uploads");
     Store::S3(s3.with_journal_dir(&dir))
 }

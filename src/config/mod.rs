@@ -16,6 +16,7 @@ mod maintenance;
 mod postgres;
 mod render;
 pub(crate) mod schema;
+mod store;
 pub(crate) mod secrets;
 pub(crate) mod targets;
 
@@ -43,8 +44,8 @@ pub struct Config {
     pub thresholds: Vec<(String, &'static crate::preset::rules::Threshold, Option<String>)>,
     /// Where alerts go (`alerting:`), if configured.
     pub alerting: Option<crate::notify::Alerting>,
-    /// The store file.
-    pub store: PathBuf,
+    /// Where the store lives: a SQLite file, or a PostgreSQL database.
+    pub store: crate::store::Location,
     /// Where the status page and API listen (`None`: `listen: off`).
     pub listen: Option<std::net::SocketAddr>,
     /// Most connections the server holds at once (`listen_max_connections`, default 512).
@@ -103,6 +104,8 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         read @ ConfigError::Read { .. } => read,
     };
     let file = load::parse(path, source, env).map_err(|e| clean(&secrets, e))?;
+    // The store URL's password as expanded (`store: ${STORE_URL}` hides it from the text pass).
+    secrets.add(file.store.as_ref().and_then(|s| crate::store::Location::parse(&s.value).password()));
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let origin = build::Origin { path, source, base_dir, read_secrets: Default::default() };
     let built = build::build(&file, &origin);
@@ -130,10 +133,9 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         render: built.render,
         control: built.control,
         heartbeat: built.heartbeat,
-        store: file
+        store: built
             .store
-            .clone()
-            .map_or_else(|| base_dir.join("mxwarden.db"), |p| if p.is_relative() { base_dir.join(p) } else { p }),
+            .map_or_else(|| crate::store::Location::File(base_dir.join("mxwarden.db")), |at| at.relative_to(base_dir)),
     })
 }
 

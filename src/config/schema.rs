@@ -33,10 +33,12 @@ pub(crate) struct FileConfig {
     /// Where alerts go: receivers, and the runbook's three tiers.
     #[serde(default)]
     pub alerting: Option<AlertingConfig>,
-    /// The SQLite file holding alert state, the notification outbox and uptime history.
-    /// Default `./mxwarden.db` (next to the config file).
+    /// Where alert state, the notification outbox and uptime history live: a SQLite file
+    /// (default `./mxwarden.db`, next to the config file), or a PostgreSQL database as
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (or `${VAR}`) for instances that share
+    /// one store. The URL's password is a secret.
     #[serde(default)]
-    pub store: Option<PathBuf>,
+    pub store: Option<Spanned<String>>,
     /// Where `mxwarden run` serves the status page, the JSON API, `/metrics` and `/healthz`:
     /// `host:port`, default `127.0.0.1:8090`; `off` serves nothing.
     #[serde(default)]

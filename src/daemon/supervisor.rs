@@ -113,7 +113,7 @@ pub async fn supervise(
 
 /// Queues the `MxwardenConfigRefused` notification (or its resolve) for the critical tier.
 async fn reload_notice(
-    store: &std::path::Path,
+    store: &crate::store::Location,
     alerting: Option<&crate::notify::Alerting>,
     kind: Kind,
     path: &std::path::Path,

@@ -216,7 +216,7 @@ pub(super) async fn run(cx: &Cx<'_>, notes: &mut Notes) -> Result<(), String> {
 /// How often `check` went down in the last day, and for how long, from the store's uptime
 /// history (`mxwarden run` keeps it): (outages, minutes down). `None` without a store.
 async fn outages(cx: &Cx<'_>, check: &str) -> Option<(usize, i64)> {
-    if !cx.config.store.is_file() {
+    if cx.config.store.path().is_some_and(|p| !p.is_file()) {
         return None;
     }
     let store = crate::store::Store::open(&cx.config.store).await.ok()?;

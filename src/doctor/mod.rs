@@ -12,6 +12,7 @@ pub(crate) mod files;
 pub(crate) mod matrix;
 pub(crate) mod postgres;
 pub(crate) mod smtp;
+pub(crate) mod store;
 pub(crate) mod synapse;
 pub(crate) mod webhook;
 
@@ -169,7 +170,7 @@ pub(crate) async fn run(config: &Config) -> Vec<Finding> {
         futures::future::join_all(receivers.iter().map(|(name, r)| receiver(&http, name, r))),
         postgres::check_all(config),
         files::backup(config),
-        files::store(&config.store),
+        store::check(&config.store),
         clock::check_all(&http, config),
     );
     let mut findings = Vec::new();

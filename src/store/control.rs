@@ -4,18 +4,28 @@
 //! finished with its outcome and the new token in one transaction, so a restart neither runs
 //! a command twice nor skips one.
 
-use super::{Store, StoreError};
+use super::{Migration, Store, StoreError};
 use serde::Serialize;
 use sqlx::Row;
 use std::collections::HashSet;
 
 /// This module's migration, appended to the store's list.
-pub(crate) const MIGRATION: &str = "CREATE TABLE control_audit (event_id TEXT PRIMARY KEY, at INTEGER NOT NULL,
+pub(crate) const MIGRATION: Migration = Migration {
+    sqlite: "CREATE TABLE control_audit (event_id TEXT PRIMARY KEY, at INTEGER NOT NULL,
         sender TEXT NOT NULL, room TEXT NOT NULL, command TEXT NOT NULL, outcome TEXT NOT NULL DEFAULT '',
         done INTEGER NOT NULL DEFAULT 0);
      CREATE INDEX control_audit_at ON control_audit (at);
      CREATE TABLE acks (incident TEXT NOT NULL, fired_at INTEGER NOT NULL, by TEXT NOT NULL, at INTEGER NOT NULL,
-        PRIMARY KEY (incident, fired_at));";
+        PRIMARY KEY (incident, fired_at));",
+    // `rowid` is SQLite's own insertion order, which the audit breaks ties with; PostgreSQL
+    // gets a column of that name. `by` is a reserved word there.
+    postgres: r#"CREATE TABLE control_audit (event_id TEXT PRIMARY KEY, at BIGINT NOT NULL,
+        sender TEXT NOT NULL, room TEXT NOT NULL, command TEXT NOT NULL, outcome TEXT NOT NULL DEFAULT '',
+        done BIGINT NOT NULL DEFAULT 0, rowid BIGINT GENERATED ALWAYS AS IDENTITY);
+     CREATE INDEX control_audit_at ON control_audit (at);
+     CREATE TABLE acks (incident TEXT NOT NULL, fired_at BIGINT NOT NULL, "by" TEXT NOT NULL, at BIGINT NOT NULL,
+        PRIMARY KEY (incident, fired_at));"#,
+};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -66,7 +76,7 @@ pub(crate) async fn claim(
     store
         .write(async |conn| {
             let done = sqlx::query(
-                "INSERT INTO control_audit (event_id, at, sender, room, command) VALUES (?, ?, ?, ?, ?)
+                "INSERT INTO control_audit (event_id, at, sender, room, command) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (event_id) DO NOTHING",
             )
             .bind(event_id)
@@ -85,7 +95,7 @@ pub(crate) async fn claim(
 pub(crate) async fn finish(store: &Store, event_id: &str, outcome: &str) -> Result<()> {
     store
         .write(async |conn| {
-            sqlx::query("UPDATE control_audit SET outcome = ?, done = 1 WHERE event_id = ?")
+            sqlx::query("UPDATE control_audit SET outcome = $1, done = 1 WHERE event_id = $2")
                 .bind(outcome)
                 .bind(event_id)
                 .execute(conn)
@@ -97,7 +107,7 @@ pub(crate) async fn finish(store: &Store, event_id: &str, outcome: &str) -> Resu
 
 /// The newest `limit` accepted commands, newest first.
 pub(crate) async fn audit(store: &Store, limit: i64) -> Result<Vec<AuditEntry>> {
-    let rows = sqlx::query("SELECT * FROM control_audit ORDER BY at DESC, rowid DESC LIMIT ?")
+    let rows = sqlx::query("SELECT * FROM control_audit ORDER BY at DESC, rowid DESC LIMIT $1")
         .bind(limit)
         .fetch_all(store.pool())
         .await
@@ -120,14 +130,16 @@ pub(crate) async fn audit(store: &Store, limit: i64) -> Result<Vec<AuditEntry>> 
 pub(crate) async fn ack(store: &Store, incident: &str, fired_at: i64, by: &str, at: i64) -> Result<()> {
     store
         .write(async |conn| {
-            sqlx::query("INSERT INTO acks (incident, fired_at, by, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
-                .bind(incident)
-                .bind(fired_at)
-                .bind(by)
-                .bind(at)
-                .execute(conn)
-                .await
-                .map(|_| ())
+            sqlx::query(
+                "INSERT INTO acks (incident, fired_at, \"by\", at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(incident)
+            .bind(fired_at)
+            .bind(by)
+            .bind(at)
+            .execute(conn)
+            .await
+            .map(|_| ())
         })
         .await
 }
@@ -136,7 +148,7 @@ pub(crate) async fn ack(store: &Store, incident: &str, fired_at: i64, by: &str, 
 pub(crate) async fn acked(store: &Store, firings: &[(String, i64)]) -> Result<HashSet<(String, i64)>> {
     let mut found = HashSet::new();
     for (incident, fired_at) in firings {
-        let hit: Option<i64> = sqlx::query_scalar("SELECT 1 FROM acks WHERE incident = ? AND fired_at = ?")
+        let hit: Option<i64> = sqlx::query_scalar("SELECT 1 FROM acks WHERE incident = $1 AND fired_at = $2")
             .bind(incident)
             .bind(fired_at)
             .fetch_optional(store.pool())
@@ -147,43 +159,4 @@ pub(crate) async fn acked(store: &Store, firings: &[(String, i64)]) -> Result<Ha
         }
     }
     Ok(found)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_command_is_claimed_once_finished_and_audited_newest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
-        assert!(claim(&store, "$a", 1_000, "@admin:x", "!r:x", "!status").await.unwrap());
-        assert!(!claim(&store, "$a", 2_000, "@admin:x", "!r:x", "!status").await.unwrap(), "never twice");
-        assert!(claim(&store, "$b", 3_000, "@admin:x", "!r:x", "!silence synapse 1h").await.unwrap());
-        finish(&store, "$b", "window 1 opened").await.unwrap();
-        let rows = audit(&store, 10).await.unwrap();
-        assert_eq!(rows.len(), 2);
-        assert_eq!(
-            (rows[0].event_id.as_str(), rows[0].done, rows[0].outcome.as_str()),
-            ("$b", true, "window 1 opened")
-        );
-        assert_eq!((rows[1].event_id.as_str(), rows[1].done), ("$a", false));
-        assert_eq!(since(&store, "@bot:x").await.unwrap(), None);
-        set_since(&store, "@bot:x", "s72_1").await.unwrap();
-        assert_eq!(since(&store, "@bot:x").await.unwrap().as_deref(), Some("s72_1"));
-        assert_eq!(since(&store, "@other:x").await.unwrap(), None, "per bot account");
-    }
-
-    #[tokio::test]
-    async fn acks_match_one_firing_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
-        ack(&store, "alertname=X", 5, "@admin:x", 10).await.unwrap();
-        ack(&store, "alertname=X", 5, "@admin:x", 11).await.unwrap();
-        let asked =
-            vec![("alertname=X".to_string(), 5), ("alertname=X".to_string(), 6), ("alertname=Y".to_string(), 5)];
-        let hit = acked(&store, &asked).await.unwrap();
-        assert_eq!(hit.len(), 1, "the same incident firing again later is not acknowledged");
-        assert!(hit.contains(&("alertname=X".to_string(), 5)));
-    }
 }

@@ -13,7 +13,8 @@ pub(crate) const PREFIX: &str = "followup:";
 impl Store {
     /// Every pending follow-up: (setting key, its JSON).
     pub(crate) async fn pending_followups(&self) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT key, value FROM meta WHERE key >= ? AND key < ? ORDER BY key")
+        // A range, not LIKE: `meta.key` collates bytewise in both dialects.
+        let rows = sqlx::query("SELECT key, value FROM meta WHERE key >= $1 AND key < $2 ORDER BY key")
             .bind(PREFIX)
             .bind("followup;")
             .fetch_all(self.pool())
@@ -25,7 +26,7 @@ impl Store {
     /// The receivers that carried `incident`'s messages as a fallback since `since`, ms.
     pub(crate) async fn fallback_receivers(&self, incident: &str, since: i64) -> Result<Vec<String>> {
         sqlx::query_scalar(
-            "SELECT DISTINCT receiver FROM outbox WHERE incident = ? AND created_at >= ? AND fallback_of IS NOT NULL ORDER BY receiver",
+            "SELECT DISTINCT receiver FROM outbox WHERE incident = $1 AND created_at >= $2 AND fallback_of IS NOT NULL ORDER BY receiver",
         )
         .bind(incident)
         .bind(since)
@@ -47,11 +48,10 @@ impl Store {
         self.write(async |conn| {
             let mut first = None;
             for d in primary {
-                insert_delivery(conn, d, now).await?;
-                let id: i64 = sqlx::query_scalar("SELECT last_insert_rowid()").fetch_one(&mut *conn).await?;
+                let id = insert_delivery(conn, d, now).await?;
                 first.get_or_insert(id);
                 if !fallback.is_empty() {
-                    sqlx::query("UPDATE outbox SET fallback_queued = 1 WHERE id = ?")
+                    sqlx::query("UPDATE outbox SET fallback_queued = 1 WHERE id = $1")
                         .bind(id)
                         .execute(&mut *conn)
                         .await?;
@@ -62,67 +62,9 @@ impl Store {
                 let d = NewDelivery { fallback_of: d.fallback_of.or(first), ..d.clone() };
                 insert_delivery(conn, &d, now).await?;
             }
-            sqlx::query("DELETE FROM meta WHERE key = ?").bind(key).execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM meta WHERE key = $1").bind(key).execute(&mut *conn).await?;
             Ok(())
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::notify::{Kind, Notification};
-    use crate::store::Decision;
-
-    fn row(receiver: &str, kind: Kind, fallback_of: Option<i64>) -> NewDelivery {
-        NewDelivery {
-            receiver: receiver.into(),
-            tier: "critical".into(),
-            notification: Notification {
-                kind,
-                incident: "inc".into(),
-                title: "t".into(),
-                text: String::new(),
-                html: String::new(),
-                alerts: Vec::new(),
-                created_at: 1_000,
-            },
-            fallback_of,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_follow_up_is_pending_with_its_page_and_queued_in_one_step() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
-        let page = Decision {
-            deliveries: vec![row("room", Kind::Firing, None)],
-            meta: vec![(format!("{PREFIX}1000:inc"), "{}".into()), ("digest:warning:last".into(), "5".into())],
-            ..Decision::default()
-        };
-        store.commit(&[page], 1_000).await.unwrap();
-        assert_eq!(store.pending_followups().await.unwrap(), [(format!("{PREFIX}1000:inc"), "{}".to_string())]);
-        let first = store.due(1_000).await.unwrap()[0].id;
-        store.queue_fallback(first, &[row("mail", Kind::Firing, Some(first))], 1_100).await.unwrap();
-        assert_eq!(store.fallback_receivers("inc", 1_000).await.unwrap(), ["mail"], "the page fell back");
-        assert!(store.fallback_receivers("inc", 2_000).await.unwrap().is_empty(), "not an older incident's");
-        store
-            .finish_followup(
-                &format!("{PREFIX}1000:inc"),
-                &[row("room", Kind::Diagnosis, None)],
-                &[row("mail", Kind::Diagnosis, None)],
-                1_200,
-            )
-            .await
-            .unwrap();
-        assert!(store.pending_followups().await.unwrap().is_empty(), "queued: no longer pending");
-        let rows = store.outbox(false, 10).await.unwrap();
-        let diagnosis: Vec<_> = rows.iter().filter(|d| d.notification.kind == Kind::Diagnosis).collect();
-        assert_eq!(diagnosis.len(), 2, "{rows:?}");
-        let primary = diagnosis.iter().find(|d| d.receiver == "room").unwrap();
-        let copy = diagnosis.iter().find(|d| d.receiver == "mail").unwrap();
-        assert!(primary.fallback_queued, "a failing room does not copy it to the fallback again");
-        assert_eq!(copy.fallback_of, Some(primary.id), "the copy never falls back itself");
     }
 }

@@ -2,7 +2,7 @@
 //! transaction per flush), the heartbeat and gaps, retention, and the reads the status page
 //! and the API make.
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, values_placeholders};
 use crate::history::{Bucket, DAY_MS, RAW_RETENTION_MS, Resolution, Result as CheckResult, State, covered};
 use sqlx::Row;
 use std::collections::HashMap;
@@ -10,7 +10,8 @@ use std::sync::Mutex;
 
 type Result<T> = std::result::Result<T, StoreError>;
 
-/// Rows per multi-row statement: 8 parameters each stays far below SQLite's limit of 32,766.
+/// Rows per multi-row statement: 8 parameters each stays far below SQLite's limit of 32,766
+/// and PostgreSQL's of 65,535.
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// One rollup bucket's share of a flush.
@@ -61,13 +62,16 @@ impl History {
         self.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(check).copied()
     }
 
-    async fn id(&self, tx: &mut sqlx::SqliteConnection, check: &str) -> std::result::Result<i64, sqlx::Error> {
+    async fn id(&self, tx: &mut sqlx::AnyConnection, check: &str) -> std::result::Result<i64, sqlx::Error> {
         if let Some(id) = self.cached(check) {
             return Ok(id);
         }
-        sqlx::query("INSERT OR IGNORE INTO checks (name) VALUES (?)").bind(check).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO checks (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+            .bind(check)
+            .execute(&mut *tx)
+            .await?;
         let id: i64 =
-            sqlx::query_scalar("SELECT id FROM checks WHERE name = ?").bind(check).fetch_one(&mut *tx).await?;
+            sqlx::query_scalar("SELECT id FROM checks WHERE name = $1").bind(check).fetch_one(&mut *tx).await?;
         self.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(check.to_string(), id);
         Ok(id)
     }
@@ -76,7 +80,7 @@ impl History {
         if let Some(id) = self.cached(check) {
             return Ok(Some(id));
         }
-        sqlx::query_scalar("SELECT id FROM checks WHERE name = ?")
+        sqlx::query_scalar("SELECT id FROM checks WHERE name = $1")
             .bind(check)
             .fetch_optional(self.store.pool())
             .await
@@ -89,42 +93,65 @@ impl History {
     /// SQLite's worker thread; one per result and rollup cost the daemon more CPU per probe
     /// than the probe itself.)
     pub async fn record(&self, results: &[(String, CheckResult)], now: i64) -> Result<()> {
-        let run = async |tx: &mut sqlx::SqliteConnection| {
+        let dialect = self.store.dialect();
+        let run = async |tx: &mut sqlx::AnyConnection| {
             let mut rows = Vec::with_capacity(results.len());
             for (check, r) in results {
                 rows.push((self.id(tx, check).await?, r));
             }
-            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                let mut insert =
-                    sqlx::QueryBuilder::new("INSERT OR REPLACE INTO results (check_id, at, state, latency_ms) ");
-                insert.push_values(chunk, |mut row, (id, r)| {
-                    row.push_bind(*id).push_bind(r.at_ms).push_bind(r.state.code()).push_bind(r.latency_ms);
-                });
-                insert.build().persistent(false).execute(&mut *tx).await?;
+            // One row per (check, time), the last one winning, in the raw rows and the rollups
+            // alike (PostgreSQL refuses a statement that updates a row twice).
+            let mut raw: Vec<(i64, &CheckResult)> = Vec::with_capacity(rows.len());
+            let mut seen = std::collections::HashMap::with_capacity(rows.len());
+            for (id, r) in &rows {
+                match seen.entry((*id, r.at_ms)) {
+                    std::collections::hash_map::Entry::Occupied(at) => raw[*at.get()] = (*id, *r),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(raw.len());
+                        raw.push((*id, *r));
+                    }
+                }
             }
-            let sums: Vec<((i64, i64, i64), Sums)> = rollup_sums(&rows).into_iter().collect();
+            for chunk in raw.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO results (check_id, at, state, latency_ms) VALUES {}
+                     ON CONFLICT (check_id, at) DO UPDATE SET state = excluded.state, latency_ms = excluded.latency_ms",
+                    values_placeholders(dialect, chunk.len(), 4)
+                );
+                let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for (id, r) in chunk {
+                    insert = insert.bind(*id).bind(r.at_ms).bind(r.state.code()).bind(r.latency_ms);
+                }
+                insert.execute(&mut *tx).await?;
+            }
+            let sums: Vec<((i64, i64, i64), Sums)> = rollup_sums(&raw).into_iter().collect();
             for chunk in sums.chunks(ROWS_PER_STATEMENT) {
-                let mut upsert = sqlx::QueryBuilder::new(
-                    "INSERT INTO rollups (check_id, res, bucket, up, down, maintenance, latency_sum, latency_max) ",
+                // CASE, not max(a, b): PostgreSQL's max is only the aggregate (its scalar one
+                // is GREATEST, which SQLite lacks).
+                let sql = format!(
+                    "INSERT INTO rollups (check_id, res, bucket, up, down, maintenance, latency_sum, latency_max)
+                     VALUES {}
+                     ON CONFLICT (check_id, res, bucket) DO UPDATE SET
+                       up = rollups.up + excluded.up, down = rollups.down + excluded.down,
+                       maintenance = rollups.maintenance + excluded.maintenance,
+                       latency_sum = rollups.latency_sum + excluded.latency_sum,
+                       latency_max = CASE WHEN rollups.latency_max > excluded.latency_max
+                                          THEN rollups.latency_max ELSE excluded.latency_max END",
+                    values_placeholders(dialect, chunk.len(), 8)
                 );
-                upsert.push_values(chunk, |mut row, ((id, res, bucket), s)| {
-                    row.push_bind(*id)
-                        .push_bind(*res)
-                        .push_bind(*bucket)
-                        .push_bind(s.up)
-                        .push_bind(s.down)
-                        .push_bind(s.maintenance)
-                        .push_bind(s.latency_sum)
-                        .push_bind(s.latency_max);
-                });
-                upsert.push(
-                    " ON CONFLICT (check_id, res, bucket) DO UPDATE SET
-                       up = up + excluded.up, down = down + excluded.down,
-                       maintenance = maintenance + excluded.maintenance,
-                       latency_sum = latency_sum + excluded.latency_sum,
-                       latency_max = max(latency_max, excluded.latency_max)",
-                );
-                upsert.build().persistent(false).execute(&mut *tx).await?;
+                let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for ((id, res, bucket), s) in chunk {
+                    upsert = upsert
+                        .bind(*id)
+                        .bind(*res)
+                        .bind(*bucket)
+                        .bind(s.up)
+                        .bind(s.down)
+                        .bind(s.maintenance)
+                        .bind(s.latency_sum)
+                        .bind(s.latency_max);
+                }
+                upsert.execute(&mut *tx).await?;
             }
             beat(tx, now).await
         };
@@ -144,7 +171,9 @@ impl History {
         if let Some((start, end)) = gap {
             self.store
                 .write(async |conn| {
-                    sqlx::query("INSERT OR REPLACE INTO gaps (start, end) VALUES (?, ?)")
+                    sqlx::query(
+                        r#"INSERT INTO gaps (start, "end") VALUES ($1, $2) ON CONFLICT (start) DO UPDATE SET "end" = excluded."end""#,
+                    )
                         .bind(start)
                         .bind(end)
                         .execute(conn)
@@ -159,16 +188,16 @@ impl History {
 
     /// Deletes what is past its retention.
     pub(crate) async fn prune(&self, now: i64) -> Result<()> {
-        let run = async |tx: &mut sqlx::SqliteConnection| {
-            sqlx::query("DELETE FROM results WHERE at < ?").bind(now - RAW_RETENTION_MS).execute(&mut *tx).await?;
+        let run = async |tx: &mut sqlx::AnyConnection| {
+            sqlx::query("DELETE FROM results WHERE at < $1").bind(now - RAW_RETENTION_MS).execute(&mut *tx).await?;
             for res in Resolution::ALL {
-                sqlx::query("DELETE FROM rollups WHERE res = ? AND bucket < ?")
+                sqlx::query("DELETE FROM rollups WHERE res = $1 AND bucket < $2")
                     .bind(res.code())
                     .bind(res.bucket(now - res.retention_ms()))
                     .execute(&mut *tx)
                     .await?;
             }
-            sqlx::query("DELETE FROM gaps WHERE end < ?")
+            sqlx::query(r#"DELETE FROM gaps WHERE "end" < $1"#)
                 .bind(now - Resolution::Day.retention_ms())
                 .execute(&mut *tx)
                 .await
@@ -179,7 +208,7 @@ impl History {
 
     /// Times mxwarden was not running that overlap `[from, to)`.
     pub(crate) async fn gaps(&self, from: i64, to: i64) -> Result<Vec<(i64, i64)>> {
-        let rows = sqlx::query("SELECT start, end FROM gaps WHERE end > ? AND start < ? ORDER BY start")
+        let rows = sqlx::query(r#"SELECT start, "end" FROM gaps WHERE "end" > $1 AND start < $2 ORDER BY start"#)
             .bind(from)
             .bind(to)
             .fetch_all(self.store.pool())
@@ -192,7 +221,7 @@ impl History {
     pub async fn raw(&self, check: &str, from: i64, to: i64) -> Result<Vec<CheckResult>> {
         let Some(id) = self.known_id(check).await? else { return Ok(Vec::new()) };
         let rows = sqlx::query(
-            "SELECT at, state, latency_ms FROM results WHERE check_id = ? AND at >= ? AND at < ? ORDER BY at",
+            "SELECT at, state, latency_ms FROM results WHERE check_id = $1 AND at >= $2 AND at < $3 ORDER BY at",
         )
         .bind(id)
         .bind(from)
@@ -217,7 +246,7 @@ impl History {
     ) -> Result<(Vec<CheckResult>, bool)> {
         let Some(id) = self.known_id(check).await? else { return Ok((Vec::new(), false)) };
         let rows = sqlx::query(
-            "SELECT at, state, latency_ms FROM results WHERE check_id = ? AND at >= ? AND at < ? ORDER BY at LIMIT ?",
+            "SELECT at, state, latency_ms FROM results WHERE check_id = $1 AND at >= $2 AND at < $3 ORDER BY at LIMIT $4",
         )
         .bind(id)
         .bind(from)
@@ -243,7 +272,7 @@ impl History {
         if let Some(id) = self.known_id(check).await? {
             let rows = sqlx::query(
                 "SELECT bucket, up, down, maintenance, latency_sum, latency_max FROM rollups
-                 WHERE check_id = ? AND res = ? AND bucket >= ? AND bucket <= ?",
+                 WHERE check_id = $1 AND res = $2 AND bucket >= $3 AND bucket <= $4",
             )
             .bind(id)
             .bind(res.code())
@@ -287,8 +316,8 @@ impl History {
     }
 }
 
-async fn beat(conn: &mut sqlx::SqliteConnection, now: i64) -> std::result::Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+async fn beat(conn: &mut sqlx::AnyConnection, now: i64) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
         .bind(HEARTBEAT)
         .bind(now.to_string())
         .execute(conn)

@@ -88,7 +88,7 @@ impl Drop for Daemon {
 /// The config: one check of service `web`, a critical rule on it, a webhook for the critical
 /// tier and a daily digest for warnings at `digest_at` (UTC), reminders 55 s before an ad hoc
 /// window ends.
-fn config_text(target: &Target, sink: &fakes::WebhookSink, digest_at: &str) -> String {
+pub fn config_text(target: &Target, sink: &fakes::WebhookSink, digest_at: &str) -> String {
     format!(
         r#"defaults: {{ interval: 1s, timeout: 1s }}
 store: ./state.db

@@ -32,4 +32,5 @@ mod render_backups;
 mod scale;
 mod secrets;
 mod ship;
+mod store_dialects;
 mod update;
