@@ -9,6 +9,12 @@
 //! sending and recording can never post twice. A row sent while the store refuses writes
 //! (a full disk) is remembered as sent and recorded once the store takes writes again, so it
 //! is not sent again every round meanwhile.
+//!
+//! With instances sharing the store, only the leader delivers: each row is claimed under the
+//! leader's term right before it is sent (`Store::claim_delivery`, fenced), and the process's
+//! belief in its term is checked again just before the request leaves, so a deposed leader
+//! that wakes up sends nothing. Recording a success is not fenced: the message was sent,
+//! whoever sent it, and refusing to record it would only send it again.
 
 use crate::clock::Clock;
 use crate::notify::RetryPolicy;
@@ -108,11 +114,18 @@ impl Dispatcher {
             let why = format!("receiver `{}` is no longer configured", d.receiver);
             return self.store.mark_failed(d.id, &why, now(), true).await;
         };
+        if !self.store.claim_delivery(d.id).await? {
+            return Ok(());
+        }
         let n = &d.notification;
         let root = match receiver {
             Receiver::Matrix(_) => self.store.thread_root(&d.receiver, &n.incident).await?,
             _ => None,
         };
+        if !self.store.leads() {
+            // Stopped between the claim and here for longer than the lease is believed.
+            return Ok(());
+        }
         match send_once(&self.http, &d.receiver, receiver, &d.id.to_string(), n, root.as_deref()).await {
             Ok(event_id) => {
                 if let (Some(event), None, Kind::Firing) = (&event_id, &root, n.kind) {
@@ -171,8 +184,10 @@ impl Dispatcher {
             if *stop.borrow() {
                 return;
             }
-            if let Err(e) = self.run_once().await {
-                tracing::error!(error = %e, "Outbox delivery failed; retrying.");
+            match self.run_once().await {
+                Ok(_) => {}
+                Err(e) if e.is_fenced() => tracing::info!(error = %e, "Not delivering: this instance does not lead."),
+                Err(e) => tracing::error!(error = %e, "Outbox delivery failed; retrying."),
             }
             let now = self.clock.now().as_millisecond();
             let wait = match self.next_due().await {

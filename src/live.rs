@@ -57,6 +57,19 @@ pub(crate) struct Live {
     limit_exceeded: Mutex<HashMap<String, u64>>,
     /// Samples `/metrics` left out for an invalid name or label name, since this config started.
     invalid_names: AtomicU64,
+    /// Who leads the instances sharing the store, as last read (`None`: not known yet).
+    leader: Mutex<Option<LeaderView>>,
+}
+
+/// Who leads, for `/api/v1/status` and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct LeaderView {
+    /// The leading instance's name.
+    pub instance: String,
+    /// Its term.
+    pub term: i64,
+    /// Whether that is this process.
+    pub this_instance: bool,
 }
 
 /// Whether a sample describes the probe itself (exported on `/metrics`). Only the probe's own
@@ -82,6 +95,7 @@ impl Live {
             latest: Mutex::new(HashMap::new()),
             limit_exceeded: Mutex::new(HashMap::new()),
             invalid_names: AtomicU64::new(0),
+            leader: Mutex::new(None),
         }
     }
 
@@ -117,6 +131,16 @@ impl Live {
         let mut counts: Vec<(String, u64)> = counts.iter().map(|(k, v)| (k.clone(), *v)).collect();
         counts.sort();
         counts
+    }
+
+    /// Records who leads (`None`: nobody holds a valid lease, or it cannot be read).
+    pub(crate) fn set_leader(&self, view: Option<LeaderView>) {
+        *self.leader.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = view;
+    }
+
+    /// Who leads, as last read.
+    pub(crate) fn leader(&self) -> Option<LeaderView> {
+        self.leader.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Counts samples `/metrics` left out for an invalid name; returns the new total.

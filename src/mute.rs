@@ -283,6 +283,13 @@ impl Gate {
         Ok(out)
     }
 
+    /// Forgets what it knows of held pages (read again from the store on the next pass): for
+    /// an instance that becomes leader, whose cache may predate the last leader's decisions.
+    pub(crate) fn forget(&mut self) {
+        self.held = None;
+        self.last_down.clear();
+    }
+
     /// Learns what a pass decided. The cache follows decisions, not commits: a decision the
     /// store refuses is kept by the evaluator and committed later, so it stands either way.
     pub(crate) fn decided(&mut self, outcome_hold: &[Held], outcome_release: &[Key]) {

@@ -527,6 +527,8 @@ struct ShowView {
     /// The heartbeat (the URL's path, its credential, left out).
     #[serde(skip_serializing_if = "Option::is_none")]
     heartbeat: Option<String>,
+    /// This instance's name among those sharing the store, and its leadership lease.
+    instance: String,
     /// Per service with `deploy:`, how `mxwarden update` deploys, rolls back and verifies it.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     deploy: std::collections::BTreeMap<String, String>,
@@ -690,6 +692,11 @@ fn config_show(path: &Path, json: bool) -> Result<Status> {
         backup: config.backup.as_deref().map(BackupView::of),
         control: config.control.as_ref().map(crate::cli::control::describe_control),
         heartbeat: config.heartbeat.as_ref().map(crate::cli::control::describe_heartbeat),
+        instance: format!(
+            "{} (leader lease {})",
+            config.instance.name,
+            crate::units::HumanDuration(config.instance.lease)
+        ),
         deploy: config.deploys.iter().map(|(s, (d, _))| (s.clone(), crate::cli::update::describe(d))).collect(),
     };
     // Whatever the views missed (a `${VAR}` value in a URL, a secret pasted into a name) is

@@ -9,6 +9,7 @@ mod backup;
 mod build;
 mod control;
 mod deploy;
+mod instance;
 pub(crate) mod error;
 mod keypath;
 pub(crate) mod load;
@@ -22,6 +23,7 @@ pub(crate) mod targets;
 
 pub use control::{ControlSettings, HeartbeatSettings};
 pub(crate) use error::{ConfigError, Diagnostic};
+pub use instance::InstanceSettings;
 
 use crate::probe::spec::CheckSpec;
 use std::collections::HashMap;
@@ -73,6 +75,8 @@ pub struct Config {
     pub control: Option<ControlSettings>,
     /// The dead man's switch (`heartbeat:`), if configured.
     pub heartbeat: Option<HeartbeatSettings>,
+    /// This instance's name among those sharing the store, and its leadership lease.
+    pub instance: InstanceSettings,
 }
 
 /// Reads and validates the config at `path`, interpolating from the process environment.
@@ -133,6 +137,7 @@ pub fn from_source(path: &Path, source: &str, env: &HashMap<String, String>) -> 
         render: built.render,
         control: built.control,
         heartbeat: built.heartbeat,
+        instance: built.instance,
         store: built
             .store
             .map_or_else(|| crate::store::Location::File(base_dir.join("mxwarden.db")), |at| at.relative_to(base_dir)),

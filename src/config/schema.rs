@@ -83,6 +83,28 @@ pub(crate) struct FileConfig {
     /// (Healthchecks.io, Uptime Kuma push monitors, UptimeRobot heartbeats).
     #[serde(default)]
     pub heartbeat: Option<Spanned<HeartbeatConfig>>,
+    /// This instance's name among instances sharing one store (two `mxwarden run` on one
+    /// PostgreSQL store, see `docs/ha.md`): shown in logs, the status page, `/metrics` and
+    /// PostgreSQL's `application_name` (`mxwarden/<name>`). 1 to 48 letters, digits, `.`, `_`
+    /// or `-`. Default: the host name. A second running process with the same name on the
+    /// same store is refused at start.
+    #[serde(default)]
+    pub instance: Option<Spanned<String>>,
+    /// Leadership among instances sharing the store: only the leader judges rules, routes
+    /// and delivers; every instance probes and records history.
+    #[serde(default)]
+    pub leader: Option<Spanned<LeaderConfig>>,
+}
+
+/// `leader:`: the leadership lease.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LeaderConfig {
+    /// How long the lease lasts without a renewal, from `3s` to `5m`. Default `15s`. The
+    /// leader renews it every third of this; a standby tries to take it as often, so a
+    /// leader that dies is replaced within about 4/3 of it (20 s by default).
+    #[serde(default)]
+    pub lease: Option<Spanned<HumanDuration>>,
 }
 
 /// `render:`: how to reach Render's API.

@@ -44,6 +44,12 @@ impl Digests {
         next_due(schedule, &self.alerting.timezone, from).as_millisecond()
     }
 
+    /// Forgets when each digest was last sent (read again from the store): for an instance
+    /// that becomes leader after another one sent some.
+    pub(super) fn forget(&mut self) {
+        self.last.clear();
+    }
+
     /// When the next digest is due, ms (`None` before the store was read, or without digests).
     pub(super) fn next_deadline(&self) -> Option<i64> {
         self.alerting

@@ -7,6 +7,14 @@
 //! moving, ad hoc windows opened by another process). Every decision — alert states, outbox
 //! rows, held and released pages, reminders marked, digest bookkeeping — is one store
 //! transaction; one the store refused is kept and retried, so nothing decided is lost.
+//!
+//! Only the leader of the instances sharing the store judges (`leader`); a follower keeps
+//! its series windows, the status page and the history like the leader, so that it can take
+//! over warm. On becoming leader it reads alert state, held pages and digest bookkeeping from
+//! the store afresh (as at a start) and judges everything at once. What it decided but could
+//! not commit when it lost leadership is kept: if it leads again with the very next term,
+//! nobody decided in between and it is committed; otherwise it is dropped — the store refused
+//! it (fenced), and the leader in between decided from the same observations.
 
 use super::digests::Digests;
 use super::failpoint::{self, Point};
@@ -71,6 +79,10 @@ pub(super) struct Parts {
     /// A config with many checks: new results are judged by the checks that reported
     /// (`RuleEngine::evaluate_arrivals`) rather than every series of the metrics they brought.
     pub(super) targeted: bool,
+    /// The term while this process leads (`leader`).
+    pub(super) leading: watch::Receiver<Option<i64>>,
+    /// A rule engine with no alert state, for each new leadership.
+    pub(super) fresh_engine: Box<dyn Fn() -> RuleEngine + Send + Sync>,
 }
 
 /// Owns alert state; see the module docs.
@@ -98,6 +110,12 @@ pub(super) struct Evaluator {
     diagnosis: Arc<Notify>,
     watchdog: Arc<crate::watchdog::Watchdog>,
     targeted: bool,
+    leading: watch::Receiver<Option<i64>>,
+    /// The term this evaluator judges under, once alert state was read for it.
+    term: Option<i64>,
+    /// The term it judged under last, while it does not lead.
+    last_term: Option<i64>,
+    fresh_engine: Box<dyn Fn() -> RuleEngine + Send + Sync>,
 }
 
 impl Evaluator {
@@ -126,19 +144,81 @@ impl Evaluator {
             diagnosis: p.diagnosis,
             watchdog: p.watchdog,
             targeted: p.targeted,
+            leading: p.leading,
+            term: None,
+            last_term: None,
+            fresh_engine: p.fresh_engine,
+        }
+    }
+
+    /// Follows this process's leadership: on becoming leader, alert state, held pages and
+    /// digest bookkeeping are read from the store afresh and everything is judged at the next
+    /// turn; on losing it, decisions not committed are dropped (the store would refuse them).
+    async fn follow_leadership(&mut self) {
+        let now_leading = *self.leading.borrow_and_update();
+        if now_leading == self.term {
+            return;
+        }
+        let Some(term) = now_leading else {
+            // Its state and the decisions not committed are kept: if it leads again with the
+            // very next term, nobody decided in between and they still stand.
+            self.last_term = self.term.take().or(self.last_term);
+            return;
+        };
+        if self.last_term.is_some_and(|last| last.checked_add(1) == Some(term)) {
+            self.term = Some(term);
+            self.sweep_at = self.clock.now().as_millisecond();
+            let decisions = self.unsaved.len();
+            tracing::info!(
+                term,
+                decisions,
+                "Leading again, and nobody led in between: alert state and decisions kept."
+            );
+            return;
+        }
+        if !self.unsaved.is_empty() {
+            let decisions = self.unsaved.len();
+            tracing::warn!(
+                decisions,
+                "Another instance led meanwhile: decisions not committed are dropped; it decided."
+            );
+        }
+        match self.store.alerts().await {
+            Ok(restored) => {
+                let mut engine = (self.fresh_engine)();
+                let alerts = restored.len();
+                for a in restored {
+                    engine.restore(&a.alert, a.labels, a.state, a.value, a.annotations);
+                }
+                self.engine = engine;
+                self.gate.forget();
+                if let Some(d) = &mut self.digests {
+                    d.forget();
+                }
+                self.unsaved.clear();
+                self.term = Some(term);
+                self.sweep_at = self.clock.now().as_millisecond();
+                tracing::info!(term, alerts, "Restored alert state: leading.");
+            }
+            Err(e) => {
+                tracing::error!(term, error = %e, "Alert state could not be read; judging waits for it.");
+            }
         }
     }
 
     /// Runs until `stop` turns true or every check's timer is gone.
     pub(super) async fn run(&mut self, mut rx: mpsc::Receiver<Observation>, mut stop: watch::Receiver<bool>) {
+        let mut leading = self.leading.clone();
         loop {
             failpoint::stall().await;
             self.watchdog.beat();
+            self.follow_leadership().await;
             let now = self.clock.now().as_millisecond();
             let wait = Duration::from_millis(u64::try_from(self.next_deadline(now) - now).unwrap_or(0));
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
+                _ = leading.changed() => {}
                 observation = rx.recv() => {
                     let Some(first) = observation else { break };
                     let (mut names, mut checks) = (BTreeSet::new(), BTreeSet::new());
@@ -156,7 +236,7 @@ impl Evaluator {
         if let Err(e) = self.recorder.flush_all(now).await {
             tracing::error!(error = %e, "The last results could not be stored.");
         }
-        if !self.unsaved.is_empty() {
+        if !self.unsaved.is_empty() && self.term.is_some() {
             self.commit(Decision::default(), now).await;
         }
     }
@@ -165,6 +245,13 @@ impl Evaluator {
     /// digest, a history write, the end of the warm-up, a retry.
     fn next_deadline(&self, now: i64) -> i64 {
         let mut at = self.sweep_at.min(self.recorder.next_deadline());
+        if *self.leading.borrow() != self.term {
+            // Alert state to read again for a new leadership.
+            return at.min(now + RETRY_MS);
+        }
+        if self.term.is_none() {
+            return at;
+        }
         if self.warm.warming(now) {
             return at.min(self.warm.until);
         }
@@ -211,7 +298,7 @@ impl Evaluator {
     /// Judges new results at once: the rules that read them.
     async fn on_arrival(&mut self, names: &BTreeSet<String>, checks: &BTreeSet<String>) {
         let now = self.clock.now().as_millisecond();
-        if self.warm.warming(now) {
+        if self.warm.warming(now) || self.term.is_none() {
             return;
         }
         if !self.warm.unseen.is_empty() || self.warm.until > now {
@@ -239,7 +326,11 @@ impl Evaluator {
     /// reminders, digests), and the history's writes.
     async fn on_deadline(&mut self) {
         let now = self.clock.now().as_millisecond();
-        if !self.warm.warming(now) {
+        if self.term.is_none() {
+            // Following: the windows are kept (to take over warm) and pruned, nothing judged.
+            self.sweep_at = now.saturating_add(self.sweep_every_ms);
+            self.series.prune(now);
+        } else if !self.warm.warming(now) {
             self.sweep(now).await;
         }
         if let Err(e) = self.recorder.flush(now).await {
@@ -338,6 +429,11 @@ impl Evaluator {
                 self.unsaved.clear();
                 self.wake.notify_one();
                 self.diagnosis.notify_one();
+            }
+            Err(e) if e.is_fenced() => {
+                // Kept: whether they still stand is known when this process leads again.
+                let decisions = self.unsaved.len();
+                tracing::warn!(decisions, error = %e, "Not leading: the store refused this term's decision.");
             }
             Err(e) => self.refused(e),
         }

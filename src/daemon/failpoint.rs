@@ -5,7 +5,11 @@
 //! `before-commit` / `after-commit`, and `page`, `resolve`, `hold`, `release`, `reminder`,
 //! `digest`. `MXWARDEN_FAILPOINT=stall:<file>` instead makes the evaluation loop wait while
 //! `<file>` exists, as a wedged evaluator would, with the rest of the process running on (the
-//! heartbeat's tests). Without the feature, `check` and `stall` are empty and compile away.
+//! heartbeat's tests). `MXWARDEN_FAILPOINT=deaf:<file>` makes the leadership lease task stop
+//! talking to the database while `<file>` exists and, if it leads, believe in its term all the
+//! while — a leader that cannot tell it was deposed, against which only the store's fence
+//! stands (the HA tests). Without the feature, `check`, `stall` and `deaf` are empty and
+//! compile away.
 
 use crate::store::Decision;
 
@@ -84,3 +88,17 @@ pub(super) async fn stall() {
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub(super) async fn stall() {}
+
+/// With `MXWARDEN_FAILPOINT=deaf:<file>`: whether `<file>` exists.
+#[cfg(feature = "failpoints")]
+pub(super) fn deaf() -> bool {
+    let Ok(armed) = std::env::var("MXWARDEN_FAILPOINT") else { return false };
+    matches!(armed.split_once(':'), Some(("deaf", path)) if std::path::Path::new(path).exists())
+}
+
+/// Without the `failpoints` feature: never.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(super) fn deaf() -> bool {
+    false
+}

@@ -5,12 +5,18 @@
 //! digests go out on schedule. Alert state is restored from the store at start, so an alert
 //! that fired before a restart still gets its resolve. A store that refuses writes is paged
 //! about without it (`store_alarm`). SIGTERM/SIGINT stop it gracefully.
+//!
+//! Instances sharing one store elect a leader (`leader`): all of them probe, record history
+//! and serve the status page; only the leader judges, routes and delivers (the evaluator's
+//! decisions, the dispatcher, follow-ups, the control room, scheduled backups). A single
+//! instance simply always leads.
 
 mod digests;
 mod evaluator;
 mod failpoint;
 mod followup;
 mod heartbeat;
+mod leader;
 mod open_files;
 mod recorder;
 mod rooms;
@@ -54,9 +60,16 @@ async fn run_config(
     stop: watch::Receiver<bool>,
     reload: mpsc::Sender<ReloadRequest>,
     wake: Arc<Notify>,
+    fence: Arc<crate::store::Fence>,
 ) -> Result<()> {
     let config = Arc::new(config);
-    let store = Store::open(&config.store).await.context("cannot open the store")?.with_clock(clock.clone());
+    let store = Store::open_as(&config.store, &format!("mxwarden/{}", config.instance.name))
+        .await
+        .context("cannot open the store")?
+        .with_clock(clock.clone())
+        .with_fence(fence.clone());
+    let timing = leader::Timing { ttl: config.instance.lease };
+    leader::claim_name(&store, &fence, timing).await.map_err(anyhow::Error::msg)?;
     let history = Arc::new(History::new(store.clone()));
     let started = clock.now().as_millisecond();
     match history.start(started, HEARTBEAT_MS).await {
@@ -72,6 +85,11 @@ async fn run_config(
     let watchdog = Arc::new(crate::watchdog::Watchdog::new(sweep_every(&config)));
     crate::update::run::warn_interrupted(&store).await;
     let live = Arc::new(Live::new(&config, started));
+    let mut tasks = Vec::new();
+    // The term while this process leads; the lease task keeps it.
+    let (leading_tx, leading) = watch::channel(None);
+    let lease = leader::LeaseTask { store: store.clone(), fence, timing, live: live.clone(), leading: leading_tx };
+    tasks.push(tokio::spawn(lease.run(stop.clone())));
     let calendar = Arc::new(crate::maintenance::Calendar::new(config.maintenance.clone()));
     calendar.set_ad_hoc(crate::store::maintenance::current(&store, started).await?);
     let mut server = None;
@@ -100,18 +118,21 @@ async fn run_config(
         }
     }
     let alerting = config.alerting.clone().map(Arc::new);
-    let mut engine = RuleEngine::new(config.rules.clone());
-    if let Some(a) = &alerting {
-        for (severity, tier) in &a.tiers {
-            engine.set_repeat(severity, tier.repeat_ms);
+    // Alert state is read from the store when this process becomes leader (at once, for a
+    // single instance), so an alert that fired before a restart or a failover gets its resolve.
+    let fresh_engine = {
+        let (rules, alerting) = (config.rules.clone(), alerting.clone());
+        move || {
+            let mut engine = RuleEngine::new(rules.clone());
+            if let Some(a) = &alerting {
+                for (severity, tier) in &a.tiers {
+                    engine.set_repeat(severity, tier.repeat_ms);
+                }
+            }
+            engine
         }
-    }
-    let restored = store.alerts().await?;
-    tracing::info!(alerts = restored.len(), store = %config.store.display(), "Restored alert state.");
-    for a in restored {
-        engine.restore(&a.alert, a.labels, a.state, a.value, a.annotations);
-    }
-    let mut tasks = Vec::new();
+    };
+    let engine = fresh_engine();
     // Woken after a commit that decided critical pages: their diagnoses follow.
     let diagnosis = Arc::new(Notify::new());
     if let Some(a) = &alerting {
@@ -123,32 +144,37 @@ async fn run_config(
             clock: clock.clone(),
         };
         tasks.push(tokio::spawn(alarm.run(stop.clone())));
-        let followups = followup::FollowUps {
-            store: store.clone(),
-            config: config.clone(),
-            clock: clock.clone(),
-            wake: wake.clone(),
-            signal: diagnosis.clone(),
-        };
-        tasks.push(tokio::spawn(followups.run(stop.clone())));
-        let dispatcher = Dispatcher::new(store.clone(), a.clone(), http, a.retry, clock.clone());
-        let (wake, stop) = (wake.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move { dispatcher.run(wake, stop).await }));
+        let parts = (store.clone(), config.clone(), clock.clone(), wake.clone(), diagnosis.clone());
+        tasks.push(leader::leader_only(leading.clone(), stop.clone(), move |stop| {
+            let (store, config, clock, wake, signal) = parts.clone();
+            followup::FollowUps { store, config, clock, wake, signal }.run(stop)
+        }));
+        let dispatcher = Arc::new(Dispatcher::new(store.clone(), a.clone(), http, a.retry, clock.clone()));
+        let wake = wake.clone();
+        tasks.push(leader::leader_only(leading.clone(), stop.clone(), move |stop| {
+            let (dispatcher, wake) = (dispatcher.clone(), wake.clone());
+            async move { dispatcher.run(wake, stop).await }
+        }));
     }
     if let Some(settings) = config.control.clone() {
-        let follower = crate::control::Follower::new(crate::control::Parts {
-            settings,
-            store: store.clone(),
-            live: live.clone(),
-            calendar: calendar.clone(),
-            services: config.known_services(),
-            clock: clock.clone(),
-            backup: config.backup.clone(),
-            watchdog: watchdog.clone(),
-            config: config.clone(),
-            http: http.clone(),
-        });
-        tasks.push(tokio::spawn(follower.run(stop.clone())));
+        let parts = (store.clone(), live.clone(), calendar.clone(), clock.clone(), watchdog.clone(), config.clone());
+        let http = http.clone();
+        tasks.push(leader::leader_only(leading.clone(), stop.clone(), move |stop| {
+            let (store, live, calendar, clock, watchdog, config) = parts.clone();
+            let follower = crate::control::Follower::new(crate::control::Parts {
+                settings: settings.clone(),
+                store,
+                live,
+                calendar,
+                services: config.known_services(),
+                clock,
+                backup: config.backup.clone(),
+                watchdog,
+                config,
+                http: http.clone(),
+            });
+            follower.run(stop)
+        }));
     }
     if let Some(settings) = config.heartbeat.clone() {
         tasks.push(heartbeat::spawn(settings, watchdog.clone(), store.clone(), http.clone(), stop.clone()));
@@ -173,7 +199,14 @@ async fn run_config(
     tasks.extend(scheduler::spawn(&config.checks, prober, permits, tx.clone(), stop.clone()));
     if let Some(plan) = config.backup.clone() {
         let every = config.defaults.interval.0;
-        tasks.push(crate::backup::schedule::spawn(plan, tx.clone(), clock.clone(), stop.clone(), every));
+        let (tx, clock) = (tx.clone(), clock.clone());
+        tasks.push(leader::leader_only(leading.clone(), stop.clone(), move |stop| {
+            let task = crate::backup::schedule::spawn(plan.clone(), tx.clone(), clock.clone(), stop, every);
+            async move {
+                let mut task = leader::AbortOnDrop(task);
+                let _ = (&mut task.0).await;
+            }
+        }));
     }
     drop(tx);
     // A full sweep at least this often; results are judged as they arrive.
@@ -217,6 +250,8 @@ async fn run_config(
         certificates: certificate_hosts(&config.checks),
         watchdog,
         targeted: config.checks.len() > TARGETED_ABOVE,
+        leading,
+        fresh_engine: Box::new(fresh_engine),
     });
     evaluator.run(rx, stop).await;
     for t in tasks.into_iter().chain(server) {

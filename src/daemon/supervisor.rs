@@ -56,21 +56,34 @@ pub async fn supervise(
     log_secrets: crate::redact::Shared,
 ) -> Result<()> {
     let mut refused = false;
+    // This process's leadership, kept across reloads (a reload keeps the lease) while the
+    // instance name stays; released when the process stops.
+    let mut fence = Arc::new(crate::store::Fence::new(&config.instance.name));
     loop {
         log_secrets.add(&config.redactor);
+        if fence.instance() != config.instance.name {
+            release(&config.store, &fence).await;
+            fence = Arc::new(crate::store::Fence::new(&config.instance.name));
+        }
         let (inner_stop_tx, inner_stop) = watch::channel(false);
         let path = config.path.clone();
         let store_path = config.store.clone();
         let alerting = config.alerting.clone();
         let redactor = config.redactor.clone();
         let wake = Arc::new(Notify::new());
-        let mut inner = tokio::spawn(run_config(config, clock.clone(), inner_stop, reload_tx.clone(), wake.clone()));
+        let mut inner =
+            tokio::spawn(run_config(config, clock.clone(), inner_stop, reload_tx.clone(), wake.clone(), fence.clone()));
         let next = loop {
             tokio::select! {
-                ended = &mut inner => return ended.context("the daemon task failed")?,
+                ended = &mut inner => {
+                    release(&store_path, &fence).await;
+                    return ended.context("the daemon task failed")?;
+                }
                 _ = stop.changed() => {
                     let _ = inner_stop_tx.send(true);
-                    return (&mut inner).await.context("the daemon task failed")?;
+                    let ended = (&mut inner).await.context("the daemon task failed")?;
+                    release(&store_path, &fence).await;
+                    return ended;
                 }
                 Some(request) = reload_rx.recv() => match super::rooms::load_for_reload(&path).await {
                     Ok(new) => {
@@ -108,6 +121,21 @@ pub async fn supervise(
             refused = false;
         }
         config = next;
+    }
+}
+
+/// Gives up the leadership lease `fence` holds, if any, so another instance takes over at
+/// once instead of after the lease's time-to-live.
+async fn release(store: &crate::store::Location, fence: &crate::store::Fence) {
+    let Some((term, _)) = fence.held() else { return };
+    fence.drop_term();
+    let name = format!("mxwarden/{}", fence.instance());
+    let released = async { Store::open_as(store, &name).await?.release_lease(fence.instance(), term).await };
+    match released.await {
+        Ok(()) => tracing::info!(instance = %fence.instance(), term, "Leadership released."),
+        Err(e) => {
+            tracing::warn!(instance = %fence.instance(), term, error = %e, "Leadership could not be released; it runs out on its own.")
+        }
     }
 }
 

@@ -200,6 +200,12 @@ async fn render(state: &AppState) -> Result<String, String> {
     }
     out.family("mxwarden_build_info", "gauge", "mxwarden's version.");
     out.sample("mxwarden_build_info", [("version", env!("CARGO_PKG_VERSION"))], "1");
+    let leader = state.live.leader();
+    let leads = leader.as_ref().is_some_and(|l| l.this_instance);
+    out.family("mxwarden_leader", "gauge", "1 when this instance leads the instances sharing the store, else 0.");
+    out.sample("mxwarden_leader", [], if leads { "1" } else { "0" });
+    out.family("mxwarden_leader_term", "gauge", "The current leadership term (0 while unknown).");
+    out.sample("mxwarden_leader_term", [], &leader.map_or(0, |l| l.term).to_string());
     out.family("mxwarden_checks", "gauge", "Checks the running config has.");
     out.sample("mxwarden_checks", [], &state.live.checks.len().to_string());
     if let Some(p) = process() {

@@ -120,6 +120,15 @@ pub(crate) fn render(s: &view::Status, services: &[String]) -> String {
     );
     let _ =
         write!(out, "<h1>Status</h1><p class=\"muted\">Updated {} · refreshes every 30 s</p>", when(s.generated_ms));
+    if let Some(l) = s.leader.as_ref().filter(|l| !l.this_instance) {
+        // A follower serves the same data; who decides and sends is the leader (docs/ha.md).
+        let _ = write!(
+            out,
+            "<p class=\"muted\">This instance follows: {} leads (term {}) and sends the notifications.</p>",
+            esc(&l.instance),
+            l.term
+        );
+    }
     let down: Vec<&str> = s.checks.iter().filter(|c| c.state == "down").map(|c| c.name.as_str()).collect();
     if let Some(f) = &s.store_failure {
         let _ = write!(
@@ -314,6 +323,7 @@ mod tests {
             maintenance: Vec::new(),
             upcoming_maintenance: Vec::new(),
             updates: Vec::new(),
+            leader: None,
         };
         let html = render(&status, &[]);
         assert!(
@@ -327,6 +337,14 @@ mod tests {
             ),
             "{html}"
         );
+        assert!(!html.contains("This instance follows"), "a leader or a lone instance says nothing of it");
+        let leader =
+            |this_instance| Some(crate::live::LeaderView { instance: "mon<1>".into(), term: 4, this_instance });
+        let led = view::Status { leader: leader(true), ..status };
+        assert!(!render(&led, &[]).contains("This instance follows"));
+        let follower = view::Status { leader: leader(false), ..led };
+        let html = render(&follower, &[]);
+        assert!(html.contains("This instance follows: mon&lt;1&gt; leads (term 4)"), "named, escaped: {html}");
     }
 
     #[test]
@@ -363,6 +381,7 @@ mod tests {
             maintenance: Vec::new(),
             upcoming_maintenance: Vec::new(),
             updates: vec![row],
+            leader: None,
         };
         let html = render(&status, &[]);
         assert!(html.contains("Update #7 in progress: synapse to img:&lt;script&gt;"), "{html}");

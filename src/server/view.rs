@@ -98,6 +98,8 @@ pub(crate) struct Status {
     pub upcoming_maintenance: Vec<crate::maintenance::calendar::Occurrence>,
     /// Updates in progress (`mxwarden update`, `POST /api/v1/updates`), with their steps.
     pub updates: Vec<crate::store::updates::UpdateRow>,
+    /// Who leads the instances sharing the store (`null` while unknown).
+    pub leader: Option<crate::live::LeaderView>,
 }
 
 /// Open alerts from the store.
@@ -217,6 +219,7 @@ pub(crate) async fn status(state: &AppState, selection: super::listing::Selectio
                 u
             })
             .collect(),
+        leader: state.live.leader(),
     })
 }
 

@@ -3,8 +3,8 @@
 //! The unit tests run them on SQLite; `tests/it/store_dialects.rs` runs every one of them on
 //! SQLite and on a real PostgreSQL, so the two dialects cannot drift apart.
 //!
-//! Compiled into test builds only (`cfg(test)`, or the `failpoints` feature that the
-//! integration tests and `scripts/test.sh` turn on); release builds have none of it.
+//! Always compiled (hidden from the docs), so that a plain `cargo test` builds the
+//! integration tests too; nothing in the binary calls it, so the linker leaves it out.
 
 use super::control;
 use super::maintenance::{self, Ended, Held, HoldReason};
@@ -36,6 +36,15 @@ pub const ALL: &[Check] = &[
     }),
     ("one_running_update_per_service_and_steps_in_order", |s| {
         Box::pin(one_running_update_per_service_and_steps_in_order(s))
+    }),
+    ("the_lease_changes_hands_with_a_new_term", |s| {
+        Box::pin(super::leader::checks::the_lease_changes_hands_with_a_new_term(s))
+    }),
+    ("a_stale_term_can_neither_decide_nor_claim", |s| {
+        Box::pin(super::leader::checks::a_stale_term_can_neither_decide_nor_claim(s))
+    }),
+    ("an_instance_name_is_one_running_process", |s| {
+        Box::pin(super::leader::checks::an_instance_name_is_one_running_process(s))
     }),
 ];
 

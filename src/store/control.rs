@@ -64,7 +64,8 @@ pub(crate) async fn set_since(store: &Store, user: &str, since: &str) -> Result<
 }
 
 /// Claims the command in event `event_id` before it runs: `false` when it was claimed
-/// before (it ran, or began to, before a restart) and must not run again.
+/// before (it ran, or began to, before a restart) and must not run again. Fenced: only the
+/// leader runs commands.
 pub(crate) async fn claim(
     store: &Store,
     event_id: &str,
@@ -74,7 +75,7 @@ pub(crate) async fn claim(
     command: &str,
 ) -> Result<bool> {
     store
-        .write(async |conn| {
+        .write_fenced(async |conn, _| {
             let done = sqlx::query(
                 "INSERT INTO control_audit (event_id, at, sender, room, command) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (event_id) DO NOTHING",

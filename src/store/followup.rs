@@ -45,7 +45,8 @@ impl Store {
         fallback: &[NewDelivery],
         now: i64,
     ) -> Result<()> {
-        self.write(async |conn| {
+        // Fenced: a follow-up is decided by the leader only.
+        self.write_fenced(async |conn, _| {
             let mut first = None;
             for d in primary {
                 let id = insert_delivery(conn, d, now).await?;

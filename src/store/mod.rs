@@ -33,7 +33,7 @@
 //! daemon's `MxwardenStoreFailing` page read.
 
 pub(crate) mod control;
-#[cfg(any(test, feature = "failpoints"))]
+#[doc(hidden)]
 pub mod conformance;
 pub(crate) mod health;
 pub(crate) mod history;
@@ -41,9 +41,11 @@ pub mod location;
 pub mod maintenance;
 pub(crate) mod followup;
 pub(crate) mod updates;
+pub mod leader;
 
 pub(crate) use health::Health;
 pub use history::History;
+pub use leader::Fence;
 pub use location::Location;
 
 use crate::alert::{AlertState, Phase};
@@ -77,6 +79,12 @@ pub struct StoreError {
 }
 
 impl StoreError {
+    /// Whether the write was refused because this instance does not lead (its term is not
+    /// the lease's current one): not a failure of the store, and never to be retried as is.
+    pub fn is_fenced(&self) -> bool {
+        matches!(&self.source, sqlx::Error::Configuration(e) if e.is::<leader::Fenced>())
+    }
+
     /// What went wrong, in words: the cause the database reported (a full disk, an I/O error,
     /// a lock, a refused or lost connection, …) before its own message.
     pub fn in_words(&self) -> String {
@@ -235,6 +243,7 @@ const MIGRATIONS: &[Migration] = &[
     maintenance::MIGRATION,
     control::MIGRATION,
     updates::MIGRATION,
+    leader::MIGRATION,
 ];
 
 /// An alert's persisted state.
@@ -373,6 +382,9 @@ pub struct Store {
     /// How the store is shown: the file, or the URL without its password.
     path: String,
     health: Arc<Health>,
+    /// The leadership this process believes in: writes that decide or send are fenced by it
+    /// (`write_fenced`). `None` (the CLI) fences nothing.
+    fence: Option<Arc<Fence>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -494,6 +506,82 @@ impl Store {
         }
     }
 
+    /// Runs `work` like [`Store::write`], fenced: the transaction first proves that this
+    /// process's term is the lease's current, unexpired term (`leader::check_term`) and is
+    /// refused with a fenced error (`StoreError::is_fenced`, not a store failure) otherwise —
+    /// at once, without the database, when this process does not believe it leads. `work`
+    /// gets the term. A store without a fence runs it unfenced with term 0.
+    pub(crate) async fn write_fenced<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut AnyConnection, i64) -> std::result::Result<T, sqlx::Error>,
+    ) -> Result<T> {
+        self.fenced(true, work).await
+    }
+
+    /// [`Store::write_fenced`]; `report`: whether the outcome goes to `health` (not for a
+    /// transaction that only reads).
+    pub(crate) async fn fenced<T>(
+        &self,
+        report: bool,
+        work: impl AsyncFnOnce(&mut AnyConnection, i64) -> std::result::Result<T, sqlx::Error>,
+    ) -> Result<T> {
+        let Some(fence) = &self.fence else {
+            return if report {
+                self.write(async |conn| work(conn, 0).await).await
+            } else {
+                let mut conn = self.pool.acquire().await.map_err(|e| self.fail(e))?;
+                work(&mut conn, 0).await.map_err(|e| self.fail(e))
+            };
+        };
+        let fenced = |term| self.fail(sqlx::Error::Configuration(Box::new(leader::Fenced { term })));
+        let Some(term) = fence.term() else { return Err(fenced(0)) };
+        let outcome = async {
+            let mut w = Writing { conn: self.pool.acquire().await?, committed: false };
+            let begin = match self.dialect {
+                Dialect::Sqlite => "BEGIN IMMEDIATE",
+                Dialect::Postgres => "BEGIN",
+            };
+            sqlx::raw_sql(begin).execute(&mut *w.conn).await?;
+            if !leader::check_term(&mut w.conn, self.dialect, fence.instance(), term).await? {
+                sqlx::raw_sql("ROLLBACK").execute(&mut *w.conn).await?;
+                w.committed = true;
+                return Ok(None);
+            }
+            let value = work(&mut w.conn, term).await?;
+            sqlx::raw_sql("COMMIT").execute(&mut *w.conn).await?;
+            w.committed = true;
+            Ok(Some(value))
+        };
+        match outcome.await {
+            Ok(Some(value)) => {
+                if report {
+                    self.health.written();
+                }
+                Ok(value)
+            }
+            Ok(None) => Err(fenced(term)),
+            Err(source) => {
+                let e = self.fail(source);
+                if report {
+                    self.health.refused(&e.in_words());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether this process believes it leads (always, without a fence): checked again right
+    /// before a claimed row is sent.
+    pub(crate) fn leads(&self) -> bool {
+        self.fence.as_ref().is_none_or(|f| f.term().is_some())
+    }
+
+    /// Fences this store's deciding writes with `fence` (the daemon's leadership).
+    pub(crate) fn with_fence(mut self, fence: Arc<Fence>) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
     /// Times the store's failures with `clock` (the daemon's) instead of the system's.
     pub(crate) fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.health = Arc::new(Health::new(clock));
@@ -507,6 +595,13 @@ impl Store {
     /// gives the WAL and shared-memory files the database file's mode. A PostgreSQL store
     /// connects with `application_name=mxwarden` unless the URL names one.
     pub async fn open(location: impl Into<Location>) -> Result<Self> {
+        Self::open_as(location, "mxwarden").await
+    }
+
+    /// [`Store::open`], with `application_name` for PostgreSQL's connections (unless the URL
+    /// names one): the daemon gives `mxwarden/<instance>`, so an operator can tell the
+    /// instances' sessions apart in `pg_stat_activity`.
+    pub async fn open_as(location: impl Into<Location>, application_name: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let location = location.into();
         let shown = location.display();
@@ -518,10 +613,11 @@ impl Store {
             }
             Location::Postgres(url) => {
                 let fail = |source| StoreError { path: shown.clone(), dialect: Dialect::Postgres, source };
-                (open_postgres(url).await.map_err(fail)?, Dialect::Postgres)
+                (open_postgres(url, application_name).await.map_err(fail)?, Dialect::Postgres)
             }
         };
-        let store = Self { pool, dialect, path: shown, health: Arc::new(Health::new(Arc::new(SystemClock))) };
+        let store =
+            Self { pool, dialect, path: shown, health: Arc::new(Health::new(Arc::new(SystemClock))), fence: None };
         store.migrate().await?;
         Ok(store)
     }
@@ -593,12 +689,13 @@ impl Store {
             .collect()
     }
 
-    /// Writes `decisions`, in order, in one transaction: all of them or none.
+    /// Writes `decisions`, in order, in one transaction: all of them or none. Fenced: only
+    /// the leader decides.
     pub(crate) async fn commit(&self, decisions: &[Decision], now: i64) -> Result<()> {
         if decisions.iter().all(Decision::is_empty) {
             return Ok(());
         }
-        self.write(async |conn| {
+        self.write_fenced(async |conn, _| {
             for decision in decisions {
                 write_decision(conn, decision, now).await?;
             }
@@ -607,9 +704,14 @@ impl Store {
         .await
     }
 
-    /// Adds deliveries on their own.
+    /// Adds deliveries on their own (an operator's request: not fenced, whichever instance
+    /// takes it; the leader delivers them).
     pub async fn enqueue(&self, deliveries: &[NewDelivery], now: i64) -> Result<()> {
-        self.commit(&[Decision { deliveries: deliveries.to_vec(), ..Decision::default() }], now).await
+        let decision = Decision { deliveries: deliveries.to_vec(), ..Decision::default() };
+        if decision.is_empty() {
+            return Ok(());
+        }
+        self.write(async |conn| write_decision(conn, &decision, now).await).await
     }
 
     fn delivery(&self, r: AnyRow) -> Result<Delivery> {
@@ -697,9 +799,10 @@ impl Store {
         .await
     }
 
-    /// Records a failed attempt: retry at `due_at`, or dead when `dead`.
+    /// Records a failed attempt: retry at `due_at`, or dead when `dead`. Fenced: giving up
+    /// on a row is a decision.
     pub(crate) async fn mark_failed(&self, id: i64, error: &str, due_at: i64, dead: bool) -> Result<()> {
-        self.write(async |conn| {
+        self.write_fenced(async |conn, _| {
             sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $1, due_at = $2, status = CASE WHEN $3 THEN 'dead' ELSE status END WHERE id = $4")
                 .bind(error)
                 .bind(due_at)
@@ -712,9 +815,9 @@ impl Store {
         .await
     }
 
-    /// Queues fallback rows for `id`, once.
+    /// Queues fallback rows for `id`, once. Fenced.
     pub(crate) async fn queue_fallback(&self, id: i64, fallbacks: &[NewDelivery], now: i64) -> Result<()> {
-        self.write(async |conn| {
+        self.write_fenced(async |conn, _| {
             let done = sqlx::query("UPDATE outbox SET fallback_queued = 1 WHERE id = $1 AND fallback_queued = 0")
                 .bind(id)
                 .execute(&mut *conn)
@@ -846,10 +949,10 @@ fn sqlite_url(path: &std::path::Path) -> std::result::Result<String, sqlx::Error
 /// The PostgreSQL pool, named `mxwarden` in `pg_stat_activity` unless the URL names it. A
 /// connection that broke (the server restarted, `pg_terminate_backend`) fails its ping when
 /// next acquired and is replaced; a write that failed on one closes it (`Writing`).
-async fn open_postgres(url: &str) -> std::result::Result<AnyPool, sqlx::Error> {
+async fn open_postgres(url: &str, application_name: &str) -> std::result::Result<AnyPool, sqlx::Error> {
     let mut parsed = url::Url::parse(url.trim()).map_err(|e| sqlx::Error::Configuration(Box::new(e)))?;
     if !parsed.query_pairs().any(|(k, _)| k == "application_name") {
-        parsed.query_pairs_mut().append_pair("application_name", "mxwarden");
+        parsed.query_pairs_mut().append_pair("application_name", application_name);
     }
     let options = AnyConnectOptions::from_str(parsed.as_str())?;
     // One connection first, so a server that is down or refuses us is reported as such,

@@ -17,6 +17,7 @@ mod dependencies;
 mod diagnose;
 mod expo_oracle;
 mod failures;
+mod ha;
 mod harness_selftest;
 mod hostile_api;
 mod hostile_scrape;
