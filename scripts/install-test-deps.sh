@@ -2,7 +2,8 @@
 # Installs what mxwarden's tests and demo need, when missing; does nothing when present.
 #   apt:  postgresql-15 (server binaries for throw-away clusters; usually on the image),
 #         psql (postgresql-client-15), promtool (Debian `prometheus`), headless chromium
-#         (the status-page test loads the page as a browser does).
+#         (the status-page test loads the page as a browser does), prometheus-blackbox-exporter
+#         (the peer of scripts/bench-daemon.sh and scripts/bench-scale.sh).
 #   cargo: s3s-fs 0.14.1 (`--features binary`): a real S3-compatible server on 127.0.0.1 for
 #         the bucket backup tests (0.14.1 is the newest that builds with rustc 1.95).
 #   venvs under ${MXWARDEN_CACHE:-$HOME/.cache/mxwarden}, pinned by scripts/lib/requirements-*.txt:
@@ -32,8 +33,9 @@ apt_want[postgresql-client-15]=/usr/lib/postgresql/15/bin/psql
 apt_want[prometheus]=/usr/bin/promtool   # the package also brings /usr/bin/prometheus: the remote-write receiver of tests/it/remote_write.rs
 apt_want[chromium]=/usr/bin/chromium
 apt_want[systemd]=/usr/bin/systemd-analyze   # `systemd-analyze verify` of deploy/mxwarden.service
+apt_want[prometheus-blackbox-exporter]=/usr/bin/prometheus-blackbox-exporter   # the benchmarks' peer
 missing=()
-for pkg in postgresql-15 postgresql-client-15 prometheus chromium systemd; do
+for pkg in postgresql-15 postgresql-client-15 prometheus chromium systemd prometheus-blackbox-exporter; do
   if [ -x "${apt_want[$pkg]}" ]; then
     say "found   $pkg (${apt_want[$pkg]})"
   else
@@ -53,7 +55,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # The packages' maintainer scripts may start their daemons where an init system allows it;
   # the tests start their own instances and need none of them.
   if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
-    for unit in prometheus postgresql; do systemctl disable --now "$unit" >/dev/null 2>&1 || true; done
+    for unit in prometheus prometheus-blackbox-exporter postgresql; do systemctl disable --now "$unit" >/dev/null 2>&1 || true; done
   fi
   for pkg in "${missing[@]}"; do
     [ -x "${apt_want[$pkg]}" ] || die "$pkg installed but ${apt_want[$pkg]} is still missing"

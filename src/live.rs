@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::model::{Observation, Sample};
 use crate::probe::spec::{CheckSpec, ProbeSpec};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -50,6 +50,8 @@ pub(crate) struct Live {
     pub checks: Vec<CheckInfo>,
     /// The services, in name order.
     pub services: Vec<String>,
+    /// The checks' names, to tell them from other observations (backups) at once.
+    names: HashSet<String>,
     latest: Mutex<HashMap<String, Latest>>,
     /// Scrapes that failed over their sample limit, per check, since this config started.
     limit_exceeded: Mutex<HashMap<String, u64>>,
@@ -87,6 +89,7 @@ impl Live {
         services.dedup();
         Self {
             started_ms,
+            names: checks.iter().map(|c| c.name.clone()).collect(),
             checks,
             services,
             latest: Mutex::new(HashMap::new()),
@@ -119,7 +122,7 @@ impl Live {
 
     /// Whether `check` is one of the config's checks (backup runs also report observations).
     pub(crate) fn has(&self, check: &str) -> bool {
-        self.checks.iter().any(|c| c.name == check)
+        self.names.contains(check)
     }
 
     /// Scrapes over their sample limit, per check (checks with none left out).
@@ -149,6 +152,18 @@ impl Live {
     /// the check has missed its runs (the daemon is stuck or overloaded).
     pub(crate) fn is_stale(check: &CheckInfo, latest: &Latest, now: i64) -> bool {
         now.saturating_sub(latest.at_ms) > check.stale_after_ms
+    }
+
+    /// The latest result of `check` without its samples (what the status shows), if it ran.
+    pub(crate) fn latest_result(&self, check: &str) -> Option<Latest> {
+        let latest = self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        latest.get(check).map(|l| Latest {
+            at_ms: l.at_ms,
+            ok: l.ok,
+            latency_ms: l.latency_ms,
+            detail: l.detail.clone(),
+            samples: Vec::new(),
+        })
     }
 
     /// The latest result of `check`, if it ran.

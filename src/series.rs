@@ -2,12 +2,15 @@
 //! longest range plus lookback plus `for`). Ingest follows Prometheus: every scrape appends
 //! its samples; a series that a scrape no longer returns, or every series of a failed scrape,
 //! gets a staleness marker, so instant selectors stop seeing it at once instead of five
-//! minutes later. Memory is bounded by a series limit, and each series' labels are held once
-//! (shared by the index, the series and the per-target list). Fed by the scrape probe, read by
-//! the rule evaluator.
+//! minutes later. Memory is bounded by a series limit — on what scrapes bring; a check's own
+//! samples (`probe_*`, `up`, …) are a few per check, bounded by the config, and never refused —
+//! and each series' labels are held once (shared by the index, the series, the per-name index
+//! and the per-target list). Series are indexed by name and by target (check), so a selector
+//! reads only the series of its name, and a rule judged for a few new results only theirs
+//! (what keeps 10,000 checks cheap). Fed by the scrape probe, read by the rule evaluator.
 
 use crate::model::{Labels, Sample};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 /// Prometheus's staleness marker: a NaN with this exact bit pattern.
@@ -39,16 +42,26 @@ pub(crate) struct Series {
     pub labels: Arc<Labels>,
     /// Points, oldest first.
     pub points: VecDeque<Point>,
+    /// Counted against the series limit (a scraped series, not a check's own sample).
+    limited: bool,
 }
 
 /// All series, with retention and a limit.
 #[derive(Debug)]
 pub struct SeriesStore {
     series: HashMap<Arc<Labels>, Series>,
+    /// The series of each `__name__`.
+    by_name: HashMap<String, HashSet<Arc<Labels>>>,
+    /// The series of each value of the `check` label.
+    by_check: HashMap<String, HashSet<Arc<Labels>>>,
+    /// The series of each value of the `service` label.
+    by_service: HashMap<String, HashSet<Arc<Labels>>>,
     /// Which series each scrape target produced last time, to mark the missing ones stale.
     by_target: HashMap<String, BTreeSet<Arc<Labels>>>,
     retention_ms: i64,
     limit: usize,
+    /// Series held that count against the limit.
+    limited: usize,
     dropped: u64,
     warned: bool,
 }
@@ -68,16 +81,28 @@ impl SeriesStore {
 
     /// A store keeping `retention_ms` of history and at most `limit` series.
     pub fn new(retention_ms: i64, limit: usize) -> Self {
-        Self { series: HashMap::new(), by_target: HashMap::new(), retention_ms, limit, dropped: 0, warned: false }
+        Self {
+            series: HashMap::new(),
+            by_name: HashMap::new(),
+            by_check: HashMap::new(),
+            by_service: HashMap::new(),
+            by_target: HashMap::new(),
+            retention_ms,
+            limit,
+            limited: 0,
+            dropped: 0,
+            warned: false,
+        }
     }
 
     /// Appends one point; a new series over the limit is refused (and counted).
     pub fn append(&mut self, labels: Labels, t: i64, v: f64) {
-        self.append_keyed(labels, t, v);
+        self.append_keyed(labels, t, v, true);
     }
 
     /// [`Self::append`], returning the series' shared labels (None when it was refused).
-    fn append_keyed(&mut self, labels: Labels, t: i64, v: f64) -> Option<Arc<Labels>> {
+    /// `limited`: a new series counts against the limit (and is refused over it).
+    fn append_keyed(&mut self, labels: Labels, t: i64, v: f64, limited: bool) -> Option<Arc<Labels>> {
         if let Some(series) = self.series.get_mut(&labels) {
             // Out of order or duplicate points are ignored, as Prometheus rejects them.
             if series.points.back().is_none_or(|p| p.t < t) {
@@ -85,7 +110,7 @@ impl SeriesStore {
             }
             return Some(series.labels.clone());
         }
-        if self.series.len() >= self.limit {
+        if limited && self.limited >= self.limit {
             self.dropped += 1;
             if !self.warned {
                 self.warned = true;
@@ -99,16 +124,30 @@ impl SeriesStore {
         let labels = Arc::new(labels);
         let mut points = VecDeque::new();
         points.push_back(Point { t, v });
-        self.series.insert(labels.clone(), Series { labels: labels.clone(), points });
+        let name = labels.get("__name__").cloned().unwrap_or_default();
+        self.by_name.entry(name).or_default().insert(labels.clone());
+        if let Some(check) = labels.get("check") {
+            self.by_check.entry(check.clone()).or_default().insert(labels.clone());
+        }
+        if let Some(service) = labels.get("service") {
+            self.by_service.entry(service.clone()).or_default().insert(labels.clone());
+        }
+        self.limited += usize::from(limited);
+        self.series.insert(labels.clone(), Series { labels: labels.clone(), points, limited });
         Some(labels)
     }
 
     /// Ingests one scrape of `target` at `t`: its samples, and staleness markers for the
     /// series it returned last time but not now.
     pub(crate) fn ingest_scrape(&mut self, target: &str, t: i64, samples: Vec<(Labels, f64)>) {
+        self.ingest_points(target, t, samples.into_iter().map(|(l, v)| (l, v, true)));
+    }
+
+    /// [`Self::ingest_scrape`] of points each marked whether it counts against the limit.
+    fn ingest_points(&mut self, target: &str, t: i64, points: impl IntoIterator<Item = (Labels, f64, bool)>) {
         let mut now = BTreeSet::new();
-        for (labels, v) in samples {
-            if let Some(key) = self.append_keyed(labels, t, v) {
+        for (labels, v, limited) in points {
+            if let Some(key) = self.append_keyed(labels, t, v, limited) {
                 now.insert(key);
             }
         }
@@ -140,6 +179,26 @@ impl SeriesStore {
         self.ingest_scrape(target, t, points);
     }
 
+    /// One result of check `target` at `t`: the probe's `own` samples (never refused: a few
+    /// per check, bounded by the config) and what it `scraped` (under the series limit); the
+    /// name becomes `__name__`; series the check no longer reports go stale.
+    pub(crate) fn ingest_result(
+        &mut self,
+        target: &str,
+        t: i64,
+        own: impl IntoIterator<Item = Sample>,
+        scraped: impl IntoIterator<Item = Sample>,
+    ) {
+        let point = |s: Sample, limited| {
+            let mut labels = s.labels;
+            labels.insert("__name__".into(), s.name);
+            (labels, s.value, limited)
+        };
+        let points: Vec<(Labels, f64, bool)> =
+            own.into_iter().map(|s| point(s, false)).chain(scraped.into_iter().map(|s| point(s, true))).collect();
+        self.ingest_points(target, t, points);
+    }
+
     /// Appends a staleness marker to a series still held (a pruned one stays gone).
     fn mark_stale(&mut self, labels: &Labels, t: i64) {
         if let Some(series) = self.series.get_mut(labels)
@@ -152,12 +211,27 @@ impl SeriesStore {
     /// Drops points older than the retention and series left empty.
     pub(crate) fn prune(&mut self, now: i64) {
         let oldest = now - self.retention_ms;
+        let mut gone = Vec::new();
         self.series.retain(|_, s| {
             while s.points.front().is_some_and(|p| p.t < oldest) {
                 s.points.pop_front();
             }
+            if s.points.is_empty() {
+                gone.push((s.labels.clone(), s.limited));
+            }
             !s.points.is_empty()
         });
+        for (labels, limited) in gone {
+            self.limited -= usize::from(limited);
+            let name = labels.get("__name__").map_or("", String::as_str);
+            unindex(&mut self.by_name, name, &labels);
+            if let Some(check) = labels.get("check") {
+                unindex(&mut self.by_check, check, &labels);
+            }
+            if let Some(service) = labels.get("service") {
+                unindex(&mut self.by_service, service, &labels);
+            }
+        }
     }
 
     /// Every series (for the evaluator to filter with matchers).
@@ -167,7 +241,45 @@ impl SeriesStore {
 
     /// Series whose `__name__` is `name`.
     pub(crate) fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Series> + 'a {
-        self.series.values().filter(move |s| s.labels.get("__name__").is_some_and(|n| n == name))
+        self.by_name.get(name).into_iter().flatten().filter_map(|labels| self.series.get(labels))
+    }
+
+    /// The series whose `check` label is `check`, of `name` when given.
+    pub(crate) fn of_check<'a>(&'a self, check: &str, name: Option<&'a str>) -> impl Iterator<Item = &'a Series> + 'a {
+        self.indexed(&self.by_check, check, name)
+    }
+
+    /// The series whose `service` label is `service`, of `name` when given.
+    pub(crate) fn of_service<'a>(
+        &'a self,
+        service: &str,
+        name: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Series> + 'a {
+        self.indexed(&self.by_service, service, name)
+    }
+
+    fn indexed<'a>(
+        &'a self,
+        index: &'a HashMap<String, HashSet<Arc<Labels>>>,
+        key: &str,
+        name: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Series> + 'a {
+        index
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(move |l| name.is_none_or(|n| l.get("__name__").is_some_and(|x| x == n)))
+            .filter_map(|labels| self.series.get(labels))
+    }
+}
+
+/// Removes `labels` from `index[key]`, and the key once it has none.
+fn unindex(index: &mut HashMap<String, HashSet<Arc<Labels>>>, key: &str, labels: &Arc<Labels>) {
+    if let Some(set) = index.get_mut(key) {
+        set.remove(labels);
+        if set.is_empty() {
+            index.remove(key);
+        }
     }
 }
 
@@ -218,7 +330,11 @@ mod tests {
         s.ingest_scrape("t", 0, vec![(l("x", "a"), 1.0), (l("x", "b"), 1.0)]);
         assert_eq!((s.len(), s.dropped()), (1, 1), "b is over the limit");
         let a = s.iter().next().unwrap();
-        assert_eq!(Arc::strong_count(&a.labels), 3, "one copy: the index, the series and the target's list share it");
+        assert_eq!(
+            Arc::strong_count(&a.labels),
+            4,
+            "one copy: the index, the series, the name index and the target's list share it"
+        );
         s.ingest_scrape("t", 15_000, vec![]);
         assert_eq!(s.dropped(), 1, "b was never held, so it gets no staleness marker and is not refused again");
         assert!(is_stale(s.iter().next().unwrap().points.back().unwrap().v), "a went stale");
@@ -235,6 +351,42 @@ mod tests {
         assert_eq!(first, 60_000);
         s.prune(10_000_000);
         assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn own_samples_pass_the_limit_and_the_indexes_follow_pruning() {
+        let sample = |name: &str, check: &str| crate::model::Sample {
+            name: name.into(),
+            labels: [("check".to_string(), check.to_string())].into_iter().collect(),
+            value: 1.0,
+        };
+        let mut s = SeriesStore::new(60_000, 1);
+        s.ingest_result("a", 0, [sample("probe_success", "a"), sample("probe_duration_seconds", "a")], []);
+        s.ingest_result(
+            "b",
+            0,
+            [sample("probe_success", "b")],
+            [sample("scraped_one", "b"), sample("scraped_two", "b")],
+        );
+        assert_eq!((s.len(), s.dropped()), (4, 1), "a check's own samples are never refused; the 2nd scraped one is");
+        assert_eq!(s.named("probe_success").count(), 2);
+        assert_eq!(s.of_check("b", None).count(), 2, "b's own sample and its one scraped series");
+        assert_eq!(s.of_check("b", Some("probe_success")).count(), 1);
+        assert_eq!(s.of_check("c", None).count(), 0);
+        s.ingest_result("a", 90_000, [sample("probe_success", "a")], []);
+        s.prune(90_000);
+        assert_eq!(s.named("probe_success").count(), 1, "b's pruned series left the name index");
+        assert_eq!(s.of_check("b", None).count(), 0, "and the check index");
+        assert_eq!(s.of_check("a", None).count(), 2, "a's duration is held with its staleness marker");
+        s.ingest_result("c", 90_000, [], [sample("scraped_three", "c")]);
+        assert_eq!(s.dropped(), 1, "the pruned scraped series freed its place under the limit");
+        let mut of_synapse = sample("probe_success", "synapse/health");
+        of_synapse.labels.insert("service".into(), "synapse".into());
+        s.ingest_result("synapse/health", 90_000, [of_synapse], []);
+        assert_eq!(s.of_service("synapse", Some("probe_success")).count(), 1);
+        assert_eq!(s.of_service("synapse", Some("up")).count(), 0);
+        s.prune(1_000_000);
+        assert_eq!(s.of_service("synapse", None).count(), 0, "pruned: gone from the service index too");
     }
 
     #[test]

@@ -404,7 +404,9 @@ pub struct DefaultsConfig {
     pub scrape_body_limit: ByteSize,
     /// Most series kept in memory for rules; new series beyond it are dropped with a
     /// warning. A scrape never keeps more samples than this either: a page with more samples
-    /// of the families the rules read fails, like one over `sample_limit`. Default `20000`.
+    /// of the families the rules read fails, like one over `sample_limit`. A check's own
+    /// samples (`probe_success`, `probe_duration_seconds`, `up`, …: a few per check, bounded by
+    /// the config) do not count against it. Default `20000`.
     #[serde(default = "default_series_limit")]
     pub series_limit: usize,
     /// Most samples one scrape keeps (of the families the rules read), as Prometheus's

@@ -78,6 +78,9 @@ pub(super) struct Parts {
     pub(super) watchdog: Arc<crate::watchdog::Watchdog>,
     /// Copies samples and `ALERTS` to `remote_write:` queues (never waits).
     pub(super) remote_write: crate::remote_write::Tap,
+    /// A config with many checks: new results are judged by the checks that reported
+    /// (`RuleEngine::evaluate_arrivals`) rather than every series of the metrics they brought.
+    pub(super) targeted: bool,
     /// The term while this process leads (`leader`).
     pub(super) leading: watch::Receiver<Option<i64>>,
     /// A rule engine with no alert state, for each new leadership.
@@ -109,6 +112,7 @@ pub(super) struct Evaluator {
     diagnosis: Arc<Notify>,
     watchdog: Arc<crate::watchdog::Watchdog>,
     remote_write: crate::remote_write::Tap,
+    targeted: bool,
     leading: watch::Receiver<Option<i64>>,
     /// The term this evaluator judges under, once alert state was read for it.
     term: Option<i64>,
@@ -143,6 +147,7 @@ impl Evaluator {
             diagnosis: p.diagnosis,
             watchdog: p.watchdog,
             remote_write: p.remote_write,
+            targeted: p.targeted,
             leading: p.leading,
             term: None,
             last_term: None,
@@ -220,13 +225,13 @@ impl Evaluator {
                 _ = leading.changed() => {}
                 observation = rx.recv() => {
                     let Some(first) = observation else { break };
-                    let mut names = BTreeSet::new();
-                    self.ingest(first, &mut names);
+                    let (mut names, mut checks) = (BTreeSet::new(), BTreeSet::new());
+                    self.ingest(first, &mut names, &mut checks);
                     // Results that arrived together are judged together.
                     while let Ok(more) = rx.try_recv() {
-                        self.ingest(more, &mut names);
+                        self.ingest(more, &mut names, &mut checks);
                     }
-                    self.on_arrival(&names).await;
+                    self.on_arrival(&names, &checks).await;
                 }
                 _ = tokio::time::sleep(wait) => self.on_deadline().await,
             }
@@ -267,8 +272,11 @@ impl Evaluator {
     }
 
     /// Takes one result into the series, the status page and the history.
-    fn ingest(&mut self, o: Observation, names: &mut BTreeSet<String>) {
+    fn ingest(&mut self, o: Observation, names: &mut BTreeSet<String>, checks: &mut BTreeSet<String>) {
         self.warm.unseen.remove(&o.check.0);
+        if self.targeted && !checks.contains(&o.check.0) {
+            checks.insert(o.check.0.clone());
+        }
         let t = o.at.as_millisecond();
         if self.deploys.observe(&o) | self.deploys.expire(t) {
             self.calendar.set_deploys(self.deploys.windows());
@@ -293,11 +301,11 @@ impl Evaluator {
         if self.leading.borrow().is_some() {
             self.remote_write.observation(&o);
         }
-        self.series.ingest_owned(&o.check.0, t, o.samples.into_iter().chain(o.scraped));
+        self.series.ingest_result(&o.check.0, t, o.samples, o.scraped);
     }
 
     /// Judges new results at once: the rules that read them.
-    async fn on_arrival(&mut self, names: &BTreeSet<String>) {
+    async fn on_arrival(&mut self, names: &BTreeSet<String>, checks: &BTreeSet<String>) {
         let now = self.clock.now().as_millisecond();
         if self.warm.warming(now) || self.term.is_none() {
             return;
@@ -311,7 +319,12 @@ impl Evaluator {
             // A deploy window opened or closed: the gate decides again (held pages released).
             return self.sweep(now).await;
         }
-        let evaluation = self.engine.evaluate_reading(&self.series, now, names.iter().map(String::as_str));
+        let names = names.iter().map(String::as_str);
+        let evaluation = if self.targeted {
+            self.engine.evaluate_arrivals(&self.series, now, names, checks)
+        } else {
+            self.engine.evaluate_reading(&self.series, now, names)
+        };
         if evaluation.changes.is_empty() && self.unsaved.is_empty() {
             return;
         }

@@ -17,6 +17,7 @@ mod failpoint;
 mod followup;
 mod heartbeat;
 mod leader;
+mod open_files;
 mod recorder;
 mod rooms;
 mod scheduler;
@@ -46,6 +47,11 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 /// How often mxwarden records that it is running; silence longer than two beats is a gap,
 /// shown as unknown.
 pub(crate) const HEARTBEAT_MS: i64 = 15_000;
+
+/// Above this many checks, a new result is judged by the rules of the checks that reported
+/// (`RuleEngine::evaluate_arrivals`); at or below it, every rule reading its metrics is
+/// evaluated over all their series, as always. BENCHMARKS.md ("10,000 endpoints") measures why.
+const TARGETED_ABOVE: usize = 500;
 
 /// Runs one config until `stop` turns true.
 async fn run_config(
@@ -179,7 +185,18 @@ async fn run_config(
         tasks.push(heartbeat::spawn(settings, watchdog.clone(), store.clone(), http.clone(), stop.clone()));
     }
     let (tx, rx) = mpsc::channel::<Observation>(1024);
-    let prober = Arc::new(Prober::new(clock.clone()));
+    let origins = open_files::origins(&config.checks);
+    let soft_limit = crate::server::open_file_soft_limit();
+    let idle = open_files::idle_per_origin(origins, config.defaults.concurrency, soft_limit);
+    if let Some(idle) = idle {
+        tracing::warn!(
+            origins,
+            soft_limit,
+            idle,
+            "More origins than the open-file limit leaves room for: fewer idle connections are kept to each."
+        );
+    }
+    let prober = Arc::new(Prober::new(clock.clone()).with_idle_per_origin(idle));
     let permits = Arc::new(Semaphore::new(config.defaults.concurrency.max(1)));
     if let Some(task) = render_maintenance(&config, &prober, calendar.clone(), stop.clone()) {
         tasks.push(task);
@@ -237,6 +254,7 @@ async fn run_config(
         diagnosis,
         certificates: certificate_hosts(&config.checks),
         watchdog,
+        targeted: config.checks.len() > TARGETED_ABOVE,
         leading,
         fresh_engine: Box::new(fresh_engine),
         remote_write,

@@ -21,10 +21,26 @@ pub(crate) fn client(
     tls: &crate::probe::spec::TlsOptions,
     follow_redirects: bool,
 ) -> Result<Client, String> {
+    client_keeping(roots, tls, follow_redirects, None)
+}
+
+/// [`client`] keeping at most `idle_per_origin` idle connections to each origin (`None`: no
+/// limit of our own), so that thousands of origins fit under the open-file limit.
+pub(crate) fn client_keeping(
+    roots: &rustls::RootCertStore,
+    tls: &crate::probe::spec::TlsOptions,
+    follow_redirects: bool,
+    idle_per_origin: Option<usize>,
+) -> Result<Client, String> {
     let config = super::tls::client_config(roots, tls)?;
     let redirects =
         if follow_redirects { reqwest::redirect::Policy::limited(10) } else { reqwest::redirect::Policy::none() };
-    Client::builder()
+    let builder = Client::builder();
+    let builder = match idle_per_origin {
+        Some(n) => builder.pool_max_idle_per_host(n),
+        None => builder,
+    };
+    builder
         .tls_backend_preconfigured(config)
         .tls_info(true)
         .redirect(redirects)

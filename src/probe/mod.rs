@@ -44,6 +44,8 @@ pub struct Prober {
     render: render::RenderChecks,
     /// Per-check state of the Matrix canaries (the `/sync` token, messages left to redact).
     canaries: canary::Canaries,
+    /// Idle connections kept per origin (`None`: no limit of our own).
+    idle_per_origin: Option<usize>,
 }
 
 impl Prober {
@@ -56,7 +58,15 @@ impl Prober {
             postgres: postgres::PgChecks::default(),
             render: render::RenderChecks::default(),
             canaries: canary::Canaries::default(),
+            idle_per_origin: None,
         }
+    }
+
+    /// Keeps at most `n` idle connections to each origin (`None`: no limit of our own), so a
+    /// config with thousands of origins fits under the open-file limit.
+    pub(crate) fn with_idle_per_origin(mut self, n: Option<usize>) -> Self {
+        self.idle_per_origin = n;
+        self
     }
 
     fn client(&self, tls: &TlsOptions, follow_redirects: bool) -> Result<reqwest::Client, String> {
@@ -65,7 +75,7 @@ impl Prober {
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
-        let client = http::client(&self.roots, tls, follow_redirects)?;
+        let client = http::client_keeping(&self.roots, tls, follow_redirects, self.idle_per_origin)?;
         clients.insert(key, client.clone());
         Ok(client)
     }

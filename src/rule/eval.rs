@@ -14,7 +14,7 @@ use promql_parser::parser::{
     AggregateExpr, BinModifier, BinaryExpr, Call, Expr, LabelModifier, MatrixSelector, Offset, VectorMatchCardinality,
     VectorSelector,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// How far back an instant selector looks for a sample (Prometheus's default).
 pub(crate) const LOOKBACK_MS: i64 = 5 * 60 * 1000;
@@ -63,6 +63,8 @@ pub(crate) struct Context<'a> {
     pub store: &'a SeriesStore,
     /// Evaluation time, ms.
     pub t: i64,
+    /// Only the series of these checks (a per-check rule judged for new results alone).
+    pub checks: Option<&'a BTreeSet<String>>,
 }
 
 /// Evaluates `expr` at `cx.t`.
@@ -112,10 +114,22 @@ pub(crate) fn matches(name: Option<&str>, matchers: &Matchers, labels: &Labels) 
     all(&matchers.matchers) && (matchers.or_matchers.is_empty() || matchers.or_matchers.iter().any(|group| all(group)))
 }
 
-fn candidates<'a>(vs: &'a VectorSelector, store: &'a SeriesStore) -> Box<dyn Iterator<Item = &'a Series> + 'a> {
-    match &vs.name {
-        Some(name) => Box::new(store.named(name)),
-        None => Box::new(store.iter()),
+/// The series a selector may match, from the narrowest index: a check's series for
+/// `check="X"` (or the checks the evaluation is limited to), a service's for `service="X"`,
+/// else those of its name.
+fn candidates<'a>(vs: &'a VectorSelector, cx: &Context<'a>) -> Box<dyn Iterator<Item = &'a Series> + 'a> {
+    let (store, name) = (cx.store, vs.name.as_deref());
+    match (super::scope::selector_check(vs), cx.checks) {
+        (Some(check), Some(only)) if !only.contains(check) => Box::new(std::iter::empty()),
+        (Some(check), _) => Box::new(store.of_check(check, name)),
+        (None, Some(only)) => Box::new(only.iter().flat_map(move |c| store.of_check(c, name))),
+        (None, None) if let Some(service) = super::scope::selector_equal(vs, "service") => {
+            Box::new(store.of_service(service, name))
+        }
+        (None, None) => match name {
+            Some(name) => Box::new(store.named(name)),
+            None => Box::new(store.iter()),
+        },
     }
 }
 
@@ -123,7 +137,7 @@ fn candidates<'a>(vs: &'a VectorSelector, store: &'a SeriesStore) -> Box<dyn Ite
 /// (which decides, e.g., which of two equal values `topk` keeps).
 fn select_instant(vs: &VectorSelector, cx: &Context<'_>) -> Vec<Elem> {
     let at = cx.t - offset_ms(&vs.offset);
-    let mut out: Vec<Elem> = candidates(vs, cx.store)
+    let mut out: Vec<Elem> = candidates(vs, cx)
         .filter(|s| matches(vs.name.as_deref(), &vs.matchers, &s.labels))
         .filter_map(|s| {
             let point = s.points.iter().rev().find(|p| p.t <= at)?;
@@ -138,7 +152,7 @@ fn select_instant(vs: &VectorSelector, cx: &Context<'_>) -> Vec<Elem> {
 fn select_range(ms: &MatrixSelector, cx: &Context<'_>) -> Vec<RangeElem> {
     let end = cx.t - offset_ms(&ms.vs.offset);
     let start = end - ms.range.as_millis() as i64;
-    let mut out: Vec<RangeElem> = candidates(&ms.vs, cx.store)
+    let mut out: Vec<RangeElem> = candidates(&ms.vs, cx)
         .filter(|s| matches(ms.vs.name.as_deref(), &ms.vs.matchers, &s.labels))
         .filter_map(|s| {
             let points: Vec<Point> =

@@ -7,6 +7,7 @@
 
 pub(crate) mod eval;
 pub(crate) mod functions;
+pub(crate) mod scope;
 pub(crate) mod template;
 
 use crate::alert::{self, AlertState, Millis, Phase, Policy, Transition};
@@ -53,6 +54,8 @@ pub struct AlertRule {
     expr: Expr,
     labels: Vec<(String, Template)>,
     annotations: Vec<(String, Template)>,
+    /// Which checks its result depends on.
+    scope: scope::Scope,
 }
 
 /// Why a rule cannot be used.
@@ -96,7 +99,8 @@ impl AlertRule {
         };
         let labels = compile(&def.labels, "labels")?;
         let annotations = compile(&def.annotations, "annotations")?;
-        Ok(Self { def, expr, labels, annotations })
+        let scope = scope::of(&expr, &def.labels);
+        Ok(Self { def, expr, labels, annotations, scope })
     }
 
     /// Metric names the expression selects; `None` when a selector has no name (needs all).
@@ -129,7 +133,17 @@ impl AlertRule {
     /// The alert instances whose condition holds at `t`: labels (series labels without the
     /// name, plus the rule's labels and `alertname`), value, and the sample labels its templates see.
     pub(crate) fn instances(&self, store: &SeriesStore, t: Millis) -> Result<Vec<Instance>, EvalError> {
-        let elems = match eval::eval(&self.expr, &Context { store, t })? {
+        self.instances_of(store, t, None)
+    }
+
+    /// [`Self::instances`] from the series of `checks` only, when given.
+    fn instances_of(
+        &self,
+        store: &SeriesStore,
+        t: Millis,
+        checks: Option<&BTreeSet<String>>,
+    ) -> Result<Vec<Instance>, EvalError> {
+        let elems = match eval::eval(&self.expr, &Context { store, t, checks })? {
             Value::Vector(v) => v,
             Value::Scalar(v) => vec![eval::Elem { labels: Labels::new(), value: v }],
             _ => return Err(EvalError("expr did not give an instant vector".into())),
@@ -329,6 +343,10 @@ pub struct RuleEngine {
     states: HashMap<(usize, Labels), Tracked>,
     /// Reminder interval per severity, ms.
     repeat: BTreeMap<String, Millis>,
+    /// The rules pinned to each check (`CheckFailing`: 10,000 of them for 10,000 checks).
+    pinned: HashMap<String, Vec<usize>>,
+    /// The rules pinned to no check.
+    unpinned: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -342,7 +360,14 @@ impl RuleEngine {
     /// An engine for these rules, every alert inactive.
     pub fn new(rules: Vec<AlertRule>) -> Self {
         let reads = rules.iter().map(AlertRule::metric_names).collect();
-        Self { rules, reads, states: HashMap::new(), repeat: BTreeMap::new() }
+        let (mut pinned, mut unpinned) = (HashMap::<String, Vec<usize>>::new(), Vec::new());
+        for (index, rule) in rules.iter().enumerate() {
+            match &rule.scope.pinned {
+                Some(check) => pinned.entry(check.clone()).or_default().push(index),
+                None => unpinned.push(index),
+            }
+        }
+        Self { rules, reads, states: HashMap::new(), repeat: BTreeMap::new(), pinned, unpinned }
     }
 
     /// Sets the reminder interval for alerts of a severity.
@@ -375,7 +400,7 @@ impl RuleEngine {
 
     /// Evaluates every rule at `t` and advances each alert's state.
     pub fn evaluate(&mut self, store: &SeriesStore, t: Millis) -> Evaluation {
-        self.evaluate_where(store, t, |_| true)
+        self.evaluate_where(store, t, |_| true, None)
     }
 
     /// Evaluates the rules that read any of the metrics `names` (and those that may read any
@@ -393,7 +418,32 @@ impl RuleEngine {
             .iter()
             .map(|reads| reads.as_ref().is_none_or(|r| r.iter().any(|n| names.contains(n.as_str()))))
             .collect();
-        self.evaluate_where(store, t, |index| selected[index])
+        self.evaluate_where(store, t, |index| selected[index], None)
+    }
+
+    /// Judges the new results of `checks`, which brought the metrics `names`, at `t`, for a
+    /// config with many checks: a rule pinned to one check is evaluated only when that check
+    /// reported; a per-check rule only over the series of `checks`, stepping only their
+    /// alerts; other rules that read `names` as [`Self::evaluate_reading`] does. The alerts of
+    /// checks that did not report wait for their own results, deadlines or the next full
+    /// sweep — which is what keeps 10,000 checks from costing 10,000 series per result.
+    pub(crate) fn evaluate_arrivals<'a>(
+        &mut self,
+        store: &SeriesStore,
+        t: Millis,
+        names: impl IntoIterator<Item = &'a str>,
+        checks: &BTreeSet<String>,
+    ) -> Evaluation {
+        let names: BTreeSet<&str> = names.into_iter().collect();
+        let reads_new =
+            |index: usize| self.reads[index].as_ref().is_none_or(|r| r.iter().any(|n| names.contains(n.as_str())));
+        // Only the unpinned rules and those of the checks that reported are looked at.
+        let mut selected = vec![false; self.rules.len()];
+        let of_reporters = checks.iter().filter_map(|c| self.pinned.get(c)).flatten();
+        for &index in self.unpinned.iter().chain(of_reporters) {
+            selected[index] = reads_new(index);
+        }
+        self.evaluate_where(store, t, |index| selected[index], Some(checks))
     }
 
     /// The policy alert instances of the rule at `index` follow, reminders included.
@@ -437,12 +487,21 @@ impl RuleEngine {
         alerts
     }
 
-    fn evaluate_where(&mut self, store: &SeriesStore, t: Millis, selected: impl Fn(usize) -> bool) -> Evaluation {
+    /// Evaluates the selected rules; with `only`, the per-check ones (not pinned) over the
+    /// series of those checks alone, stepping only the alerts labelled with one of them.
+    fn evaluate_where(
+        &mut self,
+        store: &SeriesStore,
+        t: Millis,
+        selected: impl Fn(usize) -> bool,
+        only: Option<&BTreeSet<String>>,
+    ) -> Evaluation {
         let mut result = Evaluation::default();
         for index in (0..self.rules.len()).filter(|i| selected(*i)) {
             let policy = self.policy(index);
             let rule = &self.rules[index];
-            let active = match rule.instances(store, t) {
+            let only = only.filter(|_| rule.scope.per_check && rule.scope.pinned.is_none());
+            let active = match rule.instances_of(store, t, only) {
                 Ok(a) => a,
                 Err(e) => {
                     result.errors.push((rule.def.alert.clone(), e));
@@ -451,10 +510,11 @@ impl RuleEngine {
             };
             let mut now_active: HashMap<Labels, (f64, Labels)> =
                 active.into_iter().map(|i| (i.labels, (i.value, i.sample))).collect();
+            let in_scope = |l: &Labels| only.is_none_or(|c| l.get("check").is_some_and(|v| c.contains(v)));
             let known: Vec<Labels> = self
                 .states
                 .keys()
-                .filter(|(i, _)| *i == index)
+                .filter(|(i, l)| *i == index && in_scope(l))
                 .map(|(_, l)| l.clone())
                 .chain(now_active.keys().cloned())
                 .collect::<BTreeSet<_>>()
@@ -561,6 +621,43 @@ mod tests {
         assert_eq!(e.alerts[0].annotations["summary"], "a at 30");
         assert_eq!(e.alerts[0].labels["alertname"], "TestAlert");
         assert_eq!(e.alerts[0].labels["severity"], "warning");
+    }
+
+    #[test]
+    fn arrivals_are_judged_by_the_checks_that_reported() {
+        let ok = |s: &mut SeriesStore, check: &str, t: Millis, v: f64| {
+            let labels = [("check".to_string(), check.to_string())].into_iter().collect();
+            s.ingest_result(check, t, [crate::model::Sample { name: "probe_success".into(), labels, value: v }], []);
+        };
+        let mut s = SeriesStore::new(3_600_000, 100);
+        for c in ["a", "b", "c"] {
+            ok(&mut s, c, 0, 0.0);
+        }
+        let per_check = AlertRule::compile(def("probe_success == 0", 0)).unwrap();
+        let pinned =
+            AlertRule::compile(RuleDef { alert: "Pinned".into(), ..def("probe_success{check=\"c\"} == 0", 0) })
+                .unwrap();
+        let mut engine = RuleEngine::new(vec![per_check, pinned]);
+        let only = |checks: &[&str]| checks.iter().map(|c| c.to_string()).collect::<BTreeSet<String>>();
+        let e = engine.evaluate_arrivals(&s, 1_000, ["probe_success"], &only(&["a"]));
+        let fired: Vec<(String, String)> =
+            e.changes.iter().map(|c| (c.alert.clone(), c.labels["check"].clone())).collect();
+        assert_eq!(fired, [("TestAlert".into(), "a".into())], "only a's alert: b and c wait for their own results");
+        let e = engine.evaluate_arrivals(&s, 2_000, ["probe_success"], &only(&["b", "c"]));
+        let mut fired: Vec<(String, String)> =
+            e.changes.iter().map(|c| (c.alert.clone(), c.labels["check"].clone())).collect();
+        fired.sort();
+        assert_eq!(
+            fired,
+            [("Pinned".into(), "c".into()), ("TestAlert".into(), "b".into()), ("TestAlert".into(), "c".into())],
+            "c's pinned rule runs when c reports"
+        );
+        assert_eq!(e.alerts.len(), 4, "a's alert is still firing: it was not stepped without a's result");
+        ok(&mut s, "a", 3_000, 1.0);
+        let e = engine.evaluate_arrivals(&s, 3_000, ["probe_success"], &only(&["a"]));
+        assert_eq!(e.changes.len(), 1, "a resolves; nothing else moves");
+        assert_eq!(e.changes[0].labels["check"], "a");
+        assert_eq!(engine.evaluate(&s, 4_000).alerts.len(), 3, "a full sweep agrees: b and c (twice) firing");
     }
 
     #[test]

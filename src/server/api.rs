@@ -9,9 +9,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::time::Duration;
 
-/// `GET /api/v1/status`.
-pub(crate) async fn status(State(state): State<AppState>) -> Response {
-    match view::status(&state).await {
+/// `GET /api/v1/status[?offset=&limit=]`: a large config lists one page of checks
+/// (`listing`); a bad `offset` or `limit` is a 400 naming it.
+pub(crate) async fn status(State(state): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    let selection = match super::listing::parse(q.as_deref()) {
+        Ok(s) => s,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    match view::status(&state, selection).await {
         Ok(s) => Json(s).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -36,7 +41,7 @@ pub(crate) async fn history(
     let Some(name) = path.strip_suffix("/history") else {
         return error(StatusCode::NOT_FOUND, "expected /api/v1/checks/{name}/history");
     };
-    if !state.live.checks.iter().any(|c| c.name == name) {
+    if !state.live.has(name) {
         return error(StatusCode::NOT_FOUND, format!("no check `{name}`"));
     }
     let plan = match query::parse(q.as_deref(), state.clock.now().as_millisecond()) {

@@ -6,6 +6,7 @@
 
 mod api;
 mod listener;
+mod listing;
 pub mod maintenance;
 mod metrics;
 mod page;
@@ -13,7 +14,7 @@ pub(crate) mod query;
 mod updates;
 mod view;
 
-pub(crate) use listener::{Limits, bind, connection_cap};
+pub(crate) use listener::{Limits, bind, connection_cap, open_file_soft_limit};
 
 use crate::clock::Clock;
 use crate::live::Live;

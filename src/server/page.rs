@@ -1,12 +1,13 @@
 //! The status page: one server-rendered HTML document, no external assets, no JavaScript
 //! (it refreshes itself every 30 s): the overall state, open alerts, every service's checks
 //! with their state, latest result, 90 daily uptime bars and a 24-hour response-time chart
-//! (inline SVG), and recent incidents. Every value from outside is HTML-escaped.
+//! (inline SVG), and recent incidents. Every value from outside is HTML-escaped. A large
+//! config shows one page of checks, failing first, with links to the next (`listing`).
 
 use super::{AppState, view};
 use crate::history::Bucket;
 use crate::notify::html_escape as esc;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use std::fmt::Write;
@@ -21,9 +22,13 @@ table{border-collapse:collapse;width:100%;font-size:.9rem}td,th{padding:.35rem .
 .b-up{background:#2da44e}.b-partial{background:#d4a72c}.b-down{background:#cf222e}.b-none{background:#d0d7de}.b-maintenance{background:#54aeff}
 .muted{color:#57606a;font-size:.8rem}.detail{max-width:28rem;word-break:break-word}svg{display:block}";
 
-/// `GET /`.
-pub(crate) async fn status(State(state): State<AppState>) -> Response {
-    match view::status(&state).await {
+/// `GET /[?offset=&limit=]`.
+pub(crate) async fn status(State(state): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    let selection = match super::listing::parse(q.as_deref()) {
+        Ok(s) => s,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
+    };
+    match view::status(&state, selection).await {
         Ok(s) => ([(header::CACHE_CONTROL, "no-store")], Html(render(&s, &state.live.services))).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("status unavailable: {e}")).into_response(),
     }
@@ -77,6 +82,36 @@ fn chart(points: &[Option<f64>]) -> String {
 }
 
 /// The page.
+/// The most failing checks the banner names.
+const MAX_NAMED_DOWN: usize = 20;
+
+/// The counts of every state and links to the neighbouring pages of a large config's checks.
+fn pager(out: &mut String, l: &super::listing::Listing, listed: usize) {
+    let _ = write!(
+        out,
+        "<p class=\"muted pager\">{} checks: {} down, {} unknown, {} in maintenance, {} up · showing {}–{}, failing first",
+        l.total,
+        l.down,
+        l.unknown,
+        l.maintenance,
+        l.up,
+        (l.offset + 1).min(l.total),
+        l.offset + listed
+    );
+    if l.offset > 0 {
+        let _ = write!(
+            out,
+            " · <a href=\"?offset={}&amp;limit={}\">previous</a>",
+            l.offset.saturating_sub(l.limit),
+            l.limit
+        );
+    }
+    if l.offset + listed < l.total {
+        let _ = write!(out, " · <a href=\"?offset={}&amp;limit={}\">next</a>", l.offset + listed, l.limit);
+    }
+    out.push_str("</p>");
+}
+
 pub(crate) fn render(s: &view::Status, services: &[String]) -> String {
     let mut out = String::with_capacity(32 * 1024);
     let _ = write!(
@@ -102,10 +137,19 @@ pub(crate) fn render(s: &view::Status, services: &[String]) -> String {
             when(f.since_ms),
             esc(&f.error)
         );
-    } else if down.is_empty() {
+    } else if s.listing.down == 0 {
         out.push_str("<div class=\"banner up\">All checks are passing</div>");
     } else {
-        let _ = write!(out, "<div class=\"banner down\">{} failing: {}</div>", down.len(), esc(&down.join(", ")));
+        // Named up to a screenful; a large config's count says how many more.
+        let named = &down[..down.len().min(MAX_NAMED_DOWN)];
+        let more = s.listing.down.saturating_sub(named.len());
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        let _ = write!(
+            out,
+            "<div class=\"banner down\">{} failing: {}{more}</div>",
+            s.listing.down,
+            esc(&named.join(", "))
+        );
     }
     for u in &s.updates {
         let step = u.steps.last().map_or_else(
@@ -187,6 +231,9 @@ pub(crate) fn render(s: &view::Status, services: &[String]) -> String {
         }
         out.push_str("</table>");
     }
+    if s.listing.failing_first {
+        pager(&mut out, &s.listing, s.checks.len());
+    }
     let groups = services.iter().map(|s| Some(s.as_str())).chain(std::iter::once(None));
     for service in groups {
         let checks: Vec<&view::CheckStatus> = s.checks.iter().filter(|c| c.service.as_deref() == service).collect();
@@ -220,6 +267,9 @@ pub(crate) fn render(s: &view::Status, services: &[String]) -> String {
             );
         }
         out.push_str("</table>");
+    }
+    if s.listing.failing_first {
+        pager(&mut out, &s.listing, s.checks.len());
     }
     out.push_str("<h2>Recent incidents</h2>");
     if s.incidents.is_empty() {
@@ -261,6 +311,7 @@ mod tests {
             generated_ms: 2_000,
             started_ms: 0,
             overall: "unknown",
+            listing: Default::default(),
             store_failure: Some(crate::store::health::Failure {
                 since_ms: 1_500,
                 error: "cannot write <db>: the disk is full".into(),
@@ -322,6 +373,7 @@ mod tests {
             generated_ms: 3_000,
             started_ms: 0,
             overall: "up",
+            listing: Default::default(),
             store_failure: None,
             checks: Vec::new(),
             alerts: Vec::new(),

@@ -1,6 +1,7 @@
 //! The status as both the page and `/api/v1/status` show it: every check with its state,
 //! latest result and uptime, grouped by service, plus the open alerts. Built from the live
-//! view, the history and the store.
+//! view, the history and the store. A large config lists one page of checks, failing first
+//! (`listing`); the counts and `overall` cover every check.
 
 use super::AppState;
 use crate::history::{self, Bucket, DAY_MS, Resolution};
@@ -81,9 +82,11 @@ pub(crate) struct Status {
     pub started_ms: i64,
     /// `unknown` while the store refuses writes; else `down` when a check is down, else `up`.
     pub overall: &'static str,
+    /// How many checks are in each state, and which of them `checks` lists.
+    pub listing: super::listing::Listing,
     /// Why the store refuses writes, since when; `None` while it takes them.
     pub store_failure: Option<crate::store::health::Failure>,
-    /// Every check.
+    /// The checks listed (every check of a config that fits in one listing).
     pub checks: Vec<CheckStatus>,
     /// Pending and firing alerts.
     pub alerts: Vec<OpenAlert>,
@@ -121,14 +124,39 @@ pub(crate) async fn open_alerts(state: &AppState) -> Result<Vec<OpenAlert>, Stor
         .collect())
 }
 
-/// Computes the status now.
-pub(crate) async fn status(state: &AppState) -> Result<Status, StoreError> {
+/// Computes the status now, listing the checks `selection` asks for.
+pub(crate) async fn status(state: &AppState, selection: super::listing::Selection) -> Result<Status, StoreError> {
     let now = state.clock.now().as_millisecond();
     let store_failure = state.store.health().failure();
     let mut checks = Vec::new();
     let mut incidents = Vec::new();
-    for info in &state.live.checks {
-        let latest = state.live.latest(&info.name);
+    // Every check's state from memory; the history is read for the listed ones only.
+    let mut latest: Vec<Option<crate::live::Latest>> =
+        state.live.checks.iter().map(|info| state.live.latest_result(&info.name)).collect();
+    let states: Vec<(&'static str, bool)> = state
+        .live
+        .checks
+        .iter()
+        .zip(&latest)
+        .map(|(info, latest)| {
+            let stale =
+                store_failure.is_some() || latest.as_ref().is_some_and(|l| crate::live::Live::is_stale(info, l, now));
+            let shown = match latest {
+                _ if stale => "unknown",
+                _ if info.service.as_deref().is_some_and(|s| state.calendar.in_maintenance(s, now)) => "maintenance",
+                Some(l) if l.ok => "up",
+                Some(_) => "down",
+                None => "unknown",
+            };
+            (shown, stale)
+        })
+        .collect();
+    let names: Vec<&str> = states.iter().map(|(s, _)| *s).collect();
+    let (page, listing) = super::listing::select(&names, selection);
+    for index in page {
+        let info = &state.live.checks[index];
+        let latest = latest[index].take();
+        let (shown, stale) = states[index];
         let days = state.history.daily(&info.name, 90, now).await?;
         let hours = state.history.buckets(&info.name, Resolution::Hour, now - DAY_MS, now).await?;
         let from = now - DAY_MS;
@@ -144,19 +172,11 @@ pub(crate) async fn status(state: &AppState) -> Result<Status, StoreError> {
             .collect();
         let raw = state.history.raw(&info.name, now - history::RAW_RETENTION_MS, now + 1).await?;
         incidents.extend(runs_of_failures(&info.name, &raw));
-        let stale =
-            store_failure.is_some() || latest.as_ref().is_some_and(|l| crate::live::Live::is_stale(info, l, now));
         checks.push(CheckStatus {
             name: info.name.clone(),
             service: info.service.clone(),
             kind: info.kind,
-            state: match &latest {
-                _ if stale => "unknown",
-                _ if info.service.as_deref().is_some_and(|s| state.calendar.in_maintenance(s, now)) => "maintenance",
-                Some(l) if l.ok => "up",
-                Some(_) => "down",
-                None => "unknown",
-            },
+            state: shown,
             stale,
             last_run_ms: latest.as_ref().map(|l| l.at_ms),
             latency_ms: latest.as_ref().map(|l| l.latency_ms),
@@ -172,7 +192,7 @@ pub(crate) async fn status(state: &AppState) -> Result<Status, StoreError> {
     incidents.truncate(20);
     let overall = if store_failure.is_some() {
         "unknown"
-    } else if checks.iter().any(|c| c.state == "down") {
+    } else if listing.down > 0 {
         "down"
     } else {
         "up"
@@ -181,6 +201,7 @@ pub(crate) async fn status(state: &AppState) -> Result<Status, StoreError> {
         generated_ms: now,
         started_ms: state.live.started_ms,
         overall,
+        listing,
         store_failure,
         checks,
         alerts: open_alerts(state).await?,

@@ -31,6 +31,7 @@ mod presets;
 mod remote_write;
 mod render;
 mod render_backups;
+mod scale;
 mod secrets;
 mod ship;
 mod store_dialects;
