@@ -94,7 +94,18 @@ pub fn config_text(target: &Target, sink: &fakes::WebhookSink, digest_at: &str) 
 store: ./state.db
 listen: off
 maintenance_reminder: 55s
-checks:
+{}    warning: {{ receivers: [hook], digest: {{ daily: "{digest_at}" }} }}
+"#,
+        web_down_to_hook(target, sink)
+    )
+}
+
+/// The config's `checks:`, `rules:` and `alerting:` (ending in its `tiers:`, so a caller may
+/// add tiers): one check of service `web`, the critical rule `WebDown` on it, and the webhook
+/// `hook` for the critical tier.
+pub fn web_down_to_hook(target: &Target, sink: &fakes::WebhookSink) -> String {
+    format!(
+        r#"checks:
   - name: web
     service: web
     http: {{ url: "{}/health" }}
@@ -108,7 +119,6 @@ alerting:
     hook: {{ webhook: {{ url: "{}" }} }}
   tiers:
     critical: {{ receivers: [hook] }}
-    warning: {{ receivers: [hook], digest: {{ daily: "{digest_at}" }} }}
 "#,
         target.base, sink.url
     )

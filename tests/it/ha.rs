@@ -6,7 +6,7 @@
 //! (`pg_terminate_backend`). Each scenario runs on PostgreSQL (the setup two instances are
 //! for) and on one SQLite file shared by both processes (the same lease SQL).
 
-use crate::crash_gaps::{Target, count, payloads};
+use crate::crash_gaps::{Target, count, payloads, web_down_to_hook};
 use crate::support::{fakes, free_port, http_get};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -37,22 +37,8 @@ leader: {{ lease: {LEASE} }}
 defaults: {{ interval: 1s, timeout: 1s }}
 store: "{store}"
 listen: 127.0.0.1:{port}
-checks:
-  - name: web
-    service: web
-    http: {{ url: "{}/health" }}
-rules:
-  - alert: WebDown
-    expr: probe_success{{check="web"}} == 0
-    labels: {{ severity: critical, service: web }}
-    annotations: {{ summary: "web is down" }}
-alerting:
-  receivers:
-    hook: {{ webhook: {{ url: "{}" }} }}
-  tiers:
-    critical: {{ receivers: [hook] }}
-"#,
-            target.base, sink.url
+{}"#,
+            web_down_to_hook(target, sink)
         );
         std::fs::write(&config, text).unwrap();
         Self { name: name.into(), config, port, child: None }

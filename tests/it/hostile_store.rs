@@ -8,7 +8,7 @@
 
 use crate::alerting::{Daemon, wait_for};
 use crate::cli::config;
-use crate::crash_gaps::{Target, count, payloads};
+use crate::crash_gaps::{Target, count, payloads, web_down_to_hook};
 use crate::support::{fakes, services};
 use mxwarden::history::{Result as CheckResult, State};
 use mxwarden::notify::{AlertInfo, Alerting, Kind, Receiver, Tier, webhook::WebhookReceiver};
@@ -208,24 +208,9 @@ fn a_full_disk_is_paged_without_the_store_and_the_daemon_heals_when_space_is_fre
         r#"listen: 127.0.0.1:{port}
 defaults: {{ interval: 1s, timeout: 1s }}
 store: {store}
-checks:
-  - name: web
-    service: web
-    http: {{ url: "{target}/health" }}
-rules:
-  - alert: WebDown
-    expr: probe_success{{check="web"}} == 0
-    labels: {{ severity: critical, service: web }}
-    annotations: {{ summary: "web is down" }}
-alerting:
-  receivers:
-    hook: {{ webhook: {{ url: "{hook}" }} }}
-  tiers:
-    critical: {{ receivers: [hook] }}
-"#,
+{web}"#,
         store = disk.path().join("state.db").display(),
-        target = target.base,
-        hook = sink.url
+        web = web_down_to_hook(&target, &sink)
     ));
     let log = file.path.with_extension("log");
     let base = format!("http://127.0.0.1:{port}");
