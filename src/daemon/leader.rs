@@ -193,15 +193,6 @@ where
     })
 }
 
-/// A spawned task aborted when this is dropped (a leader-only task that spawned its own).
-pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// The lease task: see the module docs.
 pub(super) struct LeaseTask {
     pub(super) store: Store,

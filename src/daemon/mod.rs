@@ -207,9 +207,10 @@ async fn run_config(
         let (tx, clock) = (tx.clone(), clock.clone());
         tasks.push(leader::leader_only(leading.clone(), stop.clone(), move |stop| {
             let task = crate::backup::schedule::spawn(plan.clone(), tx.clone(), clock.clone(), stop, every);
+            // Aborted with this future when leadership ends.
+            let task = tokio_util::task::AbortOnDropHandle::new(task);
             async move {
-                let mut task = leader::AbortOnDrop(task);
-                let _ = (&mut task.0).await;
+                let _ = task.await;
             }
         }));
     }
